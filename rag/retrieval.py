@@ -1,0 +1,174 @@
+"""Hybrid retrieval: dense (Chroma, cosine) + lexical (BM25) fused by reciprocal rank, then
+maximal marginal relevance so the top k are not k slices of one paragraph.
+
+Scores are calibrated: a logistic model of the best evidence (dense cosine and BM25 strength)
+maps each hit to an estimated probability that it is relevant to the question. The model's
+coefficients are fitted by `study-assistant calibrate` (see docs/calibration.md).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from rag.config import RetrievalSettings
+from rag.documents import Hit
+from rag.embedder import Embedder
+from rag.lexical import BM25Index
+from rag.store import ChromaStore, StoredChunk
+
+
+class NothingIngested(RuntimeError):
+    """Search was asked of an empty index."""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A fused candidate before diversity selection."""
+
+    stored: StoredChunk
+    fused: float
+    cosine: float
+    bm25: float
+    dense_rank: int | None
+    lexical_rank: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    version: str
+    live: frozenset[str]
+    bm25: BM25Index
+
+
+def calibrated_score(cosine: float, bm25: float, settings: RetrievalSettings) -> float:
+    """Estimated probability that a passage is relevant, from its cosine and BM25 score."""
+    lexical = bm25 / (bm25 + settings.bm25_half)
+    z = (
+        settings.calibration_slope * cosine
+        + settings.calibration_lexical * lexical
+        + settings.calibration_intercept
+    )
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+class Retriever:
+    """Searches the live chunks of a store; safe to share between threads."""
+
+    def __init__(
+        self,
+        store: ChromaStore,
+        embedder: Embedder,
+        settings: RetrievalSettings,
+        refresh_interval_s: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.settings = settings
+        self.refresh_interval_s = refresh_interval_s
+        self._snapshot: _Snapshot | None = None
+        self._checked_at = 0.0
+        self._lock = threading.Lock()
+
+    def _current(self) -> _Snapshot:
+        """The live-chunk snapshot, rebuilt when an ingest has changed the index."""
+        now = time.monotonic()
+        snap = self._snapshot
+        if snap is not None and now - self._checked_at < self.refresh_interval_s:
+            return snap
+        with self._lock:
+            version = self.store.version()
+            self._checked_at = time.monotonic()
+            if self._snapshot is None or self._snapshot.version != version:
+                self._snapshot = self._build(version)
+            return self._snapshot
+
+    def _build(self, version: str) -> _Snapshot:
+        ids = [cid for e in self.store.manifest().values() for cid in e.chunk_ids]
+        pairs = list(self.store.iter_texts(ids))
+        bm25 = BM25Index([p[0] for p in pairs], [p[1] for p in pairs])
+        return _Snapshot(version, frozenset(bm25.ids), bm25)
+
+    def live_count(self) -> int:
+        """How many chunks search can return."""
+        return len(self._current().live)
+
+    def search(self, query: str, k: int | None = None) -> list[Hit]:
+        """The k best passages for a query, diverse, with calibrated scores."""
+        k = k or self.settings.k
+        snap = self._current()
+        if not snap.live:
+            raise NothingIngested("Nothing has been ingested yet: run `study-assistant ingest`.")
+        query_vec = self.embedder.embed_query(query)
+        candidates = self._candidates(query, query_vec, snap)
+        chosen = self._diversify(candidates, k)
+        return [self._hit(c) for c in chosen]
+
+    def _candidates(self, query: str, query_vec: np.ndarray, snap: _Snapshot) -> list[Candidate]:
+        n = self.settings.candidates
+        # Over-fetch dense results: chunks an ingest has written but not yet committed are
+        # stored but not live, and must not crowd out live ones.
+        dense = [(cid, s) for cid, s in self.store.query(query_vec, 2 * n) if cid in snap.live][:n]
+        lexical = snap.bm25.search(query, n)
+        dense_rank = {cid: r for r, (cid, _) in enumerate(dense)}
+        lexical_rank = {cid: r for r, (cid, _) in enumerate(lexical)}
+        bm25 = dict(lexical)
+        rrf = self.settings.rrf_k
+        fused: dict[str, float] = {}
+        for ranks in (dense_rank, lexical_rank):
+            for cid, r in ranks.items():
+                fused[cid] = fused.get(cid, 0.0) + 1.0 / (rrf + r + 1)
+        order = sorted(fused, key=fused.__getitem__, reverse=True)[:n]
+        out = []
+        for stored in self.store.get_chunks(order):
+            cosine = float(np.dot(stored.embedding, query_vec))
+            out.append(
+                Candidate(
+                    stored,
+                    fused[stored.id],
+                    cosine,
+                    bm25.get(stored.id, 0.0),
+                    dense_rank.get(stored.id),
+                    lexical_rank.get(stored.id),
+                )
+            )
+        return out
+
+    def _diversify(self, candidates: list[Candidate], k: int) -> list[Candidate]:
+        """Maximal marginal relevance over fused scores, with a cap per section."""
+        if not candidates:
+            return []
+        top = max(c.fused for c in candidates)
+        relevance = np.array([c.fused / top for c in candidates])
+        vectors = np.stack([c.stored.embedding for c in candidates])
+        sections = [(c.stored.chunk.source, c.stored.chunk.section) for c in candidates]
+        lam = self.settings.mmr_lambda
+        chosen: list[int] = []
+        max_sim = np.zeros(len(candidates))
+        while len(chosen) < min(k, len(candidates)):
+            mmr = lam * relevance - (1 - lam) * max_sim
+            mmr[chosen] = -np.inf
+            capped = mmr.copy()
+            for i, key in enumerate(sections):
+                if sum(sections[j] == key for j in chosen) >= self.settings.max_per_section:
+                    capped[i] = -np.inf
+            # When every remaining candidate sits in a full section the corpus is too narrow
+            # for the cap; fall back to plain MMR rather than return fewer than k.
+            best = int(np.argmax(capped if np.isfinite(capped.max()) else mmr))
+            chosen.append(best)
+            max_sim = np.maximum(max_sim, vectors @ vectors[best])
+        return [candidates[i] for i in chosen]
+
+    def _hit(self, c: Candidate) -> Hit:
+        return Hit(
+            chunk=c.stored.chunk,
+            score=calibrated_score(c.cosine, c.bm25, self.settings),
+            dense=c.cosine,
+            bm25=c.bm25,
+            lexical_rank=c.lexical_rank,
+            dense_rank=c.dense_rank,
+        )

@@ -1,0 +1,135 @@
+"""Shared fixtures: the real course materials, the real embedder, real Chroma indexes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+# Nothing in the test suite may reach a model hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from ingest.pipeline import IngestReport, Target, ingest  # noqa: E402
+from rag.config import EmbeddingSettings, Settings, StoreSettings  # noqa: E402
+from rag.embedder import Embedder  # noqa: E402
+from rag.services import Services, build_services  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+PAPER = "attention_is_all_you_need.pdf"
+
+
+@pytest.fixture(scope="session")
+def shared_materials() -> Path:
+    """The real course guides and papers that ship beside the repository."""
+    path = SHARED / "course_materials"
+    if not path.is_dir():
+        pytest.fail(f"the shared course materials are missing: expected them at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def dev_questions() -> list[dict]:
+    """The development question set."""
+    import json
+
+    lines = (SHARED / "eval" / "dev_questions.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+class MemoEmbedder(Embedder):
+    """The real packaged embedder, remembering the vectors of texts it has embedded.
+
+    Many tests ingest the same real files into fresh indexes; computing each real vector once
+    keeps the suite fast without changing what any index receives.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(EmbeddingSettings())
+        self._memo: dict[str, np.ndarray] = {}
+
+    def embed_documents(
+        self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None
+    ) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        for text, vec in zip(missing, super().embed_documents(missing, on_batch), strict=True):
+            self._memo[text] = vec
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.stack([self._memo[t] for t in texts])
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    """The real packaged embedder, loaded once for the whole session."""
+    return MemoEmbedder()
+
+
+class CountingEmbedder:
+    """The real embedder, counting how many texts it is asked to embed."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.texts = 0
+
+    def embed_documents(
+        self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None
+    ) -> np.ndarray:
+        self.texts += len(texts)
+        return self.inner.embed_documents(texts, on_batch)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.inner.embed_query(text)
+
+
+@pytest.fixture
+def counting(embedder: Embedder) -> CountingEmbedder:
+    """A call-counting wrapper around the real embedder."""
+    return CountingEmbedder(embedder)
+
+
+def make_settings(data_dir: Path, **overrides) -> Settings:
+    """Settings for a test: explicit, never read from the environment."""
+    return Settings(data_dir=data_dir, store=StoreSettings(), **overrides)
+
+
+def services_for(data_dir: Path, embedder: Embedder) -> Services:
+    """Services over a data dir, sharing the session's loaded embedder."""
+    return build_services(make_settings(data_dir), embedder=embedder)
+
+
+def run(root: Path, services: Services, embedder=None, **kw) -> IngestReport:
+    """Ingest one root folder with the given services."""
+    return ingest(
+        [Target(root)],
+        services.store,
+        embedder or services.embedder,
+        services.settings.ingest,
+        **kw,
+    )
+
+
+@pytest.fixture
+def small_root(tmp_path: Path, shared_materials: Path) -> Path:
+    """A writable copy of the real guides plus the Transformer paper."""
+    root = tmp_path / "materials"
+    shutil.copytree(shared_materials / "guides", root / "guides")
+    (root / "papers").mkdir()
+    shutil.copy(shared_materials / "papers" / PAPER, root / "papers" / PAPER)
+    return root
+
+
+@pytest.fixture(scope="session")
+def full_index(tmp_path_factory, shared_materials: Path, embedder: Embedder) -> Services:
+    """All the real guides and papers, ingested once into a real embedded Chroma."""
+    services = services_for(tmp_path_factory.mktemp("full") / "data", embedder)
+    report = run(shared_materials, services)
+    assert report.ok and not report.skipped, report.skipped
+    return services
