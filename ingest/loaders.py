@@ -1,0 +1,255 @@
+"""Read one course file into cleaned text pages, or say in one line why it cannot be read.
+
+`load_document` never raises anything but `SkipFile`: the pipeline records the reason and
+moves on to the next file.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+from pypdf import PageObject, PdfReader
+from pypdf.errors import DependencyError, FileNotDecryptedError
+
+from ingest.cleaning import clean_pdf_pages, repair_text
+
+_KINDS = {
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".txt": "text",
+    ".pdf": "pdf",
+    ".html": "html",
+    ".htm": "html",
+}
+_MB = 1024 * 1024
+_SNIFF_BYTES = 64 * 1024
+# Text files have a few tabs and form feeds; binaries are full of other control bytes.
+_MAX_CONTROL_RATIO = 0.05
+_TEXT_CONTROLS = frozenset(b"\t\n\r\f\x1b")
+_MAX_REASON_CHARS = 160
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Cleaned text of one page; `number` is 1-based for PDFs and None for other formats."""
+
+    text: str
+    number: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedDocument:
+    """A readable course file: its source path under the root, its kind and its pages."""
+
+    source: str
+    kind: str
+    pages: tuple[Page, ...]
+
+
+class SkipFile(Exception):
+    """Raised with a one-line human reason when a file cannot be ingested."""
+
+
+def load_document(path: Path, root: Path, max_bytes: int) -> LoadedDocument:
+    """Read and clean one file under `root`; raise SkipFile with a reason if it cannot be."""
+    try:
+        return _load(path, root, max_bytes)
+    except SkipFile:
+        raise
+    except Exception as exc:  # the contract: a one-line reason, never a traceback
+        raise SkipFile(_one_line(f"unreadable file: {type(exc).__name__}: {exc}")) from exc
+
+
+def _load(path: Path, root: Path, max_bytes: int) -> LoadedDocument:
+    """The checks cheapest first, then the reader for the file's kind."""
+    source = _source_path(path, root)
+    kind = _KINDS.get(path.suffix.lower())
+    if kind is None:
+        raise SkipFile(f"unsupported file type '{path.suffix or path.name}'")
+    if not path.is_file():
+        raise SkipFile("not a regular file")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise SkipFile(f"{_human_size(size)} exceeds the {_human_size(max_bytes)} limit")
+    data = path.read_bytes()
+    if not data.strip():
+        raise SkipFile("empty file")
+    if kind == "pdf":
+        pages = _read_pdf(data)
+    else:
+        text = repair_text(_decode_text(data))
+        if kind == "html":
+            text = html_to_markdown(text)
+        if not text.strip():
+            raise SkipFile("no visible text" if kind == "html" else "empty file")
+        pages = (Page(text, None),)
+    return LoadedDocument(source, kind, pages)
+
+
+def _source_path(path: Path, root: Path) -> str:
+    """The POSIX path under `root`; symlinks must not lead outside it."""
+    real_root = root.resolve()
+    if not path.resolve().is_relative_to(real_root):
+        raise SkipFile("outside the materials root")
+    absolute = path.absolute()
+    for base in (root.absolute(), real_root):
+        if absolute.is_relative_to(base):
+            return absolute.relative_to(base).as_posix()
+    return path.resolve().relative_to(real_root).as_posix()
+
+
+def _decode_text(data: bytes) -> str:
+    """Decode text bytes: UTF-16 by its BOM, else UTF-8, then cp1252, then latin-1."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16")
+    sample = data[:_SNIFF_BYTES]
+    controls = sum(1 for b in sample if b < 0x20 and b not in _TEXT_CONTROLS)
+    if b"\x00" in sample or controls > _MAX_CONTROL_RATIO * len(sample):
+        raise SkipFile("binary content in a text file")
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return data.decode("latin-1")  # every byte is a latin-1 character
+
+
+# --- PDF ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def _quiet_pypdf() -> Iterator[None]:
+    """Silence pypdf's warnings about malformed but readable PDFs, for this call only."""
+    logger = logging.getLogger("pypdf")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _read_pdf(data: bytes) -> tuple[Page, ...]:
+    """Extract and clean every page of a PDF."""
+    try:
+        with _quiet_pypdf():
+            reader = _open_pdf(data)
+            raw = [_page_text(page) for page in reader.pages]
+    except SkipFile:
+        raise
+    except Exception as exc:  # pypdf raises many exception types for broken files
+        raise SkipFile(_one_line(f"corrupt PDF: {str(exc) or type(exc).__name__}")) from exc
+    if not any(text.strip() for text in raw):
+        raise SkipFile("PDF has no extractable text (scanned?)")
+    return tuple(Page(text, i) for i, text in enumerate(clean_pdf_pages(raw), start=1))
+
+
+def _open_pdf(data: bytes) -> PdfReader:
+    """Open a PDF, decrypting it with the empty password many 'protected' PDFs use."""
+    reader = PdfReader(io.BytesIO(data))
+    if reader.is_encrypted:
+        try:
+            opened = reader.decrypt("")
+        except (FileNotDecryptedError, DependencyError) as exc:
+            raise SkipFile(_one_line(f"encrypted PDF ({exc})")) from exc
+        if not opened:
+            raise SkipFile("encrypted PDF")
+    return reader
+
+
+def _page_text(page: PageObject) -> str:
+    """One page's text; a page pypdf cannot parse reads as empty rather than sinking the file."""
+    try:
+        return page.extract_text() or ""
+    except Exception:  # one bad content stream should not lose the whole paper
+        return ""
+
+
+# --- HTML --------------------------------------------------------------------------------
+
+_BLOCK_TAGS = frozenset(
+    {"address", "article", "aside", "blockquote", "dd", "div", "dl", "dt", "figcaption"}
+    | {"figure", "footer", "form", "header", "hr", "main", "nav", "ol", "p", "pre"}
+    | {"section", "table", "tbody", "thead", "tfoot", "tr", "ul"}
+)
+_SKIPPED_TAGS = frozenset({"script", "style", "noscript", "template", "head", "svg"})
+_HEADING_TAGS = {f"h{n}": n for n in range(1, 7)}
+
+
+class _MarkdownWriter(HTMLParser):
+    """Collects the visible text of an HTML page, with headings as Markdown '#' lines."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.skipping = 0
+        self.pre = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        """Open a block, heading, list item or skipped element."""
+        if tag in _SKIPPED_TAGS:
+            self.skipping += 1
+        elif tag in _HEADING_TAGS:
+            self.parts.append("\n\n" + "#" * _HEADING_TAGS[tag] + " ")
+        elif tag == "li":
+            self.parts.append("\n- ")
+        elif tag == "br":
+            self.parts.append("\n")
+        elif tag in _BLOCK_TAGS:
+            self.parts.append("\n\n")
+        if tag == "pre":
+            self.pre += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        """Close whatever handle_starttag opened."""
+        if tag in _SKIPPED_TAGS:
+            self.skipping = max(0, self.skipping - 1)
+        elif tag in _HEADING_TAGS or tag in _BLOCK_TAGS:
+            self.parts.append("\n\n")
+        elif tag in ("td", "th"):
+            self.parts.append(" ")
+        if tag == "pre":
+            self.pre = max(0, self.pre - 1)
+
+    def handle_data(self, data: str) -> None:
+        """Keep visible text; outside <pre> whitespace runs become one space."""
+        if self.skipping:
+            return
+        if not self.pre:
+            data = re.sub(r"\s+", " ", data)
+            if not self.parts or self.parts[-1].endswith(("\n", " ")):
+                data = data.lstrip()
+        self.parts.append(data)
+
+
+def html_to_markdown(html: str) -> str:
+    """Visible text of an HTML page with h1-h6 as Markdown headings and blank-line paragraphs."""
+    writer = _MarkdownWriter()
+    writer.feed(html)
+    writer.close()
+    text = "".join(writer.parts)
+    text = re.sub(r"[ \t]+\n", "\n", text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+
+
+def _human_size(n: int) -> str:
+    """'12.3 MB', '4.9 KB' or '512 bytes' (binary units, as the settings count them)."""
+    if n >= _MB:
+        return f"{n / _MB:.1f} MB"
+    return f"{n / 1024:.1f} KB" if n >= 1024 else f"{n} bytes"
+
+
+def _one_line(reason: str) -> str:
+    """Collapse a reason to one short line."""
+    reason = " ".join(reason.split())
+    return reason if len(reason) <= _MAX_REASON_CHARS else reason[: _MAX_REASON_CHARS - 1] + "…"
