@@ -6,9 +6,12 @@ The CLI and the bot both call `build_services(settings)`; nothing else construct
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from rag.assistant import Assistant
 from rag.config import Settings
 from rag.embedder import Embedder
+from rag.llm.registry import ModelRegistry
 from rag.retrieval import Retriever
 from rag.store import ChromaStore, make_client
 
@@ -21,14 +24,29 @@ class Services:
     store: ChromaStore
     embedder: Embedder
     retriever: Retriever
+    models: ModelRegistry
+    assistant: Assistant
 
 
-def build_services(settings: Settings, *, embedder: Embedder | None = None) -> Services:
-    """Open the store and wire the embedder and retriever (models load lazily, on first use).
+def build_services(
+    settings: Settings,
+    *,
+    embedder: Embedder | None = None,
+    models: ModelRegistry | None = None,
+) -> Services:
+    """Open the store and wire everything (models load lazily, on first use).
 
-    Pass an already loaded `embedder` to share its weights between several indexes.
+    Pass an already loaded `embedder` or `models` registry to share weights between several
+    indexes (tests, benchmarks).
     """
     embedder = embedder or Embedder(settings.embedding)
     store = ChromaStore(make_client(settings), settings.store.collection, embedder.name)
     retriever = Retriever(store, embedder, settings.retrieval)
-    return Services(settings=settings, store=store, embedder=embedder, retriever=retriever)
+    models = models or ModelRegistry(settings.llm, model_cache_dir(settings))
+    assistant = Assistant(retriever, models, settings.answer, settings.llm)
+    return Services(settings, store, embedder, retriever, models, assistant)
+
+
+def model_cache_dir(settings: Settings) -> Path:
+    """Where converted local models are cached (safetensors), inside the data dir."""
+    return Path(settings.data_dir) / "models"

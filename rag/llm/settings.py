@@ -1,0 +1,92 @@
+"""Typed LLM configuration, mounted by the settings tree as `Settings.llm`.
+
+Plain pydantic models: nothing here reads the environment. The built-in local models are
+always registered; configured models are added to them (a model of the same name replaces
+the built-in one), so setting one extra model through the environment keeps the defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PACKAGED_PREFIX = "packaged:"
+
+
+class ModelSpec(BaseModel):
+    """One chat model: where it runs, what it is, and what it costs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    backend: Literal["local", "openai"]
+    # local: "packaged:<name>", a directory, a .gguf file or a hub id; openai: the served model id.
+    model: str
+    # False for base models: they get a plain-text prompt instead of the chat template.
+    chat_template: bool = True
+    base_url: str | None = None
+    # The *name* of the environment variable holding the API key, never the key itself.
+    api_key_env: str | None = None
+    price_in_per_mtok: float = 0.0
+    price_out_per_mtok: float = 0.0
+    context_window: int = Field(default=2048, gt=0)
+
+    @model_validator(mode="after")
+    def _openai_needs_url(self) -> ModelSpec:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError(f"model '{self.name}': the openai backend needs a base_url")
+        return self
+
+
+def builtin_models() -> dict[str, ModelSpec]:
+    """The packaged local models every configuration knows."""
+    return {
+        "smollm2": ModelSpec(name="smollm2", backend="local", model="packaged:smollm2"),
+        "gemma3-base": ModelSpec(
+            name="gemma3-base",
+            backend="local",
+            model="packaged:gemma3-270m",
+            chat_template=False,
+        ),
+    }
+
+
+class LLMSettings(BaseModel):
+    """Which chat models exist, which one answers by default, and how calls behave."""
+
+    default: str = "smollm2"
+    models: dict[str, ModelSpec] = Field(default_factory=builtin_models)
+    max_new_tokens: int = Field(default=256, gt=0)
+    temperature: float = Field(default=0.2, ge=0.0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    read_timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=2, ge=0)
+    retry_backoff_s: float = Field(default=0.5, ge=0)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _name_from_key(cls, value: Any) -> Any:
+        # Lets the environment say STUDY_ASSISTANT_LLM__MODELS__VLLM__BACKEND=openai without
+        # repeating the name.
+        if not isinstance(value, dict):
+            return value
+        return {
+            key: {"name": key, **spec} if isinstance(spec, dict) else spec
+            for key, spec in value.items()
+        }
+
+    @field_validator("models", mode="after")
+    @classmethod
+    def _merge_with_builtins(cls, value: dict[str, ModelSpec]) -> dict[str, ModelSpec]:
+        for key, spec in value.items():
+            if spec.name != key:
+                raise ValueError(f"model registered as '{key}' is named '{spec.name}'")
+        return {**builtin_models(), **value}
+
+    @model_validator(mode="after")
+    def _default_is_known(self) -> LLMSettings:
+        if self.default not in self.models:
+            known = ", ".join(sorted(self.models))
+            raise ValueError(f"default model '{self.default}' is not one of: {known}")
+        return self
