@@ -60,7 +60,9 @@ def label_hits(retriever: Retriever, questions: Sequence[dict], k: int) -> list[
     for q in questions:
         for hit in retriever.search(q["question"], k):
             rows.append(
-                LabelledHit(q["id"], q["kind"] == "in", hit.dense, hit.coverage, is_relevant(hit, q))
+                LabelledHit(
+                    q["id"], q["kind"] == "in", hit.dense, hit.coverage, is_relevant(hit, q)
+                )
             )
     return rows
 
@@ -192,8 +194,9 @@ def fit_gate(
     above = inside[inside > outside[-1]]
     threshold = (outside[-1] + above[0]) / 2 if len(above) else outside[-1] + 1e-6
     quantile = float(inside[int(np.floor(max_in_abstain * len(inside)))])
-    return w, float(min(threshold, quantile) if np.mean(inside < threshold) > max_in_abstain
-                    else threshold)
+    return w, float(
+        min(threshold, quantile) if np.mean(inside < threshold) > max_in_abstain else threshold
+    )
 
 
 def gate_probability(evidence: QuestionEvidence, answer: AnswerSettings) -> float:

@@ -42,11 +42,7 @@ def build_services(
     embedder = embedder or Embedder(settings.embedding)
     store = ChromaStore(make_client(settings), settings.store.collection, embedder.name)
     retriever = Retriever(store, embedder, settings.retrieval)
-    models = models or ModelRegistry(settings.llm, model_cache_dir(settings))
+    models = models or ModelRegistry(settings.llm, Path(settings.data_dir))
     assistant = Assistant(retriever, models, settings.answer, settings.llm)
     return Services(settings, store, embedder, retriever, models, assistant)
 
-
-def model_cache_dir(settings: Settings) -> Path:
-    """Where converted local models are cached (safetensors), inside the data dir."""
-    return Path(settings.data_dir) / "models"

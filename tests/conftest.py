@@ -133,3 +133,9 @@ def full_index(tmp_path_factory, shared_materials: Path, embedder: Embedder) -> 
     report = run(shared_materials, services)
     assert report.ok and not report.skipped, report.skipped
     return services
+
+
+@pytest.fixture(scope="session")
+def llm_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One model cache for the session, so each packaged GGUF is dequantized once."""
+    return tmp_path_factory.mktemp("llm-cache")

@@ -330,6 +330,8 @@ class LocalChatModel:
                 # nn.Module's __getattr__ hides generate() from type checkers.
                 generate = cast("Callable[..., Any]", loaded.model.generate)
                 kwargs = sampling_kwargs(max_tokens, temperature, _pad_id(loaded))
+                if self.spec.repetition_penalty != 1.0:
+                    kwargs["repetition_penalty"] = self.spec.repetition_penalty
                 generate(**inputs, **kwargs, streamer=streamer)
                 stats.finish_reason = _finish_reason(loaded, streamer.ids, max_tokens)
         except _Cancelled:

@@ -31,6 +31,9 @@ class ModelSpec(BaseModel):
     price_in_per_mtok: float = 0.0
     price_out_per_mtok: float = 0.0
     context_window: int = Field(default=2048, gt=0)
+    # Local models only: >1 discourages repeating tokens. Very small models fall into loops
+    # ("it is a type of model that is a type of model…") without it.
+    repetition_penalty: float = Field(default=1.0, gt=0)
 
     @model_validator(mode="after")
     def _openai_needs_url(self) -> ModelSpec:
@@ -42,7 +45,9 @@ class ModelSpec(BaseModel):
 def builtin_models() -> dict[str, ModelSpec]:
     """The packaged local models every configuration knows."""
     return {
-        "smollm2": ModelSpec(name="smollm2", backend="local", model="packaged:smollm2"),
+        "smollm2": ModelSpec(
+            name="smollm2", backend="local", model="packaged:smollm2", repetition_penalty=1.15
+        ),
         "gemma3-base": ModelSpec(
             name="gemma3-base",
             backend="local",

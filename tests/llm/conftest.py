@@ -28,12 +28,6 @@ class FirstLoad:
     seconds: float
 
 
-@pytest.fixture(scope="session")
-def llm_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache dir for the session, so each GGUF is dequantized once."""
-    return tmp_path_factory.mktemp("llm-cache")
-
-
 CONVERT_GEMMA3 = (
     "import sys; from pathlib import Path; "
     "from rag.llm.model_cache import export_packaged_model; "
