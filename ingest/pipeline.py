@@ -33,7 +33,8 @@ _HASH_BLOCK = 1 << 20
 class DocumentEmbedder(Protocol):
     """What the pipeline needs from an embedder."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def embed_documents(
         self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None

@@ -89,7 +89,9 @@ class BM25Index:
     def __init__(self, ids: Sequence[str], texts: Sequence[str], k1: float = 1.2, b: float = 0.75):
         self.ids = list(ids)
         self.vocab: dict[str, int] = {}
-        rows, cols, tfs = [], [], []
+        rows: list[int] = []
+        cols: list[int] = []
+        tfs: list[int] = []
         lengths = np.zeros(len(texts), dtype=np.float32)
         for doc, text in enumerate(texts):
             counts: dict[int, int] = {}

@@ -210,11 +210,11 @@ class LocalChatModel:
     def __init__(self, spec: ModelSpec, loader: ModelLoader) -> None:
         self.name = spec.name
         self.spec = spec
-        self._loader = loader
+        self.loader = loader
 
     def loaded(self) -> LoadedModel:
         """The shared loaded model (blocks while it loads the first time)."""
-        return self._loader.load(self.spec.model)
+        return self.loader.load(self.spec.model)
 
     async def load(self) -> LoadedModel:
         """Load the model in a worker thread; call at startup to keep the first answer fast."""
