@@ -22,5 +22,6 @@ lint:
 	$(BIN)/mypy ingest rag
 
 demo:
-	$(BIN)/study-assistant ingest
-	$(BIN)/study-assistant search "What is LoRA and why does it matter?"
+	HF_HUB_OFFLINE=1 $(BIN)/study-assistant ingest
+	HF_HUB_OFFLINE=1 $(BIN)/study-assistant search "How does LoRA reduce the number of trainable parameters?" --k 3
+	HF_HUB_OFFLINE=1 $(BIN)/study-assistant ask "What is PagedAttention and why does vLLM use it?"

@@ -26,7 +26,7 @@ from rag.documents import Chunk
 from rag.store import ChromaStore, ManifestEntry
 
 # Bump when cleaning or chunking changes in a way that should re-process every file.
-PIPELINE_VERSION = "1"
+PIPELINE_VERSION = "2"
 _HASH_BLOCK = 1 << 20
 
 
@@ -333,7 +333,9 @@ def _index_group(
     existing = store.existing_ids([c.id for c in all_chunks])
     fresh = [c for c in all_chunks if c.id not in existing]
     progress.embedding_started(len(fresh))
-    vectors = embedder.embed_documents([c.text for c in fresh], on_batch=progress.embedded)
+    vectors = embedder.embed_documents(
+        [c.embedding_text() for c in fresh], on_batch=progress.embedded
+    )
     report.embedded += len(fresh)
     row = {c.id: i for i, c in enumerate(fresh)}
     for f, chunks in group:

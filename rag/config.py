@@ -58,9 +58,9 @@ class RetrievalSettings(BaseModel):
     max_per_section: int = 2
     # Logistic calibration of (cosine, lexical coverage) into P(relevant); fitted by
     # `study-assistant calibrate`, documented in docs/calibration.md.
-    calibration_slope: float = 7.889
-    calibration_lexical: float = 4.784
-    calibration_intercept: float = -6.879
+    calibration_slope: float = 7.237
+    calibration_lexical: float = 5.206
+    calibration_intercept: float = -6.853
 
 
 class AnswerSettings(BaseModel):
@@ -70,10 +70,10 @@ class AnswerSettings(BaseModel):
     # The abstention gate: P(covered) = sigmoid(a·best cosine + b·best coverage + c) over the
     # retrieved passages; below `abstain_below` the answer is "not covered" and the model is
     # not called. Fitted by `study-assistant calibrate` (docs/calibration.md).
-    gate_cosine: float = 34.169
-    gate_coverage: float = 3.008
-    gate_intercept: float = -16.511
-    abstain_below: float = 0.834
+    gate_cosine: float = 34.042
+    gate_coverage: float = 2.037
+    gate_intercept: float = -15.589
+    abstain_below: float = 0.822
     max_question_chars: int = 2000
     history_turns: int = 6
     history_chars: int = 600

@@ -28,6 +28,14 @@ class Chunk:
         key = "\x1f".join((self.source, str(self.page or 0), self.section, self.text))
         return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
+    def embedding_text(self) -> str:
+        """What the embedder sees: a short header naming the document and section, then the
+        text. Passages whose body never names their topic (a table row, a list item under a
+        heading) then still embed near questions about that topic."""
+        title = self.source.rsplit("/", 1)[-1].rsplit(".", 1)[0].replace("_", " ").replace("-", " ")
+        header = f"{title} · {self.section}" if self.section else title
+        return f"{header}\n\n{self.text}"
+
     def metadata(self) -> dict[str, str | int]:
         """Flat metadata for the vector store (Chroma accepts no None values)."""
         return {
