@@ -194,7 +194,8 @@ class Assistant:
         began: float,
     ) -> AsyncIterator[AnswerEvent]:
         started = time.perf_counter()
-        messages, used = self._prompt(question, hits, history[-2:], chat)
+        # Token counting may load the local model's tokenizer: keep it off the event loop.
+        messages, used = await asyncio.to_thread(self._prompt, question, hits, history[-2:], chat)
         timings["prompt_ms"] = (time.perf_counter() - started) * 1000
         started = time.perf_counter()
         pieces: list[str] = []

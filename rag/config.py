@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rag.llm.settings import LLMSettings
@@ -80,6 +80,38 @@ class AnswerSettings(BaseModel):
     rewrite_followups: bool = True
 
 
+class DiscordSettings(BaseModel):
+    """The Discord bot: token, where it answers, who may use the instructor tools, limits."""
+
+    # From STUDY_ASSISTANT_DISCORD__TOKEN (or DISCORD_TOKEN, read by the bot's entry point).
+    token: SecretStr | None = None
+    # Sync slash commands to this one guild (instant); None syncs globally (up to an hour).
+    guild_id: int | None = None
+    # Request the privileged Message Content intent: needed for thread follow-ups without a
+    # mention. Enable it in the Developer Portal too, or the gateway refuses the connection.
+    message_content: bool = True
+    allow_dms: bool = False
+    # Empty means anywhere. Channel ids (a thread counts as its parent channel) and role ids.
+    allowed_channels: list[int] = Field(default_factory=list)
+    allowed_roles: list[int] = Field(default_factory=list)
+    # Role ids or names that may use /reingest, /upload and /stats (Manage Server always may).
+    instructor_roles: list[int | str] = Field(default_factory=list)
+    max_question_chars: int = Field(default=1000, gt=0)
+    # Per-user token bucket: `rate_burst` questions at once, refilled at `rate_per_minute`.
+    rate_burst: int = Field(default=3, gt=0)
+    rate_per_minute: float = Field(default=4.0, gt=0)
+    # At most this many answers generate at once; up to `max_waiting` more wait in a queue.
+    max_concurrent: int = Field(default=2, gt=0)
+    max_waiting: int = Field(default=20, ge=0)
+    edit_interval_s: float = Field(default=1.0, gt=0)
+    # Thread follow-ups see at most this many earlier messages of the thread.
+    history_messages: int = Field(default=10, ge=0)
+    upload_max_mb: float = Field(default=20.0, gt=0)
+    upload_folder: str = "uploads"
+    # Salt for the hashed user ids in the question log (not a secret worth much, but per site).
+    user_hash_salt: SecretStr = SecretStr("study-assistant")
+
+
 class Settings(BaseSettings):
     """The whole configuration tree."""
 
@@ -97,3 +129,4 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     answer: AnswerSettings = Field(default_factory=AnswerSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
+    discord: DiscordSettings = Field(default_factory=DiscordSettings)

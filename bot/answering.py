@@ -1,0 +1,173 @@
+"""Answering in Discord, shared by `/ask` and the mention/thread flow.
+
+Admission (question checks, per-user rate limit) is instant and happens before anything is
+sent; then the answer waits for a generation slot, streams into the reply with throttled
+edits, and finishes with the answer, its sources, the buttons, and a row in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import discord
+
+from bot import render
+from bot.limits import EditThrottle
+from bot.ratelimit import GenerationQueue, TokenBucket
+from bot.storage import LoggedAnswer, QuestionLog, hash_user
+from bot.views import answer_view
+from rag.assistant import Answer, Assistant, Finished, Token, check_question
+from rag.config import DiscordSettings
+
+log = logging.getLogger("bot")
+
+
+class Reply(Protocol):
+    """Where an answer is shown: the first message is edited as it grows; `more` adds one."""
+
+    async def begin(self, question: str) -> None:
+        """Show that the question was received (before any waiting or searching)."""
+        ...
+
+    async def show(self, embeds: list[discord.Embed], view: discord.ui.View | None = None) -> None:
+        """Replace the first message's embeds (and buttons)."""
+        ...
+
+    async def more(self, embeds: list[discord.Embed]) -> None:
+        """Send a further message (a long answer's next page)."""
+        ...
+
+
+class InteractionReply:
+    """The deferred response of a slash command."""
+
+    def __init__(self, interaction: discord.Interaction, ephemeral: bool = False) -> None:
+        self.interaction = interaction
+        self.ephemeral = ephemeral
+
+    async def begin(self, question: str) -> None:
+        """Nothing to do: the deferred response already shows "thinking"."""
+
+    async def show(self, embeds: list[discord.Embed], view: discord.ui.View | None = None) -> None:
+        """Edit the original response."""
+        extra: dict[str, Any] = {"view": view} if view is not None else {}
+        await self.interaction.edit_original_response(content=None, embeds=embeds, **extra)
+
+    async def more(self, embeds: list[discord.Embed]) -> None:
+        """A follow-up message."""
+        await self.interaction.followup.send(embeds=embeds, ephemeral=self.ephemeral)
+
+
+class ChannelReply:
+    """A message the bot posts (in a thread or DM) and then edits."""
+
+    def __init__(self, channel: discord.abc.Messageable) -> None:
+        self.channel = channel
+        self.message: discord.Message | None = None
+
+    async def begin(self, question: str) -> None:
+        """Post a placeholder that the answer will replace."""
+        await self.show([render.status_embed(question, "Searching the course materials…")])
+
+    async def show(self, embeds: list[discord.Embed], view: discord.ui.View | None = None) -> None:
+        """Send the first message, or edit it."""
+        extra: dict[str, Any] = {"view": view} if view is not None else {}
+        if self.message is None:
+            self.message = await self.channel.send(embeds=embeds, **extra)
+        else:
+            # Message.edit does not apply the client's allowed_mentions: say it again.
+            self.message = await self.message.edit(
+                embeds=embeds, allowed_mentions=discord.AllowedMentions.none(), **extra
+            )
+
+    async def more(self, embeds: list[discord.Embed]) -> None:
+        """Another message in the same channel."""
+        await self.channel.send(embeds=embeds)
+
+
+class Answerer:
+    """Admits questions, queues them, streams answers into replies and logs them."""
+
+    def __init__(self, assistant: Assistant, questions: QuestionLog, settings: DiscordSettings):
+        self.assistant = assistant
+        self.questions = questions
+        self.settings = settings
+        self.limiter = TokenBucket(settings.rate_burst, settings.rate_per_minute)
+        self.queue = GenerationQueue(settings.max_concurrent, settings.max_waiting)
+
+    def admit(self, user_id: int, question: str) -> str:
+        """The normalised question, or InvalidQuestion / RateLimited (checked in that order)."""
+        question = check_question(question, self.settings.max_question_chars)
+        self.limiter.take(user_id)
+        return question
+
+    def user_hash(self, user_id: int) -> str:
+        """The pseudonym stored in the log."""
+        return hash_user(user_id, self.settings.user_hash_salt.get_secret_value())
+
+    async def answer(
+        self,
+        question: str,
+        reply: Reply,
+        *,
+        user_id: int,
+        channel_id: int | None,
+        history: Sequence[dict[str, str]] = (),
+    ) -> Answer:
+        """Wait for a slot, stream the answer into `reply`, finish it and log it."""
+
+        async def waiting(place: int) -> None:
+            try:
+                await reply.show([render.status_embed(question, render.queue_status(place))])
+            except discord.HTTPException:  # a missed notice must not cost the answer
+                log.warning("could not show the queue position")
+
+        await reply.begin(question)
+        async with self.queue.slot(waiting):
+            answer = await self._stream(question, reply, history)
+        question_id = await asyncio.to_thread(
+            self.questions.record, self._logged(answer, user_id, channel_id)
+        )
+        messages = render.answer_messages(answer)
+        await reply.show(messages[0], view=answer_view(question_id))
+        for embeds in messages[1:]:
+            await reply.more(embeds)
+        return answer
+
+    async def _stream(
+        self, question: str, reply: Reply, history: Sequence[dict[str, str]]
+    ) -> Answer:
+        """Consume the answer stream; edits run beside it, at most one in flight."""
+        throttle = EditThrottle(self.settings.edit_interval_s)
+        draft: list[str] = []
+        editing: asyncio.Task[None] | None = None
+        try:
+            async for event in self.assistant.stream(question, history=history):
+                if isinstance(event, Token):
+                    draft.append(event.text)
+                    idle = editing is None or editing.done()
+                    if idle and throttle.ready():
+                        embed = render.draft_embed(question, "".join(draft))
+                        editing = asyncio.create_task(reply.show([embed]))
+                elif isinstance(event, Finished):
+                    return event.answer
+        finally:
+            if editing is not None:
+                await asyncio.gather(editing, return_exceptions=True)
+        raise RuntimeError("the answer stream ended without an answer")
+
+    def _logged(self, answer: Answer, user_id: int, channel_id: int | None) -> LoggedAnswer:
+        return LoggedAnswer(
+            user_hash=self.user_hash(user_id),
+            channel=str(channel_id or ""),
+            question=answer.question,
+            answer=answer.text,
+            sources=tuple(c.as_json() for c in answer.citations),
+            passages=tuple(render.passage_dict(h) for h in answer.retrieved),
+            model=answer.model,
+            latency_ms=answer.timings.get("total_ms", 0.0),
+            abstained=answer.refused,
+        )

@@ -1,0 +1,134 @@
+"""The bot: dependencies through the constructor, one-time work in `setup_hook`, one error
+handler on the command tree, no mentions ever parsed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.answering import Answerer
+from bot.conversations import Conversations
+from bot.errors import report_error
+from bot.ingesting import Reingester
+from bot.storage import QuestionLog
+from bot.views import FeedbackButton, SourcesButton
+from rag.config import DiscordSettings
+from rag.services import Services
+
+log = logging.getLogger("bot")
+MESSAGE_CONTENT_HELP = (
+    "Thread follow-ups without a mention need the privileged Message Content intent: enable "
+    "it under Bot → Privileged Gateway Intents in the Discord Developer Portal. Slash commands, "
+    "mentions and DMs work without it."
+)
+
+
+class StudyTree(app_commands.CommandTree):
+    """The command tree, with the bot's one error policy."""
+
+    async def on_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        """Friendly ephemeral replies for known errors; a logged id for the rest."""
+        await report_error(interaction, error)
+
+
+def bot_intents(settings: DiscordSettings) -> discord.Intents:
+    """Guilds and messages (for mentions and threads); message content only if configured."""
+    intents = discord.Intents.default()
+    intents.message_content = settings.message_content
+    intents.dm_messages = settings.allow_dms
+    return intents
+
+
+class StudyBot(commands.Bot):
+    """The study assistant in Discord."""
+
+    def __init__(
+        self,
+        services: Services,
+        questions: QuestionLog,
+        *,
+        warm_up: bool = True,
+        **options: Any,
+    ) -> None:
+        settings = services.settings
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            help_command=None,
+            intents=bot_intents(settings.discord),
+            allowed_mentions=discord.AllowedMentions.none(),
+            tree_cls=StudyTree,
+            **options,
+        )
+        self.services = services
+        self.settings = settings
+        self.questions = questions
+        self.answerer = Answerer(services.assistant, questions, settings.discord)
+        self.conversations = Conversations(self, self.answerer, settings.discord)
+        self.reingester = Reingester(services)
+        self.warm_up = warm_up
+
+    async def setup_hook(self) -> None:
+        """One-time start-up: cogs, persistent buttons, intent check, command sync, warm-up."""
+        from bot.cogs import ask, instructor, mentions
+
+        for cog in (ask.AskCog(self), mentions.MentionCog(self), instructor.InstructorCog(self)):
+            await self.add_cog(cog)
+        self.add_dynamic_items(FeedbackButton, SourcesButton)
+        self.check_message_content()
+        await self.sync_commands()
+        if self.warm_up:
+            await self.load_models()
+
+    async def on_message(self, message: discord.Message) -> None:
+        """No prefix commands: messages are handled by the mention cog only."""
+
+    def check_message_content(self) -> None:
+        """Warn (and drop the intent, so the gateway accepts us) when it is not enabled."""
+        if not self.intents.message_content:
+            log.warning("Message Content intent disabled in the settings. %s",
+                        MESSAGE_CONTENT_HELP)
+            return
+        flags = self.application.flags if self.application else None
+        if flags is None or flags.gateway_message_content or flags.gateway_message_content_limited:
+            return
+        log.warning("The Message Content intent is not enabled for this application. %s",
+                    MESSAGE_CONTENT_HELP)
+        self._connection._intents.message_content = False
+
+    async def sync_commands(self) -> None:
+        """Sync slash commands to the configured guild (instant) or globally."""
+        guild_id = self.settings.discord.guild_id
+        if guild_id is None:
+            synced = await self.tree.sync()
+            log.info("synced %d commands globally (may take up to an hour)", len(synced))
+            return
+        guild = discord.Object(id=guild_id)
+        self.tree.copy_global_to(guild=guild)
+        synced = await self.tree.sync(guild=guild)
+        log.info("synced %d commands to guild %s", len(synced), guild_id)
+
+    async def load_models(self) -> None:
+        """Load the embedder and the default chat model on worker threads before serving."""
+        services = self.services
+        await asyncio.to_thread(services.embedder.embed_query, "warm up")
+        chat = services.models.get()
+        load = getattr(chat, "load", None)
+        if load is not None:
+            await load()
+        log.info("models loaded: %s, %s", services.embedder.name, chat.name)
+
+    async def feedback(self, question_id: int, user_id: int, vote: int) -> bool:
+        """Record a 👍/👎 from a user on a logged answer."""
+        user = self.answerer.user_hash(user_id)
+        return await asyncio.to_thread(self.questions.vote, question_id, user, vote)
+
+    async def passages(self, question_id: int) -> list[dict[str, Any]] | None:
+        """The passages a logged answer was built from."""
+        return await asyncio.to_thread(self.questions.passages, question_id)

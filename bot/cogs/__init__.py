@@ -1,0 +1,1 @@
+"""Thin adapters from Discord commands and events to the bot's services."""

@@ -1,0 +1,62 @@
+"""Student commands: /ask, /sources, /help."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import render
+from bot.access import students_only
+from bot.answering import InteractionReply
+from rag.assistant import check_question
+
+if TYPE_CHECKING:
+    from bot.client import StudyBot
+
+
+class AskCog(commands.Cog):
+    """Questions and searches."""
+
+    def __init__(self, bot: StudyBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(description="Ask a question about the course materials")
+    @app_commands.describe(question="Your question", private="Only you see the answer")
+    @students_only
+    async def ask(
+        self, interaction: discord.Interaction, question: str, private: bool = False
+    ) -> None:
+        """Answer from the materials, streamed, with sources and feedback buttons."""
+        question = self.bot.answerer.admit(interaction.user.id, question)
+        await interaction.response.defer(thinking=True, ephemeral=private)
+        await self.bot.answerer.answer(
+            question,
+            InteractionReply(interaction, ephemeral=private),
+            user_id=interaction.user.id,
+            channel_id=interaction.channel_id,
+        )
+
+    @app_commands.command(description="The most relevant passages, without an answer")
+    @app_commands.describe(query="What to look for", private="Only you see the passages")
+    @students_only
+    async def sources(
+        self, interaction: discord.Interaction, query: str, private: bool = False
+    ) -> None:
+        """Search the materials and show the top passages."""
+        query = check_question(query, self.bot.settings.discord.max_question_chars)
+        await interaction.response.defer(thinking=True, ephemeral=private)
+        hits = await asyncio.to_thread(self.bot.services.retriever.search, query)
+        passages = [render.passage_dict(h) for h in hits]
+        messages = render.passage_messages(f"Passages for: {query}", passages)
+        await interaction.edit_original_response(embeds=messages[0])
+        for embeds in messages[1:]:
+            await interaction.followup.send(embeds=embeds, ephemeral=private)
+
+    @app_commands.command(name="help", description="What I can do, with examples")
+    async def help_command(self, interaction: discord.Interaction) -> None:
+        """The commands, privately."""
+        await interaction.response.send_message(embed=render.help_embed(), ephemeral=True)

@@ -1,0 +1,80 @@
+"""Instructor tools: /reingest, /upload, /stats (configured roles or Manage Server)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import render, uploads
+from bot.access import instructors_only
+from bot.ingesting import IngestStatus, report_embed
+from ingest.pipeline import Target
+
+if TYPE_CHECKING:
+    from bot.client import StudyBot
+
+
+class InstructorCog(commands.Cog):
+    """Keeping the materials up to date, and seeing how the bot is used."""
+
+    def __init__(self, bot: StudyBot) -> None:
+        self.bot = bot
+
+    async def _progress(self, interaction: discord.Interaction, status: IngestStatus) -> None:
+        embed = discord.Embed(title="Re-ingesting…", description=status.line())
+        await interaction.edit_original_response(embed=embed)
+
+    @app_commands.command(description="Re-read the course materials (only what changed)")
+    @app_commands.guild_only()
+    @instructors_only
+    async def reingest(self, interaction: discord.Interaction) -> None:
+        """Incremental ingest of the materials folder, with progress and a summary."""
+        target = Target(Path(self.bot.settings.materials_dir).resolve())
+        with self.bot.reingester.claim():
+            await interaction.response.defer(thinking=True)
+            report = await self.bot.reingester.run(
+                [target], lambda status: self._progress(interaction, status)
+            )
+        await interaction.edit_original_response(embed=report_embed(report))
+
+    @app_commands.command(description="Add a PDF, Markdown or text file to the materials")
+    @app_commands.describe(file="The file", overwrite="Replace a file of the same name")
+    @app_commands.guild_only()
+    @instructors_only
+    async def upload(
+        self, interaction: discord.Interaction, file: discord.Attachment, overwrite: bool = False
+    ) -> None:
+        """Check, save under the materials folder, and ingest one file."""
+        settings = self.bot.settings
+        max_bytes = int(settings.discord.upload_max_mb * 1024 * 1024)
+        name = uploads.check_type_and_size(file.filename, file.size, max_bytes)
+        folder = settings.discord.upload_folder
+        path = uploads.destination(settings.materials_dir, folder, name, overwrite)
+        with self.bot.reingester.claim():
+            await interaction.response.defer(thinking=True)
+            data = await file.read()
+            uploads.check_content(name, data)
+            await asyncio.to_thread(uploads.save_atomically, path, data)
+            root = Path(settings.materials_dir).resolve()
+            report = await self.bot.reingester.run([Target(root, path)])
+        summary = report_embed(report, f"Added {folder}/{name}")
+        await interaction.edit_original_response(embed=summary)
+
+    @app_commands.command(description="Questions, abstentions, feedback and latency")
+    @app_commands.describe(days="The period, in days (default 7)")
+    @app_commands.guild_only()
+    @instructors_only
+    async def stats(
+        self, interaction: discord.Interaction, days: app_commands.Range[int, 1, 365] = 7
+    ) -> None:
+        """Usage statistics from the question log."""
+        await interaction.response.defer(thinking=True, ephemeral=True)
+        since = time.time() - days * 86400
+        stats = await asyncio.to_thread(self.bot.questions.stats, since)
+        await interaction.edit_original_response(embed=render.stats_embed(stats, days))

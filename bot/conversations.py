@@ -1,0 +1,106 @@
+"""The mention flow: a mention in a channel opens a thread and answers there; in the bot's
+threads (and in DMs, when enabled) follow-ups need no mention and use the recent history."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING
+
+import discord
+
+from bot.access import channel_allowed, member_allowed
+from bot.answering import Answerer, ChannelReply
+from bot.errors import friendly_message, new_error_id
+from bot.limits import thread_name
+
+if TYPE_CHECKING:
+    from rag.config import DiscordSettings
+
+log = logging.getLogger("bot")
+_MENTION = re.compile(r"<@[!&]?\d+>")
+
+
+def question_text(content: str) -> str:
+    """A message's text without user or role mentions."""
+    return " ".join(_MENTION.sub(" ", content).split())
+
+
+def is_our_thread(channel: object, me: discord.abc.User) -> bool:
+    """Whether a channel is a thread the bot started (follow-ups there need no mention)."""
+    return isinstance(channel, discord.Thread) and channel.owner_id == me.id
+
+
+def history_turns(messages: list[discord.Message], me: discord.abc.User) -> list[dict[str, str]]:
+    """Earlier answered questions in a thread, oldest first, as chat history.
+
+    Each finished answer of the bot carries its question (embed title) and answer (embed
+    description); messages that got no answer are not part of the conversation.
+    """
+    turns: list[dict[str, str]] = []
+    for message in messages:
+        if message.author.id != me.id or not message.embeds:
+            continue
+        first, last = message.embeds[0], message.embeds[-1]
+        if not (last.footer and last.footer.text) or not first.title:
+            continue  # a draft, a queue notice or an error, not a finished answer
+        body = "\n".join(e.description or "" for e in message.embeds)
+        turns += [{"role": "user", "content": first.title},
+                  {"role": "assistant", "content": body}]
+    return turns
+
+
+class Conversations:
+    """Decides whether a message is for the bot, and answers it in the right place."""
+
+    def __init__(self, client: discord.Client, answerer: Answerer, settings: DiscordSettings):
+        self.client = client
+        self.answerer = answerer
+        self.settings = settings
+
+    async def handle(self, message: discord.Message) -> None:
+        """Answer a mention, a follow-up in one of our threads, or a DM; ignore the rest."""
+        me = self.client.user
+        if me is None or message.author.bot or message.author.id == me.id:
+            return
+        channel = message.channel
+        dm = isinstance(channel, discord.DMChannel)
+        mentioned = me in message.mentions
+        if not (mentioned or dm or is_our_thread(channel, me)):
+            return
+        if not channel_allowed(self.settings, channel) or not member_allowed(
+            self.settings, message.author
+        ):
+            return
+        try:
+            await self._answer(message, me, dm)
+        except Exception as exc:  # noqa: BLE001 - routed to the one error policy
+            await self._report(message, exc)
+
+    async def _answer(self, message: discord.Message, me: discord.abc.User, dm: bool) -> None:
+        question = self.answerer.admit(message.author.id, question_text(message.content))
+        channel = message.channel
+        history: list[dict[str, str]] = []
+        if dm or is_our_thread(channel, me):
+            limit = self.settings.history_messages
+            earlier = [m async for m in channel.history(limit=limit, before=message)]
+            history = history_turns(list(reversed(earlier)), me)
+        elif isinstance(channel, discord.TextChannel):
+            channel = await message.create_thread(name=thread_name(question),
+                                                  auto_archive_duration=1440)
+        await self.answerer.answer(
+            question, ChannelReply(channel), user_id=message.author.id,
+            channel_id=channel.id, history=history,
+        )
+
+    async def _report(self, message: discord.Message, error: Exception) -> None:
+        text = friendly_message(error)
+        if text is None:
+            error_id = new_error_id()
+            log.error("unexpected error %s answering message %s", error_id, message.id,
+                      exc_info=error)
+            text = f"Something went wrong on my side (error id `{error_id}`)."
+        try:
+            await message.reply(text)  # the client-wide AllowedMentions.none() covers the author
+        except discord.HTTPException:
+            log.warning("could not deliver an error reply to message %s", message.id)

@@ -1,0 +1,88 @@
+"""The bot's one error policy: typed errors become friendly ephemeral replies; anything
+unexpected is logged with a traceback and an id the user can quote."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+import discord
+from discord import app_commands
+
+from bot.ratelimit import QueueFull, RateLimited
+from rag.assistant import InvalidQuestion
+from rag.llm.base import BackendRejected, BackendTimeout, BackendUnavailable, LLMError
+from rag.locking import DataDirBusy
+from rag.retrieval import NothingIngested
+
+log = logging.getLogger("bot")
+
+
+class UserFacingError(Exception):
+    """An error whose message is written for the user (upload rejected, not allowed…)."""
+
+
+class NotAllowed(app_commands.CheckFailure):
+    """The user, channel or role may not use this command; the message says why."""
+
+
+class ReingestRunning(UserFacingError):
+    """A re-ingest is already under way."""
+
+
+def friendly_message(error: BaseException) -> str | None:
+    """The reply for a known error, or None when the error is unexpected."""
+    if isinstance(error, app_commands.CommandInvokeError):
+        error = error.original
+    if isinstance(error, RateLimited):
+        return error.user_message()
+    if isinstance(error, QueueFull):
+        return "I'm answering a lot of questions right now. Please try again in a minute."
+    if isinstance(error, InvalidQuestion | UserFacingError | NotAllowed | DataDirBusy):
+        return str(error)
+    if isinstance(error, NothingIngested):
+        return "No course materials have been ingested yet. An instructor can run /reingest."
+    if isinstance(error, BackendUnavailable | BackendTimeout):
+        return (
+            "The language model is not reachable right now, so I can't answer. "
+            "Please try again in a few minutes (searching with /sources still works)."
+        )
+    if isinstance(error, BackendRejected | LLMError):
+        return f"The language model could not answer this one: {error}"
+    if isinstance(error, app_commands.CommandOnCooldown):
+        return f"Please try again in {error.retry_after:.0f} s."
+    if isinstance(error, app_commands.CheckFailure):
+        return "You can't use this command here."
+    return None
+
+
+def new_error_id() -> str:
+    """A short id that links what the user sees to the log line."""
+    return secrets.token_hex(4)
+
+
+async def report_error(interaction: discord.Interaction, error: BaseException) -> None:
+    """Reply to the user about an error (ephemeral when possible) and log unexpected ones."""
+    message = friendly_message(error)
+    if message is None:
+        error_id = new_error_id()
+        original = getattr(error, "original", error)
+        command = interaction.command.name if interaction.command else interaction.type.name
+        trace = (type(original), original, original.__traceback__)
+        log.error("unexpected error %s in %s", error_id, command, exc_info=trace)
+        message = (
+            f"Something went wrong on my side (error id `{error_id}`). Please tell an "
+            "instructor the id if it keeps happening."
+        )
+    await reply_privately(interaction, message)
+
+
+async def reply_privately(interaction: discord.Interaction, message: str) -> None:
+    """An ephemeral reply, or (after a public defer) an edit of the placeholder."""
+    try:
+        if not interaction.response.is_done():
+            await interaction.response.send_message(message, ephemeral=True)
+        else:
+            await interaction.edit_original_response(content=message, embeds=[], view=None)
+    except discord.HTTPException:
+        log.warning("could not deliver an error reply for interaction %s", interaction.id)

@@ -1,0 +1,140 @@
+"""Re-ingests inside the bot process: one at a time, on a worker thread, with progress.
+
+Searches keep working while an ingest runs (the retriever only returns committed chunks), so
+questions keep being answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import discord
+
+from bot.errors import ReingestRunning
+from bot.limits import EMBED_FIELD_VALUE_CHARS, truncate
+from ingest.pipeline import IngestReport, Target, ingest
+from rag.services import Services
+
+
+@dataclass
+class IngestStatus:
+    """What an ingest has done so far (updated from the worker thread)."""
+
+    files_total: int = 0
+    files_done: int = 0
+    chunks_total: int = 0
+    chunks_done: int = 0
+    current: str = ""
+
+    def line(self) -> str:
+        """One line for the progress message."""
+        if not self.files_total:
+            return "Scanning the materials…"
+        text = f"Files {self.files_done}/{self.files_total}"
+        if self.chunks_total:
+            text += f" · embedding {self.chunks_done}/{self.chunks_total} chunks"
+        return text + (f" · {self.current}" if self.current else "")
+
+
+class StatusProgress:
+    """An `IngestProgress` that keeps an `IngestStatus` up to date."""
+
+    def __init__(self, status: IngestStatus) -> None:
+        self.status = status
+        self._lock = threading.Lock()
+
+    def files_started(self, total: int) -> None:
+        """Record the number of files to process."""
+        with self._lock:
+            self.status.files_total = total
+
+    def file_done(self, source: str) -> None:
+        """Count a finished file."""
+        with self._lock:
+            self.status.files_done += 1
+            self.status.current = source
+
+    def embedding_started(self, total: int) -> None:
+        """Start counting a group's chunks."""
+        with self._lock:
+            self.status.chunks_total, self.status.chunks_done = total, 0
+
+    def embedded(self, n: int) -> None:
+        """Count an embedded batch."""
+        with self._lock:
+            self.status.chunks_done += n
+
+
+class Reingester:
+    """Runs one ingest at a time against the bot's store; a second request is refused."""
+
+    def __init__(self, services: Services, progress_interval_s: float = 2.0) -> None:
+        self.services = services
+        self.progress_interval_s = progress_interval_s
+        self._running = False
+
+    @property
+    def running(self) -> bool:
+        """Whether an ingest is under way."""
+        return self._running
+
+    @contextmanager
+    def claim(self) -> Iterator[None]:
+        """Reserve the ingest slot at once (before any await), or raise ReingestRunning."""
+        if self._running:
+            raise ReingestRunning(
+                "A re-ingest is already running; its summary will appear when it finishes. "
+                "Please try again afterwards."
+            )
+        self._running = True
+        try:
+            yield
+        finally:
+            self._running = False
+
+    async def run(
+        self,
+        targets: Sequence[Target],
+        on_progress: Callable[[IngestStatus], Awaitable[None]] | None = None,
+    ) -> IngestReport:
+        """Ingest the targets on a worker thread (inside `claim()`), reporting progress."""
+        if not self._running:
+            raise RuntimeError("Reingester.run() must be called inside claim()")
+        status = IngestStatus()
+        s = self.services
+        work = asyncio.ensure_future(asyncio.to_thread(
+            ingest, list(targets), s.store, s.embedder, s.settings.ingest, False,
+            StatusProgress(status),
+        ))
+        while not work.done():
+            await asyncio.wait({work}, timeout=self.progress_interval_s)
+            if not work.done() and on_progress is not None:
+                await on_progress(status)
+        return work.result()
+
+
+def report_embed(report: IngestReport, title: str = "Re-ingest finished") -> discord.Embed:
+    """The summary: added / changed / removed / unchanged files and skipped ones with reasons."""
+    plan = report.plan
+    embed = discord.Embed(title=title, colour=discord.Colour.green() if report.ok
+                          else discord.Colour.red())
+    skipped = report.skipped
+    rows = [  # a new or changed file that could not be read is listed as skipped only
+        ("Added", [f.source for f in plan.added if f.source not in skipped]),
+        ("Changed", [f.source for f in plan.changed if f.source not in skipped]),
+        ("Removed", list(plan.removed)),
+    ]
+    for name, items in rows:
+        value = "\n".join(items) or "none"
+        embed.add_field(name=f"{name} ({len(items)})", value=truncate(value, 1000), inline=False)
+    embed.add_field(name="Unchanged", value=str(len(plan.unchanged)))
+    reasons = "\n".join(f"{s}: {r}" for s, r in sorted(skipped.items())) or "none"
+    embed.add_field(name=f"Skipped ({len(skipped)})",
+                    value=truncate(reasons, EMBED_FIELD_VALUE_CHARS), inline=False)
+    embed.set_footer(text=f"{report.chunks_added} chunks embedded · {report.chunks_reused} "
+                     f"reused · {report.chunks_removed} removed · {report.seconds:.1f} s")
+    return embed

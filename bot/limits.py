@@ -1,0 +1,177 @@
+"""Discord's size limits, in one pure module: splitting text, checking payloads, pacing edits.
+
+Nothing here imports discord; payload checks work on the JSON discord.py sends, so tests can
+run every recorded request through `payload_problems`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+MESSAGE_CHARS = 2000
+EMBED_DESCRIPTION_CHARS = 4096
+EMBED_TITLE_CHARS = 256
+EMBED_FIELD_NAME_CHARS = 256
+EMBED_FIELD_VALUE_CHARS = 1024
+EMBED_FOOTER_CHARS = 2048
+EMBED_AUTHOR_CHARS = 256
+EMBED_FIELDS = 25
+EMBEDS_PER_MESSAGE = 10
+EMBED_TOTAL_CHARS = 6000
+BUTTON_LABEL_CHARS = 80
+THREAD_NAME_CHARS = 100
+ELLIPSIS = "…"
+_FENCE = "```"
+
+
+def truncate(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, ending with an ellipsis when cut."""
+    if len(text) <= limit:
+        return text
+    return text[: max(limit - 1, 0)].rstrip() + ELLIPSIS
+
+
+def tail(text: str, limit: int) -> str:
+    """The last `limit` characters of `text`, starting with an ellipsis when cut."""
+    if len(text) <= limit:
+        return text
+    return ELLIPSIS + text[len(text) - limit + 1 :].lstrip()
+
+
+def _cut_point(text: str, limit: int) -> int:
+    """Where to cut `text` (longer than limit): the last paragraph, line, sentence or word
+    break in the second half of the window, else a hard cut."""
+    window = text[:limit]
+    for sep in ("\n\n", "\n", ". ", " "):
+        at = window.rfind(sep)
+        if at >= limit // 2:
+            return at + len(sep)
+    return limit
+
+
+def split_for_discord(text: str, limit: int = MESSAGE_CHARS) -> list[str]:
+    """Split text into pieces of at most `limit` characters at natural breaks.
+
+    A code block cut in two is closed at the end of one piece and reopened (with its
+    language) at the start of the next, so each piece renders on its own.
+    """
+    if limit < 64:
+        raise ValueError("limit too small to split sensibly")
+    pieces: list[str] = []
+    rest = text.strip()
+    reopen = ""
+    while rest:
+        rest = reopen + rest
+        if len(rest) <= limit:
+            pieces.append(rest)
+            break
+        budget = limit - len(_FENCE) - 1  # room to close an open code block
+        cut = _cut_point(rest, budget)
+        piece, rest = rest[:cut].rstrip(), rest[cut:].lstrip("\n ")
+        fence = _open_fence(piece)
+        if fence is not None:
+            piece += "\n" + _FENCE
+            reopen = fence + "\n"
+        else:
+            reopen = ""
+        if piece.strip():
+            pieces.append(piece)
+    return pieces
+
+
+def _open_fence(piece: str) -> str | None:
+    """The opening line of a code block left open at the end of `piece`, if any."""
+    opened: str | None = None
+    for line in piece.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(_FENCE):
+            opened = None if opened is not None else stripped
+    return opened
+
+
+def thread_name(question: str) -> str:
+    """A thread title from a question: one line, within Discord's 100 characters."""
+    line = " ".join(question.split()) or "Question"
+    return truncate(line, THREAD_NAME_CHARS)
+
+
+def embed_chars(embed: Mapping[str, Any]) -> int:
+    """Characters that count towards the 6,000 per-message embed total."""
+    total = len(embed.get("title") or "") + len(embed.get("description") or "")
+    total += len((embed.get("footer") or {}).get("text") or "")
+    total += len((embed.get("author") or {}).get("name") or "")
+    for f in embed.get("fields") or []:
+        total += len(f.get("name") or "") + len(f.get("value") or "")
+    return total
+
+
+def _embed_problems(embed: Mapping[str, Any]) -> Iterable[str]:
+    checks = [
+        ("title", len(embed.get("title") or ""), EMBED_TITLE_CHARS),
+        ("description", len(embed.get("description") or ""), EMBED_DESCRIPTION_CHARS),
+        ("footer", len((embed.get("footer") or {}).get("text") or ""), EMBED_FOOTER_CHARS),
+        ("author", len((embed.get("author") or {}).get("name") or ""), EMBED_AUTHOR_CHARS),
+        ("fields", len(embed.get("fields") or []), EMBED_FIELDS),
+    ]
+    for f in embed.get("fields") or []:
+        checks.append(("field name", len(f.get("name") or ""), EMBED_FIELD_NAME_CHARS))
+        checks.append(("field value", len(f.get("value") or ""), EMBED_FIELD_VALUE_CHARS))
+        if not f.get("name") or not f.get("value"):
+            yield "embed field with an empty name or value"
+    for what, size, limit in checks:
+        if size > limit:
+            yield f"embed {what}: {size} > {limit}"
+
+
+def payload_problems(payload: Mapping[str, Any]) -> list[str]:
+    """Every way a message payload (as sent to Discord) breaks Discord's limits."""
+    problems: list[str] = []
+    content = payload.get("content") or ""
+    if len(content) > MESSAGE_CHARS:
+        problems.append(f"content: {len(content)} > {MESSAGE_CHARS}")
+    embeds = payload.get("embeds") or []
+    if len(embeds) > EMBEDS_PER_MESSAGE:
+        problems.append(f"embeds: {len(embeds)} > {EMBEDS_PER_MESSAGE}")
+    for embed in embeds:
+        problems.extend(_embed_problems(embed))
+    total = sum(embed_chars(e) for e in embeds)
+    if total > EMBED_TOTAL_CHARS:
+        problems.append(f"embeds total: {total} > {EMBED_TOTAL_CHARS}")
+    for row in payload.get("components") or []:
+        for item in row.get("components") or []:
+            if len(item.get("label") or "") > BUTTON_LABEL_CHARS:
+                problems.append(f"button label > {BUTTON_LABEL_CHARS}")
+    return problems
+
+
+def pack_pages(pages: list[str], budget: int = EMBED_TOTAL_CHARS) -> list[list[str]]:
+    """Group embed-sized pages into messages whose embeds stay under the 6,000 total."""
+    messages: list[list[str]] = []
+    size = 0
+    for page in pages:
+        if messages and size + len(page) <= budget and len(messages[-1]) < EMBEDS_PER_MESSAGE:
+            messages[-1].append(page)
+            size += len(page)
+        else:
+            messages.append([page])
+            size = len(page)
+    return messages
+
+
+class EditThrottle:
+    """Lets an edit through at most once per `interval_s` (Discord rate-limits message edits)."""
+
+    def __init__(self, interval_s: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self.interval_s = interval_s
+        self._clock = clock
+        self._last: float | None = None
+
+    def ready(self) -> bool:
+        """Whether an edit may be sent now; if so, the time is recorded."""
+        now = self._clock()
+        if self._last is not None and now - self._last < self.interval_s:
+            return False
+        self._last = now
+        return True

@@ -1,0 +1,147 @@
+"""How answers, passages, statistics and ingest reports look in Discord (embeds within limits)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import discord
+
+from bot.limits import (
+    EMBED_FIELD_VALUE_CHARS,
+    EMBED_TITLE_CHARS,
+    pack_pages,
+    split_for_discord,
+    tail,
+    truncate,
+)
+from bot.storage import Stats
+from rag.assistant import Answer
+from rag.documents import Hit
+
+ANSWER_PAGE_CHARS = 3800  # + title 256 + sources 1024 + footer < 6,000 per message
+PASSAGE_CHARS = 900
+CURSOR = " ▌"
+COLOUR = discord.Colour.blurple()
+REFUSED_COLOUR = discord.Colour.light_grey()
+
+HELP_TEXT = """\
+**/ask** `question` `[private]` — an answer from the course materials, with its sources.
+  e.g. `/ask question: What is LoRA and why does it matter?`
+**/sources** `query` — the most relevant passages, without generating an answer.
+  e.g. `/sources query: PagedAttention`
+**Mention me** in a channel (`@study-assistant what is RAG?`) and I answer in a new thread;
+in that thread, follow-up questions need no mention.
+**/help** — this list.
+
+Instructors: **/reingest** (re-read the materials), **/upload** `file` (add a PDF, Markdown or
+text file), **/stats** `[days]` (questions, abstentions, feedback, latency)."""
+
+
+def where(source: str, page: int | None, section: str) -> str:
+    """`papers/lora.pdf, p. 4 · Method`: where a passage comes from."""
+    text = source + (f", p. {page}" if page else "")
+    return text + (f" · {section}" if section else "")
+
+
+def passage_dict(hit: Hit) -> dict[str, Any]:
+    """What the log keeps of a retrieved passage (for the Sources button)."""
+    c = hit.chunk
+    return {
+        "source": c.source,
+        "page": c.page,
+        "section": c.section,
+        "score": round(hit.score, 3),
+        "text": c.text[:PASSAGE_CHARS],
+    }
+
+
+def sources_field(answer: Answer) -> str:
+    """The citations of an answer, one per line, within an embed field."""
+    lines = [f"[{c.number}] {where(c.source, c.page, c.section)}" for c in answer.citations]
+    if not lines and answer.refused and answer.retrieved:
+        lines = ["Nearest: " + where(h.chunk.source, h.chunk.page, h.chunk.section)
+                 for h in answer.retrieved[:3]]
+    return truncate("\n".join(lines), EMBED_FIELD_VALUE_CHARS) if lines else ""
+
+
+def footer(answer: Answer) -> str:
+    """`smollm2 · 3.2 s`, or a note that the model was not called."""
+    seconds = answer.timings.get("total_ms", 0.0) / 1000
+    if answer.refused:
+        return f"not covered by the materials · {seconds:.1f} s"
+    return f"{answer.model} · {seconds:.1f} s"
+
+
+def answer_messages(answer: Answer) -> list[list[discord.Embed]]:
+    """The finished answer as messages of embeds: text pages, then sources and footer."""
+    pages = split_for_discord(answer.text, ANSWER_PAGE_CHARS) or ["(no text)"]
+    colour = REFUSED_COLOUR if answer.refused else COLOUR
+    embeds = [discord.Embed(description=page, colour=colour) for page in pages]
+    embeds[0].title = truncate(answer.question, EMBED_TITLE_CHARS)
+    field = sources_field(answer)
+    if field:
+        embeds[-1].add_field(name="Sources", value=field, inline=False)
+    embeds[-1].set_footer(text=footer(answer))
+    return [[e] for e in embeds]
+
+
+def draft_embed(question: str, text: str) -> discord.Embed:
+    """The answer while it streams, with a cursor."""
+    body = tail(text, ANSWER_PAGE_CHARS) + CURSOR if text else "Thinking…"
+    return discord.Embed(title=truncate(question, EMBED_TITLE_CHARS), description=body,
+                         colour=COLOUR)
+
+
+def status_embed(question: str, status: str) -> discord.Embed:
+    """A placeholder while the question waits or its passages are searched."""
+    return discord.Embed(title=truncate(question, EMBED_TITLE_CHARS), description=status,
+                         colour=REFUSED_COLOUR)
+
+
+def queue_status(place: int) -> str:
+    """What a user waiting for a generation slot sees."""
+    return f"You're #{place} in the queue; your answer starts as soon as a slot is free."
+
+
+def passage_messages(
+    title: str, passages: Sequence[Mapping[str, Any]]
+) -> list[list[discord.Embed]]:
+    """Passages as embeds, packed into messages within the embed limits."""
+    if not passages:
+        return [[discord.Embed(title=truncate(title, EMBED_TITLE_CHARS),
+                               description="No passages found.")]]
+    bodies = []
+    for rank, p in enumerate(passages, 1):
+        head = f"**{rank}. {where(p['source'], p.get('page'), p.get('section', ''))}**"
+        score = f" (relevance {p['score']:.2f})" if p.get("score") is not None else ""
+        text = " ".join(str(p.get("text", "")).split())
+        bodies.append(truncate(f"{head}{score}\n{text}", PASSAGE_CHARS + 300))
+    messages = [[discord.Embed(description=b, colour=COLOUR) for b in group]
+                for group in pack_pages(bodies, budget=5500)]
+    messages[0][0].title = truncate(title, EMBED_TITLE_CHARS)
+    return messages
+
+
+def help_embed() -> discord.Embed:
+    """The commands, with examples."""
+    return discord.Embed(title="Study assistant", description=HELP_TEXT, colour=COLOUR)
+
+
+def stats_embed(stats: Stats, days: float) -> discord.Embed:
+    """Usage over the period."""
+    embed = discord.Embed(title=f"Usage over the last {days:g} days", colour=COLOUR)
+    rate = stats.abstained / stats.questions if stats.questions else 0.0
+    embed.add_field(name="Questions", value=str(stats.questions))
+    embed.add_field(name="Abstentions", value=f"{stats.abstained} ({rate:.0%})")
+    embed.add_field(name="Feedback", value=f"👍 {stats.up} · 👎 {stats.down}")
+    lat = stats.latency_ms
+    embed.add_field(
+        name="Latency (answered)",
+        value=f"p50 {lat.get('p50', 0) / 1000:.1f} s · p90 {lat.get('p90', 0) / 1000:.1f} s · "
+        f"p99 {lat.get('p99', 0) / 1000:.1f} s",
+        inline=False,
+    )
+    top = "\n".join(f"{n}× {s}" for s, n in stats.top_sources) or "none yet"
+    embed.add_field(name="Top sources", value=truncate(top, EMBED_FIELD_VALUE_CHARS), inline=False)
+    return embed

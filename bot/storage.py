@@ -1,0 +1,218 @@
+"""The question log and feedback, in SQLite inside the data dir; statistics and export.
+
+User ids are stored only as salted hashes. Methods are synchronous and quick; the bot calls
+them through `asyncio.to_thread` so a slow disk never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS questions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at REAL NOT NULL,
+    user_hash TEXT NOT NULL,
+    channel TEXT NOT NULL DEFAULT '',
+    question TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    sources TEXT NOT NULL,
+    passages TEXT NOT NULL,
+    model TEXT NOT NULL,
+    latency_ms REAL NOT NULL,
+    abstained INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    question_id INTEGER NOT NULL REFERENCES questions(id),
+    user_hash TEXT NOT NULL,
+    vote INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (question_id, user_hash)
+);
+CREATE INDEX IF NOT EXISTS questions_created ON questions(created_at);
+"""
+EXPORT_FIELDS = (
+    "id",
+    "created_at",
+    "user_hash",
+    "channel",
+    "question",
+    "answer",
+    "sources",
+    "model",
+    "latency_ms",
+    "abstained",
+    "up",
+    "down",
+)
+
+
+def hash_user(user_id: int | str, salt: str) -> str:
+    """A stable pseudonym for a Discord user id (sha256 of salt and id, 16 hex digits)."""
+    return hashlib.sha256(f"{salt}:{user_id}".encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class LoggedAnswer:
+    """What the log keeps of one answered question."""
+
+    user_hash: str
+    channel: str
+    question: str
+    answer: str
+    sources: tuple[dict[str, Any], ...]
+    passages: tuple[dict[str, Any], ...]
+    model: str
+    latency_ms: float
+    abstained: bool
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Usage over a period."""
+
+    since: float
+    questions: int
+    abstained: int
+    up: int
+    down: int
+    top_sources: list[tuple[str, int]] = field(default_factory=list)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0–100) by linear interpolation; 0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+class QuestionLog:
+    """SQLite-backed log of questions, answers and feedback; safe to share between threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+    def record(self, entry: LoggedAnswer, at: float | None = None) -> int:
+        """Store one answered question; return its id."""
+        row = (
+            at if at is not None else time.time(),
+            entry.user_hash,
+            entry.channel,
+            entry.question,
+            entry.answer,
+            json.dumps(list(entry.sources), ensure_ascii=False),
+            json.dumps(list(entry.passages), ensure_ascii=False),
+            entry.model,
+            entry.latency_ms,
+            int(entry.abstained),
+        )
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO questions (created_at, user_hash, channel, question, answer, "
+                "sources, passages, model, latency_ms, abstained) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                row,
+            )
+            return int(cur.lastrowid or 0)
+
+    def vote(self, question_id: int, user_hash: str, vote: int) -> bool:
+        """Record (or change) one user's 👍 (+1) or 👎 (-1); False if the question is unknown."""
+        if vote not in (1, -1):
+            raise ValueError("vote must be +1 or -1")
+        with self._lock:
+            known = self._db.execute("SELECT 1 FROM questions WHERE id = ?", (question_id,))
+            if known.fetchone() is None:
+                return False
+            self._db.execute(
+                "INSERT INTO feedback (question_id, user_hash, vote, created_at) "
+                "VALUES (?,?,?,?) ON CONFLICT(question_id, user_hash) "
+                "DO UPDATE SET vote = excluded.vote, created_at = excluded.created_at",
+                (question_id, user_hash, vote, time.time()),
+            )
+            return True
+
+    def passages(self, question_id: int) -> list[dict[str, Any]] | None:
+        """The passages an answer was built from, or None for an unknown question."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT passages FROM questions WHERE id = ?", (question_id,)
+            ).fetchone()
+        return None if row is None else list(json.loads(row["passages"]))
+
+    def rows(self, since: float = 0.0) -> list[dict[str, Any]]:
+        """Every logged question since a time, with its vote counts."""
+        with self._lock:
+            cur = self._db.execute(
+                "SELECT q.*, "
+                "COALESCE(SUM(CASE WHEN f.vote > 0 THEN 1 END), 0) AS up, "
+                "COALESCE(SUM(CASE WHEN f.vote < 0 THEN 1 END), 0) AS down "
+                "FROM questions q LEFT JOIN feedback f ON f.question_id = q.id "
+                "WHERE q.created_at >= ? GROUP BY q.id ORDER BY q.id",
+                (since,),
+            )
+            return [dict(r) for r in cur.fetchall()]
+
+    def stats(self, since: float = 0.0, top: int = 5) -> Stats:
+        """Questions, abstentions, feedback, top sources and latency percentiles since a time."""
+        rows = self.rows(since)
+        sources: Counter[str] = Counter()
+        for r in rows:
+            sources.update({s["source"] for s in json.loads(r["sources"])})
+        latencies = [r["latency_ms"] for r in rows if not r["abstained"]]
+        return Stats(
+            since=since,
+            questions=len(rows),
+            abstained=sum(r["abstained"] for r in rows),
+            up=sum(r["up"] for r in rows),
+            down=sum(r["down"] for r in rows),
+            top_sources=sources.most_common(top),
+            latency_ms={f"p{q}": percentile(latencies, q) for q in (50, 90, 99)},
+        )
+
+    def export(self, out: TextIO, fmt: str = "jsonl", since: float = 0.0) -> int:
+        """Write the log as CSV or JSONL; return how many questions were written."""
+        rows = list(self._export_rows(since))
+        if fmt == "jsonl":
+            for r in rows:
+                out.write(json.dumps(r, ensure_ascii=False) + "\n")
+        elif fmt == "csv":
+            writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS)
+            writer.writeheader()
+            for r in rows:
+                writer.writerow({**r, "sources": json.dumps(r["sources"], ensure_ascii=False)})
+        else:
+            raise ValueError(f"unknown export format '{fmt}' (csv or jsonl)")
+        return len(rows)
+
+    def _export_rows(self, since: float) -> Iterator[dict[str, Any]]:
+        for r in self.rows(since):
+            record = {k: r[k] for k in EXPORT_FIELDS}
+            record["sources"] = json.loads(r["sources"])
+            record["abstained"] = bool(r["abstained"])
+            yield record

@@ -1,0 +1,85 @@
+"""Instructor uploads: check the type, size and name of a file, then save it safely."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import unicodedata
+from pathlib import Path
+
+from bot.errors import UserFacingError
+
+ALLOWED_TYPES = {".pdf": "PDF", ".md": "Markdown", ".markdown": "Markdown", ".txt": "text"}
+_UNSAFE = re.compile(r"[^\w.\- ]+", re.UNICODE)
+MAX_NAME_CHARS = 100
+
+
+class UploadRejected(UserFacingError):
+    """The file cannot be accepted; the message says why."""
+
+
+def safe_filename(name: str) -> str:
+    """A harmless file name, or UploadRejected for names that try to leave the folder."""
+    name = unicodedata.normalize("NFKC", name).strip()
+    if not name or "/" in name or "\\" in name or "\x00" in name:
+        raise UploadRejected("The file name must be a plain name, without folders.")
+    if name.startswith(".") or name in (".", ".."):
+        raise UploadRejected("The file name must not start with a dot.")
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem:
+        raise UploadRejected("The file needs an extension: .pdf, .md or .txt.")
+    stem = _UNSAFE.sub("_", stem).strip(" ._") or "upload"
+    stem = stem[: MAX_NAME_CHARS - len(ext) - 1]
+    return f"{stem}.{ext.lower()}"
+
+
+def check_type_and_size(name: str, size: int, max_bytes: int) -> str:
+    """The safe name of an acceptable attachment, or UploadRejected saying why not."""
+    safe = safe_filename(name)
+    suffix = Path(safe).suffix
+    if suffix not in ALLOWED_TYPES:
+        kinds = ", ".join(sorted(ALLOWED_TYPES))
+        raise UploadRejected(f"I can only ingest {kinds} files, not '{suffix}'.")
+    if size > max_bytes:
+        raise UploadRejected(
+            f"That file is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB."
+        )
+    if size == 0:
+        raise UploadRejected("That file is empty.")
+    return safe
+
+
+def check_content(name: str, data: bytes) -> None:
+    """The bytes must match the extension: a PDF header, or text without NUL bytes."""
+    if Path(name).suffix == ".pdf":
+        if not data.startswith(b"%PDF-"):
+            raise UploadRejected("That file is named .pdf but is not a PDF.")
+    elif b"\x00" in data[:8192]:
+        raise UploadRejected("That file is named as text but contains binary data.")
+
+
+def destination(materials_dir: Path, folder: str, name: str, overwrite: bool) -> Path:
+    """Where to save an upload: inside the materials folder; an existing file only if asked."""
+    root = Path(materials_dir).resolve()
+    target = (root / folder / name).resolve()
+    if not target.is_relative_to(root):
+        raise UploadRejected("The file name must be a plain name, without folders.")
+    if target.exists() and not overwrite:
+        raise UploadRejected(
+            f"`{folder}/{name}` already exists. Upload again with `overwrite: True` to replace it."
+        )
+    return target
+
+
+def save_atomically(path: Path, data: bytes) -> None:
+    """Write a file so that an ingest never sees it half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

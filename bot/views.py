@@ -1,0 +1,102 @@
+"""The buttons under an answer: 👍 / 👎 feedback and Sources.
+
+They are dynamic items: the question id lives in the custom id, so the buttons keep working
+after a restart (the passages come from the question log, not from memory).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot import render
+from bot.errors import report_error
+
+if TYPE_CHECKING:
+    from bot.client import StudyBot
+
+
+def _bot(interaction: discord.Interaction) -> StudyBot:
+    return interaction.client  # type: ignore[return-value]
+
+
+class FeedbackButton(
+    discord.ui.DynamicItem[discord.ui.Button], template=r"sa:vote:(?P<vote>up|down):(?P<qid>\d+)"
+):
+    """👍 or 👎 on one answer; one vote per user, which they can change."""
+
+    def __init__(self, question_id: int, vote: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                emoji="👍" if vote == "up" else "👎",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"sa:vote:{vote}:{question_id}",
+            )
+        )
+        self.question_id = question_id
+        self.vote = vote
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> FeedbackButton:
+        """Rebuild the button from its custom id."""
+        return cls(int(match["qid"]), match["vote"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        """Record the vote and thank the user privately."""
+        try:
+            value = 1 if self.vote == "up" else -1
+            await _bot(interaction).feedback(self.question_id, interaction.user.id, value)
+            await interaction.response.send_message("Thanks for the feedback!", ephemeral=True)
+        except Exception as exc:  # noqa: BLE001 - routed to the one error policy
+            await report_error(interaction, exc)
+
+
+class SourcesButton(discord.ui.DynamicItem[discord.ui.Button], template=r"sa:src:(?P<qid>\d+)"):
+    """Shows, privately, the passages an answer was built from."""
+
+    def __init__(self, question_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Sources",
+                emoji="📚",
+                style=discord.ButtonStyle.primary,
+                custom_id=f"sa:src:{question_id}",
+            )
+        )
+        self.question_id = question_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> SourcesButton:
+        """Rebuild the button from its custom id."""
+        return cls(int(match["qid"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        """Send the passages as ephemeral messages."""
+        try:
+            passages = await _bot(interaction).passages(self.question_id)
+            if passages is None:
+                await interaction.response.send_message(
+                    "I no longer have the passages for that answer.", ephemeral=True
+                )
+                return
+            messages = render.passage_messages("Passages used for this answer", passages)
+            await interaction.response.send_message(embeds=messages[0], ephemeral=True)
+            for embeds in messages[1:]:
+                await interaction.followup.send(embeds=embeds, ephemeral=True)
+        except Exception as exc:  # noqa: BLE001 - routed to the one error policy
+            await report_error(interaction, exc)
+
+
+def answer_view(question_id: int) -> discord.ui.View:
+    """The buttons under a finished answer."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(FeedbackButton(question_id, "up"))
+    view.add_item(FeedbackButton(question_id, "down"))
+    view.add_item(SourcesButton(question_id))
+    return view

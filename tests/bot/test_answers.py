@@ -1,0 +1,256 @@
+"""/ask, /sources and the answer buttons, with the real index, embedder and local model."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+import socket
+import threading
+import time
+
+from bot import render
+from bot.limits import payload_problems
+from rag.assistant import Assistant
+from rag.llm.registry import ModelRegistry
+from rag.llm.settings import LLMSettings
+from tests.bot.fake_discord import Person
+
+IN_SCOPE = "What is a Transformer, in simple terms?"
+OUT_OF_SCOPE = "Who painted the Mona Lisa?"
+STUDENT = Person(1001, "ana")
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def original_edits(harness, token):
+    return [r for r in harness.for_token(token) if r.method == "PATCH"]
+
+
+def is_draft(request) -> bool:
+    """An edit showing an answer while it streams."""
+    embeds = request.payload.get("embeds") or [{}]
+    return (embeds[0].get("description") or "").endswith(render.CURSOR)
+
+
+def assert_safe(harness):
+    """Every message the bot sent parses no mentions and fits Discord's limits."""
+    sent = harness.fake.sent_messages()
+    assert sent
+    for r in sent:
+        assert r.message.get("allowed_mentions") == {"parse": []}, r.path
+        assert payload_problems(r.message) == [], r.path
+
+
+async def test_ask_defers_at_once_then_streams_and_finishes_with_sources(
+    make_harness, guides_services
+):
+    harness = await make_harness(guides_services, warm_up=True)
+    fed = time.monotonic()
+    token = harness.command("ask", STUDENT, question=IN_SCOPE)
+    await harness.settle()
+    requests = harness.for_token(token)
+    assert requests[0].payload == {"type": 5}  # defer(thinking=True), public
+    assert requests[0].at - fed < 1.0  # Discord allows 3 s
+    edits = original_edits(harness, token)
+    drafts = [e for e in edits if is_draft(e)]
+    assert drafts, "the answer should stream into the reply"
+    gaps = [b.at - a.at for a, b in zip(drafts, drafts[1:], strict=False)]
+    assert all(gap >= 0.95 for gap in gaps)  # about one edit per second at most
+    final = edits[-1].payload
+    embed = final["embeds"][-1]
+    assert embed["footer"]["text"].startswith("smollm2 · ")
+    assert embed["fields"][0]["name"] == "Sources" and "guides/" in embed["fields"][0]["value"]
+    buttons = [c["custom_id"] for row in final["components"] for c in row["components"]]
+    qid = harness.bot.questions.rows()[0]["id"]
+    assert buttons == [f"sa:vote:up:{qid}", f"sa:vote:down:{qid}", f"sa:src:{qid}"]
+    assert_safe(harness)
+
+
+async def test_private_ask_is_ephemeral(make_harness, guides_services):
+    harness = await make_harness(guides_services)
+    token = harness.command("ask", STUDENT, question=OUT_OF_SCOPE, private=True)
+    await harness.settle()
+    assert harness.for_token(token)[0].payload == {"type": 5, "data": {"flags": 64}}
+
+
+async def test_an_abstention_is_logged_and_its_buttons_record_feedback(
+    make_harness, guides_services
+):
+    harness = await make_harness(guides_services)
+    token = harness.command("ask", STUDENT, question=OUT_OF_SCOPE)
+    await harness.settle()
+    row = harness.bot.questions.rows()[0]
+    assert row["abstained"] == 1 and row["question"] == OUT_OF_SCOPE
+    message = harness.fake.originals[token]
+    up = harness.click(message, f"sa:vote:up:{row['id']}", STUDENT)
+    await harness.settle()
+    thanks = harness.for_token(up)[0].payload
+    assert thanks["type"] == 4 and thanks["data"]["flags"] & 64
+    counts = harness.bot.questions.rows()[0]
+    assert (counts["up"], counts["down"]) == (1, 0)
+    harness.click(message, f"sa:vote:down:{row['id']}", STUDENT)  # changing one's mind
+    harness.click(message, f"sa:vote:up:{row['id']}", Person(1002, "ben"))
+    await harness.settle()
+    counts = harness.bot.questions.rows()[0]
+    assert (counts["up"], counts["down"]) == (1, 1)
+    assert_safe(harness)
+
+
+async def test_the_sources_button_shows_the_passages_privately(make_harness, guides_services):
+    harness = await make_harness(guides_services)
+    token = harness.command("ask", STUDENT, question=OUT_OF_SCOPE)
+    await harness.settle()
+    qid = harness.bot.questions.rows()[0]["id"]
+    click = harness.click(harness.fake.originals[token], f"sa:src:{qid}", STUDENT)
+    await harness.settle()
+    shown = harness.for_token(click)
+    assert shown[0].payload["data"]["flags"] & 64
+    text = " ".join(e["description"] for r in shown for e in r.message["embeds"])
+    assert "guides/" in text
+    assert_safe(harness)
+
+
+async def test_sources_lists_passages_without_generating(make_harness, guides_services):
+    harness = await make_harness(guides_services)
+    token = harness.command("sources", STUDENT, query="attention")
+    await harness.settle()
+    requests = harness.for_token(token)
+    assert requests[0].payload == {"type": 5}
+    embeds = requests[-1].payload["embeds"]
+    assert embeds[0]["title"] == "Passages for: attention"
+    assert "**1. guides/" in embeds[0]["description"]
+    assert harness.bot.questions.rows() == []  # no answer was generated or logged
+    assert_safe(harness)
+
+
+async def test_the_rate_limit_says_when_to_try_again(make_harness, guides_services):
+    harness = await make_harness(guides_services, rate_burst=1, rate_per_minute=1)
+    first = harness.command("ask", STUDENT, question=OUT_OF_SCOPE)
+    await harness.settle()
+    second = harness.command("ask", STUDENT, question=OUT_OF_SCOPE)
+    await harness.settle()
+    assert harness.for_token(first)[0].payload == {"type": 5}
+    refusal = harness.for_token(second)
+    assert len(refusal) == 1 and refusal[0].payload["data"]["flags"] & 64
+    assert re.search(r"try again in (59|60) s", refusal[0].payload["data"]["content"])
+    other = harness.command("ask", Person(1002, "ben"), question=OUT_OF_SCOPE)
+    await harness.settle()
+    assert harness.for_token(other)[0].payload == {"type": 5}  # limits are per user
+
+
+async def test_a_busy_bot_queues_answers_and_shows_the_place(make_harness, guides_services):
+    harness = await make_harness(guides_services, warm_up=True, max_concurrent=1)
+    first = harness.command("ask", STUDENT, question=IN_SCOPE)
+    second = harness.command("ask", Person(1002, "ben"), question="What is in-context learning?")
+    await harness.settle()
+    waiting = [e.payload["embeds"][0]["description"] for e in original_edits(harness, second)]
+    assert waiting[0].startswith("You're #1 in the queue")
+    assert not any("queue" in e.payload["embeds"][0]["description"]
+                   for e in original_edits(harness, first))
+    assert len(harness.bot.questions.rows()) == 2
+
+
+async def test_help_stays_responsive_while_ten_answers_generate(make_harness, guides_services):
+    harness = await make_harness(guides_services, warm_up=True, max_concurrent=2)
+    fed = time.monotonic()
+    tokens = [harness.command("ask", Person(5000 + i), question=IN_SCOPE) for i in range(10)]
+    async def until(condition) -> None:
+        while not condition():
+            await asyncio.sleep(0.005)
+
+    def drafting() -> bool:
+        return any(is_draft(r) for t in tokens for r in harness.for_token(t))
+
+    await asyncio.wait_for(until(drafting), timeout=60)  # answers are streaming: now ask for help
+    asked = time.monotonic()
+    help_token = harness.command("help", STUDENT)
+    await asyncio.wait_for(until(lambda: harness.for_token(help_token)), timeout=5)
+    assert harness.for_token(help_token)[0].at - asked < 0.5
+    assert harness.for_token(help_token)[0].payload["data"]["embeds"][0]["title"]
+    for token in tokens:  # every question was acknowledged within Discord's 3 s
+        assert harness.for_token(token)[0].payload["type"] == 5
+        assert harness.for_token(token)[0].at - fed < 3.0
+    for task in asyncio.all_tasks():
+        if task.get_name().startswith("CommandTree-invoker"):
+            task.cancel()  # no need to wait for ten answers
+    await harness.settle()
+    # A cancelled answer stops its generation thread at the next token.
+    generating = lambda: any(t.name.startswith("generate-") for t in threading.enumerate())  # noqa: E731
+    await asyncio.wait_for(until(lambda: not generating()), timeout=60)
+
+
+async def test_a_model_server_that_is_down_gets_a_friendly_reply(
+    make_harness, guides_services, llm_cache_dir
+):
+    llm = LLMSettings(
+        default="down",
+        models={"down": {"backend": "openai", "model": "m",
+                         "base_url": f"http://127.0.0.1:{free_port()}/v1"}},
+        max_retries=0, connect_timeout_s=1.0, max_new_tokens=40,
+    )
+    models = ModelRegistry(llm, llm_cache_dir)
+    settings = guides_services.settings.model_copy(update={"llm": llm})
+    assistant = Assistant(guides_services.retriever, models, settings.answer, llm)
+    services = dataclasses.replace(guides_services, settings=settings, models=models,
+                                   assistant=assistant)
+    harness = await make_harness(services)
+    token = harness.command("ask", STUDENT, question=IN_SCOPE)
+    await harness.settle()
+    reply = original_edits(harness, token)[-1].payload
+    assert "not reachable" in reply["content"] and reply["embeds"] == []
+    assert "Traceback" not in reply["content"]
+
+
+class ScriptedModel:
+    """A chat backend that streams a fixed long text: the LLM is a dependency here, and no
+    real small model writes 9,000 characters in a test's time."""
+
+    name = "scripted"
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    async def stream(self, messages, *, max_tokens, temperature, stop=None):  # type: ignore[no-untyped-def]
+        for word in self.text.split(" "):
+            yield word + " "
+
+    async def complete(self, messages, *, max_tokens, temperature, stop=None):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    def count_tokens(self, text: str) -> int:
+        return len(text) // 4
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
+
+
+async def test_a_long_answer_is_split_across_messages_within_discords_limits(
+    make_harness, guides_services, llm_cache_dir
+):
+    text = "\n\n".join(f"Part {i}: " + "A transformer maps tokens to vectors. " * 25
+                       for i in range(10))
+    llm = LLMSettings(default="scripted", models={"scripted": {"backend": "local",
+                                                               "model": "unused"}})
+    models = ModelRegistry(llm, llm_cache_dir)
+    models._models["scripted"] = ScriptedModel(text)
+    settings = guides_services.settings.model_copy(update={"llm": llm})
+    assistant = Assistant(guides_services.retriever, models, settings.answer, llm)
+    services = dataclasses.replace(guides_services, settings=settings, models=models,
+                                   assistant=assistant)
+    harness = await make_harness(services)
+    token = harness.command("ask", STUDENT, question=IN_SCOPE)
+    await harness.settle()
+    final = original_edits(harness, token)[-1].payload
+    followups = [r.payload for r in harness.for_token(token)
+                 if r.method == "POST" and not r.path.endswith("/callback")]
+    assert len(followups) >= 2
+    pages = [e["description"] for p in [final, *followups] for e in p["embeds"]]
+    assert " ".join(pages).split() == text.split()
+    assert followups[-1]["embeds"][-1]["footer"]["text"].startswith("scripted · ")
+    assert_safe(harness)

@@ -1,0 +1,171 @@
+"""Slash commands through the real CommandTree that need no model: help, access, refusals."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from bot.limits import payload_problems
+from tests.bot.fake_discord import (
+    GUILD_ID,
+    INSTRUCTOR_ROLE,
+    MANAGE_GUILD_PERMISSIONS,
+    Person,
+)
+
+STUDENT = Person(1001, "ana")
+INSTRUCTOR_BY_ROLE = Person(1002, "prof", roles=(INSTRUCTOR_ROLE,))
+ADMIN = Person(1003, "admin", roles=(), permissions=MANAGE_GUILD_PERMISSIONS)
+
+
+def callback(harness, token):
+    """The interaction's initial response (the callback request)."""
+    return next(r for r in harness.for_token(token) if r.path.endswith("/callback"))
+
+
+async def test_commands_are_synced_to_the_configured_guild_at_startup(make_harness, empty_services):
+    harness = await make_harness(empty_services)
+    sync = [r for r in harness.fake.requests if r.method == "PUT"]
+    assert [r.path for r in sync] == [f"/applications/{harness.bot.application_id}/guilds/"
+                                      f"{GUILD_ID}/commands"]
+    names = {c["name"] for c in sync[0].payload["__list__"]}
+    assert names == {"ask", "sources", "help", "reingest", "upload", "stats"}
+
+
+async def test_help_lists_the_commands_privately_with_no_mentions(make_harness, empty_services):
+    harness = await make_harness(empty_services)
+    token = harness.command("help", STUDENT)
+    await harness.settle()
+    reply = callback(harness, token)
+    assert reply.payload["type"] == 4 and reply.payload["data"]["flags"] & 64
+    text = reply.payload["data"]["embeds"][0]["description"]
+    assert "/ask" in text and "/sources" in text and "e.g." in text
+    assert reply.payload["data"]["allowed_mentions"] == {"parse": []}
+    assert payload_problems(reply.message) == []
+
+
+@pytest.mark.parametrize("command", ["reingest", "stats"])
+async def test_students_are_refused_instructor_tools(make_harness, empty_services, command):
+    harness = await make_harness(empty_services, instructor_roles=["Instructor"])
+    token = harness.command(command, STUDENT)
+    await harness.settle()
+    reply = callback(harness, token)
+    assert reply.payload["type"] == 4 and reply.payload["data"]["flags"] & 64
+    assert "Only instructors" in reply.payload["data"]["content"]
+    assert len(harness.for_token(token)) == 1  # refused before anything ran
+
+
+async def test_students_are_refused_uploads(make_harness, empty_services, tmp_path):
+    harness = await make_harness(empty_services)
+    token = harness.command("upload", STUDENT, _attachment=attachment("notes.md", 10))
+    await harness.settle()
+    assert "Only instructors" in callback(harness, token).payload["data"]["content"]
+
+
+@pytest.mark.parametrize("person", [INSTRUCTOR_BY_ROLE, ADMIN], ids=["role", "manage-server"])
+async def test_instructors_get_stats(make_harness, empty_services, person):
+    harness = await make_harness(empty_services, instructor_roles=["instructor"])
+    token = harness.command("stats", person, days=30)
+    await harness.settle()
+    requests = harness.for_token(token)
+    assert requests[0].payload == {"type": 5, "data": {"flags": 64}}  # private thinking
+    embed = requests[-1].payload["embeds"][0]
+    assert embed["title"] == "Usage over the last 30 days"
+    assert {f["name"] for f in embed["fields"]} >= {"Questions", "Abstentions", "Feedback"}
+
+
+@pytest.mark.parametrize(
+    ("question", "says"),
+    [("🤔🤔🤔", "written in words"), ("x " * 600, "characters long")],
+    ids=["emoji", "too-long"],
+)
+async def test_an_invalid_question_gets_a_private_reply_and_no_defer(
+    make_harness, empty_services, question, says
+):
+    harness = await make_harness(empty_services, max_question_chars=500)
+    token = harness.command("ask", STUDENT, question=question)
+    await harness.settle()
+    requests = harness.for_token(token)
+    assert len(requests) == 1 and requests[0].payload["type"] == 4
+    assert says in requests[0].payload["data"]["content"]
+    assert requests[0].payload["data"]["flags"] & 64
+
+
+async def test_questions_outside_the_allowed_channels_are_refused(make_harness, empty_services):
+    harness = await make_harness(empty_services, allowed_channels=[123])
+    token = harness.command("ask", STUDENT, question="What is LoRA?")
+    await harness.settle()
+    assert "don't answer in this channel" in callback(harness, token).payload["data"]["content"]
+
+
+async def test_users_without_an_allowed_role_are_refused(make_harness, empty_services):
+    harness = await make_harness(empty_services, allowed_roles=[42])
+    token = harness.command("sources", STUDENT, query="LoRA")
+    await harness.settle()
+    assert "roles" in callback(harness, token).payload["data"]["content"]
+
+
+async def test_an_unexpected_error_is_logged_with_an_id_the_user_sees(
+    make_harness, empty_services, caplog
+):
+    harness = await make_harness(empty_services)
+    harness.bot.questions.close()  # the log's database is gone: an error nobody planned for
+    with caplog.at_level(logging.ERROR, logger="bot"):
+        token = harness.command("stats", ADMIN)
+        await harness.settle()
+    shown = harness.for_token(token)[-1].payload["content"]
+    error_id = shown.split("`")[1]
+    record = next(r for r in caplog.records if error_id in r.getMessage())
+    assert record.exc_info is not None and "closed database" in str(record.exc_info[1])
+
+
+def attachment(name: str, size: int, content_type: str = "text/markdown") -> dict:
+    """A resolved attachment as an interaction carries it."""
+    from tests.bot.fake_discord import snowflake
+
+    att_id = snowflake()
+    return {"id": att_id, "filename": name, "size": size, "content_type": content_type,
+            "url": f"https://cdn.discordapp.com/attachments/1/{att_id}/{name}",
+            "proxy_url": f"https://media.discordapp.net/attachments/1/{att_id}/{name}"}
+
+
+async def test_slash_commands_in_dms_are_refused_when_dms_are_off(make_harness, empty_services):
+    from tests.bot.fake_discord import dm_interaction_payload
+
+    harness = await make_harness(empty_services, allow_dms=False)
+    token = harness.feed(dm_interaction_payload("ask", {"question": "What is LoRA?"}, STUDENT))
+    await harness.settle()
+    assert "direct messages" in callback(harness, token).payload["data"]["content"]
+
+
+async def test_a_missing_message_content_intent_is_warned_about_and_dropped(
+    make_harness, empty_services, caplog
+):
+    with caplog.at_level(logging.WARNING, logger="bot"):
+        harness = await make_harness(empty_services, app_flags=0)
+    assert any("Message Content intent is not enabled" in r.getMessage() for r in caplog.records)
+    assert "Developer Portal" in caplog.text
+    assert not harness.bot.intents.message_content  # so the gateway does not refuse the login
+
+
+async def test_messages_that_do_not_mention_the_bot_are_ignored(make_harness, empty_services):
+    from tests.bot.fake_discord import CHANNEL_ID
+
+    harness = await make_harness(empty_services)
+    before = len(harness.fake.requests)
+    harness.post("What is LoRA?", STUDENT, CHANNEL_ID, mention=False)
+    await harness.settle()
+    assert len(harness.fake.requests) == before
+
+
+async def test_asking_before_anything_is_ingested_gets_a_friendly_reply(
+    make_harness, empty_services
+):
+    harness = await make_harness(empty_services)
+    token = harness.command("ask", STUDENT, question="What is LoRA?")
+    await harness.settle()
+    requests = harness.for_token(token)
+    assert requests[0].payload == {"type": 5}
+    assert "No course materials have been ingested yet" in requests[-1].payload["content"]
+    assert harness.bot.answerer.queue.active == 0  # the generation slot was given back

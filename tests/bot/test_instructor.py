@@ -1,0 +1,88 @@
+"""/reingest and /upload with a real index: progress, summaries, refusals."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from rag.embedder import Embedder
+from rag.services import Services, build_services
+from tests.bot.conftest import FAST_LLM
+from tests.bot.fake_discord import MANAGE_GUILD_PERMISSIONS, Person
+from tests.bot.test_commands import attachment, callback
+from tests.conftest import make_settings, run
+
+INSTRUCTOR = Person(2001, "prof", roles=(), permissions=MANAGE_GUILD_PERMISSIONS)
+STUDENT = Person(1001, "ana")
+NOTES = b"# Zorblax attention\n\nZorblax attention is a made-up variant used only in this test.\n"
+
+
+@pytest.fixture
+def course(tmp_path, shared_materials, embedder: Embedder) -> Services:
+    """Two real guides, already ingested, in a materials folder the test may change."""
+    root = tmp_path / "materials"
+    root.mkdir()
+    for name in ("llm-basics.md", "week2-support-guide.md"):
+        shutil.copy(shared_materials / "guides" / name, root / name)
+    settings = make_settings(tmp_path / "data", llm=FAST_LLM, materials_dir=root)
+    services = build_services(settings, embedder=embedder)
+    assert run(root, services).ok
+    return services
+
+
+async def test_reingest_reports_changes_and_a_second_one_is_refused(
+    make_harness, course, shared_materials
+):
+    root = course.settings.materials_dir
+    (root / "llm-basics.md").unlink()
+    shutil.copy(shared_materials / "guides" / "class2-llm-overview.md", root)
+    (root / "empty.md").write_text("")
+    harness = await make_harness(course)
+    harness.bot.reingester.progress_interval_s = 0.05  # show progress even for a quick ingest
+    first = harness.command("reingest", INSTRUCTOR)
+    second = harness.command("reingest", INSTRUCTOR)
+    search = harness.command("sources", STUDENT, query="attention")  # questions go on
+    await harness.settle()
+    refusal = callback(harness, second)
+    assert refusal.payload["data"]["flags"] & 64
+    assert "already running" in refusal.payload["data"]["content"]
+    progress = [r.payload["embeds"][0] for r in harness.for_token(first)[1:-1]]
+    assert progress and all(p["title"] == "Re-ingesting…" for p in progress)
+    summary = harness.for_token(first)[-1].payload["embeds"][0]
+    fields = {f["name"]: f["value"] for f in summary["fields"]}
+    assert fields["Added (1)"] == "class2-llm-overview.md"
+    assert fields["Removed (1)"] == "llm-basics.md"
+    assert fields["Unchanged"] == "1"
+    assert fields["Skipped (1)"].startswith("empty.md: ")
+    assert "embedded" in summary["footer"]["text"]
+    assert harness.for_token(search)[-1].payload["embeds"]
+
+
+async def test_upload_saves_and_ingests_the_file_and_keeps_existing_ones(make_harness, course):
+    harness = await make_harness(course)
+    notes = attachment("Zorblax notes.md", len(NOTES))
+    harness.fake.cdn[notes["url"]] = NOTES
+    token = harness.command("upload", INSTRUCTOR, _attachment=notes)
+    await harness.settle()
+    saved = course.settings.materials_dir / "uploads" / "Zorblax notes.md"
+    assert saved.read_bytes() == NOTES
+    summary = harness.for_token(token)[-1].payload["embeds"][0]
+    assert summary["title"] == "Added uploads/Zorblax notes.md"
+    assert summary["fields"][0]["value"] == "uploads/Zorblax notes.md"
+    hits = course.retriever.search("What is Zorblax attention?", 1)
+    assert hits[0].chunk.source == "uploads/Zorblax notes.md"
+
+    again = harness.command("upload", INSTRUCTOR, _attachment=notes)
+    await harness.settle()
+    assert "already exists" in callback(harness, again).payload["data"]["content"]
+
+
+async def test_a_file_whose_bytes_do_not_match_its_type_is_not_kept(make_harness, course):
+    harness = await make_harness(course)
+    fake_pdf = attachment("paper.pdf", 20, "application/pdf")
+    harness.fake.cdn[fake_pdf["url"]] = b"<html>not a pdf</html>"
+    token = harness.command("upload", INSTRUCTOR, _attachment=fake_pdf)
+    await harness.settle()
+    assert "not a PDF" in harness.for_token(token)[-1].payload["content"]
+    assert not (course.settings.materials_dir / "uploads").exists()

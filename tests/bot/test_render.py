@@ -1,0 +1,72 @@
+"""Answers, passages and stats as embeds: every payload stays within Discord's limits."""
+
+from __future__ import annotations
+
+from bot import render
+from bot.limits import payload_problems
+from bot.storage import Stats
+from rag.assistant import Answer
+from rag.documents import Chunk, Hit
+from rag.prompting import Citation
+
+
+def answer(text: str, refused: bool = False, citations: int = 1) -> Answer:
+    cites = tuple(
+        Citation(n, f"papers/paper{n}.pdf", n, "Method " * 40) for n in range(1, citations + 1)
+    )
+    hits = (Hit(Chunk("LoRA freezes the weights.", "papers/lora.pdf", 2, "Method", 0, 25), 0.9),)
+    return Answer("What is LoRA? " * 40, text, refused, cites, hits, "smollm2",
+                  {"total_ms": 3210.0})
+
+
+def payloads(messages) -> list[dict]:
+    return [{"embeds": [e.to_dict() for e in embeds]} for embeds in messages]
+
+
+def test_a_long_answer_is_split_into_messages_within_the_limits():
+    body = "LoRA adapts low-rank matrices. " * 20
+    text = "\n\n".join(f"Paragraph {i}. {body}" for i in range(30))
+    messages = render.answer_messages(answer(text, citations=60))
+    assert len(messages) > 2
+    for payload in payloads(messages):
+        assert payload_problems(payload) == []
+    joined = " ".join(e.description for m in messages for e in m)
+    assert joined.split() == text.split()
+    last = messages[-1][-1]
+    assert last.fields[0].name == "Sources" and last.footer.text == "smollm2 · 3.2 s"
+    assert messages[0][0].title.startswith("What is LoRA?")
+
+
+def test_citations_show_source_page_and_section():
+    field = render.sources_field(answer("Short.", citations=2))
+    assert field.splitlines()[0].startswith("[1] papers/paper1.pdf, p. 1 · Method")
+
+
+def test_a_refusal_names_the_nearest_sections_and_no_model():
+    messages = render.answer_messages(answer("Not covered.", refused=True, citations=0))
+    embed = messages[0][0]
+    assert embed.fields[0].value == "Nearest: papers/lora.pdf, p. 2 · Method"
+    assert embed.footer.text.startswith("not covered by the materials")
+
+
+def test_a_streaming_draft_shows_the_tail_within_an_embed():
+    embed = render.draft_embed("q", "word " * 3000)
+    assert embed.description.endswith(render.CURSOR) and payload_problems(
+        {"embeds": [embed.to_dict()]}) == []
+
+
+def test_passages_are_packed_into_messages_within_the_limits():
+    passages = [{"source": f"guides/g{i}.md", "page": None, "section": "S", "score": 0.5,
+                 "text": "text " * 400} for i in range(8)]
+    messages = render.passage_messages("Passages for: LoRA", passages)
+    assert len(messages) > 1 and sum(len(m) for m in messages) == 8
+    for payload in payloads(messages):
+        assert payload_problems(payload) == []
+
+
+def test_stats_embed_within_limits():
+    stats = Stats(0.0, 10, 2, 3, 1, [("papers/lora.pdf", 4)], {"p50": 1500.0, "p90": 2500.0,
+                                                               "p99": 4000.0})
+    embed = render.stats_embed(stats, 7)
+    assert payload_problems({"embeds": [embed.to_dict()]}) == []
+    assert "2 (20%)" in [f.value for f in embed.fields]

@@ -1,0 +1,90 @@
+"""The question log: answers, feedback, statistics and export, in a real SQLite file."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from bot.storage import LoggedAnswer, QuestionLog, hash_user, percentile
+
+
+def entry(question: str = "What is LoRA?", **kw) -> LoggedAnswer:
+    values = dict(
+        user_hash=hash_user(42, "salt"),
+        channel="123",
+        question=question,
+        answer="Low-rank adaptation [1].",
+        sources=({"source": "papers/lora.pdf", "page": 2, "section": "Method"},),
+        passages=({"source": "papers/lora.pdf", "page": 2, "section": "Method", "text": "…"},),
+        model="smollm2",
+        latency_ms=1200.0,
+        abstained=False,
+    )
+    values.update(kw)
+    return LoggedAnswer(**values)
+
+
+@pytest.fixture
+def log(tmp_path):
+    log = QuestionLog(tmp_path / "bot.sqlite3")
+    yield log
+    log.close()
+
+
+def test_user_ids_are_stored_only_as_salted_hashes(log):
+    log.record(entry())
+    row = log.rows()[0]
+    assert row["user_hash"] == hash_user(42, "salt") != hash_user(42, "other")
+    assert "42" not in json.dumps(row)
+
+
+def test_feedback_is_one_vote_per_user_and_can_change(log):
+    qid = log.record(entry())
+    assert log.vote(qid, "u1", 1) and log.vote(qid, "u2", 1) and log.vote(qid, "u1", -1)
+    row = log.rows()[0]
+    assert (row["up"], row["down"]) == (1, 1)
+
+
+def test_feedback_on_an_unknown_question_is_ignored(log):
+    assert not log.vote(999, "u1", 1)
+
+
+def test_passages_are_kept_for_the_sources_button(log):
+    qid = log.record(entry())
+    assert log.passages(qid)[0]["source"] == "papers/lora.pdf"
+    assert log.passages(qid + 1) is None
+
+
+def test_stats_count_questions_abstentions_feedback_sources_and_latency(log):
+    for ms in (100.0, 200.0, 300.0, 400.0):
+        log.vote(log.record(entry(latency_ms=ms)), "u", 1)
+    log.record(entry(abstained=True, sources=(), latency_ms=5.0))
+    log.record(entry(), at=0.0)  # long ago: outside the period
+    stats = log.stats(since=1.0)
+    assert (stats.questions, stats.abstained, stats.up, stats.down) == (5, 1, 4, 0)
+    assert stats.top_sources == [("papers/lora.pdf", 4)]
+    assert stats.latency_ms["p50"] == 250.0
+
+
+def test_percentile_interpolates():
+    assert percentile([1, 2, 3, 4], 50) == 2.5 and percentile([], 90) == 0.0
+
+
+def test_export_jsonl_and_csv_have_the_same_rows(log):
+    log.vote(log.record(entry()), "u", -1)
+    log.record(entry("What is RAG?", abstained=True))
+    jsonl, table = io.StringIO(), io.StringIO()
+    assert log.export(jsonl, "jsonl") == 2 and log.export(table, "csv") == 2
+    records = [json.loads(line) for line in jsonl.getvalue().splitlines()]
+    rows = list(csv.DictReader(io.StringIO(table.getvalue())))
+    assert [r["question"] for r in records] == [r["question"] for r in rows]
+    assert records[0]["down"] == 1 and records[1]["abstained"] is True
+    assert json.loads(rows[0]["sources"])[0]["page"] == 2
+
+
+def test_export_rejects_an_unknown_format(log):
+    with pytest.raises(ValueError):
+        log.export(io.StringIO(), "xml")

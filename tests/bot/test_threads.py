@@ -1,0 +1,87 @@
+"""The mention flow: a mention opens a thread; follow-ups there use the thread's history."""
+
+from __future__ import annotations
+
+import re
+
+from tests.bot.fake_discord import CHANNEL_ID, Person
+from tests.bot.test_answers import assert_safe
+
+STUDENT = Person(1001, "ana")
+QUESTION = "What is a Transformer, in simple terms?"
+
+
+async def test_a_mention_is_answered_in_a_new_thread_and_follow_ups_use_its_history(
+    make_harness, guides_services, monkeypatch
+):
+    harness = await make_harness(guides_services, warm_up=True)
+    histories: list[list[dict]] = []
+    assistant = harness.bot.answerer.assistant
+    real_stream = assistant.stream
+
+    def recording_stream(question, *, history=(), model=None):  # the core, observed
+        histories.append(list(history))
+        return real_stream(question, history=history, model=model)
+
+    monkeypatch.setattr(assistant, "stream", recording_stream)
+    asked = harness.post(f"<@{harness.bot.user.id}> {QUESTION}", STUDENT, CHANNEL_ID,
+                         mention=True)
+    await harness.settle()
+    thread_id = int(asked["id"])  # a thread started from a message takes the message's id
+    created = [r for r in harness.fake.requests if r.path.endswith("/threads")]
+    assert [r.path for r in created] == [f"/channels/{CHANNEL_ID}/messages/{thread_id}/threads"]
+    assert created[0].payload["name"] == QUESTION
+    answer = harness.fake.messages[thread_id][-1]
+    assert answer["embeds"][0]["title"] == QUESTION
+    assert answer["embeds"][-1]["footer"]["text"].startswith("smollm2")
+    assert answer["components"], "the answer carries the feedback and Sources buttons"
+
+    harness.post("Can you say that more simply?", STUDENT, thread_id)  # no mention needed
+    await harness.settle()
+    assert len(histories) == 2 and histories[0] == []
+    assert histories[1][0] == {"role": "user", "content": QUESTION}
+    assert histories[1][1]["role"] == "assistant" and histories[1][1]["content"]
+    assert any(r.method == "GET" and r.path == f"/channels/{thread_id}/messages"
+               for r in harness.fake.requests)
+    assert len(harness.fake.messages[thread_id]) == 3  # answer, follow-up, second answer
+    assert_safe(harness)
+
+
+async def test_a_rate_limited_mention_gets_a_friendly_reply(make_harness, guides_services):
+    harness = await make_harness(guides_services, rate_burst=1, rate_per_minute=2)
+    mention = f"<@{harness.bot.user.id}> Who painted the Mona Lisa?"
+    harness.post(mention, STUDENT, CHANNEL_ID, mention=True)
+    await harness.settle()
+    harness.post(mention, STUDENT, CHANNEL_ID, mention=True)
+    await harness.settle()
+    replies = [r for r in harness.fake.requests if r.path == f"/channels/{CHANNEL_ID}/messages"]
+    assert re.search(r"try again in (29|30) s", replies[-1].payload["content"])
+    assert replies[-1].payload["allowed_mentions"] == {"parse": []}
+
+
+def direct_message(harness, content: str, channel_id: int) -> None:
+    """MESSAGE_CREATE for a direct message to the bot (no guild, no member)."""
+    from tests.bot.fake_discord import message_payload
+
+    payload = message_payload(content, STUDENT, channel_id)
+    for key in ("guild_id", "member"):
+        payload.pop(key)
+    harness.fake.messages.setdefault(channel_id, []).append(payload)
+    harness.fake.install(harness.bot)
+    harness.bot._connection.parse_message_create(payload)
+
+
+async def test_direct_messages_are_answered_only_when_enabled(make_harness, guides_services):
+    dm_channel = 920000000000000001
+    off = await make_harness(guides_services, allow_dms=False)
+    direct_message(off, "Who painted the Mona Lisa?", dm_channel)
+    await off.settle()
+    assert off.in_channel(dm_channel) == []
+
+    on = await make_harness(guides_services, allow_dms=True)
+    direct_message(on, "Who painted the Mona Lisa?", dm_channel)
+    await on.settle()
+    sent = on.in_channel(dm_channel)
+    assert sent and sent[-1].payload["embeds"][0]["title"] == "Who painted the Mona Lisa?"
+    assert not any(r.path.endswith("/threads") for r in on.fake.requests)  # no thread in a DM
+    assert_safe(on)
