@@ -44,7 +44,9 @@ def cold_start(data_dir: Path, question: str) -> float:
     began = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "rag", "ask", question, "--json", "--data-dir", str(data_dir)],
-        cwd=REPO, check=True, capture_output=True,
+        cwd=REPO,
+        check=True,
+        capture_output=True,
     )
     return time.perf_counter() - began
 
@@ -65,7 +67,10 @@ def raw_generate(services, answer) -> float:  # type: ignore[no-untyped-def]
     began = time.perf_counter()
     with torch.inference_mode():
         chat.model.generate(
-            **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+            **inputs,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
             repetition_penalty=spec.repetition_penalty,
             pad_token_id=chat.tokenizer.eos_token_id,
         )
@@ -90,24 +95,32 @@ def main() -> None:
     rows = []
     for a in answered:
         raw = raw_generate(services, a)
-        pipeline = (a.timings["retrieve_ms"] + a.timings["prompt_ms"] + a.timings["generate_ms"])
+        pipeline = a.timings["retrieve_ms"] + a.timings["prompt_ms"] + a.timings["generate_ms"]
         rows.append((a, raw, pipeline / 1000))
-    print(f"Machine: {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, Python {platform.python_version()}; model "
-          f"{answered[0].model if answered else '-'} (greedy, max {settings.llm.max_new_tokens} "
-          f"new tokens).\n")
-    print("| question | retrieve | prompt | first token | generate | tokens out | raw generate "
-          "| overhead |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        f"Machine: {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, Python {platform.python_version()}; model "
+        f"{answered[0].model if answered else '-'} (greedy, max {settings.llm.max_new_tokens} "
+        f"new tokens).\n"
+    )
+    print(
+        "| question | retrieve | prompt | first token | generate | tokens out | raw generate "
+        "| overhead |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
+    )
     for a, raw, pipe in rows:
         t = a.timings
         tokens = len(services.models.get().tokenizer(a.text).input_ids)
-        print(f"| {a.question[:48]} | {t['retrieve_ms']:.0f} ms | {t['prompt_ms']:.0f} ms | "
-              f"{t['first_token_ms']:.0f} ms | {t['generate_ms'] / 1000:.2f} s | {tokens} | "
-              f"{raw:.2f} s | {100 * (pipe / raw - 1):+.1f}% |")
+        print(
+            f"| {a.question[:48]} | {t['retrieve_ms']:.0f} ms | {t['prompt_ms']:.0f} ms | "
+            f"{t['first_token_ms']:.0f} ms | {t['generate_ms'] / 1000:.2f} s | {tokens} | "
+            f"{raw:.2f} s | {100 * (pipe / raw - 1):+.1f}% |"
+        )
     overheads = [pipe / raw - 1 for _, raw, pipe in rows]
-    print(f"\nMedian overhead of the pipeline (retrieval + prompt + streamed generation) over a "
-          f"raw `model.generate` of the same prompt and length: "
-          f"**{100 * statistics.median(overheads):+.1f}%** (target ≤ 10%).")
+    print(
+        f"\nMedian overhead of the pipeline (retrieval + prompt + streamed generation) over a "
+        f"raw `model.generate` of the same prompt and length: "
+        f"**{100 * statistics.median(overheads):+.1f}%** (target ≤ 10%)."
+    )
     print(f"Refused by the gate: {len(results) - len(answered)} of {len(results)}.\n")
     print("| cold start, process start to first answer | seconds |\n| --- | --- |")
     print(f"| first run: GGUF → safetensors conversion, then answer | {first:.1f} |")
@@ -115,8 +128,10 @@ def main() -> None:
     print("\nSample answer:\n")
     if answered:
         a = answered[0]
-        print(f"> **{a.question}**\n>\n> {a.text}\n>\n> Sources: "
-              + "; ".join(f"[{c.number}] {c.source} p.{c.page}" for c in a.citations))
+        print(
+            f"> **{a.question}**\n>\n> {a.text}\n>\n> Sources: "
+            + "; ".join(f"[{c.number}] {c.source} p.{c.page}" for c in a.citations)
+        )
     shutil.rmtree(work, ignore_errors=True)
 
 
