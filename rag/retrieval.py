@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rag.config import RetrievalSettings
-from rag.documents import Hit
+from rag.documents import Chunk, Hit
 from rag.embedder import Embedder
 from rag.lexical import BM25Index
 from rag.store import ChromaStore, StoredChunk
@@ -142,26 +142,30 @@ class Retriever:
         return out
 
     def _diversify(self, candidates: list[Candidate], k: int) -> list[Candidate]:
-        """Maximal marginal relevance over fused scores, with a cap per section."""
+        """Maximal marginal relevance over fused scores, with a cap per section and no two
+        chunks whose text overlaps (neighbouring chunks share their overlap region)."""
         if not candidates:
             return []
         top = max(c.fused for c in candidates)
         relevance = np.array([c.fused / top for c in candidates])
         vectors = np.stack([c.stored.embedding for c in candidates])
-        sections = [(c.stored.chunk.source, c.stored.chunk.section) for c in candidates]
+        chunks = [c.stored.chunk for c in candidates]
         lam = self.settings.mmr_lambda
         chosen: list[int] = []
         max_sim = np.zeros(len(candidates))
         while len(chosen) < min(k, len(candidates)):
             mmr = lam * relevance - (1 - lam) * max_sim
             mmr[chosen] = -np.inf
-            capped = mmr.copy()
-            for i, key in enumerate(sections):
-                if sum(sections[j] == key for j in chosen) >= self.settings.max_per_section:
-                    capped[i] = -np.inf
-            # When every remaining candidate sits in a full section the corpus is too narrow
-            # for the cap; fall back to plain MMR rather than return fewer than k.
-            best = int(np.argmax(capped if np.isfinite(capped.max()) else mmr))
+            ruled = mmr.copy()
+            for i, chunk in enumerate(chunks):
+                same_section = sum(_same_section(chunk, chunks[j]) for j in chosen)
+                if same_section >= self.settings.max_per_section or any(
+                    _overlaps(chunk, chunks[j]) for j in chosen
+                ):
+                    ruled[i] = -np.inf
+            # When the rules exclude every remaining candidate the corpus is too narrow for
+            # them; fall back to plain MMR rather than return fewer than k.
+            best = int(np.argmax(ruled if np.isfinite(ruled.max()) else mmr))
             chosen.append(best)
             max_sim = np.maximum(max_sim, vectors @ vectors[best])
         return [candidates[i] for i in chosen]
@@ -176,3 +180,12 @@ class Retriever:
             lexical_rank=c.lexical_rank,
             dense_rank=c.dense_rank,
         )
+
+
+def _same_section(a: Chunk, b: Chunk) -> bool:
+    return a.source == b.source and a.section == b.section
+
+
+def _overlaps(a: Chunk, b: Chunk) -> bool:
+    """Whether two chunks share text: same file and page, intersecting character spans."""
+    return a.source == b.source and a.page == b.page and a.start < b.end and b.start < a.end

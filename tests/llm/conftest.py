@@ -28,6 +28,13 @@ class FirstLoad:
     seconds: float
 
 
+@pytest.fixture(scope="session")
+def llm_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache of these tests' own: they check the first, converting load, so no other test
+    folder may have converted into it already."""
+    return tmp_path_factory.mktemp("llm-cache-own")
+
+
 CONVERT_GEMMA3 = (
     "import sys; from pathlib import Path; "
     "from rag.llm.model_cache import export_packaged_model; "
