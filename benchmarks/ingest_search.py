@@ -201,31 +201,6 @@ def main() -> None:
     fill_s = synthetic_store(big, [s.chunk for s in stored], vectors, args.synthetic)
     _, bm25_s = timed(big.retriever.live_count)
     large = latencies(big.retriever, questions)
-
-    print(
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}; corpus: {root.name} "
-        f"({len(report.indexed)} files, {len(texts)} chunks).\n"
-    )
-    print("| measurement | value | target |\n| --- | --- | --- |")
-    print(f"| embedder load (excluded below, same for all) | {load_s:.2f} s | |")
-    print(f"| raw `SentenceTransformer.encode` of our {len(texts)} chunk texts | {raw_s:.2f} s | |")
-    print(
-        f"| full ingest (load, clean, chunk, embed, store) | {full_s:.2f} s "
-        f"(**{full_s / raw_s:.2f}×** raw encode) | ≤ 1.15× |"
-    )
-    print(
-        f"| naive LangChain pipeline ({lc_chunks} chunks) | {lc_s:.2f} s "
-        f"(ours is **{full_s / lc_s:.2f}×** its time) | ≤ 1.0× |"
-    )
-    print(
-        f"| re-ingest, nothing changed | {again_s * 1000:.0f} ms "
-        f"(**{100 * again_s / full_s:.1f}%** of full; embedded {again.embedded}) | ≤ 3% |"
-    )
-    print(
-        f"| search p50 / p95, this corpus ({small['n']} queries) | "
-        f"{small['p50']:.1f} / **{small['p95']:.1f} ms** | p95 ≤ 50 ms |"
-    )
     print(f"| synthetic corpus: {args.synthetic} chunks written | {fill_s:.0f} s | |")
     print(f"| synthetic corpus: BM25 snapshot build | {bm25_s:.1f} s | |")
     print(
