@@ -96,3 +96,14 @@ def test_search_on_an_empty_data_dir_says_to_ingest_first(tmp_path):
 def test_empty_question_is_refused(indexed):
     result = runner.invoke(app, ["search", "   ", "--data-dir", str(indexed)])
     assert result.exit_code == 1 and "empty" in result.output
+
+
+def test_chat_handles_commands_and_bad_input_without_a_traceback(indexed):
+    session = "/help\n/model\n/model nope\n/model gemma3-base\n   \n🤖🤖\n/sources\n/clear\n/quit\n"
+    result = runner.invoke(app, ["chat", "--data-dir", str(indexed)], input=session)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "/sources" in out and "unknown model 'nope'" in out
+    assert "now answering with gemma3-base" in out and "*smollm2" in out
+    assert "no text" in out and "emoji" in out
+    assert "conversation cleared" in out and "Traceback" not in out
