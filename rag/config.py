@@ -58,9 +58,9 @@ class RetrievalSettings(BaseModel):
     max_per_section: int = 2
     # Logistic calibration of (cosine, lexical coverage) into P(relevant); fitted by
     # `study-assistant calibrate`, documented in docs/calibration.md.
-    calibration_slope: float = 7.237
-    calibration_lexical: float = 5.206
-    calibration_intercept: float = -6.853
+    calibration_slope: float = 7.025
+    calibration_lexical: float = 5.382
+    calibration_intercept: float = -6.834
 
 
 class AnswerSettings(BaseModel):
@@ -70,9 +70,9 @@ class AnswerSettings(BaseModel):
     # The abstention gate: P(covered) = sigmoid(a·best cosine + b·best coverage + c) over the
     # retrieved passages; below `abstain_below` the answer is "not covered" and the model is
     # not called. Fitted by `study-assistant calibrate` (docs/calibration.md).
-    gate_cosine: float = 34.042
-    gate_coverage: float = 2.037
-    gate_intercept: float = -15.589
+    gate_cosine: float = 33.999
+    gate_coverage: float = 2.045
+    gate_intercept: float = -15.574
     abstain_below: float = 0.822
     max_question_chars: int = 2000
     history_turns: int = 6
