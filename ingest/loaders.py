@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 from pypdf import PageObject, PdfReader
 from pypdf.errors import DependencyError, FileNotDecryptedError
@@ -35,6 +36,10 @@ _SNIFF_BYTES = 64 * 1024
 _MAX_CONTROL_RATIO = 0.05
 _TEXT_CONTROLS = frozenset(b"\t\n\r\f\x1b")
 _MAX_REASON_CHARS = 160
+# A form XObject with a content stream this large is a vector figure (a plot or heatmap drawn
+# with tens of thousands of path operators). Its text is axis labels and tick numbers, noise
+# for retrieval, and parsing it is most of pypdf's time on such papers (LoRA: 7 s of 8 s).
+_FIGURE_STREAM_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +149,8 @@ def _read_pdf(data: bytes) -> tuple[Page, ...]:
     try:
         with _quiet_pypdf():
             reader = _open_pdf(data)
-            raw = [_page_text(page) for page in reader.pages]
+            seen: set[int] = set()
+            raw = [_page_text(page, seen) for page in reader.pages]
     except SkipFile:
         raise
     except Exception as exc:  # pypdf raises many exception types for broken files
@@ -167,12 +173,34 @@ def _open_pdf(data: bytes) -> PdfReader:
     return reader
 
 
-def _page_text(page: PageObject) -> str:
+def _page_text(page: PageObject, seen: set[int]) -> str:
     """One page's text; a page pypdf cannot parse reads as empty rather than sinking the file."""
     try:
+        _blank_vector_figures(page.get("/Resources"), seen)
         return page.extract_text() or ""
     except Exception:  # one bad content stream should not lose the whole paper
         return ""
+
+
+def _blank_vector_figures(resources: Any, seen: set[int]) -> None:
+    """Empty, in memory only, the content of form XObjects too large to be anything but figures.
+
+    Forms are shared between pages and nest; `seen` (object ids) visits each one once.
+    """
+    if resources is None:
+        return
+    xobjects = resources.get_object().get("/XObject")
+    if xobjects is None:
+        return
+    for ref in xobjects.get_object().values():
+        form = ref.get_object()
+        if id(form) in seen or form.get("/Subtype") != "/Form":
+            continue
+        seen.add(id(form))
+        if len(form.get_data()) > _FIGURE_STREAM_BYTES:
+            form.set_data(b"")
+        else:
+            _blank_vector_figures(form.get("/Resources"), seen)
 
 
 # --- HTML --------------------------------------------------------------------------------

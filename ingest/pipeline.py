@@ -26,7 +26,7 @@ from rag.documents import Chunk
 from rag.store import ChromaStore, ManifestEntry
 
 # Bump when cleaning or chunking changes in a way that should re-process every file.
-PIPELINE_VERSION = "2"
+PIPELINE_VERSION = "3"
 _HASH_BLOCK = 1 << 20
 
 

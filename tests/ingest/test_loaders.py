@@ -112,6 +112,18 @@ def test_an_empty_file_is_skipped(root: Path) -> None:
     assert skip_reason(root / "blank.txt", root) == "empty file"
 
 
+def test_vector_figures_lose_their_tick_labels_but_captions_and_tables_stay(
+    shared_materials: Path,
+) -> None:
+    # LoRA's page 26 holds heatmaps drawn as huge form XObjects (megabytes of path operators).
+    lora = load_document(shared_materials / "papers/lora.pdf", shared_materials, LIMIT)
+    page = lora.pages[25].text
+    assert "Figure 7: Normalized subspace similarity" in page
+    assert "Table 18: Validation loss" in page
+    assert "Layer 32" not in page  # a heatmap's axis label
+    assert sum(line.strip().isdigit() for line in page.splitlines()) < 5  # tick numbers
+
+
 def test_an_empty_pdf_file_is_skipped(root: Path) -> None:
     (root / "empty.pdf").write_bytes(b"")
     assert skip_reason(root / "empty.pdf", root) == "empty file"
