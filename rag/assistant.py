@@ -9,13 +9,13 @@ it is generated, then the finished `Answer`), so the CLI and the bot can show pr
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
+from rag.calibration import evidence_of, gate_probability
 from rag.config import AnswerSettings
 from rag.documents import Hit
 from rag.llm.base import ChatModel
@@ -175,13 +175,8 @@ class Assistant:
         """P(the materials cover the question), from the strongest retrieved evidence."""
         if not hits:
             return 0.0
-        s = self.settings
-        z = (
-            s.gate_cosine * max(h.dense for h in hits)
-            + s.gate_coverage * max(h.coverage for h in hits)
-            + s.gate_intercept
-        )
-        return 1.0 / (1.0 + math.exp(-z))
+        evidence = evidence_of("", True, [h.dense for h in hits], [h.coverage for h in hits])
+        return gate_probability(evidence, self.settings)
 
     async def _generate(
         self,

@@ -4,6 +4,8 @@ A hit is labelled relevant when it comes from one of the question's expected sou
 contains one of its evidence strings; every hit of an out-of-scope question is irrelevant.
 A two-feature logistic regression (dense cosine, lexical coverage) is fitted by Newton's
 method on one question set and evaluated on another, so the reported figures are held out.
+The question-level abstention gate is a second logistic regression over each question's best
+cosine, the mean of its best three cosines (agreement) and its best coverage.
 """
 
 from __future__ import annotations
@@ -146,14 +148,38 @@ def best_scores(
     return best
 
 
+# How many of the best passages the gate's agreement feature averages over.
+AGREEMENT_TOP = 3
+
+
 @dataclass(frozen=True, slots=True)
 class QuestionEvidence:
-    """The strongest evidence retrieval found for one question."""
+    """The strongest evidence retrieval found for one question.
+
+    `agreement` is the mean cosine of the best `AGREEMENT_TOP` passages: a covered question
+    usually finds several related passages, while an off-topic one can hit a single stray
+    passage (a paper's appendix of sample texts) and nothing else.
+    """
 
     question_id: str
     in_scope: bool
     best_cosine: float
+    agreement: float
     best_coverage: float
+
+
+def evidence_of(
+    question_id: str, in_scope: bool, cosines: Sequence[float], coverages: Sequence[float]
+) -> QuestionEvidence:
+    """Summarise one question's retrieved passages for the gate."""
+    best = sorted(cosines, reverse=True)[:AGREEMENT_TOP]
+    return QuestionEvidence(
+        question_id,
+        in_scope,
+        best[0] if best else 0.0,
+        float(np.mean(best)) if best else 0.0,
+        max(coverages, default=0.0),
+    )
 
 
 def question_evidence(rows: Sequence[LabelledHit]) -> list[QuestionEvidence]:
@@ -162,16 +188,16 @@ def question_evidence(rows: Sequence[LabelledHit]) -> list[QuestionEvidence]:
     for r in rows:
         by_q.setdefault(r.question_id, []).append(r)
     return [
-        QuestionEvidence(
-            qid, hits[0].in_scope, max(h.cosine for h in hits), max(h.coverage for h in hits)
+        evidence_of(
+            qid, hits[0].in_scope, [h.cosine for h in hits], [h.coverage for h in hits]
         )
         for qid, hits in by_q.items()
     ]
 
 
 def gate_features(evidence: Sequence[QuestionEvidence]) -> np.ndarray:
-    """Design matrix of the abstention gate: best cosine, best coverage, bias."""
-    return np.array([[e.best_cosine, e.best_coverage, 1.0] for e in evidence])
+    """Design matrix of the abstention gate: best cosine, agreement, best coverage, bias."""
+    return np.array([[e.best_cosine, e.agreement, e.best_coverage, 1.0] for e in evidence])
 
 
 def fit_gate(
@@ -203,6 +229,7 @@ def gate_probability(evidence: QuestionEvidence, answer: AnswerSettings) -> floa
     """P(the materials cover the question) under the configured gate."""
     z = (
         answer.gate_cosine * evidence.best_cosine
+        + answer.gate_agreement * evidence.agreement
         + answer.gate_coverage * evidence.best_coverage
         + answer.gate_intercept
     )

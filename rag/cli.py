@@ -285,15 +285,17 @@ def calibrate(
     answer = settings.answer.model_copy(
         update={
             "gate_cosine": float(weights[0]),
-            "gate_coverage": float(weights[1]),
-            "gate_intercept": float(weights[2]),
+            "gate_agreement": float(weights[1]),
+            "gate_coverage": float(weights[2]),
+            "gate_intercept": float(weights[3]),
             "abstain_below": threshold,
         }
     )
     out.print(f"fitted on {fit_set} ({len(fit_rows)} hits):")
     for key in ("calibration_slope", "calibration_lexical", "calibration_intercept"):
         out.print(f"  STUDY_ASSISTANT_RETRIEVAL__{key.upper()}={getattr(retrieval, key):.3f}")
-    for key in ("gate_cosine", "gate_coverage", "gate_intercept", "abstain_below"):
+    for key in ("gate_cosine", "gate_agreement", "gate_coverage", "gate_intercept",
+                "abstain_below"):
         out.print(f"  STUDY_ASSISTANT_ANSWER__{key.upper()}={getattr(answer, key):.3f}")
     sets = [("fit", fit_rows)]
     if check_set is not None:

@@ -67,13 +67,15 @@ class AnswerSettings(BaseModel):
     """The answer pipeline: abstention, question limits, follow-ups."""
 
     k: int = 5
-    # The abstention gate: P(covered) = sigmoid(a·best cosine + b·best coverage + c) over the
-    # retrieved passages; below `abstain_below` the answer is "not covered" and the model is
-    # not called. Fitted by `study-assistant calibrate` (docs/calibration.md).
-    gate_cosine: float = 33.999
-    gate_coverage: float = 2.045
-    gate_intercept: float = -15.574
-    abstain_below: float = 0.822
+    # The abstention gate: P(covered) = sigmoid(a·best cosine + b·mean of the best three
+    # cosines + c·best coverage + d) over the retrieved passages; below `abstain_below` the
+    # answer is "not covered" and the model is not called. Fitted by `study-assistant
+    # calibrate` (docs/calibration.md).
+    gate_cosine: float = 23.230
+    gate_agreement: float = 25.266
+    gate_coverage: float = 3.754
+    gate_intercept: float = -21.351
+    abstain_below: float = 0.662
     max_question_chars: int = 2000
     history_turns: int = 6
     history_chars: int = 600
