@@ -320,8 +320,11 @@ class LocalChatModel:
         streamer: _QueueStreamer,
         stats: GenerationStats,
     ) -> None:
+        import torch
+
         try:
-            with loaded.generate_lock:
+            # inference_mode (not just generate()'s own no_grad) also skips version counters.
+            with loaded.generate_lock, torch.inference_mode():
                 if streamer.cancelled:
                     return
                 inputs = self.encode(messages)
