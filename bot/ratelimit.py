@@ -50,17 +50,30 @@ class TokenBucket:
 
 
 PositionCallback = Callable[[int], Awaitable[None]]
+WaitCallback = Callable[[float], None]
 
 
 class GenerationQueue:
     """At most `max_concurrent` holders at once; later arrivals wait first-come, first-served.
 
     A waiter is told its place (1 = next) whenever it changes, so the user can see it.
+    `on_granted`, when set, is called with the seconds each holder waited for its slot (0.0
+    when one was free): the queue's wait for metrics and the load test, measured here because
+    nothing outside can tell when a slot is handed over.
     """
 
-    def __init__(self, max_concurrent: int, max_waiting: int) -> None:
+    def __init__(
+        self,
+        max_concurrent: int,
+        max_waiting: int,
+        *,
+        on_granted: WaitCallback | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_concurrent = max_concurrent
         self.max_waiting = max_waiting
+        self.on_granted = on_granted
+        self._clock = clock
         self.active = 0
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._moved = asyncio.Condition()
@@ -73,11 +86,14 @@ class GenerationQueue:
     @asynccontextmanager
     async def slot(self, on_position: PositionCallback | None = None) -> AsyncIterator[None]:
         """Hold a generation slot for the duration of the block (waiting for one if needed)."""
+        asked = self._clock()
         if self.active >= self.max_concurrent or self._waiting:
             await self._wait(on_position)
         else:
             self.active += 1
         try:
+            if self.on_granted is not None:
+                self.on_granted(self._clock() - asked)
             yield
         finally:
             self._release()

@@ -85,3 +85,46 @@ async def test_a_cancelled_waiter_leaves_the_queue():
     hold.set()
     await first
     assert queue.active == 0
+
+
+async def test_queue_reports_how_long_each_holder_waited():
+    now = [100.0]
+    waits: list[float] = []
+    queue = GenerationQueue(max_concurrent=1, max_waiting=5, on_granted=waits.append,
+                            clock=lambda: now[0])
+    hold = asyncio.Event()
+
+    async def first() -> None:
+        async with queue.slot():
+            await hold.wait()
+
+    async def second() -> None:
+        async with queue.slot():
+            pass
+
+    tasks = [asyncio.create_task(first()), asyncio.create_task(second())]
+    await asyncio.sleep(0.05)
+    assert waits == [0.0]  # the first found a free slot; the second is still waiting
+    now[0] = 102.5
+    hold.set()
+    await asyncio.gather(*tasks)
+    assert waits == [0.0, 2.5]
+
+
+async def test_a_refused_question_reports_no_wait():
+    waits: list[float] = []
+    queue = GenerationQueue(max_concurrent=1, max_waiting=0, on_granted=waits.append)
+    hold = asyncio.Event()
+
+    async def job() -> None:
+        async with queue.slot():
+            await hold.wait()
+
+    task = asyncio.create_task(job())
+    await asyncio.sleep(0.05)
+    with pytest.raises(QueueFull):
+        async with queue.slot():
+            pass
+    hold.set()
+    await task
+    assert len(waits) == 1
