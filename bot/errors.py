@@ -14,6 +14,7 @@ from rag.assistant import InvalidQuestion
 from rag.llm.base import BackendRejected, BackendTimeout, BackendUnavailable, LLMError
 from rag.locking import DataDirBusy
 from rag.retrieval import NothingIngested
+from rag.store import StoreBusy, StoreUnavailable
 
 log = logging.getLogger("bot")
 
@@ -38,8 +39,14 @@ def friendly_message(error: BaseException) -> str | None:
         return error.user_message()
     if isinstance(error, QueueFull):
         return "I'm answering a lot of questions right now. Please try again in a minute."
-    if isinstance(error, InvalidQuestion | UserFacingError | NotAllowed | DataDirBusy):
+    if isinstance(error, InvalidQuestion | UserFacingError | NotAllowed | DataDirBusy | StoreBusy):
         return str(error)
+    if isinstance(error, StoreUnavailable):
+        log.warning("the store is unavailable: %s", error)
+        return (
+            "The course materials index is not reachable right now, so I can't search it. "
+            "Please try again in a minute."
+        )
     if isinstance(error, NothingIngested):
         return "No course materials have been ingested yet. An instructor can run /reingest."
     if isinstance(error, BackendUnavailable | BackendTimeout):

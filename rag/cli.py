@@ -394,8 +394,8 @@ def ask(
 
     if (question is None) == (batch is None):
         raise fail("give either a QUESTION or --batch FILE")
-    services = build_services(load_settings(data_dir))
     try:
+        services = build_services(load_settings(data_dir))
         if batch is not None:
             asyncio.run(_ask_batch(services.assistant, batch, model))
         elif as_json:
@@ -446,7 +446,10 @@ def chat(
 
     from rag.services import build_services
 
-    services = build_services(load_settings(data_dir))
+    try:
+        services = build_services(load_settings(data_dir))
+    except _user_errors() as exc:
+        raise fail(str(exc)) from None
     console.print("study-assistant chat · /help for commands · /quit to leave")
     asyncio.run(_chat_loop(services, model))
 

@@ -4,7 +4,9 @@ Chroma's embedded mode belongs to one process: two processes writing the same di
 corrupt it, and a reader in another process does not see new writes. So every process that
 writes (an ingest, the bot, which runs re-ingests in-process) holds an exclusive lock on the
 data dir for as long as it writes. A second writer gets a clear message instead of a corrupt
-index. With a Chroma server (`store.host`), the server arbitrates and no lock is taken.
+index. With a Chroma server (`store.host`) no file lock is taken: processes on other machines
+share the server, and ingests are serialised by a writer lease on the server itself
+(`WriterLease` in rag/store.py).
 """
 
 from __future__ import annotations

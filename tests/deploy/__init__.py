@@ -1,0 +1,1 @@
+"""Deployment tests: the compose file, the image, and a real Chroma server."""
