@@ -76,17 +76,27 @@ class Retriever:
         self._lock = threading.Lock()
 
     def _current(self) -> _Snapshot:
-        """The live-chunk snapshot, rebuilt when an ingest has changed the index."""
-        now = time.monotonic()
+        """The live-chunk snapshot, rebuilt when an ingest has changed the index.
+
+        Only the first build makes searches wait. Later, one search checks the version (and
+        rebuilds, which takes seconds on a large index) while concurrent searches keep using
+        the previous snapshot, which is a consistent, older version of the index.
+        """
         snap = self._snapshot
-        if snap is not None and now - self._checked_at < self.refresh_interval_s:
+        if snap is not None and time.monotonic() - self._checked_at < self.refresh_interval_s:
             return snap
-        with self._lock:
+        if snap is not None and not self._lock.acquire(blocking=False):
+            return snap
+        if snap is None:
+            self._lock.acquire()
+        try:
             version = self.store.version()
-            self._checked_at = time.monotonic()
             if self._snapshot is None or self._snapshot.version != version:
                 self._snapshot = self._build(version)
+            self._checked_at = time.monotonic()
             return self._snapshot
+        finally:
+            self._lock.release()
 
     def _build(self, version: str) -> _Snapshot:
         ids = [cid for e in self.store.manifest().values() for cid in e.chunk_ids]

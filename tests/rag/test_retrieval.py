@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from rag.retrieval import NothingIngested
-from tests.conftest import services_for
+from tests.conftest import run, services_for
 
 
 def in_scope(dev_questions: list[dict]) -> list[dict]:
@@ -63,3 +66,37 @@ def test_search_on_empty_index_says_nothing_was_ingested(tmp_path, embedder):
     services = services_for(tmp_path / "data", embedder)
     with pytest.raises(NothingIngested, match="study-assistant ingest"):
         services.retriever.search("anything", 5)
+
+
+def test_a_rebuild_after_an_ingest_does_not_make_other_searches_wait(tmp_path, embedder):
+    root = tmp_path / "materials"
+    root.mkdir()
+    (root / "a.md").write_text(
+        "# Attention\n\nSelf-attention lets every token look at every other token of the input.\n"
+    )
+    services = services_for(tmp_path / "data", embedder)
+    run(root, services)
+    retriever = services.retriever
+    retriever.refresh_interval_s = 0.0
+    assert retriever.search("self-attention", 1)
+    (root / "b.md").write_text(
+        "# LoRA\n\nLoRA trains two small low-rank matrices beside the frozen weight matrix.\n"
+    )
+    run(root, services)
+    read_texts = services.store.iter_texts
+
+    def slow_read(ids):  # reading a 100,000-chunk index takes seconds
+        time.sleep(2.0)
+        return read_texts(ids)
+
+    services.store.iter_texts = slow_read
+    rebuilding = threading.Thread(target=retriever.search, args=("low-rank", 1))
+    rebuilding.start()
+    time.sleep(0.3)
+    began = time.perf_counter()
+    during = retriever.search("low-rank matrices", 2)
+    waited = time.perf_counter() - began
+    rebuilding.join()
+    assert waited < 1.5
+    assert {h.chunk.source for h in during} == {"a.md"}  # the previous, consistent version
+    assert "b.md" in {h.chunk.source for h in retriever.search("low-rank matrices", 2)}
