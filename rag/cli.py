@@ -479,6 +479,15 @@ async def _chat_loop(services, model: str | None) -> None:  # type: ignore[no-un
         history += [{"role": "user", "content": line}, {"role": "assistant", "content": last.text}]
 
 
+@app.command()
+def health(data_dir: DataDir = None) -> None:
+    """Check that the store and the default model's server answer; exit 1 if not."""
+    from rag.health import report
+
+    if code := report(load_settings(data_dir)):
+        raise typer.Exit(code)
+
+
 def _chat_command(line: str, services, model: str | None, last) -> str | None:  # type: ignore[no-untyped-def]
     """Handle a /command; return the (possibly new) model name."""
     name, _, arg = line.partition(" ")

@@ -107,3 +107,16 @@ def test_chat_handles_commands_and_bad_input_without_a_traceback(indexed):
     assert "now answering with gemma3-base" in out and "*smollm2" in out
     assert "no text" in out and "emoji" in out
     assert "conversation cleared" in out and "Traceback" not in out
+
+
+def test_health_passes_on_an_embedded_store_and_fails_on_an_unreachable_server(
+    tmp_path, monkeypatch
+):
+    healthy = runner.invoke(app, ["health", "--data-dir", str(tmp_path / "data")])
+    assert healthy.exit_code == 0, healthy.output
+    assert "ok   store: embedded store" in healthy.output
+    monkeypatch.setenv("STUDY_ASSISTANT_STORE__HOST", "127.0.0.1")
+    monkeypatch.setenv("STUDY_ASSISTANT_STORE__PORT", "9")  # discard: nothing listens there
+    down = runner.invoke(app, ["health", "--data-dir", str(tmp_path / "data")])
+    assert down.exit_code == 1
+    assert "FAIL store: Chroma server at 127.0.0.1:9 unreachable" in down.output
