@@ -21,6 +21,7 @@ from bot.storage import LoggedAnswer, QuestionLog, hash_user
 from bot.views import answer_view
 from rag.assistant import Answer, Assistant, Finished, Token, check_question
 from rag.config import DiscordSettings
+from rag.grounding import GroundingChecker, GroundingReport
 
 log = logging.getLogger("bot")
 
@@ -97,6 +98,8 @@ class Answerer:
         self.settings = settings
         self.limiter = TokenBucket(settings.rate_burst, settings.rate_per_minute)
         self.queue = GenerationQueue(settings.max_concurrent, settings.max_waiting)
+        # Cheap to build: the embedder is shared and the idf table is built on first use.
+        self.checker = GroundingChecker(assistant.retriever.embedder, assistant.retriever)
 
     def admit(self, user_id: int, question: str) -> str:
         """The normalised question, or InvalidQuestion / RateLimited (checked in that order)."""
@@ -128,10 +131,11 @@ class Answerer:
         await reply.begin(question)
         async with self.queue.slot(waiting):
             answer = await self._stream(question, reply, history)
+            grounding = await self._grounding(answer)
         question_id = await asyncio.to_thread(
             self.questions.record, self._logged(answer, user_id, channel_id)
         )
-        messages = render.answer_messages(answer)
+        messages = render.answer_messages(answer, grounding)
         await reply.show(messages[0], view=answer_view(question_id))
         for embeds in messages[1:]:
             await reply.more(embeds)
@@ -158,6 +162,17 @@ class Answerer:
             if editing is not None:
                 await asyncio.gather(editing, return_exceptions=True)
         raise RuntimeError("the answer stream ended without an answer")
+
+    async def _grounding(self, answer: Answer) -> GroundingReport | None:
+        """The grounding check behind the badge, when enabled (never for a refusal); a failed
+        check costs the badge, not the answer."""
+        if not self.assistant.settings.grounding_badge or answer.refused:
+            return None
+        try:
+            return await asyncio.to_thread(self.checker.check, answer.text, answer.retrieved)
+        except Exception:
+            log.exception("the grounding check failed; the answer is shown without its badge")
+            return None
 
     def _logged(self, answer: Answer, user_id: int, channel_id: int | None) -> LoggedAnswer:
         return LoggedAnswer(

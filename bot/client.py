@@ -76,9 +76,16 @@ class StudyBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         """One-time start-up: cogs, persistent buttons, intent check, command sync, warm-up."""
-        from bot.cogs import ask, instructor, mentions
+        from bot.cogs import ask, checks, demos, instructor, mentions
 
-        for cog in (ask.AskCog(self), mentions.MentionCog(self), instructor.InstructorCog(self)):
+        cogs = (
+            ask.AskCog(self),
+            mentions.MentionCog(self),
+            instructor.InstructorCog(self),
+            demos.DemoCog(self),
+            checks.ChecksCog(self),
+        )
+        for cog in cogs:
             await self.add_cog(cog)
         self.add_dynamic_items(FeedbackButton, SourcesButton)
         self.check_message_content()

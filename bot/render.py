@@ -18,6 +18,7 @@ from bot.limits import (
 from bot.storage import Stats
 from rag.assistant import Answer
 from rag.documents import Hit
+from rag.grounding import GroundingReport
 
 ANSWER_PAGE_CHARS = 3800  # + title 256 + sources 1024 + footer < 6,000 per message
 PASSAGE_CHARS = 900
@@ -33,6 +34,11 @@ HELP_TEXT = """\
 **Mention me** in a channel (`@study-assistant what is RAG?`) and I answer in a new thread;
 in that thread, follow-up questions need no mention.
 **/help** — this list.
+
+Demos of how LLMs work: **/nexttoken** `prompt` (the next-token distribution, step by step),
+**/tokenize** `text`, **/attention** `sentence` (a heatmap), **/fewshot** `task examples input`,
+**/hallucination** `question` (closed-book vs grounded, claim by claim), **/compare** `question`
+(models side by side).
 
 Instructors: **/reingest** (re-read the materials), **/upload** `file` (add a PDF, Markdown or
 text file), **/stats** `[days]` (questions, abstentions, feedback, latency)."""
@@ -73,8 +79,11 @@ def footer(answer: Answer) -> str:
     return f"{answer.model} · {seconds:.1f} s"
 
 
-def answer_messages(answer: Answer) -> list[list[discord.Embed]]:
-    """The finished answer as messages of embeds: text pages, then sources and footer."""
+def answer_messages(
+    answer: Answer, grounding: GroundingReport | None = None
+) -> list[list[discord.Embed]]:
+    """The finished answer as messages of embeds: text pages, then sources and footer (with
+    the grounding badge when the answer was checked)."""
     pages = split_for_discord(answer.text, ANSWER_PAGE_CHARS) or ["(no text)"]
     colour = REFUSED_COLOUR if answer.refused else COLOUR
     embeds = [discord.Embed(description=page, colour=colour) for page in pages]
@@ -82,7 +91,8 @@ def answer_messages(answer: Answer) -> list[list[discord.Embed]]:
     field = sources_field(answer)
     if field:
         embeds[-1].add_field(name="Sources", value=field, inline=False)
-    embeds[-1].set_footer(text=footer(answer))
+    badge = f" · {grounding.summary()}" if grounding is not None else ""
+    embeds[-1].set_footer(text=footer(answer) + badge)
     return [[e] for e in embeds]
 
 

@@ -24,6 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from rag.config import Settings
+from rag.demos.cli import demo_app
 
 app = typer.Typer(
     name="study-assistant",
@@ -33,6 +34,7 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 out = Console(soft_wrap=True)
+app.add_typer(demo_app, name="demo")
 
 DataDir = Annotated[
     Path | None,
@@ -400,12 +402,25 @@ def ask(
             asyncio.run(_ask_batch(services.assistant, batch, model))
         elif as_json:
             answer = asyncio.run(services.assistant.answer(question or "", model=model))
-            out.print_json(data=answer.as_json())
+            out.print_json(data=_answer_json(services, answer))
         else:
             answer = asyncio.run(_stream_answer(services.assistant, question or "", (), model))
             _print_sources(answer)
     except _user_errors() as exc:
         raise fail(str(exc)) from None
+
+
+def _answer_json(services, answer) -> dict:  # type: ignore[no-untyped-def]
+    """`ask --json`'s answer, with a `grounding` field when the grounding badge is enabled
+    (null for a refusal: it makes no claims to check)."""
+    data = answer.as_json()
+    if services.settings.answer.grounding_badge:
+        from rag.grounding import GroundingChecker
+
+        checker = GroundingChecker(services.embedder, services.retriever)
+        report = None if answer.refused else checker.check(answer.text, answer.retrieved)
+        data["grounding"] = None if report is None else report.as_json()
+    return data
 
 
 async def _ask_batch(assistant, batch: Path, model: str | None) -> None:  # type: ignore[no-untyped-def]

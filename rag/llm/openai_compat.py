@@ -13,7 +13,7 @@ import math
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -37,6 +37,30 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 CHARS_PER_TOKEN = 4
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A token as the server spells it, and its log-probability."""
+
+    token: str
+    logprob: float
+
+
+@dataclass(frozen=True)
+class PositionLogprobs:
+    """One generated position: the token chosen and the most likely tokens there."""
+
+    chosen: TokenLogprob
+    top: tuple[TokenLogprob, ...]
+
+
+@dataclass(frozen=True)
+class LogprobsResult:
+    """A short completion with per-token log-probabilities (none if the server sent none)."""
+
+    text: str
+    positions: tuple[PositionLogprobs, ...]
 
 
 class _Retryable(Exception):
@@ -106,6 +130,23 @@ class OpenAIChatModel:
             return completion
         return self._with_estimated_usage(completion, messages)
 
+    async def token_logprobs(
+        self,
+        messages: Messages,
+        *,
+        max_tokens: int,
+        temperature: float,
+        top_logprobs: int,
+        seed: int | None = None,
+    ) -> LogprobsResult:
+        """A short completion with each token's log-probability and the top alternatives."""
+        body = self._body(messages, max_tokens, temperature, None)
+        del body["stream_options"]
+        body.update(stream=False, logprobs=True, top_logprobs=top_logprobs)
+        if seed is not None:
+            body["seed"] = seed
+        return self._parse_logprobs(await self._post_json(body))
+
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""
         if self._client is not None:
@@ -116,6 +157,10 @@ class OpenAIChatModel:
         tokens_in = sum(self.count_tokens(m["content"]) for m in messages)
         tokens_out = self.count_tokens(completion.text)
         return replace(completion, tokens_in=tokens_in, tokens_out=tokens_out)
+
+    def local_tokenizer(self) -> PreTrainedTokenizerBase | None:
+        """The served model's tokenizer if this machine has it (blocking), else None."""
+        return self._local_tokenizer()
 
     def _local_tokenizer(self) -> PreTrainedTokenizerBase | None:
         if not self._tokenizer_tried:
@@ -237,6 +282,39 @@ class OpenAIChatModel:
         if not finished:
             raise BackendProtocolError(f"The stream from {self.url} ended before the answer did.")
 
+    async def _post_json(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST a non-streaming request, retrying connection failures, 5xx and 429."""
+        attempt = 0
+        while True:
+            try:
+                return await self._post_once(body)
+            except _Retryable as retryable:
+                if attempt >= self._settings.max_retries:
+                    raise retryable.error from retryable.__cause__
+            await asyncio.sleep(self._settings.retry_backoff_s * 2**attempt)
+            attempt += 1
+
+    async def _post_once(self, body: dict[str, Any]) -> dict[str, Any]:
+        headers = {**self._headers(), "Accept": "application/json"}
+        try:
+            response = await self._http().post(self.url, json=body, headers=headers)
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from exc
+        await self._check_status(response)
+        return self._parse_chunk(response.text)
+
+    def _parse_logprobs(self, data: dict[str, Any]) -> LogprobsResult:
+        try:
+            choice = data["choices"][0]
+            text = str((choice.get("message") or {}).get("content") or "")
+            entries = (choice.get("logprobs") or {}).get("content") or []
+            positions = tuple(_position(entry) for entry in entries)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise BackendProtocolError(
+                f"{self.url} sent logprobs in an unexpected shape: {str(data)[:200]}"
+            ) from exc
+        return LogprobsResult(text, positions)
+
     def _parse_chunk(self, data: str) -> dict[str, Any]:
         try:
             chunk = json.loads(data)
@@ -278,6 +356,14 @@ async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
             data.append(value.removeprefix(" "))
     if data:
         yield "\n".join(data)
+
+
+def _position(entry: dict[str, Any]) -> PositionLogprobs:
+    """One `logprobs.content` entry of a chat completion."""
+    top = tuple(
+        TokenLogprob(str(t["token"]), float(t["logprob"])) for t in entry.get("top_logprobs") or []
+    )
+    return PositionLogprobs(TokenLogprob(str(entry["token"]), float(entry["logprob"])), top)
 
 
 def _describe(exc: Exception) -> str:

@@ -30,7 +30,10 @@ async def test_commands_are_synced_to_the_configured_guild_at_startup(make_harne
     assert [r.path for r in sync] == [f"/applications/{harness.bot.application_id}/guilds/"
                                       f"{GUILD_ID}/commands"]
     names = {c["name"] for c in sync[0].payload["__list__"]}
-    assert names == {"ask", "sources", "help", "reingest", "upload", "stats"}
+    assert names == {
+        "ask", "sources", "help", "reingest", "upload", "stats",
+        "nexttoken", "tokenize", "attention", "fewshot", "hallucination", "compare",
+    }
 
 
 async def test_help_lists_the_commands_privately_with_no_mentions(make_harness, empty_services):

@@ -1,0 +1,359 @@
+"""Next-token probabilities: the top k at a temperature, and generation one token at a time.
+
+Local models give the full distribution from their logits (softmax(logits / T)); an
+OpenAI-compatible server gives what its `top_logprobs` return (vLLM: up to 20), or nothing,
+which the result says plainly. Probabilities are the model's own: no repetition penalty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from rag.demos.common import DemoInputError, Table, check_range, check_text, percent, visible
+from rag.llm.base import ChatModel, PromptTooLong
+
+if TYPE_CHECKING:
+    import torch
+
+    from rag.llm.local import LoadedModel, LocalChatModel
+    from rag.llm.openai_compat import OpenAIChatModel, PositionLogprobs
+
+MAX_TOP_K = 20  # vLLM returns at most 20 top_logprobs; more bars are unreadable anyway
+MAX_TEMPERATURE = 5.0
+MAX_STEPS = 32
+MAX_PROMPT_CHARS = 1000
+RUNNERS_UP = 3
+
+
+@dataclass(frozen=True)
+class NextTokenRequest:
+    """Checked parameters of one next-token demo."""
+
+    prompt: str
+    top_k: int = 10
+    temperature: float = 1.0
+    steps: int = 1
+    seed: int = 0
+
+    @classmethod
+    def checked(
+        cls, prompt: str, top_k: int = 10, temperature: float = 1.0, steps: int = 1, seed: int = 0
+    ) -> NextTokenRequest:
+        """Validate the parameters, or raise `DemoInputError` saying which one is wrong."""
+        check_text(prompt, "prompt", MAX_PROMPT_CHARS)
+        check_range(top_k, "top_k", 1, MAX_TOP_K)
+        check_range(temperature, "temperature", 0.0, MAX_TEMPERATURE)
+        check_range(steps, "steps", 1, MAX_STEPS)
+        return cls(prompt, int(top_k), float(temperature), int(steps), int(seed))
+
+    @property
+    def greedy(self) -> bool:
+        """Temperature 0: always the most likely token; no sampling."""
+        return self.temperature == 0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One possible next token with its probability at the demo's temperature and at 1."""
+
+    text: str
+    prob: float  # at the requested temperature (at 1 when the temperature is 0: greedy)
+    prob_at_1: float
+    token_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    """One generated token and the most likely alternatives at that position."""
+
+    chosen: Candidate
+    runners_up: tuple[Candidate, ...]
+
+
+@dataclass(frozen=True)
+class NextTokenResult:
+    """The top-k next tokens, and greedy and sampled continuations, from one model."""
+
+    model: str
+    request: NextTokenRequest
+    top: tuple[Candidate, ...]  # sorted by probability, most likely first
+    greedy: tuple[Step, ...]
+    sampled: tuple[Step, ...]  # empty at temperature 0
+    greedy_text: str
+    sampled_text: str
+    entropy_bits: float | None  # of the full distribution at T (None: only the top known)
+    entropy_at_1_bits: float | None
+    exact: bool  # True: the full distribution; False: renormalised over the server's top-N
+    seconds: float
+    continues_prompt: bool = False  # True: a base model continues the prompt's text itself
+    unavailable: str | None = None  # why there are no probabilities at all
+
+    @property
+    def greedy_choice(self) -> Candidate | None:
+        """The token greedy decoding picks next (the most likely one)."""
+        return self.top[0] if self.top else None
+
+
+async def next_token(chat: ChatModel, request: NextTokenRequest) -> NextTokenResult:
+    """Run the demo on a local model (full logits) or an OpenAI-compatible server."""
+    from rag.llm.local import LocalChatModel
+    from rag.llm.openai_compat import OpenAIChatModel
+
+    if isinstance(chat, LocalChatModel):
+        await chat.load()
+        return await asyncio.to_thread(local_next_token, chat, request)
+    if isinstance(chat, OpenAIChatModel):
+        return await served_next_token(chat, request)
+    raise DemoInputError(f"Model '{chat.name}' cannot show token probabilities.")
+
+
+def messages_for(prompt: str) -> list[dict[str, str]]:
+    """The prompt as a one-message conversation (plain text for base models)."""
+    return [{"role": "user", "content": prompt}]
+
+
+# -- local models: the full distribution -------------------------------------------------------
+
+
+def local_next_token(chat: LocalChatModel, request: NextTokenRequest) -> NextTokenResult:
+    """The demo on an in-process model (blocking: call it in a worker thread)."""
+    import torch
+
+    started = time.perf_counter()
+    loaded = chat.loaded()
+    inputs = chat.encode(messages_for(request.prompt))
+    _check_fits(chat, int(inputs["input_ids"].shape[-1]), request.steps)
+    with loaded.generate_lock, torch.inference_mode():
+        greedy_walk = walk(loaded, inputs, request.steps, pick_greedy)
+        sampled_walk: list[tuple[torch.Tensor, int]] = []
+        if not request.greedy:
+            generator = torch.Generator().manual_seed(request.seed)
+            pick = sampler(request.temperature, generator)
+            sampled_walk = walk(loaded, inputs, request.steps, pick)
+    first = greedy_walk[0][0]
+    t = request.temperature or 1.0
+    return NextTokenResult(
+        model=chat.name,
+        request=request,
+        top=top_candidates(loaded, first, t, request.top_k),
+        greedy=tuple(local_step(loaded, logits, tok, t) for logits, tok in greedy_walk),
+        sampled=tuple(local_step(loaded, logits, tok, t) for logits, tok in sampled_walk),
+        greedy_text=_decode(loaded, [tok for _, tok in greedy_walk]),
+        sampled_text=_decode(loaded, [tok for _, tok in sampled_walk]),
+        entropy_bits=entropy_bits(first, t),
+        entropy_at_1_bits=entropy_bits(first, 1.0),
+        exact=True,
+        seconds=time.perf_counter() - started,
+        continues_prompt=not chat.spec.chat_template,
+    )
+
+
+def _check_fits(chat: LocalChatModel, tokens_in: int, steps: int) -> None:
+    if tokens_in + steps > chat.spec.context_window:
+        raise PromptTooLong(
+            f"Model '{chat.name}': the prompt has {tokens_in} tokens; with {steps} steps it "
+            f"exceeds the context window of {chat.spec.context_window}."
+        )
+
+
+def walk(
+    loaded: LoadedModel, inputs: Any, steps: int, pick: Callable[[torch.Tensor], int]
+) -> list[tuple[torch.Tensor, int]]:
+    """Generate up to `steps` tokens one at a time with a KV cache: (logits, chosen) per step."""
+    import torch
+
+    model: Any = loaded.model  # nn.Module's __call__ is untyped
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    eos = _eos_ids(loaded)
+    past = None
+    taken: list[tuple[torch.Tensor, int]] = []
+    for _ in range(steps):
+        out = model(input_ids=ids, attention_mask=mask, past_key_values=past, use_cache=True)
+        logits = out.logits[0, -1].float()
+        token = pick(logits)
+        taken.append((logits, token))
+        if token in eos:
+            break
+        past = out.past_key_values
+        ids = torch.tensor([[token]])
+        mask = torch.cat([mask, torch.ones((1, 1), dtype=mask.dtype)], dim=-1)
+    return taken
+
+
+def pick_greedy(logits: torch.Tensor) -> int:
+    """The most likely token (what `generate(do_sample=False)` picks)."""
+    return int(logits.argmax())
+
+
+def sampler(temperature: float, generator: torch.Generator) -> Callable[[torch.Tensor], int]:
+    """A picker that samples from softmax(logits / T), reproducibly for a seeded generator."""
+    import torch
+
+    def pick(logits: torch.Tensor) -> int:
+        probs = torch.softmax(logits / temperature, dim=-1)
+        return int(torch.multinomial(probs, 1, generator=generator))
+
+    return pick
+
+
+def top_candidates(
+    loaded: LoadedModel, logits: torch.Tensor, temperature: float, k: int
+) -> tuple[Candidate, ...]:
+    """The k most likely tokens, with probabilities at `temperature` and at 1."""
+    import torch
+
+    at_t = torch.softmax(logits / temperature, dim=-1)
+    at_1 = torch.softmax(logits, dim=-1)
+    values, ids = at_t.topk(k)
+    return tuple(
+        _candidate(loaded, int(i), float(p), float(at_1[int(i)]))
+        for p, i in zip(values.tolist(), ids.tolist(), strict=True)
+    )
+
+
+def local_step(
+    loaded: LoadedModel, logits: torch.Tensor, token: int, temperature: float
+) -> Step:
+    """The chosen token of one step, and the most likely other tokens."""
+    import torch
+
+    at_t = torch.softmax(logits / temperature, dim=-1)
+    at_1 = torch.softmax(logits, dim=-1)
+    chosen = _candidate(loaded, token, float(at_t[token]), float(at_1[token]))
+    others = [c for c in top_candidates(loaded, logits, temperature, RUNNERS_UP + 1)
+              if c.token_id != token]
+    return Step(chosen, tuple(others[:RUNNERS_UP]))
+
+
+def entropy_bits(logits: torch.Tensor, temperature: float) -> float:
+    """The entropy of softmax(logits / T), in bits."""
+    import torch
+
+    logp = torch.log_softmax(logits / temperature, dim=-1)
+    return float(-(logp.exp() * logp).sum() / math.log(2))
+
+
+def _candidate(loaded: LoadedModel, token: int, prob: float, prob_at_1: float) -> Candidate:
+    return Candidate(_decode(loaded, [token], keep_special=True), prob, prob_at_1, token)
+
+
+def _decode(loaded: LoadedModel, ids: Sequence[int], keep_special: bool = False) -> str:
+    return str(loaded.tokenizer.decode(list(ids), skip_special_tokens=not keep_special))
+
+
+def _eos_ids(loaded: LoadedModel) -> set[int]:
+    eos = loaded.model.generation_config.eos_token_id
+    return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+
+
+# -- OpenAI-compatible servers: what top_logprobs return -----------------------------------
+
+
+async def served_next_token(chat: OpenAIChatModel, request: NextTokenRequest) -> NextTokenResult:
+    """The demo on a server: one greedy and (at T > 0) one seeded sampled request."""
+    started = time.perf_counter()
+    messages = messages_for(request.prompt)
+    greedy = await chat.token_logprobs(
+        messages, max_tokens=request.steps, temperature=0.0, top_logprobs=request.top_k
+    )
+    sampled = None
+    if not request.greedy and greedy.positions:
+        sampled = await chat.token_logprobs(
+            messages,
+            max_tokens=request.steps,
+            temperature=request.temperature,
+            top_logprobs=request.top_k,
+            seed=request.seed,
+        )
+    t = request.temperature or 1.0
+    return NextTokenResult(
+        model=chat.name,
+        request=request,
+        top=served_top(greedy.positions[0], t, request.top_k) if greedy.positions else (),
+        greedy=tuple(served_step(p, t) for p in greedy.positions),
+        sampled=tuple(served_step(p, t) for p in sampled.positions) if sampled else (),
+        greedy_text=greedy.text,
+        sampled_text=sampled.text if sampled else "",
+        entropy_bits=None,
+        entropy_at_1_bits=None,
+        exact=False,
+        seconds=time.perf_counter() - started,
+        unavailable=None if greedy.positions else no_logprobs_message(chat.name),
+    )
+
+
+def no_logprobs_message(name: str) -> str:
+    """What the demo says when a server returns no log-probabilities."""
+    return (
+        f"The server behind '{name}' returned no token probabilities (logprobs), so this demo "
+        "cannot show them for it. vLLM returns them; a local model always can."
+    )
+
+
+def served_top(position: PositionLogprobs, temperature: float, k: int) -> tuple[Candidate, ...]:
+    """A position's top tokens; probabilities at T renormalised over the tokens returned."""
+    pairs = {t.token: t.logprob for t in position.top}
+    pairs.setdefault(position.chosen.token, position.chosen.logprob)
+    scaled = {token: lp / temperature for token, lp in pairs.items()}
+    peak = max(scaled.values())
+    total = sum(math.exp(v - peak) for v in scaled.values())
+    ranked = sorted(pairs, key=lambda token: pairs[token], reverse=True)[:k]
+    return tuple(
+        Candidate(token, math.exp(scaled[token] - peak) / total, math.exp(pairs[token]))
+        for token in ranked
+    )
+
+
+def served_step(position: PositionLogprobs, temperature: float) -> Step:
+    """One generated token from a server, with its runners-up."""
+    candidates = served_top(position, temperature, len(position.top) + 1)
+    chosen = next(c for c in candidates if c.text == position.chosen.token)
+    others = tuple(c for c in candidates if c.text != position.chosen.token)
+    return Step(chosen, others[:RUNNERS_UP])
+
+
+# -- tables for the CLI and the bot ----------------------------------------------------------
+
+
+def top_table(result: NextTokenResult) -> Table:
+    """The top-k tokens: probability at T beside the one at 1; the greedy choice marked."""
+    t = result.request.temperature
+    both = 0 < t != 1.0
+    header = ("#", "token", f"p(T={t:g})", "p(T=1)", "") if both else ("#", "token", "p", "")
+    rows = []
+    for rank, c in enumerate(result.top, 1):
+        probs = (percent(c.prob), percent(c.prob_at_1)) if both else (percent(c.prob_at_1),)
+        mark = "← greedy" if rank == 1 else ""
+        rows.append((str(rank), visible(c.text), *probs, mark))
+    return header, rows
+
+
+def steps_table(result: NextTokenResult) -> Table:
+    """Each generated token, greedy beside sampled, with the greedy runners-up."""
+    t = result.request.temperature
+    header: tuple[str, ...] = ("step", "greedy", f"p(T={t or 1:g})", "runners-up")
+    if result.sampled:
+        header += (f"sampled (seed {result.request.seed})", f"p(T={t:g})")
+    rows = []
+    for i in range(max(len(result.greedy), len(result.sampled))):
+        row: tuple[str, ...] = (str(i + 1), *_step_cells(result.greedy, i, alternatives=True))
+        if result.sampled:
+            row += _step_cells(result.sampled, i, alternatives=False)
+        rows.append(row)
+    return header, rows
+
+
+def _step_cells(steps: tuple[Step, ...], i: int, alternatives: bool) -> tuple[str, ...]:
+    if i >= len(steps):
+        return ("", "", "") if alternatives else ("", "")
+    step = steps[i]
+    cells: tuple[str, ...] = (visible(step.chosen.text), percent(step.chosen.prob))
+    if alternatives:
+        others = " ".join(f"{visible(c.text)} {percent(c.prob)}" for c in step.runners_up)
+        cells += (others,)
+    return cells

@@ -1,0 +1,105 @@
+"""Charts for the demos as PNG bytes: matplotlib's object API on the Agg canvas.
+
+No pyplot: a `Figure` per chart keeps no global state, so charts can be drawn in worker
+threads. Sizes stay within 1000×800 px (well under 1 MB).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import TYPE_CHECKING
+
+from rag.demos.common import visible
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from rag.demos.attention import AttentionResult
+    from rag.demos.nexttoken import NextTokenResult
+
+DPI = 100
+TITLE_CHARS = 60
+GREEDY_COLOUR = "#d62728"
+AT_T_COLOUR = "#1f77b4"
+AT_1_COLOUR = "#aec7e8"
+
+
+def label(text: str, limit: int = 24) -> str:
+    """Token text safe for a chart label: visible spaces, no mathtext, not too long."""
+    shown = visible(text) if not text.startswith("<") else text
+    shown = shown if len(shown) <= limit else shown[: limit - 1] + "…"
+    return shown.replace("$", r"\$")
+
+
+def next_token_chart(result: NextTokenResult) -> bytes:
+    """The next-token bar chart as PNG."""
+    return png_bytes(next_token_figure(result))
+
+
+def next_token_figure(result: NextTokenResult) -> Figure:
+    """Horizontal bars of the top-k next tokens at T and at 1, the greedy choice in red."""
+    from matplotlib.figure import Figure
+
+    top = list(result.top)
+    t = result.request.temperature
+    fig = Figure(figsize=(8, 1.6 + 0.32 * max(len(top), 3)), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    rows = list(range(len(top)))[::-1]  # most likely at the top
+    side_by_side = 0 < t != 1.0
+    height = 0.4 if side_by_side else 0.7
+    at_t = [c.prob for c in top]
+    colours = [GREEDY_COLOUR if i == 0 else AT_T_COLOUR for i in range(len(top))]
+    shift = height / 2 if side_by_side else 0.0
+    ax.barh([r + shift for r in rows], at_t, height=height, color=colours,
+            label=f"T = {t:g}" if t else "T = 1 (greedy picks the red bar)")
+    if side_by_side:
+        ax.barh([r - shift for r in rows], [c.prob_at_1 for c in top], height=height,
+                color=AT_1_COLOUR, label="T = 1")
+    ax.set_yticks(rows, [label(c.text) for c in top])
+    ax.set_xlabel("probability")
+    ax.set_ylabel("next token")
+    ax.set_xlim(0, min(1.0, max([*at_t, *(c.prob_at_1 for c in top), 0.01]) * 1.15))
+    ax.legend(loc="lower right")
+    prompt = result.request.prompt.strip()
+    short = prompt if len(prompt) <= TITLE_CHARS else "…" + prompt[-(TITLE_CHARS - 1):]
+    plain = " ".join(short.split()).replace("$", r"\$")
+    ax.set_title(f"Next token after “{plain}”\nmodel: {result.model}")
+    return fig
+
+
+def attention_heatmap(result: AttentionResult) -> bytes:
+    """The attention heatmap as PNG."""
+    return png_bytes(attention_figure(result))
+
+
+def attention_figure(result: AttentionResult) -> Figure:
+    """The [query × key] attention weights as a heatmap with token labels on both axes."""
+    from matplotlib.figure import Figure
+
+    n = len(result.tokens)
+    side = min(8.0, 3.5 + 0.16 * n)
+    fig = Figure(figsize=(side + 1.2, side), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(result.weights, cmap="viridis", vmin=0.0, aspect="auto")
+    labels = [label(t, 14) for t in result.tokens]
+    ax.set_xticks(range(n), labels, rotation=90, fontsize=_font(n))
+    ax.set_yticks(range(n), labels, fontsize=_font(n))
+    ax.set_xlabel("attended-to token (key)")
+    ax.set_ylabel("attending token (query)")
+    ax.set_title(f"Attention · {result.model} · layer {result.layer}, {result.head_label}")
+    fig.colorbar(image, ax=ax, label="attention weight")
+    return fig
+
+
+def _font(n: int) -> float:
+    return 9.0 if n <= 20 else 7.0 if n <= 36 else 6.0
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """The figure as PNG; glyphs missing from the font (emoji, CJK) draw as boxes, quietly."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing")
+        fig.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
