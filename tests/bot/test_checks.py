@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from bot.cogs.checks import ChecksCog
 from bot.limits import payload_problems
 from rag.assistant import Assistant
 from rag.services import Services
@@ -14,13 +13,6 @@ from tests.bot.fake_discord import Person
 
 STUDENT = Person(1001, "ana")
 IN_SCOPE = "What is a Transformer, in simple terms?"
-
-
-async def with_checks(harness: Harness) -> Harness:
-    """Add the cog to a started bot and sync, as `setup_hook` will once it is registered."""
-    await harness.bot.add_cog(ChecksCog(harness.bot))
-    await harness.bot.sync_commands()
-    return harness
 
 
 def assert_safe(harness: Harness) -> None:
@@ -39,7 +31,7 @@ def with_badge(services: Services) -> Services:
 
 
 async def test_the_commands_are_synced_with_their_options(make_harness, guides_services):
-    harness = await with_checks(await make_harness(guides_services))
+    harness = await make_harness(guides_services)
     synced = [r for r in harness.fake.requests if r.path.endswith("/commands")][-1]
     commands = {c["name"]: c for c in synced.payload["__list__"]}
     assert [o["name"] for o in commands["hallucination"]["options"]] == ["question", "model"]
@@ -50,7 +42,7 @@ async def test_the_commands_are_synced_with_their_options(make_harness, guides_s
 async def test_hallucination_shows_progress_then_both_answers_and_each_claim(
     make_harness, guides_services
 ):
-    harness = await with_checks(await make_harness(guides_services))
+    harness = await make_harness(guides_services)
     token = harness.command("hallucination", STUDENT, question=IN_SCOPE)
     await harness.settle()
     requests = harness.for_token(token)
@@ -71,7 +63,7 @@ async def test_hallucination_shows_progress_then_both_answers_and_each_claim(
 
 
 async def test_compare_shows_each_model_side_by_side(make_harness, guides_services):
-    harness = await with_checks(await make_harness(guides_services))
+    harness = await make_harness(guides_services)
     token = harness.command("compare", STUDENT, question=IN_SCOPE,
                             models="smollm2, gemma3-base")
     await harness.settle()
@@ -89,7 +81,7 @@ async def test_compare_shows_each_model_side_by_side(make_harness, guides_servic
 async def test_a_bad_model_list_gets_a_private_reply_before_any_work(
     make_harness, guides_services
 ):
-    harness = await with_checks(await make_harness(guides_services))
+    harness = await make_harness(guides_services)
     token = harness.command("compare", STUDENT, question=IN_SCOPE, models="smollm2")
     await harness.settle()
     (reply,) = harness.for_token(token)
