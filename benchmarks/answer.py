@@ -168,7 +168,7 @@ def main() -> None:
     if rows:
         a = rows[0]["answer"]
         print(
-            f"> **{a.question}**\n>\n> {a.text}\n>\n> Sources: "
+            f"> **{a.question}**\n>\n> " + a.text.replace("\n", "\n> ") + "\n>\n> Sources: "
             + "; ".join(f"[{c.number}] {c.source} p.{c.page}" for c in a.citations)
         )
     shutil.rmtree(work, ignore_errors=True)
