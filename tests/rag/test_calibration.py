@@ -46,14 +46,20 @@ def _questions(rng: np.random.Generator, n: int, centre: float, in_scope: bool) 
     ]
 
 
-def test_the_threshold_abstains_on_every_off_topic_fit_question_when_the_sets_separate() -> None:
-    rng = np.random.default_rng(1)
-    evidence = _questions(rng, 40, 0.55, True) + _questions(rng, 30, 0.2, False)
+def _fitted(evidence: list) -> tuple[AnswerSettings, float]:
+    """Answer settings carrying a gate fitted on `evidence`, and its threshold."""
     weights, threshold = fit_gate(evidence)
     answer = AnswerSettings(
         gate_cosine=weights[0], gate_agreement=weights[1], gate_coverage=weights[2],
         gate_intercept=weights[3], abstain_below=threshold,
     )
+    return answer, threshold
+
+
+def test_the_threshold_abstains_on_every_off_topic_fit_question_when_the_sets_separate() -> None:
+    rng = np.random.default_rng(1)
+    evidence = _questions(rng, 40, 0.55, True) + _questions(rng, 30, 0.2, False)
+    answer, threshold = _fitted(evidence)
     off = [gate_probability(e, answer) for e in evidence if not e.in_scope]
     on = [gate_probability(e, answer) for e in evidence if e.in_scope]
     assert max(off) < threshold <= min(on)
@@ -63,10 +69,6 @@ def test_the_threshold_never_makes_more_than_a_tenth_of_in_scope_questions_absta
     rng = np.random.default_rng(2)
     # Heavily overlapping sets: separating them fully would refuse most in-scope questions.
     evidence = _questions(rng, 40, 0.40, True) + _questions(rng, 30, 0.36, False)
-    weights, threshold = fit_gate(evidence)
-    answer = AnswerSettings(
-        gate_cosine=weights[0], gate_agreement=weights[1], gate_coverage=weights[2],
-        gate_intercept=weights[3], abstain_below=threshold,
-    )
+    answer, threshold = _fitted(evidence)
     on = [gate_probability(e, answer) for e in evidence if e.in_scope]
     assert np.mean([p < threshold for p in on]) <= 0.1
