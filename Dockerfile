@@ -45,13 +45,14 @@ COPY README.md ./
 COPY ingest ./ingest
 COPY rag ./rag
 COPY bot ./bot
+COPY cli ./cli
 RUN pip install --no-deps . && rm -rf build ./*.egg-info
 
 USER app
 
-# Reaches the store and the default model's server without loading a model (rag/health.py).
+# Reaches the store and the default model's server without loading a model (cli/health.py).
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
-    CMD ["python", "-m", "rag.health"]
+    CMD ["python", "-m", "cli.health"]
 
 ENTRYPOINT ["study-assistant"]
 CMD ["bot"]

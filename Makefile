@@ -18,7 +18,7 @@ test: lint
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/pytest -q
 
 lint:
-	$(BIN)/ruff check ingest rag bot tests
+	$(BIN)/ruff check cli ingest rag bot tests benchmarks
 	$(BIN)/mypy ingest rag
 
 demo:

@@ -26,7 +26,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 from ingest.pipeline import Target, ingest  # noqa: E402
-from rag.assistant import Finished, Token  # noqa: E402
+from rag.answering.assistant import Finished, Token  # noqa: E402
 from rag.config import Settings  # noqa: E402
 from rag.llm.local import sampling_kwargs  # noqa: E402
 from rag.services import build_services  # noqa: E402

@@ -25,8 +25,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 
 from ingest.pipeline import Target, ingest  # noqa: E402
-from rag.config import Settings  # noqa: E402
-from rag.grounding import (  # noqa: E402
+from rag.answering.grounding import (  # noqa: E402
     FITTED_WEIGHTS,
     SUPPORTED,
     GroundingChecker,
@@ -34,6 +33,7 @@ from rag.grounding import (  # noqa: E402
     best_candidate,
     fit_weights,
 )
+from rag.config import Settings  # noqa: E402
 from rag.services import Services, build_services  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -111,7 +111,7 @@ def recall_by_kind(judged: list[Judged]) -> dict[str, str]:
 
 
 def print_weights(name: str, w: GroundingWeights) -> None:
-    """The weights, as the `GroundingWeights(...)` to paste into rag/grounding.py."""
+    """The weights, as the `GroundingWeights(...)` to paste into rag/answering/grounding.py."""
     print(
         f"{name}: `GroundingWeights(cosine={w.cosine:.3f}, window_coverage="
         f"{w.window_coverage:.3f}, missing_names={w.missing_names:.3f}, "
@@ -150,7 +150,7 @@ def report(services: Services, claims: list[dict], k: int) -> None:
         print("These are the shipped `FITTED_WEIGHTS`; the figures below use them.\n")
     else:
         print_weights("**They differ from the shipped FITTED_WEIGHTS** (figures below use the "
-                      "new fit; paste it into rag/grounding.py)", FITTED_WEIGHTS)
+                      "new fit; paste it into rag/answering/grounding.py)", FITTED_WEIGHTS)
     tables = []
     for mode, _ in MODES:
         judged, pools, _ = prepared[mode]

@@ -26,10 +26,10 @@ import numpy as np  # noqa: E402
 
 from ingest.pipeline import Target, build_chunks, ingest, pipeline_id, scan  # noqa: E402
 from rag.config import EmbeddingSettings, Settings  # noqa: E402
-from rag.documents import Chunk  # noqa: E402
-from rag.embedder import Embedder, resolve_embedder_path  # noqa: E402
+from rag.index.chroma_store import ManifestEntry  # noqa: E402
+from rag.index.documents import Chunk  # noqa: E402
+from rag.index.embedder import Embedder, resolve_embedder_path  # noqa: E402
 from rag.services import build_services  # noqa: E402
-from rag.store import ManifestEntry  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

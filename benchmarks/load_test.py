@@ -423,7 +423,7 @@ async def run_load(services: Services, questions: list[str], args: argparse.Name
             break
     log_dir = Path(tempfile.mkdtemp(prefix="sa-load-log-"))
     log = QuestionLog(log_dir / "bot.sqlite3")
-    answerer = Answerer(services.assistant, log, services.settings.discord)
+    answerer = Answerer(services.assistant, services.checker, log, services.settings.discord)
     waits: list[float] = []
     answerer.queue.on_granted = waits.append
     outcomes: list[Outcome] = []

@@ -19,9 +19,9 @@ from bot.limits import EditThrottle
 from bot.ratelimit import GenerationQueue, TokenBucket
 from bot.storage import LoggedAnswer, QuestionLog, hash_user
 from bot.views import answer_view
-from rag.assistant import Answer, Assistant, Finished, Token, check_question
+from rag.answering.assistant import Answer, Assistant, Finished, Token, check_question
+from rag.answering.grounding import GroundingChecker, GroundingReport
 from rag.config import DiscordSettings
-from rag.grounding import GroundingChecker, GroundingReport
 
 log = logging.getLogger("bot")
 
@@ -92,14 +92,19 @@ class ChannelReply:
 class Answerer:
     """Admits questions, queues them, streams answers into replies and logs them."""
 
-    def __init__(self, assistant: Assistant, questions: QuestionLog, settings: DiscordSettings):
+    def __init__(
+        self,
+        assistant: Assistant,
+        checker: GroundingChecker,
+        questions: QuestionLog,
+        settings: DiscordSettings,
+    ):
         self.assistant = assistant
+        self.checker = checker
         self.questions = questions
         self.settings = settings
         self.limiter = TokenBucket(settings.rate_burst, settings.rate_per_minute)
         self.queue = GenerationQueue(settings.max_concurrent, settings.max_waiting)
-        # Cheap to build: the embedder is shared and the idf table is built on first use.
-        self.checker = GroundingChecker(assistant.retriever.embedder, assistant.retriever)
 
     def admit(self, user_id: int, question: str) -> str:
         """The normalised question, or InvalidQuestion / RateLimited (checked in that order)."""

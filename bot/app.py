@@ -5,17 +5,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 import discord
 
 from bot.client import StudyBot
-from bot.storage import QuestionLog
+from bot.storage import QuestionLog, question_log_path
 from rag.config import Settings
-from rag.locking import DataDirLock
+from rag.index.locking import DataDirLock
 from rag.services import build_services
-
-QUESTION_LOG = "bot.sqlite3"
 
 
 class MissingToken(RuntimeError):
@@ -35,11 +32,6 @@ def discord_token(settings: Settings, environ: Mapping[str, str] | None = None) 
     return token
 
 
-def question_log_path(settings: Settings) -> Path:
-    """Where the bot keeps its question log."""
-    return Path(settings.data_dir) / QUESTION_LOG
-
-
 def run_bot(settings: Settings) -> None:
     """Run the bot until interrupted; it holds the data-dir lock the whole time."""
     token = discord_token(settings)
@@ -47,7 +39,7 @@ def run_bot(settings: Settings) -> None:
     if not settings.store.host:
         lock.acquire()  # the bot writes (re-ingests, uploads): one writer per data dir
     discord.utils.setup_logging(level=logging.INFO)
-    questions = QuestionLog(question_log_path(settings))
+    questions = QuestionLog(question_log_path(settings.data_dir))
     try:
         bot = StudyBot(build_services(settings), questions)
         bot.run(token, log_handler=None)  # logging is set up above; the token is never logged

@@ -12,6 +12,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.answering import Answerer
+from bot.cogs import ask, checks, demos, instructor, mentions
 from bot.conversations import Conversations
 from bot.errors import report_error
 from bot.ingesting import Reingester
@@ -69,15 +70,13 @@ class StudyBot(commands.Bot):
         self.services = services
         self.settings = settings
         self.questions = questions
-        self.answerer = Answerer(services.assistant, questions, settings.discord)
+        self.answerer = Answerer(services.assistant, services.checker, questions, settings.discord)
         self.conversations = Conversations(self, self.answerer, settings.discord)
         self.reingester = Reingester(services)
         self.warm_up = warm_up
 
     async def setup_hook(self) -> None:
         """One-time start-up: cogs, persistent buttons, intent check, command sync, warm-up."""
-        from bot.cogs import ask, checks, demos, instructor, mentions
-
         cogs = (
             ask.AskCog(self),
             mentions.MentionCog(self),

@@ -10,11 +10,11 @@ import discord
 from discord import app_commands
 
 from bot.ratelimit import QueueFull, RateLimited
-from rag.assistant import InvalidQuestion
+from rag.answering.assistant import InvalidQuestion
+from rag.index.chroma_store import StoreBusy, StoreUnavailable
+from rag.index.locking import DataDirBusy
 from rag.llm.base import BackendRejected, BackendTimeout, BackendUnavailable, LLMError
-from rag.locking import DataDirBusy
-from rag.retrieval import NothingIngested
-from rag.store import StoreBusy, StoreUnavailable
+from rag.retrieval.retriever import NothingIngested
 
 log = logging.getLogger("bot")
 

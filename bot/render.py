@@ -16,9 +16,9 @@ from bot.limits import (
     truncate,
 )
 from bot.storage import Stats
-from rag.assistant import Answer
-from rag.documents import Hit
-from rag.grounding import GroundingReport
+from rag.answering.assistant import Answer
+from rag.answering.grounding import GroundingReport
+from rag.index.documents import Hit
 
 ANSWER_PAGE_CHARS = 3800  # + title 256 + sources 1024 + footer < 6,000 per message
 PASSAGE_CHARS = 900

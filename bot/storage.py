@@ -56,6 +56,13 @@ EXPORT_FIELDS = (
     "down",
 )
 
+QUESTION_LOG = "bot.sqlite3"
+
+
+def question_log_path(data_dir: Path | str) -> Path:
+    """Where the bot keeps its question log in a data dir."""
+    return Path(data_dir) / QUESTION_LOG
+
 
 def hash_user(user_id: int | str, salt: str) -> str:
     """A stable pseudonym for a Discord user id (sha256 of salt and id, 16 hex digits)."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ingest.cleaning import match_pdf_heading
 from ingest.loaders import LoadedDocument, Page
-from rag.documents import Chunk
+from rag.index.documents import Chunk
 
 # Fences nested in list items are indented further than CommonMark's three spaces.
 _FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})")

@@ -2,8 +2,8 @@
 
 Unchanged files (same bytes, same pipeline settings) cost a hash and nothing more; the
 embedding model is not even loaded when nothing changed. A changed file's chunks whose text
-is unchanged keep their stored embeddings. See rag/store.py for why an interrupted run leaves
-the index consistent.
+is unchanged keep their stored embeddings. See rag/index/chroma_store.py for why an
+interrupted run leaves the index consistent.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import numpy as np
 from ingest.chunking import chunk_document
 from ingest.loaders import SkipFile, load_document
 from rag.config import IngestSettings
-from rag.documents import Chunk
-from rag.store import ChromaStore, ManifestEntry
+from rag.index.chroma_store import ChromaStore, ManifestEntry
+from rag.index.documents import Chunk
 
 # Bump when cleaning or chunking changes in a way that should re-process every file.
 PIPELINE_VERSION = "3"

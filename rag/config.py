@@ -80,7 +80,7 @@ class AnswerSettings(BaseModel):
     history_turns: int = 6
     history_chars: int = 600
     rewrite_followups: bool = True
-    # Check each finished answer's claims against its passages (rag/grounding.py) and show
+    # Check each finished answer's claims against its passages (rag/answering/grounding.py) and show
     # "Grounded: 67% of 6 claims" on /ask and a `grounding` field in `ask --json`.
     grounding_badge: bool = False
 

@@ -1,6 +1,8 @@
-"""The composition root: the one place that builds the store, embedder and retriever.
+"""The composition root: the one place that builds the store, embedder, retriever, models,
+assistant and grounding checker.
 
-The CLI and the bot both call `build_services(settings)`; nothing else constructs these.
+The CLI and the bot both call `build_services(settings)`; the model-only demos call
+`build_models(settings)`. Nothing else constructs these.
 """
 
 from __future__ import annotations
@@ -8,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from rag.assistant import Assistant
+from rag.answering.assistant import Assistant
+from rag.answering.grounding import GroundingChecker
 from rag.config import Settings
-from rag.embedder import Embedder
+from rag.index.chroma_store import ChromaStore, make_client
+from rag.index.embedder import Embedder
 from rag.llm.registry import ModelRegistry
-from rag.retrieval import Retriever
-from rag.store import ChromaStore, make_client
+from rag.retrieval.retriever import Retriever
 
 
 @dataclass
@@ -26,6 +29,12 @@ class Services:
     retriever: Retriever
     models: ModelRegistry
     assistant: Assistant
+    checker: GroundingChecker
+
+
+def build_models(settings: Settings) -> ModelRegistry:
+    """The configured chat models (they load lazily, on first use)."""
+    return ModelRegistry(settings.llm, Path(settings.data_dir))
 
 
 def build_services(
@@ -42,7 +51,7 @@ def build_services(
     embedder = embedder or Embedder(settings.embedding)
     store = ChromaStore(make_client(settings), settings.store.collection, embedder.name)
     retriever = Retriever(store, embedder, settings.retrieval)
-    models = models or ModelRegistry(settings.llm, Path(settings.data_dir))
+    models = models or build_models(settings)
     assistant = Assistant(retriever, models, settings.answer, settings.llm)
-    return Services(settings, store, embedder, retriever, models, assistant)
-
+    checker = GroundingChecker(embedder, retriever)
+    return Services(settings, store, embedder, retriever, models, assistant, checker)

@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 
 from ingest.pipeline import IngestReport, Target, ingest  # noqa: E402
 from rag.config import EmbeddingSettings, Settings, StoreSettings  # noqa: E402
-from rag.embedder import Embedder  # noqa: E402
+from rag.index.embedder import Embedder  # noqa: E402
 from rag.services import Services, build_services  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ from discord.ext import commands
 from bot import render
 from bot.access import students_only
 from bot.answering import InteractionReply
-from rag.assistant import check_question
+from rag.answering.assistant import check_question
 
 if TYPE_CHECKING:
     from bot.client import StudyBot

@@ -1,7 +1,8 @@
 """Teaching demos: /nexttoken, /tokenize, /attention, /fewshot.
 
 Each command is a thin adapter: check the input (a bad one gets a private reply at once),
-defer, show what is running, call the core in `rag.demos`, render embeds (and a PNG chart).
+defer, show what is running, call the core in `rag.demos`, send the embeds that
+`bot.render_demos` builds (and a PNG chart).
 """
 
 from __future__ import annotations
@@ -15,26 +16,21 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.access import students_only
-from bot.limits import EMBED_FIELD_VALUE_CHARS, EMBED_TITLE_CHARS, truncate
+from bot.render_demos import attention_embed, few_shot_embed, next_token_embeds, tokenize_embed
 from rag.demos import attention as attention_demo
 from rag.demos import fewshot as fewshot_demo
 from rag.demos import nexttoken as nexttoken_demo
 from rag.demos import plots
 from rag.demos import tokenize as tokenize_demo
-from rag.demos.common import Table, local_names, pick_local_model, pick_model, text_table
+from rag.demos.common import local_names, pick_local_model, pick_model
+from rag.llm.registry import ModelRegistry
 
 if TYPE_CHECKING:
     from bot.client import StudyBot
-    from rag.llm.registry import ModelRegistry
 
 # Discord's smallest upload limit for bots; an interaction may report a larger one.
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024
-COLOUR = discord.Colour.teal()
 NO_MENTIONS = discord.AllowedMentions.none()
-FENCE = "```"
-DEFUSED_FENCE = "`\u200b``"  # a zero-width space keeps user text from closing a code block
-BLOCK_CHARS = 1900  # one code block in a description: two blocks and text stay under 4,096
-STEPS_CHARS = 3000  # the step table's embed, beside a first embed of at most ~1,600
 
 
 def _registry(interaction: discord.Interaction) -> ModelRegistry:
@@ -60,22 +56,6 @@ async def local_model(
     return _choices(local_names(_registry(interaction)), current)
 
 
-def block(text: str, limit: int = BLOCK_CHARS) -> str:
-    """Text as a code block within `limit` characters (triple backticks inside defused)."""
-    safe = text.replace(FENCE, DEFUSED_FENCE)
-    return f"{FENCE}\n{truncate(safe, limit - 8)}\n{FENCE}"
-
-
-def table_block(table: Table, limit: int = BLOCK_CHARS) -> str:
-    """A table as a code block, cut at whole rows (with a note) to stay within `limit`."""
-    header, rows = table
-    shown = list(rows)
-    while shown and len(text_table((header, shown))) > limit - 40:
-        shown.pop()
-    more = f"\n… {len(rows) - len(shown)} more rows" if len(shown) < len(rows) else ""
-    return block(text_table((header, shown)) + more, limit)
-
-
 async def start(interaction: discord.Interaction, status: str) -> None:
     """Defer (Discord allows 3 s), then say what is running while the model works."""
     await interaction.response.defer(thinking=True)
@@ -97,82 +77,6 @@ async def finish(
     await interaction.edit_original_response(
         embeds=embeds, attachments=files, allowed_mentions=NO_MENTIONS
     )
-
-
-def _embed(title: str, description: str, footer: str) -> discord.Embed:
-    embed = discord.Embed(title=truncate(title, EMBED_TITLE_CHARS), description=description,
-                          colour=COLOUR)
-    return embed.set_footer(text=footer)
-
-
-def quoted(text: str, limit: int = 300) -> str:
-    """User text shown safely inside an embed: one line, markdown escaped, cut to `limit`."""
-    return discord.utils.escape_markdown(truncate(" ".join(text.split()), limit))
-
-
-def next_token_embeds(result: nexttoken_demo.NextTokenResult) -> list[discord.Embed]:
-    """The top-k table (and the chart), then the step-by-step table when there are steps."""
-    req = result.request
-    footer = f"{result.model} · {result.seconds:.1f} s"
-    if result.unavailable:
-        return [_embed(f"Next token · {result.model}", result.unavailable, footer)]
-    table = table_block(nexttoken_demo.top_table(result))
-    lines = [f"**Prompt:** {quoted(req.prompt)}", table]
-    if result.entropy_bits is not None and result.entropy_at_1_bits is not None:
-        lines.append(f"Entropy {result.entropy_bits:.2f} bits at T={req.temperature or 1:g}, "
-                     f"{result.entropy_at_1_bits:.2f} bits at T=1.")
-    if not result.exact:
-        lines.append("The server returns only its top tokens: p(T) is renormalised over them.")
-    first = _embed(f"Next token · {result.model}", "\n".join(lines), footer)
-    if req.steps == 1:
-        return [first]
-    more = "…" if result.continues_prompt else ""  # a base model continues the prompt
-    texts = [f"**Greedy:** {more}{quoted(result.greedy_text, 350)}"]
-    if result.sampled:
-        texts.append(f"**Sampled** (T={req.temperature:g}, seed {req.seed}): "
-                     f"{more}{quoted(result.sampled_text, 350)}")
-    steps = table_block(nexttoken_demo.steps_table(result), STEPS_CHARS)
-    return [first, _embed("One token at a time", "\n".join([steps, *texts]), footer)]
-
-
-def tokenize_embed(result: tokenize_demo.TokenizeResult) -> discord.Embed:
-    """Counts side by side, then each model's pieces and ids."""
-    names = " vs ".join(t.model for t in result.tokenizations)
-    counts = table_block(tokenize_demo.counts_table(result))
-    description = f"**Text:** {quoted(result.text)}\n{counts}"
-    embed = _embed(f"Tokens · {names}", description, "␣ = a space the token starts with")
-    for t in result.tokenizations:
-        ids = " ".join(str(token.id) for token in t.tokens)
-        value = block(f"{tokenize_demo.pieces_line(t)}\n\nids: {ids}", EMBED_FIELD_VALUE_CHARS)
-        embed.add_field(name=truncate(f"{t.model} · {t.kind} · {t.count} tokens", 256),
-                        value=value, inline=False)
-    return embed
-
-
-def attention_embed(result: attention_demo.AttentionResult) -> discord.Embed:
-    """The summary sentence and where the focus token's attention goes."""
-    header, rows = attention_demo.focus_table(result)
-    table = table_block((header, list(rows)[:10]))
-    description = f"{quoted(result.summary(), 600)}\n{table}"
-    footer = (f"{result.model} · layers 0–{result.layers - 1}, heads 0–{result.heads - 1} · "
-              f"{result.seconds:.1f} s")
-    title = f"Attention · {result.model} · layer {result.layer}, {result.head_label}"
-    return _embed(title, description, footer)
-
-
-def few_shot_embed(result: fewshot_demo.FewShotResult) -> discord.Embed:
-    """Both answers side by side, and the few-shot prompt the model saw."""
-    zero, few = result.zero_shot, result.few_shot
-    embed = _embed(f"Zero-shot vs few-shot · {result.model}",
-                   f"**Task:** {quoted(result.request.task)}\n**Input:** "
-                   f"{quoted(result.request.input)}",
-                   f"{result.model} · greedy decoding, first line of each answer")
-    for label, shot in (("Zero-shot", zero), (f"Few-shot ({len(result.request.examples)})", few)):
-        value = f"{block(shot.answer or '(nothing)', 900)}{shot.seconds:.2f} s"
-        embed.add_field(name=label, value=value, inline=True)
-    embed.add_field(name="Few-shot prompt", value=block(few.prompt, EMBED_FIELD_VALUE_CHARS),
-                    inline=False)
-    return embed
 
 
 class DemoCog(commands.Cog):

@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from rag.demos.common import DemoInputError, Table, check_range, check_text, percent, visible
 from rag.llm.base import LLMError
+from rag.llm.local import LoadedModel, LocalChatModel
 
 if TYPE_CHECKING:
     import torch
-
-    from rag.llm.local import LoadedModel, LocalChatModel
 
 MAX_SENTENCE_CHARS = 300
 MAX_TOKENS = 48  # beyond this the heatmap's labels are unreadable

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-from rag.assistant import InvalidQuestion
+from rag.answering.assistant import InvalidQuestion
 from rag.llm.base import ChatModel
+from rag.llm.local import LocalChatModel
 from rag.llm.registry import ModelRegistry, UnknownModel
-
-if TYPE_CHECKING:
-    from rag.llm.local import LocalChatModel
 
 # Shown instead of invisible characters, so students see where spaces and newlines are.
 VISIBLE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"})
@@ -56,8 +53,6 @@ def local_names(registry: ModelRegistry) -> list[str]:
 
 def pick_local_model(registry: ModelRegistry, name: str | None, feature: str) -> LocalChatModel:
     """A local model for a demo that needs the weights, or a `DemoInputError` saying why."""
-    from rag.llm.local import LocalChatModel
-
     chat = pick_model(registry, name)
     if not isinstance(chat, LocalChatModel):
         local = ", ".join(local_names(registry)) or "none configured"

@@ -19,7 +19,9 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from rag.assistant import Assistant, check_question
+from rag.answering.assistant import Assistant, check_question
+from rag.answering.grounding import GroundingChecker, GroundingReport
+from rag.answering.prompting import resolve_citations
 from rag.demos.common import DemoInputError
 from rag.demos.hallucination import (
     Progress,
@@ -27,10 +29,8 @@ from rag.demos.hallucination import (
     load_weights,
     report_progress,
 )
-from rag.documents import Hit
-from rag.grounding import GroundingChecker, GroundingReport
+from rag.index.documents import Hit
 from rag.llm.base import ChatModel, LLMError, Messages
-from rag.prompting import resolve_citations
 
 log = logging.getLogger(__name__)
 DEFAULT_MODELS = ("smollm2", "gemma3-base")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from rag.demos.common import DemoInputError, Table, check_text
 from rag.llm.base import ChatModel, Messages
+from rag.llm.local import LocalChatModel
 
 MAX_TASK_CHARS = 300
 MAX_INPUT_CHARS = 300
@@ -131,8 +132,6 @@ async def settled(chat: ChatModel) -> None:
 
     The next timing then measures only its own answer, and a CLI can exit cleanly.
     """
-    from rag.llm.local import LocalChatModel
-
     if isinstance(chat, LocalChatModel):
         lock = (await chat.load()).generate_lock
         await asyncio.to_thread(_pass_through, lock)

@@ -13,10 +13,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from rag.assistant import Assistant, check_question
+from rag.answering.assistant import Assistant, check_question
+from rag.answering.grounding import GroundingChecker, GroundingReport
 from rag.demos.common import pick_model
-from rag.documents import Hit
-from rag.grounding import GroundingChecker, GroundingReport
+from rag.index.documents import Hit
 from rag.llm.base import ChatModel, Messages
 
 CLOSED_BOOK = "closed book"

@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from rag.demos.common import DemoInputError, Table, check_range, check_text, percent, visible
 from rag.llm.base import ChatModel, PromptTooLong
+from rag.llm.local import LoadedModel, LocalChatModel
+from rag.llm.openai_compat import OpenAIChatModel, PositionLogprobs
 
 if TYPE_CHECKING:
     import torch
-
-    from rag.llm.local import LoadedModel, LocalChatModel
-    from rag.llm.openai_compat import OpenAIChatModel, PositionLogprobs
 
 MAX_TOP_K = 20  # vLLM returns at most 20 top_logprobs; more bars are unreadable anyway
 MAX_TEMPERATURE = 5.0
@@ -101,9 +100,6 @@ class NextTokenResult:
 
 async def next_token(chat: ChatModel, request: NextTokenRequest) -> NextTokenResult:
     """Run the demo on a local model (full logits) or an OpenAI-compatible server."""
-    from rag.llm.local import LocalChatModel
-    from rag.llm.openai_compat import OpenAIChatModel
-
     if isinstance(chat, LocalChatModel):
         await chat.load()
         return await asyncio.to_thread(local_next_token, chat, request)

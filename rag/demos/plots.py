@@ -10,13 +10,12 @@ import io
 import warnings
 from typing import TYPE_CHECKING
 
+from rag.demos.attention import AttentionResult
 from rag.demos.common import visible
+from rag.demos.nexttoken import NextTokenResult
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from rag.demos.attention import AttentionResult
-    from rag.demos.nexttoken import NextTokenResult
 
 DPI = 100
 TITLE_CHARS = 60

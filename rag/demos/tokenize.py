@@ -20,6 +20,8 @@ from rag.demos.common import (
     pick_model,
     visible,
 )
+from rag.llm.local import LocalChatModel
+from rag.llm.openai_compat import OpenAIChatModel
 from rag.llm.registry import ModelRegistry
 
 if TYPE_CHECKING:
@@ -81,9 +83,6 @@ async def tokenize(
 
 async def tokenizer_of(registry: ModelRegistry, name: str) -> PreTrainedTokenizerBase:
     """A model's tokenizer: a local model's own, or a served model's if it is on this machine."""
-    from rag.llm.local import LocalChatModel
-    from rag.llm.openai_compat import OpenAIChatModel
-
     chat = pick_model(registry, name)
     if isinstance(chat, LocalChatModel):
         return (await chat.load()).tokenizer

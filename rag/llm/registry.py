@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from rag.llm.base import ChatModel, LLMError
-from rag.llm.local import ModelLoader
+from rag.llm.local import LocalChatModel, ModelLoader
+from rag.llm.openai_compat import OpenAIChatModel
 from rag.llm.settings import LLMSettings, ModelSpec
 
 
@@ -56,9 +57,5 @@ class ModelRegistry:
 
     def _build(self, spec: ModelSpec) -> ChatModel:
         if spec.backend == "local":
-            from rag.llm.local import LocalChatModel
-
             return LocalChatModel(spec, self.loader)
-        from rag.llm.openai_compat import OpenAIChatModel
-
         return OpenAIChatModel(spec, self.settings, environ=self._environ)

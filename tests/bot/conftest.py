@@ -16,7 +16,7 @@ import pytest
 from bot.client import StudyBot
 from bot.storage import QuestionLog
 from rag.config import DiscordSettings
-from rag.embedder import Embedder
+from rag.index.embedder import Embedder
 from rag.llm.registry import ModelRegistry
 from rag.llm.settings import LLMSettings
 from rag.services import Services, build_services

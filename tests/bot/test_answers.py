@@ -11,7 +11,7 @@ import time
 
 from bot import render
 from bot.limits import payload_problems
-from rag.assistant import Assistant
+from rag.answering.assistant import Assistant
 from rag.llm.registry import ModelRegistry
 from rag.llm.settings import LLMSettings
 from tests.bot.fake_discord import Person

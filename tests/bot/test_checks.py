@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from bot.limits import payload_problems
-from rag.assistant import Assistant
+from rag.answering.assistant import Assistant
 from rag.services import Services
 from tests.bot.conftest import Harness
 from tests.bot.fake_discord import Person

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from bot.limits import payload_problems
-from rag.embedder import Embedder
+from rag.index.embedder import Embedder
 from rag.llm.registry import ModelRegistry
 from rag.services import Services, build_services
 from tests.bot.conftest import FAST_LLM, Harness

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from rag.embedder import Embedder
+from rag.index.embedder import Embedder
 from rag.services import Services, build_services
 from tests.bot.conftest import FAST_LLM
 from tests.bot.fake_discord import MANAGE_GUILD_PERMISSIONS, Person

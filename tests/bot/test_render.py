@@ -5,9 +5,9 @@ from __future__ import annotations
 from bot import render
 from bot.limits import payload_problems
 from bot.storage import Stats
-from rag.assistant import Answer
-from rag.documents import Chunk, Hit
-from rag.prompting import Citation
+from rag.answering.assistant import Answer
+from rag.answering.prompting import Citation
+from rag.index.documents import Chunk, Hit
 
 
 def answer(text: str, refused: bool = False, citations: int = 1) -> Answer:

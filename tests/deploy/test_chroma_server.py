@@ -16,15 +16,21 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rag.assistant import Answer
-from rag.cli import app
+from cli.app import app
+from rag.answering.assistant import Answer
 from rag.config import Settings, StoreSettings
-from rag.documents import Chunk, Hit
-from rag.embedder import Embedder
+from rag.index.chroma_store import (
+    ChromaStore,
+    StoreBusy,
+    StoreUnavailable,
+    WriterLease,
+    make_client,
+)
+from rag.index.documents import Chunk, Hit
+from rag.index.embedder import Embedder
 from rag.llm.registry import ModelRegistry
-from rag.retrieval import Retriever
+from rag.retrieval.retriever import Retriever
 from rag.services import Services, build_services
-from rag.store import ChromaStore, StoreBusy, StoreUnavailable, WriterLease, make_client
 from tests.bot.conftest import FAST_LLM, make_harness  # noqa: F401  (the bot harness fixture)
 from tests.bot.fake_discord import Person
 from tests.conftest import PAPER, REPO, run, services_for

@@ -16,7 +16,7 @@ checked without one:
   ones .env.example documents, and that the defaults it shows are the code's;
 - the Dockerfile's rules (non-root user, health check, pinned CPU torch, layer order);
 - the three health checks themselves, run for real: Chroma's against a real Chroma server,
-  vLLM's against a loopback HTTP server, and the image's (`python -m rag.health`) with the
+  vLLM's against a loopback HTTP server, and the image's (`python -m cli.health`) with the
   environment compose gives the bot.
 
 Dict-valued settings (the model registry, `llm.models: dict[str, ModelSpec]`) have no fixed
@@ -56,8 +56,8 @@ import yaml
 from pydantic import BaseModel
 
 from rag.config import Settings
+from tests.cli.test_health import Server, closed_port
 from tests.deploy.conftest import ChromaServer
-from tests.test_health import Server, closed_port
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
@@ -65,7 +65,7 @@ DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 ENV_EXAMPLE = REPO / ".env.example"
 PREFIX = "STUDY_ASSISTANT_"
-CODE_DIRS = ("ingest", "rag", "bot")
+CODE_DIRS = ("ingest", "rag", "bot", "cli")
 # Built from ./Dockerfile; they run our code and read .env.
 APP_SERVICES = ("bot", "bot-cpu", "ingest")
 # A registry entry's `name` is its key; the validator fills it in.
@@ -758,7 +758,7 @@ def test_image_runs_as_a_non_root_user() -> None:
 
 def test_image_healthcheck_runs_the_health_module() -> None:
     command = image_healthcheck()
-    assert command[1:] == ["-m", "rag.health"]
+    assert command[1:] == ["-m", "cli.health"]
     assert (REPO / "rag" / "health.py").is_file()
 
 
@@ -780,13 +780,21 @@ def test_image_installs_smollm2_without_its_dependencies() -> None:
 
 def test_image_dependency_layer_comes_before_the_code() -> None:
     steps = list(dockerfile())
-    code = {"ingest", "rag", "bot", "."}
+    code = {"ingest", "rag", "bot", "cli", "."}
     first_pyproject = next(n for n, i in enumerate(steps) if i.keyword == "COPY"
                            and copy_sources(i) == ["pyproject.toml"])
     deps = next(n for n, i in enumerate(steps) if i.keyword == "RUN" and "pyproject.toml" in i.args)
     first_code = next(n for n, i in enumerate(steps) if i.keyword == "COPY"
                       and code & set(copy_sources(i)))
     assert first_pyproject < deps < first_code
+
+
+def test_image_copies_every_package_the_project_installs() -> None:
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    found = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {p.rstrip("*") for p in found}
+    copied = {src for i in dockerfile() if i.keyword == "COPY" for src in copy_sources(i)}
+    assert packages and packages <= copied
 
 
 def test_image_dependency_layer_installs_the_project_dependencies() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from ingest.chunking import chunk_document
 from ingest.loaders import LoadedDocument, Page, load_document
-from rag.documents import Chunk
+from rag.index.documents import Chunk
 from tests.ingest.test_cleaning import LIGATURES, MOJIBAKE
 
 LIMIT = 50 * 1024 * 1024

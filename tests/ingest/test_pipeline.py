@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ingest.pipeline import NoProgress
-from rag.locking import DataDirBusy, DataDirLock
+from rag.index.locking import DataDirBusy, DataDirLock
 from rag.services import Services
 from tests.conftest import PAPER, REPO, CountingEmbedder, run, services_for
 

@@ -1,5 +1,0 @@
-"""`python -m bot`: the same command line as `study-assistant`."""
-
-from bot.cli import app
-
-app()

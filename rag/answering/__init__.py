@@ -1,0 +1,2 @@
+"""From passages to an answer: the abstention gate, prompts and citations, the assistant
+and the grounding checker."""

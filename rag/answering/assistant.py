@@ -1,0 +1,287 @@
+"""The answer pipeline: check → (rewrite follow-up) → retrieve → abstention gate → prompt →
+generate → citations.
+
+`Assistant.stream()` yields events as they happen (the passages found, then answer text as
+it is generated, then the finished `Answer`), so the CLI and the bot can show progress;
+`Assistant.answer()` returns only the finished answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import unicodedata
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from rag.answering.gate import evidence_of, gate_probability
+from rag.answering.prompting import (
+    INJECTION_MARKER,
+    SYSTEM_PROMPT,
+    Citation,
+    asks_for_system_prompt,
+    build_messages,
+    context_blocks,
+    describe,
+    resolve_citations,
+    sources_of,
+)
+from rag.config import AnswerSettings
+from rag.index.documents import Hit
+from rag.llm.base import ChatModel
+from rag.llm.registry import ModelRegistry
+from rag.llm.settings import LLMSettings
+from rag.retrieval.retriever import Retriever
+
+NOT_COVERED = "not_covered"
+DECLINED = "declined"
+_REWRITE_PROMPT = (
+    "Rewrite the student's last question so that it can be understood without the "
+    "conversation. Reply with the rewritten question only."
+)
+_WORD = re.compile(r"[^\W_]", re.UNICODE)
+
+
+class InvalidQuestion(ValueError):
+    """The question cannot be answered as written; the message says why, for the user."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A finished answer (or an honest refusal) with its evidence and timings."""
+
+    question: str
+    text: str
+    refused: bool
+    citations: tuple[Citation, ...]
+    retrieved: tuple[Hit, ...]
+    model: str
+    timings: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+    search_query: str = ""
+
+    def as_json(self) -> dict:
+        """The `ask --json` shape."""
+        keep = ("retrieve_ms", "generate_ms", "total_ms")
+        return {
+            "question": self.question,
+            "answer": self.text,
+            "refused": self.refused,
+            "citations": [c.as_json() for c in self.citations],
+            "retrieved": [h.as_json() for h in self.retrieved],
+            "model": self.model,
+            "timings": {k: round(v, 1) for k, v in self.timings.items() if k in keep},
+        }
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """Event: the passages found for the question."""
+
+    hits: tuple[Hit, ...]
+    search_query: str
+
+
+@dataclass(frozen=True)
+class Token:
+    """Event: the next piece of answer text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Event: the final answer."""
+
+    answer: Answer
+
+
+AnswerEvent = Retrieved | Token | Finished
+
+
+def check_question(question: str, max_chars: int) -> str:
+    """Normalise a question, or raise InvalidQuestion with a message meant for the student."""
+    text = "".join(
+        ch if ch in "\n\t" or unicodedata.category(ch)[0] != "C" else " " for ch in question
+    )
+    text = " ".join(text.split())
+    if not text:
+        raise InvalidQuestion("Please type a question: that message has no text in it.")
+    if not _WORD.search(text):
+        raise InvalidQuestion("I can only answer questions written in words, not emoji alone.")
+    if len(text) > max_chars:
+        raise InvalidQuestion(
+            f"That question is {len(text):,} characters long; please keep it under "
+            f"{max_chars:,} and ask about one thing at a time."
+        )
+    return text
+
+
+def bounded_history(history: Sequence[dict[str, str]], turns: int, chars: int) -> list[dict]:
+    """The last `turns` messages, each cut to `chars` characters."""
+    kept = [m for m in history if m.get("role") in ("user", "assistant") and m.get("content")]
+    return [{"role": m["role"], "content": m["content"][:chars]} for m in kept[-turns:]]
+
+
+class Assistant:
+    """Answers questions from the course materials with a chat model from the registry."""
+
+    def __init__(
+        self,
+        retriever: Retriever,
+        models: ModelRegistry,
+        settings: AnswerSettings,
+        llm: LLMSettings,
+    ) -> None:
+        self.retriever = retriever
+        self.models = models
+        self.settings = settings
+        self.llm = llm
+
+    async def answer(
+        self, question: str, *, history: Sequence[dict[str, str]] = (), model: str | None = None
+    ) -> Answer:
+        """The finished answer to a question."""
+        async for event in self.stream(question, history=history, model=model):
+            if isinstance(event, Finished):
+                return event.answer
+        raise RuntimeError("the answer stream ended without an answer")  # pragma: no cover
+
+    async def stream(
+        self, question: str, *, history: Sequence[dict[str, str]] = (), model: str | None = None
+    ) -> AsyncIterator[AnswerEvent]:
+        """Answer a question, yielding progress events and finally `Finished`."""
+        began = time.perf_counter()
+        question = check_question(question, self.settings.max_question_chars)
+        chat = self.models.get(model)
+        timings: dict[str, float] = {}
+        recent = bounded_history(history, self.settings.history_turns, self.settings.history_chars)
+        if asks_for_system_prompt(question):
+            yield Finished(self._declined(question, chat.name, began))
+            return
+        query = await self._standalone(question, recent, chat, timings)
+        started = time.perf_counter()
+        hits = tuple(await asyncio.to_thread(self.retriever.search, query, self.settings.k))
+        timings["retrieve_ms"] = (time.perf_counter() - started) * 1000
+        yield Retrieved(hits, query)
+        if self.coverage_probability(hits) < self.settings.abstain_below:
+            yield Finished(self._not_covered(question, query, hits, chat.name, timings, began))
+            return
+        async for event in self._generate(question, query, hits, recent, chat, timings, began):
+            yield event
+
+    def coverage_probability(self, hits: Sequence[Hit]) -> float:
+        """P(the materials cover the question), from the strongest retrieved evidence."""
+        if not hits:
+            return 0.0
+        evidence = evidence_of("", True, [h.dense for h in hits], [h.coverage for h in hits])
+        return gate_probability(evidence, self.settings)
+
+    async def _generate(
+        self,
+        question: str,
+        query: str,
+        hits: tuple[Hit, ...],
+        history: list[dict],
+        chat: ChatModel,
+        timings: dict[str, float],
+        began: float,
+    ) -> AsyncIterator[AnswerEvent]:
+        started = time.perf_counter()
+        # Token counting may load the local model's tokenizer: keep it off the event loop.
+        messages, used = await asyncio.to_thread(self._prompt, question, hits, history[-2:], chat)
+        timings["prompt_ms"] = (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
+        pieces: list[str] = []
+        async for piece in chat.stream(
+            messages, max_tokens=self.llm.max_new_tokens, temperature=self.llm.temperature
+        ):
+            if not pieces:
+                timings["first_token_ms"] = (time.perf_counter() - started) * 1000
+            pieces.append(piece)
+            yield Token(piece)
+        timings["generate_ms"] = (time.perf_counter() - started) * 1000
+        text, citations = resolve_citations(_guard_output("".join(pieces)), used)
+        timings["total_ms"] = (time.perf_counter() - began) * 1000
+        yield Finished(
+            Answer(
+                question=question,
+                text=text or "The model returned no text; please try rephrasing the question.",
+                refused=False,
+                citations=tuple(citations or sources_of(used)),
+                retrieved=hits,
+                model=chat.name,
+                timings=timings,
+                search_query=query,
+            )
+        )
+
+    def _prompt(
+        self, question: str, hits: Sequence[Hit], history: list[dict], chat: ChatModel
+    ) -> tuple[list[dict[str, str]], list[Hit]]:
+        """Messages that fit the model's context window, trimming passages by tokens."""
+        spec = self.llm.models[chat.name]
+        fixed = build_messages(question, "", history)
+        overhead = sum(chat.count_tokens(m["content"]) + 8 for m in fixed)
+        budget = spec.context_window - self.llm.max_new_tokens - overhead - 16
+        context, used = context_blocks(hits, max(budget, 0), chat.count_tokens)
+        return build_messages(question, context, history), used
+
+    async def _standalone(
+        self, question: str, history: list[dict], chat: ChatModel, timings: dict[str, float]
+    ) -> str:
+        """Rewrite a follow-up into a standalone question for retrieval."""
+        last_user = next((m["content"] for m in reversed(history) if m["role"] == "user"), "")
+        if not last_user or not self.settings.rewrite_followups:
+            return question
+        started = time.perf_counter()
+        convo = "\n".join(f"{m['role']}: {m['content']}" for m in history)
+        messages = [
+            {"role": "system", "content": _REWRITE_PROMPT},
+            {"role": "user", "content": f"{convo}\n\nLast question: {question}"},
+        ]
+        done = await chat.complete(messages, max_tokens=48, temperature=0.0)
+        timings["rewrite_ms"] = (time.perf_counter() - started) * 1000
+        rewritten = done.text.strip().splitlines()[0].strip() if done.text.strip() else ""
+        # A small model may ramble or echo the instructions; the earlier question plus the
+        # new one is then a safer retrieval query than its output.
+        if not rewritten or len(rewritten) > 300 or "rewrite" in rewritten.lower():
+            return f"{last_user} {question}"
+        return rewritten
+
+    def _not_covered(
+        self,
+        question: str,
+        query: str,
+        hits: Sequence[Hit],
+        model: str,
+        timings: dict[str, float],
+        began: float,
+    ) -> Answer:
+        nearest = list(dict.fromkeys(describe(h) for h in hits[:3]))
+        text = "The course materials don't cover this question, so I won't guess."
+        if nearest:
+            text += " The closest sections I found are: " + "; ".join(nearest) + "."
+        timings["generate_ms"] = 0.0
+        timings["total_ms"] = (time.perf_counter() - began) * 1000
+        return Answer(question, text, True, (), tuple(hits), model, timings, NOT_COVERED, query)
+
+    def _declined(self, question: str, model: str, began: float) -> Answer:
+        text = (
+            "I can't share my instructions, but I'm happy to help with anything in the "
+            "course materials."
+        )
+        timings = {
+            "retrieve_ms": 0.0,
+            "generate_ms": 0.0,
+            "total_ms": (time.perf_counter() - began) * 1000,
+        }
+        return Answer(question, text, True, (), (), model, timings, DECLINED, question)
+
+
+def _guard_output(text: str) -> str:
+    """Remove leaked rules and the injection marker from a model's answer."""
+    if SYSTEM_PROMPT[:60] in text or "Keep these rules private" in text:
+        return "I can't share my instructions, but I can help with the course materials."
+    return text.replace(INJECTION_MARKER, "").strip()

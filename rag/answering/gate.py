@@ -1,0 +1,105 @@
+"""The abstention gate: does the retrieved evidence cover the question at all?
+
+A question-level logistic regression over the question's best passage cosine, the mean of its
+best three cosines (agreement) and its best lexical coverage estimates P(covered). Below the
+configured threshold the assistant says the materials don't cover the question and never calls
+a model. `fit_gate` fits it on labelled questions (see `rag.retrieval.calibration` for the
+labels and `docs/calibration.md` for the procedure).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from rag.config import AnswerSettings
+from rag.retrieval.calibration import LabelledHit, logistic
+
+# How many of the best passages the gate's agreement feature averages over.
+AGREEMENT_TOP = 3
+
+
+@dataclass(frozen=True, slots=True)
+class QuestionEvidence:
+    """The strongest evidence retrieval found for one question.
+
+    `agreement` is the mean cosine of the best `AGREEMENT_TOP` passages: a covered question
+    usually finds several related passages, while an off-topic one can hit a single stray
+    passage (a paper's appendix of sample texts) and nothing else.
+    """
+
+    question_id: str
+    in_scope: bool
+    best_cosine: float
+    agreement: float
+    best_coverage: float
+
+
+def evidence_of(
+    question_id: str, in_scope: bool, cosines: Sequence[float], coverages: Sequence[float]
+) -> QuestionEvidence:
+    """Summarise one question's retrieved passages for the gate."""
+    best = sorted(cosines, reverse=True)[:AGREEMENT_TOP]
+    return QuestionEvidence(
+        question_id,
+        in_scope,
+        best[0] if best else 0.0,
+        float(np.mean(best)) if best else 0.0,
+        max(coverages, default=0.0),
+    )
+
+
+def question_evidence(rows: Sequence[LabelledHit]) -> list[QuestionEvidence]:
+    """Collapse labelled hits to one row per question."""
+    by_q: dict[str, list[LabelledHit]] = {}
+    for r in rows:
+        by_q.setdefault(r.question_id, []).append(r)
+    return [
+        evidence_of(
+            qid, hits[0].in_scope, [h.cosine for h in hits], [h.coverage for h in hits]
+        )
+        for qid, hits in by_q.items()
+    ]
+
+
+def gate_features(evidence: Sequence[QuestionEvidence]) -> np.ndarray:
+    """Design matrix of the abstention gate: best cosine, agreement, best coverage, bias."""
+    return np.array([[e.best_cosine, e.agreement, e.best_coverage, 1.0] for e in evidence])
+
+
+def fit_gate(
+    evidence: Sequence[QuestionEvidence], max_in_abstain: float = 0.1, l2: float = 1e-3
+) -> tuple[np.ndarray, float]:
+    """Question-level P(covered) and its abstention threshold.
+
+    The threshold sits in the middle of the gap above the most convincing off-topic question,
+    so every off-topic question of the fit set abstains, unless that would make more than
+    `max_in_abstain` of the in-scope questions abstain; then it is that quantile instead.
+    L2 keeps the weights finite when the two sets separate cleanly.
+    """
+    y = np.array([e.in_scope for e in evidence], dtype=bool)
+    x = gate_features(evidence)
+    w = logistic(x, y.astype(float), l2=l2)
+    p = 1 / (1 + np.exp(-x @ w))
+    inside, outside = np.sort(p[y]), np.sort(p[~y])
+    if not len(inside) or not len(outside):
+        return w, 0.5
+    above = inside[inside > outside[-1]]
+    threshold = (outside[-1] + above[0]) / 2 if len(above) else outside[-1] + 1e-6
+    quantile = float(inside[int(np.floor(max_in_abstain * len(inside)))])
+    return w, float(
+        min(threshold, quantile) if np.mean(inside < threshold) > max_in_abstain else threshold
+    )
+
+
+def gate_probability(evidence: QuestionEvidence, answer: AnswerSettings) -> float:
+    """P(the materials cover the question) under the configured gate."""
+    z = (
+        answer.gate_cosine * evidence.best_cosine
+        + answer.gate_agreement * evidence.agreement
+        + answer.gate_coverage * evidence.best_coverage
+        + answer.gate_intercept
+    )
+    return float(1 / (1 + np.exp(-z)))

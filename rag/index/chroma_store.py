@@ -1,0 +1,476 @@
+"""Chroma storage for chunks, and the manifest that decides which chunks are live.
+
+Two collections: `<name>` holds chunk texts, embeddings and metadata; `<name>__manifest` holds
+one record per ingested file (its hash and the ids of its chunks). A chunk is visible to search
+only when the manifest lists it. Ingest writes a file's chunks first and its manifest record
+last, so killing the process at any moment leaves every file either at its old version or at
+its new one, never half-indexed. Unlisted chunks are garbage and are removed by the next ingest.
+
+The same code runs against an embedded `PersistentClient` (default) or a Chroma server
+(`HttpClient`) when `store.host` is configured. Against a server, a network failure (refused,
+reset, timed out, 5xx) raises `StoreUnavailable` naming host:port, and the next call simply
+tries again (chromadb's HTTP client reconnects by itself). Ingests against a server are
+serialised by an expiring writer lease in the manifest collection (see `WriterLease`); in
+embedded mode the data-dir lock (rag/index/locking.py) does that job.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from rag.config import Settings
+from rag.index.documents import Chunk
+
+VERSION_ID = "__version__"
+DIRTY_ID = "__ingest_in_progress__"
+LEASE_ID = "__writer_lease__"
+_RESERVED = {VERSION_ID, DIRTY_ID, LEASE_ID}
+# Manifest records carry no meaningful vector; Chroma still wants one.
+_NO_VECTOR = [1.0]
+# chromadb's HTTP client never times out on its own (httpx `timeout=None`), so a hung server
+# would block a search forever. Reads allow for the largest batch upsert an ingest sends.
+HTTP_TIMEOUT_S = 30.0
+HTTP_CONNECT_TIMEOUT_S = 5.0
+# A writer lease lapses this long after its holder stops renewing it (renewed every third).
+LEASE_TTL_S = 60.0
+
+log = logging.getLogger(__name__)
+
+
+class StoreError(RuntimeError):
+    """The vector store cannot be reached or used."""
+
+
+class IndexMismatch(StoreError):
+    """The index was built with a different embedding model than the one configured."""
+
+
+class StoreUnavailable(StoreError):
+    """The Chroma server cannot be reached right now (down, restarting, hung, unreachable)."""
+
+
+class StoreBusy(StoreError):
+    """Another ingest holds the writer lease on the Chroma server."""
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestEntry:
+    """What the index holds for one source file."""
+
+    source: str
+    file_hash: str
+    chunk_ids: tuple[str, ...]
+    root: str = ""
+    ingested_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChunk:
+    """A chunk read back from the store with its embedding."""
+
+    id: str
+    chunk: Chunk
+    embedding: np.ndarray
+
+
+def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def make_client(settings: Settings, timeout_s: float = HTTP_TIMEOUT_S) -> Any:
+    """Create the Chroma client: a server when `store.host` is set, else embedded."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    if settings.store.host:
+        where = f"{settings.store.host}:{settings.store.port}"
+        try:
+            client = chromadb.HttpClient(
+                host=settings.store.host,
+                port=settings.store.port,
+                ssl=settings.store.ssl,
+                settings=chroma_settings,
+            )
+        except Exception as exc:  # chromadb raises bare ValueError/ConnectionError here
+            raise StoreUnavailable(f"Cannot reach the Chroma server at {where}: {exc}") from exc
+        _limit_waits(client, httpx.Timeout(timeout_s, connect=HTTP_CONNECT_TIMEOUT_S))
+        return client
+    path = Path(settings.data_dir) / "chroma"
+    path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+
+
+def _limit_waits(client: Any, timeout: httpx.Timeout) -> None:
+    """Give chromadb's HTTP session a timeout (it has none, and no setting for one)."""
+    session = getattr(getattr(client, "_server", None), "_session", None)
+    if isinstance(session, httpx.Client):
+        session.timeout = timeout
+    else:  # a chromadb upgrade moved it: requests to a hung server may then wait forever
+        log.warning("cannot set a timeout on chromadb's HTTP client (%r)", type(session))
+
+
+def server_address(client: Any) -> str | None:
+    """host:port of the Chroma server a client talks to, or None for an embedded client."""
+    chroma = client.get_settings()
+    if not str(chroma.chroma_api_impl).endswith("FastAPI"):
+        return None
+    return f"{chroma.chroma_server_host}:{chroma.chroma_server_http_port}"
+
+
+def _unavailable(exc: Exception, where: str) -> StoreUnavailable | None:
+    """The StoreUnavailable a network failure means, or None for any other error."""
+    if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code >= 500:
+        reason = f"it answered HTTP {exc.response.status_code}"
+    elif isinstance(exc, httpx.TimeoutException):
+        reason = "it did not answer in time"
+    elif isinstance(exc, httpx.TransportError):
+        reason = str(exc) or type(exc).__name__
+    else:
+        return None
+    return StoreUnavailable(
+        f"The Chroma server at {where} is not reachable ({reason}). Check that it is "
+        "running; searches work again as soon as it is back."
+    )
+
+
+class _Guarded:
+    """A chromadb client or collection whose network failures raise StoreUnavailable.
+
+    One proxy instead of a try/except in every store method: any method called through it
+    turns httpx transport errors and 5xx answers into one typed error naming host:port.
+    """
+
+    def __init__(self, target: Any, where: str) -> None:
+        self._target = target
+        self._where = where
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if not callable(attr):
+            return attr
+        return self._guard(attr)
+
+    def _guard(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except Exception as exc:
+                error = _unavailable(exc, self._where)
+                if error is None:
+                    raise
+                raise error from exc
+
+        return call
+
+
+class ChromaStore:
+    """Chunk and manifest collections behind one small API."""
+
+    def __init__(self, client: Any, collection: str, embedder_name: str) -> None:
+        self.embedder_name = embedder_name
+        self.server = server_address(client)
+        self.client = _Guarded(client, self.server) if self.server else client
+        self.chunks = self._wrap(
+            self.client.get_or_create_collection(
+                collection,
+                configuration={"hnsw": {"space": "cosine"}},
+                metadata={"embedder": embedder_name},
+                embedding_function=None,
+            )
+        )
+        self.manifest_collection = self._wrap(
+            self.client.get_or_create_collection(
+                f"{collection}__manifest", embedding_function=None
+            )
+        )
+        self.max_batch = int(self.client.get_max_batch_size())
+        self._lease: WriterLease | None = None
+        self._check_embedder()
+
+    def _wrap(self, collection: Any) -> Any:
+        return _Guarded(collection, self.server) if self.server else collection
+
+    def _check_embedder(self) -> None:
+        stored = (self.chunks.metadata or {}).get("embedder")
+        if stored and stored != self.embedder_name:
+            raise IndexMismatch(
+                f"The index was built with embedder '{stored}' but '{self.embedder_name}' is "
+                "configured. Re-create the index (delete the data dir or use another collection)."
+            )
+
+    # -- manifest ---------------------------------------------------------------------------
+
+    def manifest(self) -> dict[str, ManifestEntry]:
+        """Every ingested file's entry, keyed by source path."""
+        got = self.manifest_collection.get(include=["documents", "metadatas"])
+        entries = {}
+        for rid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True):
+            if rid in _RESERVED:
+                continue
+            entries[rid] = ManifestEntry(
+                source=rid,
+                file_hash=str(meta["file_hash"]),
+                chunk_ids=tuple(json.loads(doc)),
+                root=str(meta.get("root", "")),
+                ingested_at=float(meta.get("ingested_at", 0.0)),
+            )
+        return entries
+
+    def version(self) -> str:
+        """An opaque token that changes whenever the set of live chunks changes."""
+        got = self.manifest_collection.get(ids=[VERSION_ID], include=["metadatas"])
+        if not got["ids"]:
+            return ""
+        return str(got["metadatas"][0]["version"])
+
+    def _bump_version(self) -> None:
+        self.manifest_collection.upsert(
+            ids=[VERSION_ID],
+            embeddings=[_NO_VECTOR],
+            documents=[""],
+            metadatas=[{"version": uuid.uuid4().hex}],
+        )
+
+    def commit_file(self, entry: ManifestEntry) -> None:
+        """Make a file's chunks live: the single write that switches versions."""
+        self._check_lease()
+        self.manifest_collection.upsert(
+            ids=[entry.source],
+            embeddings=[_NO_VECTOR],
+            documents=[json.dumps(list(entry.chunk_ids))],
+            metadatas=[
+                {"file_hash": entry.file_hash, "root": entry.root, "ingested_at": time.time()}
+            ],
+        )
+        self._bump_version()
+
+    def forget_file(self, source: str) -> None:
+        """Remove a file from the manifest, which hides its chunks at once."""
+        self._check_lease()
+        self.manifest_collection.delete(ids=[source])
+        self._bump_version()
+
+    def mark_dirty(self, dirty: bool) -> None:
+        """Record that an ingest is writing, so an interrupted one is cleaned up next time."""
+        if dirty:
+            self.manifest_collection.upsert(
+                ids=[DIRTY_ID], embeddings=[_NO_VECTOR], documents=[""], metadatas=[{"t": 0}]
+            )
+        else:
+            self.manifest_collection.delete(ids=[DIRTY_ID])
+
+    def is_dirty(self) -> bool:
+        """Whether an earlier ingest stopped before it finished."""
+        return bool(self.manifest_collection.get(ids=[DIRTY_ID], include=[])["ids"])
+
+    # -- writers ----------------------------------------------------------------------------
+
+    @contextmanager
+    def writer_lease(self, ttl_s: float = LEASE_TTL_S) -> Iterator[None]:
+        """Hold the server's writer lease while writing (embedded: the data-dir lock does)."""
+        if self.server is None:
+            yield
+            return
+        lease = WriterLease(self, ttl_s)
+        lease.acquire()
+        lease.keep_renewed()
+        self._lease = lease
+        try:
+            yield
+        finally:
+            self._lease = None
+            lease.release()
+
+    def _check_lease(self) -> None:
+        """Refuse to write once our lease was lost (it lapsed and another ingest took it)."""
+        if self._lease is not None and self._lease.lost:
+            raise StoreBusy(
+                f"This ingest lost its writer lease on the Chroma server at {self.server} "
+                "(it lapsed and another ingest took over); stopping before writing more."
+            )
+
+    def server_time(self) -> float:
+        """Seconds on the store's clock (the server's, so leases ignore client clock skew)."""
+        return float(self.client.heartbeat()) / 1e9
+
+    # -- chunks -----------------------------------------------------------------------------
+
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        """The subset of `ids` already stored (so they need no embedding)."""
+        found: set[str] = set()
+        for batch in _batches(list(ids), self.max_batch):
+            found.update(self.chunks.get(ids=list(batch), include=[])["ids"])
+        return found
+
+    def add_chunks(self, chunks: Sequence[Chunk], embeddings: np.ndarray) -> None:
+        """Store chunks with their embeddings (upsert: re-adding the same id is harmless)."""
+        for start in range(0, len(chunks), self.max_batch):
+            part = chunks[start : start + self.max_batch]
+            self.chunks.upsert(
+                ids=[c.id for c in part],
+                embeddings=embeddings[start : start + self.max_batch],
+                documents=[c.text for c in part],
+                metadatas=[c.metadata() for c in part],
+            )
+
+    def update_metadata(self, chunks: Sequence[Chunk]) -> None:
+        """Refresh offsets/pages of chunks whose text is unchanged (no re-embedding)."""
+        for part in _batches(list(chunks), self.max_batch):
+            self.chunks.update(ids=[c.id for c in part], metadatas=[c.metadata() for c in part])
+
+    def delete_chunks(self, ids: Iterable[str]) -> None:
+        """Delete chunks by id."""
+        self._check_lease()
+        for part in _batches(list(ids), self.max_batch):
+            self.chunks.delete(ids=list(part))
+
+    def all_chunk_ids(self) -> set[str]:
+        """Every stored chunk id, live or not."""
+        ids: set[str] = set()
+        offset, page = 0, 10_000
+        while True:
+            got = self.chunks.get(include=[], limit=page, offset=offset)["ids"]
+            ids.update(got)
+            if len(got) < page:
+                return ids
+            offset += page
+
+    def count(self) -> int:
+        """Number of stored chunks, live or not."""
+        return int(self.chunks.count())
+
+    def get_chunks(self, ids: Sequence[str]) -> list[StoredChunk]:
+        """Read chunks with their embeddings, in the order of `ids` (missing ids are skipped)."""
+        by_id: dict[str, StoredChunk] = {}
+        for part in _batches(list(ids), self.max_batch):
+            got = self.chunks.get(ids=list(part), include=["documents", "metadatas", "embeddings"])
+            rows = zip(
+                got["ids"], got["documents"], got["metadatas"], got["embeddings"], strict=True
+            )
+            for rid, doc, meta, emb in rows:
+                by_id[rid] = StoredChunk(rid, Chunk.from_record(doc, meta), np.asarray(emb))
+        return [by_id[i] for i in ids if i in by_id]
+
+    def iter_texts(self, ids: Sequence[str]) -> Iterator[tuple[str, str]]:
+        """Yield (id, text) for the given ids, in batches, without embeddings."""
+        for part in _batches(list(ids), self.max_batch):
+            got = self.chunks.get(ids=list(part), include=["documents"])
+            yield from zip(got["ids"], got["documents"], strict=True)
+
+    def query(self, embedding: np.ndarray, n: int) -> list[tuple[str, float]]:
+        """Nearest chunks by cosine: (id, cosine similarity), best first."""
+        if n <= 0:
+            return []
+        got = self.chunks.query(query_embeddings=[embedding], n_results=n, include=["distances"])
+        return [
+            (rid, 1.0 - float(d)) for rid, d in zip(got["ids"][0], got["distances"][0], strict=True)
+        ]
+
+
+class WriterLease:
+    """One ingest at a time per Chroma server: an expiring record in the manifest collection.
+
+    Chroma has no transactions, but `add` never overwrites an existing id and `delete` takes a
+    `where` filter; together they give create-if-absent and compare-and-delete, so exactly one
+    of several racing ingests gets the lease. A holder that dies stops renewing it, and it
+    lapses after `ttl_s`. Without it, one ingest's garbage collection could delete the chunks
+    another has written but not yet committed.
+    """
+
+    def __init__(self, store: ChromaStore, ttl_s: float = LEASE_TTL_S) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+        self.owner = uuid.uuid4().hex
+        self.holder = f"pid {os.getpid()} on {socket.gethostname()}"
+        self.lost = False
+        self._since: float | None = None
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def acquire(self) -> None:
+        """Take the lease, or raise StoreBusy naming the ingest that holds it."""
+        current, now = self._read(), self.store.server_time()
+        if current is not None and current["owner"] != self.owner:
+            if float(current["expires"]) > now:
+                raise StoreBusy(self._busy_message(current, now))
+            # Only that lapsed lease: never one a faster racer has just created.
+            self._delete_if_owner(str(current["owner"]))
+        self._claim(now)
+
+    def renew(self) -> None:
+        """Extend the lease; mark it lost (and raise StoreBusy) if another ingest took it."""
+        self._delete_if_owner(self.owner)
+        self._claim(self.store.server_time())
+
+    def _claim(self, now: float) -> None:
+        self._since = self._since or now
+        record = {"owner": self.owner, "holder": self.holder, "since": self._since,
+                  "expires": now + self.ttl_s}
+        self.store.manifest_collection.add(  # add never overwrites: the first writer wins
+            ids=[LEASE_ID], embeddings=[_NO_VECTOR], documents=[""], metadatas=[record]
+        )
+        current = self._read()
+        if current is None or current["owner"] != self.owner:
+            self.lost = True
+            raise StoreBusy(self._busy_message(current or {}, now))
+
+    def _read(self) -> dict[str, Any] | None:
+        got = self.store.manifest_collection.get(ids=[LEASE_ID], include=["metadatas"])
+        return dict(got["metadatas"][0]) if got["ids"] else None
+
+    def _delete_if_owner(self, owner: str) -> None:
+        self.store.manifest_collection.delete(ids=[LEASE_ID], where={"owner": owner})
+
+    def _busy_message(self, current: dict[str, Any], now: float) -> str:
+        holder = current.get("holder", "another process")
+        since = now - float(current.get("since", now))
+        lapses = float(current.get("expires", now)) - now
+        return (
+            f"Another ingest ({holder}, running for {since:.0f} s) is writing to the Chroma "
+            f"server at {self.store.server}. Wait for it to finish; if it was killed, its "
+            f"lease lapses in {max(lapses, 0):.0f} s."
+        )
+
+    def keep_renewed(self) -> None:
+        """Renew the lease every third of its lifetime on a daemon thread until released."""
+        self._renewer = threading.Thread(target=self._renew_loop, name="writer-lease",
+                                         daemon=True)
+        self._renewer.start()
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.ttl_s / 3):
+            try:
+                self.renew()
+            except StoreBusy:
+                log.error("the writer lease was lost; this ingest will stop at its next write")
+                return
+            except StoreUnavailable as exc:  # the ingest's own writes will report it
+                log.warning("could not renew the writer lease: %s", exc)
+
+    def release(self) -> None:
+        """Stop renewing and delete the lease (if the server is gone, it simply lapses)."""
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        try:
+            self._delete_if_owner(self.owner)
+        except StoreUnavailable:
+            log.warning("could not release the writer lease; it lapses in %.0f s", self.ttl_s)

@@ -1,0 +1,1 @@
+"""Finding passages: dense and lexical search, fusion, diversity and calibrated scores."""

@@ -1,0 +1,201 @@
+"""Hybrid retrieval: dense (Chroma, cosine) + lexical (BM25) fused by reciprocal rank, then
+maximal marginal relevance so the top k are not k slices of one paragraph.
+
+Scores are calibrated: a logistic model of the evidence (dense cosine and lexical coverage)
+maps each hit to an estimated probability that it is relevant to the question. The model's
+coefficients are fitted by `study-assistant calibrate` (see docs/calibration.md).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from rag.config import RetrievalSettings
+from rag.index.chroma_store import ChromaStore, StoredChunk
+from rag.index.documents import Chunk, Hit
+from rag.index.embedder import Embedder
+from rag.retrieval.lexical import BM25Index
+
+
+class NothingIngested(RuntimeError):
+    """Search was asked of an empty index."""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A fused candidate before diversity selection."""
+
+    stored: StoredChunk
+    fused: float
+    cosine: float
+    bm25: float
+    coverage: float
+    dense_rank: int | None
+    lexical_rank: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    version: str
+    live: frozenset[str]
+    bm25: BM25Index
+
+
+def calibrated_score(cosine: float, coverage: float, settings: RetrievalSettings) -> float:
+    """Estimated probability that a passage is relevant, from its cosine similarity to the
+    question and the share of the question's terms it contains (see BM25Index.coverage)."""
+    z = (
+        settings.calibration_slope * cosine
+        + settings.calibration_lexical * coverage
+        + settings.calibration_intercept
+    )
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+class Retriever:
+    """Searches the live chunks of a store; safe to share between threads."""
+
+    def __init__(
+        self,
+        store: ChromaStore,
+        embedder: Embedder,
+        settings: RetrievalSettings,
+        refresh_interval_s: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.settings = settings
+        self.refresh_interval_s = refresh_interval_s
+        self._snapshot: _Snapshot | None = None
+        self._checked_at = 0.0
+        self._lock = threading.Lock()
+
+    def _current(self) -> _Snapshot:
+        """The live-chunk snapshot, rebuilt when an ingest has changed the index.
+
+        Only the first build makes searches wait. Later, one search checks the version (and
+        rebuilds, which takes seconds on a large index) while concurrent searches keep using
+        the previous snapshot, which is a consistent, older version of the index.
+        """
+        snap = self._snapshot
+        if snap is not None and time.monotonic() - self._checked_at < self.refresh_interval_s:
+            return snap
+        if snap is not None and not self._lock.acquire(blocking=False):
+            return snap
+        if snap is None:
+            self._lock.acquire()
+        try:
+            version = self.store.version()
+            if self._snapshot is None or self._snapshot.version != version:
+                self._snapshot = self._build(version)
+            self._checked_at = time.monotonic()
+            return self._snapshot
+        finally:
+            self._lock.release()
+
+    def _build(self, version: str) -> _Snapshot:
+        ids = [cid for e in self.store.manifest().values() for cid in e.chunk_ids]
+        pairs = list(self.store.iter_texts(ids))
+        bm25 = BM25Index([p[0] for p in pairs], [p[1] for p in pairs])
+        return _Snapshot(version, frozenset(bm25.ids), bm25)
+
+    def live_count(self) -> int:
+        """How many chunks search can return."""
+        return len(self._current().live)
+
+    def search(self, query: str, k: int | None = None) -> list[Hit]:
+        """The k best passages for a query, diverse, with calibrated scores."""
+        k = k or self.settings.k
+        snap = self._current()
+        if not snap.live:
+            raise NothingIngested("Nothing has been ingested yet: run `study-assistant ingest`.")
+        query_vec = self.embedder.embed_query(query)
+        candidates = self._candidates(query, query_vec, snap)
+        chosen = self._diversify(candidates, k)
+        return [self._hit(c) for c in chosen]
+
+    def _candidates(self, query: str, query_vec: np.ndarray, snap: _Snapshot) -> list[Candidate]:
+        n = self.settings.candidates
+        # Over-fetch dense results: chunks an ingest has written but not yet committed are
+        # stored but not live, and must not crowd out live ones.
+        dense = [(cid, s) for cid, s in self.store.query(query_vec, 2 * n) if cid in snap.live][:n]
+        lexical = snap.bm25.search(query, n)
+        dense_rank = {cid: r for r, (cid, _) in enumerate(dense)}
+        lexical_rank = {cid: r for r, (cid, _) in enumerate(lexical)}
+        bm25 = dict(lexical)
+        rrf = self.settings.rrf_k
+        fused: dict[str, float] = {}
+        for ranks in (dense_rank, lexical_rank):
+            for cid, r in ranks.items():
+                fused[cid] = fused.get(cid, 0.0) + 1.0 / (rrf + r + 1)
+        order = sorted(fused, key=fused.__getitem__, reverse=True)[:n]
+        coverage = snap.bm25.coverage(query, order)
+        out = []
+        for stored in self.store.get_chunks(order):
+            cosine = float(np.dot(stored.embedding, query_vec))
+            out.append(
+                Candidate(
+                    stored,
+                    fused[stored.id],
+                    cosine,
+                    bm25.get(stored.id, 0.0),
+                    coverage[stored.id],
+                    dense_rank.get(stored.id),
+                    lexical_rank.get(stored.id),
+                )
+            )
+        return out
+
+    def _diversify(self, candidates: list[Candidate], k: int) -> list[Candidate]:
+        """Maximal marginal relevance over fused scores, with a cap per section and no two
+        chunks whose text overlaps (neighbouring chunks share their overlap region)."""
+        if not candidates:
+            return []
+        top = max(c.fused for c in candidates)
+        relevance = np.array([c.fused / top for c in candidates])
+        vectors = np.stack([c.stored.embedding for c in candidates])
+        chunks = [c.stored.chunk for c in candidates]
+        lam = self.settings.mmr_lambda
+        chosen: list[int] = []
+        max_sim = np.zeros(len(candidates))
+        while len(chosen) < min(k, len(candidates)):
+            mmr = lam * relevance - (1 - lam) * max_sim
+            mmr[chosen] = -np.inf
+            ruled = mmr.copy()
+            for i, chunk in enumerate(chunks):
+                same_section = sum(_same_section(chunk, chunks[j]) for j in chosen)
+                if same_section >= self.settings.max_per_section or any(
+                    _overlaps(chunk, chunks[j]) for j in chosen
+                ):
+                    ruled[i] = -np.inf
+            # When the rules exclude every remaining candidate the corpus is too narrow for
+            # them; fall back to plain MMR rather than return fewer than k.
+            best = int(np.argmax(ruled if np.isfinite(ruled.max()) else mmr))
+            chosen.append(best)
+            max_sim = np.maximum(max_sim, vectors @ vectors[best])
+        return [candidates[i] for i in chosen]
+
+    def _hit(self, c: Candidate) -> Hit:
+        return Hit(
+            chunk=c.stored.chunk,
+            score=calibrated_score(c.cosine, c.coverage, self.settings),
+            dense=c.cosine,
+            bm25=c.bm25,
+            coverage=c.coverage,
+            lexical_rank=c.lexical_rank,
+            dense_rank=c.dense_rank,
+        )
+
+
+def _same_section(a: Chunk, b: Chunk) -> bool:
+    return a.source == b.source and a.section == b.section
+
+
+def _overlaps(a: Chunk, b: Chunk) -> bool:
+    """Whether two chunks share text: same file and page, intersecting character spans."""
+    return a.source == b.source and a.page == b.page and a.start < b.end and b.start < a.end

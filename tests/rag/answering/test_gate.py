@@ -1,0 +1,75 @@
+"""The calibration maths: gate evidence, the logistic fit and the gate's threshold rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rag.answering.gate import evidence_of, fit_gate, gate_probability
+from rag.config import AnswerSettings
+from rag.retrieval.calibration import logistic
+
+
+def test_agreement_is_the_mean_of_the_three_best_cosines() -> None:
+    evidence = evidence_of("q", True, [0.2, 0.5, 0.1, 0.4, 0.3], [0.1, 0.9])
+    assert evidence.best_cosine == 0.5
+    assert evidence.agreement == pytest.approx(0.4)
+    assert evidence.best_coverage == 0.9
+
+
+def test_no_passages_give_no_evidence() -> None:
+    evidence = evidence_of("q", False, [], [])
+    assert (evidence.best_cosine, evidence.agreement, evidence.best_coverage) == (0.0, 0.0, 0.0)
+
+
+def test_a_single_stray_passage_is_weaker_evidence_than_several_related_ones() -> None:
+    answer = AnswerSettings()
+    stray = evidence_of("o", False, [0.46, 0.21, 0.16, 0.15, 0.15], [0.6])
+    related = evidence_of("i", True, [0.46, 0.43, 0.40, 0.39, 0.38], [0.6])
+    assert gate_probability(stray, answer) < answer.abstain_below <= gate_probability(
+        related, answer
+    )
+
+
+def test_logistic_recovers_the_direction_of_a_noisy_linear_rule() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 2))
+    y = (x[:, 0] - 0.5 * x[:, 1] + rng.normal(scale=0.3, size=400) > 0).astype(float)
+    w = logistic(np.c_[x, np.ones(400)], y)
+    assert w[0] > 0 > w[1]
+    assert w[0] / -w[1] == pytest.approx(2.0, rel=0.35)
+
+
+def _questions(rng: np.random.Generator, n: int, centre: float, in_scope: bool) -> list:
+    return [
+        evidence_of(f"{in_scope}{i}", in_scope, list(rng.normal(centre, 0.05, 5)), [0.5])
+        for i in range(n)
+    ]
+
+
+def _fitted(evidence: list) -> tuple[AnswerSettings, float]:
+    """Answer settings carrying a gate fitted on `evidence`, and its threshold."""
+    weights, threshold = fit_gate(evidence)
+    answer = AnswerSettings(
+        gate_cosine=weights[0], gate_agreement=weights[1], gate_coverage=weights[2],
+        gate_intercept=weights[3], abstain_below=threshold,
+    )
+    return answer, threshold
+
+
+def test_the_threshold_abstains_on_every_off_topic_fit_question_when_the_sets_separate() -> None:
+    rng = np.random.default_rng(1)
+    evidence = _questions(rng, 40, 0.55, True) + _questions(rng, 30, 0.2, False)
+    answer, threshold = _fitted(evidence)
+    off = [gate_probability(e, answer) for e in evidence if not e.in_scope]
+    on = [gate_probability(e, answer) for e in evidence if e.in_scope]
+    assert max(off) < threshold <= min(on)
+
+
+def test_the_threshold_never_makes_more_than_a_tenth_of_in_scope_questions_abstain() -> None:
+    rng = np.random.default_rng(2)
+    # Heavily overlapping sets: separating them fully would refuse most in-scope questions.
+    evidence = _questions(rng, 40, 0.40, True) + _questions(rng, 30, 0.36, False)
+    answer, threshold = _fitted(evidence)
+    on = [gate_probability(e, answer) for e in evidence if e.in_scope]
+    assert np.mean([p < threshold for p in on]) <= 0.1

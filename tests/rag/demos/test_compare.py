@@ -1,0 +1,148 @@
+"""The model comparison on the real notes index: local models, a real `transformers serve` on
+loopback (one server for the module, stopped by the dead-endpoint test), timeouts, the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from cli.checks import register
+from rag.answering.assistant import Assistant
+from rag.demos.compare import NOT_COVERED, CompareInputError, choose_models, compare_models
+from rag.llm.local import export_packaged_model
+from rag.llm.registry import ModelRegistry
+from rag.llm.settings import LLMSettings, ModelSpec
+from rag.services import Services
+from tests.rag.demos.conftest import CHECKS_LLM
+from tests.rag.llm.conftest import Served, start_server
+
+QUESTION = "What is PagedAttention and why does vLLM use it?"
+PRICE_IN, PRICE_OUT = 2.0, 8.0  # dollars per million tokens, for the served model
+
+
+@pytest.fixture(scope="module")
+def server(llm_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One real OpenAI-compatible server (SmolLM2 under `transformers serve`) for the module."""
+    model_dir = export_packaged_model("smollm2", llm_cache_dir)
+    served = start_server(model_dir, tmp_path_factory.mktemp("compare") / "serve.log")
+    yield served
+    served.stop()
+
+
+def with_served(services: Services, served: Served) -> Services:
+    """The notes services with the server registered as model `served` (sharing the loader)."""
+    spec = ModelSpec(name="served", backend="openai", model=served.model,
+                     base_url=served.base_url, price_in_per_mtok=PRICE_IN,
+                     price_out_per_mtok=PRICE_OUT)
+    # Validated, so the built-in local models are merged in beside it.
+    llm = LLMSettings.model_validate({**CHECKS_LLM.model_dump(exclude={"models"}),
+                                      "models": {"served": spec}})
+    models = ModelRegistry(llm, Path(services.settings.data_dir), loader=services.models.loader)
+    assistant = Assistant(services.retriever, models, services.settings.answer, llm)
+    return dataclasses.replace(services, models=models, assistant=assistant)
+
+
+def test_bad_model_lists_are_rejected_with_a_reason():
+    known = ["smollm2", "gemma3-base", "served"]
+    assert choose_models(None, known) == ["smollm2", "gemma3-base"]
+    for models, reason in (
+        (["smollm2"], "2 to 4 models"),
+        (["smollm2", "gpt-9"], "Unknown model 'gpt-9'"),
+        (["smollm2", "smollm2"], "only once"),
+        (["smollm2", "gemma3-base", "served", "a", "b"], "Unknown model 'a'"),
+    ):
+        with pytest.raises(CompareInputError, match=reason):
+            choose_models(models, known)
+    with pytest.raises(CompareInputError, match="2 to 4 models"):
+        choose_models(["a", "b", "c", "d", "e"], list("abcde"))
+
+
+async def test_local_models_answer_one_after_another_with_grounding(notes_services, checker):
+    result = await compare_models(notes_services.assistant, checker, QUESTION)
+    smol, gemma = result.runs
+    assert (smol.model, gemma.model) == ("smollm2", "gemma3-base")
+    assert smol.ok and gemma.ok, (smol.error, gemma.error)
+    assert smol.finished_s <= gemma.started_s  # the CPU is shared: one at a time
+    assert "one after another" in result.note
+    for run in result.runs:
+        assert run.cost_label == "local" and run.cost_usd is None
+        assert 0 < run.tokens_out <= CHECKS_LLM.max_new_tokens and run.tokens_in > 100
+        assert run.first_token_s is not None and 0 < run.first_token_s <= run.total_s
+        assert run.tokens_per_s == pytest.approx(run.tokens_out / run.total_s)
+        assert run.grounding == checker.check(run.text, result.passages)
+
+
+async def test_a_served_model_runs_beside_the_local_one_and_is_priced(
+    notes_services, checker, server
+):
+    services = with_served(notes_services, server)
+    try:
+        result = await compare_models(services.assistant, checker, QUESTION,
+                                      ["smollm2", "served"])
+    finally:
+        await services.models.aclose()
+    local, remote = result.runs
+    assert local.ok and remote.ok, (local.error, remote.error)
+    assert remote.backend == "openai" and remote.text
+    assert remote.cost_usd == pytest.approx(
+        (remote.tokens_in * PRICE_IN + remote.tokens_out * PRICE_OUT) / 1e6)
+    assert remote.cost_label.startswith("$") and remote.tokens_in > 100
+    assert remote.grounding is not None and local.grounding is not None
+    # Concurrent: each started before the other finished.
+    assert remote.started_s < local.finished_s and local.started_s < remote.finished_s
+    assert "ran concurrently" in result.note
+
+
+async def test_a_dead_endpoint_is_marked_failed_and_the_local_model_still_answers(
+    notes_services, checker, server
+):
+    server.stop()  # a real server that was up, now gone (the module's last use of it)
+    services = with_served(notes_services, server)
+    started = time.perf_counter()
+    try:
+        result = await compare_models(services.assistant, checker, QUESTION,
+                                      ["served", "smollm2"])
+    finally:
+        await services.models.aclose()
+    dead, local = result.runs
+    assert not dead.ok and "Cannot connect" in dead.error and "\n" not in dead.error
+    assert dead.grounding is None and dead.cost_label == "n/a"
+    assert local.ok and local.text and local.grounding is not None
+    assert time.perf_counter() - started < 60
+
+
+async def test_the_overall_timeout_marks_unfinished_models_failed(notes_services, checker):
+    await notes_services.models.get("smollm2").load()  # only generation is raced
+    started = time.perf_counter()
+    result = await compare_models(notes_services.assistant, checker, QUESTION,
+                                  ["smollm2", "gemma3-base"], timeout_s=0.3)
+    assert time.perf_counter() - started < 5
+    assert [r.ok for r in result.runs] == [False, False]
+    assert all("timed out" in r.error and "0.3 s" in r.error for r in result.runs)
+
+
+async def test_with_retrieval_a_question_outside_the_notes_asks_no_model(notes_services, checker):
+    result = await compare_models(notes_services.assistant, checker,
+                                  "Who painted the Mona Lisa?")
+    assert result.refused and result.note == NOT_COVERED
+    assert all(not r.ok and r.started_s is None for r in result.runs)
+
+
+def test_the_cli_compares_closed_book_as_json(cli_env):
+    app = typer.Typer()
+    register(app)
+    result = CliRunner().invoke(app, ["compare", "What is a token?", "--no-rag", "--json",
+                                      "-m", "smollm2", "-m", "gemma3-base"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert not data["rag"] and [r["model"] for r in data["runs"]] == ["smollm2", "gemma3-base"]
+    assert all(r["ok"] and r["cost"] == "local" and r["grounding"] is None for r in data["runs"])
+    bad = CliRunner().invoke(app, ["compare", "What is a token?", "-m", "smollm2"])
+    assert bad.exit_code == 1 and "2 to 4 models" in bad.output

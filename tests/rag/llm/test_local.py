@@ -1,0 +1,148 @@
+"""The in-process transformers backend, on the real packaged models."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from pathlib import Path
+
+import pytest
+
+from rag.llm.base import ModelLoadError, PromptTooLong
+from rag.llm.local import LocalChatModel, ModelLoader
+from rag.llm.model_cache import MARKER, packaged_models
+from rag.llm.settings import builtin_models
+from tests.rag.llm.conftest import FirstLoad
+
+ESSAY = [{"role": "user", "content": "Write a long essay about the history of dragons."}]
+
+
+def gguf_unavailable(scratch: Path) -> Path:
+    raise AssertionError("the GGUF file was asked for although the cache is complete")
+
+
+def test_first_load_writes_cache_that_a_later_start_loads_without_the_gguf(
+    first_load: FirstLoad, llm_cache_dir: Path
+) -> None:
+    cached = llm_cache_dir / "models" / "smollm2"
+    assert (cached / "model.safetensors").is_file()
+    assert (cached / MARKER).is_file()
+    assert not list(cached.parent.glob(".tmp-smollm2-*")), "a temporary build was left behind"
+
+    no_gguf = dataclasses.replace(packaged_models()["smollm2"], locate=gguf_unavailable)
+    later_start = ModelLoader(llm_cache_dir, packaged={"smollm2": no_gguf})
+    started = time.perf_counter()
+    reloaded = later_start.load("packaged:smollm2")
+    seconds = time.perf_counter() - started
+
+    assert reloaded.path == str(cached)
+    assert reloaded.model is not first_load.loader.load("packaged:smollm2").model
+    assert seconds < first_load.seconds / 2, (seconds, first_load.seconds)
+
+
+def test_loader_shares_one_model_between_chat_models(first_load: FirstLoad) -> None:
+    a = LocalChatModel(builtin_models()["smollm2"], first_load.loader)
+    b = LocalChatModel(builtin_models()["smollm2"], first_load.loader)
+    assert a.model is b.model
+
+
+@pytest.mark.asyncio
+async def test_greedy_generation_is_deterministic(smollm2: LocalChatModel) -> None:
+    first = await smollm2.complete(ESSAY, max_tokens=12, temperature=0)
+    second = await smollm2.complete(ESSAY, max_tokens=12, temperature=0)
+    assert first.text.strip()
+    assert first.text == second.text
+
+
+@pytest.mark.asyncio
+async def test_max_tokens_is_honoured(smollm2: LocalChatModel) -> None:
+    completion = await smollm2.complete(ESSAY, max_tokens=6, temperature=0.7)
+    assert completion.tokens_out == 6
+    assert completion.finish_reason == "length"
+    assert 0 < smollm2.count_tokens(completion.text) <= 6
+    assert completion.tokens_in == smollm2.encode(ESSAY)["input_ids"].shape[-1]
+
+
+@pytest.mark.asyncio
+async def test_stop_string_cuts_output(smollm2: LocalChatModel) -> None:
+    full = (await smollm2.complete(ESSAY, max_tokens=16, temperature=0)).text
+    words = full.split()
+    assert len(words) >= 6, full
+    stop = words[4]
+    cut = await smollm2.complete(ESSAY, max_tokens=16, temperature=0, stop=[stop])
+    assert cut.text == full[: full.index(stop)]
+    assert stop not in cut.text
+
+
+@pytest.mark.asyncio
+async def test_stream_yields_several_pieces(smollm2: LocalChatModel) -> None:
+    pieces = [p async for p in smollm2.stream(ESSAY, max_tokens=12, temperature=0)]
+    assert len(pieces) >= 4, pieces
+    assert all(pieces)
+    full = await smollm2.complete(ESSAY, max_tokens=12, temperature=0)
+    assert "".join(pieces) == full.text
+
+
+@pytest.mark.asyncio
+async def test_event_loop_is_not_blocked_while_generating(smollm2: LocalChatModel) -> None:
+    lags: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        while not done.is_set():
+            before = time.perf_counter()
+            await asyncio.sleep(0.01)
+            lags.append(time.perf_counter() - before - 0.01)
+
+    tick = asyncio.create_task(ticker())
+    await smollm2.complete(ESSAY, max_tokens=24, temperature=0)
+    done.set()
+    await tick
+    assert len(lags) > 20, "the ticker barely ran"
+    assert max(lags) < 0.5, f"event loop stalled for {max(lags):.2f}s"
+
+
+@pytest.mark.asyncio
+async def test_abandoned_stream_stops_generation(smollm2: LocalChatModel) -> None:
+    lock = smollm2.loaded().generate_lock
+    stream = smollm2.stream(ESSAY, max_tokens=256, temperature=0)
+    async for _ in stream:
+        break
+    await stream.aclose()
+    deadline = time.monotonic() + 10
+    while lock.locked() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not lock.locked(), "generation kept running after the reader left"
+
+
+@pytest.mark.asyncio
+async def test_prompt_longer_than_context_window_is_refused(first_load: FirstLoad) -> None:
+    spec = builtin_models()["smollm2"].model_copy(update={"context_window": 32})
+    model = LocalChatModel(spec, first_load.loader)
+    with pytest.raises(PromptTooLong, match="context window of 32"):
+        await model.complete(ESSAY, max_tokens=8, temperature=0)
+
+
+@pytest.mark.asyncio
+async def test_base_model_gemma3_loads_and_generates(gemma3: LocalChatModel) -> None:
+    prompt = [{"role": "user", "content": "The three primary colours are"}]
+    completion = await gemma3.complete(prompt, max_tokens=8, temperature=0)
+    assert completion.text.strip()
+    assert completion.tokens_out == 8
+    assert completion.tokens_in == gemma3.count_tokens(prompt[0]["content"]) + 1  # + <bos>
+
+
+@pytest.mark.asyncio
+async def test_chat_template_on_a_base_model_is_a_clear_error(
+    gemma3: LocalChatModel, first_load: FirstLoad
+) -> None:
+    spec = builtin_models()["gemma3-base"].model_copy(update={"chat_template": True})
+    model = LocalChatModel(spec, first_load.loader)
+    with pytest.raises(ModelLoadError, match="no chat template"):
+        await model.complete(ESSAY, max_tokens=4, temperature=0)
+
+
+def test_unknown_packaged_model_lists_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="packaged:smollm2"):
+        ModelLoader(tmp_path).load("packaged:nope")
