@@ -32,6 +32,7 @@ from cli.common import (
     read_batch,
 )
 from cli.health import report as health_report
+from ingest.loaders import printable
 from ingest.pipeline import IngestReport, resolve_targets
 from ingest.pipeline import ingest as run_ingest
 from rag.answering import gate
@@ -63,7 +64,8 @@ class RichIngestProgress:
 
     def file_done(self, source: str) -> None:
         """Advance the files bar."""
-        self.progress.update(self.files, advance=1, description=f"files ({source})")
+        shown = escape(printable(source))
+        self.progress.update(self.files, advance=1, description=f"files ({shown})")
 
     def embedding_started(self, total: int) -> None:
         """Start an embedding bar for one group of chunks."""
@@ -89,7 +91,8 @@ class PlainIngestProgress:
     def file_done(self, source: str) -> None:
         """One line per finished file."""
         self.done += 1
-        print(f"ingest: {self.done}/{self.total} {source}", file=sys.stderr, flush=True)
+        # A file name may hold a newline: one file must stay one log line.
+        print(f"ingest: {self.done}/{self.total} {printable(source)}", file=sys.stderr, flush=True)
 
     def embedding_started(self, total: int) -> None:
         """Announce a group of chunks to embed."""
@@ -168,11 +171,11 @@ def _print_report(report: IngestReport) -> None:
             f"{report.chunks_removed} removed · {report.seconds:.1f} s"
         )
     for source, reason in sorted(report.skipped.items()):
-        console.print(f"[yellow]skipped[/] {source}: {reason}")
+        console.print(f"[yellow]skipped[/] {escape(printable(source))}: {escape(reason)}")
 
 
 def _shorten(items: list[str], limit: int = 4) -> str:
-    shown = ", ".join(items[:limit])
+    shown = ", ".join(escape(printable(item)) for item in items[:limit])
     return shown + (f" … (+{len(items) - limit})" if len(items) > limit else "")
 
 

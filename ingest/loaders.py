@@ -6,16 +6,19 @@ moves on to the next file.
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
+import os
 import re
+import stat
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pypdf import PageObject, PdfReader
 from pypdf.errors import DependencyError, FileNotDecryptedError
@@ -78,13 +81,12 @@ def _load(path: Path, root: Path, max_bytes: int) -> LoadedDocument:
     source = _source_path(path, root)
     kind = _KINDS.get(path.suffix.lower())
     if kind is None:
-        raise SkipFile(f"unsupported file type '{path.suffix or path.name}'")
-    if not path.is_file():
-        raise SkipFile("not a regular file")
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise SkipFile(f"{_human_size(size)} exceeds the {_human_size(max_bytes)} limit")
-    data = path.read_bytes()
+        raise SkipFile(f"unsupported file type '{printable(path.suffix or path.name)}'")
+    with open_regular(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > max_bytes:
+            raise SkipFile(f"{_human_size(size)} exceeds the {_human_size(max_bytes)} limit")
+        data = fh.read()
     if not data.strip():
         raise SkipFile("empty file")
     if kind == "pdf":
@@ -97,6 +99,56 @@ def _load(path: Path, root: Path, max_bytes: int) -> LoadedDocument:
             raise SkipFile("no visible text" if kind == "html" else "empty file")
         pages = (Page(text, None),)
     return LoadedDocument(source, kind, pages)
+
+
+@contextmanager
+def open_regular(path: Path) -> Iterator[BinaryIO]:
+    """Open a regular file for reading, or raise SkipFile saying why it cannot be.
+
+    Opening never blocks (a FIFO would wait for a writer forever), and the check is made on
+    the opened descriptor, so a file swapped for a FIFO after a scan is still refused.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise SkipFile(_open_failure(path, exc)) from exc
+    with os.fdopen(fd, "rb") as fh:
+        kind = _special_kind(os.fstat(fd).st_mode)
+        if kind:
+            raise SkipFile(f"not a regular file ({kind})")
+        os.set_blocking(fd, True)
+        yield fh
+
+
+def _special_kind(mode: int) -> str | None:
+    """What a non-regular file is, in words; None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a folder" if stat.S_ISDIR(mode) else "not a file"
+
+
+def _open_failure(path: Path, exc: OSError) -> str:
+    """The reason a file could not be opened, in words."""
+    if isinstance(exc, FileNotFoundError):
+        return "broken link" if path.is_symlink() else "deleted before it could be read"
+    if isinstance(exc, PermissionError):
+        return "unreadable: permission denied"
+    if exc.errno == errno.ENXIO:  # a socket, or a FIFO with no reader
+        return "not a regular file (a socket)"
+    return _one_line(f"unreadable: {exc.strerror or type(exc).__name__}")
+
+
+def printable(text: str) -> str:
+    """`text` with control characters (a newline in a file name…) shown as escapes."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def _source_path(path: Path, root: Path) -> str:

@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from ingest.chunking import chunk_document
-from ingest.loaders import SkipFile, load_document
+from ingest.loaders import SkipFile, load_document, open_regular, printable
 from rag.config import IngestSettings
 from rag.index.chroma_store import ChromaStore, ManifestEntry
 from rag.index.documents import Chunk
@@ -125,9 +125,10 @@ def pipeline_id(settings: IngestSettings, embedder_name: str) -> str:
 
 
 def file_digest(path: Path, salt: str) -> str:
-    """sha256 of a file's bytes, salted with the pipeline id."""
+    """sha256 of a file's bytes, salted with the pipeline id (SkipFile if it is not a
+    readable regular file)."""
     digest = hashlib.sha256(salt.encode())
-    with path.open("rb") as fh:
+    with open_regular(path) as fh:
         while block := fh.read(_HASH_BLOCK):
             digest.update(block)
     return digest.hexdigest()
@@ -165,34 +166,67 @@ def scan(
     skipped: dict[str, str] = {}
     for target in targets:
         root = target.root.resolve()
-        paths = [target.only] if target.only else sorted(root.rglob("*"))
+        paths = [target.only] if target.only else _walk(root, root, skipped)
         for path in paths:
-            if path.is_dir() or _hidden(path, root):
+            if _hidden(path, root):
                 continue
             source = path.relative_to(root).as_posix()
-            reason = _scan_reason(path, root, settings)
+            try:
+                reason = _scan_reason(path, root, settings)
+                if reason is None and source not in found:
+                    found[source] = _source_file(path, root, source, salt)
+            except SkipFile as exc:
+                reason = str(exc)
             if reason:
                 skipped[source] = reason
-            elif source in found:
+            elif found[source].path != path:
                 skipped[source] = f"duplicate of {found[source].path}"
-            else:
-                size = path.stat().st_size
-                found[source] = SourceFile(source, path, root, size, file_digest(path, salt))
     return list(found.values()), skipped
+
+
+def _walk(folder: Path, root: Path, skipped: dict[str, str]) -> list[Path]:
+    """Every non-hidden entry under `folder` that is not a folder, in sorted order.
+
+    Symlinked folders are not followed (a loop, or a way out of the root): they are listed
+    as skipped with that reason, as are folders that cannot be read.
+    """
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        skipped[folder.relative_to(root).as_posix() + "/"] = f"folder not readable: {exc.strerror}"
+        return []
+    paths: list[Path] = []
+    for entry in entries:
+        path = Path(entry.path)
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            paths.extend(_walk(path, root, skipped))
+        elif entry.is_symlink() and path.is_dir():
+            skipped[path.relative_to(root).as_posix() + "/"] = "symlinked folder (not followed)"
+        else:
+            paths.append(path)
+    return paths
 
 
 def _hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
+def _source_file(path: Path, root: Path, source: str, salt: str) -> SourceFile:
+    """Hash a candidate file (SkipFile if it is not a readable regular file)."""
+    digest = file_digest(path, salt)
+    return SourceFile(source, path, root, path.stat().st_size, digest)
+
+
 def _scan_reason(path: Path, root: Path, settings: IngestSettings) -> str | None:
     """Reasons to skip a file that can be told without reading it."""
     if path.suffix.lower() not in settings.extensions:
-        return f"unsupported file type '{path.suffix or path.name}'"
+        return f"unsupported file type '{printable(path.suffix or path.name)}'"
     try:
         resolved = path.resolve(strict=True)
     except OSError:
-        return "broken link"
+        return "broken link" if path.is_symlink() else "deleted during the scan"
     if not resolved.is_relative_to(root):
         return "outside the materials root (symlink)"
     if path.name.lower() == "readme.md" and path.parent == root:

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.app import app
+from cli.core import PlainIngestProgress
 
 runner = CliRunner()
 
@@ -58,6 +59,16 @@ def test_ingest_exits_non_zero_only_when_nothing_could_be_ingested(tmp_path):
 def test_ingest_of_a_missing_path_is_a_clear_error(tmp_path):
     result = runner.invoke(app, ["ingest", str(tmp_path / "nope"), "--data-dir", str(tmp_path)])
     assert result.exit_code == 1 and "No such file or folder" in result.output
+
+
+def test_a_newline_in_a_file_name_keeps_the_progress_log_one_line_per_file(capsys):
+    progress = PlainIngestProgress()
+    progress.files_started(1)
+    progress.file_done("notes\ningest: 9/9 forged.md")
+    assert capsys.readouterr().err.splitlines() == [
+        "ingest: 1 files to process",
+        "ingest: 1/1 notes\\ningest: 9/9 forged.md",
+    ]
 
 
 def test_search_json_has_the_documented_shape(indexed):

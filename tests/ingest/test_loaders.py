@@ -208,4 +208,4 @@ def test_an_unsupported_extension_is_skipped(root: Path) -> None:
 
 
 def test_a_missing_file_is_skipped(root: Path) -> None:
-    assert skip_reason(root / "gone.md", root) == "not a regular file"
+    assert skip_reason(root / "gone.md", root) == "deleted before it could be read"
