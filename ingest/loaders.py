@@ -13,7 +13,7 @@ import os
 import re
 import stat
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 
 from pypdf import PageObject, PdfReader
 from pypdf.errors import DependencyError, FileNotDecryptedError
+from pypdf.generic import ArrayObject, IndirectObject
 
 from ingest.cleaning import clean_pdf_pages, repair_text
 
@@ -46,6 +47,14 @@ _FIGURE_STREAM_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True, slots=True)
+class PdfLimits:
+    """Bounds on what one PDF may cost: pages, and characters of extracted text."""
+
+    max_pages: int = 1000
+    max_chars: int = 5_000_000
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
     """Cleaned text of one page; `number` is 1-based for PDFs and None for other formats."""
 
@@ -66,17 +75,21 @@ class SkipFile(Exception):
     """Raised with a one-line human reason when a file cannot be ingested."""
 
 
-def load_document(path: Path, root: Path, max_bytes: int) -> LoadedDocument:
+def load_document(
+    path: Path, root: Path, max_bytes: int, limits: PdfLimits | None = None
+) -> LoadedDocument:
     """Read and clean one file under `root`; raise SkipFile with a reason if it cannot be."""
     try:
-        return _load(path, root, max_bytes)
+        return _load(path, root, max_bytes, limits or PdfLimits())
     except SkipFile:
         raise
+    except MemoryError as exc:
+        raise SkipFile("needs more memory than the parser is allowed") from exc
     except Exception as exc:  # the contract: a one-line reason, never a traceback
         raise SkipFile(_one_line(f"unreadable file: {type(exc).__name__}: {exc}")) from exc
 
 
-def _load(path: Path, root: Path, max_bytes: int) -> LoadedDocument:
+def _load(path: Path, root: Path, max_bytes: int, limits: PdfLimits) -> LoadedDocument:
     """The checks cheapest first, then the reader for the file's kind."""
     source = _source_path(path, root)
     kind = _KINDS.get(path.suffix.lower())
@@ -90,7 +103,7 @@ def _load(path: Path, root: Path, max_bytes: int) -> LoadedDocument:
     if not data.strip():
         raise SkipFile("empty file")
     if kind == "pdf":
-        pages = _read_pdf(data)
+        pages = _read_pdf(data, limits)
     else:
         text = repair_text(_decode_text(data))
         if kind == "html":
@@ -196,14 +209,16 @@ def _quiet_pypdf() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _read_pdf(data: bytes) -> tuple[Page, ...]:
-    """Extract and clean every page of a PDF."""
+def _read_pdf(data: bytes, limits: PdfLimits) -> tuple[Page, ...]:
+    """Extract and clean every page of a PDF, within the page and text limits."""
     try:
         with _quiet_pypdf():
             reader = _open_pdf(data)
-            seen: set[int] = set()
-            raw = [_page_text(page, seen) for page in reader.pages]
-    except SkipFile:
+            pages = len(reader.pages)
+            if pages > limits.max_pages:
+                raise SkipFile(f"{pages:,} pages exceeds the {limits.max_pages:,}-page limit")
+            raw = _pages_text(reader.pages, limits.max_chars)
+    except (SkipFile, MemoryError):
         raise
     except Exception as exc:  # pypdf raises many exception types for broken files
         raise SkipFile(_one_line(f"corrupt PDF: {str(exc) or type(exc).__name__}")) from exc
@@ -225,11 +240,45 @@ def _open_pdf(data: bytes) -> PdfReader:
     return reader
 
 
+def _pages_text(pages: Sequence[PageObject], max_chars: int) -> list[str]:
+    """The raw text of each page; a page whose content an earlier page had reads as empty.
+
+    A crafted file can point thousands of pages at one expensive content stream: each
+    stream is extracted once, whatever the number of pages that share it.
+    """
+    seen_forms: set[int] = set()
+    seen_contents: set[Any] = set()
+    texts: list[str] = []
+    total = 0
+    for page in pages:
+        key = _contents_key(page)
+        if key is not None and key in seen_contents:
+            texts.append("")
+            continue
+        if key is not None:
+            seen_contents.add(key)
+        texts.append(_page_text(page, seen_forms))
+        total += len(texts[-1])
+        if total > max_chars:
+            raise SkipFile(f"more than {max_chars:,} characters of text (the limit)")
+    return texts
+
+
+def _contents_key(page: PageObject) -> Any:
+    """The object numbers of a page's content streams, or None if they are inline."""
+    raw = page.raw_get("/Contents") if "/Contents" in page else None
+    refs = list(raw) if isinstance(raw, ArrayObject) else [raw]
+    keys = [(ref.idnum, ref.generation) for ref in refs if isinstance(ref, IndirectObject)]
+    return tuple(keys) if keys and len(keys) == len(refs) else None
+
+
 def _page_text(page: PageObject, seen: set[int]) -> str:
     """One page's text; a page pypdf cannot parse reads as empty rather than sinking the file."""
     try:
         _blank_vector_figures(page.get("/Resources"), seen)
         return page.extract_text() or ""
+    except MemoryError:
+        raise
     except Exception:  # one bad content stream should not lose the whole paper
         return ""
 

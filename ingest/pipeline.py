@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from ingest.chunking import chunk_document
-from ingest.loaders import SkipFile, load_document, open_regular, printable
+from ingest.loaders import PdfLimits, SkipFile, load_document, open_regular, printable
 from rag.config import IngestSettings
 from rag.index.chroma_store import ChromaStore, ManifestEntry
 from rag.index.documents import Chunk
@@ -261,7 +261,8 @@ def make_plan(
 
 def build_chunks(f: SourceFile, settings: IngestSettings) -> list[Chunk]:
     """Load, clean and chunk one file (raises SkipFile)."""
-    doc = load_document(f.path, f.root, int(settings.max_file_mb * 1024 * 1024))
+    limits = PdfLimits(settings.max_pdf_pages, settings.max_text_chars)
+    doc = load_document(f.path, f.root, int(settings.max_file_mb * 1024 * 1024), limits)
     chunks = chunk_document(
         doc, settings.chunk_chars, settings.chunk_overlap, settings.min_chunk_chars
     )

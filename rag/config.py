@@ -45,6 +45,10 @@ class IngestSettings(BaseModel):
     # length-sorted batches with little padding, small enough that embedding starts while
     # later files are still being parsed, and that an interruption loses little work.
     group_chunks: int = 256
+    # Bounds on one file, so that a crafted PDF is skipped with a reason instead of stalling
+    # the ingest: pages per PDF, characters of extracted text per file.
+    max_pdf_pages: int = Field(default=1000, gt=0)
+    max_text_chars: int = Field(default=5_000_000, gt=0)
     extensions: tuple[str, ...] = (".md", ".markdown", ".txt", ".pdf", ".html", ".htm")
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader, PdfWriter
 
-from ingest.loaders import LoadedDocument, SkipFile, load_document
+from ingest.loaders import LoadedDocument, PdfLimits, SkipFile, load_document
+from tests.ingest.hostile_pdfs import many_pages_pdf, shared_stream_pdf
 
 LIMIT = 50 * 1024 * 1024
 ATTENTION = "papers/attention_is_all_you_need.pdf"
@@ -38,10 +39,12 @@ def write_pdf(path: Path, source: Path, password: str | None = None) -> Path:
     return path
 
 
-def skip_reason(path: Path, root: Path, max_bytes: int = LIMIT) -> str:
+def skip_reason(
+    path: Path, root: Path, max_bytes: int = LIMIT, limits: PdfLimits | None = None
+) -> str:
     """The reason load_document gives for skipping a file (fails if it does not skip)."""
     with pytest.raises(SkipFile) as caught:
-        load_document(path, root, max_bytes)
+        load_document(path, root, max_bytes, limits)
     reason = str(caught.value)
     assert reason and "\n" not in reason
     return reason
@@ -209,3 +212,24 @@ def test_an_unsupported_extension_is_skipped(root: Path) -> None:
 
 def test_a_missing_file_is_skipped(root: Path) -> None:
     assert skip_reason(root / "gone.md", root) == "deleted before it could be read"
+
+
+def test_a_pdf_over_the_page_limit_is_skipped(root: Path) -> None:
+    (root / "long.pdf").write_bytes(many_pages_pdf(30))
+    reason = skip_reason(root / "long.pdf", root, limits=PdfLimits(max_pages=20))
+    assert reason == "30 pages exceeds the 20-page limit"
+
+
+def test_pages_sharing_one_content_stream_are_read_once(root: Path) -> None:
+    # 200 pages drawing one stream: extracting it 200 times is what made a 24 KB file
+    # take minutes.
+    (root / "shared.pdf").write_bytes(shared_stream_pdf(200, lines=50))
+    doc = load_document(root / "shared.pdf", root, LIMIT)
+    assert len(doc.pages) == 200 and doc.pages[0].text
+    assert not any(page.text for page in doc.pages[1:])
+
+
+def test_a_pdf_with_more_text_than_the_limit_is_skipped(root: Path) -> None:
+    (root / "wordy.pdf").write_bytes(many_pages_pdf(20, lines=40))
+    reason = skip_reason(root / "wordy.pdf", root, limits=PdfLimits(max_chars=10_000))
+    assert reason == "more than 10,000 characters of text (the limit)"
