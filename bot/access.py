@@ -1,7 +1,15 @@
-"""Who may use the bot where: allowed channels and roles, DMs, and the instructor tools."""
+"""Who may use the bot where: the course servers, allowed channels and roles, DMs, and the
+instructor tools.
+
+The bot serves only the configured course server(s). Anyone can add a public application to
+their own server, and a user-installed app can be run anywhere, so a server's permissions
+(Manage Server) count only inside a course server, and a DM never grants more than a student's
+rights; a role allow-list is checked against the author's roles in the course server.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import discord
@@ -9,6 +17,18 @@ from discord import app_commands
 
 from bot.errors import NotAllowed
 from rag.config import DiscordSettings
+
+log = logging.getLogger("bot")
+NOT_SERVED = (
+    "I only work in my course's server. If you run a course, set up your own copy of the "
+    "study assistant."
+)
+
+
+def guild_served(settings: DiscordSettings, guild_id: int | None) -> bool:
+    """Whether the bot serves a server (any, when none is configured); None is a DM."""
+    served = settings.served_guilds()
+    return guild_id is None or not served or guild_id in served
 
 
 def channel_allowed(settings: DiscordSettings, channel: Any) -> bool:
@@ -28,11 +48,43 @@ def roles_of(user: discord.abc.User) -> list[discord.Role]:
     return list(getattr(user, "roles", []))
 
 
-def member_allowed(settings: DiscordSettings, user: discord.abc.User) -> bool:
-    """Whether a user holds one of the allowed roles (everyone, when none are configured)."""
-    if not settings.allowed_roles or not isinstance(user, discord.Member):
+def has_allowed_role(settings: DiscordSettings, member: discord.Member) -> bool:
+    """Whether a member holds one of the allowed roles."""
+    return any(r.id in settings.allowed_roles for r in roles_of(member))
+
+
+async def course_member(
+    client: discord.Client, settings: DiscordSettings, user_id: int
+) -> discord.Member | None:
+    """The user as a member of a course server (asking Discord when not cached), or None."""
+    for guild_id in sorted(settings.served_guilds()):
+        guild = client.get_guild(guild_id)
+        if guild is None:
+            continue
+        member = guild.get_member(user_id)
+        if member is None:
+            try:
+                member = await guild.fetch_member(user_id)
+            except discord.NotFound:
+                continue
+            except discord.HTTPException as exc:
+                log.warning("could not look up user %s in server %s: %s", user_id, guild_id, exc)
+                continue
+        return member
+    return None
+
+
+async def member_allowed(
+    client: discord.Client, settings: DiscordSettings, user: discord.abc.User
+) -> bool:
+    """Whether a user holds an allowed role (everyone, when none are configured); outside a
+    server (a DM) the roles are those the user holds in the course server."""
+    if not settings.allowed_roles:
         return True
-    return any(r.id in settings.allowed_roles for r in roles_of(user))
+    if isinstance(user, discord.Member):
+        return has_allowed_role(settings, user)
+    member = await course_member(client, settings, user.id)
+    return member is not None and has_allowed_role(settings, member)
 
 
 def is_instructor(
@@ -49,25 +101,45 @@ def _settings(interaction: discord.Interaction) -> DiscordSettings:
     return interaction.client.settings.discord  # type: ignore[attr-defined]
 
 
-def student_check(interaction: discord.Interaction) -> bool:
+async def student_check(interaction: discord.Interaction) -> bool:
     """App-command check: the channel and the user's roles are allowed."""
     settings = _settings(interaction)
-    if interaction.guild is None and not settings.allow_dms:
+    if interaction.guild_id is None and not settings.allow_dms:
         raise NotAllowed("I only answer in the course server, not in direct messages.")
-    if interaction.guild is not None and not channel_allowed(settings, interaction.channel):
+    if interaction.guild_id is not None and not channel_allowed(settings, interaction.channel):
         raise NotAllowed("I don't answer in this channel; please ask in a course channel.")
-    if not member_allowed(settings, interaction.user):
+    if not await member_allowed(interaction.client, settings, interaction.user):
         raise NotAllowed("Your roles don't include access to the study assistant.")
     return True
 
 
 def instructor_check(interaction: discord.Interaction) -> bool:
-    """App-command check: only instructors (configured roles or Manage Server)."""
-    if interaction.guild is None:
+    """App-command check: only instructors (configured roles or Manage Server), and only
+    inside a configured course server: never in a DM or in another server."""
+    settings = _settings(interaction)
+    if not settings.served_guilds():
+        raise NotAllowed(
+            "Instructor tools are off until the course server is configured "
+            "(STUDY_ASSISTANT_DISCORD__GUILD_ID)."
+        )
+    if interaction.guild_id not in settings.served_guilds() or interaction.guild is None:
         raise NotAllowed("Instructor tools work only inside the course server.")
-    if not is_instructor(_settings(interaction), interaction.user, interaction.permissions):
+    if not is_instructor(settings, interaction.user, interaction.permissions):
         raise NotAllowed("Only instructors can use this command.")
     return True
+
+
+async def served_here(interaction: discord.Interaction) -> bool:
+    """The command tree's first check: interactions from other servers are refused (with a
+    reply) and logged; autocomplete there gets nothing."""
+    if guild_served(_settings(interaction), interaction.guild_id):
+        return True
+    what = interaction.command.name if interaction.command else interaction.type.name
+    log.warning("refused /%s from user %s in server %s, which is not a course server",
+                what, interaction.user.id, interaction.guild_id)
+    if interaction.type is discord.InteractionType.autocomplete:
+        return False
+    raise NotAllowed(NOT_SERVED)
 
 
 students_only = app_commands.check(student_check)

@@ -11,6 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.access import guild_served, served_here
 from bot.answering import Answerer
 from bot.cogs import ask, checks, demos, instructor, mentions
 from bot.conversations import Conversations
@@ -37,6 +38,10 @@ class StudyTree(app_commands.CommandTree):
     ) -> None:
         """Friendly ephemeral replies for known errors; a logged id for the rest."""
         await report_error(interaction, error)
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        """Every command: only in a course server (or a DM, where the command's checks apply)."""
+        return await served_here(interaction)
 
 
 def bot_intents(settings: DiscordSettings) -> discord.Intents:
@@ -95,6 +100,29 @@ class StudyBot(commands.Bot):
     async def on_message(self, message: discord.Message) -> None:
         """No prefix commands: messages are handled by the mention cog only."""
 
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        """Someone added the bot to a server: fine if it is a course server."""
+        await self.check_guild(guild)
+
+    async def on_guild_available(self, guild: discord.Guild) -> None:
+        """A server the bot is in came online (at every connect)."""
+        await self.check_guild(guild)
+
+    async def check_guild(self, guild: discord.Guild) -> None:
+        """Log a server that is not a course server, and leave it when configured to."""
+        settings = self.settings.discord
+        if guild_served(settings, guild.id):
+            return
+        leave = settings.leave_other_guilds
+        log.warning("the bot is in server %s (%s), which is not a course server: %s", guild.id,
+                    guild.name, "leaving it" if leave else "ignoring it (leave_other_guilds "
+                    "is off)")
+        if leave:
+            try:
+                await guild.leave()
+            except discord.HTTPException as exc:
+                log.warning("could not leave server %s: %s", guild.id, exc)
+
     def check_message_content(self) -> None:
         """Warn (and drop the intent, so the gateway accepts us) when it is not enabled."""
         if not self.intents.message_content:
@@ -109,16 +137,20 @@ class StudyBot(commands.Bot):
         self._connection._intents.message_content = False
 
     async def sync_commands(self) -> None:
-        """Sync slash commands to the configured guild (instant) or globally."""
-        guild_id = self.settings.discord.guild_id
-        if guild_id is None:
+        """Sync slash commands to the course server(s) (instant), or globally when none is
+        configured (then any server is served and the instructor tools are off)."""
+        served = sorted(self.settings.discord.served_guilds())
+        if not served:
             synced = await self.tree.sync()
-            log.info("synced %d commands globally (may take up to an hour)", len(synced))
+            log.warning("no course server configured (discord.guild_id): serving every server "
+                        "the bot is in, instructor tools off; synced %d commands globally",
+                        len(synced))
             return
-        guild = discord.Object(id=guild_id)
-        self.tree.copy_global_to(guild=guild)
-        synced = await self.tree.sync(guild=guild)
-        log.info("synced %d commands to guild %s", len(synced), guild_id)
+        for guild_id in served:
+            guild = discord.Object(id=guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("synced %d commands to guild %s", len(synced), guild_id)
 
     async def load_models(self) -> None:
         """Load the embedder and the default chat model on worker threads before serving."""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot.access import channel_allowed, member_allowed
+from bot.access import NOT_SERVED, channel_allowed, guild_served, member_allowed
 from bot.answering import Answerer, ChannelReply
 from bot.errors import friendly_message, new_error_id
 from bot.limits import thread_name
@@ -68,8 +68,11 @@ class Conversations:
         mentioned = me in message.mentions
         if not (mentioned or dm or is_our_thread(channel, me)):
             return
-        if not channel_allowed(self.settings, channel) or not member_allowed(
-            self.settings, message.author
+        if not guild_served(self.settings, message.guild.id if message.guild else None):
+            await self._not_served(message)
+            return
+        if not channel_allowed(self.settings, channel) or not await member_allowed(
+            self.client, self.settings, message.author
         ):
             return
         try:
@@ -92,6 +95,15 @@ class Conversations:
             question, ChannelReply(channel), user_id=message.author.id,
             channel_id=channel.id, history=history,
         )
+
+    async def _not_served(self, message: discord.Message) -> None:
+        """A mention in a server that is not a course server: say so, log it, answer nothing."""
+        log.warning("ignored a message from user %s in server %s, which is not a course server",
+                    message.author.id, message.guild.id if message.guild else None)
+        try:
+            await message.reply(NOT_SERVED)
+        except discord.HTTPException:
+            log.warning("could not reply in server %s", message.guild.id if message.guild else None)
 
     async def _report(self, message: discord.Message, error: Exception) -> None:
         text = friendly_message(error)

@@ -94,8 +94,14 @@ class DiscordSettings(BaseModel):
 
     # From STUDY_ASSISTANT_DISCORD__TOKEN (or DISCORD_TOKEN, read by the bot's entry point).
     token: SecretStr | None = None
-    # Sync slash commands to this one guild (instant); None syncs globally (up to an hour).
+    # The course server: the bot serves only it (and `guild_ids`), instructor tools work only
+    # there, and slash commands are synced to it (instant). None: any server, no instructor
+    # tools, commands synced globally (up to an hour).
     guild_id: int | None = None
+    # More course servers, served like `guild_id`.
+    guild_ids: list[int] = Field(default_factory=list)
+    # Leave any other server the bot is added to (it ignores them either way).
+    leave_other_guilds: bool = False
     # Request the privileged Message Content intent: needed for thread follow-ups without a
     # mention. Enable it in the Developer Portal too, or the gateway refuses the connection.
     message_content: bool = True
@@ -119,6 +125,11 @@ class DiscordSettings(BaseModel):
     upload_folder: str = "uploads"
     # Salt for the hashed user ids in the question log (not a secret worth much, but per site).
     user_hash_salt: SecretStr = SecretStr("study-assistant")
+
+    def served_guilds(self) -> frozenset[int]:
+        """The configured course servers (empty: none configured)."""
+        ids = [*([self.guild_id] if self.guild_id is not None else []), *self.guild_ids]
+        return frozenset(ids)
 
 
 class Settings(BaseSettings):

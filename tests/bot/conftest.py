@@ -110,7 +110,7 @@ class Harness:
 def bot_services(services: Services, **discord: Any) -> Services:
     """The same index and models, with other Discord settings."""
     settings = services.settings.model_copy(
-        update={"discord": DiscordSettings(guild_id=GUILD_ID, **discord)}
+        update={"discord": DiscordSettings(**{"guild_id": GUILD_ID, **discord})}
     )
     return dataclasses.replace(services, settings=settings)
 

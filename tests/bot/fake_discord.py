@@ -16,6 +16,7 @@ import itertools
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,8 @@ APP_ID = 900000000000000001
 GUILD_ID = 900000000000000010
 CHANNEL_ID = 900000000000000020
 OTHER_CHANNEL_ID = 900000000000000021
+STRANGER_GUILD_ID = 900000000000000040  # a server the course did not configure
+STRANGER_CHANNEL_ID = 900000000000000041
 STUDENT_ROLE = 900000000000000030
 INSTRUCTOR_ROLE = 900000000000000031
 BOT_USER = {
@@ -67,6 +70,7 @@ class Recorded:
     payload: dict[str, Any]
     at: float
     params: dict[str, Any] = field(default_factory=dict)
+    status: int = 200
 
     @property
     def message(self) -> dict[str, Any] | None:
@@ -86,6 +90,66 @@ def _payload(payload: Any, multipart: Any, form: Any) -> dict[str, Any]:
         if part.get("name") == "payload_json":
             return json.loads(part["value"])
     return {}
+
+
+# What Discord says with each error status (the JSON body discord.py turns into an exception).
+_ERROR_TEXT = {401: "Invalid Webhook Token", 403: "Missing Permissions", 404: "Unknown Message",
+               429: "You are being rate limited.", 500: "Internal Server Error",
+               502: "Bad Gateway", 503: "Service Unavailable"}
+
+
+@dataclass
+class Fault:
+    """Discord answering matching requests with an error status.
+
+    The error is raised at the seam (`HTTPClient.request`, the webhook adapter) as the
+    exception discord.py raises there once its own handling is done: 403 `Forbidden`, 404
+    `NotFound`, 5xx `DiscordServerError` (discord.py has already retried 5xx for ~25 s), 401
+    and 429 `HTTPException` (a 429 reaches the caller only when discord.py's own retries are
+    exhausted or Cloudflare sent it). `code` is Discord's JSON error code (50027: invalid
+    webhook token, i.e. an interaction token past its 15 minutes; 50013: missing permissions).
+    """
+
+    method: str
+    path: str  # a regular expression the whole path must match
+    status: int
+    code: int = 0
+    times: int | None = None  # None: every matching request
+    when: Callable[[dict[str, Any]], bool] | None = None  # only requests with such payloads
+    retry_after: float = 0.2
+
+    def matches(self, method: str, path: str, payload: dict[str, Any]) -> bool:
+        """Whether this fault answers the request (and uses up one of its times)."""
+        if self.times == 0 or method != self.method or not re.fullmatch(self.path, path):
+            return False
+        if self.when is not None and not self.when(payload):
+            return False
+        if self.times is not None:
+            self.times -= 1
+        return True
+
+    def error(self) -> discord.HTTPException:
+        """The exception discord.py raises for this status."""
+        body: dict[str, Any] = {"message": _ERROR_TEXT.get(self.status, "Error"),
+                                "code": self.code}
+        headers = {"Content-Type": "application/json"}
+        if self.status == 429:
+            body.update(retry_after=self.retry_after, **{"global": False})
+            headers["Retry-After"] = str(self.retry_after)
+        response = _ErrorResponse(self.status, body["message"], headers)
+        kind = {403: discord.Forbidden, 404: discord.NotFound}.get(self.status)
+        if kind is None:
+            kind = discord.DiscordServerError if self.status >= 500 else discord.HTTPException
+        return kind(response, body)  # type: ignore[arg-type]
+
+
+@dataclass
+class _ErrorResponse:
+    """The parts of aiohttp's response that discord.HTTPException reads."""
+
+    status: int
+    reason: str
+    headers: dict[str, str]
 
 
 class RecordingAdapter(AsyncWebhookAdapter):
@@ -109,6 +173,9 @@ class FakeDiscord:
         self.latency_s = latency_s
         self.app_flags = app_flags
         self.requests: list[Recorded] = []
+        self.faults: list[Fault] = []
+        self.members: dict[int, dict[str, Any]] = {}  # users GET /guilds/{id}/members finds
+        self.left_guilds: list[int] = []
         self.messages: dict[int, list[dict[str, Any]]] = {}
         self.originals: dict[str, dict[str, Any]] = {}
         self.cdn: dict[str, bytes] = {}
@@ -136,9 +203,14 @@ class FakeDiscord:
     async def handle(self, method: str, url: str, payload: dict[str, Any], params: dict) -> Any:
         """Record a request and build Discord's answer to it."""
         path = re.sub(r"^https://discord\.com/api/v\d+", "", url)
-        self.requests.append(Recorded(method, path, payload, time.monotonic(), dict(params)))
+        request = Recorded(method, path, payload, time.monotonic(), dict(params))
+        self.requests.append(request)
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
+        fault = next((f for f in self.faults if f.matches(method, path, payload)), None)
+        if fault is not None:
+            request.status = fault.status
+            raise fault.error()
         for pattern, handler in self._routes():
             match = re.fullmatch(pattern, f"{method} {path}")
             if match:
@@ -158,6 +230,9 @@ class FakeDiscord:
             (r"PATCH /channels/(\d+)/messages/(\d+)", self._edit),
             (r"POST /channels/(\d+)/messages/(\d+)/threads", self._thread),
             (r"GET /channels/(\d+)/messages", self._history),
+            (r"GET /guilds/(\d+)/members/(\d+)", self._member),
+            (r"DELETE /users/@me/guilds/(\d+)", self._leave),
+            (r"POST /users/@me/channels", self._dm_channel),
         ]
 
     def application(self) -> dict[str, Any]:
@@ -241,17 +316,35 @@ class FakeDiscord:
         older = [m for m in messages if int(m["id"]) < before]
         return list(reversed(older))[: int(params.get("limit") or 50)]
 
+    def _member(self, payload: dict, params: dict, guild_id: str, user_id: str) -> dict:
+        if int(user_id) not in self.members:
+            raise Fault("GET", ".*", 404, 10013).error()  # Unknown Member
+        return self.members[int(user_id)]
+
+    def _leave(self, payload: dict, params: dict, guild_id: str) -> None:
+        self.left_guilds.append(int(guild_id))
+
+    def _dm_channel(self, payload: dict, params: dict) -> dict:
+        recipient = int(payload["recipient_id"])
+        return {"id": str(recipient + 1), "type": 1, "last_message_id": None,
+                "recipients": [user(recipient)]}
+
     # -- assertions helpers ------------------------------------------------------------------
     def sent_messages(self) -> list[Recorded]:
         """Every request that sent or edited a message."""
         return [r for r in self.requests if r.message is not None]
+
+    def delivered(self) -> list[Recorded]:
+        """Every message sent or edited that Discord accepted."""
+        return [r for r in self.sent_messages() if r.status == 200]
 
 
 def _components(body: dict[str, Any]) -> list[dict[str, Any]]:
     return list(body.get("components") or [])
 
 
-def guild_payload(instructor_role_name: str = "Instructor") -> dict[str, Any]:
+def guild_payload(instructor_role_name: str = "Instructor", guild_id: int = GUILD_ID,
+                  channel_ids: tuple[int, int] = (CHANNEL_ID, OTHER_CHANNEL_ID)) -> dict[str, Any]:
     """GUILD_CREATE data: a course server with two text channels and two roles."""
     def role(role_id: int, name: str, position: int) -> dict[str, Any]:
         return {"id": str(role_id), "name": name, "permissions": STUDENT_PERMISSIONS,
@@ -261,13 +354,13 @@ def guild_payload(instructor_role_name: str = "Instructor") -> dict[str, Any]:
     def channel(channel_id: int, name: str) -> dict[str, Any]:
         return {"id": str(channel_id), "type": 0, "name": name, "position": 0,
                 "permission_overwrites": [], "nsfw": False, "parent_id": None,
-                "guild_id": str(GUILD_ID), "rate_limit_per_user": 0, "topic": None}
+                "guild_id": str(guild_id), "rate_limit_per_user": 0, "topic": None}
 
     return {
-        "id": str(GUILD_ID), "name": "LLM course", "icon": None, "owner_id": "1",
-        "roles": [role(GUILD_ID, "@everyone", 0), role(STUDENT_ROLE, "Student", 1),
+        "id": str(guild_id), "name": "LLM course", "icon": None, "owner_id": "1",
+        "roles": [role(guild_id, "@everyone", 0), role(STUDENT_ROLE, "Student", 1),
                   role(INSTRUCTOR_ROLE, instructor_role_name, 2)],
-        "channels": [channel(CHANNEL_ID, "study"), channel(OTHER_CHANNEL_ID, "off-topic")],
+        "channels": [channel(channel_ids[0], "study"), channel(channel_ids[1], "off-topic")],
         "threads": [], "members": [], "emojis": [], "stickers": [], "features": [],
         "member_count": 3, "large": False, "unavailable": False, "verification_level": 0,
         "default_message_notifications": 0, "explicit_content_filter": 0, "mfa_level": 0,
@@ -332,6 +425,21 @@ def dm_interaction_payload(name: str, options: dict[str, Any], person: Person) -
     payload["channel"] = {"id": snowflake(), "type": 1}
     payload["channel_id"] = payload["channel"]["id"]
     payload["context"] = 1
+    return payload
+
+
+def elsewhere(payload: dict[str, Any], guild_id: int = STRANGER_GUILD_ID,
+              channel_id: int = STRANGER_CHANNEL_ID) -> dict[str, Any]:
+    """The same interaction or message, sent from another server."""
+    payload = json.loads(json.dumps(payload))
+    payload["guild_id"] = str(guild_id)
+    payload["channel_id"] = str(channel_id)
+    if "channel" in payload:
+        payload["channel"] = {"id": str(channel_id), "type": 0, "guild_id": str(guild_id)}
+    if isinstance(payload.get("data"), dict) and "guild_id" in payload["data"]:
+        payload["data"]["guild_id"] = str(guild_id)
+    if "authorizing_integration_owners" in payload:
+        payload["authorizing_integration_owners"] = {"0": str(guild_id)}
     return payload
 
 
