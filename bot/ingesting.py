@@ -1,12 +1,15 @@
 """Re-ingests inside the bot process: one at a time, on a worker thread, with progress.
 
 Searches keep working while an ingest runs (the retriever only returns committed chunks), so
-questions keep being answered.
+questions keep being answered. The slot stays taken until the worker thread has really
+finished, whatever happens to the Discord messages (a progress edit that fails, a token that
+expires) or to the command's task; progress is best effort.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -19,6 +22,7 @@ from bot.limits import EMBED_FIELD_VALUE_CHARS, truncate
 from ingest.pipeline import IngestReport, Target, ingest
 from rag.services import Services
 
+log = logging.getLogger("bot")
 
 @dataclass
 class IngestStatus:
@@ -75,26 +79,27 @@ class Reingester:
     def __init__(self, services: Services, progress_interval_s: float = 2.0) -> None:
         self.services = services
         self.progress_interval_s = progress_interval_s
-        self._running = False
+        self._claimed = False
+        self._working: threading.Event | None = None  # set while a worker thread ingests
 
     @property
     def running(self) -> bool:
-        """Whether an ingest is under way."""
-        return self._running
+        """Whether an ingest is under way (claimed, or its worker thread still running)."""
+        return self._claimed or (self._working is not None and self._working.is_set())
 
     @contextmanager
     def claim(self) -> Iterator[None]:
         """Reserve the ingest slot at once (before any await), or raise ReingestRunning."""
-        if self._running:
+        if self.running:
             raise ReingestRunning(
                 "A re-ingest is already running; its summary will appear when it finishes. "
                 "Please try again afterwards."
             )
-        self._running = True
+        self._claimed = True
         try:
             yield
         finally:
-            self._running = False
+            self._claimed = False
 
     async def run(
         self,
@@ -102,19 +107,40 @@ class Reingester:
         on_progress: Callable[[IngestStatus], Awaitable[None]] | None = None,
     ) -> IngestReport:
         """Ingest the targets on a worker thread (inside `claim()`), reporting progress."""
-        if not self._running:
+        if not self._claimed:
             raise RuntimeError("Reingester.run() must be called inside claim()")
         status = IngestStatus()
-        s = self.services
-        work = asyncio.ensure_future(asyncio.to_thread(
-            ingest, list(targets), s.store, s.embedder, s.settings.ingest, False,
-            StatusProgress(status),
-        ))
+        working = self._working = threading.Event()
+        working.set()
+        work = asyncio.ensure_future(asyncio.to_thread(self._ingest, list(targets), status,
+                                                       working))
         while not work.done():
             await asyncio.wait({work}, timeout=self.progress_interval_s)
-            if not work.done() and on_progress is not None:
-                await on_progress(status)
+            if not work.done() and on_progress is not None and not await _shown(on_progress,
+                                                                                 status):
+                on_progress = None  # the message is gone: ingest on, silently
         return work.result()
+
+    def _ingest(self, targets: list[Target], status: IngestStatus,
+                working: threading.Event) -> IngestReport:
+        """The worker thread: ingest, then free the slot (even if the command is gone)."""
+        s = self.services
+        try:
+            return ingest(targets, s.store, s.embedder, s.settings.ingest, False,
+                          StatusProgress(status))
+        finally:
+            working.clear()
+
+
+async def _shown(on_progress: Callable[[IngestStatus], Awaitable[None]],
+                 status: IngestStatus) -> bool:
+    """Show progress; False (logged) when Discord refused, so no more is tried."""
+    try:
+        await on_progress(status)
+    except discord.HTTPException as exc:
+        log.warning("could not show re-ingest progress (%s); the ingest goes on", exc)
+        return False
+    return True
 
 
 def report_embed(report: IngestReport, title: str = "Re-ingest finished") -> discord.Embed:

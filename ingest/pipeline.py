@@ -64,6 +64,8 @@ class IngestPlan:
     unchanged: list[SourceFile] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    # Unchanged files whose listed chunks were missing from the store: re-indexed (in changed).
+    repaired: list[str] = field(default_factory=list)
 
     @property
     def to_process(self) -> list[SourceFile]:
@@ -237,8 +239,10 @@ def _scan_reason(path: Path, root: Path, settings: IngestSettings) -> str | None
 def make_plan(
     files: list[SourceFile], skipped: dict[str, str], store: ChromaStore, targets: Iterable[Target]
 ) -> IngestPlan:
-    """Compare scanned files with the manifest."""
+    """Compare scanned files with the manifest; a file whose listed chunks are not all in
+    the store counts as changed (and is listed as repaired), whatever its bytes."""
     manifest = store.manifest()
+    stored = store.existing_ids([c for e in manifest.values() for c in e.chunk_ids])
     plan = IngestPlan(skipped=dict(skipped))
     for f in files:
         entry = manifest.get(f.source)
@@ -246,6 +250,9 @@ def make_plan(
             plan.added.append(f)
         elif entry.file_hash != f.file_hash:
             plan.changed.append(f)
+        elif not stored.issuperset(entry.chunk_ids):
+            plan.changed.append(f)
+            plan.repaired.append(f.source)
         else:
             plan.unchanged.append(f)
     scanned = {f.source for f in files} | set(skipped)
@@ -296,8 +303,9 @@ def run_ingest(
     if not (plan.removed or plan.to_process or store.is_dirty()):
         report.seconds = time.perf_counter() - began
         return report
-    # Against a Chroma server, one ingest at a time (embedded mode: the data-dir lock).
-    with store.writer_lease():
+    # One ingest at a time: in this process (exclusive), against a Chroma server (the lease;
+    # embedded mode: the data-dir lock keeps other processes out).
+    with store.exclusive(), store.writer_lease():
         store.mark_dirty(True)
         manifest = store.manifest()
         for source in plan.removed:
@@ -428,7 +436,8 @@ def ingest(
 ) -> IngestReport:
     """Scan the targets, plan against the manifest, and (unless dry_run) carry the plan out."""
     files, skipped = scan(targets, settings, pipeline_id(settings, embedder.name))
-    plan = make_plan(files, skipped, store, targets)
-    if dry_run:
-        return IngestReport(plan=plan, skipped=dict(plan.skipped), dry_run=True)
-    return run_ingest(plan, store, embedder, settings, progress)
+    with store.exclusive():  # plan against the manifest the run will start from
+        plan = make_plan(files, skipped, store, targets)
+        if dry_run:
+            return IngestReport(plan=plan, skipped=dict(plan.skipped), dry_run=True)
+        return run_ingest(plan, store, embedder, settings, progress)

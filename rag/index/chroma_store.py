@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import numpy as np
@@ -66,6 +66,10 @@ class StoreUnavailable(StoreError):
 
 class StoreBusy(StoreError):
     """Another ingest holds the writer lease on the Chroma server."""
+
+
+class MissingChunks(StoreError):
+    """A manifest record would list chunks the store does not hold."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,9 +188,17 @@ class _Guarded:
 class ChromaStore:
     """Chunk and manifest collections behind one small API."""
 
+    # One writer at a time per index inside this process (see `exclusive`). Process-wide on
+    # purpose: two stores opened on the same index in one process must share the lock.
+    _writers: ClassVar[dict[str, threading.RLock]] = {}
+    _writers_guard: ClassVar[threading.Lock] = threading.Lock()
+
     def __init__(self, client: Any, collection: str, embedder_name: str) -> None:
         self.embedder_name = embedder_name
         self.server = server_address(client)
+        where = self.server or str(client.get_settings().persist_directory)
+        with self._writers_guard:
+            self._writer = self._writers.setdefault(f"{where}/{collection}", threading.RLock())
         self.client = _Guarded(client, self.server) if self.server else client
         self.chunks = self._wrap(
             self.client.get_or_create_collection(
@@ -250,8 +262,17 @@ class ChromaStore:
         )
 
     def commit_file(self, entry: ManifestEntry) -> None:
-        """Make a file's chunks live: the single write that switches versions."""
+        """Make a file's chunks live: the single write that switches versions. Refused
+        (MissingChunks) if any chunk it lists is not stored, so the manifest never promises
+        text that search cannot find."""
         self._check_lease()
+        missing = set(entry.chunk_ids) - self.existing_ids(entry.chunk_ids)
+        if missing:
+            raise MissingChunks(
+                f"Not committing {entry.source}: {len(missing)} of its {len(entry.chunk_ids)} "
+                "chunks are not in the store (deleted by another writer?). The next ingest "
+                "re-embeds it."
+            )
         self.manifest_collection.upsert(
             ids=[entry.source],
             embeddings=[_NO_VECTOR],
@@ -282,6 +303,13 @@ class ChromaStore:
         return bool(self.manifest_collection.get(ids=[DIRTY_ID], include=[])["ids"])
 
     # -- writers ----------------------------------------------------------------------------
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold this index's in-process writer lock: a second ingest in the same process
+        waits (the data-dir lock and the server lease only keep other processes out)."""
+        with self._writer:
+            yield
 
     @contextmanager
     def writer_lease(self, ttl_s: float = LEASE_TTL_S) -> Iterator[None]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import shutil
 
 import pytest
@@ -9,9 +11,11 @@ import pytest
 from rag.index.embedder import Embedder
 from rag.services import Services, build_services
 from tests.bot.conftest import FAST_LLM
-from tests.bot.fake_discord import MANAGE_GUILD_PERMISSIONS, Person
+from tests.bot.fake_discord import MANAGE_GUILD_PERMISSIONS, Fault, Person
 from tests.bot.test_commands import attachment, callback
 from tests.conftest import make_settings, run
+from tests.ingest.test_pipeline import assert_consistent
+from tests.ingest.test_pipeline_concurrency import GatedEmbedder
 
 INSTRUCTOR = Person(2001, "prof", roles=(), permissions=MANAGE_GUILD_PERMISSIONS)
 STUDENT = Person(1001, "ana")
@@ -86,3 +90,46 @@ async def test_a_file_whose_bytes_do_not_match_its_type_is_not_kept(make_harness
     await harness.settle()
     assert "not a PDF" in harness.for_token(token)[-1].payload["content"]
     assert not (course.settings.materials_dir / "uploads").exists()
+
+
+def progress_edit(payload: dict) -> bool:
+    """An edit showing re-ingest progress."""
+    return (payload.get("embeds") or [{}])[0].get("title") == "Re-ingesting…"
+
+
+async def until(condition, timeout: float = 60.0) -> None:
+    """Wait (letting the bot run) until a condition holds."""
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(poll(), timeout)
+
+
+@pytest.mark.parametrize(("status", "code"), [(404, 10008), (401, 50027), (503, 0)],
+                         ids=["message-deleted", "token-expired", "discord-5xx"])
+async def test_a_failed_progress_edit_keeps_the_slot_until_the_ingest_ends(
+    make_harness, course, embedder, status, code
+):
+    (course.settings.materials_dir / "zorblax.md").write_bytes(NOTES)
+    gated = GatedEmbedder(embedder)
+    harness = await make_harness(dataclasses.replace(course, embedder=gated))
+    harness.bot.reingester.progress_interval_s = 0.05
+    harness.fake.faults.append(Fault("PATCH", r"/webhooks/\d+/[^/]+/messages/@original",
+                                     status, code, when=progress_edit))
+    first = harness.command("reingest", INSTRUCTOR)
+    await until(lambda: gated.entered.is_set() and any(
+        r.status == status for r in harness.for_token(first)))
+    notes = attachment("more notes.md", len(NOTES))
+    harness.fake.cdn[notes["url"]] = NOTES
+    upload = harness.command("upload", INSTRUCTOR, _attachment=notes)
+    second = harness.command("reingest", INSTRUCTOR)
+    await until(lambda: harness.for_token(upload) and harness.for_token(second))
+    for token in (upload, second):
+        assert "already running" in callback(harness, token).payload["data"]["content"]
+    gated.gate.set()
+    await harness.settle()
+    assert harness.bot.reingester.running is False
+    summary = harness.for_token(first)[-1].payload["embeds"][0]
+    assert summary["fields"][0]["value"] == "zorblax.md"
+    assert course.retriever.search("What is Zorblax attention?", 1)[0].chunk.source == "zorblax.md"
+    assert_consistent(course)
