@@ -203,7 +203,7 @@ def _ingest_process(root: Path, data_dir: Path) -> subprocess.Popen:
         STUDY_ASSISTANT_INGEST__GROUP_CHUNKS="16",
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "rag", "ingest", str(root), "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "cli", "ingest", str(root), "--data-dir", str(data_dir)],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
