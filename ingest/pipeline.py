@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import multiprocessing
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from ingest.chunking import chunk_document
-from ingest.loaders import PdfLimits, SkipFile, load_document, open_regular, printable
+from ingest.loaders import SkipFile, open_regular, printable
+from ingest.parse_worker import ParseWorker, chunks_of, parse_outcome
 from rag.config import IngestSettings
 from rag.index.chroma_store import ChromaStore, ManifestEntry
 from rag.index.documents import Chunk
@@ -30,7 +30,8 @@ from rag.index.documents import Chunk
 # Bump when cleaning or chunking changes in a way that should re-process every file.
 PIPELINE_VERSION = "3"
 _HASH_BLOCK = 1 << 20
-_PARSER_NICENESS = 10
+# Files the worker may parse ahead of the embedder.
+_PARSE_AHEAD = 4
 
 
 class DocumentEmbedder(Protocol):
@@ -267,26 +268,8 @@ def make_plan(
 
 
 def build_chunks(f: SourceFile, settings: IngestSettings) -> list[Chunk]:
-    """Load, clean and chunk one file (raises SkipFile)."""
-    limits = PdfLimits(settings.max_pdf_pages, settings.max_text_chars)
-    doc = load_document(f.path, f.root, int(settings.max_file_mb * 1024 * 1024), limits)
-    chunks = chunk_document(
-        doc, settings.chunk_chars, settings.chunk_overlap, settings.min_chunk_chars
-    )
-    if not chunks:
-        raise SkipFile("no indexable text after cleaning")
-    return _dedupe(chunks)
-
-
-def _dedupe(chunks: list[Chunk]) -> list[Chunk]:
-    """Drop exact repeats (same id) within a file; they would collide in the store."""
-    seen: set[str] = set()
-    out = []
-    for c in chunks:
-        if c.id not in seen:
-            seen.add(c.id)
-            out.append(c)
-    return out
+    """Load, clean and chunk one file in this process (raises SkipFile)."""
+    return chunks_of(f.path, f.root, settings)
 
 
 def run_ingest(
@@ -343,38 +326,62 @@ def _groups(
         yield group
 
 
-def _parse(f: SourceFile, settings: IngestSettings) -> list[Chunk] | SkipFile:
-    try:
-        return build_chunks(f, settings)
-    except SkipFile as exc:
-        return exc
-
-
 def _parsed(
     files: list[SourceFile], settings: IngestSettings
 ) -> Iterator[tuple[SourceFile, list[Chunk] | SkipFile]]:
-    """Parse files in order; with several, a worker process parses ahead while we embed.
+    """Parse files in order: PDFs, and any run of several files, in a worker process.
 
-    PDF text extraction is pure Python and, for a paper, takes as long as embedding it; doing
-    it in another process hides most of it behind the embedding work.
+    The worker bounds each file's CPU time and memory (ingest/parse_worker.py), and parses
+    ahead while this process embeds: PDF text extraction is pure Python and, for a paper,
+    takes as long as embedding it. A single text file is parsed here, cheaply.
     """
-    if len(files) < 2:
+    if len(files) < 2 and not any(f.path.suffix.lower() == ".pdf" for f in files):
         for f in files:
-            yield f, _parse(f, settings)
+            yield f, parse_outcome(f.path, f.root, settings)
         return
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        max_workers=1, mp_context=context, initializer=_lower_priority
-    ) as pool:
-        outcomes = pool.map(_parse, files, [settings] * len(files))
-        yield from zip(files, outcomes, strict=True)
+    with ParseWorker(settings) as worker:
+        yield from _parse_ahead(files, worker)
 
 
-def _lower_priority() -> None:
-    """Let the embedder win contended cores: it is the bottleneck, parsing only has to keep
-    ahead of it, and torch's threads lose more than their share when preempted mid-batch."""
-    with contextlib.suppress(OSError):
-        os.nice(_PARSER_NICENESS)
+def _parse_ahead(
+    files: list[SourceFile], worker: ParseWorker
+) -> Iterator[tuple[SourceFile, list[Chunk] | SkipFile]]:
+    """Yield each file's outcome while a thread keeps the worker busy on the next ones."""
+    ready: queue.Queue[tuple[SourceFile, list[Chunk] | SkipFile] | Exception] = queue.Queue(
+        _PARSE_AHEAD
+    )
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for f in files:
+                outcome = worker.parse(f.path, f.root)
+                if not _offer(ready, (f, outcome), stop):
+                    return
+        except Exception as exc:  # handed to the consumer, which raises it
+            _offer(ready, exc, stop)
+
+    thread = threading.Thread(target=produce, name="parse-ahead", daemon=True)
+    thread.start()
+    try:
+        for _ in files:
+            item = ready.get()
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.shutdown()  # stops a file being parsed for nothing
+        thread.join()
+
+
+def _offer(ready: queue.Queue, item: object, stop: threading.Event) -> bool:
+    """Put `item` on the queue unless the consumer has stopped; whether it was put."""
+    while not stop.is_set():
+        with contextlib.suppress(queue.Full):
+            ready.put(item, timeout=0.2)
+            return True
+    return False
 
 
 def _index_group(

@@ -71,3 +71,9 @@ def many_pages_pdf(pages: int, lines: int = 3) -> bytes:
 def heavy_page_pdf(lines: int) -> bytes:
     """One page with a very long content stream: seconds of parsing for a few kilobytes."""
     return pdf_file([0], [text_operators(lines)])
+
+
+def padded_pdf(megabytes: int) -> bytes:
+    """One line of text, then megabytes of blanks: tiny on disk, large once decompressed."""
+    content = b"BT /F1 12 Tf 72 700 Td (attention) Tj ET " + b" " * (megabytes << 20)
+    return pdf_file([0], [content])
