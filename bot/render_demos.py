@@ -30,6 +30,7 @@ FENCE = "```"
 DEFUSED_FENCE = "`\u200b``"  # a zero-width space keeps user text from closing a code block
 BLOCK_CHARS = 1900  # one code block in a description: two blocks and text stay under 4,096
 STEPS_CHARS = 3000  # the step table's embed, beside a first embed of at most ~1,600
+VIEW_CHARS = 1400  # each table when three next-token embeds share the 6,000 total
 CHECK_COLOUR = discord.Colour.dark_gold()
 ICONS = {SUPPORTED: "✅", CONTRADICTED: "❌"}
 PAGE_CHARS = 3900  # under the 4,096 of a description
@@ -66,28 +67,49 @@ def quoted(text: str, limit: int = 300) -> str:
 
 
 def next_token_embeds(result: nexttoken_demo.NextTokenResult) -> list[discord.Embed]:
-    """The top-k table (and the chart), then the step-by-step table when there are steps."""
+    """The top-k table (and the chart); the chat-template view beside the raw one when asked
+    for; then the step-by-step table when there are steps. Together within 6,000 characters."""
     req = result.request
     footer = f"{result.model} · {result.seconds:.1f} s"
     if result.unavailable:
         return [_embed(f"Next token · {result.model}", result.unavailable, footer)]
-    table = table_block(nexttoken_demo.top_table(result))
-    lines = [f"**Prompt:** {quoted(req.prompt)}", table]
+    chat = result.chat_view
+    table = table_block(nexttoken_demo.top_table(result), VIEW_CHARS if chat else BLOCK_CHARS)
+    lines = [f"**Prompt:** {quoted(req.prompt)} (raw text, no chat template)", table]
     if result.entropy_bits is not None and result.entropy_at_1_bits is not None:
         lines.append(f"Entropy {result.entropy_bits:.2f} bits at T={req.temperature or 1:g}, "
                      f"{result.entropy_at_1_bits:.2f} bits at T=1.")
     if not result.exact:
         lines.append("The server returns only its top tokens: p(T) is renormalised over them.")
-    first = _embed(f"Next token · {result.model}", "\n".join(lines), footer)
-    if req.steps == 1:
-        return [first]
-    more = "…" if result.continues_prompt else ""  # a base model continues the prompt
-    texts = [f"**Greedy:** {more}{quoted(result.greedy_text, 350)}"]
+    embeds = [_embed(f"Next token · {result.model}", "\n".join(lines), footer)]
+    if chat is not None:
+        embeds.append(chat_view_embed(result, chat, footer))
+    if req.steps > 1:
+        embeds.append(steps_embed(result, VIEW_CHARS if chat else STEPS_CHARS, footer))
+    return embeds
+
+
+def chat_view_embed(
+    result: nexttoken_demo.NextTokenResult, chat: nexttoken_demo.NextTokenResult, footer: str
+) -> discord.Embed:
+    """The raw and chat-template distributions side by side, and why they differ."""
+    if chat.unavailable:
+        return _embed("Under the chat template", quoted(chat.unavailable, 600), footer)
+    table = table_block(nexttoken_demo.views_table(result), VIEW_CHARS)
+    text = (f"{table}\n{quoted(result.why, 500)}\n"
+            f"**Greedy reply under the template:** {quoted(chat.greedy_text, 300)}")
+    return _embed("Raw text vs chat template (p at T=1)", text, footer)
+
+
+def steps_embed(result: nexttoken_demo.NextTokenResult, limit: int, footer: str) -> discord.Embed:
+    """Each generated token of the raw continuation, greedy beside sampled."""
+    req = result.request
+    texts = [f"**Greedy:** …{quoted(result.greedy_text, 350)}"]
     if result.sampled:
         texts.append(f"**Sampled** (T={req.temperature:g}, seed {req.seed}): "
-                     f"{more}{quoted(result.sampled_text, 350)}")
-    steps = table_block(nexttoken_demo.steps_table(result), STEPS_CHARS)
-    return [first, _embed("One token at a time", "\n".join([steps, *texts]), footer)]
+                     f"…{quoted(result.sampled_text, 350)}")
+    steps = table_block(nexttoken_demo.steps_table(result), limit)
+    return _embed("One token at a time", "\n".join([steps, *texts]), footer)
 
 
 def tokenize_embed(result: tokenize_demo.TokenizeResult) -> discord.Embed:

@@ -98,14 +98,18 @@ def nexttoken_command(
     ] = 1.0,
     steps: Annotated[int, typer.Option("--steps", help="Tokens to generate (1-32)")] = 1,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sampled run")] = 0,
+    chat: Annotated[
+        bool, typer.Option("--chat", help="Also show the distribution under the chat template")
+    ] = False,
     model: Model = None,
     png: Png = None,
     as_json: AsJson = False,
     data_dir: DataDir = None,
 ) -> None:
-    """The most likely next tokens and their probabilities; greedy vs sampled generation."""
+    """The most likely next tokens of the raw text and their probabilities; greedy vs sampled."""
     with reported():
-        request = nexttoken_demo.NextTokenRequest.checked(prompt, top_k, temperature, steps, seed)
+        request = nexttoken_demo.NextTokenRequest.checked(
+            prompt, top_k, temperature, steps, seed, chat)
         chat = pick_model(demo_registry(data_dir), model)
         result = asyncio.run(nexttoken_demo.next_token(chat, request))
     if png is not None and result.top:
@@ -122,7 +126,8 @@ def print_next_token(result: NextTokenResult) -> None:
         say(result.unavailable)
         return
     req = result.request
-    show(f"Next token after {req.prompt!r} · {result.model}", nexttoken_demo.top_table(result))
+    show(f"Next token after {req.prompt!r} · {result.model} · raw text",
+         nexttoken_demo.top_table(result))
     if result.entropy_bits is not None and result.entropy_at_1_bits is not None:
         say(f"entropy: {result.entropy_bits:.2f} bits at T={req.temperature or 1:g}, "
             f"{result.entropy_at_1_bits:.2f} bits at T=1")
@@ -135,7 +140,20 @@ def print_next_token(result: NextTokenResult) -> None:
     say(f"greedy:  {shown}{result.greedy_text}")
     if result.sampled:
         say(f"sampled: {shown}{result.sampled_text}")
+    if result.chat_view is not None:
+        print_chat_view(result, result.chat_view)
     say(f"[{result.model} · {result.seconds:.1f} s]")
+
+
+def print_chat_view(result: NextTokenResult, chat: NextTokenResult) -> None:
+    """The raw and chat-template distributions side by side, and why they differ."""
+    if chat.unavailable:
+        say(chat.unavailable)
+        return
+    show(f"Raw text beside the chat template · {result.model} (p at T=1)",
+         nexttoken_demo.views_table(result))
+    say(result.why)
+    say(f"greedy under the chat template: {chat.greedy_text}")
 
 
 def tokenize_command(

@@ -92,6 +92,7 @@ class DemoCog(commands.Cog):
         temperature="0 = greedy; higher flattens the distribution (up to 5)",
         steps=f"Generate this many tokens one at a time (1–{nexttoken_demo.MAX_STEPS})",
         model="Which model (default: the bot's)",
+        chat="Also show an instruct model's distribution under its chat template",
     )
     @app_commands.autocomplete(model=any_model)
     @students_only
@@ -103,12 +104,16 @@ class DemoCog(commands.Cog):
         temperature: app_commands.Range[float, 0.0, nexttoken_demo.MAX_TEMPERATURE] = 1.0,
         steps: app_commands.Range[int, 1, nexttoken_demo.MAX_STEPS] = 1,
         model: str | None = None,
+        chat: bool = False,
     ) -> None:
-        """Top-k next tokens at a temperature; greedy vs sampled steps."""
-        request = nexttoken_demo.NextTokenRequest.checked(prompt, top_k, temperature, steps)
-        chat = pick_model(self.bot.services.models, model)
-        await start(interaction, f"**{chat.name}** is computing its next-token distribution…")
-        result = await nexttoken_demo.next_token(chat, request)
+        """Top-k next tokens of the raw prompt at a temperature; greedy vs sampled steps."""
+        request = nexttoken_demo.NextTokenRequest.checked(
+            prompt, top_k, temperature, steps, chat=chat)
+        chat_model = pick_model(self.bot.services.models, model)
+        nexttoken_demo.check_chat_option(chat_model, request)
+        await start(interaction,
+                    f"**{chat_model.name}** is computing its next-token distribution…")
+        result = await nexttoken_demo.next_token(chat_model, request)
         png = await asyncio.to_thread(plots.next_token_chart, result) if result.top else None
         await finish(interaction, next_token_embeds(result), png, "nexttoken.png")
 

@@ -1,5 +1,9 @@
 """Next-token probabilities: the top k at a temperature, and generation one token at a time.
 
+Every model sees the raw prompt: next-token prediction is about continuing text. With `chat`,
+an instruct model's distribution under its chat template is shown beside the raw one: there
+the prompt is a user's message and the model predicts the first token of its reply.
+
 Local models give the full distribution from their logits (softmax(logits / T)); an
 OpenAI-compatible server gives what its `top_logprobs` return (vLLM: up to 20), or nothing,
 which the result says plainly. Probabilities are the model's own: no repetition penalty.
@@ -11,13 +15,13 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from rag.demos.common import DemoInputError, Table, check_range, check_text, percent, visible
-from rag.llm.base import ChatModel, PromptTooLong
+from rag.llm.base import BackendRejected, ChatModel, PromptTooLong
 from rag.llm.local import LoadedModel, LocalChatModel
-from rag.llm.openai_compat import OpenAIChatModel, PositionLogprobs
+from rag.llm.openai_compat import LogprobsResult, OpenAIChatModel, PositionLogprobs
 
 if TYPE_CHECKING:
     import torch
@@ -38,17 +42,19 @@ class NextTokenRequest:
     temperature: float = 1.0
     steps: int = 1
     seed: int = 0
+    chat: bool = False  # also show the distribution under the model's chat template
 
     @classmethod
     def checked(
-        cls, prompt: str, top_k: int = 10, temperature: float = 1.0, steps: int = 1, seed: int = 0
+        cls, prompt: str, top_k: int = 10, temperature: float = 1.0, steps: int = 1,
+        seed: int = 0, chat: bool = False,
     ) -> NextTokenRequest:
         """Validate the parameters, or raise `DemoInputError` saying which one is wrong."""
         check_text(prompt, "prompt", MAX_PROMPT_CHARS)
         check_range(top_k, "top_k", 1, MAX_TOP_K)
         check_range(temperature, "temperature", 0.0, MAX_TEMPERATURE)
         check_range(steps, "steps", 1, MAX_STEPS)
-        return cls(prompt, int(top_k), float(temperature), int(steps), int(seed))
+        return cls(prompt, int(top_k), float(temperature), int(steps), int(seed), bool(chat))
 
     @property
     def greedy(self) -> bool:
@@ -89,8 +95,15 @@ class NextTokenResult:
     entropy_at_1_bits: float | None
     exact: bool  # True: the full distribution; False: renormalised over the server's top-N
     seconds: float
-    continues_prompt: bool = False  # True: a base model continues the prompt's text itself
+    continues_prompt: bool = True  # False: under the chat template, a reply starts afresh
     unavailable: str | None = None  # why there are no probabilities at all
+    chat_view: NextTokenResult | None = None  # the same model under its chat template (`chat`)
+    why: str = ""  # one line on why the raw and chat-template distributions differ
+
+    @property
+    def view(self) -> str:
+        """How the model saw the prompt: `raw text` or `chat template`."""
+        return "raw text" if self.continues_prompt else "chat template"
 
     @property
     def greedy_choice(self) -> Candidate | None:
@@ -99,30 +112,66 @@ class NextTokenResult:
 
 
 async def next_token(chat: ChatModel, request: NextTokenRequest) -> NextTokenResult:
-    """Run the demo on a local model (full logits) or an OpenAI-compatible server."""
+    """The raw-prompt demo, and with `request.chat` the chat-template view beside it."""
+    check_chat_option(chat, request)
+    raw = await _one_view(chat, request, template=False)
+    if not request.chat:
+        return raw
+    templated = await _one_view(chat, request, template=True)
+    return replace(raw, chat_view=templated, why=why_they_differ(raw, templated))
+
+
+async def _one_view(chat: ChatModel, request: NextTokenRequest, template: bool) -> NextTokenResult:
     if isinstance(chat, LocalChatModel):
         await chat.load()
-        return await asyncio.to_thread(local_next_token, chat, request)
+        return await asyncio.to_thread(local_next_token, chat, request, template)
     if isinstance(chat, OpenAIChatModel):
-        return await served_next_token(chat, request)
+        return await served_next_token(chat, request, template)
     raise DemoInputError(f"Model '{chat.name}' cannot show token probabilities.")
 
 
+def check_chat_option(chat: ChatModel, request: NextTokenRequest) -> None:
+    """The `chat` option needs a model with a chat template (an instruct model)."""
+    if request.chat and not getattr(getattr(chat, "spec", None), "chat_template", True):
+        raise DemoInputError(
+            f"'{chat.name}' is a base model: it has no chat template, so the chat option cannot "
+            "show one. Try it on an instruct model such as smollm2."
+        )
+
+
+def why_they_differ(raw: NextTokenResult, templated: NextTokenResult) -> str:
+    """One line on what the chat template changes, with each view's most likely token."""
+    def top(result: NextTokenResult) -> str:
+        c = result.greedy_choice
+        return f"{visible(c.text)} {percent(c.prob_at_1)}" if c else "no probabilities"
+
+    return (f"Raw, the model continues your text ({top(raw)}); under the chat template your "
+            f"text is a user's message and it predicts how its reply begins ({top(templated)}).")
+
+
 def messages_for(prompt: str) -> list[dict[str, str]]:
-    """The prompt as a one-message conversation (plain text for base models)."""
+    """The prompt as a one-message conversation (for the chat-template view)."""
     return [{"role": "user", "content": prompt}]
+
+
+def raw_inputs(loaded: LoadedModel, prompt: str) -> Any:
+    """The prompt's tokens as the text itself, no chat template (the tokenizer's BOS, if any)."""
+    return loaded.tokenizer(prompt, return_tensors="pt")
 
 
 # -- local models: the full distribution -------------------------------------------------------
 
 
-def local_next_token(chat: LocalChatModel, request: NextTokenRequest) -> NextTokenResult:
-    """The demo on an in-process model (blocking: call it in a worker thread)."""
+def local_next_token(
+    chat: LocalChatModel, request: NextTokenRequest, template: bool = False
+) -> NextTokenResult:
+    """The demo on an in-process model, raw or templated (blocking: run it in a thread)."""
     import torch
 
     started = time.perf_counter()
     loaded = chat.loaded()
-    inputs = chat.encode(messages_for(request.prompt))
+    prompt = request.prompt
+    inputs = chat.encode(messages_for(prompt)) if template else raw_inputs(loaded, prompt)
     _check_fits(chat, int(inputs["input_ids"].shape[-1]), request.steps)
     with loaded.generate_lock, torch.inference_mode():
         greedy_walk = walk(loaded, inputs, request.steps, pick_greedy)
@@ -145,7 +194,7 @@ def local_next_token(chat: LocalChatModel, request: NextTokenRequest) -> NextTok
         entropy_at_1_bits=entropy_bits(first, 1.0),
         exact=True,
         seconds=time.perf_counter() - started,
-        continues_prompt=not chat.spec.chat_template,
+        continues_prompt=not template,
     )
 
 
@@ -250,22 +299,33 @@ def _eos_ids(loaded: LoadedModel) -> set[int]:
 # -- OpenAI-compatible servers: what top_logprobs return -----------------------------------
 
 
-async def served_next_token(chat: OpenAIChatModel, request: NextTokenRequest) -> NextTokenResult:
-    """The demo on a server: one greedy and (at T > 0) one seeded sampled request."""
+async def served_next_token(
+    chat: OpenAIChatModel, request: NextTokenRequest, template: bool = False
+) -> NextTokenResult:
+    """The demo on a server: one greedy and (at T > 0) one seeded sampled request.
+
+    The raw prompt goes to `/completions`, the chat-template view to `/chat/completions`.
+    """
     started = time.perf_counter()
-    messages = messages_for(request.prompt)
-    greedy = await chat.token_logprobs(
-        messages, max_tokens=request.steps, temperature=0.0, top_logprobs=request.top_k
-    )
+
+    async def ask(temperature: float, seed: int | None = None) -> LogprobsResult:
+        if template:
+            return await chat.token_logprobs(
+                messages_for(request.prompt), max_tokens=request.steps,
+                temperature=temperature, top_logprobs=request.top_k, seed=seed)
+        return await chat.text_logprobs(
+            request.prompt, max_tokens=request.steps, temperature=temperature,
+            top_logprobs=request.top_k, seed=seed)
+
+    try:
+        greedy = await ask(0.0)
+    except BackendRejected as exc:
+        if template or exc.status not in (404, 405):
+            raise
+        greedy = LogprobsResult("", ())  # no raw-text endpoint: said plainly below
     sampled = None
     if not request.greedy and greedy.positions:
-        sampled = await chat.token_logprobs(
-            messages,
-            max_tokens=request.steps,
-            temperature=request.temperature,
-            top_logprobs=request.top_k,
-            seed=request.seed,
-        )
+        sampled = await ask(request.temperature, request.seed)
     t = request.temperature or 1.0
     return NextTokenResult(
         model=chat.name,
@@ -279,15 +339,17 @@ async def served_next_token(chat: OpenAIChatModel, request: NextTokenRequest) ->
         entropy_at_1_bits=None,
         exact=False,
         seconds=time.perf_counter() - started,
-        unavailable=None if greedy.positions else no_logprobs_message(chat.name),
+        continues_prompt=not template,
+        unavailable=None if greedy.positions else no_logprobs_message(chat.name, template),
     )
 
 
-def no_logprobs_message(name: str) -> str:
+def no_logprobs_message(name: str, template: bool = False) -> str:
     """What the demo says when a server returns no log-probabilities."""
+    endpoint = "/chat/completions" if template else "/completions (raw text)"
     return (
-        f"The server behind '{name}' returned no token probabilities (logprobs), so this demo "
-        "cannot show them for it. vLLM returns them; a local model always can."
+        f"The server behind '{name}' returned no token probabilities (logprobs) from {endpoint}, "
+        "so this demo cannot show them for it. vLLM returns them; a local model always can."
     )
 
 
@@ -327,6 +389,20 @@ def top_table(result: NextTokenResult) -> Table:
         mark = "← greedy" if rank == 1 else ""
         rows.append((str(rank), visible(c.text), *probs, mark))
     return header, rows
+
+
+def views_table(result: NextTokenResult) -> Table:
+    """The raw-text top-k beside the chat-template top-k (probabilities at T = 1)."""
+    chat = result.chat_view
+    raw_rows, chat_rows = list(result.top), list(chat.top) if chat else []
+    rows = []
+    for rank in range(max(len(raw_rows), len(chat_rows))):
+        cells: tuple[str, ...] = (str(rank + 1),)
+        for column in (raw_rows, chat_rows):
+            c = column[rank] if rank < len(column) else None
+            cells += (visible(c.text), percent(c.prob_at_1)) if c else ("", "")
+        rows.append(cells)
+    return ("#", "raw text", "p", "chat template", "p"), rows
 
 
 def steps_table(result: NextTokenResult) -> Table:

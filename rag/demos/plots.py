@@ -15,6 +15,7 @@ from rag.demos.common import visible
 from rag.demos.nexttoken import NextTokenResult
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 DPI = 100
@@ -37,13 +38,28 @@ def next_token_chart(result: NextTokenResult) -> bytes:
 
 
 def next_token_figure(result: NextTokenResult) -> Figure:
-    """Horizontal bars of the top-k next tokens at T and at 1, the greedy choice in red."""
+    """Bars of the top-k next tokens (at T and at 1, greedy choice in red); with the chat
+    option, the chat-template view in a second panel beside the raw one."""
     from matplotlib.figure import Figure
 
+    views = [result] if result.chat_view is None else [result, result.chat_view]
+    rows = max(len(v.top) for v in views)
+    fig = Figure(figsize=(8 if len(views) == 1 else 10, 1.6 + 0.32 * max(rows, 3)), dpi=DPI,
+                 layout="constrained")
+    axes = fig.subplots(1, len(views), squeeze=False)[0]
+    for ax, view in zip(axes, views, strict=True):
+        _draw_bars(ax, view)
+        ax.set_title(view.view if len(views) > 1 else "", fontsize=10)
+    prompt = result.request.prompt.strip()
+    short = prompt if len(prompt) <= TITLE_CHARS else "…" + prompt[-(TITLE_CHARS - 1):]
+    plain = " ".join(short.split()).replace("$", r"\$")
+    fig.suptitle(f"Next token after “{plain}”\nmodel: {result.model}")
+    return fig
+
+
+def _draw_bars(ax: Axes, result: NextTokenResult) -> None:
     top = list(result.top)
     t = result.request.temperature
-    fig = Figure(figsize=(8, 1.6 + 0.32 * max(len(top), 3)), dpi=DPI, layout="constrained")
-    ax = fig.subplots()
     rows = list(range(len(top)))[::-1]  # most likely at the top
     side_by_side = 0 < t != 1.0
     height = 0.4 if side_by_side else 0.7
@@ -60,11 +76,6 @@ def next_token_figure(result: NextTokenResult) -> Figure:
     ax.set_ylabel("next token")
     ax.set_xlim(0, min(1.0, max([*at_t, *(c.prob_at_1 for c in top), 0.01]) * 1.15))
     ax.legend(loc="lower right")
-    prompt = result.request.prompt.strip()
-    short = prompt if len(prompt) <= TITLE_CHARS else "…" + prompt[-(TITLE_CHARS - 1):]
-    plain = " ".join(short.split()).replace("$", r"\$")
-    ax.set_title(f"Next token after “{plain}”\nmodel: {result.model}")
-    return fig
 
 
 def attention_heatmap(result: AttentionResult) -> bytes:

@@ -1,6 +1,7 @@
 """Chat models behind any OpenAI-compatible server (vLLM in production, `transformers serve`).
 
-Streams `POST {base_url}/chat/completions` as server-sent events. Connection failures and
+Streams `POST {base_url}/chat/completions` as server-sent events (the next-token demo also
+uses the plain-text `POST {base_url}/completions`, to see a raw prompt). Connection failures and
 5xx/429 answers are retried with exponential backoff, but only until the first piece of text
 has reached the caller: after that a retry would repeat output, so errors are raised instead.
 """
@@ -147,6 +148,25 @@ class OpenAIChatModel:
             body["seed"] = seed
         return self._parse_logprobs(await self._post_json(body))
 
+    async def text_logprobs(
+        self,
+        prompt: str,
+        *,
+        max_tokens: int,
+        temperature: float,
+        top_logprobs: int,
+        seed: int | None = None,
+    ) -> LogprobsResult:
+        """Continue a raw text (no chat template) through `/completions`, with logprobs."""
+        body: dict[str, Any] = {
+            "model": self.spec.model, "prompt": prompt, "max_tokens": max_tokens,
+            "temperature": temperature, "logprobs": top_logprobs, "stream": False,
+        }
+        if seed is not None:
+            body["seed"] = seed
+        url = self.url.removesuffix("/chat/completions") + "/completions"
+        return self._parse_text_logprobs(await self._post_json(body, url), url)
+
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""
         if self._client is not None:
@@ -257,7 +277,7 @@ class OpenAIChatModel:
         if response.status_code < 400:
             return
         detail = (await response.aread()).decode("utf-8", errors="replace")[:300]
-        message = f"{self.url} answered HTTP {response.status_code}: {detail}"
+        message = f"{response.request.url} answered HTTP {response.status_code}: {detail}"
         if response.status_code == 429 or response.status_code >= 500:
             raise _Retryable(BackendUnavailable(message))
         raise BackendRejected(message, response.status_code)
@@ -282,22 +302,22 @@ class OpenAIChatModel:
         if not finished:
             raise BackendProtocolError(f"The stream from {self.url} ended before the answer did.")
 
-    async def _post_json(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def _post_json(self, body: dict[str, Any], url: str | None = None) -> dict[str, Any]:
         """POST a non-streaming request, retrying connection failures, 5xx and 429."""
         attempt = 0
         while True:
             try:
-                return await self._post_once(body)
+                return await self._post_once(body, url or self.url)
             except _Retryable as retryable:
                 if attempt >= self._settings.max_retries:
                     raise retryable.error from retryable.__cause__
             await asyncio.sleep(self._settings.retry_backoff_s * 2**attempt)
             attempt += 1
 
-    async def _post_once(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def _post_once(self, body: dict[str, Any], url: str) -> dict[str, Any]:
         headers = {**self._headers(), "Accept": "application/json"}
         try:
-            response = await self._http().post(self.url, json=body, headers=headers)
+            response = await self._http().post(url, json=body, headers=headers)
         except httpx.TransportError as exc:
             raise self._transport_error(exc) from exc
         await self._check_status(response)
@@ -314,6 +334,27 @@ class OpenAIChatModel:
                 f"{self.url} sent logprobs in an unexpected shape: {str(data)[:200]}"
             ) from exc
         return LogprobsResult(text, positions)
+
+    def _parse_text_logprobs(self, data: dict[str, Any], url: str) -> LogprobsResult:
+        """The legacy completions shape: parallel `tokens`, `token_logprobs`, `top_logprobs`."""
+        try:
+            choice = data["choices"][0]
+            logprobs = choice.get("logprobs") or {}
+            tokens = logprobs.get("tokens") or []
+            chosen = logprobs.get("token_logprobs") or []
+            tops = logprobs.get("top_logprobs") or [{}] * len(tokens)
+            positions = tuple(
+                PositionLogprobs(
+                    TokenLogprob(str(token), float(lp)),
+                    tuple(TokenLogprob(str(t), float(v)) for t, v in (top or {}).items()),
+                )
+                for token, lp, top in zip(tokens, chosen, tops, strict=True)
+            )
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise BackendProtocolError(
+                f"{url} sent logprobs in an unexpected shape: {str(data)[:200]}"
+            ) from exc
+        return LogprobsResult(str(choice.get("text") or ""), positions)
 
     def _parse_chunk(self, data: str) -> dict[str, Any]:
         try:

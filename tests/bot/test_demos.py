@@ -4,6 +4,7 @@ real local models; charts are read back from what the bot uploaded."""
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 import pytest
@@ -109,6 +110,25 @@ async def test_nexttoken_defers_shows_progress_and_attaches_a_chart(make_harness
     assert_safe(harness)
 
 
+async def test_nexttoken_chat_shows_the_template_view_beside_the_raw_one(
+    make_harness, demo_services
+):
+    harness = await make_harness(demo_services)
+    files = uploads(harness)
+    token = command(harness, "nexttoken", prompt="The capital of France is", top_k=20,
+                    temperature=0.0, steps=32, chat=True)
+    await harness.settle()
+    first, views, steps = harness.for_token(token)[-1].payload["embeds"]
+    assert "(raw text, no chat template)" in first["description"]
+    assert re.search(r"^1 +␣Paris ", first["description"], re.MULTILINE)  # ranked first
+    assert views["title"] == "Raw text vs chat template (p at T=1)"
+    assert "continues your text (␣Paris" in views["description"]
+    assert steps["title"] == "One token at a time"
+    (name, png), = files
+    check_png(png)
+    assert_safe(harness)  # three embeds, 20 candidates and 32 steps within Discord's limits
+
+
 async def test_attention_attaches_a_heatmap_and_names_the_model(make_harness, demo_services):
     harness = await make_harness(demo_services)
     files = uploads(harness)
@@ -153,9 +173,10 @@ async def test_fewshot_shows_both_answers_side_by_side(make_harness, demo_servic
     [("nexttoken", {"prompt": "Hi", "top_k": 0}, "top_k must be between 1 and 20 (got 0)"),
      ("nexttoken", {"prompt": "Hi", "temperature": 9.5}, "temperature must be between 0 and 5"),
      ("nexttoken", {"prompt": "Hi", "model": "nope"}, "Unknown model 'nope'"),
+     ("nexttoken", {"prompt": "Hi", "model": "gemma3-base", "chat": True}, "is a base model"),
      ("fewshot", {"task": "t", "examples": "a -> b", "input": "x"}, "has no `=>`"),
      ("tokenize", {"text": "x" * 501}, "the limit is 500")],
-    ids=["top_k", "temperature", "unknown-model", "bad-examples", "long-text"],
+    ids=["top_k", "temperature", "unknown-model", "chat-on-base", "bad-examples", "long-text"],
 )
 async def test_bad_input_gets_a_private_reply_before_any_work(
     make_harness, demo_services, name, options, says

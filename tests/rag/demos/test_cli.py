@@ -31,12 +31,14 @@ def test_nexttoken_prints_plain_tables_and_writes_the_chart(llm_cache_dir, smoll
     png = tmp_path / "out.png"
     result = runner.invoke(app, [
         "demo", "nexttoken", "The capital of France is", "--top-k", "3", "--steps", "2",
-        "--temperature", "0.8", "--model", "smollm2", "--png", str(png),
+        "--temperature", "0.8", "--model", "smollm2", "--png", str(png), "--chat",
         "--data-dir", str(llm_cache_dir),
     ])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert any(line.startswith("1 ") and line.endswith("← greedy") for line in lines)
+    assert any(line.startswith("1  ␣Paris") and line.endswith("← greedy") for line in lines)
+    assert "Raw text beside the chat template" in result.stdout
+    assert any(line.startswith("Raw, the model continues your text (␣Paris") for line in lines)
     assert "p(T=0.8)" in result.stdout and "sampled (seed 0)" in result.stdout
     assert any(line.startswith("greedy:  ") for line in lines)
     assert Image.open(io.BytesIO(png.read_bytes())).format == "PNG"

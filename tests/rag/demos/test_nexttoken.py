@@ -6,10 +6,11 @@ import io
 import math
 
 import pytest
+import torch
 from PIL import Image
 
 from rag.demos import plots
-from rag.demos.common import DemoInputError, pick_model
+from rag.demos.common import DemoInputError, percent, pick_model, visible
 from rag.demos.nexttoken import (
     MAX_PROMPT_CHARS,
     NextTokenRequest,
@@ -18,6 +19,7 @@ from rag.demos.nexttoken import (
     next_token,
     steps_table,
     top_table,
+    views_table,
 )
 from rag.llm.local import LocalChatModel
 
@@ -25,8 +27,39 @@ PROMPT = "The capital of France is"
 EPSILON = 1e-5
 
 
-async def run(chat: LocalChatModel, **params) -> NextTokenResult:
-    return await next_token(chat, NextTokenRequest.checked(PROMPT, **params))
+async def run(model: LocalChatModel, **params) -> NextTokenResult:
+    return await next_token(model, NextTokenRequest.checked(PROMPT, **params))
+
+
+async def test_the_default_model_continues_the_course_example_with_paris(smollm2):
+    result = await run(smollm2, top_k=5, temperature=1.0)
+    best = result.top[0]
+    assert best.text == " Paris" and best.prob_at_1 > 0.5, result.top  # measured: 77.3%
+    header, rows = top_table(result)
+    assert rows[0][:3] == ("1", "␣Paris", percent(best.prob_at_1)) and rows[0][-1] == "← greedy"
+    assert result.chat_view is None and result.why == ""
+
+
+async def test_the_chat_option_shows_the_template_view_beside_the_raw_one(smollm2):
+    result = await run(smollm2, top_k=5, temperature=0, steps=2, chat=True)
+    chat = result.chat_view
+    assert chat is not None and not chat.continues_prompt and chat.view == "chat template"
+    loaded = smollm2.loaded()
+    templated = smollm2.encode(messages_for(PROMPT))["input_ids"]
+    with torch.inference_mode():
+        logits = loaded.model(input_ids=templated).logits[0, -1]
+    assert chat.top[0].token_id == int(logits.argmax()) != result.top[0].token_id
+    assert len(chat.greedy) == 2 and chat.greedy_text
+    header, rows = views_table(result)
+    assert header == ("#", "raw text", "p", "chat template", "p") and len(rows) == 5
+    assert rows[0][1:] == ("␣Paris", percent(result.top[0].prob_at_1),
+                           visible(chat.top[0].text), percent(chat.top[0].prob_at_1))
+    assert "continues your text (␣Paris" in result.why and "how its reply begins" in result.why
+
+
+async def test_the_chat_option_on_a_base_model_is_a_clear_error(gemma3):
+    with pytest.raises(DemoInputError, match="'gemma3-base' is a base model"):
+        await run(gemma3, chat=True)
 
 
 async def test_top_k_probabilities_are_sorted_and_sum_to_at_most_one(smollm2):
@@ -44,14 +77,14 @@ async def test_greedy_steps_reproduce_generate_token_for_token(name, request):
     chat: LocalChatModel = request.getfixturevalue(name)
     result = await run(chat, temperature=0, steps=6)
     loaded = chat.loaded()
-    inputs = chat.encode(messages_for(PROMPT))
+    inputs = loaded.tokenizer(PROMPT, return_tensors="pt")  # the raw text: no chat template
     generated = loaded.model.generate(
         **inputs, do_sample=False, max_new_tokens=6, pad_token_id=loaded.tokenizer.eos_token_id
     )
     expected = generated[0, inputs["input_ids"].shape[-1]:].tolist()
     assert [s.chosen.token_id for s in result.greedy] == expected
     assert result.greedy_text == loaded.tokenizer.decode(expected, skip_special_tokens=True)
-    assert result.continues_prompt == (name == "gemma3")  # the base model continues the text
+    assert result.continues_prompt and result.view == "raw text"  # every model, by default
 
 
 async def test_higher_temperature_flattens_the_distribution(gemma3):
@@ -119,7 +152,8 @@ async def test_chart_is_a_labelled_png_of_sane_size(smollm2):
     figure = plots.next_token_figure(result)
     axes = figure.axes[0]
     assert axes.get_xlabel() == "probability" and axes.get_ylabel() == "next token"
-    assert "smollm2" in axes.get_title() and PROMPT in axes.get_title()
+    title = figure.get_suptitle()
+    assert "smollm2" in title and PROMPT in title
     assert [t.get_text() for t in axes.get_legend().get_texts()] == ["T = 0.5", "T = 1"]
     png = plots.next_token_chart(result)
     image = Image.open(io.BytesIO(png))
@@ -127,3 +161,13 @@ async def test_chart_is_a_labelled_png_of_sane_size(smollm2):
     width, height = Image.open(io.BytesIO(png)).size
     assert image.format == "PNG" and 400 <= width <= 1200 and 300 <= height <= 800
     assert len(png) < 1_000_000
+
+
+async def test_with_the_chat_option_the_chart_has_both_views(smollm2):
+    result = await run(smollm2, top_k=5, temperature=0, chat=True)
+    figure = plots.next_token_figure(result)
+    assert [ax.get_title() for ax in figure.axes] == ["raw text", "chat template"]
+    labels = {t.get_position()[1]: t.get_text() for t in figure.axes[0].get_yticklabels()}
+    assert labels[max(labels)] == "␣Paris"  # the most likely at the top
+    width, _ = Image.open(io.BytesIO(plots.next_token_chart(result))).size
+    assert width <= 1200
