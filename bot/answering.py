@@ -3,19 +3,23 @@
 Admission (question checks, per-user rate limit) is instant and happens before anything is
 sent; then the answer waits for a generation slot, streams into the reply with throttled
 edits, and finishes with the answer, its sources, the buttons, and a row in the log.
+
+Writes stay within Discord's per-channel rate across every answer in a channel
+(`ChannelPacer`): drafts are skipped when the channel is busy, the final answer waits its
+turn. A 429 or a Discord 5xx on the final answer is waited out and retried, never dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import discord
 
 from bot import render
-from bot.limits import EditThrottle
+from bot.limits import ChannelPacer, EditThrottle
 from bot.ratelimit import GenerationQueue, TokenBucket
 from bot.storage import LoggedAnswer, QuestionLog, hash_user
 from bot.views import answer_view
@@ -24,10 +28,29 @@ from rag.answering.grounding import GroundingChecker, GroundingReport
 from rag.config import DiscordSettings
 
 log = logging.getLogger("bot")
+DELIVERY_TRIES = 5  # attempts at the final answer (each after the wait Discord asked for)
+MAX_WAIT_S = 60.0
+
+
+def retry_after_s(error: Exception, default: float = 1.0) -> float:
+    """How long Discord asked us to wait (a 429's Retry-After), within sane bounds."""
+    seconds = getattr(error, "retry_after", None)
+    response = getattr(error, "response", None)
+    if seconds is None and response is not None:
+        seconds = getattr(response, "headers", {}).get("Retry-After")
+    try:
+        return min(max(float(seconds), 0.05), MAX_WAIT_S)
+    except (TypeError, ValueError):
+        return default
 
 
 class Reply(Protocol):
     """Where an answer is shown: the first message is edited as it grows; `more` adds one."""
+
+    @property
+    def channel_id(self) -> int:
+        """The channel written to (for the per-channel rate)."""
+        ...
 
     async def begin(self, question: str) -> None:
         """Show that the question was received (before any waiting or searching)."""
@@ -49,6 +72,11 @@ class InteractionReply:
         self.interaction = interaction
         self.ephemeral = ephemeral
 
+    @property
+    def channel_id(self) -> int:
+        """The channel the command was used in."""
+        return self.interaction.channel_id or 0
+
     async def begin(self, question: str) -> None:
         """Nothing to do: the deferred response already shows "thinking"."""
 
@@ -68,6 +96,11 @@ class ChannelReply:
     def __init__(self, channel: discord.abc.Messageable) -> None:
         self.channel = channel
         self.message: discord.Message | None = None
+
+    @property
+    def channel_id(self) -> int:
+        """The channel (thread, DM) the answer is posted in."""
+        return int(getattr(self.channel, "id", 0))
 
     async def begin(self, question: str) -> None:
         """Post a placeholder that the answer will replace."""
@@ -105,6 +138,7 @@ class Answerer:
         self.settings = settings
         self.limiter = TokenBucket(settings.rate_burst, settings.rate_per_minute)
         self.queue = GenerationQueue(settings.max_concurrent, settings.max_waiting)
+        self.pacer = ChannelPacer()
 
     def admit(self, user_id: int, question: str) -> str:
         """The normalised question, or InvalidQuestion / RateLimited (checked in that order)."""
@@ -128,12 +162,10 @@ class Answerer:
         """Wait for a slot, stream the answer into `reply`, finish it and log it."""
 
         async def waiting(place: int) -> None:
-            try:
-                await reply.show([render.status_embed(question, render.queue_status(place))])
-            except discord.HTTPException:  # a missed notice must not cost the answer
-                log.warning("could not show the queue position")
+            embed = render.status_embed(question, render.queue_status(place))
+            await self._draft(reply, [embed])  # a missed notice must not cost the answer
 
-        await reply.begin(question)
+        await self._deliver(reply, lambda: reply.begin(question))
         async with self.queue.slot(waiting):
             answer = await self._stream(question, reply, history)
             grounding = await self._grounding(answer)
@@ -141,10 +173,45 @@ class Answerer:
             self.questions.record, self._logged(answer, user_id, channel_id)
         )
         messages = render.answer_messages(answer, grounding)
-        await reply.show(messages[0], view=answer_view(question_id))
+        await self._deliver(reply, lambda: reply.show(messages[0], view=answer_view(question_id)))
         for embeds in messages[1:]:
-            await reply.more(embeds)
+            await self._deliver(reply, lambda e=embeds: reply.more(e))  # type: ignore[misc]
         return answer
+
+    async def _draft(self, reply: Reply, embeds: list[discord.Embed]) -> None:
+        """Show something that may be skipped: only when the channel has room; a 429 quiets
+        the channel for as long as Discord asked."""
+        if not self.pacer.try_take(reply.channel_id):
+            return
+        try:
+            await reply.show(embeds)
+        except discord.HTTPException as exc:
+            if exc.status == 429:
+                self.pacer.hold(reply.channel_id, retry_after_s(exc))
+            log.info("a draft edit was not shown: %s", exc)
+
+    async def _deliver(self, reply: Reply, send: Callable[[], Awaitable[None]]) -> None:
+        """Send what must arrive, within the channel's rate, waiting out 429s and 5xx."""
+        for attempt in range(1, DELIVERY_TRIES + 1):
+            await self.pacer.take(reply.channel_id)
+            try:
+                await send()
+                return
+            except (discord.HTTPException, discord.RateLimited) as exc:
+                if attempt == DELIVERY_TRIES or not self._retryable(reply, exc, attempt):
+                    raise
+                log.warning("Discord refused an answer message (%s); trying again", exc)
+
+    def _retryable(self, reply: Reply, error: Exception, attempt: int) -> bool:
+        """Whether a failed send is worth repeating (after the wait set on the pacer)."""
+        status = getattr(error, "status", 429)
+        if status == 429:
+            self.pacer.hold(reply.channel_id, retry_after_s(error))
+            return True
+        if status >= 500:
+            self.pacer.hold(reply.channel_id, float(attempt))
+            return True
+        return False
 
     async def _stream(
         self, question: str, reply: Reply, history: Sequence[dict[str, str]]
@@ -160,7 +227,7 @@ class Answerer:
                     idle = editing is None or editing.done()
                     if idle and throttle.ready():
                         embed = render.draft_embed(question, "".join(draft))
-                        editing = asyncio.create_task(reply.show([embed]))
+                        editing = asyncio.create_task(self._draft(reply, [embed]))
                 elif isinstance(event, Finished):
                     return event.answer
         finally:

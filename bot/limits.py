@@ -1,4 +1,5 @@
-"""Discord's size limits, in one pure module: splitting text, checking payloads, pacing edits.
+"""Discord's size and rate limits, in one pure module: splitting text, checking payloads,
+pacing edits.
 
 Nothing here imports discord; payload checks work on the JSON discord.py sends, so tests can
 run every recorded request through `payload_problems`.
@@ -6,8 +7,10 @@ run every recorded request through `payload_problems`.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 MESSAGE_CHARS = 2000
@@ -175,3 +178,53 @@ class EditThrottle:
             return False
         self._last = now
         return True
+
+
+class ChannelPacer:
+    """Discord's message rate per channel: at most `limit` writes (sends and edits) in any
+    `window_s` seconds, counted across every answer in that channel.
+
+    Drafts ask `try_take` and are skipped when the window is full; a final answer awaits
+    `take`, which waits for room instead. `hold` keeps a channel quiet after a 429.
+    """
+
+    def __init__(
+        self,
+        limit: int = 5,
+        window_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._clock = clock
+        self._sleep = sleep
+        self._writes: dict[int, deque[float]] = {}
+        self._quiet_until: dict[int, float] = {}
+
+    def wait_s(self, channel: int) -> float:
+        """Seconds until a write to `channel` would stay within the rate (0: now)."""
+        now = self._clock()
+        writes = self._writes.setdefault(channel, deque())
+        while writes and now - writes[0] >= self.window_s:
+            writes.popleft()
+        full = writes[0] + self.window_s - now if len(writes) >= self.limit else 0.0
+        return max(full, self._quiet_until.get(channel, now) - now, 0.0)
+
+    def try_take(self, channel: int) -> bool:
+        """Record a write if one is allowed now (for drafts, which may be skipped)."""
+        if self.wait_s(channel) > 0:
+            return False
+        self._writes[channel].append(self._clock())
+        return True
+
+    async def take(self, channel: int) -> None:
+        """Wait until a write is allowed, then record it (for what must be delivered)."""
+        while (wait := self.wait_s(channel)) > 0:
+            await self._sleep(wait)
+        self._writes[channel].append(self._clock())
+
+    def hold(self, channel: int, seconds: float) -> None:
+        """No writes to `channel` for `seconds` (Discord answered 429)."""
+        self._quiet_until[channel] = max(self._quiet_until.get(channel, 0.0),
+                                         self._clock() + seconds)

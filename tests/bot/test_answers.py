@@ -14,7 +14,7 @@ from bot.limits import payload_problems
 from rag.answering.assistant import Assistant
 from rag.llm.registry import ModelRegistry
 from rag.llm.settings import LLMSettings
-from tests.bot.fake_discord import Person
+from tests.bot.fake_discord import Fault, Person
 
 IN_SCOPE = "What is a Transformer, in simple terms?"
 OUT_OF_SCOPE = "Who painted the Mona Lisa?"
@@ -213,11 +213,14 @@ class ScriptedModel:
 
     name = "scripted"
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, delay_s: float = 0.0) -> None:
         self.text = text
+        self.delay_s = delay_s
 
     async def stream(self, messages, *, max_tokens, temperature, stop=None):  # type: ignore[no-untyped-def]
         for word in self.text.split(" "):
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
             yield word + " "
 
     async def complete(self, messages, *, max_tokens, temperature, stop=None):  # type: ignore[no-untyped-def]
@@ -230,19 +233,24 @@ class ScriptedModel:
         """Nothing to close."""
 
 
+def scripted_services(guides_services, llm_cache_dir, model: ScriptedModel):
+    """The guides' index with a scripted model as the only chat model."""
+    llm = LLMSettings(default="scripted", models={"scripted": {"backend": "local",
+                                                               "model": "unused"}})
+    models = ModelRegistry(llm, llm_cache_dir)
+    models._models["scripted"] = model
+    settings = guides_services.settings.model_copy(update={"llm": llm})
+    assistant = Assistant(guides_services.retriever, models, settings.answer, llm)
+    return dataclasses.replace(guides_services, settings=settings, models=models,
+                               assistant=assistant)
+
+
 async def test_a_long_answer_is_split_across_messages_within_discords_limits(
     make_harness, guides_services, llm_cache_dir
 ):
     text = "\n\n".join(f"Part {i}: " + "A transformer maps tokens to vectors. " * 25
                        for i in range(10))
-    llm = LLMSettings(default="scripted", models={"scripted": {"backend": "local",
-                                                               "model": "unused"}})
-    models = ModelRegistry(llm, llm_cache_dir)
-    models._models["scripted"] = ScriptedModel(text)
-    settings = guides_services.settings.model_copy(update={"llm": llm})
-    assistant = Assistant(guides_services.retriever, models, settings.answer, llm)
-    services = dataclasses.replace(guides_services, settings=settings, models=models,
-                                   assistant=assistant)
+    services = scripted_services(guides_services, llm_cache_dir, ScriptedModel(text))
     harness = await make_harness(services)
     token = harness.command("ask", STUDENT, question=IN_SCOPE)
     await harness.settle()
@@ -254,3 +262,40 @@ async def test_a_long_answer_is_split_across_messages_within_discords_limits(
     assert " ".join(pages).split() == text.split()
     assert followups[-1]["embeds"][-1]["footer"]["text"].startswith("scripted · ")
     assert_safe(harness)
+
+
+def most_writes_in(times: list[float], window_s: float) -> int:
+    """The most requests made within any window of `window_s` seconds."""
+    return max(sum(1 for u in times if t <= u < t + window_s) for t in times)
+
+
+async def test_streaming_edits_stay_within_five_per_five_seconds_per_channel(
+    make_harness, guides_services, llm_cache_dir
+):
+    model = ScriptedModel("A transformer maps tokens to vectors. " * 6, delay_s=0.05)
+    services = scripted_services(guides_services, llm_cache_dir, model)
+    harness = await make_harness(services, edit_interval_s=0.2)
+    tokens = [harness.command("ask", Person(1001 + i), question=IN_SCOPE) for i in range(2)]
+    await harness.settle()
+    writes = [r.at for t in tokens for r in harness.for_token(t) if r.method == "PATCH"]
+    assert most_writes_in(writes, 5.0) <= 5
+    for token in tokens:  # and both answers were delivered in full
+        final = original_edits(harness, token)[-1].payload
+        assert final["components"] and "transformer maps" in final["embeds"][0]["description"]
+
+
+async def test_a_rate_limited_final_answer_waits_and_is_delivered(
+    make_harness, guides_services, llm_cache_dir
+):
+    services = scripted_services(guides_services, llm_cache_dir,
+                                 ScriptedModel("A transformer maps tokens to vectors."))
+    harness = await make_harness(services)
+    final = Fault("PATCH", r"/webhooks/\d+/[^/]+/messages/@original", 429, times=2,
+                  retry_after=0.5, when=lambda payload: bool(payload.get("components")))
+    harness.fake.faults.append(final)
+    token = harness.command("ask", STUDENT, question=IN_SCOPE)
+    await harness.settle()
+    attempts = [r for r in original_edits(harness, token) if r.payload.get("components")]
+    assert [r.status for r in attempts] == [429, 429, 200]
+    assert attempts[-1].at - attempts[0].at >= 1.0  # it waited as Discord asked
+    assert "transformer maps" in attempts[-1].payload["embeds"][0]["description"]

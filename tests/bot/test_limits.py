@@ -7,6 +7,7 @@ import pytest
 from bot.limits import (
     EMBED_TOTAL_CHARS,
     MESSAGE_CHARS,
+    ChannelPacer,
     EditThrottle,
     pack_pages,
     payload_problems,
@@ -105,3 +106,45 @@ def test_edit_throttle_lets_one_edit_through_per_interval():
     assert throttle.ready()
     now[0] = 1.9
     assert not throttle.ready()
+
+
+class FakeClock:
+    """Time that moves only when something sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_the_pacer_allows_five_writes_per_five_seconds_per_channel():
+    clock = FakeClock()
+    pacer = ChannelPacer(clock=clock, sleep=clock.sleep)
+    assert all(pacer.try_take(1) for _ in range(5))
+    assert not pacer.try_take(1)  # a sixth draft is skipped
+    assert pacer.try_take(2)  # another channel has its own budget
+    clock.now += 5.0
+    assert pacer.try_take(1)
+
+
+async def test_a_final_write_waits_for_room_instead_of_being_skipped():
+    clock = FakeClock()
+    pacer = ChannelPacer(clock=clock, sleep=clock.sleep)
+    for _ in range(5):
+        pacer.try_take(1)
+        clock.now += 0.5
+    await pacer.take(1)
+    assert clock.now == pytest.approx(105.0)  # the first write left the window
+
+
+async def test_a_429_keeps_the_channel_quiet_for_as_long_as_discord_asked():
+    clock = FakeClock()
+    pacer = ChannelPacer(clock=clock, sleep=clock.sleep)
+    pacer.hold(1, 2.5)
+    assert not pacer.try_take(1)
+    await pacer.take(1)
+    assert clock.now == pytest.approx(102.5)
