@@ -13,7 +13,7 @@ from bot.ratelimit import QueueFull, RateLimited
 from rag.answering.assistant import InvalidQuestion
 from rag.index.chroma_store import StoreBusy, StoreUnavailable
 from rag.index.locking import DataDirBusy
-from rag.llm.base import BackendRejected, BackendTimeout, BackendUnavailable, LLMError
+from rag.llm.base import BackendTimeout, BackendUnavailable, LLMError, PromptTooLong
 from rag.retrieval.retriever import NothingIngested
 
 log = logging.getLogger("bot")
@@ -49,18 +49,30 @@ def friendly_message(error: BaseException) -> str | None:
         )
     if isinstance(error, NothingIngested):
         return "No course materials have been ingested yet. An instructor can run /reingest."
-    if isinstance(error, BackendUnavailable | BackendTimeout):
-        return (
-            "The language model is not reachable right now, so I can't answer. "
-            "Please try again in a few minutes (searching with /sources still works)."
-        )
-    if isinstance(error, BackendRejected | LLMError):
-        return f"The language model could not answer this one: {error}"
+    if isinstance(error, LLMError):
+        return model_failure(error)
     if isinstance(error, app_commands.CommandOnCooldown):
         return f"Please try again in {error.retry_after:.0f} s."
     if isinstance(error, app_commands.CheckFailure):
         return "You can't use this command here."
     return None
+
+
+def model_failure(error: LLMError) -> str:
+    """What a student reads when the model failed: never its address or the server's words
+    (those go to the log, for the operator)."""
+    log.warning("the language model failed: %s: %s", type(error).__name__, error)
+    if isinstance(error, BackendUnavailable | BackendTimeout):
+        return (
+            "The language model is not reachable right now, so I can't answer. "
+            "Please try again in a few minutes (searching with /sources still works)."
+        )
+    if isinstance(error, PromptTooLong):
+        return "That question is too long for the language model. Please ask a shorter one."
+    return (
+        "The language model could not answer this one. Please try again in a minute or "
+        "rephrase the question; if it keeps happening, tell an instructor."
+    )
 
 
 def new_error_id() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import re
 import socket
 import threading
@@ -15,6 +16,7 @@ from rag.answering.assistant import Assistant
 from rag.llm.registry import ModelRegistry
 from rag.llm.settings import LLMSettings
 from tests.bot.fake_discord import Fault, Person
+from tests.rag.llm.stub_http import StubServer, status
 
 IN_SCOPE = "What is a Transformer, in simple terms?"
 OUT_OF_SCOPE = "Who painted the Mona Lisa?"
@@ -299,3 +301,26 @@ async def test_a_rate_limited_final_answer_waits_and_is_delivered(
     assert [r.status for r in attempts] == [429, 429, 200]
     assert attempts[-1].at - attempts[0].at >= 1.0  # it waited as Discord asked
     assert "transformer maps" in attempts[-1].payload["embeds"][0]["description"]
+
+
+async def test_a_model_server_error_is_explained_without_its_address_or_body(
+    make_harness, guides_services, llm_cache_dir, caplog
+):
+    detail = "model /srv/weights/internal-7b is not loaded (worker 3)"
+    async with StubServer(status(400, detail)) as server:
+        llm = LLMSettings(default="served", max_retries=0, max_new_tokens=40,
+                          models={"served": {"backend": "openai", "model": "m",
+                                             "base_url": server.base_url}})
+        models = ModelRegistry(llm, llm_cache_dir)
+        settings = guides_services.settings.model_copy(update={"llm": llm})
+        assistant = Assistant(guides_services.retriever, models, settings.answer, llm)
+        services = dataclasses.replace(guides_services, settings=settings, models=models,
+                                       assistant=assistant)
+        harness = await make_harness(services)
+        with caplog.at_level(logging.WARNING, logger="bot"):
+            token = harness.command("ask", STUDENT, question=IN_SCOPE)
+            await harness.settle()
+    shown = original_edits(harness, token)[-1].payload["content"]
+    assert "could not answer this one" in shown
+    assert "127.0.0.1" not in shown and "internal-7b" not in shown and "HTTP" not in shown
+    assert detail in caplog.text and server.base_url in caplog.text  # for the operator
