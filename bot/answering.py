@@ -28,6 +28,7 @@ from rag.answering.grounding import GroundingChecker, GroundingReport
 from rag.config import DiscordSettings
 
 log = logging.getLogger("bot")
+NO_MENTIONS = discord.AllowedMentions.none()
 DELIVERY_TRIES = 5  # attempts at the final answer (each after the wait Discord asked for)
 MAX_WAIT_S = 60.0
 
@@ -64,17 +65,26 @@ class Reply(Protocol):
         """Send a further message (a long answer's next page)."""
         ...
 
+    async def switch(self, error: discord.HTTPException) -> bool:
+        """After the message can no longer be written (expired, deleted): carry on somewhere
+        else, once; False when there is nowhere else."""
+        ...
+
 
 class InteractionReply:
-    """The deferred response of a slash command."""
+    """The deferred response of a slash command; once its token has expired (15 minutes) or
+    its message is gone, a message in the channel (a DM for a private answer) takes over."""
 
     def __init__(self, interaction: discord.Interaction, ephemeral: bool = False) -> None:
         self.interaction = interaction
         self.ephemeral = ephemeral
+        self.fallback: ChannelReply | None = None
 
     @property
     def channel_id(self) -> int:
-        """The channel the command was used in."""
+        """The channel written to."""
+        if self.fallback is not None:
+            return self.fallback.channel_id
         return self.interaction.channel_id or 0
 
     async def begin(self, question: str) -> None:
@@ -82,20 +92,44 @@ class InteractionReply:
 
     async def show(self, embeds: list[discord.Embed], view: discord.ui.View | None = None) -> None:
         """Edit the original response."""
+        if self.fallback is not None:
+            await self.fallback.show(embeds, view)
+            return
         extra: dict[str, Any] = {"view": view} if view is not None else {}
         await self.interaction.edit_original_response(content=None, embeds=embeds, **extra)
 
     async def more(self, embeds: list[discord.Embed]) -> None:
         """A follow-up message."""
+        if self.fallback is not None:
+            await self.fallback.more(embeds)
+            return
         await self.interaction.followup.send(embeds=embeds, ephemeral=self.ephemeral)
+
+    async def switch(self, error: discord.HTTPException) -> bool:
+        """The token expired (401) or the response is gone (404, 403): post in the channel,
+        naming the student without pinging anyone; a private answer goes to their DMs."""
+        if self.fallback is not None or error.status not in (401, 403, 404):
+            return False
+        user = self.interaction.user
+        log.warning("the reply to /%s could not be edited (%s); sending the answer as a %s",
+                    self.interaction.command.name if self.interaction.command else "?", error,
+                    "direct message" if self.ephemeral else "channel message")
+        if self.ephemeral:
+            self.fallback = ChannelReply(await user.create_dm())
+        elif self.interaction.channel is not None:
+            note = f"{user.mention}, here is the answer to your question:"
+            self.fallback = ChannelReply(self.interaction.channel, note)  # type: ignore[arg-type]
+        return self.fallback is not None
 
 
 class ChannelReply:
-    """A message the bot posts (in a thread or DM) and then edits."""
+    """A message the bot posts (in a thread, channel or DM) and then edits."""
 
-    def __init__(self, channel: discord.abc.Messageable) -> None:
+    def __init__(self, channel: discord.abc.Messageable, note: str | None = None) -> None:
         self.channel = channel
+        self.note = note  # text above the first message's embeds
         self.message: discord.Message | None = None
+        self._resent = False
 
     @property
     def channel_id(self) -> int:
@@ -107,19 +141,27 @@ class ChannelReply:
         await self.show([render.status_embed(question, "Searching the course materials…")])
 
     async def show(self, embeds: list[discord.Embed], view: discord.ui.View | None = None) -> None:
-        """Send the first message, or edit it."""
+        """Send the first message, or edit it; mentions are never parsed."""
         extra: dict[str, Any] = {"view": view} if view is not None else {}
         if self.message is None:
-            self.message = await self.channel.send(embeds=embeds, **extra)
+            self.message = await self.channel.send(
+                self.note, embeds=embeds, allowed_mentions=NO_MENTIONS, **extra
+            )
         else:
-            # Message.edit does not apply the client's allowed_mentions: say it again.
             self.message = await self.message.edit(
-                embeds=embeds, allowed_mentions=discord.AllowedMentions.none(), **extra
+                embeds=embeds, allowed_mentions=NO_MENTIONS, **extra
             )
 
     async def more(self, embeds: list[discord.Embed]) -> None:
         """Another message in the same channel."""
-        await self.channel.send(embeds=embeds)
+        await self.channel.send(embeds=embeds, allowed_mentions=NO_MENTIONS)
+
+    async def switch(self, error: discord.HTTPException) -> bool:
+        """Our message was deleted (404): post a new one, once."""
+        if error.status != 404 or self.message is None or self._resent:
+            return False
+        self.message, self._resent = None, True
+        return True
 
 
 class Answerer:
@@ -198,12 +240,13 @@ class Answerer:
                 await send()
                 return
             except (discord.HTTPException, discord.RateLimited) as exc:
-                if attempt == DELIVERY_TRIES or not self._retryable(reply, exc, attempt):
+                if attempt == DELIVERY_TRIES or not await self._retryable(reply, exc, attempt):
                     raise
                 log.warning("Discord refused an answer message (%s); trying again", exc)
 
-    def _retryable(self, reply: Reply, error: Exception, attempt: int) -> bool:
-        """Whether a failed send is worth repeating (after the wait set on the pacer)."""
+    async def _retryable(self, reply: Reply, error: Exception, attempt: int) -> bool:
+        """Whether a failed send is worth repeating: after the wait Discord asked for (429),
+        after a pause (5xx), or in another place (expired token, deleted message)."""
         status = getattr(error, "status", 429)
         if status == 429:
             self.pacer.hold(reply.channel_id, retry_after_s(error))
@@ -211,7 +254,12 @@ class Answerer:
         if status >= 500:
             self.pacer.hold(reply.channel_id, float(attempt))
             return True
-        return False
+        assert isinstance(error, discord.HTTPException)
+        try:
+            return await reply.switch(error)
+        except discord.HTTPException as exc:
+            log.warning("no other place to send the answer: %s", exc)
+            return False
 
     async def _stream(
         self, question: str, reply: Reply, history: Sequence[dict[str, str]]

@@ -10,12 +10,14 @@ import socket
 import threading
 import time
 
+import pytest
+
 from bot import render
 from bot.limits import payload_problems
 from rag.answering.assistant import Assistant
 from rag.llm.registry import ModelRegistry
 from rag.llm.settings import LLMSettings
-from tests.bot.fake_discord import Fault, Person
+from tests.bot.fake_discord import CHANNEL_ID, Fault, Person
 from tests.rag.llm.stub_http import StubServer, status
 
 IN_SCOPE = "What is a Transformer, in simple terms?"
@@ -324,3 +326,29 @@ async def test_a_model_server_error_is_explained_without_its_address_or_body(
     assert "could not answer this one" in shown
     assert "127.0.0.1" not in shown and "internal-7b" not in shown and "HTTP" not in shown
     assert detail in caplog.text and server.base_url in caplog.text  # for the operator
+
+
+@pytest.mark.parametrize("private", [False, True], ids=["public", "private"])
+async def test_an_answer_whose_interaction_expired_still_reaches_the_student(
+    make_harness, guides_services, llm_cache_dir, private
+):
+    services = scripted_services(guides_services, llm_cache_dir,
+                                 ScriptedModel("A transformer maps tokens to vectors."))
+    harness = await make_harness(services)
+    # After the defer, Discord refuses the interaction's token: 15 minutes have passed.
+    harness.fake.faults += [Fault(m, r"/webhooks/\d+/[^/]+(/messages/@original)?", 401, 50027)
+                            for m in ("PATCH", "POST")]
+    token = harness.command("ask", STUDENT, question=IN_SCOPE, private=private)
+    await harness.settle()
+    assert all(r.status == 401 for r in harness.for_token(token)[1:])
+    delivered = [r for r in harness.fake.delivered() if r.path.startswith("/channels/")]
+    assert len(delivered) == 1
+    message = delivered[0].payload
+    assert "transformer maps" in message["embeds"][0]["description"] and message["components"]
+    assert message["allowed_mentions"] == {"parse": []}
+    if private:  # a private answer goes to the student's DMs, never to the channel
+        assert delivered[0].path != f"/channels/{CHANNEL_ID}/messages"
+        assert any(r.path == "/users/@me/channels" for r in harness.fake.requests)
+    else:
+        assert delivered[0].path == f"/channels/{CHANNEL_ID}/messages"
+        assert message["content"].startswith(f"<@{STUDENT.id}>")
