@@ -759,7 +759,7 @@ def test_image_runs_as_a_non_root_user() -> None:
 def test_image_healthcheck_runs_the_health_module() -> None:
     command = image_healthcheck()
     assert command[1:] == ["-m", "cli.health"]
-    assert (REPO / "rag" / "health.py").is_file()
+    assert (REPO / "cli" / "health.py").is_file()
 
 
 def test_image_installs_the_pinned_cpu_torch() -> None:
