@@ -125,9 +125,15 @@ class InteractionReply:
 class ChannelReply:
     """A message the bot posts (in a thread, channel or DM) and then edits."""
 
-    def __init__(self, channel: discord.abc.Messageable, note: str | None = None) -> None:
+    def __init__(
+        self,
+        channel: discord.abc.Messageable,
+        note: str | None = None,
+        reference: discord.Message | None = None,
+    ) -> None:
         self.channel = channel
         self.note = note  # text above the first message's embeds
+        self.reference = reference  # the first message replies to this one (no ping)
         self.message: discord.Message | None = None
         self._resent = False
 
@@ -144,6 +150,8 @@ class ChannelReply:
         """Send the first message, or edit it; mentions are never parsed."""
         extra: dict[str, Any] = {"view": view} if view is not None else {}
         if self.message is None:
+            if self.reference is not None:
+                extra["reference"] = self.reference
             self.message = await self.channel.send(
                 self.note, embeds=embeds, allowed_mentions=NO_MENTIONS, **extra
             )

@@ -57,6 +57,7 @@ class Conversations:
         self.client = client
         self.answerer = answerer
         self.settings = settings
+        self._no_threads: set[int] = set()  # channels where a missing permission was logged
 
     async def handle(self, message: discord.Message) -> None:
         """Answer a mention, a follow-up in one of our threads, or a DM; ignore the rest."""
@@ -83,18 +84,45 @@ class Conversations:
     async def _answer(self, message: discord.Message, me: discord.abc.User, dm: bool) -> None:
         question = self.answerer.admit(message.author.id, question_text(message.content))
         channel = message.channel
+        reply = ChannelReply(channel)
         history: list[dict[str, str]] = []
         if dm or is_our_thread(channel, me):
             limit = self.settings.history_messages
             earlier = [m async for m in channel.history(limit=limit, before=message)]
             history = history_turns(list(reversed(earlier)), me)
         elif isinstance(channel, discord.TextChannel):
-            channel = await message.create_thread(name=thread_name(question),
-                                                  auto_archive_duration=1440)
+            reply = await self._thread_or_reply(message, question)
         await self.answerer.answer(
-            question, ChannelReply(channel), user_id=message.author.id,
-            channel_id=channel.id, history=history,
+            question, reply, user_id=message.author.id, channel_id=reply.channel_id,
+            history=history,
         )
+
+    async def _thread_or_reply(self, message: discord.Message, question: str) -> ChannelReply:
+        """A new thread for the answer; without the permission to make one (403), a reply to
+        the question in the channel."""
+        try:
+            thread = await message.create_thread(name=thread_name(question),
+                                                 auto_archive_duration=1440)
+        except discord.Forbidden as exc:
+            self._log_missing_thread_permission(message, exc)
+            return ChannelReply(message.channel, reference=message)
+        return ChannelReply(thread)
+
+    def _log_missing_thread_permission(self, message: discord.Message, error: Exception) -> None:
+        """Say once per channel which permission the bot lacks there."""
+        channel = message.channel
+        if channel.id in self._no_threads:
+            return
+        self._no_threads.add(channel.id)
+        me = message.guild.me if message.guild else None
+        perms = channel.permissions_for(me) if me is not None else None  # type: ignore[union-attr]
+        needed = {"Create Public Threads": "create_public_threads",
+                  "Send Messages in Threads": "send_messages_in_threads"}
+        missing = [name for name, flag in needed.items()
+                   if perms is None or not getattr(perms, flag)]
+        log.warning("cannot create a thread in channel %s (%s): the bot lacks %s there; "
+                    "answering mentions in the channel as replies until it has them",
+                    channel.id, error, " / ".join(missing) or "a permission")
 
     async def _not_served(self, message: discord.Message) -> None:
         """A mention in a server that is not a course server: say so, log it, answer nothing."""

@@ -255,7 +255,10 @@ class FakeDiscord:
             "timestamp": now_iso(), "edited_timestamp": None, "tts": False,
             "mention_everyone": False, "mentions": [], "mention_roles": [], "attachments": [],
             "embeds": body.get("embeds") or [], "components": _components(body),
-            "pinned": False, "type": 0, "flags": body.get("flags", 0), **extra,
+            "pinned": False, "type": 0, "flags": body.get("flags", 0),
+            **({"message_reference": body["message_reference"]}
+               if body.get("message_reference") else {}),
+            **extra,
         }
 
     def _store(self, message: dict[str, Any]) -> dict[str, Any]:

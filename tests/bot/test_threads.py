@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
-from tests.bot.fake_discord import CHANNEL_ID, Person
+from tests.bot.fake_discord import CHANNEL_ID, Fault, Person
 from tests.bot.test_answers import assert_safe
 
 STUDENT = Person(1001, "ana")
@@ -85,3 +86,28 @@ async def test_direct_messages_are_answered_only_when_enabled(make_harness, guid
     assert sent and sent[-1].payload["embeds"][0]["title"] == "Who painted the Mona Lisa?"
     assert not any(r.path.endswith("/threads") for r in on.fake.requests)  # no thread in a DM
     assert_safe(on)
+
+
+async def test_without_thread_permission_the_answer_is_a_reply_in_the_channel(
+    make_harness, guides_services, caplog
+):
+    harness = await make_harness(guides_services)
+    harness.fake.faults.append(Fault("POST", r"/channels/\d+/messages/\d+/threads", 403, 50013))
+    mention = f"<@{harness.bot.user.id}> Who painted the Mona Lisa?"
+    with caplog.at_level(logging.WARNING, logger="bot"):
+        asked = [harness.post(mention, Person(1001 + i), CHANNEL_ID, mention=True)
+                 for i in range(2)]
+        await harness.settle()
+    sent = [r for r in harness.fake.delivered() if r.path == f"/channels/{CHANNEL_ID}/messages"]
+    assert [str(r.payload["message_reference"]["message_id"]) for r in sent] == [
+        a["id"] for a in asked]
+    for asked_message in asked:  # each answer, finished, replies to its question
+        answer = next(m for m in harness.fake.messages[CHANNEL_ID]
+                      if str(m.get("message_reference", {}).get("message_id"))
+                      == asked_message["id"])
+        assert answer["embeds"][-1]["footer"]["text"] and answer["components"]
+    assert not any("Something went wrong" in (r.payload.get("content") or "")
+                   for r in harness.fake.requests)
+    warnings = [r for r in caplog.records if "cannot create a thread" in r.getMessage()]
+    assert len(warnings) == 1 and "Create Public Threads" in warnings[0].getMessage()
+    assert_safe(harness)
