@@ -69,6 +69,8 @@ class Conversations:
         mentioned = me in message.mentions
         if not (mentioned or dm or is_our_thread(channel, me)):
             return
+        if not mentioned and not question_text(message.content):
+            return  # a sticker, an image, or any message without the Message Content intent
         if not guild_served(self.settings, message.guild.id if message.guild else None):
             await self._not_served(message)
             return

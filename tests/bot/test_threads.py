@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import re
 
-from tests.bot.fake_discord import CHANNEL_ID, Fault, Person
+import pytest
+
+from tests.bot.fake_discord import CHANNEL_ID, Fault, Person, message_payload
 from tests.bot.test_answers import assert_safe
 
 STUDENT = Person(1001, "ana")
@@ -111,3 +113,33 @@ async def test_without_thread_permission_the_answer_is_a_reply_in_the_channel(
     warnings = [r for r in caplog.records if "cannot create a thread" in r.getMessage()]
     assert len(warnings) == 1 and "Create Public Threads" in warnings[0].getMessage()
     assert_safe(harness)
+
+
+def thread_of_the_bot(harness, thread_id: int) -> None:
+    """THREAD_CREATE for a thread the bot started in the course channel."""
+    from tests.bot.fake_discord import GUILD_ID, now_iso
+
+    harness.bot._connection.parse_thread_create({
+        "id": str(thread_id), "type": 11, "guild_id": str(GUILD_ID), "name": "q",
+        "parent_id": str(CHANNEL_ID), "owner_id": str(harness.bot.user.id),
+        "last_message_id": None, "rate_limit_per_user": 0, "message_count": 0,
+        "member_count": 1, "flags": 0,
+        "thread_metadata": {"archived": False, "auto_archive_duration": 1440,
+                            "archive_timestamp": now_iso(), "locked": False}})
+
+
+@pytest.mark.parametrize("sticker", [False, True], ids=["no-content-intent", "sticker"])
+async def test_an_empty_message_in_our_thread_is_ignored_silently(
+    make_harness, empty_services, sticker
+):
+    harness = await make_harness(empty_services, app_flags=0)  # no Message Content intent
+    thread_id = 930000000000000001
+    thread_of_the_bot(harness, thread_id)
+    before = len(harness.fake.requests)
+    posted = message_payload("", STUDENT, thread_id)  # what Discord sends without the intent
+    if sticker:
+        posted["sticker_items"] = [{"id": "1", "name": "wave", "format_type": 1}]
+    harness.fake.install(harness.bot)
+    harness.bot._connection.parse_message_create(posted)
+    await harness.settle()
+    assert harness.fake.requests[before:] == []
