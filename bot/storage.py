@@ -69,6 +69,17 @@ def hash_user(user_id: int | str, salt: str) -> str:
     return hashlib.sha256(f"{salt}:{user_id}".encode()).hexdigest()[:16]
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A CSV cell that a spreadsheet shows as text: one starting like a formula (= + - @,
+    tab, carriage return) gets a leading apostrophe. Numbers are left as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 @dataclass(frozen=True)
 class LoggedAnswer:
     """What the log keeps of one answered question."""
@@ -212,7 +223,8 @@ class QuestionLog:
             writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS)
             writer.writeheader()
             for r in rows:
-                writer.writerow({**r, "sources": json.dumps(r["sources"], ensure_ascii=False)})
+                cells = {**r, "sources": json.dumps(r["sources"], ensure_ascii=False)}
+                writer.writerow({k: spreadsheet_safe(v) for k, v in cells.items()})
         else:
             raise ValueError(f"unknown export format '{fmt}' (csv or jsonl)")
         return len(rows)

@@ -89,3 +89,14 @@ def test_export_jsonl_and_csv_have_the_same_rows(log):
 def test_export_rejects_an_unknown_format(log):
     with pytest.raises(ValueError):
         log.export(io.StringIO(), "xml")
+
+
+@pytest.mark.parametrize("cell", ['=HYPERLINK("http://evil.example","x")', "+1+1", "-2+3",
+                                  "@SUM(A1)", "\t=1+1"])
+def test_csv_export_neutralises_cells_that_look_like_formulas(log, cell):
+    log.record(entry(cell, answer=cell, model="smollm2"))
+    table = io.StringIO()
+    log.export(table, "csv")
+    row = next(csv.DictReader(io.StringIO(table.getvalue())))
+    assert row["question"] == "'" + cell and row["answer"] == "'" + cell
+    assert row["latency_ms"] == "1200.0" and row["model"] == "smollm2"  # the rest is untouched
