@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
@@ -172,6 +173,14 @@ class ChannelReply:
         return True
 
 
+def course_channel(channel: object) -> int | None:
+    """The channel a question is logged under: a thread counts as its parent channel (a
+    thread's own id is the id of the message that started it)."""
+    if isinstance(channel, discord.Thread):
+        return channel.parent_id
+    return getattr(channel, "id", None)
+
+
 class Answerer:
     """Admits questions, queues them, streams answers into replies and logs them."""
 
@@ -181,11 +190,14 @@ class Answerer:
         checker: GroundingChecker,
         questions: QuestionLog,
         settings: DiscordSettings,
+        hash_key: bytes | None = None,
     ):
         self.assistant = assistant
         self.checker = checker
         self.questions = questions
         self.settings = settings
+        # Without the site's key (a benchmark), pseudonyms hold for this process only.
+        self.hash_key = hash_key or secrets.token_bytes(32)
         self.limiter = TokenBucket(settings.rate_burst, settings.rate_per_minute)
         self.queue = GenerationQueue(settings.max_concurrent, settings.max_waiting)
         self.pacer = ChannelPacer()
@@ -198,7 +210,7 @@ class Answerer:
 
     def user_hash(self, user_id: int) -> str:
         """The pseudonym stored in the log."""
-        return hash_user(user_id, self.settings.user_hash_salt.get_secret_value())
+        return hash_user(user_id, self.hash_key)
 
     async def answer(
         self,

@@ -17,7 +17,7 @@ from bot.cogs import ask, checks, demos, instructor, mentions
 from bot.conversations import Conversations
 from bot.errors import report_error
 from bot.ingesting import Reingester
-from bot.storage import QuestionLog
+from bot.storage import QuestionLog, user_hash_key
 from bot.views import FeedbackButton, SourcesButton
 from rag.config import DiscordSettings
 from rag.services import Services
@@ -75,7 +75,10 @@ class StudyBot(commands.Bot):
         self.services = services
         self.settings = settings
         self.questions = questions
-        self.answerer = Answerer(services.assistant, services.checker, questions, settings.discord)
+        salt = settings.discord.user_hash_salt
+        key = user_hash_key(settings.data_dir, salt.get_secret_value() if salt else None)
+        self.answerer = Answerer(services.assistant, services.checker, questions,
+                                 settings.discord, hash_key=key)
         self.conversations = Conversations(self, self.answerer, settings.discord)
         self.reingester = Reingester(services)
         self.warm_up = warm_up

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot.access import NOT_SERVED, channel_allowed, guild_served, member_allowed
-from bot.answering import Answerer, ChannelReply
+from bot.answering import Answerer, ChannelReply, course_channel
 from bot.errors import friendly_message, new_error_id
 from bot.limits import thread_name
 
@@ -95,8 +95,8 @@ class Conversations:
         elif isinstance(channel, discord.TextChannel):
             reply = await self._thread_or_reply(message, question)
         await self.answerer.answer(
-            question, reply, user_id=message.author.id, channel_id=reply.channel_id,
-            history=history,
+            question, reply, user_id=message.author.id,
+            channel_id=course_channel(message.channel), history=history,
         )
 
     async def _thread_or_reply(self, message: discord.Message, question: str) -> ChannelReply:

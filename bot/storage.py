@@ -1,15 +1,21 @@
 """The question log and feedback, in SQLite inside the data dir; statistics and export.
 
-User ids are stored only as salted hashes. Methods are synchronous and quick; the bot calls
-them through `asyncio.to_thread` so a slow disk never stalls the event loop.
+User ids are stored only as keyed hashes (HMAC under a secret key kept in the data dir).
+Methods are synchronous and quick; the bot calls them through `asyncio.to_thread` so a slow
+disk never stalls the event loop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
+import hmac
 import json
+import os
+import secrets
 import sqlite3
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -41,6 +47,7 @@ CREATE TABLE IF NOT EXISTS feedback (
 );
 CREATE INDEX IF NOT EXISTS questions_created ON questions(created_at);
 """
+USER_KEY_FILE = "user-hash.key"
 EXPORT_FIELDS = (
     "id",
     "created_at",
@@ -64,9 +71,31 @@ def question_log_path(data_dir: Path | str) -> Path:
     return Path(data_dir) / QUESTION_LOG
 
 
-def hash_user(user_id: int | str, salt: str) -> str:
-    """A stable pseudonym for a Discord user id (sha256 of salt and id, 16 hex digits)."""
-    return hashlib.sha256(f"{salt}:{user_id}".encode()).hexdigest()[:16]
+def hash_user(user_id: int | str, key: bytes | str) -> str:
+    """A stable pseudonym for a Discord user id: HMAC-SHA256 under the site's secret key, 16
+    hex digits. Member ids are public, so without the key no one can test a guess."""
+    secret = key.encode() if isinstance(key, str) else key
+    return hmac.new(secret, str(user_id).encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def user_hash_key(data_dir: Path, configured: str | None = None) -> bytes:
+    """The secret key of the user hashes: the configured one, else the data dir's own, made
+    at random on first use and readable by its owner only (0600)."""
+    if configured:
+        return configured.encode()
+    path = Path(data_dir) / USER_KEY_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".user-hash-")  # created 0600
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(32))
+        with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
+            os.link(tmp, path)
+        os.unlink(tmp)
+    key = path.read_bytes()
+    if len(key) < 16:
+        raise ValueError(f"{path} is damaged (shorter than 16 bytes); restore it from a backup")
+    return key
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

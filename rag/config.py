@@ -126,8 +126,10 @@ class DiscordSettings(BaseModel):
     history_messages: int = Field(default=10, ge=0)
     upload_max_mb: float = Field(default=20.0, gt=0)
     upload_folder: str = "uploads"
-    # Salt for the hashed user ids in the question log (not a secret worth much, but per site).
-    user_hash_salt: SecretStr = SecretStr("study-assistant")
+    # Secret key of the hashed user ids in the question log (HMAC-SHA256). Unset: a random key
+    # made on first start in `<data dir>/user-hash.key` (mode 0600). Set it only to share one
+    # key between bot hosts; anyone who has it can test which member wrote a logged question.
+    user_hash_salt: SecretStr | None = None
 
     def served_guilds(self) -> frozenset[int]:
         """The configured course servers (empty: none configured)."""

@@ -11,7 +11,7 @@ from discord.ext import commands
 
 from bot import render
 from bot.access import students_only
-from bot.answering import InteractionReply
+from bot.answering import InteractionReply, course_channel
 from rag.answering.assistant import check_question
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class AskCog(commands.Cog):
             question,
             InteractionReply(interaction, ephemeral=private),
             user_id=interaction.user.id,
-            channel_id=interaction.channel_id,
+            channel_id=course_channel(interaction.channel),
         )
 
     @app_commands.command(description="The most relevant passages, without an answer")

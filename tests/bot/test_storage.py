@@ -5,10 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import stat
 
 import pytest
 
-from bot.storage import LoggedAnswer, QuestionLog, hash_user, percentile
+from bot.storage import LoggedAnswer, QuestionLog, hash_user, percentile, user_hash_key
 
 
 def entry(question: str = "What is LoRA?", **kw) -> LoggedAnswer:
@@ -100,3 +101,12 @@ def test_csv_export_neutralises_cells_that_look_like_formulas(log, cell):
     row = next(csv.DictReader(io.StringIO(table.getvalue())))
     assert row["question"] == "'" + cell and row["answer"] == "'" + cell
     assert row["latency_ms"] == "1200.0" and row["model"] == "smollm2"  # the rest is untouched
+
+
+def test_the_user_hash_key_is_random_private_and_kept(tmp_path):
+    key = user_hash_key(tmp_path / "data")
+    path = tmp_path / "data" / "user-hash.key"
+    assert len(key) == 32 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert user_hash_key(tmp_path / "data") == key  # the same pseudonyms after a restart
+    assert user_hash_key(tmp_path / "other") != key
+    assert user_hash_key(tmp_path / "data", "configured secret") == b"configured secret"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import re
+import stat
 
 import pytest
 
@@ -143,3 +146,20 @@ async def test_an_empty_message_in_our_thread_is_ignored_silently(
     harness.bot._connection.parse_message_create(posted)
     await harness.settle()
     assert harness.fake.requests[before:] == []
+
+
+async def test_a_logged_question_names_neither_the_user_nor_the_thread(
+    make_harness, guides_services
+):
+    harness = await make_harness(guides_services)
+    harness.post(f"<@{harness.bot.user.id}> Who painted the Mona Lisa?", STUDENT, CHANNEL_ID,
+                 mention=True)
+    await harness.settle()
+    row = harness.bot.questions.rows()[0]
+    assert row["channel"] == str(CHANNEL_ID)  # the course channel, not the thread (= message)
+    public_scheme = hashlib.sha256(f"study-assistant:{STUDENT.id}".encode()).hexdigest()[:16]
+    assert row["user_hash"] != public_scheme  # member ids are public: no guessable hash
+    key_file = harness.bot.settings.data_dir / "user-hash.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert row["user_hash"] == hmac.new(key_file.read_bytes(), str(STUDENT.id).encode(),
+                                        hashlib.sha256).hexdigest()[:16]
