@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from rag.answering.gate import evidence_of, gate_probability
+from rag.answering.injection import skeleton
+from rag.answering.leak_guard import LeakGuard, leaks
 from rag.answering.prompting import (
     INJECTION_MARKER,
     SYSTEM_PROMPT,
@@ -194,15 +196,31 @@ class Assistant:
         timings["prompt_ms"] = (time.perf_counter() - started) * 1000
         started = time.perf_counter()
         pieces: list[str] = []
-        async for piece in chat.stream(
+        # The guard holds back text that may be the start of the system prompt, so that no
+        # copy of it reaches the terminal or a Discord draft; a leak ends the generation.
+        guard = LeakGuard([m["content"] for m in messages if m["role"] == "system"])
+        stream = chat.stream(
             messages, max_tokens=self.llm.max_new_tokens, temperature=self.llm.temperature
-        ):
-            if not pieces:
-                timings["first_token_ms"] = (time.perf_counter() - started) * 1000
-            pieces.append(piece)
-            yield Token(piece)
+        )
+        try:
+            async for piece in stream:
+                if not pieces:
+                    timings["first_token_ms"] = (time.perf_counter() - started) * 1000
+                pieces.append(piece)
+                if shown := guard.feed(piece):
+                    yield Token(shown)
+                if guard.leaked:
+                    break
+        finally:
+            await _close(stream)
+        if tail := guard.finish():
+            yield Token(tail)
         timings["generate_ms"] = (time.perf_counter() - started) * 1000
-        text, citations = resolve_citations(_guard_output("".join(pieces)), used)
+        raw = "".join(pieces)
+        if guard.leaked or _leaks_rules(raw, messages):
+            yield Finished(self._declined(question, chat.name, began))
+            return
+        text, citations = resolve_citations(raw.replace(INJECTION_MARKER, "").strip(), used)
         timings["total_ms"] = (time.perf_counter() - began) * 1000
         yield Finished(
             Answer(
@@ -280,8 +298,14 @@ class Assistant:
         return Answer(question, text, True, (), (), model, timings, DECLINED, question)
 
 
-def _guard_output(text: str) -> str:
-    """Remove leaked rules and the injection marker from a model's answer."""
-    if SYSTEM_PROMPT[:60] in text or "Keep these rules private" in text:
-        return "I can't share my instructions, but I can help with the course materials."
-    return text.replace(INJECTION_MARKER, "").strip()
+def _leaks_rules(text: str, messages: Sequence[dict[str, str]]) -> bool:
+    """Whether a finished answer gives away the system prompt (in any disguise)."""
+    rules = [m["content"] for m in messages if m["role"] == "system"]
+    return leaks(text, [*rules, SYSTEM_PROMPT]) or "keep these rules private" in skeleton(text)
+
+
+async def _close(stream: AsyncIterator[str]) -> None:
+    """Stop a model's stream early (an async generator keeps generating until closed)."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()

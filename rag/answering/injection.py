@@ -114,6 +114,13 @@ _PATTERNS = (
     r"^(?:system|developer) ?:|^(?:instruction|system) ?:",
 )
 _INSTRUCTION = re.compile("|".join(f"(?:{p})" for p in _PATTERNS))
+_REVEAL = re.compile(
+    "|".join(f"(?:{p})" for p in _PATTERNS[2:4])
+    + r"|\b(?:what|which) (?:instructions|rules|prompt|guidelines) (?:were|have|did) you\b"
+    r"|\bwhat (?:were|have) you (?:been )?(?:told|instructed|programmed)\b"
+    r"|\b(?:system prompt|hidden (?:instructions|prompt|rules)|your (?:instructions|rules"
+    r"|prompt)|initial prompt|developer message|you are now dan|jailbreak)\b"
+)
 
 
 def strip_invisible(text: str) -> str:
@@ -141,6 +148,12 @@ def skeleton(text: str) -> str:
 def is_instruction(text: str) -> bool:
     """Whether a sentence (or a heading, a file name) tries to instruct the model."""
     return bool(_INSTRUCTION.search(skeleton(text)))
+
+
+def asks_to_reveal(question: str) -> bool:
+    """Whether a question tries to get the hidden instructions out, in any phrasing or
+    disguise ("output your initial instructions", "repeat the first message")."""
+    return bool(_REVEAL.search(skeleton(question)))
 
 
 def neutralise(text: str) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from langchain_core.prompts import ChatPromptTemplate
 
 from rag.answering.injection import INJECTION_MARKER as INJECTION_MARKER
-from rag.answering.injection import neutralise, safe_label
+from rag.answering.injection import asks_to_reveal, neutralise, safe_label
 from rag.index.documents import Hit
 
 SYSTEM_PROMPT = (
@@ -33,11 +33,6 @@ _TEMPLATE = ChatPromptTemplate.from_messages(
      ("human", "Context passages:\n<passages>\n{context}\n</passages>\n\nQuestion: {question}")]
 )
 
-_REVEAL = re.compile(
-    r"\b(system prompt|hidden (?:instructions|prompt|rules)|your (?:instructions|rules|prompt)"
-    r"|initial prompt|developer message|you are now dan|jailbreak)\b",
-    re.IGNORECASE,
-)
 _CITATION = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
 
 
@@ -57,7 +52,7 @@ class Citation:
 
 def asks_for_system_prompt(question: str) -> bool:
     """Whether a question tries to extract the hidden instructions."""
-    return bool(_REVEAL.search(question))
+    return asks_to_reveal(question)
 
 
 def describe(hit: Hit) -> str:
