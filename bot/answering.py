@@ -12,9 +12,11 @@ turn. A 429 or a Discord 5xx on the final answer is waited out and retried, neve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import discord
@@ -30,6 +32,7 @@ from rag.config import DiscordSettings
 
 log = logging.getLogger("bot")
 NO_MENTIONS = discord.AllowedMentions.none()
+LIGHT_FACTOR = 3
 DELIVERY_TRIES = 5  # attempts at the final answer (each after the wait Discord asked for)
 MAX_WAIT_S = 60.0
 
@@ -199,6 +202,9 @@ class Answerer:
         # Without the site's key (a benchmark), pseudonyms hold for this process only.
         self.hash_key = hash_key or secrets.token_bytes(32)
         self.limiter = TokenBucket(settings.rate_burst, settings.rate_per_minute)
+        # Cheap commands (/sources, /tokenize) share a bucket LIGHT_FACTOR times as large.
+        self.light_limiter = TokenBucket(settings.rate_burst * LIGHT_FACTOR,
+                                         settings.rate_per_minute * LIGHT_FACTOR)
         self.queue = GenerationQueue(settings.max_concurrent, settings.max_waiting)
         self.pacer = ChannelPacer()
 
@@ -207,6 +213,24 @@ class Answerer:
         question = check_question(question, self.settings.max_question_chars)
         self.limiter.take(user_id)
         return question
+
+    def take(self, user_id: int, *, light: bool = False) -> None:
+        """Spend one of a user's turns (RateLimited when none is left)."""
+        (self.light_limiter if light else self.limiter).take(user_id)
+
+    @asynccontextmanager
+    async def slot_for(self, interaction: discord.Interaction) -> AsyncIterator[None]:
+        """A generation slot for a command's work; while it waits, the deferred reply shows
+        the place in the queue (best effort)."""
+        async def waiting(place: int) -> None:
+            embed = discord.Embed(description=render.queue_status(place),
+                                  colour=discord.Colour.light_grey())
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.edit_original_response(embed=embed,
+                                                         allowed_mentions=NO_MENTIONS)
+
+        async with self.queue.slot(waiting):
+            yield
 
     def user_hash(self, user_id: int) -> str:
         """The pseudonym stored in the log."""

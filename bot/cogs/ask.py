@@ -48,8 +48,10 @@ class AskCog(commands.Cog):
     ) -> None:
         """Search the materials and show the top passages."""
         query = check_question(query, self.bot.settings.discord.max_question_chars)
+        self.bot.answerer.take(interaction.user.id, light=True)
         await interaction.response.defer(thinking=True, ephemeral=private)
-        hits = await asyncio.to_thread(self.bot.services.retriever.search, query)
+        async with self.bot.answerer.slot_for(interaction):
+            hits = await asyncio.to_thread(self.bot.services.retriever.search, query)
         passages = [render.passage_dict(h) for h in hits]
         messages = render.passage_messages(f"Passages for: {query}", passages)
         await interaction.edit_original_response(embeds=messages[0])
