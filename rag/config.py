@@ -48,7 +48,7 @@ class IngestSettings(BaseModel):
     # Bounds on one file, so that a crafted PDF is skipped with a reason instead of stalling
     # the ingest: CPU seconds to parse it and memory the parser may add to what it needs at
     # start (ingest/parse_worker.py), pages per PDF, characters of extracted text per file.
-    parse_cpu_seconds: float = Field(default=60.0, gt=0)
+    parse_cpu_seconds: float = Field(default=30.0, gt=0)
     parse_memory_mb: int = Field(default=2048, gt=0)
     max_pdf_pages: int = Field(default=1000, gt=0)
     max_text_chars: int = Field(default=5_000_000, gt=0)
