@@ -203,9 +203,14 @@ def _walk(folder: Path, root: Path, skipped: dict[str, str]) -> list[Path]:
         path = Path(entry.path)
         if entry.name.startswith("."):
             continue
-        if entry.is_dir(follow_symlinks=False):
+        try:
+            subfolder = entry.is_dir(follow_symlinks=False)
+            linked_folder = not subfolder and entry.is_symlink() and path.is_dir()
+        except OSError:  # gone since the listing; the next run will not see it either
+            continue
+        if subfolder:
             paths.extend(_walk(path, root, skipped))
-        elif entry.is_symlink() and path.is_dir():
+        elif linked_folder:
             skipped[path.relative_to(root).as_posix() + "/"] = "symlinked folder (not followed)"
         else:
             paths.append(path)
@@ -219,7 +224,11 @@ def _hidden(path: Path, root: Path) -> bool:
 def _source_file(path: Path, root: Path, source: str, salt: str) -> SourceFile:
     """Hash a candidate file (SkipFile if it is not a readable regular file)."""
     digest = file_digest(path, salt)
-    return SourceFile(source, path, root, path.stat().st_size, digest)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise SkipFile("deleted during the scan") from exc
+    return SourceFile(source, path, root, size, digest)
 
 
 def _scan_reason(path: Path, root: Path, settings: IngestSettings) -> str | None:
