@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot.access import NOT_SERVED, channel_allowed, guild_served, member_allowed
+from bot.access import NOT_SERVED, channel_allowed, guild_served, is_instructor, member_allowed
 from bot.answering import Answerer, ChannelReply, course_channel
 from bot.errors import friendly_message, new_error_id
 from bot.limits import thread_name
@@ -84,6 +84,8 @@ class Conversations:
             await self._report(message, exc)
 
     async def _answer(self, message: discord.Message, me: discord.abc.User, dm: bool) -> None:
+        if not dm and not self._instructor(message.author):
+            self.client.check_exam(message.author.id, message.channel, "mention")  # type: ignore[attr-defined]
         question = self.answerer.admit(message.author.id, question_text(message.content))
         channel = message.channel
         reply = ChannelReply(channel)
@@ -134,6 +136,10 @@ class Conversations:
             await message.reply(NOT_SERVED)
         except discord.HTTPException:
             log.warning("could not reply in server %s", message.guild.id if message.guild else None)
+
+    def _instructor(self, author: discord.abc.User) -> bool:
+        perms = getattr(author, "guild_permissions", None) or discord.Permissions.none()
+        return is_instructor(self.settings, author, perms)
 
     async def _report(self, message: discord.Message, error: Exception) -> None:
         text = friendly_message(error)

@@ -92,6 +92,14 @@ class AnswerSettings(BaseModel):
     grounding_badge: bool = False
 
 
+class CourseSettings(BaseModel):
+    """Course rules (release dates, exams, assignments): see README, "For instructors"."""
+
+    # IANA name; release and exam times written without an offset are in this zone
+    # (`timezone = ...` in course_materials/schedule.toml overrides it).
+    timezone: str = "UTC"
+
+
 class DiscordSettings(BaseModel):
     """The Discord bot: token, where it answers, who may use the instructor tools, limits."""
 
@@ -154,4 +162,5 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     answer: AnswerSettings = Field(default_factory=AnswerSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
+    course: CourseSettings = Field(default_factory=CourseSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)

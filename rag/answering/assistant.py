@@ -142,18 +142,29 @@ class Assistant:
         self.llm = llm
 
     async def answer(
-        self, question: str, *, history: Sequence[dict[str, str]] = (), model: str | None = None
+        self,
+        question: str,
+        *,
+        history: Sequence[dict[str, str]] = (),
+        model: str | None = None,
+        preview: bool = False,
     ) -> Answer:
         """The finished answer to a question."""
-        async for event in self.stream(question, history=history, model=model):
+        async for event in self.stream(question, history=history, model=model, preview=preview):
             if isinstance(event, Finished):
                 return event.answer
         raise RuntimeError("the answer stream ended without an answer")  # pragma: no cover
 
     async def stream(
-        self, question: str, *, history: Sequence[dict[str, str]] = (), model: str | None = None
+        self,
+        question: str,
+        *,
+        history: Sequence[dict[str, str]] = (),
+        model: str | None = None,
+        preview: bool = False,
     ) -> AsyncIterator[AnswerEvent]:
-        """Answer a question, yielding progress events and finally `Finished`."""
+        """Answer a question, yielding progress events and finally `Finished`; `preview`
+        (instructors) also draws on material not yet released."""
         began = time.perf_counter()
         question = check_question(question, self.settings.max_question_chars)
         chat = self.models.get(model)
@@ -164,7 +175,9 @@ class Assistant:
             return
         query = await self._standalone(question, recent, chat, timings)
         started = time.perf_counter()
-        hits = tuple(await asyncio.to_thread(self.retriever.search, query, self.settings.k))
+        hits = tuple(
+            await asyncio.to_thread(self.retriever.search, query, self.settings.k, preview=preview)
+        )
         timings["retrieve_ms"] = (time.perf_counter() - started) * 1000
         yield Retrieved(hits, query)
         if self.coverage_probability(hits) < self.settings.abstain_below:
