@@ -25,6 +25,8 @@ from tests.rag.llm.stub_http import (
 QUESTION = [{"role": "user", "content": "What is attention?"}]
 # Enough for every case here on a busy machine, far below "forever".
 HANG_S = 15.0
+# How late a deadline may fire on a machine busy with other work.
+SLACK_S = 4.0
 
 
 def model_for(server: StubServer, **settings: float) -> OpenAIChatModel:
@@ -49,7 +51,7 @@ async def test_a_trickling_server_is_stopped_at_the_generation_deadline() -> Non
         started = time.perf_counter()
         with pytest.raises(BackendTimeout, match="within 1s"):
             await bounded(model, max_tokens=10_000)
-        assert time.perf_counter() - started < 3.0
+        assert time.perf_counter() - started < 1.0 + SLACK_S
         assert await hung_up(server)  # the request was abandoned, freeing the server's slot
 
 
@@ -82,7 +84,7 @@ async def test_a_server_that_never_answers_is_stopped_at_the_deadline() -> None:
         started = time.perf_counter()
         with pytest.raises(BackendTimeout, match="generation deadline"):
             await bounded(model)
-    assert time.perf_counter() - started < 2.5
+    assert time.perf_counter() - started < 0.5 + SLACK_S
 
 
 async def test_a_connection_cut_mid_message_is_a_protocol_error() -> None:
