@@ -34,6 +34,7 @@ log = logging.getLogger("bot")
 NO_MENTIONS = discord.AllowedMentions.none()
 LIGHT_FACTOR = 3
 DELIVERY_TRIES = 5  # attempts at the final answer (each after the wait Discord asked for)
+SAME_PLACE_TRIES = 3  # then a message that keeps failing (429, 5xx) is sent elsewhere
 MAX_WAIT_S = 60.0
 
 
@@ -110,9 +111,10 @@ class InteractionReply:
         await self.interaction.followup.send(embeds=embeds, ephemeral=self.ephemeral)
 
     async def switch(self, error: discord.HTTPException) -> bool:
-        """The token expired (401) or the response is gone (404, 403): post in the channel,
-        naming the student without pinging anyone; a private answer goes to their DMs."""
-        if self.fallback is not None or error.status not in (401, 403, 404):
+        """The token expired (401), the response is gone (404, 403) or keeps failing: post in
+        the channel, naming the student without pinging anyone; a private answer goes to their
+        DMs."""
+        if self.fallback is not None:
             return False
         user = self.interaction.user
         log.warning("the reply to /%s could not be edited (%s); sending the answer as a %s",
@@ -154,8 +156,8 @@ class ChannelReply:
         """Send the first message, or edit it; mentions are never parsed."""
         extra: dict[str, Any] = {"view": view} if view is not None else {}
         if self.message is None:
-            if self.reference is not None:
-                extra["reference"] = self.reference
+            if self.reference is not None:  # sent even if the question was deleted meanwhile
+                extra["reference"] = self.reference.to_reference(fail_if_not_exists=False)
             self.message = await self.channel.send(
                 self.note, embeds=embeds, allowed_mentions=NO_MENTIONS, **extra
             )
@@ -169,8 +171,9 @@ class ChannelReply:
         await self.channel.send(embeds=embeds, allowed_mentions=NO_MENTIONS)
 
     async def switch(self, error: discord.HTTPException) -> bool:
-        """Our message was deleted (404): post a new one, once."""
-        if error.status != 404 or self.message is None or self._resent:
+        """Our message can no longer be edited (deleted, or edits keep failing): post a new
+        one instead, once."""
+        if self.message is None or self._resent:
             return False
         self.message, self._resent = None, True
         return True
@@ -290,15 +293,17 @@ class Answerer:
 
     async def _retryable(self, reply: Reply, error: Exception, attempt: int) -> bool:
         """Whether a failed send is worth repeating: after the wait Discord asked for (429),
-        after a pause (5xx), or in another place (expired token, deleted message)."""
+        after a pause (5xx), or, when that keeps failing or cannot help (expired token,
+        deleted message), in another place."""
         status = getattr(error, "status", 429)
-        if status == 429:
+        if status == 429 and attempt < SAME_PLACE_TRIES:
             self.pacer.hold(reply.channel_id, retry_after_s(error))
             return True
-        if status >= 500:
+        if status >= 500 and attempt < SAME_PLACE_TRIES:
             self.pacer.hold(reply.channel_id, float(attempt))
             return True
-        assert isinstance(error, discord.HTTPException)
+        if not isinstance(error, discord.HTTPException):
+            return False
         try:
             return await reply.switch(error)
         except discord.HTTPException as exc:

@@ -58,6 +58,12 @@ def friendly_message(error: BaseException) -> str | None:
         return "No course materials have been ingested yet. An instructor can run /reingest."
     if isinstance(error, LLMError):
         return model_failure(error)
+    if isinstance(error, discord.HTTPException):
+        log.warning("Discord refused a request: %s", error)
+        return (
+            f"Discord did not accept my reply (HTTP {error.status}), so your answer may be "
+            "incomplete. Please try again in a minute."
+        )
     if isinstance(error, app_commands.CommandOnCooldown):
         return f"Please try again in {error.retry_after:.0f} s."
     if isinstance(error, app_commands.CheckFailure):
