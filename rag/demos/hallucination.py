@@ -117,7 +117,8 @@ async def hallucination_demo(
     closed_text = await answer_closed_book(assistant, chat, question)
     closed_s = time.perf_counter() - started
     await report_progress(progress, f"Answering with the course materials ({chat.name})…")
-    answer = await assistant.answer(question, model=chat.name)
+    # The demo shows what the model itself writes with the passages: generated, unverified.
+    answer = await assistant.answer(question, model=chat.name, style="generative")
     passages = answer.retrieved or tuple(
         await asyncio.to_thread(assistant.retriever.search, question, assistant.settings.k)
     )

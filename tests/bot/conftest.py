@@ -15,7 +15,7 @@ import pytest
 
 from bot.client import StudyBot
 from bot.storage import QuestionLog
-from rag.config import DiscordSettings
+from rag.config import AnswerSettings, DiscordSettings
 from rag.index.embedder import Embedder
 from rag.llm.registry import ModelRegistry
 from rag.llm.settings import LLMSettings
@@ -158,8 +158,9 @@ def guides_services(
     """A real index of the course guides (Markdown only: fast to ingest) with SmolLM2."""
     root = tmp_path_factory.mktemp("bot-materials")
     shutil.copytree(shared_materials / "guides", root / "guides")
+    # These tests exercise streamed generation; the quoted and verified styles have their own.
     settings = make_settings(tmp_path_factory.mktemp("bot-data"), llm=FAST_LLM,
-                             materials_dir=root)
+                             materials_dir=root, answer=AnswerSettings(style="generative"))
     services = build_services(settings, embedder=embedder, models=bot_registry)
     report = run(root, services)
     assert report.ok and not report.skipped

@@ -352,3 +352,53 @@ async def test_an_answer_whose_interaction_expired_still_reaches_the_student(
     else:
         assert delivered[0].path == f"/channels/{CHANNEL_ID}/messages"
         assert message["content"].startswith(f"<@{STUDENT.id}>")
+
+
+def styled_services(guides_services, llm_cache_dir, model: ScriptedModel, backend: str):
+    """The guides' index with a scripted model of the given backend and its default style
+    (quotes for a local model, verified generation for a served one), checked by the real
+    verifier."""
+    spec = {"backend": backend, "model": "m", "base_url": "http://127.0.0.1:9/v1"}
+    llm = LLMSettings(default="scripted", models={"scripted": spec})
+    models = ModelRegistry(llm, llm_cache_dir)
+    models._models["scripted"] = model
+    answer = guides_services.settings.answer.model_copy(update={"style": None})
+    settings = guides_services.settings.model_copy(update={"llm": llm, "answer": answer})
+    assistant = Assistant(guides_services.retriever, models, answer, llm,
+                          guides_services.checker)
+    return dataclasses.replace(guides_services, settings=settings, models=models,
+                               assistant=assistant)
+
+
+async def test_a_quoted_answer_renders_as_a_block_quote_and_its_footer_says_so(
+    make_harness, guides_services, llm_cache_dir
+):
+    model = ScriptedModel("never called")
+    harness = await make_harness(styled_services(guides_services, llm_cache_dir, model, "local"))
+    token = harness.command("ask", STUDENT, question=IN_SCOPE)
+    await harness.settle()
+    final = original_edits(harness, token)[-1].payload["embeds"][-1]
+    assert final["description"].startswith("> ") and re.search(r"\[\d\]", final["description"])
+    assert final["footer"]["text"].startswith("scripted · quoted from the materials · ")
+    assert "guides/" in final["fields"][0]["value"]
+    assert_safe(harness)
+
+
+async def test_a_verified_answer_replaces_its_labelled_draft_with_the_checked_text(
+    make_harness, guides_services, llm_cache_dir
+):
+    invented = "The Transformer was invented by Graphene Labs in 1987 for multicast routing."
+    text = ("A Transformer is like a smart librarian who reads an entire book at once. "
+            f"{invented} Transformers process all tokens in parallel using attention mechanisms.")
+    model = ScriptedModel(text, delay_s=0.08)
+    harness = await make_harness(styled_services(guides_services, llm_cache_dir, model, "openai"))
+    token = harness.command("ask", STUDENT, question=IN_SCOPE)
+    await harness.settle()
+    edits = original_edits(harness, token)
+    drafts = [e.payload["embeds"][0] for e in edits if is_draft(e)]
+    assert drafts and all(d["footer"]["text"] == render.DRAFT_LABEL for d in drafts)
+    final = edits[-1].payload["embeds"][-1]
+    assert "Graphene" not in final["description"] and "smart librarian" in final["description"]
+    assert "1 of 3 sentences" in final["description"]
+    assert final["footer"]["text"].startswith("scripted · generated and verified · ")
+    assert_safe(harness)

@@ -82,6 +82,29 @@ def test_search_json_has_the_documented_shape(indexed):
     assert data["results"][0]["source"].endswith(".md")
 
 
+def test_ask_json_carries_the_style_and_each_sentences_citation_and_verdict(indexed):
+    result = runner.invoke(
+        app, ["ask", "What is a Transformer, in simple terms?", "--json", "--data-dir",
+              str(indexed)]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["style"] == "extractive" and data["made"] == "quoted from the materials"
+    assert data["sentences"] and all(
+        s["verdict"] == "quoted" and isinstance(s["citation"], int) and s["shown"]
+        for s in data["sentences"]
+    )
+
+
+def test_ask_says_how_the_answer_was_made_and_rejects_an_unknown_style(indexed):
+    ok = runner.invoke(app, ["ask", "What is attention?", "--data-dir", str(indexed)])
+    assert ok.exit_code == 0 and "smollm2 · quoted from the materials · " in ok.output
+    bad = runner.invoke(app, ["ask", "What is attention?", "--style", "poem", "--data-dir",
+                              str(indexed)])
+    assert bad.exit_code == 1 and "Unknown answer style 'poem'" in bad.output
+    assert "Traceback" not in bad.output
+
+
 def test_search_batch_reads_stdin_and_reports_bad_lines(indexed):
     lines = "\n".join(
         [

@@ -54,7 +54,8 @@ class CountingRegistry(ModelRegistry):
 def assistant_over(services: Services, registry: ModelRegistry, **answer) -> Assistant:
     """An Assistant over an index, with answer settings overridden."""
     llm = LLMSettings(max_new_tokens=48, temperature=0.0)
-    settings = AnswerSettings(**answer) if answer else AnswerSettings()
+    # These tests are about generation; tests/rag/answering/test_styles.py covers the others.
+    settings = AnswerSettings(**{"style": "generative", **answer})
     return Assistant(services.retriever, registry, settings, llm)
 
 
@@ -81,6 +82,10 @@ async def test_in_scope_question_is_answered_with_a_citation_to_an_expected_sour
         "question",
         "answer",
         "refused",
+        "style",
+        "made",
+        "note",
+        "sentences",
         "citations",
         "retrieved",
         "model",

@@ -35,11 +35,11 @@ async def test_both_answers_come_from_the_same_model_and_are_checked_against_the
     assert demo.model == "smollm2"
     assert (demo.closed_book.mode, demo.with_retrieval.mode) == (CLOSED_BOOK, WITH_RETRIEVAL)
     # Greedy decoding: the closed-book answer is the model's answer to the bare prompt, and
-    # the grounded one is exactly what /ask answers.
+    # the grounded one is exactly what /ask answers in the generative (unverified) style.
     chat = assistant.models.get("smollm2")
     bare = await chat.complete(closed_book_messages(QUESTION), max_tokens=32, temperature=0)
     assert demo.closed_book.text == bare.text.strip()
-    asked = await assistant.answer(QUESTION)
+    asked = await assistant.answer(QUESTION, style="generative")
     assert demo.with_retrieval.text == asked.text and not demo.with_retrieval.refused
     assert [h.chunk.id for h in demo.passages] == [h.chunk.id for h in asked.retrieved]
     for answer in (demo.closed_book, demo.with_retrieval):

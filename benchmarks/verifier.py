@@ -1,0 +1,86 @@
+"""Verifier benchmark: precision and recall of the grounding checker that verified answers use,
+on the labelled sentences of eval/verifier_sentences.jsonl.
+
+Run: .venv/bin/python benchmarks/verifier.py ../shared/course_materials course_materials
+
+Each sentence is judged as a verified answer judges it: against the passages retrieved for
+its question (k = 5) plus each sentence's own wider search. The checker's weights were fitted
+on eval/claims.jsonl (benchmarks/grounding.py), never on these sentences, so both splits are
+held out from that fitting; the `held_out` split is also kept out of any change made while
+reading errors (only `fit` errors were read). Prints a Markdown section for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from ingest.pipeline import Target, ingest  # noqa: E402
+from rag.config import Settings  # noqa: E402
+from rag.services import build_services  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+DATA_DIR = REPO / ".study-assistant" / "bench-faithfulness"
+
+
+def ratio(a: int, b: int) -> str:
+    """`0.83 (25/30)`."""
+    return f"{a / b:.2f} ({a}/{b})" if b else "–"
+
+
+def table(rows: list[dict], verdicts: list[str]) -> list[str]:
+    """Precision and recall of both labels, as Markdown rows."""
+    out = []
+    for label in ("supported", "unsupported"):
+        said = [(r, v) for r, v in zip(rows, verdicts, strict=True)
+                if (v == "supported") == (label == "supported")]
+        truth = [r for r in rows if r["label"] == label]
+        right = sum(r["label"] == label for r, _ in said)
+        out.append(f"| {label} | {ratio(right, len(said))} | {ratio(right, len(truth))} |")
+    return out
+
+
+def main() -> None:
+    """Ingest (or reuse) the index, judge every sentence, print the figures per split."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("roots", nargs="+", type=Path)
+    p.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    p.add_argument("--show-errors", choices=["fit", "held_out"], default=None)
+    args = p.parse_args()
+    settings = Settings(data_dir=args.data_dir)
+    services = build_services(settings)
+    ingest([Target(r) for r in args.roots], services.store, services.embedder, settings.ingest)
+    path = REPO / "eval" / "verifier_sentences.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    verdicts = []
+    began = time.perf_counter()
+    for row in rows:
+        hits = services.retriever.search(row["question"], settings.answer.k)
+        report = services.checker.check_claims([row["sentence"]], hits, wider_search=True)
+        verdicts.append(report.claims[0].verdict)
+    per = (time.perf_counter() - began) / len(rows)
+    print(f"{len(rows)} sentences, {per:.2f} s each (retrieval + check with the wider search)")
+    for split in ("fit", "held_out"):
+        chosen = [i for i, r in enumerate(rows) if r["split"] == split]
+        print(f"\n**{split}** ({len(chosen)} sentences)\n\n| label | precision | recall |")
+        print("|---|---|---|")
+        print("\n".join(table([rows[i] for i in chosen], [verdicts[i] for i in chosen])))
+        missed = Counter(rows[i]["kind"] for i in chosen
+                         if (verdicts[i] == "supported") != (rows[i]["label"] == "supported"))
+        print(f"\nErrors by kind: {dict(missed) or 'none'}")
+        if args.show_errors == split:
+            for i in chosen:
+                if (verdicts[i] == "supported") != (rows[i]["label"] == "supported"):
+                    print(f"  {rows[i]['id']} {rows[i]['label']} -> {verdicts[i]}: "
+                          f"{rows[i]['sentence']}")
+
+
+if __name__ == "__main__":
+    main()

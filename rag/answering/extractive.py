@@ -1,0 +1,210 @@
+"""Quote-first answers: the sentences, list items or table rows of the retrieved passages
+that answer the question, in the materials' own words, each followed by its citation.
+
+Every quotable piece of the passages (`rag.answering.quotes`) gets P(it states the answer)
+from a small logistic model of how close it is to the question: the cosine of their
+embeddings, the idf-weighted share of the question's terms the piece contains (alone, and
+with its section heading and file name), its length, and whether it is a list item. The
+weights were fitted during development (logistic regression, positives weighed up) on pieces
+labelled by whether they contain an evidence string, from the `fit` questions of
+eval/answer_questions.jsonl and eval/calibration_questions.jsonl; never on the dev sets.
+
+The most likely piece leads; up to four pieces follow while they score at least half as
+well and the answer stays within about 120 words (the first piece is quoted whole even when
+longer). The pieces of a list of short entries (bullets under a heading) or of a table are
+quoted together, in document order under their lead-in line or header row.
+Passages that scored as well but did not fit are pointed to with "More in [n]".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from rag.answering.grounding import TermWeights, terms
+from rag.answering.injection import is_instruction
+from rag.answering.quotes import Quote, quotes_of
+from rag.answering.styles import QUOTED, AnswerSentence
+from rag.index.documents import Hit
+from rag.index.embedder import Embedder
+
+MAX_QUOTES = 4
+MAX_WORDS = 120
+KEEP_RATIO = 0.5
+SHORT_ITEM_WORDS = 12
+MAX_POINTERS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteWeights:
+    """The logistic model of P(a piece states the answer)."""
+
+    cosine: float = 4.15
+    coverage: float = 3.09
+    context_coverage: float = 1.04
+    log_words: float = 0.34
+    item: float = 0.27
+    intercept: float = -4.4
+
+    def probability(self, features: np.ndarray) -> np.ndarray:
+        """P(states the answer) for rows of `quote_features`."""
+        w = np.array([self.cosine, self.coverage, self.context_coverage, self.log_words,
+                      self.item])
+        return 1.0 / (1.0 + np.exp(-(features @ w + self.intercept)))
+
+
+FITTED_QUOTE_WEIGHTS = QuoteWeights()
+
+
+@dataclass(frozen=True, slots=True)
+class Extract:
+    """A quote-first answer: its text, its sentences and the passages it points to."""
+
+    text: str
+    sentences: tuple[AnswerSentence, ...]
+    cited: tuple[int, ...]
+
+
+def embedding_text(quote: Quote, section: str) -> str:
+    """What the embedder sees of a piece: its section, its list's lead-in or table header."""
+    body = f"{quote.header}\n{quote.text}" if quote.kind == "row" else quote.text
+    body = f"{quote.lead} {body}" if quote.lead else body
+    return f"{section}: {body}" if section else body
+
+
+def quote_features(
+    question: str, quotes: Sequence[Quote], hits: Sequence[Hit], embedder: Embedder,
+    idf: TermWeights,
+) -> np.ndarray:
+    """One row per piece: cosine, coverage, coverage with heading and file name, log words,
+    list item."""
+    if not quotes:
+        return np.zeros((0, 5))
+    sections = [hits[q.passage].chunk.section for q in quotes]
+    vectors = embedder.embed_documents([embedding_text(q, s) for q, s in zip(quotes, sections,
+                                                                             strict=True)])
+    cosine = vectors @ embedder.embed_query(question)
+    wanted = terms(question)
+    rows = []
+    for quote, section, cos in zip(quotes, sections, cosine, strict=True):
+        own = terms(f"{quote.lead} {quote.header} {quote.text}")
+        title = hits[quote.passage].chunk.source.rsplit("/", 1)[-1]
+        context = own | terms(f"{section} {title}")
+        rows.append([float(cos), idf.coverage(wanted, own), idf.coverage(wanted, context),
+                     math.log1p(quote.words), float(quote.kind == "item")])
+    return np.array(rows)
+
+
+def all_quotes(hits: Sequence[Hit]) -> list[Quote]:
+    """The quotable pieces of every passage, without text that tries to instruct a model
+    (the same filter the prompt uses: it is never shown as an answer)."""
+    return [q for i, hit in enumerate(hits) for q in quotes_of(hit.chunk.text, i)
+            if not is_instruction(q.text)]
+
+
+def select(quotes: Sequence[Quote], p: np.ndarray) -> list[int]:
+    """The pieces to quote, most likely first; a list item brings its siblings."""
+    chosen: list[int] = []
+    words = 0
+    for i in (int(i) for i in np.argsort(-p, kind="stable")):
+        if len(chosen) >= MAX_QUOTES or p[i] < KEEP_RATIO * p[chosen[0] if chosen else i]:
+            break
+        if i in chosen or (chosen and words + quotes[i].words > MAX_WORDS):
+            continue
+        family = siblings(quotes, i) if is_short_list(quotes, i) else [i]
+        for j in family:
+            # The best piece is quoted whole even when it alone is long: never cut mid-way.
+            if j not in chosen and (not chosen or words + quotes[j].words <= MAX_WORDS):
+                chosen.append(j)
+                words += quotes[j].words
+    return chosen
+
+
+def is_short_list(quotes: Sequence[Quote], i: int) -> bool:
+    """Whether piece i belongs to a list or table of short entries (bullets under a heading,
+    table rows): quoted whole, since the entries only make sense together."""
+    if quotes[i].kind == "sentence":
+        return False
+    family = [quotes[j].words for j in siblings(quotes, i)]
+    return quotes[i].kind == "row" or sum(family) / len(family) <= SHORT_ITEM_WORDS
+
+
+def siblings(quotes: Sequence[Quote], i: int) -> list[int]:
+    """Piece i and the other pieces of its list or table, piece i first."""
+    q = quotes[i]
+    rest = [j for j, o in enumerate(quotes)
+            if j != i and o.passage == q.passage and o.group == q.group]
+    return [i, *rest]
+
+
+def compose(quotes: Sequence[Quote], chosen: Sequence[int], more: Sequence[int]) -> Extract:
+    """The answer text: blocks in the order chosen, a list's items in document order under
+    its lead-in, a table's rows under their header; each block followed by its citation."""
+    blocks: list[list[int]] = []
+    for i in chosen:
+        q = quotes[i]
+        block = next((b for b in blocks if is_short_list(quotes, i)
+                      and quotes[b[0]].passage == q.passage and quotes[b[0]].group == q.group),
+                     None)
+        if block is None:
+            blocks.append([i])
+        else:
+            block.append(i)
+    lines: list[str] = []
+    sentences: list[AnswerSentence] = []
+    for block in blocks:
+        block.sort(key=lambda j: quotes[j].position)
+        lines += _render(quotes, block, sentences, is_short_list(quotes, block[0]))
+    cited = tuple(dict.fromkeys(s.citation for s in sentences if s.citation is not None))
+    pointers = [n + 1 for n in more if n + 1 not in cited][:MAX_POINTERS]
+    if pointers:
+        lines.append("More in " + ", ".join(f"[{n}]" for n in pointers) + ".")
+    return Extract("\n".join(lines), tuple(sentences), cited + tuple(pointers))
+
+
+def _render(
+    quotes: Sequence[Quote], block: list[int], sentences: list[AnswerSentence], as_list: bool
+) -> list[str]:
+    """The lines of one block (a sentence, or a list under its lead-in, or table rows under
+    their header), recording its sentences."""
+    first = quotes[block[0]]
+    number = first.passage + 1
+    if not as_list:
+        sentences.append(AnswerSentence(first.text, number, QUOTED))
+        return [f"{first.text} [{number}]"]
+    lines = []
+    for extra in (first.lead, first.header):
+        if extra:
+            sentences.append(AnswerSentence(extra, number, QUOTED))
+            lines.append(extra)
+    marker = "- " if first.kind == "item" else ""
+    for j in block:
+        sentences.append(AnswerSentence(quotes[j].text, number, QUOTED))
+        lines.append(f"{marker}{quotes[j].text}")
+    lines[-1] += f" [{number}]"
+    return lines
+
+
+class QuoteSelector:
+    """Builds quote-first answers from retrieved passages."""
+
+    def __init__(self, embedder: Embedder, weights: QuoteWeights = FITTED_QUOTE_WEIGHTS) -> None:
+        self.embedder = embedder
+        self.weights = weights
+
+    def extract(self, question: str, hits: Sequence[Hit], idf: TermWeights) -> Extract:
+        """The quote-first answer to a question from its passages."""
+        quotes = all_quotes(hits)
+        if not quotes:
+            return Extract("", (), ())
+        p = self.weights.probability(quote_features(question, quotes, hits, self.embedder, idf))
+        chosen = select(quotes, p)
+        best = float(p[chosen[0]])
+        owner = np.array([q.passage for q in quotes])
+        quoted = {quotes[i].passage for i in chosen}
+        strong = [n for n in range(len(hits)) if n not in quoted
+                  and p[owner == n].max(initial=0.0) >= KEEP_RATIO * best]
+        return compose(quotes, chosen, strong)

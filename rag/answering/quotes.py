@@ -1,0 +1,139 @@
+"""Cut passages into quotable pieces: whole sentences, list items and table rows.
+
+A quote keeps the materials' own words in their order; only Markdown markup is removed
+(emphasis, code ticks, link targets, images), so `plain(quote)` is always a substring of
+`plain(passage)` up to whitespace. A passage that starts mid-sentence loses its first
+fragment and one that was cut loses its last, so no quote ends or starts mid-way.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+QuoteKind = Literal["sentence", "item", "row"]
+
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_ITEM = re.compile(r"^\s*(?:[-*+•]|\d{1,2}[.)])\s+(?:\[[ xX]\]\s+)?(.*)$")
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+")
+_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
+_RULE = re.compile(r"^\s*([-*_])(\s*\1){2,}\s*$")
+_IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)|<img\b[^>]*>", re.IGNORECASE)
+_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
+_EMPHASIS = re.compile(r"\*\*|__|(?<![\w*])\*(?=\S)|(?<=\S)\*(?![\w*])|`")
+_ABBREVIATION = re.compile(
+    r"\b(e\.g|i\.e|et al|etc|vs|cf|fig|eq|approx|resp|no|sec)\.", re.IGNORECASE
+)
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+_TERMINAL = re.compile(r"[.!?][\"')\]]*$")
+_LETTER = re.compile(r"[^\W\d_]")
+_PROTECTED = "\u2024"
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """One quotable piece of passage `passage` (0-based): a sentence, list item or table row.
+
+    Pieces of one paragraph, list or table share a `group`; a table row carries its header
+    row, and a list item or row the lead-in line before its list ("Typical forms:").
+    """
+
+    text: str
+    kind: QuoteKind
+    passage: int
+    position: int
+    group: int
+    header: str = ""
+    lead: str = ""
+
+    @property
+    def words(self) -> int:
+        """Its length in words."""
+        return len(self.text.split())
+
+
+def plain(text: str) -> str:
+    """Text without Markdown markup (emphasis, code ticks, links, images), whitespace collapsed."""
+    text = _LINK.sub(r"\1", _IMAGE.sub(" ", text))
+    text = " | ".join(c.strip() for c in text.split("|")) if "|" in text else text
+    return " ".join(_EMPHASIS.sub("", text).split())
+
+
+def _cells(line: str) -> str:
+    return " | ".join(plain(c) for c in line.strip().strip("|").split("|"))
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    """Sentences of one paragraph (abbreviations such as `e.g.` and `et al.` protected)."""
+    protected = _ABBREVIATION.sub(
+        lambda m: m.group(1).replace(".", _PROTECTED) + _PROTECTED, paragraph
+    )
+    pieces = _SENTENCE_END.split(protected)
+    return [p.replace(_PROTECTED, ".").strip() for p in pieces if p.strip()]
+
+
+def _blocks(text: str) -> list[tuple[str, str]]:
+    """(kind, text) blocks: paragraphs joined from wrapped lines, list items, table rows.
+    Code blocks, headings and rules become breaks."""
+    blocks: list[tuple[str, str]] = []
+    fenced = False
+    for line in text.splitlines():
+        if _FENCE.match(line):
+            fenced = not fenced
+            blocks.append(("break", ""))
+            continue
+        stripped = line.strip()
+        if fenced or not stripped or _HEADING.match(line) or _TABLE_RULE.match(line) or (
+            _RULE.match(line)
+        ):
+            blocks.append(("break", ""))
+        elif stripped.startswith("|"):
+            blocks.append(("row", stripped))
+        elif item := _ITEM.match(line):
+            blocks.append(("item", item.group(1)))
+        elif blocks and blocks[-1][0] in ("para", "item"):
+            blocks[-1] = (blocks[-1][0], blocks[-1][1] + " " + stripped)
+        else:
+            blocks.append(("para", stripped))
+    return blocks
+
+
+def quotes_of(text: str, passage: int) -> list[Quote]:
+    """The quotable pieces of a passage, in order, without fragments or questions."""
+    out: list[Quote] = []
+    group, header, lead, last = 0, "", "", ""
+    for kind, body in _blocks(text):
+        if kind == "break":
+            continue
+        if kind != last or kind == "para":
+            group += 1
+        header = header if kind == "row" else ""
+        last = kind
+        if kind == "row":
+            if not header:
+                header = _cells(body)
+            else:
+                out.append(Quote(_cells(body), "row", passage, len(out), group, header, lead))
+        elif kind == "item":
+            item = plain(body)
+            if item.endswith(":"):
+                lead = item
+            elif item:
+                out.append(Quote(item, "item", passage, len(out), group, lead=lead))
+        else:
+            sentences = split_sentences(plain(body))
+            lead = sentences.pop() if sentences and sentences[-1].endswith(":") else ""
+            out += [Quote(s, "sentence", passage, len(out) + i, group)
+                    for i, s in enumerate(sentences)]
+    return _without_fragments(out)
+
+
+def _without_fragments(quotes: list[Quote]) -> list[Quote]:
+    """Drop a first sentence that starts mid-way (lower case), a last one that was cut (no
+    end mark), questions and pieces without a letter."""
+    if quotes and quotes[0].kind == "sentence" and quotes[0].text[0].islower():
+        quotes = quotes[1:]
+    if quotes and quotes[-1].kind == "sentence" and not _TERMINAL.search(quotes[-1].text):
+        quotes = quotes[:-1]
+    return [q for q in quotes if _LETTER.search(q.text) and not q.text.endswith("?")]

@@ -1,0 +1,139 @@
+"""Answer styles over the real index of the shipped materials, with the real embedder.
+
+Quote-first answers need no model call. The verified style is tested with a backend that
+returns a fixed paragraph with invented sentences: the verifier is the code under test.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from rag.answering.assistant import FELL_BACK, Assistant
+from rag.answering.styles import QUOTED
+from rag.answering.verified import FALLBACK_NOTE
+from rag.config import AnswerSettings
+from rag.llm.base import Completion
+from rag.llm.registry import ModelRegistry
+from rag.llm.settings import LLMSettings, ModelSpec
+from rag.services import Services
+
+QUESTIONS = [
+    "What is PagedAttention?",
+    "What forms of hallucination are there?",
+    "What are the trade-offs of a smaller versus a larger vocabulary?",
+    "Why does LoRA initialise B to zero?",
+    "What is continuous batching?",
+]
+
+
+def squash(text: str) -> str:
+    """Text with Markdown emphasis, code ticks, table pipes and list markers dropped and
+    whitespace collapsed: what "verbatim" is compared after."""
+    text = re.sub(r"(?m)^\s*(?:[-*+•]|\d{1,2}[.)])\s+", " ", text)
+    return " ".join(re.sub(r"[*`]", "", text).replace("|", " ").split())
+
+
+async def test_every_quoted_sentence_is_verbatim_in_the_passage_it_cites(full_index: Services):
+    for question in QUESTIONS:
+        answer = await full_index.assistant.answer(question, style="extractive")
+        assert answer.style == "extractive" and not answer.refused, question
+        assert answer.sentences, question
+        for sentence in answer.sentences:
+            assert sentence.verdict == QUOTED and sentence.citation is not None
+            passage = answer.retrieved[sentence.citation - 1].chunk.text
+            assert squash(sentence.text) in squash(passage), (question, sentence.text)
+
+
+async def test_an_answer_to_a_number_question_contains_the_number(full_index: Services):
+    answer = await full_index.assistant.answer(
+        "How many tokens does the released LLaMA tokenizer have?", style="extractive"
+    )
+    assert "32,000" in answer.text
+
+
+async def test_the_packaged_model_answers_with_quotes_by_default(full_index: Services):
+    answer = await full_index.assistant.answer("What is the KV cache?")
+    assert answer.style == "extractive" and answer.made == "quoted from the materials"
+    assert re.search(r"\[\d\]$", answer.text.splitlines()[0])
+
+
+class FixedModel:
+    """A chat backend that always writes the same paragraph (it is made to invent)."""
+
+    def __init__(self, name: str, paragraph: str) -> None:
+        self.name = name
+        self.paragraph = paragraph
+
+    async def stream(self, messages, **kwargs) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
+        for word in self.paragraph.split(" "):
+            yield word + " "
+
+    async def complete(self, messages, **kwargs) -> Completion:  # type: ignore[no-untyped-def]
+        return Completion(self.paragraph, 0, 0, None, 0.0)
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    async def aclose(self) -> None:
+        return None
+
+
+class FixedRegistry(ModelRegistry):
+    """A registry whose one served model is a `FixedModel`."""
+
+    def __init__(self, paragraph: str) -> None:
+        spec = ModelSpec(name="served", backend="openai", model="x", base_url="http://127.0.0.1:9")
+        super().__init__(LLMSettings(default="served", models={"served": spec}), Path("."))
+        self.model = FixedModel("served", paragraph)
+
+    def get(self, name: str | None = None) -> FixedModel:  # type: ignore[override]
+        return self.model
+
+
+def verifying(services: Services, paragraph: str) -> Assistant:
+    """An Assistant whose served model writes `paragraph`, checked by the real verifier."""
+    registry = FixedRegistry(paragraph)
+    return Assistant(services.retriever, registry, AnswerSettings(), registry.settings,
+                     services.checker)
+
+
+TRUE_1 = ("PagedAttention divides the KV cache of each sequence into fixed-size blocks that "
+          "do not need to be contiguous in memory.")
+TRUE_2 = "PagedAttention is inspired by virtual memory and paging in operating systems."
+INVENTED = ("PagedAttention was designed by Graphene Labs in 1987 for the LambdaNet multicast "
+            "packet scheduler.")
+
+
+async def test_a_served_model_gets_verified_answers_and_invented_sentences_are_removed(
+    full_index: Services,
+):
+    answer = await verifying(full_index, f"{TRUE_1} {INVENTED} {TRUE_2}").answer(
+        "What is PagedAttention?"
+    )
+    assert answer.style == "verified" and answer.made == "generated and verified"
+    shown = {s.text for s in answer.sentences if s.shown}
+    assert shown == {TRUE_1, TRUE_2}
+    assert "Graphene" not in answer.text and "1987" not in answer.text
+    assert "1 of 3 sentences" in answer.note
+    assert all(s.citation is not None for s in answer.sentences if s.shown)
+    assert all(s.citation is None for s in answer.sentences if not s.shown)
+
+
+async def test_a_verified_answer_falls_back_to_quotes_when_nothing_survives(
+    full_index: Services,
+):
+    answer = await verifying(full_index, INVENTED).answer("What is PagedAttention?")
+    assert answer.style == "extractive" and answer.reason == FELL_BACK
+    assert answer.note == FALLBACK_NOTE
+    assert "Graphene" not in answer.text
+    dropped = [s for s in answer.sentences if not s.shown]
+    assert [s.text for s in dropped] == [INVENTED]
+
+
+async def test_an_unknown_style_is_a_clear_error(full_index: Services):
+    with pytest.raises(ValueError, match="Unknown answer style 'poetic'"):
+        await full_index.assistant.answer("What is LoRA?", style="poetic")
