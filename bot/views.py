@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot import render
-from bot.errors import report_error
+from bot.access import NOT_SERVED, guild_served
+from bot.errors import NotAllowed, report_error
 
 if TYPE_CHECKING:
     from bot.client import StudyBot
@@ -20,6 +21,14 @@ if TYPE_CHECKING:
 
 def _bot(interaction: discord.Interaction) -> StudyBot:
     return interaction.client  # type: ignore[return-value]
+
+
+async def _served(interaction: discord.Interaction) -> bool:
+    """Buttons work only in a course server (or a DM); elsewhere the click is refused."""
+    if guild_served(_bot(interaction).settings.discord, interaction.guild_id):
+        return True
+    await report_error(interaction, NotAllowed(NOT_SERVED))
+    return False
 
 
 class FeedbackButton(
@@ -47,6 +56,8 @@ class FeedbackButton(
 
     async def callback(self, interaction: discord.Interaction) -> None:
         """Record the vote and thank the user privately."""
+        if not await _served(interaction):
+            return
         try:
             value = 1 if self.vote == "up" else -1
             await _bot(interaction).feedback(self.question_id, interaction.user.id, value)
@@ -78,6 +89,8 @@ class SourcesButton(discord.ui.DynamicItem[discord.ui.Button], template=r"sa:src
 
     async def callback(self, interaction: discord.Interaction) -> None:
         """Send the passages as ephemeral messages."""
+        if not await _served(interaction):
+            return
         try:
             passages = await _bot(interaction).passages(self.question_id)
             if passages is None:

@@ -15,6 +15,7 @@ from tests.bot.fake_discord import (
     STRANGER_GUILD_ID,
     STUDENT_ROLE,
     Person,
+    button_payload,
     dm_interaction_payload,
     elsewhere,
     guild_payload,
@@ -22,6 +23,7 @@ from tests.bot.fake_discord import (
     message_payload,
 )
 from tests.bot.test_commands import callback
+from tests.bot.test_storage import entry
 
 STUDENT = Person(1001, "ana")
 # Manage Server in the stranger's own server: the review's attacker.
@@ -129,3 +131,19 @@ async def test_a_direct_message_from_an_outsider_is_ignored_under_a_role_allow_l
     await harness.settle()
     assert harness.in_channel(dm_channel) == []
     assert CHANNEL_ID not in harness.fake.messages
+
+
+@pytest.mark.parametrize("custom_id", ["sa:src:1", "sa:vote:up:1"])
+async def test_answer_buttons_are_refused_in_another_server(
+    make_harness, empty_services, custom_id
+):
+    harness = await make_harness(empty_services)
+    harness.bot._connection._add_guild_from_data(stranger_server())
+    harness.bot.questions.record(entry())  # question 1, asked in the course server
+    button = {"type": 2, "style": 2, "label": "x", "custom_id": custom_id}
+    message = harness.fake.message(STRANGER_CHANNEL_ID, {
+        "content": "an old answer", "components": [{"type": 1, "components": [button]}]})
+    token = harness.feed(elsewhere(button_payload(message, custom_id, STRANGER)))
+    await harness.settle()
+    assert callback(harness, token).payload["data"]["content"] == NOT_SERVED
+    assert harness.bot.questions.rows()[0]["up"] == 0
