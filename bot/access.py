@@ -43,6 +43,13 @@ def channel_allowed(settings: DiscordSettings, channel: Any) -> bool:
     return bool(ids & set(settings.allowed_channels))
 
 
+def channel_ids(channel: Any) -> set[int]:
+    """A channel's id with its parent's (a thread's rules are its channel's)."""
+    if channel is None:
+        return set()
+    return {i for i in (channel.id, getattr(channel, "parent_id", None)) if i is not None}
+
+
 def roles_of(user: discord.abc.User) -> list[discord.Role]:
     """The guild roles of a member (none for a user outside a guild)."""
     return list(getattr(user, "roles", []))
@@ -110,6 +117,11 @@ async def student_check(interaction: discord.Interaction) -> bool:
         raise NotAllowed("I don't answer in this channel; please ask in a course channel.")
     if not await member_allowed(interaction.client, settings, interaction.user):
         raise NotAllowed("Your roles don't include access to the study assistant.")
+    if not is_instructor(settings, interaction.user, interaction.permissions):
+        command = interaction.command.name if interaction.command else "?"
+        interaction.client.check_exam(  # type: ignore[attr-defined]
+            interaction.user.id, interaction.channel, command
+        )
     return True
 
 

@@ -12,9 +12,11 @@ turn. A 429 or a Discord 5xx on the final answer is waited out and retried, neve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import discord
@@ -37,7 +39,9 @@ from rag.config import DiscordSettings
 
 log = logging.getLogger("bot")
 NO_MENTIONS = discord.AllowedMentions.none()
+LIGHT_FACTOR = 3
 DELIVERY_TRIES = 5  # attempts at the final answer (each after the wait Discord asked for)
+SAME_PLACE_TRIES = 3  # then a message that keeps failing (429, 5xx) is sent elsewhere
 MAX_WAIT_S = 60.0
 
 
@@ -114,9 +118,10 @@ class InteractionReply:
         await self.interaction.followup.send(embeds=embeds, ephemeral=self.ephemeral)
 
     async def switch(self, error: discord.HTTPException) -> bool:
-        """The token expired (401) or the response is gone (404, 403): post in the channel,
-        naming the student without pinging anyone; a private answer goes to their DMs."""
-        if self.fallback is not None or error.status not in (401, 403, 404):
+        """The token expired (401), the response is gone (404, 403) or keeps failing: post in
+        the channel, naming the student without pinging anyone; a private answer goes to their
+        DMs."""
+        if self.fallback is not None:
             return False
         user = self.interaction.user
         log.warning("the reply to /%s could not be edited (%s); sending the answer as a %s",
@@ -158,8 +163,8 @@ class ChannelReply:
         """Send the first message, or edit it; mentions are never parsed."""
         extra: dict[str, Any] = {"view": view} if view is not None else {}
         if self.message is None:
-            if self.reference is not None:
-                extra["reference"] = self.reference
+            if self.reference is not None:  # sent even if the question was deleted meanwhile
+                extra["reference"] = self.reference.to_reference(fail_if_not_exists=False)
             self.message = await self.channel.send(
                 self.note, embeds=embeds, allowed_mentions=NO_MENTIONS, **extra
             )
@@ -173,8 +178,9 @@ class ChannelReply:
         await self.channel.send(embeds=embeds, allowed_mentions=NO_MENTIONS)
 
     async def switch(self, error: discord.HTTPException) -> bool:
-        """Our message was deleted (404): post a new one, once."""
-        if error.status != 404 or self.message is None or self._resent:
+        """Our message can no longer be edited (deleted, or edits keep failing): post a new
+        one instead, once."""
+        if self.message is None or self._resent:
             return False
         self.message, self._resent = None, True
         return True
@@ -206,6 +212,9 @@ class Answerer:
         # Without the site's key (a benchmark), pseudonyms hold for this process only.
         self.hash_key = hash_key or secrets.token_bytes(32)
         self.limiter = TokenBucket(settings.rate_burst, settings.rate_per_minute)
+        # Cheap commands (/sources, /tokenize) share a bucket LIGHT_FACTOR times as large.
+        self.light_limiter = TokenBucket(settings.rate_burst * LIGHT_FACTOR,
+                                         settings.rate_per_minute * LIGHT_FACTOR)
         self.queue = GenerationQueue(settings.max_concurrent, settings.max_waiting)
         self.pacer = ChannelPacer()
 
@@ -214,6 +223,24 @@ class Answerer:
         question = check_question(question, self.settings.max_question_chars)
         self.limiter.take(user_id)
         return question
+
+    def take(self, user_id: int, *, light: bool = False) -> None:
+        """Spend one of a user's turns (RateLimited when none is left)."""
+        (self.light_limiter if light else self.limiter).take(user_id)
+
+    @asynccontextmanager
+    async def slot_for(self, interaction: discord.Interaction) -> AsyncIterator[None]:
+        """A generation slot for a command's work; while it waits, the deferred reply shows
+        the place in the queue (best effort)."""
+        async def waiting(place: int) -> None:
+            embed = discord.Embed(description=render.queue_status(place),
+                                  colour=discord.Colour.light_grey())
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.edit_original_response(embed=embed,
+                                                         allowed_mentions=NO_MENTIONS)
+
+        async with self.queue.slot(waiting):
+            yield
 
     def user_hash(self, user_id: int) -> str:
         """The pseudonym stored in the log."""
@@ -273,15 +300,17 @@ class Answerer:
 
     async def _retryable(self, reply: Reply, error: Exception, attempt: int) -> bool:
         """Whether a failed send is worth repeating: after the wait Discord asked for (429),
-        after a pause (5xx), or in another place (expired token, deleted message)."""
+        after a pause (5xx), or, when that keeps failing or cannot help (expired token,
+        deleted message), in another place."""
         status = getattr(error, "status", 429)
-        if status == 429:
+        if status == 429 and attempt < SAME_PLACE_TRIES:
             self.pacer.hold(reply.channel_id, retry_after_s(error))
             return True
-        if status >= 500:
+        if status >= 500 and attempt < SAME_PLACE_TRIES:
             self.pacer.hold(reply.channel_id, float(attempt))
             return True
-        assert isinstance(error, discord.HTTPException)
+        if not isinstance(error, discord.HTTPException):
+            return False
         try:
             return await reply.switch(error)
         except discord.HTTPException as exc:

@@ -11,11 +11,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.access import guild_served, served_here
+from bot.access import channel_ids, guild_served, served_here
 from bot.answering import Answerer
-from bot.cogs import ask, checks, demos, instructor, mentions
+from bot.cogs import ask, checks, course, demos, instructor, mentions
 from bot.conversations import Conversations
-from bot.errors import report_error
+from bot.errors import ExamInProgress, report_error
 from bot.ingesting import Reingester
 from bot.storage import QuestionLog, user_hash_key
 from bot.views import FeedbackButton, SourcesButton
@@ -91,6 +91,7 @@ class StudyBot(commands.Bot):
             instructor.InstructorCog(self),
             demos.DemoCog(self),
             checks.ChecksCog(self),
+            course.CourseCog(self),
         )
         for cog in cogs:
             await self.add_cog(cog)
@@ -164,6 +165,20 @@ class StudyBot(commands.Bot):
         if load is not None:
             await load()
         log.info("models loaded: %s, %s", services.embedder.name, chat.name)
+
+    def check_exam(self, user_id: int, channel: Any, command: str) -> None:
+        """Raise ExamInProgress (and log the attempt) when an exam covers this channel."""
+        exam = self.services.course.exam_in(channel_ids(channel))
+        if exam is None:
+            return
+        self.questions.record_refusal(
+            self.answerer.user_hash(user_id), str(getattr(channel, "id", "")), "exam", command
+        )
+        until = "" if exam.until == float("inf") else f" (until <t:{int(exam.until)}:t>)"
+        raise ExamInProgress(
+            f"📝 An exam is on here{until}, so I'm not answering course questions or running "
+            "demos right now. Good luck — I'll be back when it ends!"
+        )
 
     async def feedback(self, question_id: int, user_id: int, vote: int) -> bool:
         """Record a 👍/👎 from a user on a logged answer."""

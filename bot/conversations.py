@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot.access import NOT_SERVED, channel_allowed, guild_served, member_allowed
+from bot.access import NOT_SERVED, channel_allowed, guild_served, is_instructor, member_allowed
 from bot.answering import Answerer, ChannelReply, course_channel
 from bot.errors import friendly_message, new_error_id
 from bot.limits import thread_name
@@ -84,14 +84,14 @@ class Conversations:
             await self._report(message, exc)
 
     async def _answer(self, message: discord.Message, me: discord.abc.User, dm: bool) -> None:
+        if not dm and not self._instructor(message.author):
+            self.client.check_exam(message.author.id, message.channel, "mention")  # type: ignore[attr-defined]
         question = self.answerer.admit(message.author.id, question_text(message.content))
         channel = message.channel
         reply = ChannelReply(channel)
         history: list[dict[str, str]] = []
         if dm or is_our_thread(channel, me):
-            limit = self.settings.history_messages
-            earlier = [m async for m in channel.history(limit=limit, before=message)]
-            history = history_turns(list(reversed(earlier)), me)
+            history = await self._history(message, me)
         elif isinstance(channel, discord.TextChannel):
             reply = await self._thread_or_reply(message, question)
         await self.answerer.answer(
@@ -99,14 +99,31 @@ class Conversations:
             channel_id=course_channel(message.channel), history=history,
         )
 
+    async def _history(
+        self, message: discord.Message, me: discord.abc.User
+    ) -> list[dict[str, str]]:
+        """The conversation so far; if Discord will not show it, the question alone."""
+        limit = self.settings.history_messages
+        try:
+            earlier = [m async for m in message.channel.history(limit=limit, before=message)]
+        except discord.HTTPException as exc:
+            log.warning("could not read the history of channel %s (%s); answering without it",
+                        message.channel.id, exc)
+            return []
+        return history_turns(list(reversed(earlier)), me)
+
     async def _thread_or_reply(self, message: discord.Message, question: str) -> ChannelReply:
-        """A new thread for the answer; without the permission to make one (403), a reply to
-        the question in the channel."""
+        """A new thread for the answer; when Discord refuses one (a missing permission, 403,
+        or any other error), a reply to the question in the channel."""
         try:
             thread = await message.create_thread(name=thread_name(question),
                                                  auto_archive_duration=1440)
         except discord.Forbidden as exc:
             self._log_missing_thread_permission(message, exc)
+            return ChannelReply(message.channel, reference=message)
+        except discord.HTTPException as exc:
+            log.warning("could not create a thread for message %s (%s); answering in the "
+                        "channel", message.id, exc)
             return ChannelReply(message.channel, reference=message)
         return ChannelReply(thread)
 
@@ -134,6 +151,10 @@ class Conversations:
             await message.reply(NOT_SERVED)
         except discord.HTTPException:
             log.warning("could not reply in server %s", message.guild.id if message.guild else None)
+
+    def _instructor(self, author: discord.abc.User) -> bool:
+        perms = getattr(author, "guild_permissions", None) or discord.Permissions.none()
+        return is_instructor(self.settings, author, perms)
 
     async def _report(self, message: discord.Message, error: Exception) -> None:
         text = friendly_message(error)

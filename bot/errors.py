@@ -11,6 +11,7 @@ from discord import app_commands
 
 from bot.ratelimit import QueueFull, RateLimited
 from rag.answering.assistant import InvalidQuestion
+from rag.course.schedule import ScheduleError
 from rag.index.chroma_store import StoreBusy, StoreUnavailable
 from rag.index.locking import DataDirBusy
 from rag.llm.base import BackendTimeout, BackendUnavailable, LLMError, PromptTooLong
@@ -27,6 +28,10 @@ class NotAllowed(app_commands.CheckFailure):
     """The user, channel or role may not use this command; the message says why."""
 
 
+class ExamInProgress(NotAllowed):
+    """An exam is on in this channel: course answers and demos wait until it ends."""
+
+
 class ReingestRunning(UserFacingError):
     """A re-ingest is already under way."""
 
@@ -41,6 +46,8 @@ def friendly_message(error: BaseException) -> str | None:
         return "I'm answering a lot of questions right now. Please try again in a minute."
     if isinstance(error, InvalidQuestion | UserFacingError | NotAllowed | DataDirBusy | StoreBusy):
         return str(error)
+    if isinstance(error, ScheduleError):
+        return f"The course schedule has a problem: {error}"
     if isinstance(error, StoreUnavailable):
         log.warning("the store is unavailable: %s", error)
         return (
@@ -51,6 +58,12 @@ def friendly_message(error: BaseException) -> str | None:
         return "No course materials have been ingested yet. An instructor can run /reingest."
     if isinstance(error, LLMError):
         return model_failure(error)
+    if isinstance(error, discord.HTTPException):
+        log.warning("Discord refused a request: %s", error)
+        return (
+            f"Discord did not accept my reply (HTTP {error.status}), so your answer may be "
+            "incomplete. Please try again in a minute."
+        )
     if isinstance(error, app_commands.CommandOnCooldown):
         return f"Please try again in {error.retry_after:.0f} s."
     if isinstance(error, app_commands.CheckFailure):

@@ -127,7 +127,8 @@ class Reingester:
         s = self.services
         try:
             return ingest(targets, s.store, s.embedder, s.settings.ingest, False,
-                          StatusProgress(status))
+                          StatusProgress(status), timezone=s.settings.course.timezone,
+                          now=s.retriever.clock())
         finally:
             working.clear()
 
@@ -161,6 +162,12 @@ def report_embed(report: IngestReport, title: str = "Re-ingest finished") -> dis
     reasons = "\n".join(f"{s}: {r}" for s, r in sorted(skipped.items())) or "none"
     embed.add_field(name=f"Skipped ({len(skipped)})",
                     value=truncate(reasons, EMBED_FIELD_VALUE_CHARS), inline=False)
+    if report.scheduled:
+        # Discord shows <t:…> in each reader's own time zone.
+        lines = "\n".join(f"{s}: <t:{int(t)}:f>" for s, t in
+                          sorted(report.scheduled.items(), key=lambda item: item[1]))
+        embed.add_field(name=f"Scheduled, hidden from students ({len(report.scheduled)})",
+                        value=truncate(lines, EMBED_FIELD_VALUE_CHARS), inline=False)
     embed.set_footer(text=f"{report.chunks_added} chunks embedded · {report.chunks_reused} "
                      f"reused · {report.chunks_removed} removed · {report.seconds:.1f} s")
     return embed

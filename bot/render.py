@@ -168,6 +168,8 @@ def stats_embed(stats: Stats, days: float) -> discord.Embed:
         f"p99 {lat.get('p99', 0) / 1000:.1f} s",
         inline=False,
     )
+    exam = stats.refusals.get("exam", 0)
+    embed.add_field(name="Refused during exams", value=f"{exam} attempts")
     top = "\n".join(f"{n}× {s}" for s, n in stats.top_sources) or "none yet"
     embed.add_field(name="Top sources", value=truncate(top, EMBED_FIELD_VALUE_CHARS), inline=False)
     return embed

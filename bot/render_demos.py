@@ -6,6 +6,8 @@ Pure functions from the demos' results (`rag.demos`) to `discord.Embed`s; the co
 
 from __future__ import annotations
 
+import logging
+
 import discord
 
 from bot.limits import (
@@ -22,7 +24,7 @@ from rag.demos import fewshot as fewshot_demo
 from rag.demos import nexttoken as nexttoken_demo
 from rag.demos import tokenize as tokenize_demo
 from rag.demos.common import Table, text_table
-from rag.demos.compare import Comparison, ModelRun
+from rag.demos.compare import NOT_COVERED, Comparison, ModelRun
 from rag.demos.hallucination import CheckedAnswer, HallucinationDemo
 
 COLOUR = discord.Colour.teal()
@@ -37,6 +39,8 @@ PAGE_CHARS = 3900  # under the 4,096 of a description
 ANSWER_CHARS = 1000  # an answer in a field of the first embed (fields hold 1,024)
 RUN_CHARS = 800  # each model's answer in /compare: four of them and the header fit 6,000
 LEGEND = "✅ supported · ❔ not found in the passages · ❌ contradicted by a passage"
+
+log = logging.getLogger("bot")
 
 
 def block(text: str, limit: int = BLOCK_CHARS) -> str:
@@ -196,12 +200,21 @@ def _seconds(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f} s"
 
 
+def failure_shown(run: ModelRun) -> str:
+    """Why a model gave no answer, as a student may read it: the gate's refusal or a timeout
+    as they are; a backend's error (its address, the server's words) only in the log."""
+    if run.error == NOT_COVERED or run.error.startswith("timed out"):
+        return run.error
+    log.warning("/compare: model %s failed: %s", run.model, run.error)
+    return "This model could not answer right now; the details are in the bot's log."
+
+
 def run_embed(run: ModelRun) -> discord.Embed:
     """One model's answer and measurements."""
     title = truncate(f"{run.model} ({run.backend})", EMBED_TITLE_CHARS)
     if not run.ok:
-        return discord.Embed(title=title, description=f"**Failed:** {quoted(run.error, 300)}",
-                             colour=discord.Colour.red())
+        description = f"**Failed:** {quoted(failure_shown(run), 300)}"
+        return discord.Embed(title=title, description=description, colour=discord.Colour.red())
     embed = discord.Embed(title=title, description=truncate(run.text or "(no text)", RUN_CHARS),
                           colour=CHECK_COLOUR)
     rate = run.tokens_per_s

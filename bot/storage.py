@@ -46,6 +46,13 @@ CREATE TABLE IF NOT EXISTS feedback (
     PRIMARY KEY (question_id, user_hash)
 );
 CREATE INDEX IF NOT EXISTS questions_created ON questions(created_at);
+CREATE TABLE IF NOT EXISTS refusals (
+    created_at REAL NOT NULL,
+    user_hash TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    command TEXT NOT NULL
+);
 """
 USER_KEY_FILE = "user-hash.key"
 EXPORT_FIELDS = (
@@ -135,6 +142,8 @@ class Stats:
     down: int
     top_sources: list[tuple[str, int]] = field(default_factory=list)
     latency_ms: dict[str, float] = field(default_factory=dict)
+    # Requests refused by a course rule ("exam"), by kind.
+    refusals: dict[str, int] = field(default_factory=dict)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -204,6 +213,24 @@ class QuestionLog:
             )
             return True
 
+    def record_refusal(self, user_hash: str, channel: str, kind: str, command: str) -> None:
+        """Log a request a course rule refused (e.g. a question during an exam)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO refusals (created_at, user_hash, channel, kind, command) "
+                "VALUES (?,?,?,?,?)",
+                (time.time(), user_hash, channel, kind, command),
+            )
+
+    def refusal_counts(self, since: float = 0.0) -> dict[str, int]:
+        """How many requests each kind of course rule refused since a time."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT kind, COUNT(*) AS n FROM refusals WHERE created_at >= ? GROUP BY kind",
+                (since,),
+            ).fetchall()
+        return {r["kind"]: int(r["n"]) for r in rows}
+
     def passages(self, question_id: int) -> list[dict[str, Any]] | None:
         """The passages an answer was built from, or None for an unknown question."""
         with self._lock:
@@ -240,6 +267,7 @@ class QuestionLog:
             down=sum(r["down"] for r in rows),
             top_sources=sources.most_common(top),
             latency_ms={f"p{q}": percentile(latencies, q) for q in (50, 90, 99)},
+            refusals=self.refusal_counts(since),
         )
 
     def export(self, out: TextIO, fmt: str = "jsonl", since: float = 0.0) -> int:

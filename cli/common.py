@@ -20,6 +20,7 @@ from rich.console import Console
 
 from rag.answering.assistant import InvalidQuestion
 from rag.config import Settings
+from rag.course.schedule import ScheduleError
 from rag.index.chroma_store import StoreError
 from rag.index.locking import DataDirBusy
 from rag.llm.base import LLMError
@@ -35,6 +36,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     NothingIngested,
     StoreError,
     DataDirBusy,
+    ScheduleError,
 )
 
 DataDir = Annotated[
@@ -47,6 +49,10 @@ DataDir = Annotated[
 ]
 Model = Annotated[str | None, typer.Option("--model", help="A model from the registry")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON")]
+Preview = Annotated[
+    bool,
+    typer.Option("--preview", help="Include material whose release time has not come yet"),
+]
 AnswerStyleOption = Annotated[
     str | None,
     typer.Option(

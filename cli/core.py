@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -26,6 +27,7 @@ from cli.common import (
     Batch,
     DataDir,
     Model,
+    Preview,
     console,
     fail,
     load_settings,
@@ -128,7 +130,8 @@ def ingest(
         with _progress() as progress:
             sink = RichIngestProgress(progress) if console.is_terminal else PlainIngestProgress()
             report = run_ingest(
-                targets, services.store, services.embedder, settings.ingest, dry_run, sink
+                targets, services.store, services.embedder, settings.ingest, dry_run, sink,
+                timezone=settings.course.timezone,
             )
     except USER_ERRORS as exc:
         raise fail(str(exc)) from None
@@ -173,6 +176,13 @@ def _print_report(report: IngestReport) -> None:
         )
     for source, reason in sorted(report.skipped.items()):
         console.print(f"[yellow]skipped[/] {escape(printable(source))}: {escape(reason)}")
+    for source, at in sorted(report.scheduled.items(), key=lambda item: item[1]):
+        console.print(f"[cyan]scheduled[/] {escape(source)}: hidden from students until {when(at)}")
+
+
+def when(at: float) -> str:
+    """A release time for people: UTC, to the minute."""
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _shorten(items: list[str], limit: int = 4) -> str:
@@ -185,6 +195,7 @@ def search(
     k: Annotated[int, typer.Option("--k", min=1, max=50, help="How many passages")] = 5,
     as_json: AsJson = False,
     batch: Batch = None,
+    preview: Preview = False,
     data_dir: DataDir = None,
 ) -> None:
     """Search the course materials (no generation): the top passages with their sources."""
@@ -196,9 +207,9 @@ def search(
     try:
         services = build_services(settings)
         if batch is not None:
-            _search_batch(services.retriever, batch, k)
+            _search_batch(services.retriever, batch, k, preview)
             return
-        hits = services.retriever.search(question or "", k)
+        hits = services.retriever.search(question or "", k, preview=preview)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from None
     if as_json:
@@ -207,7 +218,7 @@ def search(
         _print_hits(hits)
 
 
-def _search_batch(retriever: Retriever, batch: Path, k: int) -> None:
+def _search_batch(retriever: Retriever, batch: Path, k: int, preview: bool) -> None:
     """One JSON object per input line; bad lines get an `error` field instead of stopping."""
     try:
         for number, row in read_batch(batch):
@@ -215,7 +226,7 @@ def _search_batch(retriever: Retriever, batch: Path, k: int) -> None:
             if not isinstance(question, str) or not question.strip():
                 print(json.dumps({"line": number, "error": "no 'question' field"}))
                 continue
-            hits = retriever.search(question, k)
+            hits = retriever.search(question, k, preview=preview)
             record = {"question": question, "results": [h.as_json() for h in hits]}
             print(json.dumps(record, ensure_ascii=False), flush=True)
     except (OSError, json.JSONDecodeError) as exc:
@@ -314,12 +325,15 @@ async def _stream_answer(
     question: str,
     history: list[dict[str, str]],
     model: str | None,
+    preview: bool = False,
     style: str | None = None,
 ) -> Answer | None:
     """Print an answer as it streams; return the finished Answer."""
     answer = None
     streamed: list[str] = []
-    async for event in assistant.stream(question, history=history, model=model, style=style):
+    async for event in assistant.stream(
+        question, history=history, model=model, preview=preview, style=style
+    ):
         if isinstance(event, Retrieved) and event.style == "verified":
             out.print("[dim]Draft, not yet checked against the materials:[/]")
         elif isinstance(event, Token):
@@ -343,6 +357,7 @@ def ask(
     model: Model = None,
     as_json: AsJson = False,
     batch: Batch = None,
+    preview: Preview = False,
     style: AnswerStyleOption = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -352,15 +367,16 @@ def ask(
     try:
         services = build_services(load_settings(data_dir))
         if batch is not None:
-            asyncio.run(_ask_batch(services.assistant, batch, model, style))
+            asyncio.run(_ask_batch(services.assistant, batch, model, preview, style))
         elif as_json:
             answer = asyncio.run(
-                services.assistant.answer(question or "", model=model, style=style)
+                services.assistant.answer(question or "", model=model, preview=preview,
+                                          style=style)
             )
             out.print_json(data=_answer_json(services, answer))
         else:
             answer = asyncio.run(
-                _stream_answer(services.assistant, question or "", [], model, style)
+                _stream_answer(services.assistant, question or "", [], model, preview, style)
             )
             _print_sources(answer)
     except USER_ERRORS as exc:
@@ -378,7 +394,11 @@ def _answer_json(services: Services, answer: Answer) -> dict:
 
 
 async def _ask_batch(
-    assistant: Assistant, batch: Path, model: str | None, style: str | None = None
+    assistant: Assistant,
+    batch: Path,
+    model: str | None,
+    preview: bool = False,
+    style: str | None = None,
 ) -> None:
     """One JSON answer per input line; a bad line gets an `error` field and the rest go on."""
     try:
@@ -391,7 +411,7 @@ async def _ask_batch(
             print(json.dumps({"line": number, "error": "no 'question' field"}), flush=True)
             continue
         try:
-            answer = await assistant.answer(question, model=model, style=style)
+            answer = await assistant.answer(question, model=model, preview=preview, style=style)
         except USER_ERRORS as exc:
             print(json.dumps({"line": number, "question": question, "error": str(exc)}), flush=True)
             continue

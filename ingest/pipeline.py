@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -24,11 +24,12 @@ import numpy as np
 from ingest.loaders import SkipFile, open_regular, printable
 from ingest.parse_worker import ParseWorker, chunks_of, parse_outcome
 from rag.config import IngestSettings
+from rag.course.schedule import ASSIGNMENTS_DIR, SCHEDULE_FILE, Schedule, load_schedule
 from rag.index.chroma_store import ChromaStore, ManifestEntry
 from rag.index.documents import Chunk
 
 # Bump when cleaning or chunking changes in a way that should re-process every file.
-PIPELINE_VERSION = "3"
+PIPELINE_VERSION = "4"  # 4: every chunk carries release_at
 _HASH_BLOCK = 1 << 20
 # Files the worker may parse ahead of the embedder.
 _PARSE_AHEAD = 4
@@ -54,6 +55,7 @@ class SourceFile:
     root: Path
     size: int
     file_hash: str
+    release_at: float = 0.0
 
 
 @dataclass
@@ -87,6 +89,8 @@ class IngestReport:
     skipped: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     dry_run: bool = False
+    # Files ingested (or to be) that students cannot see yet: source -> release time.
+    scheduled: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -162,13 +166,18 @@ def resolve_targets(paths: Sequence[Path], materials_dir: Path) -> list[Target]:
 
 
 def scan(
-    targets: Iterable[Target], settings: IngestSettings, salt: str
+    targets: Iterable[Target], settings: IngestSettings, salt: str, timezone: str = "UTC"
 ) -> tuple[list[SourceFile], dict[str, str]]:
-    """Find ingestible files; return them and the ones skipped, each with a reason."""
+    """Find ingestible files; return them and the ones skipped, each with a reason.
+
+    Each root's `schedule.toml` gives the files' release times. A release time is part of the
+    file's hash, so moving it re-plans the file, which then only updates chunk metadata.
+    """
     found: dict[str, SourceFile] = {}
     skipped: dict[str, str] = {}
     for target in targets:
         root = target.root.resolve()
+        schedule = load_schedule(root, timezone)
         paths = [target.only] if target.only else _walk(root, root, skipped)
         for path in paths:
             if _hidden(path, root):
@@ -177,7 +186,7 @@ def scan(
             try:
                 reason = _scan_reason(path, root, settings)
                 if reason is None and source not in found:
-                    found[source] = _source_file(path, root, source, salt)
+                    found[source] = _source_file(path, root, source, salt, schedule)
             except SkipFile as exc:
                 reason = str(exc)
             if reason:
@@ -203,9 +212,14 @@ def _walk(folder: Path, root: Path, skipped: dict[str, str]) -> list[Path]:
         path = Path(entry.path)
         if entry.name.startswith("."):
             continue
-        if entry.is_dir(follow_symlinks=False):
+        try:
+            subfolder = entry.is_dir(follow_symlinks=False)
+            linked_folder = not subfolder and entry.is_symlink() and path.is_dir()
+        except OSError:  # gone since the listing; the next run will not see it either
+            continue
+        if subfolder:
             paths.extend(_walk(path, root, skipped))
-        elif entry.is_symlink() and path.is_dir():
+        elif linked_folder:
             skipped[path.relative_to(root).as_posix() + "/"] = "symlinked folder (not followed)"
         else:
             paths.append(path)
@@ -216,14 +230,27 @@ def _hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
-def _source_file(path: Path, root: Path, source: str, salt: str) -> SourceFile:
+def _source_file(
+    path: Path, root: Path, source: str, salt: str, schedule: Schedule
+) -> SourceFile:
     """Hash a candidate file (SkipFile if it is not a readable regular file)."""
+    release = schedule.release_at(source)
+    if release:
+        salt = f"{salt}|release={release}"
     digest = file_digest(path, salt)
-    return SourceFile(source, path, root, path.stat().st_size, digest)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise SkipFile("deleted during the scan") from exc
+    return SourceFile(source, path, root, size, digest, release)
 
 
 def _scan_reason(path: Path, root: Path, settings: IngestSettings) -> str | None:
     """Reasons to skip a file that can be told without reading it."""
+    if is_protected(path.relative_to(root).as_posix()):
+        return "an assignment file (instructor-only: used for hints, never indexed)"
+    if path.parent == root and path.name == SCHEDULE_FILE:
+        return "the course schedule (release dates and exams; read, not indexed)"
     if path.suffix.lower() not in settings.extensions:
         return f"unsupported file type '{printable(path.suffix or path.name)}'"
     try:
@@ -235,6 +262,11 @@ def _scan_reason(path: Path, root: Path, settings: IngestSettings) -> str | None
     if path.name.lower() == "readme.md" and path.parent == root:
         return "the materials README (instructions, not course content)"
     return None
+
+
+def is_protected(source: str) -> bool:
+    """Whether a path under the materials root is instructor-only (an assignment file)."""
+    return source == ASSIGNMENTS_DIR or source.startswith(ASSIGNMENTS_DIR + "/")
 
 
 def make_plan(
@@ -262,7 +294,8 @@ def make_plan(
     # Only files ingested from these same roots can be "deleted": ingesting one folder never
     # removes what another folder contributed. A file that is now skipped keeps its old chunks.
     plan.removed = sorted(
-        s for s, e in manifest.items() if e.root in root_names and s not in scanned
+        s for s, e in manifest.items()
+        if e.root in root_names and (s not in scanned or is_protected(s))
     )
     return plan
 
@@ -317,6 +350,8 @@ def _groups(
             report.skipped[f.source] = str(outcome)
             progress.file_done(f.source)
             continue
+        if f.release_at:
+            outcome = [replace(c, release_at=f.release_at) for c in outcome]
         group.append((f, outcome))
         size += len(outcome)
         if size >= settings.group_chunks:
@@ -440,11 +475,23 @@ def ingest(
     settings: IngestSettings,
     dry_run: bool = False,
     progress: IngestProgress | None = None,
+    *,
+    timezone: str = "UTC",
+    now: float | None = None,
 ) -> IngestReport:
-    """Scan the targets, plan against the manifest, and (unless dry_run) carry the plan out."""
-    files, skipped = scan(targets, settings, pipeline_id(settings, embedder.name))
+    """Scan the targets, plan against the manifest, and (unless dry_run) carry the plan out.
+
+    `timezone` is the course's, for release times the schedule writes without an offset;
+    `now` decides which files the report lists as scheduled (not yet released).
+    """
+    files, skipped = scan(targets, settings, pipeline_id(settings, embedder.name), timezone)
+    now = time.time() if now is None else now
+    scheduled = {f.source: f.release_at for f in files if f.release_at > now}
     with store.exclusive():  # plan against the manifest the run will start from
         plan = make_plan(files, skipped, store, targets)
         if dry_run:
-            return IngestReport(plan=plan, skipped=dict(plan.skipped), dry_run=True)
-        return run_ingest(plan, store, embedder, settings, progress)
+            return IngestReport(plan=plan, skipped=dict(plan.skipped), dry_run=True,
+                                scheduled=scheduled)
+        report = run_ingest(plan, store, embedder, settings, progress)
+    report.scheduled = {s: t for s, t in scheduled.items() if s not in report.skipped}
+    return report

@@ -48,7 +48,7 @@ class IngestSettings(BaseModel):
     # Bounds on one file, so that a crafted PDF is skipped with a reason instead of stalling
     # the ingest: CPU seconds to parse it and memory the parser may add to what it needs at
     # start (ingest/parse_worker.py), pages per PDF, characters of extracted text per file.
-    parse_cpu_seconds: float = Field(default=60.0, gt=0)
+    parse_cpu_seconds: float = Field(default=30.0, gt=0)
     parse_memory_mb: int = Field(default=2048, gt=0)
     max_pdf_pages: int = Field(default=1000, gt=0)
     max_text_chars: int = Field(default=5_000_000, gt=0)
@@ -93,6 +93,14 @@ class AnswerSettings(BaseModel):
     # Overrides every model's answer style (extractive, verified, generative); None keeps
     # each model's own (LLMSettings.models[...].answer_style, else its backend's default).
     style: AnswerStyle | None = None
+
+
+class CourseSettings(BaseModel):
+    """Course rules (release dates, exams, assignments): see README, "For instructors"."""
+
+    # IANA name; release and exam times written without an offset are in this zone
+    # (`timezone = ...` in course_materials/schedule.toml overrides it).
+    timezone: str = "UTC"
 
 
 class DiscordSettings(BaseModel):
@@ -157,4 +165,5 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     answer: AnswerSettings = Field(default_factory=AnswerSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
+    course: CourseSettings = Field(default_factory=CourseSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)

@@ -7,12 +7,15 @@ The CLI and the bot both call `build_services(settings)`; the model-only demos c
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from rag.answering.assistant import Assistant
 from rag.answering.grounding import GroundingChecker
 from rag.config import Settings
+from rag.course.rules import CourseRules
 from rag.index.chroma_store import ChromaStore, make_client
 from rag.index.embedder import Embedder
 from rag.llm.registry import ModelRegistry
@@ -30,6 +33,7 @@ class Services:
     models: ModelRegistry
     assistant: Assistant
     checker: GroundingChecker
+    course: CourseRules
 
 
 def build_models(settings: Settings) -> ModelRegistry:
@@ -42,16 +46,20 @@ def build_services(
     *,
     embedder: Embedder | None = None,
     models: ModelRegistry | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Services:
     """Open the store and wire everything (models load lazily, on first use).
 
     Pass an already loaded `embedder` or `models` registry to share weights between several
-    indexes (tests, benchmarks).
+    indexes (tests, benchmarks); `clock` (Unix seconds) decides what is released.
     """
     embedder = embedder or Embedder(settings.embedding)
     store = ChromaStore(make_client(settings), settings.store.collection, embedder.name)
-    retriever = Retriever(store, embedder, settings.retrieval)
+    retriever = Retriever(store, embedder, settings.retrieval, clock=clock)
     models = models or build_models(settings)
     checker = GroundingChecker(embedder, retriever)
     assistant = Assistant(retriever, models, settings.answer, settings.llm, checker)
-    return Services(settings, store, embedder, retriever, models, assistant, checker)
+    course = CourseRules(
+        Path(settings.materials_dir), Path(settings.data_dir), settings.course.timezone, clock
+    )
+    return Services(settings, store, embedder, retriever, models, assistant, checker, course)

@@ -10,7 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import render
-from bot.access import students_only
+from bot.access import instructor_check, students_only
 from bot.answering import InteractionReply, course_channel
 from rag.answering.assistant import check_question
 
@@ -41,15 +41,29 @@ class AskCog(commands.Cog):
         )
 
     @app_commands.command(description="The most relevant passages, without an answer")
-    @app_commands.describe(query="What to look for", private="Only you see the passages")
+    @app_commands.describe(
+        query="What to look for",
+        private="Only you see the passages",
+        preview="Instructors: include material not yet released (shown only to you)",
+    )
     @students_only
     async def sources(
-        self, interaction: discord.Interaction, query: str, private: bool = False
+        self,
+        interaction: discord.Interaction,
+        query: str,
+        private: bool = False,
+        preview: bool = False,
     ) -> None:
         """Search the materials and show the top passages."""
         query = check_question(query, self.bot.settings.discord.max_question_chars)
+        if preview:
+            instructor_check(interaction)  # raises NotAllowed for students
+            private = True
+        self.bot.answerer.take(interaction.user.id, light=True)
         await interaction.response.defer(thinking=True, ephemeral=private)
-        hits = await asyncio.to_thread(self.bot.services.retriever.search, query)
+        search = self.bot.services.retriever.search
+        async with self.bot.answerer.slot_for(interaction):
+            hits = await asyncio.to_thread(search, query, None, preview=preview)
         passages = [render.passage_dict(h) for h in hits]
         messages = render.passage_messages(f"Passages for: {query}", passages)
         await interaction.edit_original_response(embeds=messages[0])

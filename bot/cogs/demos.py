@@ -1,7 +1,8 @@
 """Teaching demos: /nexttoken, /tokenize, /attention, /fewshot.
 
 Each command is a thin adapter: check the input (a bad one gets a private reply at once),
-defer, show what is running, call the core in `rag.demos`, send the embeds that
+take one of the user's turns (the per-user rate limit), defer, wait for a generation slot like
+/ask, show what is running, call the core in `rag.demos`, send the embeds that
 `bot.render_demos` builds (and a PNG chart).
 """
 
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import discord
@@ -56,11 +59,19 @@ async def local_model(
     return _choices(local_names(_registry(interaction)), current)
 
 
-async def start(interaction: discord.Interaction, status: str) -> None:
-    """Defer (Discord allows 3 s), then say what is running while the model works."""
+@asynccontextmanager
+async def generating(
+    bot: StudyBot, interaction: discord.Interaction, status: str, *, light: bool = False
+) -> AsyncIterator[None]:
+    """Take one of the user's turns (the light bucket for cheap demos) before anything is
+    sent, defer (Discord allows 3 s), wait for a generation slot like /ask, then say what is
+    running while the model works."""
+    bot.answerer.take(interaction.user.id, light=light)
     await interaction.response.defer(thinking=True)
-    embed = discord.Embed(description=status, colour=discord.Colour.light_grey())
-    await interaction.edit_original_response(embed=embed, allowed_mentions=NO_MENTIONS)
+    async with bot.answerer.slot_for(interaction):
+        embed = discord.Embed(description=status, colour=discord.Colour.light_grey())
+        await interaction.edit_original_response(embed=embed, allowed_mentions=NO_MENTIONS)
+        yield
 
 
 async def finish(
@@ -111,9 +122,9 @@ class DemoCog(commands.Cog):
             prompt, top_k, temperature, steps, chat=chat)
         chat_model = pick_model(self.bot.services.models, model)
         nexttoken_demo.check_chat_option(chat_model, request)
-        await start(interaction,
-                    f"**{chat_model.name}** is computing its next-token distribution…")
-        result = await nexttoken_demo.next_token(chat_model, request)
+        status = f"**{chat_model.name}** is computing its next-token distribution…"
+        async with generating(self.bot, interaction, status):
+            result = await nexttoken_demo.next_token(chat_model, request)
         png = await asyncio.to_thread(plots.next_token_chart, result) if result.top else None
         await finish(interaction, next_token_embeds(result), png, "nexttoken.png")
 
@@ -128,8 +139,8 @@ class DemoCog(commands.Cog):
         """Pieces, ids and counts for each tokenizer."""
         tokenize_demo.check_tokenize_text(text)
         names = [pick_model(self.bot.services.models, model).name] if model else None
-        await start(interaction, "Tokenizing…")
-        result = await tokenize_demo.tokenize(self.bot.services.models, text, names)
+        async with generating(self.bot, interaction, "Tokenizing…", light=True):
+            result = await tokenize_demo.tokenize(self.bot.services.models, text, names)
         await finish(interaction, [tokenize_embed(result)], None, "")
 
     @app_commands.command(description="A heatmap of a model's attention over a sentence")
@@ -152,8 +163,9 @@ class DemoCog(commands.Cog):
         """One layer's (or head's) attention weights as a heatmap, with a summary."""
         request = attention_demo.AttentionRequest.checked(sentence, layer, head)
         chat = pick_local_model(self.bot.services.models, model, "Attention")
-        await start(interaction, f"**{chat.name}** is reading your sentence…")
-        result = await attention_demo.attention(chat, request)
+        status = f"**{chat.name}** is reading your sentence…"
+        async with generating(self.bot, interaction, status):
+            result = await attention_demo.attention(chat, request)
         png = await asyncio.to_thread(plots.attention_heatmap, result)
         await finish(interaction, [attention_embed(result)], png, "attention.png")
 
@@ -177,6 +189,7 @@ class DemoCog(commands.Cog):
         """The same input answered without and with examples, greedy both times."""
         request = fewshot_demo.FewShotRequest.checked(task, examples, input)
         chat = pick_model(self.bot.services.models, model)
-        await start(interaction, f"**{chat.name}** is answering zero-shot, then few-shot…")
-        result = await fewshot_demo.few_shot(chat, request)
+        status = f"**{chat.name}** is answering zero-shot, then few-shot…"
+        async with generating(self.bot, interaction, status):
+            result = await fewshot_demo.few_shot(chat, request)
         await finish(interaction, [few_shot_embed(result)], None, "")

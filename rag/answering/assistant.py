@@ -199,10 +199,13 @@ class Assistant:
         *,
         history: Sequence[dict[str, str]] = (),
         model: str | None = None,
+        preview: bool = False,
         style: str | None = None,
     ) -> Answer:
         """The finished answer to a question."""
-        async for event in self.stream(question, history=history, model=model, style=style):
+        async for event in self.stream(
+            question, history=history, model=model, preview=preview, style=style
+        ):
             if isinstance(event, Finished):
                 return event.answer
         raise RuntimeError("the answer stream ended without an answer")  # pragma: no cover
@@ -213,9 +216,11 @@ class Assistant:
         *,
         history: Sequence[dict[str, str]] = (),
         model: str | None = None,
+        preview: bool = False,
         style: str | None = None,
     ) -> AsyncIterator[AnswerEvent]:
-        """Answer a question, yielding progress events and finally `Finished`."""
+        """Answer a question, yielding progress events and finally `Finished`; `preview`
+        (instructors) also draws on material not yet released."""
         began = time.perf_counter()
         question = check_question(question, self.settings.max_question_chars)
         chat = self.models.get(model)
@@ -227,7 +232,9 @@ class Assistant:
             return
         query = await self._standalone(question, recent, chat, timings)
         started = time.perf_counter()
-        hits = tuple(await asyncio.to_thread(self.retriever.search, query, self.settings.k))
+        hits = tuple(
+            await asyncio.to_thread(self.retriever.search, query, self.settings.k, preview=preview)
+        )
         timings["retrieve_ms"] = (time.perf_counter() - started) * 1000
         yield Retrieved(hits, query, chosen)
         if self.coverage_probability(hits) < self.settings.abstain_below:

@@ -43,7 +43,8 @@ _STRUCTURAL = re.compile(
     r"|<\s*/?\s*(?:passages?|system|context|instructions?|user|assistant)\s*>",
     re.IGNORECASE,
 )
-_SENTENCE = re.compile(r"[^.!?;\n]+(?:[.!?;]+|\n+|$)\s*")
+# Matches every character of a text, sentence by sentence (so nothing is lost in between).
+_SENTENCE = re.compile(r"[^.!?;\n]*(?:[.!?;]+|\n+|$)\s*")
 
 _QUALIFIER = (
     r"(?:previous|prior|above|earlier|preceding|original|initial|existing|old|current|all|any"
@@ -163,7 +164,7 @@ def neutralise(text: str) -> str:
     out = []
     for match in _SENTENCE.finditer(text):
         sentence = match.group()
-        if is_instruction(sentence):
+        if sentence.strip() and is_instruction(sentence):
             gap = sentence[len(sentence.rstrip()):]
             out.append(INJECTION_MARKER + (gap or " "))
         else:

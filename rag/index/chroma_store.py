@@ -403,11 +403,23 @@ class ChromaStore:
             got = self.chunks.get(ids=list(part), include=["documents"])
             yield from zip(got["ids"], got["documents"], strict=True)
 
-    def query(self, embedding: np.ndarray, n: int) -> list[tuple[str, float]]:
-        """Nearest chunks by cosine: (id, cosine similarity), best first."""
+    def release_times(self) -> dict[str, float]:
+        """Every stored chunk with a release time (Unix seconds), by id; the rest are released."""
+        got = self.chunks.get(where={"release_at": {"$gt": 0.0}}, include=["metadatas"])
+        return {rid: float(m["release_at"]) for rid, m in zip(got["ids"], got["metadatas"],
+                                                               strict=True)}
+
+    def query(
+        self, embedding: np.ndarray, n: int, released_at: float | None = None
+    ) -> list[tuple[str, float]]:
+        """Nearest chunks by cosine: (id, cosine similarity), best first; with `released_at`,
+        only chunks released by then (Unix seconds)."""
         if n <= 0:
             return []
-        got = self.chunks.query(query_embeddings=[embedding], n_results=n, include=["distances"])
+        where = None if released_at is None else {"release_at": {"$lte": released_at}}
+        got = self.chunks.query(
+            query_embeddings=[embedding], n_results=n, include=["distances"], where=where
+        )
         return [
             (rid, 1.0 - float(d)) for rid, d in zip(got["ids"][0], got["distances"][0], strict=True)
         ]

@@ -13,6 +13,8 @@ class Chunk:
     `source` is the path relative to the ingested root (`papers/lora.pdf`); `page` is 1-based
     for PDFs and None elsewhere; `section` is the heading path (`Attention > Multi-head`);
     `start`/`end` are character offsets into the cleaned text of the file (of the page, for PDFs).
+    `release_at` is when students may see it (Unix seconds; 0 = always): it is not part of the
+    id, so a new release date changes metadata only, never the stored vector.
     """
 
     text: str
@@ -21,6 +23,7 @@ class Chunk:
     section: str
     start: int
     end: int
+    release_at: float = 0.0
 
     @property
     def id(self) -> str:
@@ -36,7 +39,7 @@ class Chunk:
         header = f"{title} · {self.section}" if self.section else title
         return f"{header}\n\n{self.text}"
 
-    def metadata(self) -> dict[str, str | int]:
+    def metadata(self) -> dict[str, str | int | float]:
         """Flat metadata for the vector store (Chroma accepts no None values)."""
         return {
             "source": self.source,
@@ -44,6 +47,7 @@ class Chunk:
             "section": self.section,
             "start": self.start,
             "end": self.end,
+            "release_at": float(self.release_at),
         }
 
     @classmethod
@@ -57,6 +61,7 @@ class Chunk:
             section=str(metadata.get("section", "")),
             start=int(metadata.get("start", 0)),
             end=int(metadata.get("end", 0)),
+            release_at=float(metadata.get("release_at", 0.0)),
         )
 
 

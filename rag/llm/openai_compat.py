@@ -1,23 +1,29 @@
-"""Chat models behind any OpenAI-compatible server (vLLM in production, `transformers serve`).
+"""Chat models behind any OpenAI-compatible server (vLLM in production, `transformers serve`):
+`/chat/completions`, streamed, for answers; the next-token demo also asks `/completions` to
+continue a raw prompt.
 
-Streams `POST {base_url}/chat/completions` as server-sent events (the next-token demo also
-uses the plain-text `POST {base_url}/completions`, to see a raw prompt). Connection failures and
-5xx/429 answers are retried with exponential backoff, but only until the first piece of text
-has reached the caller: after that a retry would repeat output, so errors are raised instead.
+Built on the official `openai` SDK (`AsyncOpenAI`), as vLLM's own examples are: it owns the
+connection pool, the server-sent-event parsing, the timeouts, and the retries of a request that
+failed before its response began (no connection, 408/409/429/5xx; exponential backoff that
+honours `Retry-After`). Once a response has begun nothing is retried, so no text is ever shown
+twice. On top of the SDK this module maps its exceptions to our typed errors, checks the shape
+of every chunk (a malformed stream is a `BackendProtocolError`, never an AttributeError), and
+enforces on our side what a server may not: one deadline for the whole generation and the
+token cap, so a server that trickles tokens or ignores `max_tokens` cannot hold a slot forever.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 import math
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-import httpx
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from rag.llm.base import (
     BackendProtocolError,
@@ -35,9 +41,18 @@ from rag.llm.base import (
 from rag.llm.settings import LLMSettings, ModelSpec
 
 if TYPE_CHECKING:
+    import openai
     from transformers import PreTrainedTokenizerBase
 
 CHARS_PER_TOKEN = 4
+# The token cap counts streamed pieces (a piece carries at least one token); this bounds the
+# characters too, for a server that sends many tokens in one piece. No real answer averages
+# 64 characters a token.
+MAX_CHARS_PER_TOKEN = 64
+# Servers without authentication still need some key for the SDK (vLLM's docs use "EMPTY").
+NO_KEY = "EMPTY"
+_T = TypeVar("_T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,16 +79,81 @@ class LogprobsResult:
     positions: tuple[PositionLogprobs, ...]
 
 
-class _Retryable(Exception):
-    """A failure that may go away if the request is sent again."""
+class _Read(BaseModel):
+    """The fields we read from the SDK's objects, with their types checked.
 
-    def __init__(self, error: LLMError) -> None:
-        super().__init__(str(error))
-        self.error = error
+    The SDK builds its response objects without validating them, so a server that sends
+    `"choices": "x"` or a number as `content` would surface as an AttributeError or
+    TypeError far from here; validating what we read turns that into one clear error.
+    """
+
+    model_config = ConfigDict(from_attributes=True, extra="ignore")
+
+
+class _Delta(_Read):
+    content: str | None = None
+
+
+class _Choice(_Read):
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _Usage(_Read):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class _Chunk(_Read):
+    choices: list[_Choice] | None = None
+    usage: _Usage | None = None
+
+
+class _TopLogprob(_Read):
+    token: str
+    logprob: float
+
+
+class _PositionLogprob(_TopLogprob):
+    top_logprobs: list[_TopLogprob] | None = None
+
+
+class _Logprobs(_Read):
+    content: list[_PositionLogprob] | None = None
+
+
+class _Message(_Read):
+    content: str | None = None
+
+
+class _LogprobsChoice(_Read):
+    message: _Message | None = None
+    logprobs: _Logprobs | None = None
+
+
+class _LogprobsAnswer(_Read):
+    choices: list[_LogprobsChoice]
+
+
+class _TextLogprobs(_Read):
+    """The legacy `/completions` shape: parallel lists, one entry per position."""
+
+    tokens: list[str] | None = None
+    token_logprobs: list[float] | None = None
+    top_logprobs: list[dict[str, float] | None] | None = None
+
+
+class _TextChoice(_Read):
+    text: str | None = None
+    logprobs: _TextLogprobs | None = None
+
+
+class _TextAnswer(_Read):
+    choices: list[_TextChoice]
 
 
 class OpenAIChatModel:
-    """A chat model served over the OpenAI chat-completions streaming protocol."""
+    """A chat model served over the OpenAI chat-completions protocol."""
 
     def __init__(
         self,
@@ -86,10 +166,12 @@ class OpenAIChatModel:
             raise ModelLoadError(f"Model '{spec.name}' has no base_url.")
         self.name = spec.name
         self.spec = spec
-        self.url = spec.base_url.rstrip("/") + "/chat/completions"
+        self.base_url = spec.base_url.rstrip("/")
+        self.url = self.base_url + "/chat/completions"
         self._settings = settings
         self._api_key = _api_key(spec, os.environ if environ is None else environ)
-        self._client: httpx.AsyncClient | None = None
+        self._client: openai.AsyncOpenAI | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._tokenizer_tried = False
 
@@ -141,12 +223,20 @@ class OpenAIChatModel:
         seed: int | None = None,
     ) -> LogprobsResult:
         """A short completion with each token's log-probability and the top alternatives."""
-        body = self._body(messages, max_tokens, temperature, None)
-        del body["stream_options"]
-        body.update(stream=False, logprobs=True, top_logprobs=top_logprobs)
-        if seed is not None:
-            body["seed"] = seed
-        return self._parse_logprobs(await self._post_json(body))
+        from openai import omit
+
+        request = self._sdk().chat.completions.create(
+            model=self.spec.model,
+            messages=cast(Any, messages),  # our {"role", "content"} dicts
+            max_tokens=max_tokens,
+            temperature=temperature,
+            logprobs=True,
+            top_logprobs=top_logprobs,
+            stream=False,
+            seed=omit if seed is None else seed,
+        )
+        answer = await self._step(request, self._deadline(), started=False)
+        return self._parse_logprobs(answer)
 
     async def text_logprobs(
         self,
@@ -158,29 +248,34 @@ class OpenAIChatModel:
         seed: int | None = None,
     ) -> LogprobsResult:
         """Continue a raw text (no chat template) through `/completions`, with logprobs."""
-        body: dict[str, Any] = {
-            "model": self.spec.model, "prompt": prompt, "max_tokens": max_tokens,
-            "temperature": temperature, "logprobs": top_logprobs, "stream": False,
-        }
-        if seed is not None:
-            body["seed"] = seed
-        url = self.url.removesuffix("/chat/completions") + "/completions"
-        return self._parse_text_logprobs(await self._post_json(body, url), url)
+        from openai import omit
+
+        request = self._sdk().completions.create(
+            model=self.spec.model,
+            prompt=prompt,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            logprobs=top_logprobs,
+            stream=False,
+            seed=omit if seed is None else seed,
+        )
+        answer = await self._step(request, self._deadline(), started=False)
+        return self._parse_text_logprobs(answer)
 
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
             self._client = None
+
+    def local_tokenizer(self) -> PreTrainedTokenizerBase | None:
+        """The served model's tokenizer if this machine has it (blocking), else None."""
+        return self._local_tokenizer()
 
     def _with_estimated_usage(self, completion: Completion, messages: Messages) -> Completion:
         tokens_in = sum(self.count_tokens(m["content"]) for m in messages)
         tokens_out = self.count_tokens(completion.text)
         return replace(completion, tokens_in=tokens_in, tokens_out=tokens_out)
-
-    def local_tokenizer(self) -> PreTrainedTokenizerBase | None:
-        """The served model's tokenizer if this machine has it (blocking), else None."""
-        return self._local_tokenizer()
 
     def _local_tokenizer(self) -> PreTrainedTokenizerBase | None:
         if not self._tokenizer_tried:
@@ -195,38 +290,36 @@ class OpenAIChatModel:
                 self._tokenizer = None
         return self._tokenizer
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
+    def _sdk(self) -> openai.AsyncOpenAI:
+        """The SDK client of the running event loop, built on first use there.
+
+        Importing `openai` takes a second or more, so it waits until a served model is used.
+        A client's connections belong to one event loop: a caller that runs each call in a
+        new loop (`asyncio.run`, LangChain's sync `invoke`) gets a client per loop.
+        """
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            import openai
+
+            self._client_loop = loop
+
             s = self._settings
-            timeout = httpx.Timeout(
-                connect=s.connect_timeout_s,
-                read=s.read_timeout_s,
-                write=s.read_timeout_s,
-                pool=s.connect_timeout_s,
+            self._client = openai.AsyncOpenAI(
+                api_key=self._api_key or NO_KEY,
+                base_url=self.base_url,
+                timeout=openai.Timeout(
+                    connect=s.connect_timeout_s,
+                    read=s.read_timeout_s,
+                    write=s.read_timeout_s,
+                    pool=s.connect_timeout_s,
+                ),
+                max_retries=s.max_retries,
+                default_headers=_no_account_headers(),
             )
-            self._client = httpx.AsyncClient(timeout=timeout)
         return self._client
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Accept": "text/event-stream"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        return headers
-
-    def _body(
-        self, messages: Messages, max_tokens: int, temperature: float, stop: list[str] | None
-    ) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self.spec.model,
-            "messages": messages,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-        }
-        if stop:
-            body["stop"] = stop
-        return body
+    def _deadline(self) -> float:
+        return asyncio.get_running_loop().time() + self._settings.generation_deadline_s
 
     async def _generate(
         self,
@@ -236,186 +329,209 @@ class OpenAIChatModel:
         stop: list[str] | None,
         stats: GenerationStats,
     ) -> AsyncGenerator[str, None]:
-        body = self._body(messages, max_tokens, temperature, stop)
-        attempt = 0
-        while True:
-            delivered = False
-            try:
-                # aclosing: an abandoned answer closes its HTTP response now, not at GC time.
-                async with aclosing(self._attempt(body, stop, stats)) as pieces:
-                    async for piece in pieces:
-                        delivered = True
-                        yield piece
-                return
-            except _Retryable as retryable:
-                if delivered or attempt >= self._settings.max_retries:
-                    raise retryable.error from retryable.__cause__
-            await asyncio.sleep(self._settings.retry_backoff_s * 2**attempt)
-            attempt += 1
+        from openai import omit
 
-    async def _attempt(
-        self, body: dict[str, Any], stop: list[str] | None, stats: GenerationStats
-    ) -> AsyncGenerator[str, None]:
+        deadline = self._deadline()
+        request = self._sdk().chat.completions.create(
+            model=self.spec.model,
+            messages=cast(Any, messages),  # our {"role", "content"} dicts
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stream=True,
+            stream_options={"include_usage": True},
+            stop=stop or omit,
+        )
+        # The SDK retries the request until its response begins; after that, never.
+        chunks = await self._step(request, deadline, started=False)
         scanner = StopScanner(stop)
         try:
-            async with self._http().stream(
-                "POST", self.url, json=body, headers=self._headers()
-            ) as response:
-                await self._check_status(response)
-                async with aclosing(self._read_stream(response, stats)) as texts:
-                    async for text in texts:
-                        if piece := scanner.feed(text):
-                            yield piece
-                        if scanner.stopped:
-                            return
+            async with aclosing(self._texts(chunks, deadline, stats, max_tokens)) as texts:
+                async for text in texts:
+                    if piece := scanner.feed(text):
+                        yield piece
+                    if scanner.stopped:
+                        return
             if tail := scanner.flush():
                 yield tail
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc) from exc
+        finally:
+            # An abandoned or capped answer closes its HTTP response now, so the server stops.
+            await chunks.close()
 
-    async def _check_status(self, response: httpx.Response) -> None:
-        if response.status_code < 400:
-            return
-        detail = (await response.aread()).decode("utf-8", errors="replace")[:300]
-        message = f"{response.request.url} answered HTTP {response.status_code}: {detail}"
-        if response.status_code == 429 or response.status_code >= 500:
-            raise _Retryable(BackendUnavailable(message))
-        raise BackendRejected(message, response.status_code)
-
-    async def _read_stream(
-        self, response: httpx.Response, stats: GenerationStats
+    async def _texts(
+        self, chunks: Any, deadline: float, stats: GenerationStats, max_tokens: int
     ) -> AsyncGenerator[str, None]:
+        """The text pieces of the stream, within the deadline and the token cap."""
         finished = False
-        async for data in sse_data(response.aiter_lines()):
-            if data.strip() == "[DONE]":
-                return
-            chunk = self._parse_chunk(data)
+        pieces = chars = 0
+        iterator = chunks.__aiter__()
+        while True:
+            try:
+                raw = await self._step(anext(iterator), deadline, started=True)
+            except StopAsyncIteration:
+                break
+            chunk = self._checked(raw)
             _record_usage(chunk, stats)
-            for choice in chunk.get("choices") or []:
-                if choice.get("finish_reason"):
+            for choice in chunk.choices or []:
+                if choice.finish_reason:
                     finished = True
-                    stats.finish_reason = str(choice["finish_reason"])
-                content = (choice.get("delta") or {}).get("content")
-                if content:
-                    yield content
+                    stats.finish_reason = choice.finish_reason
+                content = choice.delta.content if choice.delta else None
+                if not content:
+                    continue
+                pieces, chars = pieces + 1, chars + len(content)
+                if pieces > max_tokens or chars > max_tokens * MAX_CHARS_PER_TOKEN:
+                    self._capped(max_tokens, stats)
+                    return
+                yield content
         # Some servers (transformers serve) end with a finish_reason and no [DONE].
         if not finished:
             raise BackendProtocolError(f"The stream from {self.url} ended before the answer did.")
 
-    async def _post_json(self, body: dict[str, Any], url: str | None = None) -> dict[str, Any]:
-        """POST a non-streaming request, retrying connection failures, 5xx and 429."""
-        attempt = 0
-        while True:
-            try:
-                return await self._post_once(body, url or self.url)
-            except _Retryable as retryable:
-                if attempt >= self._settings.max_retries:
-                    raise retryable.error from retryable.__cause__
-            await asyncio.sleep(self._settings.retry_backoff_s * 2**attempt)
-            attempt += 1
+    def _capped(self, max_tokens: int, stats: GenerationStats) -> None:
+        log.warning(
+            "%s sent more than max_tokens=%d; the answer was cut there", self.url, max_tokens
+        )
+        stats.finish_reason = "length"
+        stats.tokens_out = max(stats.tokens_out, max_tokens)
 
-    async def _post_once(self, body: dict[str, Any], url: str) -> dict[str, Any]:
-        headers = {**self._headers(), "Accept": "application/json"}
-        try:
-            response = await self._http().post(url, json=body, headers=headers)
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc) from exc
-        await self._check_status(response)
-        return self._parse_chunk(response.text)
+    async def _step(self, step: Awaitable[_T], deadline: float, *, started: bool) -> _T:
+        """Await one SDK call within the generation's deadline; SDK errors become ours."""
+        import openai
 
-    def _parse_logprobs(self, data: dict[str, Any]) -> LogprobsResult:
+        loop = asyncio.get_running_loop()
         try:
-            choice = data["choices"][0]
-            text = str((choice.get("message") or {}).get("content") or "")
-            entries = (choice.get("logprobs") or {}).get("content") or []
-            positions = tuple(_position(entry) for entry in entries)
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            if loop.time() >= deadline:
+                raise TimeoutError
+            async with asyncio.timeout_at(deadline):
+                return await step
+        except TimeoutError:
+            if asyncio.iscoroutine(step):
+                step.close()
+            raise BackendTimeout(
+                f"{self.url} did not finish within "
+                f"{self._settings.generation_deadline_s:g}s (the generation deadline)."
+            ) from None
+        except openai.APIError as exc:
+            raise self._error(exc, started) from exc
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            if not started:
+                raise
+            # The SDK's event decoder and object builder: an event that is not a JSON object.
             raise BackendProtocolError(
-                f"{self.url} sent logprobs in an unexpected shape: {str(data)[:200]}"
+                f"{self.url} sent an event that cannot be read: {_describe(exc)}"
             ) from exc
-        return LogprobsResult(text, positions)
 
-    def _parse_text_logprobs(self, data: dict[str, Any], url: str) -> LogprobsResult:
-        """The legacy completions shape: parallel `tokens`, `token_logprobs`, `top_logprobs`."""
+    def _checked(self, raw: object) -> _Chunk:
         try:
-            choice = data["choices"][0]
-            logprobs = choice.get("logprobs") or {}
-            tokens = logprobs.get("tokens") or []
-            chosen = logprobs.get("token_logprobs") or []
-            tops = logprobs.get("top_logprobs") or [{}] * len(tokens)
-            positions = tuple(
-                PositionLogprobs(
-                    TokenLogprob(str(token), float(lp)),
-                    tuple(TokenLogprob(str(t), float(v)) for t, v in (top or {}).items()),
-                )
-                for token, lp, top in zip(tokens, chosen, tops, strict=True)
-            )
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            return _Chunk.model_validate(raw)
+        except ValidationError as exc:
             raise BackendProtocolError(
-                f"{url} sent logprobs in an unexpected shape: {str(data)[:200]}"
+                f"{self.url} sent a chunk in an unexpected shape: {_first_error(exc)}"
             ) from exc
-        return LogprobsResult(str(choice.get("text") or ""), positions)
 
-    def _parse_chunk(self, data: str) -> dict[str, Any]:
-        try:
-            chunk = json.loads(data)
-        except ValueError as exc:
-            raise BackendProtocolError(
-                f"{self.url} sent an event that is not JSON: {data[:200]!r}"
-            ) from exc
-        if not isinstance(chunk, dict):
-            raise BackendProtocolError(f"{self.url} sent an unexpected event: {data[:200]!r}")
-        if "error" in chunk:
-            raise BackendProtocolError(f"{self.url} reported an error mid-stream: {chunk['error']}")
-        return chunk
+    def _error(self, exc: openai.APIError, started: bool) -> LLMError:
+        """Our typed error for an SDK exception."""
+        import openai
 
-    def _transport_error(self, exc: httpx.TransportError) -> Exception:
-        if isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError):
-            return _Retryable(BackendUnavailable(f"Cannot connect to {self.url}: {_describe(exc)}"))
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, openai.APITimeoutError):
             return BackendTimeout(
                 f"{self.url} did not answer within {self._settings.read_timeout_s:g}s "
-                f"({type(exc).__name__})."
+                f"({_cause(exc)})."
             )
-        # The connection broke: retried only if nothing reached the caller yet.
-        return _Retryable(
-            BackendProtocolError(f"The connection to {self.url} broke mid-stream: {_describe(exc)}")
-        )
+        if isinstance(exc, openai.APIConnectionError):
+            if started:
+                return BackendProtocolError(
+                    f"The connection to {self.url} broke mid-stream: {_cause(exc)}"
+                )
+            return BackendUnavailable(f"Cannot connect to {self.url}: {_cause(exc)}")
+        if isinstance(exc, openai.APIStatusError):
+            return self._status_error(exc)
+        # An `error` event inside the stream.
+        detail = exc.body if isinstance(exc.body, str) else exc.body or exc.message
+        return BackendProtocolError(f"{self.url} reported an error mid-stream: {detail}")
+
+    def _status_error(self, exc: openai.APIStatusError) -> LLMError:
+        try:
+            detail = exc.response.text[:300]
+        except Exception:  # a streamed body the SDK did not read
+            detail = exc.message[:300]
+        message = f"{exc.response.request.url} answered HTTP {exc.status_code}: {detail}"
+        if exc.status_code == 408:
+            return BackendTimeout(message)
+        if exc.status_code in (409, 429) or exc.status_code >= 500:
+            return BackendUnavailable(message)
+        return BackendRejected(message, exc.status_code)
+
+    def _parse_logprobs(self, answer: object) -> LogprobsResult:
+        try:
+            choice = _LogprobsAnswer.model_validate(answer).choices[0]
+        except (ValidationError, IndexError) as exc:
+            raise BackendProtocolError(
+                f"{self.url} sent logprobs in an unexpected shape: {str(answer)[:200]}"
+            ) from exc
+        text = (choice.message.content if choice.message else None) or ""
+        entries = (choice.logprobs.content if choice.logprobs else None) or []
+        return LogprobsResult(text, tuple(_position(entry) for entry in entries))
+
+    def _parse_text_logprobs(self, answer: object) -> LogprobsResult:
+        url = self.base_url + "/completions"
+        try:
+            choice = _TextAnswer.model_validate(answer).choices[0]
+            positions = _text_positions(choice.logprobs or _TextLogprobs())
+        except (ValidationError, IndexError, ValueError) as exc:
+            raise BackendProtocolError(
+                f"{url} sent logprobs in an unexpected shape: {str(answer)[:200]}"
+            ) from exc
+        return LogprobsResult(choice.text or "", positions)
 
 
-async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
-    """The `data` payloads of a server-sent-event stream, one per event."""
-    data: list[str] = []
-    async for line in lines:
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data = []
-            continue
-        field, _, value = line.partition(":")
-        if field == "data":
-            data.append(value.removeprefix(" "))
-    if data:
-        yield "\n".join(data)
-
-
-def _position(entry: dict[str, Any]) -> PositionLogprobs:
+def _position(entry: _PositionLogprob) -> PositionLogprobs:
     """One `logprobs.content` entry of a chat completion."""
-    top = tuple(
-        TokenLogprob(str(t["token"]), float(t["logprob"])) for t in entry.get("top_logprobs") or []
+    top = tuple(TokenLogprob(t.token, t.logprob) for t in entry.top_logprobs or [])
+    return PositionLogprobs(TokenLogprob(entry.token, entry.logprob), top)
+
+
+def _text_positions(logprobs: _TextLogprobs) -> tuple[PositionLogprobs, ...]:
+    """Positions from the legacy parallel lists (a length mismatch raises ValueError)."""
+    tokens = logprobs.tokens or []
+    tops = logprobs.top_logprobs or [None] * len(tokens)
+    return tuple(
+        PositionLogprobs(
+            TokenLogprob(token, logprob),
+            tuple(TokenLogprob(t, v) for t, v in (top or {}).items()),
+        )
+        for token, logprob, top in zip(tokens, logprobs.token_logprobs or [], tops, strict=True)
     )
-    return PositionLogprobs(TokenLogprob(str(entry["token"]), float(entry["logprob"])), top)
 
 
-def _describe(exc: Exception) -> str:
+def _record_usage(chunk: _Chunk, stats: GenerationStats) -> None:
+    if chunk.usage is not None:
+        stats.tokens_in = chunk.usage.prompt_tokens
+        stats.tokens_out = chunk.usage.completion_tokens
+
+
+def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _record_usage(chunk: dict[str, Any], stats: GenerationStats) -> None:
-    usage = chunk.get("usage")
-    if isinstance(usage, dict):
-        stats.tokens_in = int(usage.get("prompt_tokens") or 0)
-        stats.tokens_out = int(usage.get("completion_tokens") or 0)
+def _cause(exc: BaseException) -> str:
+    """What really failed under an SDK error ("Connection error." says little)."""
+    cause = exc.__cause__ or exc.__context__
+    return _describe(cause) if cause is not None else _describe(exc)
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {error['msg']} (got {str(error.get('input'))[:80]!r})"
+
+
+def _no_account_headers() -> dict[str, Any]:
+    """Keeps OpenAI account settings from the environment ($OPENAI_ORG_ID,
+    $OPENAI_PROJECT_ID) away from our own model server."""
+    from openai import Omit
+
+    return {"OpenAI-Organization": Omit(), "OpenAI-Project": Omit()}
 
 
 def _api_key(spec: ModelSpec, environ: Mapping[str, str]) -> str | None:

@@ -69,9 +69,14 @@ class LLMSettings(BaseModel):
     max_new_tokens: int = Field(default=256, gt=0)
     temperature: float = Field(default=0.2, ge=0.0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
+    # Servers: the longest silence between two bytes of an answer.
     read_timeout_s: float = Field(default=60.0, gt=0)
+    # Servers: the most one whole generation may take, retries included, so a server that
+    # trickles tokens cannot hold an answer's slot forever.
+    generation_deadline_s: float = Field(default=120.0, gt=0)
+    # Servers: how often a request that failed before its response began is sent again
+    # (the openai SDK's exponential backoff: 0.5 s doubling up to 8 s, or Retry-After).
     max_retries: int = Field(default=2, ge=0)
-    retry_backoff_s: float = Field(default=0.5, ge=0)
 
     @field_validator("models", mode="before")
     @classmethod

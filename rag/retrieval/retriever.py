@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,14 @@ class _Snapshot:
     version: str
     live: frozenset[str]
     bm25: BM25Index
+    # Live chunks with a release time (Unix seconds); every other live chunk is released.
+    release: dict[str, float]
+
+    def visible(self, now: float | None) -> frozenset[str]:
+        """The live chunks released at `now` (all of them when `now` is None: a preview)."""
+        if now is None or not self.release:
+            return self.live
+        return self.live - {cid for cid, at in self.release.items() if at > now}
 
 
 def calibrated_score(cosine: float, coverage: float, settings: RetrievalSettings) -> float:
@@ -66,11 +75,14 @@ class Retriever:
         embedder: Embedder,
         settings: RetrievalSettings,
         refresh_interval_s: float = 1.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.embedder = embedder
         self.settings = settings
         self.refresh_interval_s = refresh_interval_s
+        # Release dates are checked against this clock at every search (tests move it).
+        self.clock = clock
         self._snapshot: _Snapshot | None = None
         self._checked_at = 0.0
         self._lock = threading.Lock()
@@ -102,29 +114,51 @@ class Retriever:
         ids = [cid for e in self.store.manifest().values() for cid in e.chunk_ids]
         pairs = list(self.store.iter_texts(ids))
         bm25 = BM25Index([p[0] for p in pairs], [p[1] for p in pairs])
-        return _Snapshot(version, frozenset(bm25.ids), bm25)
+        live = frozenset(bm25.ids)
+        release = {cid: at for cid, at in self.store.release_times().items() if cid in live}
+        return _Snapshot(version, live, bm25, release)
 
     def live_count(self) -> int:
         """How many chunks search can return."""
         return len(self._current().live)
 
-    def search(self, query: str, k: int | None = None) -> list[Hit]:
-        """The k best passages for a query, diverse, with calibrated scores."""
+    def search(self, query: str, k: int | None = None, *, preview: bool = False) -> list[Hit]:
+        """The k best released passages for a query, diverse, with calibrated scores.
+
+        `preview` (instructors only) also returns material whose release time has not come.
+        """
         k = k or self.settings.k
         snap = self._current()
         if not snap.live:
             raise NothingIngested("Nothing has been ingested yet: run `study-assistant ingest`.")
+        now = None if preview else self.clock()
+        visible = snap.visible(now)
+        if not visible:
+            return []
         query_vec = self.embedder.embed_query(query)
-        candidates = self._candidates(query, query_vec, snap)
+        # Let the store filter by release time only when something is hidden: the filter
+        # costs a metadata scan, and most of a term nothing is.
+        released_at = now if len(visible) < len(snap.live) else None
+        candidates = self._candidates(query, query_vec, snap, visible, released_at)
         chosen = self._diversify(candidates, k)
         return [self._hit(c) for c in chosen]
 
-    def _candidates(self, query: str, query_vec: np.ndarray, snap: _Snapshot) -> list[Candidate]:
+    def _candidates(
+        self,
+        query: str,
+        query_vec: np.ndarray,
+        snap: _Snapshot,
+        visible: frozenset[str],
+        released_at: float | None,
+    ) -> list[Candidate]:
         n = self.settings.candidates
+        hidden = len(snap.live) - len(visible)
         # Over-fetch dense results: chunks an ingest has written but not yet committed are
         # stored but not live, and must not crowd out live ones.
-        dense = [(cid, s) for cid, s in self.store.query(query_vec, 2 * n) if cid in snap.live][:n]
-        lexical = snap.bm25.search(query, n)
+        nearest = self.store.query(query_vec, 2 * n, released_at)
+        dense = [(cid, s) for cid, s in nearest if cid in visible][:n]
+        lexical = [(cid, s) for cid, s in snap.bm25.search(query, n + hidden)
+                   if cid in visible][:n]
         dense_rank = {cid: r for r, (cid, _) in enumerate(dense)}
         lexical_rank = {cid: r for r, (cid, _) in enumerate(lexical)}
         bm25 = dict(lexical)

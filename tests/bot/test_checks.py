@@ -4,9 +4,12 @@ with the real index of the course guides and the real local models."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 from bot.limits import payload_problems
+from bot.render_demos import run_embed
 from rag.answering.assistant import Assistant
+from rag.demos.compare import NOT_COVERED, ModelRun
 from rag.services import Services
 from tests.bot.conftest import Harness
 from tests.bot.fake_discord import Person
@@ -102,3 +105,14 @@ async def test_the_grounding_badge_shows_on_ask_only_when_enabled(make_harness, 
     assert plain.startswith("smollm2 · ") and "Grounded" not in plain
     assert badged.startswith("smollm2 · ") and " · Grounded: " in badged
     assert badged.endswith(("claims", "claim", "no checkable claims"))
+
+
+def test_a_failed_model_in_compare_shows_no_address_or_server_words(caplog):
+    error = ("http://10.0.0.5:8000/v1/chat/completions answered HTTP 400: model "
+             "/srv/weights/internal-7b is not loaded")
+    with caplog.at_level(logging.WARNING, logger="bot"):
+        embed = run_embed(ModelRun("vllm", "openai", False, error=error))
+    assert "10.0.0.5" not in embed.description and "internal-7b" not in embed.description
+    assert "could not answer" in embed.description and error in caplog.text
+    refused = run_embed(ModelRun("smollm2", "local", False, error=NOT_COVERED))
+    assert NOT_COVERED in refused.description  # the gate's own words stay

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -33,6 +34,7 @@ async def test_commands_are_synced_to_the_configured_guild_at_startup(make_harne
     assert names == {
         "ask", "sources", "help", "reingest", "upload", "stats",
         "nexttoken", "tokenize", "attention", "fewshot", "hallucination", "compare",
+        "exam", "assignments", "hints",
     }
 
 
@@ -172,3 +174,49 @@ async def test_asking_before_anything_is_ingested_gets_a_friendly_reply(
     assert requests[0].payload == {"type": 5}
     assert "No course materials have been ingested yet" in requests[-1].payload["content"]
     assert harness.bot.answerer.queue.active == 0  # the generation slot was given back
+
+
+DEMOS = {"nexttoken": {"prompt": "The capital of France is"},
+         "attention": {"sentence": "The cat sat on the mat"},
+         "fewshot": {"task": "Sentiment", "examples": "good => positive", "input": "bad"}}
+
+
+@pytest.mark.parametrize("demo", sorted(DEMOS))
+async def test_demos_share_the_per_user_rate_limit_with_ask(make_harness, empty_services, demo):
+    harness = await make_harness(empty_services, rate_burst=1, rate_per_minute=1)
+    harness.command("ask", STUDENT, question="What is LoRA?")  # spends the user's one turn
+    await harness.settle()
+    token = harness.command(demo, STUDENT, **DEMOS[demo])
+    await harness.settle()
+    refusal = harness.for_token(token)
+    assert len(refusal) == 1 and refusal[0].payload["data"]["flags"] & 64
+    assert "try again in" in refusal[0].payload["data"]["content"]
+
+
+async def test_cheap_commands_have_a_lighter_bucket_of_their_own(make_harness, empty_services):
+    harness = await make_harness(empty_services, rate_burst=1, rate_per_minute=1)
+    for _ in range(3):  # three times the burst of /ask
+        harness.command("sources", STUDENT, query="LoRA")
+    await harness.settle()
+    sources = harness.command("sources", STUDENT, query="LoRA")
+    tokenize = harness.command("tokenize", STUDENT, text="LoRA")
+    await harness.settle()
+    for token in (sources, tokenize):
+        assert "try again in" in callback(harness, token).payload["data"]["content"]
+    ask = harness.command("ask", STUDENT, question="What is LoRA?")
+    await harness.settle()
+    assert harness.for_token(ask)[0].payload == {"type": 5}  # /ask's own bucket is untouched
+
+
+async def test_sources_waits_for_a_generation_slot_and_shows_its_place(
+    make_harness, empty_services
+):
+    harness = await make_harness(empty_services, max_concurrent=1)
+    async with harness.bot.answerer.queue.slot():  # an answer is generating
+        token = harness.command("sources", STUDENT, query="LoRA")
+        for _ in range(50):
+            await asyncio.sleep(0.02)
+        shown = [r.payload for r in harness.for_token(token)[1:]]
+        assert [p["embeds"][0]["description"][:16] for p in shown] == ["You're #1 in the"]
+    await harness.settle()
+    assert "No course materials" in harness.for_token(token)[-1].payload["content"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import threading
 from pathlib import Path
 
@@ -54,6 +55,16 @@ def test_a_socket_named_like_a_guide_is_skipped_with_a_reason(root: Path) -> Non
         files, skipped = scan_within([Target(root)])
     assert [f.source for f in files] == ["notes.md"]
     assert skipped == {"s.md": "not a regular file (a socket)"}
+
+
+def test_a_device_named_like_a_guide_is_skipped_without_reading_it(root: Path) -> None:
+    try:  # like /dev/zero: reading it never ends
+        os.mknod(root / "zero.md", 0o600 | stat.S_IFCHR, os.makedev(1, 5))
+    except PermissionError:
+        pytest.skip("creating a device node needs privileges")
+    files, skipped = scan_within([Target(root)])
+    assert [f.source for f in files] == ["notes.md"]
+    assert skipped == {"zero.md": "not a regular file (a device)"}
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can read a file without read permission")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.answering.injection import INJECTION_MARKER, LABEL_MARKER, skeleton
+from rag.answering.injection import INJECTION_MARKER, LABEL_MARKER, neutralise, skeleton
 from rag.answering.prompting import SYSTEM_PROMPT, build_messages, context_blocks
 from rag.index.documents import Chunk, Hit
 
@@ -102,3 +102,8 @@ def test_a_forged_closing_delimiter_cannot_end_the_data_block_early() -> None:
 )
 def test_ordinary_course_sentences_are_left_alone(sentence: str) -> None:
     assert sentence in prompt_for(planted(f"{LORA} {sentence} {LATENCY}"))
+
+
+def test_filtering_keeps_every_character_of_text_without_instructions() -> None:
+    text = "... and so on. ?! Loss ≈ 0.3; see §2.\n\n; (Figure 1)."
+    assert neutralise(text) == text

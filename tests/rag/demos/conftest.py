@@ -50,7 +50,7 @@ def gemma3(demo_registry: ModelRegistry) -> LocalChatModel:
 # embedder and the real local models with short greedy answers.
 
 CHECKS_LLM = LLMSettings(max_new_tokens=32, temperature=0.0, connect_timeout_s=2.0,
-                         max_retries=1, retry_backoff_s=0.05)
+                         max_retries=1)
 
 
 @pytest.fixture(scope="session")

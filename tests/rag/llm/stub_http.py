@@ -38,6 +38,7 @@ class StubServer:
     respond: Responder
     requests: list[Request] = field(default_factory=list)
     port: int = 0
+    hangups: int = 0  # answers the client stopped reading (its connection closed under us)
     _closing: asyncio.Event = field(default_factory=asyncio.Event)
     _server: asyncio.Server | None = None
 
@@ -67,8 +68,10 @@ class StubServer:
             request.body = await reader.readexactly(length)
             self.requests.append(request)
             await self.respond(writer, self._closing)
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except asyncio.IncompleteReadError:
             pass
+        except ConnectionError:
+            self.hangups += 1
         finally:
             writer.close()
 
@@ -125,3 +128,61 @@ def chunk(content: str | None = None, finish: str | None = None, usage: dict | N
     if usage is not None:
         event["usage"] = usage
     return event
+
+
+STREAM_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+
+
+def endless(event: dict, interval_s: float) -> Responder:
+    """Answer 200 and send `event` every `interval_s` seconds, never finishing: a server that
+    trickles tokens (a long interval) or ignores `max_tokens` (no interval)."""
+
+    async def respond(writer: asyncio.StreamWriter, closing: asyncio.Event) -> None:
+        writer.write(STREAM_HEAD)
+        line = f"data: {json.dumps(event)}\n\n".encode()
+        while not closing.is_set():
+            writer.write(line)
+            await writer.drain()  # raises once the client has hung up
+            await asyncio.sleep(interval_s)
+
+    return respond
+
+
+def then_silence(events: list[dict]) -> Responder:
+    """Send these events, then keep the connection open and say nothing more."""
+
+    async def respond(writer: asyncio.StreamWriter, closing: asyncio.Event) -> None:
+        writer.write(STREAM_HEAD)
+        for event in events:
+            writer.write(f"data: {json.dumps(event)}\n\n".encode())
+        await writer.drain()
+        await closing.wait()
+
+    return respond
+
+
+def raw_stream(body: bytes) -> Responder:
+    """Answer 200 as an event stream with exactly these bytes as its body, then close."""
+
+    async def respond(writer: asyncio.StreamWriter, closing: asyncio.Event) -> None:
+        writer.write(STREAM_HEAD + body)
+        await writer.drain()
+
+    return respond
+
+
+def cut_chunked(events: list[dict]) -> Responder:
+    """Send these events in chunked encoding, then close without the final empty chunk: the
+    connection breaks mid-message, as when a server process dies."""
+
+    async def respond(writer: asyncio.StreamWriter, closing: asyncio.Event) -> None:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        for event in events:
+            data = f"data: {json.dumps(event)}\n\n".encode()
+            writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        await writer.drain()
+
+    return respond

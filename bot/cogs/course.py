@@ -1,0 +1,141 @@
+"""Course rules from Discord (instructors): /exam, /assignments, /hints."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.access import instructors_only
+from bot.errors import UserFacingError
+from rag.course.schedule import ScheduleError, parse_until
+
+if TYPE_CHECKING:
+    from bot.client import StudyBot
+
+_CHANNEL_MENTION = re.compile(r"<#(\d+)>|\b(\d{15,21})\b")
+
+
+def parse_channels(text: str | None, here: int | None) -> list[int]:
+    """Channel mentions or ids in `text`; 'all' (or 'server') means server-wide (empty)."""
+    if text is None or not text.strip():
+        return [here] if here is not None else []
+    if text.strip().lower() in ("all", "server", "everywhere"):
+        return []
+    found = [int(a or b) for a, b in _CHANNEL_MENTION.findall(text)]
+    if not found:
+        raise UserFacingError("Give channels as mentions (#exam-room), or 'all' for the server.")
+    return found
+
+
+def where(channels: frozenset[int] | tuple[int, ...]) -> str:
+    """'server-wide' or the channel mentions."""
+    return " ".join(f"<#{c}>" for c in sorted(channels)) if channels else "server-wide"
+
+
+class CourseCog(commands.Cog):
+    """Exam mode, assignments and hints-only channels."""
+
+    exam = app_commands.Group(name="exam", description="Exam mode (instructors)", guild_only=True)
+    assignments = app_commands.Group(name="assignments", description="Open assignments "
+                                     "(instructors)", guild_only=True)
+    hints = app_commands.Group(name="hints", description="Hints-only channels (instructors)",
+                               guild_only=True)
+
+    def __init__(self, bot: StudyBot) -> None:
+        self.bot = bot
+
+    @property
+    def rules(self):  # noqa: ANN201 - CourseRules, imported lazily to keep the cog thin
+        """The course's rules."""
+        return self.bot.services.course
+
+    @exam.command(name="start", description="Refuse course answers and demos during an exam")
+    @app_commands.describe(channels="Channel mentions, or 'all' (default: this channel)",
+                           until="When it ends: 90m, 2h, 16:00 or 2026-03-10 16:00")
+    @instructors_only
+    async def exam_start(self, interaction: discord.Interaction, channels: str | None = None,
+                         until: str | None = None) -> None:
+        """Start exam mode."""
+        ids = parse_channels(channels, interaction.channel_id)
+        try:
+            end = parse_until(until, self.rules.timezone, self.rules.clock()) if until else 0.0
+        except ScheduleError as exc:
+            raise UserFacingError(f"I can't read that end time: {exc}.") from None
+        await asyncio.to_thread(self.rules.start_exam, ids, end)
+        ends = f" until <t:{int(end)}:f>" if end else " until /exam end"
+        await interaction.response.send_message(
+            f"📝 Exam mode is on ({where(tuple(ids))}){ends}.", ephemeral=True)
+
+    @exam.command(name="end", description="End exam mode (the one started by hand)")
+    @instructors_only
+    async def exam_end(self, interaction: discord.Interaction) -> None:
+        """End every exam started by hand (scheduled windows end at their time)."""
+        ended = await asyncio.to_thread(self.rules.end_exams)
+        left = self.rules.active_exams()
+        text = f"Ended {ended} exam session(s)." if ended else "No exam was started by hand."
+        if left:
+            text += " A scheduled exam window is still on (" + ", ".join(
+                where(e.channels) for e in left) + "); edit schedule.toml to change it."
+        await interaction.response.send_message(text, ephemeral=True)
+
+    @exam.command(name="status", description="Which exams are on now")
+    @instructors_only
+    async def exam_status(self, interaction: discord.Interaction) -> None:
+        """List the exams on now."""
+        lines = [f"• {where(e.channels)}"
+                 + ("" if e.until == float("inf") else f" until <t:{int(e.until)}:f>")
+                 + (" (scheduled)" if e.scheduled else "") for e in self.rules.active_exams()]
+        await interaction.response.send_message("\n".join(lines) or "No exam is on.",
+                                                ephemeral=True)
+
+    @assignments.command(name="list", description="Assignments and whether they are open")
+    @instructors_only
+    async def assignments_list(self, interaction: discord.Interaction) -> None:
+        """Each assignment: id, title, open or closed, due date, protected item count."""
+        rows = [f"• `{a.id}` {a.title}: {'open' if self.rules.is_open(a) else 'closed'}"
+                + ("" if a.due == float("inf") else f", due <t:{int(a.due)}:f>")
+                + f", {len(a.protected)} protected items"
+                for a in await asyncio.to_thread(self.rules.assignments)]
+        await interaction.response.send_message(
+            "\n".join(rows) or "No assignment files in course_materials/assignments/.",
+            ephemeral=True)
+
+    @assignments.command(name="open", description="Open an assignment now (hint mode)")
+    @instructors_only
+    async def assignments_open(self, interaction: discord.Interaction, assignment: str) -> None:
+        """Open an assignment by its id (file name)."""
+        await self._set_open(interaction, assignment, True)
+
+    @assignments.command(name="close", description="Close an assignment now")
+    @instructors_only
+    async def assignments_close(self, interaction: discord.Interaction, assignment: str) -> None:
+        """Close an assignment by its id (file name)."""
+        await self._set_open(interaction, assignment, False)
+
+    async def _set_open(self, interaction: discord.Interaction, ident: str, on: bool) -> None:
+        try:
+            found = await asyncio.to_thread(self.rules.set_open, ident.strip(), on)
+        except KeyError:
+            raise UserFacingError(f"No assignment '{ident}'; /assignments list shows the ids.") \
+                from None
+        state = "open: questions about it get hints" if on else "closed"
+        await interaction.response.send_message(f"{found.title} is now {state}.", ephemeral=True)
+
+    @hints.command(name="only", description="Make a channel hints-only (or not)")
+    @app_commands.describe(on="Hints only (true) or normal answers (false)",
+                           channel="The channel (default: this one)")
+    @instructors_only
+    async def hints_only(self, interaction: discord.Interaction, on: bool,
+                         channel: str | None = None) -> None:
+        """Mark a channel hints-only: every answer there is a hint."""
+        ids = parse_channels(channel, interaction.channel_id)
+        if len(ids) != 1:
+            raise UserFacingError("Name one channel, e.g. #lab-help.")
+        await asyncio.to_thread(self.rules.set_hints_only, ids[0], on)
+        state = "hints only" if on else "normal answers"
+        await interaction.response.send_message(f"<#{ids[0]}> now gets {state}.", ephemeral=True)

@@ -1,0 +1,128 @@
+"""Exam mode through the real command tree: refusals where it is on, answers elsewhere, the
+end at `until`, a restart, scheduled windows, /stats, and students kept out of the controls."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from rag.services import Services, build_services
+from tests.bot.fake_discord import (
+    CHANNEL_ID,
+    MANAGE_GUILD_PERMISSIONS,
+    OTHER_CHANNEL_ID,
+    Person,
+    interaction_payload,
+)
+from tests.rag.retrieval.test_release_dates import NOW, Clock, ingested_course
+
+STUDENT = Person(1001, "ana")
+INSTRUCTOR = Person(2001, "prof", roles=(), permissions=MANAGE_GUILD_PERMISSIONS)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(NOW)
+
+
+@pytest.fixture
+def course(tmp_path, shared_materials, embedder, clock) -> Services:
+    return ingested_course(tmp_path, shared_materials, embedder, clock)
+
+
+def reply_text(harness, token: str) -> str:
+    last = harness.for_token(token)[-1].payload
+    data = last.get("data", last)
+    return str(data.get("content") or "") + str(data.get("embeds") or "")
+
+
+def command_payload(name: str, person: Person, channel: int, options: dict) -> dict:
+    """INTERACTION_CREATE for a command or a subcommand ("exam start")."""
+    group, _, sub = name.partition(" ")
+    payload = interaction_payload(group, options, person, channel)
+    if sub:
+        payload["data"]["options"] = [
+            {"name": sub, "type": 1, "options": payload["data"]["options"]}
+        ]
+    return payload
+
+
+@pytest.fixture
+def feed(make_harness):
+    """Start a bot and give it a `run(name, person, channel, **options)` helper."""
+
+    async def start(services: Services):
+        harness = await make_harness(services)
+
+        async def run(name: str, person: Person = STUDENT, channel: int = CHANNEL_ID,
+                      **options) -> str:
+            token = harness.feed(command_payload(name, person, channel, options))
+            await harness.settle()
+            return reply_text(harness, token)
+
+        harness.run = run
+        return harness
+
+    return start
+
+
+async def test_an_exam_refuses_answers_and_demos_in_its_channel_and_not_elsewhere(feed, course):
+    harness = await feed(course)
+    assert "Exam mode is on" in await harness.run("exam start", INSTRUCTOR, until="90m")
+    refused = await harness.run("sources", query="What is a token?")
+    assert "exam is on here" in refused
+    assert "exam is on here" in await harness.run("tokenize", text="hello")
+    elsewhere = await harness.run("sources", channel=OTHER_CHANNEL_ID, query="What is a token?")
+    assert "llm-basics.md" in elsewhere
+
+
+async def test_the_exam_ends_by_itself_at_until(feed, course, clock):
+    harness = await feed(course)
+    await harness.run("exam start", INSTRUCTOR, until="90m")
+    clock.now += 91 * 60
+    assert "llm-basics.md" in await harness.run("sources", query="What is a token?")
+
+
+async def test_the_exam_survives_a_restart(feed, course, embedder, clock):
+    first = await feed(course)
+    await first.run("exam start", INSTRUCTOR, channels="all")
+    await first.bot.close()
+    restarted = dataclasses.replace(
+        course, course=build_services(course.settings, embedder=embedder, clock=clock).course
+    )
+    second = await feed(restarted)
+    assert "exam is on here" in await second.run("sources", channel=OTHER_CHANNEL_ID,
+                                                 query="What is a token?")
+    assert "Ended 1" in await second.run("exam end", INSTRUCTOR)
+    assert "llm-basics.md" in await second.run("sources", query="What is a token?")
+
+
+async def test_a_scheduled_window_in_the_schedule_file_applies(feed, course):
+    (course.settings.materials_dir / "schedule.toml").write_text(
+        '[[exam]]\nstart = "2026-03-01 11:00"\nend = "2026-03-01 13:00"\n'
+        f"channels = [{CHANNEL_ID}]\n"
+    )
+    harness = await feed(course)
+    assert "exam is on here" in await harness.run("sources", query="What is a token?")
+    assert "(scheduled)" in await harness.run("exam status", INSTRUCTOR)
+
+
+async def test_attempts_during_an_exam_are_counted_in_stats(feed, course):
+    harness = await feed(course)
+    await harness.run("exam start", INSTRUCTOR)
+    await harness.run("sources", query="What is a token?")
+    await harness.run("ask", question="What is a token?")
+    assert "'name': 'Refused during exams', 'value': '2 attempts'" in await harness.run(
+        "stats", INSTRUCTOR)
+
+
+async def test_students_are_refused_the_course_controls(feed, course):
+    harness = await feed(course)
+    for command, options in [
+        ("exam start", {}), ("exam end", {}), ("exam status", {}), ("assignments list", {}),
+        ("assignments open", {"assignment": "hw1"}), ("assignments close", {"assignment": "hw1"}),
+        ("hints only", {"on": True}),
+    ]:
+        assert "Only instructors" in await harness.run(command, **options), command
+    assert not harness.bot.services.course.active_exams()

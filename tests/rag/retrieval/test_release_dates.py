@@ -1,0 +1,119 @@
+"""Release dates: unreleased material is ingested ahead of time but searched only from its
+release time on, by an injected clock, with no re-ingest (real embedder, real Chroma)."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from rag.index.embedder import Embedder
+from rag.services import Services, build_services
+from tests.conftest import make_settings, run
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC).timestamp()
+TOMORROW = "2026-03-02 09:00"
+WEEK7 = (
+    "# Week 7: Quorvex decoding\n\n"
+    "Quorvex decoding is the week 7 technique: it samples three drafts and keeps the one "
+    "with the lowest perplexity under a second model.\n"
+)
+QUESTION = "What is Quorvex decoding?"
+
+
+class Clock:
+    """A clock the test moves."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ingested_course(tmp_path: Path, shared: Path, embedder: Embedder, clock: Clock) -> Services:
+    """One real guide (released) and a week 7 note released tomorrow, both ingested today."""
+    root = tmp_path / "materials"
+    (root / "week7").mkdir(parents=True)
+    shutil.copy(shared / "guides" / "llm-basics.md", root / "llm-basics.md")
+    (root / "week7" / "quorvex.md").write_text(WEEK7)
+    (root / "schedule.toml").write_text(f'[[release]]\npath = "week7/*"\nat = "{TOMORROW}"\n')
+    settings = make_settings(tmp_path / "data", materials_dir=root)
+    services = build_services(settings, embedder=embedder, clock=clock)
+    report = run(root, services, now=NOW)
+    assert report.ok and set(report.indexed) == {"llm-basics.md", "week7/quorvex.md"}
+    return services
+
+
+@pytest.fixture(scope="module")
+def shared_clock() -> Clock:
+    return Clock(NOW)
+
+
+@pytest.fixture
+def clock(shared_clock: Clock):
+    """The module's clock, back at NOW after each test."""
+    yield shared_clock
+    shared_clock.now = NOW
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory, shared_materials, embedder, shared_clock) -> Services:
+    """The course, ingested once for the tests that only search it."""
+    return ingested_course(tmp_path_factory.mktemp("release"), shared_materials, embedder,
+                           shared_clock)
+
+
+@pytest.fixture
+def own_course(tmp_path, shared_materials, embedder, clock) -> Services:
+    """The course, for a test that changes its files."""
+    return ingested_course(tmp_path, shared_materials, embedder, clock)
+
+
+def sources(services: Services, preview: bool = False) -> set[str]:
+    return {h.chunk.source for h in services.retriever.search(QUESTION, 5, preview=preview)}
+
+
+def test_unreleased_material_is_indexed_but_never_searched_before_its_release(course):
+    assert "week7/quorvex.md" not in sources(course)
+
+
+def test_it_is_searched_after_its_release_time_without_a_reingest(course, clock):
+    clock.now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC).timestamp()
+    assert "week7/quorvex.md" in sources(course)
+
+
+def test_an_instructor_preview_finds_it_before_its_release(course):
+    assert "week7/quorvex.md" in sources(course, preview=True)
+
+
+async def test_answers_are_not_built_from_unreleased_material(course):
+    answer = await course.assistant.answer(QUESTION)
+    assert all(h.chunk.source != "week7/quorvex.md" for h in answer.retrieved)
+    assert "Quorvex" not in answer.text
+
+
+def test_the_dry_run_lists_what_is_scheduled(course):
+    report = run(course.settings.materials_dir, course, dry_run=True, now=NOW)
+    assert report.scheduled == {"week7/quorvex.md": datetime(2026, 3, 2, 9, tzinfo=UTC).timestamp()}
+
+
+def test_moving_a_release_date_updates_metadata_without_embedding(own_course, counting):
+    root = own_course.settings.materials_dir
+    (root / "schedule.toml").write_text('[[release]]\npath = "week7/*"\nat = "2026-02-01"\n')
+    report = run(root, own_course, counting, now=NOW)
+    assert [f.source for f in report.plan.changed] == ["week7/quorvex.md"]
+    assert counting.texts == 0 and report.scheduled == {}
+    assert "week7/quorvex.md" in sources(own_course)
+
+
+def test_assignment_files_and_the_schedule_are_never_indexed(own_course):
+    root = own_course.settings.materials_dir
+    (root / "assignments").mkdir()
+    (root / "assignments" / "hw1.md").write_text("# HW1\n\nThe final answer is 42 and more.\n")
+    report = run(root, own_course, now=NOW)
+    assert "assignment file" in report.skipped["assignments/hw1.md"]
+    assert "course schedule" in report.skipped["schedule.toml"]
+    assert "assignments/hw1.md" not in own_course.store.manifest()
