@@ -331,7 +331,6 @@ class OpenAIChatModel:
     ) -> AsyncGenerator[str, None]:
         from openai import omit
 
-        deadline = self._deadline()
         request = self._sdk().chat.completions.create(
             model=self.spec.model,
             messages=cast(Any, messages),  # our {"role", "content"} dicts
@@ -341,6 +340,8 @@ class OpenAIChatModel:
             stream_options={"include_usage": True},
             stop=stop or omit,
         )
+        # From here on the time is the server's (building the client is not counted).
+        deadline = self._deadline()
         # The SDK retries the request until its response begins; after that, never.
         chunks = await self._step(request, deadline, started=False)
         scanner = StopScanner(stop)
