@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +20,8 @@ from ingest.pipeline import Target
 if TYPE_CHECKING:
     from bot.client import StudyBot
 
+log = logging.getLogger("bot")
+
 
 class InstructorCog(commands.Cog):
     """Keeping the materials up to date, and seeing how the bot is used."""
@@ -29,6 +32,21 @@ class InstructorCog(commands.Cog):
     async def _progress(self, interaction: discord.Interaction, status: IngestStatus) -> None:
         embed = discord.Embed(title="Re-ingesting…", description=status.line())
         await interaction.edit_original_response(embed=embed)
+
+    async def _summary(self, interaction: discord.Interaction, embed: discord.Embed) -> None:
+        """The summary replaces the progress message; when that cannot be edited any more (an
+        ingest that outlived the 15-minute interaction token, a deleted message), it is posted
+        in the channel, naming the instructor with mentions off."""
+        try:
+            await interaction.edit_original_response(embed=embed)
+        except discord.HTTPException as exc:
+            if interaction.channel is None:
+                raise
+            log.warning("could not edit the re-ingest reply (%s); posting the summary", exc)
+            await interaction.channel.send(  # type: ignore[union-attr]
+                f"{interaction.user.mention}, the ingest finished:", embed=embed,
+                allowed_mentions=discord.AllowedMentions.none(),
+            )
 
     @app_commands.command(description="Re-read the course materials (only what changed)")
     @app_commands.guild_only()
@@ -41,7 +59,7 @@ class InstructorCog(commands.Cog):
             report = await self.bot.reingester.run(
                 [target], lambda status: self._progress(interaction, status)
             )
-        await interaction.edit_original_response(embed=report_embed(report))
+        await self._summary(interaction, report_embed(report))
 
     @app_commands.command(description="Add a PDF, Markdown or text file to the materials")
     @app_commands.describe(file="The file", overwrite="Replace a file of the same name")
@@ -64,7 +82,7 @@ class InstructorCog(commands.Cog):
             root = Path(settings.materials_dir).resolve()
             report = await self.bot.reingester.run([Target(root, path)])
         summary = report_embed(report, f"Added {folder}/{name}")
-        await interaction.edit_original_response(embed=summary)
+        await self._summary(interaction, summary)
 
     @app_commands.command(description="Questions, abstentions, feedback and latency")
     @app_commands.describe(days="The period, in days (default 7)")

@@ -11,7 +11,7 @@ import pytest
 from rag.index.embedder import Embedder
 from rag.services import Services, build_services
 from tests.bot.conftest import FAST_LLM
-from tests.bot.fake_discord import MANAGE_GUILD_PERMISSIONS, Fault, Person
+from tests.bot.fake_discord import CHANNEL_ID, MANAGE_GUILD_PERMISSIONS, Fault, Person
 from tests.bot.test_commands import attachment, callback
 from tests.conftest import make_settings, run
 from tests.ingest.test_pipeline import assert_consistent
@@ -133,3 +133,21 @@ async def test_a_failed_progress_edit_keeps_the_slot_until_the_ingest_ends(
     assert summary["fields"][0]["value"] == "zorblax.md"
     assert course.retriever.search("What is Zorblax attention?", 1)[0].chunk.source == "zorblax.md"
     assert_consistent(course)
+
+
+async def test_a_summary_whose_interaction_expired_is_posted_in_the_channel(
+    make_harness, course
+):
+    (course.settings.materials_dir / "zorblax.md").write_bytes(NOTES)
+    harness = await make_harness(course)
+    harness.bot.reingester.progress_interval_s = 0.05
+    # The ingest outlived its interaction token: every edit of the reply is refused.
+    harness.fake.faults.append(Fault("PATCH", r"/webhooks/\d+/[^/]+/messages/@original",
+                                     401, 50027))
+    harness.command("reingest", INSTRUCTOR)
+    await harness.settle()
+    posted = [r for r in harness.fake.delivered()
+              if r.path == f"/channels/{CHANNEL_ID}/messages"]
+    assert [r.payload["embeds"][0]["title"] for r in posted] == ["Re-ingest finished"]
+    assert posted[0].payload["embeds"][0]["fields"][0]["value"] == "zorblax.md"
+    assert posted[0].payload["allowed_mentions"] == {"parse": []}
