@@ -403,6 +403,13 @@ class ChromaStore:
             got = self.chunks.get(ids=list(part), include=["documents"])
             yield from zip(got["ids"], got["documents"], strict=True)
 
+    def iter_chunks(self, ids: Sequence[str]) -> Iterator[tuple[str, Chunk]]:
+        """Yield (id, chunk) for the given ids, in batches, without embeddings."""
+        for part in _batches(list(ids), self.max_batch):
+            got = self.chunks.get(ids=list(part), include=["documents", "metadatas"])
+            for rid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True):
+                yield rid, Chunk.from_record(doc, meta)
+
     def release_times(self) -> dict[str, float]:
         """Every stored chunk with a release time (Unix seconds), by id; the rest are released."""
         got = self.chunks.get(where={"release_at": {"$gt": 0.0}}, include=["metadatas"])

@@ -39,6 +39,15 @@ class Chunk:
         header = f"{title} · {self.section}" if self.section else title
         return f"{header}\n\n{self.text}"
 
+    def lexical_text(self) -> str:
+        """What the lexical index sees: the folder, file name and heading path, then the text.
+
+        A question that names the document ("the week 6 guide", "the LoRA paper") or the
+        section ("practical takeaway") then matches passages whose body names neither.
+        """
+        folder, _, name = self.source.rpartition("/")
+        return f"{folder} {name.rsplit('.', 1)[0]} · {self.section}\n{self.text}"
+
     def metadata(self) -> dict[str, str | int | float]:
         """Flat metadata for the vector store (Chroma accepts no None values)."""
         return {

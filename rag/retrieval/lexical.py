@@ -1,15 +1,27 @@
-"""BM25 over the live chunks, as a sparse matrix so a query costs a few row sums."""
+"""BM25 over the live chunks, as a sparse matrix so a query costs a few row sums.
+
+Each chunk is indexed with its header (folder, file name and heading path, see
+`Chunk.lexical_text`) so that "the week 6 guide's practical takeaway" finds the bullets under
+that heading in that file even though the bullets never name either. Tokens are
+number-aware: "2,638" and "2638" are one token, and a mixed token keeps its parts as well
+("week6" also gives "week" and "6", "48gb" gives "48" and "gb").
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
 
 import numpy as np
 from scipy import sparse
 
-_TOKEN = re.compile(r"[a-z0-9]+")
-_STOPWORDS = frozenset(
+_PLAIN = re.compile(r"[a-z0-9]+")
+_WORD = re.compile(r"[a-z0-9]+(?:\.[0-9]+)*")
+_PARTS = re.compile(r"[a-z]+|[0-9]+(?:\.[0-9]+)*")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+STOPWORDS = frozenset(
     [
         "a",
         "an",
@@ -69,13 +81,47 @@ _STOPWORDS = frozenset(
         "us",
     ]
 )
+# Typo correction only considers words at least this long: shorter ones are too ambiguous.
+_MIN_FUZZY_LEN = 4
+
+
+def normalise(text: str) -> str:
+    """NFKC, lower case, and no thousands separators between digits."""
+    return _THOUSANDS.sub("", unicodedata.normalize("NFKC", text).lower())
+
+
+@lru_cache(maxsize=100_000)
+def _stem(token: str) -> str:
+    """Plural 's' stripped (heads → head); numbers and short words unchanged."""
+    if len(token) > 3 and token.endswith("s") and not token.endswith("ss") and token.isalpha():
+        return token[:-1]
+    return token
+
+
+def words(text: str) -> list[str]:
+    """The raw word tokens of a text after `normalise`, stopwords included."""
+    return _WORD.findall(normalise(text))
+
+
+def index_terms(text: str) -> list[str]:
+    """Index terms: words without stopwords, stemmed, with the parts of mixed tokens."""
+    out = []
+    for word in words(text):
+        parts = _PARTS.findall(word)
+        for token in (word, *parts) if len(parts) > 1 else (word,):
+            if token not in STOPWORDS:
+                out.append(_stem(token))
+    return out
 
 
 def tokenize(text: str) -> list[str]:
-    """Lowercase word tokens without stopwords, with plural 's' stripped (heads → head)."""
+    """Plain word tokens without stopwords, with plural 's' stripped (heads → head).
+
+    The grounding checker's tokenizer; the lexical index uses the richer `index_terms`.
+    """
     out = []
-    for tok in _TOKEN.findall(text.lower()):
-        if tok in _STOPWORDS:
+    for tok in _PLAIN.findall(text.lower()):
+        if tok in STOPWORDS:
             continue
         if len(tok) > 3 and tok.endswith("s") and not tok.endswith("ss"):
             tok = tok[:-1]
@@ -86,16 +132,16 @@ def tokenize(text: str) -> list[str]:
 class BM25Index:
     """Okapi BM25 (k1=1.2, b=0.75) with precomputed per-term document weights."""
 
-    def __init__(self, ids: Sequence[str], texts: Sequence[str], k1: float = 1.2, b: float = 0.75):
+    def __init__(self, ids: Sequence[str], texts: Iterable[str], k1: float = 1.2, b: float = 0.75):
         self.ids = list(ids)
         self.vocab: dict[str, int] = {}
         rows: list[int] = []
         cols: list[int] = []
         tfs: list[int] = []
-        lengths = np.zeros(len(texts), dtype=np.float32)
+        lengths = np.zeros(len(self.ids), dtype=np.float32)
         for doc, text in enumerate(texts):
             counts: dict[int, int] = {}
-            tokens = tokenize(text)
+            tokens = index_terms(text)
             lengths[doc] = len(tokens)
             for tok in tokens:
                 tid = self.vocab.setdefault(tok, len(self.vocab))
@@ -103,12 +149,14 @@ class BM25Index:
             rows.extend(counts)
             cols.extend([doc] * len(counts))
             tfs.extend(counts.values())
+        n_docs = len(self.ids)
+        df = np.bincount(np.asarray(rows, dtype=np.int64), minlength=len(self.vocab))
+        self._idf = np.log1p((n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
         self.weights = self._weights(rows, cols, tfs, lengths, k1, b)
         self._column = {doc_id: i for i, doc_id in enumerate(self.ids)}
-        df = np.bincount(np.asarray(rows, dtype=np.int64), minlength=len(self.vocab))
-        self._idf = np.log1p((len(texts) - df + 0.5) / (df + 0.5)).astype(np.float32)
         # A word the corpus never uses is the strongest sign a question is off-topic.
-        self._unseen_idf = float(np.log1p((len(texts) + 0.5) / 0.5))
+        self._unseen_idf = float(np.log1p((n_docs + 0.5) / 0.5))
+        self._deletes = _deletion_index(self.vocab)
 
     def _weights(
         self,
@@ -119,53 +167,84 @@ class BM25Index:
         k1: float,
         b: float,
     ) -> sparse.csr_matrix:
-        n_docs = len(lengths)
-        shape = (len(self.vocab), n_docs)
+        shape = (len(self.vocab), len(self.ids))
         if not rows:
             return sparse.csr_matrix(shape, dtype=np.float32)
         tf = np.asarray(tfs, dtype=np.float32)
         r = np.asarray(rows)
         c = np.asarray(cols)
-        df = np.bincount(r, minlength=len(self.vocab)).astype(np.float32)
-        idf = np.log1p((n_docs - df + 0.5) / (df + 0.5))
         norm = k1 * (1 - b + b * lengths[c] / max(float(lengths.mean()), 1.0))
-        data = idf[r] * tf * (k1 + 1) / (tf + norm)
+        data = self._idf[r] * tf * (k1 + 1) / (tf + norm)
         return sparse.csr_matrix((data, (r, c)), shape=shape, dtype=np.float32)
 
-    def coverage(self, query: str, ids: Sequence[str]) -> dict[str, float]:
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def knows(self, term: str) -> bool:
+        """Whether any indexed chunk contains the term."""
+        return term in self.vocab
+
+    def correction(self, term: str) -> str | None:
+        """The most common indexed term one edit away from an unknown term, or None.
+
+        One edit is a deleted, inserted, replaced or swapped letter ("trainin", "erros",
+        "temprature", "teh"), found through an index of single-letter deletions.
+        """
+        if term in self.vocab or len(term) < _MIN_FUZZY_LEN or not term.isalpha():
+            return None
+        found = set(self._deletes.get(term, ()))
+        for i in range(len(term)):
+            shorter = term[:i] + term[i + 1 :]
+            if len(shorter) >= _MIN_FUZZY_LEN and shorter in self.vocab:
+                found.add(shorter)
+            found.update(self._deletes.get(shorter, ()))
+        if not found:
+            return None
+        return min(found, key=lambda t: (self._idf[self.vocab[t]], t))
+
+    def search(self, terms: Mapping[str, float], n: int) -> list[tuple[str, float]]:
+        """The n best (id, score) pairs with a positive score for weighted query terms."""
+        known = [(self.vocab[t], w) for t, w in terms.items() if t in self.vocab]
+        if not known or n <= 0 or not self.ids:
+            return []
+        rows = [tid for tid, _ in known]
+        weights = np.asarray([w for _, w in known], dtype=np.float32)
+        scores = np.asarray(self.weights[rows].T @ weights).ravel()
+        n = min(n, len(scores))
+        top = np.argpartition(-scores, n - 1)[:n]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(self.ids[i], float(scores[i])) for i in top if scores[i] > 0]
+
+    def coverage(self, terms: Sequence[str], ids: Sequence[str]) -> dict[str, float]:
         """For each id: the idf-weighted share of the query's distinct terms the chunk contains.
 
         Unlike a raw BM25 score, this does not grow with the length of the question, so a
         short question and a long one can be judged on the same scale.
         """
-        terms = list(dict.fromkeys(tokenize(query)))
+        terms = list(dict.fromkeys(terms))
         if not terms:
             return dict.fromkeys(ids, 0.0)
         known = [self.vocab[t] for t in terms if t in self.vocab]
-        idf = self._idf[known] if known else np.zeros(0, dtype=np.float32)
+        idf = self._idf[known]
         total = float(idf.sum()) + self._unseen_idf * (len(terms) - len(known))
         cols = [self._column.get(i, -1) for i in ids]
         present = self.weights[known][:, [c for c in cols if c >= 0]].toarray() > 0
-        shares = (idf[:, None] * present).sum(axis=0) / total if known else None
+        shares = (idf[:, None] * present).sum(axis=0) / total
         out, k = {}, 0
         for doc_id, col in zip(ids, cols, strict=True):
-            if col < 0 or shares is None:
+            if col < 0 or not known:
                 out[doc_id] = 0.0
             else:
                 out[doc_id] = float(shares[k])
                 k += 1
         return out
 
-    def __len__(self) -> int:
-        return len(self.ids)
 
-    def search(self, query: str, n: int) -> list[tuple[str, float]]:
-        """The n best (id, bm25 score) pairs with a positive score, best first."""
-        terms = [self.vocab[t] for t in tokenize(query) if t in self.vocab]
-        if not terms or n <= 0 or not self.ids:
-            return []
-        scores = np.asarray(self.weights[terms].sum(axis=0)).ravel()
-        n = min(n, len(scores))
-        top = np.argpartition(-scores, n - 1)[:n]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return [(self.ids[i], float(scores[i])) for i in top if scores[i] > 0]
+def _deletion_index(vocab: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """Every single-letter deletion of each alphabetic term, mapped back to its terms."""
+    index: dict[str, list[str]] = {}
+    for term in vocab:
+        if len(term) > _MIN_FUZZY_LEN and term.isalpha():
+            for i in range(len(term)):
+                index.setdefault(term[:i] + term[i + 1 :], []).append(term)
+    return {k: tuple(v) for k, v in index.items()}

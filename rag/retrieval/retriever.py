@@ -1,6 +1,10 @@
 """Hybrid retrieval: dense (Chroma, cosine) + lexical (BM25) fused by reciprocal rank, then
 maximal marginal relevance so the top k are not k slices of one paragraph.
 
+The question is first prepared (`rag.retrieval.query.analyse`): abbreviations expanded and
+unknown words corrected against the index's vocabulary. The lexical index sees each chunk with
+its folder, file name and heading path, so questions that name a document or section find it.
+
 Scores are calibrated: a logistic model of the evidence (dense cosine and lexical coverage)
 maps each hit to an estimated probability that it is relevant to the question. The model's
 coefficients are fitted by `study-assistant calibrate` (see docs/calibration.md).
@@ -21,6 +25,7 @@ from rag.index.chroma_store import ChromaStore, StoredChunk
 from rag.index.documents import Chunk, Hit
 from rag.index.embedder import Embedder
 from rag.retrieval.lexical import BM25Index
+from rag.retrieval.query import Query, analyse
 
 
 class NothingIngested(RuntimeError):
@@ -112,8 +117,8 @@ class Retriever:
 
     def _build(self, version: str) -> _Snapshot:
         ids = [cid for e in self.store.manifest().values() for cid in e.chunk_ids]
-        pairs = list(self.store.iter_texts(ids))
-        bm25 = BM25Index([p[0] for p in pairs], [p[1] for p in pairs])
+        pairs = list(self.store.iter_chunks(ids))
+        bm25 = BM25Index([p[0] for p in pairs], (p[1].lexical_text() for p in pairs))
         live = frozenset(bm25.ids)
         release = {cid: at for cid, at in self.store.release_times().items() if cid in live}
         return _Snapshot(version, live, bm25, release)
@@ -135,17 +140,18 @@ class Retriever:
         visible = snap.visible(now)
         if not visible:
             return []
-        query_vec = self.embedder.embed_query(query)
+        prepared = analyse(query, snap.bm25)
+        query_vec = self.embedder.embed_query(prepared.dense_text)
         # Let the store filter by release time only when something is hidden: the filter
         # costs a metadata scan, and most of a term nothing is.
         released_at = now if len(visible) < len(snap.live) else None
-        candidates = self._candidates(query, query_vec, snap, visible, released_at)
+        candidates = self._candidates(prepared, query_vec, snap, visible, released_at)
         chosen = self._diversify(candidates, k)
         return [self._hit(c) for c in chosen]
 
     def _candidates(
         self,
-        query: str,
+        query: Query,
         query_vec: np.ndarray,
         snap: _Snapshot,
         visible: frozenset[str],
@@ -157,7 +163,7 @@ class Retriever:
         # stored but not live, and must not crowd out live ones.
         nearest = self.store.query(query_vec, 2 * n, released_at)
         dense = [(cid, s) for cid, s in nearest if cid in visible][:n]
-        lexical = [(cid, s) for cid, s in snap.bm25.search(query, n + hidden)
+        lexical = [(cid, s) for cid, s in snap.bm25.search(query.terms, n + hidden)
                    if cid in visible][:n]
         dense_rank = {cid: r for r, (cid, _) in enumerate(dense)}
         lexical_rank = {cid: r for r, (cid, _) in enumerate(lexical)}
@@ -168,7 +174,7 @@ class Retriever:
             for cid, r in ranks.items():
                 fused[cid] = fused.get(cid, 0.0) + 1.0 / (rrf + r + 1)
         order = sorted(fused, key=fused.__getitem__, reverse=True)[:n]
-        coverage = snap.bm25.coverage(query, order)
+        coverage = snap.bm25.coverage(query.core, order)
         out = []
         for stored in self.store.get_chunks(order):
             cosine = float(np.dot(stored.embedding, query_vec))

@@ -1,0 +1,40 @@
+"""Preparing a question for search: glossary expansions and typo corrections."""
+
+from rag.retrieval.lexical import BM25Index
+from rag.retrieval.query import EXPANSION_WEIGHT, analyse
+
+INDEX = BM25Index(
+    ["a", "b", "c"],
+    [
+        "supervised fine-tuning on demonstrations",
+        "reinforcement learning from human feedback with a reward model",
+        "temperature rescales the logits",
+    ],
+)
+
+
+def test_abbreviations_are_expanded_at_half_weight():
+    query = analyse("wats the diff btw sft n rlhf", INDEX)
+    assert query.terms["sft"] == 1.0
+    assert query.terms["supervised"] == EXPANSION_WEIGHT
+    assert query.terms["reinforcement"] == EXPANSION_WEIGHT
+
+
+def test_the_embedder_sees_the_expansions_after_the_question():
+    query = analyse("sft vs rlhf?", INDEX)
+    assert query.dense_text.startswith("sft vs rlhf?")
+    assert "supervised fine-tuning" in query.dense_text
+    assert "reinforcement learning from human feedback" in query.dense_text
+
+
+def test_a_misspelled_word_is_corrected_for_both_retrievers():
+    query = analyse("what does temprature do", INDEX)
+    assert query.terms["temperature"] == 1.0
+    assert "temperature" in query.core and "temprature" not in query.core
+    assert "temperature" in query.dense_text
+
+
+def test_a_plain_question_is_left_alone():
+    query = analyse("What does the reward model learn?", INDEX)
+    assert query.dense_text == query.text
+    assert set(query.terms) == {"reward", "model", "learn"}
