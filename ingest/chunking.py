@@ -1,9 +1,13 @@
 """Structure-aware chunking: sections first, then paragraphs, lines, sentences and words.
 
 Every chunk lies inside one section of one page, and `page_text[chunk.start:chunk.end]`
-is exactly `chunk.text`: headings are not copied into chunks, the section path is metadata.
-Markdown and HTML sections come from ATX headings; PDF sections from the numbered headings
-that `clean_pdf_pages` leaves on lines of their own, carried from page to page.
+is exactly `chunk.text`. A section's first chunk starts with its heading line, and headings
+with no text of their own ("PHASE 3", then "Week 6", then "Goal: ...") stay with the next
+section that has some: in the guides the heading often carries the meaning ("Practical
+takeaway") while the bullets under it carry the evidence, and a passage needs both. The full
+heading path is also metadata (`Chunk.section`). Markdown and HTML sections come from ATX
+headings; PDF sections from the numbered headings that `clean_pdf_pages` leaves on lines of
+their own, carried from page to page.
 """
 
 from __future__ import annotations
@@ -99,22 +103,27 @@ def _whole_document_chunk(doc: LoadedDocument, bodies: list[_Body]) -> list[Chun
 
 
 def _markdown_bodies(page: Page) -> Iterator[_Body]:
-    """Split Markdown at ATX headings outside fenced code; each body gets its heading path."""
+    """Split Markdown at ATX headings outside fenced code; each body starts at its heading
+    (or at the first of several headings with nothing between them) and gets its path."""
     text = page.text
     path: list[tuple[int, str]] = []
     body_start = pos = 0
     fence = ""
+    content = False
     for line in text.split("\n"):
         line_end = pos + len(line) + 1
         heading = None if fence else _markdown_heading(line)
         fence = _next_fence(fence, line)
         if heading is not None:
-            yield _Body(page, body_start, pos, _SECTION_SEPARATOR.join(t for _, t in path))
+            if content:
+                yield _Body(page, body_start, pos, _SECTION_SEPARATOR.join(t for _, t in path))
+                body_start, content = pos, False
             level, title = heading
             path = [(lvl, t) for lvl, t in path if lvl < level]
             if title:
                 path.append((level, title))
-            body_start = min(line_end, len(text))
+        elif not content and _visible_len(line) and not _RULE.match(line):
+            content = True
         pos = line_end
     yield _Body(page, body_start, len(text), _SECTION_SEPARATOR.join(t for _, t in path))
 
@@ -214,7 +223,8 @@ def _follows(previous: tuple[int, ...], number: tuple[int, ...]) -> bool:
 
 
 def _pdf_bodies(pages: tuple[Page, ...]) -> Iterator[_Body]:
-    """Split each page at accepted headings; the current section carries across pages."""
+    """Split each page at accepted headings, each body starting with its heading line; the
+    current section carries across pages."""
     outline = _PaperOutline()
     for page in pages:
         body_start = 0
@@ -223,7 +233,7 @@ def _pdf_bodies(pages: tuple[Page, ...]) -> Iterator[_Body]:
             section = outline.section
             if outline.accept(m.group()):
                 yield _Body(page, body_start, m.start(), section)
-                body_start = m.end()
+                body_start = m.start()
         yield _Body(page, body_start, len(page.text), outline.section)
 
 

@@ -29,7 +29,7 @@ from rag.index.chroma_store import ChromaStore, ManifestEntry
 from rag.index.documents import Chunk
 
 # Bump when cleaning or chunking changes in a way that should re-process every file.
-PIPELINE_VERSION = "4"  # 4: every chunk carries release_at
+PIPELINE_VERSION = "5"  # 4: every chunk carries release_at; 5: chunks start with their heading
 _HASH_BLOCK = 1 << 20
 # Files the worker may parse ahead of the embedder.
 _PARSE_AHEAD = 4

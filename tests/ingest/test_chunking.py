@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -188,20 +187,30 @@ def test_emoji_and_bold_markers_are_dropped_from_section_names(corpus: dict) -> 
     }
 
 
-@pytest.mark.parametrize(
-    "source",
-    [
-        "guides/class2-llm-overview.md",
-        "guides/llm-basics.md",
-        "guides/week2-support-guide.md",
-        "guides/week6-transformers-fundamentals.md",
-    ],
-)
-def test_markdown_chunks_never_contain_a_heading(corpus: dict, source: str) -> None:
-    # These guides have no "#" comment lines in code; week 2's 300-character bold
-    # "heading" is a paragraph and may appear.
-    for c in chunks_of(corpus, source):
-        assert [ln for ln in c.text.split("\n") if re.match(r"#{1,6} ", ln) and len(ln) < 120] == []
+def test_a_guide_section_chunk_starts_with_its_heading(corpus: dict) -> None:
+    chunks = chunks_of(corpus, "guides/week6-transformers-fundamentals.md")
+    chunk = only(chunks, "architecture tweaks")
+    assert chunk.text.startswith("#### Practical takeaway\n- Scale often beats")
+    assert chunk.section == "Study > Scaling Laws > Practical takeaway"
+
+
+def test_headings_without_text_of_their_own_join_the_next_section(corpus: dict) -> None:
+    chunk = only(chunks_of(corpus, "guides/week6-transformers-fundamentals.md"), "mental model")
+    assert chunk.text.startswith("### PHASE 3 — Generative AI Core (Weeks 6–9)\n\n### Week 6")
+    assert chunk.section.endswith("Goal: Deep conceptual understanding of LLMs.")
+
+
+def test_markdown_chunks_hold_at_most_one_section_of_text() -> None:
+    doc = markdown("# Title\n\n## A\n\nText of A.\n\n## B\n\n### B1\n\nText of B1.\n")
+    assert [(c.section, c.text) for c in chunk_document(doc, min_chars=0)] == [
+        ("Title > A", "# Title\n\n## A\n\nText of A."),
+        ("Title > B > B1", "## B\n\n### B1\n\nText of B1."),
+    ]
+
+
+def test_a_paper_section_chunk_starts_with_its_heading_line(corpus: dict) -> None:
+    chunk = only(chunks_of(corpus, ATTENTION), "We used the Adam optimizer")
+    assert chunk.text.startswith("5.3 Optimizer\n")
 
 
 def test_hash_lines_in_fenced_code_are_not_headings(corpus: dict) -> None:
@@ -262,12 +271,13 @@ def test_rules_and_link_only_lines_do_not_become_chunks() -> None:
         f"## Notes\n\n{sentences(3)}\n\n---\n"
     )
     chunks = chunk_document(markdown(text))
-    assert [(c.section, c.text) for c in chunks] == [("Notes", sentences(3))]
+    assert [(c.section, c.text) for c in chunks] == [("Notes", f"## Notes\n\n{sentences(3)}")]
 
 
 def test_a_short_document_still_yields_one_chunk() -> None:
     chunks = chunk_document(markdown("# Title\n\nHi.\n"))
-    assert [(c.section, c.text, c.start, c.end) for c in chunks] == [("Title", "Hi.", 9, 12)]
+    expected = [("Title", "# Title\n\nHi.", 0, 12)]
+    assert [(c.section, c.text, c.start, c.end) for c in chunks] == expected
 
 
 def test_plain_text_has_no_sections() -> None:
