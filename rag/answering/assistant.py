@@ -46,6 +46,7 @@ from rag.index.documents import Hit
 from rag.llm.base import ChatModel
 from rag.llm.registry import ModelRegistry
 from rag.llm.settings import LLMSettings
+from rag.retrieval.followup import acceptable_rewrite, needs_context, standalone_query
 from rag.retrieval.retriever import Retriever
 
 NOT_COVERED = "not_covered"
@@ -230,7 +231,7 @@ class Assistant:
         if asks_for_system_prompt(question):
             yield Finished(self._declined(question, chat.name, began))
             return
-        query = await self._standalone(question, recent, chat, timings)
+        query = await self.search_query_for(question, recent, chat, timings)
         started = time.perf_counter()
         hits = tuple(
             await asyncio.to_thread(self.retriever.search, query, self.settings.k, preview=preview)
@@ -364,13 +365,20 @@ class Assistant:
         context, used = context_blocks(hits, max(budget, 0), chat.count_tokens)
         return build_messages(question, context, history), used
 
-    async def _standalone(
+    async def search_query_for(
         self, question: str, history: list[dict], chat: ChatModel, timings: dict[str, float]
     ) -> str:
-        """Rewrite a follow-up into a standalone question for retrieval."""
-        last_user = next((m["content"] for m in reversed(history) if m["role"] == "user"), "")
-        if not last_user or not self.settings.rewrite_followups:
+        """The search query for a question: a follow-up carries its conversation's key terms.
+
+        The deterministic query (rag/retrieval/followup.py) is used unless the model is
+        trusted to rewrite follow-ups and its rewrite passes the checks.
+        """
+        earlier = [m["content"] for m in history if m["role"] == "user"]
+        if not self.settings.rewrite_followups or not earlier or not needs_context(question):
             return question
+        fallback = standalone_query(question, earlier)
+        if not self.llm.models[chat.name].trusted_rewriter:
+            return fallback
         started = time.perf_counter()
         convo = "\n".join(f"{m['role']}: {m['content']}" for m in history)
         messages = [
@@ -379,12 +387,8 @@ class Assistant:
         ]
         done = await chat.complete(messages, max_tokens=48, temperature=0.0)
         timings["rewrite_ms"] = (time.perf_counter() - started) * 1000
-        rewritten = done.text.strip().splitlines()[0].strip() if done.text.strip() else ""
-        # A small model may ramble or echo the instructions; the earlier question plus the
-        # new one is then a safer retrieval query than its output.
-        if not rewritten or len(rewritten) > 300 or "rewrite" in rewritten.lower():
-            return f"{last_user} {question}"
-        return rewritten
+        rewritten = done.text.strip()
+        return rewritten if acceptable_rewrite(rewritten, question, earlier) else fallback
 
     def _not_covered(
         self,

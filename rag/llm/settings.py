@@ -38,6 +38,17 @@ class ModelSpec(BaseModel):
     repetition_penalty: float = Field(default=1.0, gt=0)
     # None: quotes (extractive) for local models, verified generation for served ones.
     answer_style: AnswerStyle | None = None
+    # Whether the model's rewrite of a follow-up question may be used as the search query
+    # (still only when it passes the checks in rag/retrieval/followup.py). None: served models
+    # yes, local ones no (a 135M model answers instead of rewriting).
+    rewrites_follow_ups: bool | None = None
+
+    @property
+    def trusted_rewriter(self) -> bool:
+        """Whether this model's follow-up rewrites may be tried as search queries."""
+        if self.rewrites_follow_ups is not None:
+            return self.rewrites_follow_ups
+        return self.backend == "openai"
 
     @model_validator(mode="after")
     def _openai_needs_url(self) -> ModelSpec:

@@ -16,8 +16,9 @@ from rag.answering.assistant import (
     check_question,
 )
 from rag.config import AnswerSettings
+from rag.llm.base import Completion
 from rag.llm.registry import ModelRegistry
-from rag.llm.settings import LLMSettings
+from rag.llm.settings import LLMSettings, ModelSpec
 from rag.services import Services
 from tests.conftest import run, services_for
 
@@ -189,8 +190,18 @@ async def test_follow_up_is_rewritten_into_a_standalone_search(full_index, count
     answer = await assistant_over(full_index, counted).answer(
         "How much memory does it save?", history=history
     )
-    assert answer.search_query != "How much memory does it save?"
+    assert answer.search_query == "PagedAttention: How much memory does it save?"
     assert any(h.chunk.source == "papers/vllm_pagedattention.pdf" for h in answer.retrieved)
+
+
+async def test_the_packaged_model_is_never_asked_to_rewrite_a_follow_up(full_index, counted):
+    # A 135M model answers instead of rewriting; its output must not become the query.
+    history = [{"role": "user", "content": "What is QLoRA?"}]
+    assistant = assistant_over(full_index, counted)
+    query = await assistant.search_query_for("and how much memory does it save?", history,
+                                        counted.get(), {})
+    assert query == "QLoRA: and how much memory does it save?"
+    assert counted.calls == 0
 
 
 async def test_generation_does_not_block_the_event_loop(full_index, registry):
@@ -210,3 +221,43 @@ async def test_generation_does_not_block_the_event_loop(full_index, registry):
     await tick
     assert not answer.refused and len(lags) > 20
     assert max(lags) < 0.5, f"the event loop stalled for {max(lags):.2f} s"
+
+
+class FixedRewriter:
+    """A served model's stand-in that returns one fixed rewrite (the assistant is under test)."""
+
+    name = "served"
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.calls = 0
+
+    async def complete(self, messages, **kwargs) -> Completion:  # type: ignore[no-untyped-def]
+        self.calls += 1
+        return Completion(self.text, 0, 0, None, 0.0)
+
+
+def served_assistant(services: Services) -> Assistant:
+    """An Assistant whose 'served' model is trusted to rewrite follow-ups."""
+    served = ModelSpec(name="served", backend="openai", model="m", base_url="http://127.0.0.1:9")
+    llm = LLMSettings(models={"served": served})
+    return Assistant(services.retriever, ModelRegistry(llm, Path(".")), AnswerSettings(), llm)
+
+
+@pytest.mark.parametrize(
+    ("rewrite", "expected"),
+    [
+        ("How much memory does QLoRA save?", "How much memory does QLoRA save?"),
+        ("It saves memory by quantizing weights.", "QLoRA: and how much memory does it save?"),
+    ],
+)
+async def test_a_served_models_rewrite_is_used_only_when_it_passes_the_checks(
+    tmp_path, embedder, rewrite: str, expected: str
+):
+    chat = FixedRewriter(rewrite)
+    history = [{"role": "user", "content": "What is QLoRA?"}]
+    assistant = served_assistant(services_for(tmp_path / "data", embedder))
+    query = await assistant.search_query_for(
+        "and how much memory does it save?", history, chat, {}  # type: ignore[arg-type]
+    )
+    assert (query, chat.calls) == (expected, 1)
