@@ -43,6 +43,15 @@ def dev_questions() -> list[dict]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
+@pytest.fixture(scope="session")
+def dev_questions_v2() -> list[dict]:
+    """The second development set: 50 in-scope questions by class, 10 out of scope."""
+    import json
+
+    lines = (SHARED / "eval" / "dev_questions_v2.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
 class MemoEmbedder(Embedder):
     """The real packaged embedder, remembering the vectors of texts it has embedded.
 
