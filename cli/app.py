@@ -6,9 +6,28 @@ script (`study-assistant`) and `python -m cli` both run `app`.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from cli import bot, checks, core, demos
+from cli import bot, checks, core, demos, terminal
+
+# Long-running services log as services do; every other command keeps the terminal quiet.
+SERVICES = {"bot"}
+Verbose = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        "-v",
+        help="Show the libraries' log lines, warnings and progress bars, and full tracebacks.",
+    ),
+]
+
+
+def main(ctx: typer.Context, verbose: Verbose = False) -> None:
+    """A study assistant for the LLM course: ingest the materials, then search or ask."""
+    if ctx.invoked_subcommand not in SERVICES:
+        terminal.configure(verbose)
 
 
 def create_app() -> typer.Typer:
@@ -19,6 +38,7 @@ def create_app() -> typer.Typer:
         no_args_is_help=True,
         pretty_exceptions_enable=False,
     )
+    app.callback()(main)
     core.register(app)
     demo_app = demos.register(app)
     checks.register(demo_app)

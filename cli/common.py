@@ -10,14 +10,18 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, TextIO
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
+from cli.terminal import verbose_requested
 from rag.answering.assistant import InvalidQuestion
 from rag.config import Settings
 from rag.course.schedule import ScheduleError
@@ -73,15 +77,29 @@ def load_settings(data_dir: Path | None) -> Settings:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger("chromadb").setLevel(logging.ERROR)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise fail(f"invalid settings: {_first_problem(exc)}") from None
     if data_dir is not None:
         settings.data_dir = data_dir
     return settings
 
 
+def _first_problem(exc: ValidationError) -> str:
+    """The first invalid setting, named as its environment variable, and what is wrong."""
+    error = exc.errors()[0]
+    name = "STUDY_ASSISTANT_" + "__".join(str(p) for p in error["loc"]).upper()
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{name}: {error['msg']}{more}"
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print a one-line error (no traceback) and return the exit to raise."""
-    console.print(f"[bold red]error:[/] {message}")
+    """Print a one-line error and return the exit to raise (under `--verbose`, inside an
+    `except` block, the traceback first)."""
+    if verbose_requested() and sys.exc_info()[0] is not None:
+        sys.stderr.write(traceback.format_exc())
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
 
 
