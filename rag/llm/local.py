@@ -61,10 +61,12 @@ class ModelLoader:
         *,
         packaged: Mapping[str, PackagedModel] | None = None,
         torch_threads: int | None = None,
+        int4: bool = True,
     ) -> None:
         self.cache_dir = Path(cache_dir)
         self._packaged = dict(packaged) if packaged is not None else packaged_models()
         self._torch_threads = torch_threads
+        self._int4 = int4
         self._loaded: dict[str, LoadedModel] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -87,8 +89,22 @@ class ModelLoader:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
             if key not in self._loaded:
-                self._loaded[key] = self._load_pretrained(self._prepare(model, key))
+                loaded = self._load_pretrained(self._prepare(model, key))
+                self._speed_up(loaded, converted=Path(key).parent == self.cache_dir / "models")
+                self._loaded[key] = loaded
             return self._loaded[key]
+
+    def _speed_up(self, loaded: LoadedModel, converted: bool) -> None:
+        """GQA-aware attention always; int4 layers for models this loader converted from GGUF.
+
+        Only a conversion of a 4-bit GGUF has layers that int4 holds exactly, and its cache
+        directory is ours to keep the packed layers in (see rag/llm/packing.py).
+        """
+        from rag.llm.packing import pack_linear_layers, use_gqa_sdpa
+
+        use_gqa_sdpa(loaded.model)
+        if self._int4 and converted:
+            pack_linear_layers(loaded.model, Path(loaded.path))
 
     def _packaged_model(self, model: str) -> PackagedModel:
         name = model.removeprefix(PACKAGED_PREFIX)

@@ -88,6 +88,10 @@ class LLMSettings(BaseModel):
     # Servers: how often a request that failed before its response began is sent again
     # (the openai SDK's exponential backoff: 0.5 s doubling up to 8 s, or Retry-After).
     max_retries: int = Field(default=2, ge=0)
+    # Local models converted from 4-bit GGUF files run their 4-bit layers through torch's int4
+    # kernel: the same weights, bf16 activations, faster decoding on CPU (docs/benchmarks.md,
+    # benchmarks/local_generation.py). False keeps every layer in fp32.
+    int4_kernels: bool = True
 
     @field_validator("models", mode="before")
     @classmethod

@@ -8,10 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import AutoModelForCausalLM
 
 from rag.llm.base import ModelLoadError, PromptTooLong
 from rag.llm.local import LocalChatModel, ModelLoader
 from rag.llm.model_cache import MARKER, packaged_models
+from rag.llm.packing import Int4Linear
 from rag.llm.settings import builtin_models
 from tests.rag.llm.conftest import FirstLoad
 
@@ -146,3 +149,30 @@ async def test_chat_template_on_a_base_model_is_a_clear_error(
 def test_unknown_packaged_model_lists_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="packaged:smollm2"):
         ModelLoader(tmp_path).load("packaged:nope")
+
+
+def test_packed_layers_are_written_once_beside_the_converted_model(
+    first_load: FirstLoad, llm_cache_dir: Path
+) -> None:
+    cached = llm_cache_dir / "models" / "smollm2"
+    assert len(list(cached.glob("int4-torch-*.safetensors"))) == 1
+    model = first_load.loader.load("packaged:smollm2").model
+    assert sum(isinstance(m, Int4Linear) for m in model.modules()) == 30 * 7
+
+
+@pytest.mark.asyncio
+async def test_packed_model_gives_the_fp32_models_greedy_tokens(
+    smollm2: LocalChatModel,
+) -> None:
+    fp32 = AutoModelForCausalLM.from_pretrained(smollm2.loaded().path, dtype=torch.float32)
+    inputs = smollm2.encode(ESSAY)
+    with torch.inference_mode():
+        out = fp32.eval().generate(
+            **inputs, max_new_tokens=24, do_sample=False, top_p=None, top_k=None,
+            temperature=None, repetition_penalty=smollm2.spec.repetition_penalty,
+        )
+    expected = smollm2.tokenizer.decode(
+        out[0, inputs["input_ids"].shape[-1] :], skip_special_tokens=True
+    )
+    packed = await smollm2.complete(ESSAY, max_tokens=24, temperature=0)
+    assert packed.text == expected
