@@ -34,6 +34,7 @@ from rag.llm.model_cache import (
     gguf_cache_target,
     packaged_models,
 )
+from rag.llm.packing import pack_linear_layers, use_gqa_sdpa
 from rag.llm.settings import PACKAGED_PREFIX, ModelSpec
 
 if TYPE_CHECKING:
@@ -100,8 +101,6 @@ class ModelLoader:
         Only a conversion of a 4-bit GGUF has layers that int4 holds exactly, and its cache
         directory is ours to keep the packed layers in (see rag/llm/packing.py).
         """
-        from rag.llm.packing import pack_linear_layers, use_gqa_sdpa
-
         use_gqa_sdpa(loaded.model)
         if self._int4 and converted:
             pack_linear_layers(loaded.model, Path(loaded.path))
