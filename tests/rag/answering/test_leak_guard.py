@@ -70,8 +70,9 @@ def lora_services(tmp_path_factory, embedder):  # type: ignore[no-untyped-def]
 async def streamed(services, model: ScriptedModel) -> tuple[str, str]:  # type: ignore[no-untyped-def]
     """What a reader would have seen stream, and the final answer text."""
     assistant = Assistant(
-        services.retriever, OneModel(model), AnswerSettings(abstain_below=0.0,
-                                                            rewrite_followups=False),
+        services.retriever, OneModel(model),
+        # The generative style: the one whose text comes from the model as it streams.
+        AnswerSettings(abstain_below=0.0, rewrite_followups=False, style="generative"),
         LLMSettings(),
     )
     shown, final = [], ""
