@@ -13,7 +13,7 @@ from discord.ext import commands
 
 from bot.access import channel_ids, guild_served, served_here
 from bot.answering import Answerer
-from bot.cogs import ask, checks, course, demos, instructor, mentions
+from bot.cogs import accuracy, ask, checks, course, demos, instructor, mentions
 from bot.conversations import Conversations
 from bot.errors import ExamInProgress, report_error
 from bot.ingesting import Reingester
@@ -92,6 +92,7 @@ class StudyBot(commands.Bot):
             demos.DemoCog(self),
             checks.ChecksCog(self),
             course.CourseCog(self),
+            accuracy.AccuracyCog(self),
         )
         for cog in cogs:
             await self.add_cog(cog)

@@ -21,6 +21,7 @@ from bot.render import where
 from rag.answering.grounding import CONTRADICTED, SUPPORTED, ClaimCheck
 from rag.demos import attention as attention_demo
 from rag.demos import fewshot as fewshot_demo
+from rag.demos import fewshot_accuracy as accuracy_demo
 from rag.demos import nexttoken as nexttoken_demo
 from rag.demos import tokenize as tokenize_demo
 from rag.demos.common import Table, text_table
@@ -153,6 +154,24 @@ def few_shot_embed(result: fewshot_demo.FewShotResult) -> discord.Embed:
         embed.add_field(name=label, value=value, inline=True)
     embed.add_field(name="Few-shot prompt", value=block(few.prompt, EMBED_FIELD_VALUE_CHARS),
                     inline=False)
+    return embed
+
+
+def fewshot_accuracy_embed(result: accuracy_demo.AccuracyResult) -> discord.Embed:
+    """The accuracy table (models × k), the task, chance and time; one item's answers."""
+    table = table_block(accuracy_demo.accuracy_table(result))
+    description = (f"**Task:** {quoted(result.task.instruction)}\n{table}\n"
+                   f"Chance: {accuracy_demo.chance(result):.0%} · exact label match after "
+                   "normalisation · examples are other items of the task")
+    embed = _embed(f"Few-shot accuracy · {result.task.name}", description,
+                   f"{len(result.results)} greedy answers in {result.seconds:.0f} s")
+    first = result.task.items[0]
+    lines = [f"**Input:** {quoted(first.input, 200)} → **{quoted(first.label, 40)}**"]
+    for r in (r for r in result.results if r.item == 0):
+        mark = "✅" if r.correct else "❌"
+        lines.append(f"{mark} {r.model}, k={r.k}: {quoted(r.answer or '(nothing)', 60)}")
+    embed.add_field(name="What the models said (first item)",
+                    value=truncate("\n".join(lines), EMBED_FIELD_VALUE_CHARS), inline=False)
     return embed
 
 

@@ -19,11 +19,12 @@ from rich.table import Table as RichTable
 from cli.common import AsJson, Model, load_settings, out, reported
 from rag.demos import attention as attention_demo
 from rag.demos import fewshot as fewshot_demo
+from rag.demos import fewshot_accuracy as accuracy_demo
 from rag.demos import nexttoken as nexttoken_demo
 from rag.demos import tokenize as tokenize_demo
-from rag.demos.common import Table, pick_local_model, pick_model, text_table
+from rag.demos.common import DemoInputError, Table, pick_local_model, pick_model, text_table
 from rag.demos.nexttoken import NextTokenResult
-from rag.demos.plots import attention_heatmap, next_token_chart
+from rag.demos.plots import accuracy_chart, attention_heatmap, next_token_chart
 from rag.llm.registry import ModelRegistry
 from rag.services import build_models
 
@@ -39,6 +40,7 @@ def register(app: typer.Typer) -> typer.Typer:
     demo_app.command("tokenize")(tokenize_command)
     demo_app.command("attention")(attention_command)
     demo_app.command("fewshot")(fewshot_command)
+    demo_app.command("fewshot-accuracy")(fewshot_accuracy_command)
     app.add_typer(demo_app, name="demo")
     return demo_app
 
@@ -84,10 +86,14 @@ def print_json(result: Any) -> None:
     print(json.dumps(dataclasses.asdict(result), ensure_ascii=False, indent=2), flush=True)
 
 
-def write_png(path: Path, png: bytes) -> None:
-    """Write a chart and say where it went."""
+def write_png(path: Path, png: bytes, err: bool = False) -> None:
+    """Write a chart and say where it went (on stderr when stdout carries JSON)."""
     path.write_bytes(png)
-    say(f"chart: {path} ({len(png) / 1024:.0f} KiB)")
+    note = f"chart: {path} ({len(png) / 1024:.0f} KiB)"
+    if err:
+        typer.echo(note, err=True)
+    else:
+        say(note)
 
 
 def nexttoken_command(
@@ -228,3 +234,61 @@ def fewshot_command(
         return
     show(f"{result.model} · {request.task}", fewshot_demo.comparison_table(result))
     say(f"few-shot prompt:\n{result.few_shot.prompt}")
+
+
+def fewshot_accuracy_command(
+    task: Annotated[
+        str, typer.Option("--task", help=f"A built-in task: {', '.join(accuracy_demo.BUILT_IN)}")
+    ] = "sentiment",
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", help='Your own task: JSONL lines {"input": ..., "label": ...}, '
+                     'optionally a first line {"instruction": ...}'),
+    ] = None,
+    models: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="A model (repeat; default: gemma3-base and smollm2)"),
+    ] = None,
+    ks: Annotated[
+        list[int] | None, typer.Option("--k", help="Examples per prompt (repeat; default 0 1 2 4)")
+    ] = None,
+    items: Annotated[
+        int | None, typer.Option("--items", min=1, help="Score only the first N items")
+    ] = None,
+    png: Png = None,
+    as_json: AsJson = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Accuracy of zero-shot vs few-shot prompts (k = 0, 1, 2, 4) on a labelled task."""
+    with reported():
+        labelled = (accuracy_demo.parse_task(file.name, read_task_file(file)) if file
+                    else accuracy_demo.built_in_task(task))
+        registry = demo_registry(data_dir)
+        names = accuracy_demo.check_models(models, registry.names())
+        chosen_ks = accuracy_demo.check_ks(ks)
+        chats = [pick_model(registry, n) for n in names]
+        result = asyncio.run(accuracy_demo.fewshot_accuracy(
+            chats, labelled, chosen_ks, limit=items, progress=to_stderr))
+    if png is not None:
+        write_png(png, accuracy_chart(result), err=as_json)
+    if as_json:
+        print(json.dumps(result.as_json(), ensure_ascii=False, indent=2), flush=True)
+        return
+    show(f"Few-shot accuracy · {result.task.name} · exact label match",
+         accuracy_demo.accuracy_table(result))
+    say(f"task: {result.task.instruction}")
+    say(f"chance: {accuracy_demo.chance(result):.0%} · {len(result.results)} answers in "
+        f"{result.seconds:.0f} s (greedy, first line; examples are other items of the task)")
+
+
+def read_task_file(path: Path) -> bytes:
+    """The bytes of a task file, or a one-line error."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DemoInputError(f"Cannot read {path}: {exc.strerror or exc}") from exc
+
+
+async def to_stderr(status: str) -> None:
+    """Progress on stderr, so that `--json` output stays clean."""
+    typer.echo(status, err=True)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from rag.demos.attention import AttentionResult
 from rag.demos.common import visible
+from rag.demos.fewshot_accuracy import AccuracyResult, chance
 from rag.demos.nexttoken import NextTokenResult
 
 if TYPE_CHECKING:
@@ -104,6 +105,39 @@ def attention_figure(result: AttentionResult) -> Figure:
 
 def _font(n: int) -> float:
     return 9.0 if n <= 20 else 7.0 if n <= 36 else 6.0
+
+
+MODEL_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")
+
+
+def accuracy_chart(result: AccuracyResult) -> bytes:
+    """The few-shot accuracy bar chart as PNG."""
+    return png_bytes(accuracy_figure(result))
+
+
+def accuracy_figure(result: AccuracyResult) -> Figure:
+    """Accuracy per k, one bar per model, the chance level dashed."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.5), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / len(result.models)
+    for m, model in enumerate(result.models):
+        xs = [i + (m - (len(result.models) - 1) / 2) * width for i in range(len(result.ks))]
+        values = [result.accuracy(model, k) for k in result.ks]
+        bars = ax.bar(xs, values, width=width, label=label(model, 30),
+                      color=MODEL_COLOURS[m % len(MODEL_COLOURS)])
+        ax.bar_label(bars, labels=[f"{v:.0%}" for v in values], fontsize=8)
+    ax.axhline(chance(result), color="grey", linestyle="--", linewidth=1,
+               label=f"chance ({chance(result):.0%})")
+    ax.set_xticks(range(len(result.ks)), [f"k = {k}" for k in result.ks])
+    ax.set_xlabel("examples in the prompt (k)")
+    ax.set_ylabel("accuracy (exact label)")
+    ax.set_ylim(0, 1.1)
+    ax.legend(loc="upper left", fontsize=8)
+    items = len({r.item for r in result.results})
+    ax.set_title(f"Few-shot accuracy · {label(result.task.name, 40)} · {items} items")
+    return fig
 
 
 def png_bytes(fig: Figure) -> bytes:

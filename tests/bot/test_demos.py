@@ -4,6 +4,7 @@ real local models; charts are read back from what the bot uploaded."""
 from __future__ import annotations
 
 import io
+import json
 import re
 from typing import Any
 
@@ -16,10 +17,11 @@ from rag.llm.registry import ModelRegistry
 from rag.services import Services, build_services
 from tests.bot.conftest import FAST_LLM, Harness
 from tests.bot.fake_discord import Person, interaction_payload
+from tests.bot.test_commands import attachment
 from tests.conftest import make_settings
 
 STUDENT = Person(1001, "ana")
-DEMOS = {"nexttoken", "tokenize", "attention", "fewshot"}
+DEMOS = {"nexttoken", "tokenize", "attention", "fewshot", "fewshot_accuracy"}
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +129,36 @@ async def test_nexttoken_chat_shows_the_template_view_beside_the_raw_one(
     (name, png), = files
     check_png(png)
     assert_safe(harness)  # three embeds, 20 candidates and 32 steps within Discord's limits
+
+
+SIX_ITEMS = "\n".join(json.dumps({"input": f"number {i}", "label": "odd" if i % 2 else "even"})
+                      for i in range(6)).encode()
+
+
+async def test_fewshot_accuracy_scores_an_uploaded_task_with_progress_and_a_rate_limit(
+    make_harness, demo_services
+):
+    harness = await make_harness(demo_services, rate_burst=1, rate_per_minute=1)
+    files = uploads(harness)
+    mine = attachment("mine.jsonl", len(SIX_ITEMS), "application/jsonl")
+    harness.fake.cdn[mine["url"]] = SIX_ITEMS
+    token = harness.command("fewshot_accuracy", STUDENT, models="smollm2", _attachment=mine)
+    again = command(harness, "fewshot_accuracy", task="sentiment")  # right away: over the limit
+    await harness.settle(timeout=1800)  # 24 short answers: seconds on an idle CPU, not here
+    refused = harness.for_token(again)
+    assert len(refused) == 1 and refused[0].payload["data"]["flags"] & 64
+    assert "try again" in refused[0].payload["data"]["content"].lower()
+    requests = harness.for_token(token)
+    shown = [r.payload["embeds"][0]["description"] for r in requests[1:-1]]
+    assert "Scoring 24 answers (1 models × 4 k × 6 items)…" in shown
+    assert any(s.startswith("smollm2, k=4 done: 24/24 answers") for s in shown)
+    embed = requests[-1].payload["embeds"][0]
+    assert embed["title"] == "Few-shot accuracy · mine.jsonl"
+    assert "Answer with one of: even, odd." in embed["description"]
+    assert re.search(r"smollm2 +\d/6 \(\d+%\)", embed["description"])
+    assert embed["image"]["url"] == "attachment://accuracy.png"
+    check_png(files[0][1])
+    assert_safe(harness)
 
 
 async def test_attention_attaches_a_heatmap_and_names_the_model(make_harness, demo_services):
