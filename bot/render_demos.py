@@ -20,6 +20,7 @@ from bot.limits import (
 from bot.render import where
 from rag.answering.grounding import CONTRADICTED, SUPPORTED, ClaimCheck
 from rag.demos import attention as attention_demo
+from rag.demos import compare_accuracy
 from rag.demos import fewshot as fewshot_demo
 from rag.demos import fewshot_accuracy as accuracy_demo
 from rag.demos import nexttoken as nexttoken_demo
@@ -173,6 +174,26 @@ def fewshot_accuracy_embed(result: accuracy_demo.AccuracyResult) -> discord.Embe
     embed.add_field(name="What the models said (first item)",
                     value=truncate("\n".join(lines), EMBED_FIELD_VALUE_CHARS), inline=False)
     return embed
+
+
+def compare_accuracy_embed(result: compare_accuracy.AccuracyComparison) -> discord.Embed:
+    """Key-fact rates both ways, mean time and cost per model; each question's hits."""
+    table = table_block(compare_accuracy.accuracy_table(result))
+    description = (f"{table}\nA key fact counts when one of the question's key-fact strings "
+                   "appears in the answer. Cost: *local* runs here; *unknown* has no price set.")
+    embed = discord.Embed(title=f"Key facts · {len(result.questions)} course questions",
+                          description=truncate(description, PAGE_CHARS), colour=CHECK_COLOUR)
+    marks = {True: "✅", False: "❌", None: "⚠️"}
+    for model in result.models[:4]:
+        lines = []
+        for number, q in enumerate(result.questions):
+            runs = {r.rag: r.key_fact for r in result.of(model) if r.question == number}
+            pair = marks[runs.get(False)] + marks[runs.get(True)]
+            lines.append(f"{pair} {quoted(q.question, 70)}")
+        embed.add_field(name=truncate(f"{model} · closed book, with retrieval", 256),
+                        value=truncate("\n".join(lines), EMBED_FIELD_VALUE_CHARS), inline=False)
+    return embed.set_footer(text=f"{len(result.runs)} answers in {result.seconds:.0f} s · "
+                                 "models ran one after another")
 
 
 def claim_line(check: ClaimCheck) -> str:

@@ -17,7 +17,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli.common import AsJson, DataDir, load_settings, out, reported
+from cli.demos import to_stderr
 from rag.answering.grounding import VERDICT_LABELS, ClaimCheck, GroundingReport
+from rag.demos import compare_accuracy as accuracy
+from rag.demos.common import text_table
 from rag.demos.compare import DEFAULT_TIMEOUT_S, Comparison, ModelRun, compare_models
 from rag.demos.hallucination import CheckedAnswer, HallucinationDemo, hallucination_demo
 from rag.services import Services, build_services
@@ -30,6 +33,7 @@ def register(app: typer.Typer) -> None:
     """Add the `hallucination` and `compare` commands to a Typer app."""
     app.command("hallucination")(hallucination)
     app.command("compare")(compare)
+    app.command("compare-accuracy")(compare_accuracy_command)
 
 
 def hallucination(
@@ -69,6 +73,36 @@ def compare(
         out.print_json(data=result.as_json())
     else:
         print_comparison(result)
+
+
+def compare_accuracy_command(
+    models: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="A model to measure (1–4; repeat the option) "
+                     "[default: smollm2 and gemma3-base]"),
+    ] = None,
+    questions: Annotated[
+        int | None, typer.Option("--questions", min=1, help="Ask only the first N questions")
+    ] = None,
+    as_json: AsJson = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Key-fact rate on course questions, closed book and with retrieval, with time and cost."""
+    asked = accuracy.built_in_questions()[:questions]
+
+    async def work(services: Services) -> accuracy.AccuracyComparison:
+        names = accuracy.check_models(models, services.models.names())
+        return await accuracy.compare_accuracy(services.assistant, names, asked,
+                                               progress=to_stderr)
+
+    result = _run(data_dir, work)
+    if as_json:
+        out.print_json(data=result.as_json())
+        return
+    print(f"Key facts in the answers · {len(asked)} course questions\n"
+          f"{text_table(accuracy.accuracy_table(result))}\n", flush=True)
+    print(f"{len(result.runs)} answers in {result.seconds:.0f} s; a key fact counts when one of "
+          "the question's key-fact strings appears in the answer text.", flush=True)
 
 
 def _run(data_dir: Path | None, work: Callable[[Services], Awaitable[T]]) -> T:

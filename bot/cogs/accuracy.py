@@ -1,4 +1,6 @@
-"""Measured demos in Discord: /fewshot_accuracy (zero-shot vs few-shot, as a number).
+"""Measured demos in Discord: /fewshot_accuracy (zero-shot vs few-shot, as a number) and
+/compare_accuracy (key facts in each model's answers to course questions, closed book and with
+retrieval, beside time and cost).
 
 Thin adapter: check the input, then (through `bot.cogs.demos.generating`) take one of the
 user's turns, defer and wait for a generation slot like /ask (the run generates many
@@ -19,7 +21,8 @@ from discord.ext import commands
 from bot.access import students_only
 from bot.cogs.checks import parse_models
 from bot.cogs.demos import finish, generating
-from bot.render_demos import fewshot_accuracy_embed
+from bot.render_demos import compare_accuracy_embed, fewshot_accuracy_embed
+from rag.demos import compare_accuracy as compare_demo
 from rag.demos import fewshot_accuracy as accuracy_demo
 from rag.demos import plots
 from rag.demos.common import DemoInputError, pick_model
@@ -78,3 +81,26 @@ class AccuracyCog(commands.Cog):
                 progress=status_updates(interaction))
         png = await asyncio.to_thread(plots.accuracy_chart, result)
         await finish(interaction, [fewshot_accuracy_embed(result)], png, "accuracy.png")
+
+    @app_commands.command(
+        name="compare_accuracy",
+        description="Key facts in each model's answers to course questions, with and without "
+                    "retrieval, beside time and cost",
+    )
+    @app_commands.describe(
+        models=f"Up to {compare_demo.MAX_MODELS} model names, comma-separated "
+               f"(default: {', '.join(compare_demo.DEFAULT_MODELS)})",
+        questions="Ask only the first N built-in questions (default: all)",
+    )
+    @students_only
+    async def compare_accuracy(
+        self, interaction: discord.Interaction, models: str | None = None,
+        questions: app_commands.Range[int, 1, 20] | None = None,
+    ) -> None:
+        """Every model answers every question closed book and with retrieval."""
+        names = compare_demo.check_models(parse_models(models), self.bot.services.models.names())
+        asked = compare_demo.built_in_questions()[:questions]
+        async with generating(self.bot, interaction, "Asking the course questions…"):
+            result = await compare_demo.compare_accuracy(
+                self.bot.services.assistant, names, asked, progress=status_updates(interaction))
+        await finish(interaction, [compare_accuracy_embed(result)], None, "")

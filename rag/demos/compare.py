@@ -31,6 +31,7 @@ from rag.demos.hallucination import (
 )
 from rag.index.documents import Hit
 from rag.llm.base import ChatModel, LLMError, Messages
+from rag.llm.settings import ModelSpec
 
 log = logging.getLogger(__name__)
 DEFAULT_MODELS = ("smollm2", "gemma3-base")
@@ -72,10 +73,12 @@ class ModelRun:
 
     @property
     def cost_label(self) -> str:
-        """`local`, or the estimate in dollars."""
+        """`local`, `n/a` (failed), `unknown` (no price configured) or the cost in dollars."""
         if self.backend == "local":
             return "local"
-        return "n/a" if self.cost_usd is None else f"${self.cost_usd:.5f}"
+        if not self.ok:
+            return "n/a"
+        return "unknown" if self.cost_usd is None else f"${self.cost_usd:.5f}"
 
     def as_json(self) -> dict:
         """The JSON shape of `demo compare --json`."""
@@ -109,6 +112,13 @@ class Comparison:
             "note": self.note, "passages": [h.as_json() for h in self.passages],
             "runs": [r.as_json() for r in self.runs],
         }
+
+
+def cost_usd(spec: ModelSpec, tokens_in: int, tokens_out: int) -> float | None:
+    """The cost from the model's prices; None for a local model or when a price is unknown."""
+    if spec.backend == "local" or spec.price_in_per_mtok is None or spec.price_out_per_mtok is None:
+        return None
+    return (tokens_in * spec.price_in_per_mtok + tokens_out * spec.price_out_per_mtok) / 1e6
 
 
 def _rounded(value: float | None) -> float | None:
@@ -213,9 +223,7 @@ class _Runner:
             temperature=self.assistant.llm.temperature,
         )
         text = resolve_citations(done.text, used)[0] if self.rag else done.text.strip()
-        cost = None if spec.backend == "local" else (
-            done.tokens_in * spec.price_in_per_mtok + done.tokens_out * spec.price_out_per_mtok
-        ) / 1e6
+        cost = cost_usd(spec, done.tokens_in, done.tokens_out)
         return ModelRun(chat.name, spec.backend, True, text, "", done.time_to_first_token_s,
                         done.total_s, done.tokens_in, done.tokens_out, cost)
 

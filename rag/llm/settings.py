@@ -30,8 +30,9 @@ class ModelSpec(BaseModel):
     base_url: str | None = None
     # The *name* of the environment variable holding the API key, never the key itself.
     api_key_env: str | None = None
-    price_in_per_mtok: float = 0.0
-    price_out_per_mtok: float = 0.0
+    # Dollars per million tokens in and out; None: not known (shown as "unknown", never guessed).
+    price_in_per_mtok: float | None = Field(default=None, ge=0)
+    price_out_per_mtok: float | None = Field(default=None, ge=0)
     context_window: int = Field(default=2048, gt=0)
     # Local models only: >1 discourages repeating tokens. Very small models fall into loops
     # ("it is a type of model that is a type of model…") without it.

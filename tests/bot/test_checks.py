@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 
 from bot.limits import payload_problems
 from bot.render_demos import run_embed
@@ -116,3 +117,25 @@ def test_a_failed_model_in_compare_shows_no_address_or_server_words(caplog):
     assert "could not answer" in embed.description and error in caplog.text
     refused = run_embed(ModelRun("smollm2", "local", False, error=NOT_COVERED))
     assert NOT_COVERED in refused.description  # the gate's own words stay
+
+
+async def test_compare_accuracy_shows_progress_key_facts_time_and_cost(
+    make_harness, guides_services
+):
+    harness = await make_harness(guides_services, rate_burst=1, rate_per_minute=1)
+    token = harness.command("compare_accuracy", STUDENT, models="smollm2", questions=1)
+    again = harness.command("compare_accuracy", STUDENT, models="smollm2", questions=1)
+    await harness.settle(timeout=600)
+    refused = harness.for_token(again)
+    assert len(refused) == 1 and refused[0].payload["data"]["flags"] & 64  # rate-limited
+    requests = harness.for_token(token)
+    statuses = [r.payload["embeds"][0]["description"] for r in requests[1:-1]]
+    assert "Question 1/1: smollm2…" in statuses
+    final = requests[-1].payload["embeds"][0]
+    assert final["title"] == "Key facts · 1 course questions"
+    assert re.search(r"smollm2 +local +[01]/1 \(\d+%\) +[01]/1 \(\d+%\) +[\d.]+ s +local",
+                     final["description"])
+    (field,) = final["fields"]
+    assert field["name"] == "smollm2 · closed book, with retrieval"
+    assert field["value"].endswith("What does LoRA stand for?")
+    assert_safe(harness)

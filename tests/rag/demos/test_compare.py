@@ -15,11 +15,21 @@ from typer.testing import CliRunner
 
 from cli.checks import register
 from rag.answering.assistant import Assistant
-from rag.demos.compare import NOT_COVERED, CompareInputError, choose_models, compare_models
+from rag.answering.faithfulness import has_key_fact
+from rag.demos.compare import (
+    NOT_COVERED,
+    CompareInputError,
+    ModelRun,
+    choose_models,
+    compare_models,
+    cost_usd,
+)
+from rag.demos.compare_accuracy import accuracy_table, built_in_questions, compare_accuracy
 from rag.llm.local import export_packaged_model
 from rag.llm.registry import ModelRegistry
 from rag.llm.settings import LLMSettings, ModelSpec
 from rag.services import Services
+from tests.conftest import REPO
 from tests.rag.demos.conftest import CHECKS_LLM
 from tests.rag.llm.conftest import Served, start_server
 
@@ -98,6 +108,47 @@ async def test_a_served_model_runs_beside_the_local_one_and_is_priced(
     # Concurrent: each started before the other finished.
     assert remote.started_s < local.finished_s and local.started_s < remote.finished_s
     assert "ran concurrently" in result.note
+
+
+async def test_key_fact_rates_of_a_local_and_a_served_model_with_time_and_cost(
+    notes_services, server
+):
+    services = with_served(notes_services, server)
+    questions = built_in_questions()[:1]
+    try:
+        result = await compare_accuracy(services.assistant, ["smollm2", "served"], questions)
+    finally:
+        await services.models.aclose()
+    assert [(r.run.model, r.question, r.rag) for r in result.runs] == [
+        (m, 0, rag) for m in ("smollm2", "served") for rag in (False, True)]
+    for r in result.runs:
+        assert r.run.ok and r.run.text, r.run.error
+        assert r.key_fact == has_key_fact(r.run.text, questions[r.question].key_facts)
+    summary = {m["model"]: m for m in result.as_json()["models"]}
+    for model in ("smollm2", "served"):
+        hits = sum(bool(r.key_fact) for r in result.of(model, rag=True))
+        assert summary[model]["with_retrieval"] == {"key_facts": hits, "answers": 1}
+    served_cost = sum(r.run.cost_usd for r in result.of("served"))
+    assert summary["served"]["cost"] == f"${served_cost:.4f}"
+    assert summary["smollm2"]["cost"] == "local"
+    header, rows = accuracy_table(result)
+    assert header[2:4] == ("key facts, closed book", "key facts, with retrieval")
+    assert [row[:2] for row in rows] == [("smollm2", "local"), ("served", "openai")]
+
+
+def test_a_served_model_without_a_price_costs_unknown_never_a_guess():
+    spec = ModelSpec(name="hosted", backend="openai", model="m", base_url="http://x/v1")
+    assert cost_usd(spec, 1000, 100) is None
+    run = ModelRun("hosted", "openai", True, "text", tokens_in=1000, tokens_out=100)
+    assert run.cost_label == "unknown"
+    priced = spec.model_copy(update={"price_in_per_mtok": 2.0, "price_out_per_mtok": 8.0})
+    assert cost_usd(priced, 1000, 100) == pytest.approx(0.0028)
+
+
+def test_the_course_questions_key_facts_come_from_our_own_notes():
+    for q in built_in_questions():
+        note = (REPO / "course_materials" / q.source).read_text(encoding="utf-8")
+        assert has_key_fact(note, q.key_facts), q.question
 
 
 async def test_a_dead_endpoint_is_marked_failed_and_the_local_model_still_answers(
