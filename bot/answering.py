@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
@@ -28,12 +28,14 @@ from bot.storage import LoggedAnswer, QuestionLog, hash_user
 from bot.views import answer_view
 from rag.answering.assistant import (
     Answer,
+    AnswerEvent,
     Assistant,
     Finished,
     Retrieved,
     Token,
     check_question,
 )
+from rag.answering.course_mode import CourseAssistant
 from rag.answering.grounding import GroundingChecker, GroundingReport
 from rag.config import DiscordSettings
 
@@ -204,8 +206,11 @@ class Answerer:
         questions: QuestionLog,
         settings: DiscordSettings,
         hash_key: bytes | None = None,
+        course: CourseAssistant | None = None,
     ):
         self.assistant = assistant
+        # Course rules (hint mode, protected items); None answers with the plain assistant.
+        self.course = course
         self.checker = checker
         self.questions = questions
         self.settings = settings
@@ -263,7 +268,7 @@ class Answerer:
 
         await self._deliver(reply, lambda: reply.begin(question))
         async with self.queue.slot(waiting):
-            answer = await self._stream(question, reply, history)
+            answer = await self._stream(question, reply, history, channel_id)
             grounding = await self._grounding(answer)
         question_id = await asyncio.to_thread(
             self.questions.record, self._logged(answer, user_id, channel_id)
@@ -318,7 +323,11 @@ class Answerer:
             return False
 
     async def _stream(
-        self, question: str, reply: Reply, history: Sequence[dict[str, str]]
+        self,
+        question: str,
+        reply: Reply,
+        history: Sequence[dict[str, str]],
+        channel_id: int | None = None,
     ) -> Answer:
         """Consume the answer stream; edits run beside it, at most one in flight."""
         throttle = EditThrottle(self.settings.edit_interval_s)
@@ -326,7 +335,7 @@ class Answerer:
         editing: asyncio.Task[None] | None = None
         verifying = False
         try:
-            async for event in self.assistant.stream(question, history=history):
+            async for event in self._events(question, history, channel_id):
                 if isinstance(event, Retrieved):
                     # A verified answer's draft is labelled until the checked text replaces it.
                     verifying = event.style == "verified"
@@ -342,6 +351,21 @@ class Answerer:
             if editing is not None:
                 await asyncio.gather(editing, return_exceptions=True)
         raise RuntimeError("the answer stream ended without an answer")
+
+    def _events(
+        self, question: str, history: Sequence[dict[str, str]], channel_id: int | None
+    ) -> AsyncIterator[AnswerEvent]:
+        if self.course is None:
+            return self.assistant.stream(question, history=history)
+        ids = {channel_id} if channel_id else set()
+        return self.course.stream(question, history=history, channel_ids=ids)
+
+    def withheld(self, passages: Iterable[dict[str, Any]]) -> tuple[dict[str, Any], ...]:
+        """Passages as students may see them: sentences holding a protected item withheld."""
+        guard = self.course.guard() if self.course is not None else None
+        if not guard:
+            return tuple(passages)
+        return tuple({**p, "text": guard.withhold(str(p.get("text", "")))} for p in passages)
 
     async def _grounding(self, answer: Answer) -> GroundingReport | None:
         """The grounding check behind the badge, when enabled (never for a refusal); a failed
@@ -361,7 +385,7 @@ class Answerer:
             question=answer.question,
             answer=answer.text,
             sources=tuple(c.as_json() for c in answer.citations),
-            passages=tuple(render.passage_dict(h) for h in answer.retrieved),
+            passages=self.withheld(render.passage_dict(h) for h in answer.retrieved),
             model=answer.model,
             latency_ms=answer.timings.get("total_ms", 0.0),
             abstained=answer.refused,

@@ -78,7 +78,8 @@ class StudyBot(commands.Bot):
         salt = settings.discord.user_hash_salt
         key = user_hash_key(settings.data_dir, salt.get_secret_value() if salt else None)
         self.answerer = Answerer(services.assistant, services.checker, questions,
-                                 settings.discord, hash_key=key)
+                                 settings.discord, hash_key=key,
+                                 course=services.course_assistant)
         self.conversations = Conversations(self, self.answerer, settings.discord)
         self.reingester = Reingester(services)
         self.warm_up = warm_up

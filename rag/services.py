@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rag.answering.assistant import Assistant
+from rag.answering.course_mode import CourseAssistant
 from rag.answering.grounding import GroundingChecker
+from rag.answering.hints import AssignmentDetector
 from rag.config import Settings
 from rag.course.rules import CourseRules
 from rag.index.chroma_store import ChromaStore, make_client
@@ -34,6 +36,8 @@ class Services:
     assistant: Assistant
     checker: GroundingChecker
     course: CourseRules
+    # The assistant under the course's rules (hint mode, protected items): what students use.
+    course_assistant: CourseAssistant
 
 
 def build_models(settings: Settings) -> ModelRegistry:
@@ -62,4 +66,6 @@ def build_services(
     course = CourseRules(
         Path(settings.materials_dir), Path(settings.data_dir), settings.course.timezone, clock
     )
-    return Services(settings, store, embedder, retriever, models, assistant, checker, course)
+    course_assistant = CourseAssistant(assistant, course, AssignmentDetector(embedder))
+    return Services(settings, store, embedder, retriever, models, assistant, checker, course,
+                    course_assistant)

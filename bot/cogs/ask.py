@@ -64,7 +64,7 @@ class AskCog(commands.Cog):
         search = self.bot.services.retriever.search
         async with self.bot.answerer.slot_for(interaction):
             hits = await asyncio.to_thread(search, query, None, preview=preview)
-        passages = [render.passage_dict(h) for h in hits]
+        passages = list(self.bot.answerer.withheld(render.passage_dict(h) for h in hits))
         messages = render.passage_messages(f"Passages for: {query}", passages)
         await interaction.edit_original_response(embeds=messages[0])
         for embeds in messages[1:]:

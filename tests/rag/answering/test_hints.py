@@ -1,0 +1,82 @@
+"""Hint mode on a real index with the real embedder: detection, the hint's shape, no
+protected item in any text, and the guarded draft stream."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag.answering.assistant import Answer, Finished, Token
+from rag.answering.course_mode import HINT, guarded
+from rag.course.protect import ProtectedGuard
+from rag.services import Services
+from tests.rag.retrieval.test_release_dates import NOW, Clock, ingested_course
+
+ASSIGNMENT = """
+title = "Assignment T: tokens by hand"
+opens = "2026-02-01"
+due = "2026-04-01"
+keywords = ["hw-t"]
+tasks = [
+  "Split 'the cat was playing' into tokens by hand; what does the model predict from them?",
+]
+protected = ["predict the next token given the previous ones", "play + ing"]
+"""
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory, shared_materials, embedder) -> Services:
+    services = ingested_course(tmp_path_factory.mktemp("hints"), shared_materials, embedder,
+                               Clock(NOW))
+    folder = services.settings.materials_dir / "assignments"
+    folder.mkdir()
+    (folder / "hw-t.toml").write_text(ASSIGNMENT)
+    return services
+
+
+async def test_a_question_naming_the_assignment_gets_a_hint_with_quotes_and_a_question(course):
+    answer = await course.course_assistant.answer("For hw-t, what are tokens?")
+    assert answer.reason == HINT and answer.text.startswith("💡 Hint (Assignment T")
+    assert "\n> " in answer.text and any(f"[{n}]" in answer.text for n in range(1, 6))
+    assert "Read: llm-basics.md" in answer.text and "Guiding question:" in answer.text
+    assert answer.citations
+
+
+async def test_no_protected_item_appears_even_when_the_best_passage_holds_one(course):
+    question = "hw-t: what is the goal when the model processes tokens in sequences?"
+    assert any("predict the next token" in h.chunk.text for h in
+               course.retriever.search(question, 5))
+    answer = await course.course_assistant.answer(question)
+    assert not course.course_assistant.guard().leaks(answer.text)
+
+
+def test_a_general_concept_question_is_answered_normally(course):
+    assert course.course_assistant.target("What is a token in a language model?", set()) is None
+
+
+def test_a_closed_assignment_gets_no_hint_mode(course):
+    rules = course.course
+    rules.set_open("hw-t", False)
+    try:
+        assert course.course_assistant.target("For hw-t, what are tokens?", set()) is None
+    finally:
+        rules.set_open("hw-t", True)
+    with pytest.raises(KeyError):
+        rules.set_open("nope", True)
+
+
+async def test_the_draft_never_shows_any_part_of_a_protected_item():
+    async def events():
+        for piece in ["The answer ", "is 65", ",536 and ", "more text follows here ", "."]:
+            yield Token(piece)
+
+    seen = [e.text async for e in guarded(events(), ProtectedGuard(["65,536"]))
+            if isinstance(e, Token)]
+    assert "65" not in "".join(seen)
+
+
+async def test_a_final_answer_holding_an_item_is_withheld():
+    async def events():
+        yield Finished(Answer("q", "Tokens matter. It is play + ing here.", False, (), (), "m"))
+
+    final = [e async for e in guarded(events(), ProtectedGuard(["play + ing"]))][0]
+    assert "play + ing" not in final.answer.text and final.answer.text.startswith("Tokens")
