@@ -15,14 +15,25 @@ import pytest
 from bot import render
 from bot.limits import payload_problems
 from rag.answering.assistant import Assistant
+from rag.answering.course_mode import CourseAssistant
 from rag.llm.registry import ModelRegistry
 from rag.llm.settings import LLMSettings
+from rag.services import Services
 from tests.bot.fake_discord import CHANNEL_ID, Fault, Person
 from tests.rag.llm.stub_http import StubServer, status
 
 IN_SCOPE = "What is a Transformer, in simple terms?"
 OUT_OF_SCOPE = "Who painted the Mona Lisa?"
 STUDENT = Person(1001, "ana")
+
+def with_assistant(services: Services, assistant: Assistant, **changes) -> Services:
+    """Services answering through another Assistant: the bot asks the course assistant, which
+    wraps the plain one, so both are replaced."""
+    course = services.course_assistant
+    return dataclasses.replace(services, assistant=assistant, **changes,
+                               course_assistant=CourseAssistant(assistant, course.rules,
+                                                                course.detector))
+
 
 
 def free_port() -> int:
@@ -201,8 +212,7 @@ async def test_a_model_server_that_is_down_gets_a_friendly_reply(
     models = ModelRegistry(llm, llm_cache_dir)
     settings = guides_services.settings.model_copy(update={"llm": llm})
     assistant = Assistant(guides_services.retriever, models, settings.answer, llm)
-    services = dataclasses.replace(guides_services, settings=settings, models=models,
-                                   assistant=assistant)
+    services = with_assistant(guides_services, assistant, settings=settings, models=models)
     harness = await make_harness(services)
     token = harness.command("ask", STUDENT, question=IN_SCOPE)
     await harness.settle()
@@ -245,8 +255,7 @@ def scripted_services(guides_services, llm_cache_dir, model: ScriptedModel):
     models._models["scripted"] = model
     settings = guides_services.settings.model_copy(update={"llm": llm})
     assistant = Assistant(guides_services.retriever, models, settings.answer, llm)
-    return dataclasses.replace(guides_services, settings=settings, models=models,
-                               assistant=assistant)
+    return with_assistant(guides_services, assistant, settings=settings, models=models)
 
 
 async def test_a_long_answer_is_split_across_messages_within_discords_limits(
@@ -316,8 +325,7 @@ async def test_a_model_server_error_is_explained_without_its_address_or_body(
         models = ModelRegistry(llm, llm_cache_dir)
         settings = guides_services.settings.model_copy(update={"llm": llm})
         assistant = Assistant(guides_services.retriever, models, settings.answer, llm)
-        services = dataclasses.replace(guides_services, settings=settings, models=models,
-                                       assistant=assistant)
+        services = with_assistant(guides_services, assistant, settings=settings, models=models)
         harness = await make_harness(services)
         with caplog.at_level(logging.WARNING, logger="bot"):
             token = harness.command("ask", STUDENT, question=IN_SCOPE)
@@ -366,8 +374,7 @@ def styled_services(guides_services, llm_cache_dir, model: ScriptedModel, backen
     settings = guides_services.settings.model_copy(update={"llm": llm, "answer": answer})
     assistant = Assistant(guides_services.retriever, models, answer, llm,
                           guides_services.checker)
-    return dataclasses.replace(guides_services, settings=settings, models=models,
-                               assistant=assistant)
+    return with_assistant(guides_services, assistant, settings=settings, models=models)
 
 
 async def test_a_quoted_answer_renders_as_a_block_quote_and_its_footer_says_so(
