@@ -25,9 +25,9 @@ async def test_a_mention_is_answered_in_a_new_thread_and_follow_ups_use_its_hist
     assistant = harness.bot.answerer.assistant
     real_stream = assistant.stream
 
-    def recording_stream(question, *, history=(), model=None):  # the core, observed
+    def recording_stream(question, *, history=(), model=None, **options):  # the core, observed
         histories.append(list(history))
-        return real_stream(question, history=history, model=model)
+        return real_stream(question, history=history, model=model, **options)
 
     monkeypatch.setattr(assistant, "stream", recording_stream)
     asked = harness.post(f"<@{harness.bot.user.id}> {QUESTION}", STUDENT, CHANNEL_ID,
