@@ -252,6 +252,20 @@ class QuestionLog:
             )
             return [dict(r) for r in cur.fetchall()]
 
+    def usage_rows(self, since: float = 0.0) -> list[dict[str, Any]]:
+        """Each question since a time, oldest first: id, created_at, question, abstained and
+        its vote counts (up, down); what the usage chart and the coverage gaps need."""
+        with self._lock:
+            cur = self._db.execute(
+                "SELECT q.id, q.created_at, q.question, q.abstained, "
+                "COALESCE(SUM(CASE WHEN f.vote > 0 THEN 1 END), 0) AS up, "
+                "COALESCE(SUM(CASE WHEN f.vote < 0 THEN 1 END), 0) AS down "
+                "FROM questions q LEFT JOIN feedback f ON f.question_id = q.id "
+                "WHERE q.created_at >= ? GROUP BY q.id ORDER BY q.created_at, q.id",
+                (since,),
+            )
+            return [dict(r) for r in cur.fetchall()]
+
     def stats(self, since: float = 0.0, top: int = 5) -> Stats:
         """Questions, abstentions, feedback, top sources and latency percentiles since a time."""
         rows = self.rows(since)

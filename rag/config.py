@@ -103,6 +103,19 @@ class CourseSettings(BaseModel):
     timezone: str = "UTC"
 
 
+class StatsSettings(BaseModel):
+    """Coverage gaps in /stats and `study-assistant report`: how questions are grouped."""
+
+    # Questions the bot abstained on or that got a 👎 are grouped by meaning (average linkage
+    # on the embedder's cosine similarity): two groups join while the mean similarity between
+    # their questions is at least this.
+    gap_similarity: float = Field(default=0.3, gt=0, le=1)
+    # Groups listed in /stats (the report's CSV lists them all).
+    gap_groups: int = Field(default=5, gt=0, le=15)
+    # Only the latest this many such questions are grouped (the cost grows with the square).
+    max_gap_questions: int = Field(default=2000, gt=0)
+
+
 class DiscordSettings(BaseModel):
     """The Discord bot: token, where it answers, who may use the instructor tools, limits."""
 
@@ -166,4 +179,5 @@ class Settings(BaseSettings):
     answer: AnswerSettings = Field(default_factory=AnswerSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     course: CourseSettings = Field(default_factory=CourseSettings)
+    stats: StatsSettings = Field(default_factory=StatsSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
