@@ -16,6 +16,7 @@ from bot.limits import (
     truncate,
 )
 from bot.storage import Stats
+from bot.usage import GapCluster, UsageReport
 from rag.answering.assistant import Answer
 from rag.answering.grounding import GroundingReport
 from rag.index.documents import Hit
@@ -41,7 +42,8 @@ Demos of how LLMs work: **/nexttoken** `prompt` (the next-token distribution, st
 (models side by side).
 
 Instructors: **/reingest** (re-read the materials), **/upload** `file` (add a PDF, Markdown or
-text file), **/stats** `[days]` (questions, abstentions, feedback, latency)."""
+text file), **/stats** `[days]` (questions, abstentions, feedback, latency, a chart per day, and
+the groups of questions the materials did not cover)."""
 
 
 def where(source: str, page: int | None, section: str) -> str:
@@ -173,3 +175,44 @@ def stats_embed(stats: Stats, days: float) -> discord.Embed:
     top = "\n".join(f"{n}× {s}" for s, n in stats.top_sources) or "none yet"
     embed.add_field(name="Top sources", value=truncate(top, EMBED_FIELD_VALUE_CHARS), inline=False)
     return embed
+
+
+GAP_QUESTION_CHARS = 180
+# The gap list shares a message with the stats embed (at most ~1,400 characters).
+GAP_LIST_CHARS = 3000
+
+
+def student_text(text: str, limit: int) -> str:
+    """A student's words shown inside an embed: one line, cut to `limit`, markdown and
+    mentions neutralised (nothing pings from an embed, and nothing should look like it does)."""
+    line = truncate(" ".join(text.split()), limit)
+    return discord.utils.escape_mentions(discord.utils.escape_markdown(line))
+
+
+def gaps_embed(report: UsageReport, top: int) -> discord.Embed:
+    """The largest groups of questions the materials did not serve (abstained on or voted 👎),
+    each as its most central question and a count: what to add to the materials."""
+    embed = discord.Embed(title="Coverage gaps: not covered, or 👎", colour=REFUSED_COLOUR)
+    if not report.clusters:
+        embed.description = "No question went unanswered or got a 👎 in this period."
+        return embed
+    lines: list[str] = []
+    for c in report.clusters[:top]:
+        line = f"**{c.count}×** {student_text(c.representative, GAP_QUESTION_CHARS)} ({_why(c)})"
+        if sum(len(x) + 1 for x in lines) + len(line) > GAP_LIST_CHARS:
+            break  # escaped student text can double in length: stay well inside 6,000 in all
+        lines.append(line)
+    embed.description = "\n".join(lines)
+    capped = (f" (the latest {report.grouped} of {report.gap_questions})"
+              if report.grouped < report.gap_questions else "")
+    embed.set_footer(text=f"{report.grouped} such questions{capped} in {len(report.clusters)} "
+                     "groups of similar ones; each shown by its most typical question. "
+                     "study-assistant report lists every group.")
+    return embed
+
+
+def _why(cluster: GapCluster) -> str:
+    """`3 not covered, 1 👎`: why a group's questions count as gaps."""
+    parts = [f"{cluster.abstained} not covered" if cluster.abstained else "",
+             f"{cluster.down_voted} 👎" if cluster.down_voted else ""]
+    return ", ".join(p for p in parts if p)

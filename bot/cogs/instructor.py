@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import render, uploads
+from bot import render, uploads, usage, usage_chart
 from bot.access import instructors_only
 from bot.ingesting import IngestStatus, report_embed
 from ingest.pipeline import Target
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from bot.client import StudyBot
 
 log = logging.getLogger("bot")
+CHART = "usage.png"
 
 
 class InstructorCog(commands.Cog):
@@ -84,15 +86,28 @@ class InstructorCog(commands.Cog):
         summary = report_embed(report, f"Added {folder}/{name}")
         await self._summary(interaction, summary)
 
-    @app_commands.command(description="Questions, abstentions, feedback and latency")
+    @app_commands.command(description="Questions, feedback, latency, a chart and coverage gaps")
     @app_commands.describe(days="The period, in days (default 7)")
     @app_commands.guild_only()
     @instructors_only
     async def stats(
         self, interaction: discord.Interaction, days: app_commands.Range[int, 1, 365] = 7
     ) -> None:
-        """Usage statistics from the question log."""
+        """Usage statistics from the question log, a chart of them per day, and the groups of
+        questions the materials did not serve; the counting, grouping and drawing run in a
+        worker thread."""
         await interaction.response.defer(thinking=True, ephemeral=True)
-        since = time.time() - days * 86400
+        settings, now = self.bot.settings, time.time()
+        since = now - days * 86400
         stats = await asyncio.to_thread(self.bot.questions.stats, since)
-        await interaction.edit_original_response(embed=render.stats_embed(stats, days))
+        report = await asyncio.to_thread(usage.report_from_log, self.bot.questions,
+                                         self.bot.services.embedder.embed_documents,
+                                         settings, since, now)
+        png = await asyncio.to_thread(usage_chart.usage_chart, report,
+                                      f"Usage over the last {days} days")
+        summary = render.stats_embed(stats, days).set_image(url=f"attachment://{CHART}")
+        await interaction.edit_original_response(
+            embeds=[summary, render.gaps_embed(report, settings.stats.gap_groups)],
+            attachments=[discord.File(io.BytesIO(png), filename=CHART)],
+            allowed_mentions=discord.AllowedMentions.none(),
+        )

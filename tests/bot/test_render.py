@@ -5,6 +5,7 @@ from __future__ import annotations
 from bot import render
 from bot.limits import payload_problems
 from bot.storage import Stats
+from bot.usage import GapCluster, UsageReport
 from rag.answering.assistant import Answer
 from rag.answering.prompting import Citation
 from rag.index.documents import Chunk, Hit
@@ -71,3 +72,14 @@ def test_stats_embed_within_limits():
     embed = render.stats_embed(stats, 7)
     assert payload_problems({"embeds": [embed.to_dict()]}) == []
     assert "2 (20%)" in [f.value for f in embed.fields]
+
+
+def test_gap_groups_of_long_markdown_heavy_questions_stay_within_limits():
+    text = "*_`|>~ " * 60
+    clusters = tuple(GapCluster(text, 20 - i, 3, 1, (text,)) for i in range(15))
+    report = UsageReport((), clusters, "UTC", 300, 300)
+    stats = Stats(0.0, 300, 3, 1, 1, [("papers/" + "x" * 200 + ".pdf", 4)] * 5,
+                  {"p50": 1.0, "p90": 2.0, "p99": 3.0})
+    embeds = [render.stats_embed(stats, 7).to_dict(), render.gaps_embed(report, 15).to_dict()]
+    assert payload_problems({"embeds": embeds}) == []
+    assert embeds[1]["description"].startswith("**20×** \\*\\_")
