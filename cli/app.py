@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from cli import bot, checks, core, demos, terminal
+from cli import bot, checks, core, demos, report, terminal
 
 # Long-running services log as services do; every other command keeps the terminal quiet.
 SERVICES = {"bot"}
@@ -31,7 +31,7 @@ def main(ctx: typer.Context, verbose: Verbose = False) -> None:
 
 
 def create_app() -> typer.Typer:
-    """Build the app with all command groups: core, demos (with checks), bot and export."""
+    """Build the app with all command groups: core, demos (with checks), bot and export, report."""
     app = typer.Typer(
         name="study-assistant",
         help="A study assistant for the LLM course: ingest the materials, then search or ask.",
@@ -43,6 +43,7 @@ def create_app() -> typer.Typer:
     demo_app = demos.register(app)
     checks.register(demo_app)
     bot.register(app)
+    report.register(app)
     return app
 
 

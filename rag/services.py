@@ -2,7 +2,8 @@
 assistant and grounding checker.
 
 The CLI and the bot both call `build_services(settings)`; the model-only demos call
-`build_models(settings)`. Nothing else constructs these.
+`build_models(settings)`, the usage report `build_embedder(settings)`. Nothing else constructs
+these.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ def build_models(settings: Settings) -> ModelRegistry:
     return ModelRegistry(settings.llm, Path(settings.data_dir))
 
 
+def build_embedder(settings: Settings) -> Embedder:
+    """The configured embedder alone (it loads lazily), for work that needs no index."""
+    return Embedder(settings.embedding)
+
+
 def build_services(
     settings: Settings,
     *,
@@ -57,7 +63,7 @@ def build_services(
     Pass an already loaded `embedder` or `models` registry to share weights between several
     indexes (tests, benchmarks); `clock` (Unix seconds) decides what is released.
     """
-    embedder = embedder or Embedder(settings.embedding)
+    embedder = embedder or build_embedder(settings)
     store = ChromaStore(make_client(settings), settings.store.collection, embedder.name)
     retriever = Retriever(store, embedder, settings.retrieval, clock=clock)
     models = models or build_models(settings)
