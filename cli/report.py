@@ -95,7 +95,7 @@ def _embedding_progress(embed_documents: Callable[..., np.ndarray]) -> Iterator[
     if not console.is_terminal:
 
         def logged(texts: Sequence[str]) -> np.ndarray:
-            print(f"report: grouping {len(texts)} questions by meaning", file=sys.stderr,
+            print(f"report: grouping {len(texts)} distinct questions by meaning", file=sys.stderr,
                   flush=True)
             return embed_documents(texts)
 
@@ -105,7 +105,7 @@ def _embedding_progress(embed_documents: Callable[..., np.ndarray]) -> Iterator[
                   TimeElapsedColumn(), console=console, transient=True) as progress:
 
         def shown(texts: Sequence[str]) -> np.ndarray:
-            task = progress.add_task("grouping questions by meaning", total=len(texts))
+            task = progress.add_task("grouping distinct questions by meaning", total=len(texts))
             return embed_documents(texts, lambda n: progress.update(task, advance=n))
 
         yield shown
