@@ -19,6 +19,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from bot.usage import Embed, build_report, cluster_labels
 from rag.config import Settings
 from rag.services import build_embedder
@@ -75,10 +77,20 @@ def timed_report(embed: Embed, rows: list[dict], n: int) -> None:
                  "down": 0} for i, t in enumerate(texts)]
     settings = Settings()
     settings.stats.max_gap_questions = n
+    embedding = [0.0]
+
+    def timed_embed(batch: Sequence[str]) -> np.ndarray:
+        start = time.perf_counter()
+        try:
+            return embed(batch)
+        finally:
+            embedding[0] += time.perf_counter() - start
+
     start = time.perf_counter()
-    report = build_report(log_rows, embed, settings, now - 7 * 86400, now)
+    report = build_report(log_rows, timed_embed, settings, now - 7 * 86400, now)
     seconds = time.perf_counter() - start
-    print(f"build_report over {n} gap questions: {seconds:.1f} s wall "
+    print(f"build_report over {n} gap questions: {seconds:.1f} s wall, of which embedding "
+          f"{embedding[0]:.1f} s, grouping and counting {seconds - embedding[0]:.1f} s "
           f"({len(report.clusters)} groups)")
 
 
