@@ -10,6 +10,7 @@ similar to the rest). Synchronous and free of discord: the bot runs it in a work
 from __future__ import annotations
 
 import csv
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -150,6 +151,32 @@ def cluster_gaps(
         idx = np.flatnonzero(labels == label)
         clusters.append(_cluster([wordings[i] for i in idx], vectors[idx]))
     return tuple(sorted(clusters, key=lambda c: (-c.count, c.representative.casefold())))
+
+
+class RememberedEmbeddings:
+    """An `Embed` that keeps the vectors of the texts it embedded (the latest `limit`), so a
+    second report over the same period embeds only the questions asked since."""
+
+    def __init__(self, embed: Embed, limit: int) -> None:
+        self._embed = embed
+        self._limit = limit
+        self._vectors: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit vectors for `texts`, embedding only those not seen before."""
+        with self._lock:
+            known = {t: self._vectors[t] for t in texts if t in self._vectors}
+        missing = [t for t in dict.fromkeys(texts) if t not in known]
+        if missing:
+            known.update(zip(missing, np.asarray(self._embed(missing)), strict=True))
+        with self._lock:
+            for text in texts:  # the latest texts last: the oldest are forgotten first
+                self._vectors.pop(text, None)
+                self._vectors[text] = known[text]
+            while len(self._vectors) > self._limit:
+                del self._vectors[next(iter(self._vectors))]
+        return np.stack([known[t] for t in texts]) if texts else np.zeros((0, 0), np.float32)
 
 
 def build_report(

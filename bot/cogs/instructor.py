@@ -30,6 +30,11 @@ class InstructorCog(commands.Cog):
 
     def __init__(self, bot: StudyBot) -> None:
         self.bot = bot
+        # /stats re-reads the log each time; only questions asked since the last call are
+        # embedded again (the cap of grouped questions, twice over, is kept).
+        self.gap_vectors = usage.RememberedEmbeddings(
+            bot.services.embedder.embed_documents, 2 * bot.settings.stats.max_gap_questions
+        )
 
     async def _progress(self, interaction: discord.Interaction, status: IngestStatus) -> None:
         embed = discord.Embed(title="Re-ingesting…", description=status.line())
@@ -101,8 +106,7 @@ class InstructorCog(commands.Cog):
         since = now - days * 86400
         stats = await asyncio.to_thread(self.bot.questions.stats, since)
         report = await asyncio.to_thread(usage.report_from_log, self.bot.questions,
-                                         self.bot.services.embedder.embed_documents,
-                                         settings, since, now)
+                                         self.gap_vectors, settings, since, now)
         png = await asyncio.to_thread(usage_chart.usage_chart, report,
                                       f"Usage over the last {days} days")
         summary = render.stats_embed(stats, days).set_image(url=f"attachment://{CHART}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 
@@ -65,3 +66,16 @@ async def test_stats_without_gaps_says_so(make_harness, empty_services):
     harness.bot.questions.record(entry("What is LoRA?"))
     final = await stats_reply(harness, days=1)
     assert final["embeds"][1]["description"].startswith("No question went unanswered")
+
+
+async def test_a_second_stats_embeds_only_the_gap_questions_asked_since(
+    make_harness, empty_services, counting
+):
+    harness = await make_harness(dataclasses.replace(empty_services, embedder=counting))
+    plant_gaps(harness.bot.questions, time.time())
+    await stats_reply(harness)
+    assert counting.texts == 9  # ten gap questions, one asked twice
+    harness.bot.questions.record(entry(PING, abstained=True))
+    final = await stats_reply(harness)
+    assert counting.texts == 10
+    assert len(final["embeds"][1]["description"].splitlines()) == 5

@@ -7,11 +7,13 @@ import io
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
 
 from bot.storage import QuestionLog
 from bot.usage import (
     GapQuestion,
+    RememberedEmbeddings,
     build_report,
     cluster_gaps,
     daily_counts,
@@ -139,3 +141,35 @@ def test_the_csv_files_hold_every_day_and_group_with_formulas_neutralised(log, e
     assert [int(r["questions"]) for r in gap_rows[:2]] == [4, 4]
     assert "'=HYPERLINK(\"http://x\")" in {r["representative"] for r in gap_rows}
     assert len(gap_rows[0]["examples"].split(" | ")) == 3
+
+
+class Recording:
+    """The real embedder, keeping each batch of texts it was asked to embed."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        self.embedder = embedder
+        self.calls: list[list[str]] = []
+
+    def __call__(self, texts):
+        self.calls.append(list(texts))
+        return self.embedder.embed_documents(texts)
+
+
+def test_remembered_embeddings_embed_only_texts_not_seen_before(embedder):
+    recording = Recording(embedder)
+    remembered = RememberedEmbeddings(recording, limit=10)
+    first = remembered(KV_CACHE[:2])
+    again = remembered([KV_CACHE[1], KV_CACHE[2]])
+    assert recording.calls == [list(KV_CACHE[:2]), [KV_CACHE[2]]]
+    assert np.array_equal(again[0], first[1])
+    assert np.allclose(again[1], embedder.embed_documents([KV_CACHE[2]])[0], atol=1e-5)
+
+
+def test_remembered_embeddings_forget_the_least_recently_used_beyond_the_limit(embedder):
+    recording = Recording(embedder)
+    remembered = RememberedEmbeddings(recording, limit=2)
+    remembered(KV_CACHE[:2])
+    remembered([KV_CACHE[0]])  # used again: now the newest
+    remembered([KV_CACHE[2]])  # over the limit: KV_CACHE[1] goes
+    remembered([KV_CACHE[0], KV_CACHE[1]])
+    assert recording.calls[-1] == [KV_CACHE[1]]
