@@ -44,6 +44,7 @@ from rag.index.documents import Hit  # noqa: E402
 from rag.llm.local import LocalChatModel, ModelLoader, limit_torch_threads  # noqa: E402
 from rag.llm.settings import LLMSettings  # noqa: E402
 from rag.retrieval.lexical import BM25Index  # noqa: E402
+from rag.retrieval.query import analyse  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 EVAL = REPO.parent / "shared" / "eval"
@@ -79,7 +80,8 @@ def dev_prompts(root: Path, chat: LocalChatModel, llm: LLMSettings) -> list[list
         q = json.loads(line)
         if q["kind"] != "in":
             continue
-        hits = [Hit(chunks[cid], s) for cid, s in bm25.search(q["question"], 5)]
+        terms = analyse(q["question"], bm25).terms
+        hits = [Hit(chunks[cid], s) for cid, s in bm25.search(terms, 5)]
         fixed = build_messages(q["question"], "")
         overhead = sum(chat.count_tokens(m["content"]) + 8 for m in fixed)
         budget = spec.context_window - llm.max_new_tokens - overhead - 16
@@ -196,7 +198,7 @@ def main() -> None:
     args = parser.parse_args()
     cache = args.cache_dir or Path(tempfile.mkdtemp(prefix="sa-gen-"))
     llm = LLMSettings()
-    loader = ModelLoader(cache)
+    loader = ModelLoader(cache, int4=llm.int4_kernels)
     chat = LocalChatModel(llm.models["smollm2"], loader)
     began = time.perf_counter()
     loaded = chat.loaded()

@@ -251,6 +251,16 @@ def calibrate(
         Path | None, typer.Option("--check", help="Held-out JSONL questions to evaluate on")
     ] = None,
     k: Annotated[int, typer.Option("--k", min=1, max=20)] = 5,
+    max_in_abstain: Annotated[
+        float,
+        typer.Option(
+            "--max-in-abstain",
+            min=0.0,
+            max=0.5,
+            help="Most in-scope fit questions the gate may refuse, as a fraction (lower "
+            "refuses fewer covered questions and answers more off-topic ones)",
+        ),
+    ] = gate.MAX_IN_ABSTAIN,
     data_dir: DataDir = None,
 ) -> None:
     """Fit the relevance scores and the abstention gate on labelled questions; report both."""
@@ -258,7 +268,7 @@ def calibrate(
     services = build_services(settings)
     fit_rows = cal.label_hits(services.retriever, cal.load_questions(fit_set), k)
     retrieval = cal.apply(cal.fit(fit_rows, settings.retrieval), settings.retrieval)
-    weights, threshold = gate.fit_gate(gate.question_evidence(fit_rows))
+    weights, threshold = gate.fit_gate(gate.question_evidence(fit_rows), max_in_abstain)
     answer = settings.answer.model_copy(
         update={
             "gate_cosine": float(weights[0]),

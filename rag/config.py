@@ -65,9 +65,9 @@ class RetrievalSettings(BaseModel):
     max_per_section: int = 2
     # Logistic calibration of (cosine, lexical coverage) into P(relevant); fitted by
     # `study-assistant calibrate`, documented in docs/calibration.md.
-    calibration_slope: float = 5.915
-    calibration_lexical: float = 3.520
-    calibration_intercept: float = -5.864
+    calibration_slope: float = 5.910
+    calibration_lexical: float = 3.519
+    calibration_intercept: float = -5.861
 
 
 class AnswerSettings(BaseModel):
@@ -78,11 +78,11 @@ class AnswerSettings(BaseModel):
     # cosines + c·best coverage + d) over the retrieved passages; below `abstain_below` the
     # answer is "not covered" and the model is not called. Fitted by `study-assistant
     # calibrate` (docs/calibration.md).
-    gate_cosine: float = 0.442
-    gate_agreement: float = 23.313
-    gate_coverage: float = 5.028
-    gate_intercept: float = -10.788
-    abstain_below: float = 0.898
+    gate_cosine: float = 0.438
+    gate_agreement: float = 23.355
+    gate_coverage: float = 5.019
+    gate_intercept: float = -10.800
+    abstain_below: float = 0.888
     max_question_chars: int = 2000
     history_turns: int = 6
     history_chars: int = 600

@@ -20,6 +20,10 @@ from rag.retrieval.calibration import LabelledHit, logistic
 # How many of the best passages the gate's agreement feature averages over.
 AGREEMENT_TOP = 3
 
+# The share of in-scope fit questions the fitted threshold may refuse when the fit set's in- and
+# out-of-scope questions overlap (`study-assistant calibrate --max-in-abstain` changes it).
+MAX_IN_ABSTAIN = 0.1
+
 
 @dataclass(frozen=True, slots=True)
 class QuestionEvidence:
@@ -70,7 +74,7 @@ def gate_features(evidence: Sequence[QuestionEvidence]) -> np.ndarray:
 
 
 def fit_gate(
-    evidence: Sequence[QuestionEvidence], max_in_abstain: float = 0.1, l2: float = 1e-3
+    evidence: Sequence[QuestionEvidence], max_in_abstain: float = MAX_IN_ABSTAIN, l2: float = 1e-3
 ) -> tuple[np.ndarray, float]:
     """Question-level P(covered) and its abstention threshold.
 
@@ -88,7 +92,12 @@ def fit_gate(
         return w, 0.5
     above = inside[inside > outside[-1]]
     threshold = (outside[-1] + above[0]) / 2 if len(above) else outside[-1] + 1e-6
-    quantile = float(inside[int(np.floor(max_in_abstain * len(inside)))])
+    # Midway below the first in-scope question that must pass, so that rounding between this
+    # fit and `gate_probability` cannot tip that question under the threshold.
+    allowed = int(np.floor(max_in_abstain * len(inside)))
+    quantile = float(
+        (inside[allowed - 1] + inside[allowed]) / 2 if allowed else inside[0] - 1e-6
+    )
     return w, float(
         min(threshold, quantile) if np.mean(inside < threshold) > max_in_abstain else threshold
     )
