@@ -17,6 +17,7 @@ from bot.cogs import accuracy, ask, checks, course, demos, instructor, mentions
 from bot.conversations import Conversations
 from bot.errors import ExamInProgress, report_error
 from bot.ingesting import Reingester
+from bot.promote import PromoteButton
 from bot.storage import QuestionLog, user_hash_key
 from bot.views import FeedbackButton, SourcesButton
 from rag.config import DiscordSettings
@@ -97,7 +98,7 @@ class StudyBot(commands.Bot):
         )
         for cog in cogs:
             await self.add_cog(cog)
-        self.add_dynamic_items(FeedbackButton, SourcesButton)
+        self.add_dynamic_items(FeedbackButton, SourcesButton, PromoteButton)
         self.check_message_content()
         await self.sync_commands()
         if self.warm_up:

@@ -14,7 +14,9 @@ from rag.answering.assistant import InvalidQuestion
 from rag.course.schedule import ScheduleError
 from rag.index.chroma_store import StoreBusy, StoreUnavailable
 from rag.index.locking import DataDirBusy
+from rag.index.versions import VersionError
 from rag.llm.base import BackendTimeout, BackendUnavailable, LLMError, PromptTooLong
+from rag.retrieval.gold import GoldSetError
 from rag.retrieval.retriever import NothingIngested
 
 log = logging.getLogger("bot")
@@ -44,7 +46,8 @@ def friendly_message(error: BaseException) -> str | None:
         return error.user_message()
     if isinstance(error, QueueFull):
         return "I'm answering a lot of questions right now. Please try again in a minute."
-    if isinstance(error, InvalidQuestion | UserFacingError | NotAllowed | DataDirBusy | StoreBusy):
+    if isinstance(error, InvalidQuestion | UserFacingError | NotAllowed | DataDirBusy | StoreBusy
+                  | GoldSetError | VersionError):
         return str(error)
     if isinstance(error, ScheduleError):
         return f"The course schedule has a problem: {error}"

@@ -14,15 +14,18 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import discord
 
 from bot.errors import ReingestRunning
 from bot.limits import EMBED_FIELD_VALUE_CHARS, truncate
-from ingest.pipeline import IngestReport, Target, ingest
+from ingest.pipeline import IngestReport, Target
+from ingest.reingest import GateReport, ReingestResult, reingest
 from rag.services import Services
 
 log = logging.getLogger("bot")
+T = TypeVar("T")
 
 @dataclass
 class IngestStatus:
@@ -105,8 +108,9 @@ class Reingester:
         self,
         targets: Sequence[Target],
         on_progress: Callable[[IngestStatus], Awaitable[None]] | None = None,
-    ) -> IngestReport:
-        """Ingest the targets on a worker thread (inside `claim()`), reporting progress."""
+    ) -> ReingestResult:
+        """Ingest the targets on a worker thread (inside `claim()`), reporting progress; gated
+        by the gold questions when the materials have them (ingest/reingest.py)."""
         if not self._claimed:
             raise RuntimeError("Reingester.run() must be called inside claim()")
         status = IngestStatus()
@@ -122,15 +126,19 @@ class Reingester:
         return work.result()
 
     def _ingest(self, targets: list[Target], status: IngestStatus,
-                working: threading.Event) -> IngestReport:
+                working: threading.Event) -> ReingestResult:
         """The worker thread: ingest, then free the slot (even if the command is gone)."""
         s = self.services
         try:
-            return ingest(targets, s.store, s.embedder, s.settings.ingest, False,
-                          StatusProgress(status), timezone=s.settings.course.timezone,
-                          now=s.retriever.clock())
+            return reingest(targets, s.store, s.embedder, s.settings,
+                            progress=StatusProgress(status), now=s.retriever.clock())
         finally:
             working.clear()
+
+    async def switch(self, action: Callable[[], T]) -> T:
+        """Run a promote or rollback on a worker thread, holding the ingest slot."""
+        with self.claim():
+            return await asyncio.to_thread(action)
 
 
 async def _shown(on_progress: Callable[[IngestStatus], Awaitable[None]],
@@ -144,11 +152,17 @@ async def _shown(on_progress: Callable[[IngestStatus], Awaitable[None]],
     return True
 
 
-def report_embed(report: IngestReport, title: str = "Re-ingest finished") -> discord.Embed:
-    """The summary: added / changed / removed / unchanged files and skipped ones with reasons."""
+def report_embed(result: ReingestResult | IngestReport,
+                 title: str = "Re-ingest finished") -> discord.Embed:
+    """The summary: added / changed / removed / unchanged files and skipped ones with reasons;
+    then the gold questions' verdict, if they gated it."""
+    report = result.report if isinstance(result, ReingestResult) else result
+    gate = result.gate if isinstance(result, ReingestResult) else None
+    held = gate is not None and gate.held
     plan = report.plan
-    embed = discord.Embed(title=title, colour=discord.Colour.green() if report.ok
-                          else discord.Colour.red())
+    colour = discord.Colour.red() if not report.ok else (
+        discord.Colour.orange() if held else discord.Colour.green())
+    embed = discord.Embed(title=f"{title}: held, not live" if held else title, colour=colour)
     skipped = report.skipped
     rows = [  # a new or changed file that could not be read is listed as skipped only
         ("Added", [f.source for f in plan.added if f.source not in skipped]),
@@ -168,6 +182,25 @@ def report_embed(report: IngestReport, title: str = "Re-ingest finished") -> dis
                           sorted(report.scheduled.items(), key=lambda item: item[1]))
         embed.add_field(name=f"Scheduled, hidden from students ({len(report.scheduled)})",
                         value=truncate(lines, EMBED_FIELD_VALUE_CHARS), inline=False)
+    if gate is not None:
+        _add_gate(embed, gate)
     embed.set_footer(text=f"{report.chunks_added} chunks embedded · {report.chunks_reused} "
                      f"reused · {report.chunks_removed} removed · {report.seconds:.1f} s")
     return embed
+
+
+def _add_gate(embed: discord.Embed, gate: GateReport) -> None:
+    """The gold questions' verdict, and for a held version the questions that got worse."""
+    checked = f"{len(gate.changes)} checked"
+    if not gate.held:
+        embed.add_field(name="Gold questions", inline=False,
+                        value=f"{checked}, none got worse: version {gate.built} is live "
+                        f"(was {gate.live_before}).")
+        return
+    embed.add_field(name="Gold questions", inline=False,
+                    value=f"{checked}, {len(gate.regressed)} got worse: version "
+                    f"{gate.live_before} stays live; version {gate.built} is held. Promote it "
+                    "with the button below or `/reingest action:promote`.")
+    lines = "\n".join(f"• {c.before.question} — {c.why()}" for c in gate.regressed)
+    embed.add_field(name=f"Got worse ({len(gate.regressed)})", inline=False,
+                    value=truncate(lines, EMBED_FIELD_VALUE_CHARS))

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from cli import bot, checks, core, demos, report, terminal
+from cli import bot, checks, core, demos, report, terminal, versions
 
 # Long-running services log as services do; every other command keeps the terminal quiet.
 SERVICES = {"bot"}
@@ -44,6 +44,7 @@ def create_app() -> typer.Typer:
     checks.register(demo_app)
     bot.register(app)
     report.register(app)
+    versions.register(app)
     return app
 
 

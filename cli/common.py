@@ -28,6 +28,7 @@ from rag.course.schedule import ScheduleError
 from rag.index.chroma_store import StoreError
 from rag.index.locking import DataDirBusy
 from rag.llm.base import LLMError
+from rag.retrieval.gold import GoldSetError
 from rag.retrieval.retriever import NothingIngested
 
 console = Console(stderr=True)
@@ -41,6 +42,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     StoreError,
     DataDirBusy,
     ScheduleError,
+    GoldSetError,
 )
 
 DataDir = Annotated[

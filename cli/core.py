@@ -37,7 +37,7 @@ from cli.common import (
 from cli.health import report as health_report
 from ingest.loaders import printable
 from ingest.pipeline import IngestReport, resolve_targets
-from ingest.pipeline import ingest as run_ingest
+from ingest.reingest import GateReport, reingest
 from rag.answering import gate
 from rag.answering.assistant import Answer, Assistant, Finished, Retrieved, Token
 from rag.index.documents import Hit
@@ -129,17 +129,39 @@ def ingest(
         services = build_services(settings)
         with _progress() as progress:
             sink = RichIngestProgress(progress) if console.is_terminal else PlainIngestProgress()
-            report = run_ingest(
-                targets, services.store, services.embedder, settings.ingest, dry_run, sink,
-                timezone=settings.course.timezone,
-            )
+            result = reingest(targets, services.store, services.embedder, settings,
+                              dry_run=dry_run, progress=sink)
     except USER_ERRORS as exc:
         raise fail(str(exc)) from None
     finally:
         lock.release()
-    _print_report(report)
-    if not report.ok:
+    _print_report(result.report)
+    if not result.report.ok:
         raise fail("nothing could be ingested (see the skipped files above)")
+    if result.gate is not None:
+        print_gate(result.gate)
+        if result.gate.held:
+            raise typer.Exit(HELD_EXIT)
+
+
+# `ingest` exits with this code when the gold questions held the new version back.
+HELD_EXIT = 3
+
+
+def print_gate(gate: GateReport) -> None:
+    """The gold questions' verdict: the version switched to, or the questions that regressed."""
+    checked = f"{len(gate.changes)} gold questions ({gate.gold.name})"
+    if not gate.held:
+        console.print(f"[green]live[/]: version {gate.built} (was {gate.live_before}); "
+                      f"{checked}: none got worse · {gate.seconds:.1f} s")
+    else:
+        console.print(f"[bold yellow]held[/]: version {gate.built} is NOT live; version "
+                      f"{gate.live_before} stays. {len(gate.regressed)} of {checked} got worse:")
+        for change in gate.regressed:
+            console.print(f"  - {escape(change.before.question)}: {escape(change.why())}")
+        console.print(f"Promote it anyway: study-assistant index promote {gate.built}")
+    if gate.pruned:
+        console.print(f"[dim]pruned versions: {', '.join(gate.pruned)}[/]")
 
 
 def _progress() -> Progress:

@@ -25,7 +25,7 @@ from ingest.loaders import SkipFile, open_regular, printable
 from ingest.parse_worker import ParseWorker, chunks_of, parse_outcome
 from rag.config import IngestSettings
 from rag.course.schedule import ASSIGNMENTS_DIR, SCHEDULE_FILE, Schedule, load_schedule
-from rag.index.chroma_store import ChromaStore, ManifestEntry
+from rag.index.chroma_store import ChromaStore, ManifestEntry, variant_id
 from rag.index.documents import Chunk
 
 # Bump when cleaning or chunking changes in a way that should re-process every file.
@@ -251,6 +251,8 @@ def _scan_reason(path: Path, root: Path, settings: IngestSettings) -> str | None
         return "an assignment file (instructor-only: used for hints, never indexed)"
     if path.parent == root and path.name == SCHEDULE_FILE:
         return "the course schedule (release dates and exams; read, not indexed)"
+    if path.parent == root and path.name == settings.gold_file:
+        return "the gold questions (they gate re-ingests; read, not indexed)"
     if path.suffix.lower() not in settings.extensions:
         return f"unsupported file type '{printable(path.suffix or path.name)}'"
     try:
@@ -323,14 +325,15 @@ def run_ingest(
     # embedded mode: the data-dir lock keeps other processes out).
     with store.exclusive(), store.writer_lease():
         store.mark_dirty(True)
-        manifest = store.manifest()
+        shared = store.shares_chunks()
         for source in plan.removed:
             store.forget_file(source)
-            report.chunks_removed += _delete_stale(store, manifest.get(source), ())
         progress.files_started(len(plan.to_process))
         for group in _groups(plan.to_process, settings, report, progress):
-            _index_group(group, store, embedder, manifest, report, progress)
-        _collect_garbage(store, report)
+            _index_group(group, store, embedder, shared, report, progress)
+        # Replaced and removed files' chunks, and any an interrupted run left: whatever no
+        # version lists (older versions, kept for rollback, keep theirs).
+        report.chunks_removed += store.collect_garbage()
         store.mark_dirty(False)
     report.seconds = time.perf_counter() - began
     return report
@@ -423,14 +426,19 @@ def _index_group(
     group: list[tuple[SourceFile, list[Chunk]]],
     store: ChromaStore,
     embedder: DocumentEmbedder,
-    manifest: dict[str, ManifestEntry],
+    shared: bool,
     report: IngestReport,
     progress: IngestProgress,
 ) -> None:
-    """Embed what is new in a group of files, store it, then commit each file."""
+    """Embed what is new in a group of files, store it, then commit each file.
+
+    With `shared`, other versions may list the stored chunks, so a reused chunk whose offsets
+    or release time changed is stored again as a variant record (its vector copied) instead
+    of being edited in place.
+    """
     all_chunks = [c for _, chunks in group for c in chunks]
-    existing = store.existing_ids([c.id for c in all_chunks])
-    fresh = [c for c in all_chunks if c.id not in existing]
+    existing = store.existing_ids([c.id for c in all_chunks] + [variant_id(c) for c in all_chunks])
+    fresh = [c for c in all_chunks if c.id not in existing and variant_id(c) not in existing]
     progress.embedding_started(len(fresh))
     vectors = embedder.embed_documents(
         [c.embedding_text() for c in fresh], on_batch=progress.embedded
@@ -438,34 +446,31 @@ def _index_group(
     report.embedded += len(fresh)
     row = {c.id: i for i, c in enumerate(fresh)}
     for f, chunks in group:
-        new = [c for c in chunks if c.id not in existing]
-        reused = [c for c in chunks if c.id in existing]
+        new = [c for c in chunks if c.id in row]
         store.add_chunks(new, vectors[[row[c.id] for c in new]])
-        store.update_metadata(reused)
-        entry = ManifestEntry(f.source, f.file_hash, tuple(c.id for c in chunks), str(f.root))
+        record = _reuse(store, [c for c in chunks if c.id not in row], existing, shared)
+        entry = ManifestEntry(f.source, f.file_hash,
+                              tuple(record.get(c.id, c.id) for c in chunks), str(f.root))
         store.commit_file(entry)
-        report.chunks_removed += _delete_stale(store, manifest.get(f.source), entry.chunk_ids)
         report.chunks_added += len(new)
-        report.chunks_reused += len(reused)
+        report.chunks_reused += len(chunks) - len(new)
         report.indexed[f.source] = len(chunks)
         progress.file_done(f.source)
 
 
-def _delete_stale(store: ChromaStore, old: ManifestEntry | None, keep: Sequence[str]) -> int:
-    """Delete the chunks an old manifest entry listed that the new one does not."""
-    if old is None:
-        return 0
-    stale = set(old.chunk_ids) - set(keep)
-    store.delete_chunks(stale)
-    return len(stale)
-
-
-def _collect_garbage(store: ChromaStore, report: IngestReport) -> None:
-    """Remove chunks no manifest entry lists (left by an interrupted run)."""
-    live = {cid for e in store.manifest().values() for cid in e.chunk_ids}
-    orphans = store.all_chunk_ids() - live
-    store.delete_chunks(orphans)
-    report.chunks_removed += len(orphans)
+def _reuse(
+    store: ChromaStore, reused: list[Chunk], existing: set[str], shared: bool
+) -> dict[str, str]:
+    """Bring reused chunks' metadata up to date; the record id of each that is not its id."""
+    if not shared:
+        store.update_metadata([c for c in reused if c.id in existing])
+        return {c.id: variant_id(c) for c in reused if c.id not in existing}
+    wanted = {c.id: c.metadata() for c in reused}
+    stored = store.metadatas([c.id for c in reused if c.id in existing])
+    same = {cid for cid, meta in stored.items() if meta == wanted[cid]}
+    copies = [c for c in reused if c.id not in same and variant_id(c) not in existing]
+    store.copy_as_variants(copies)
+    return {c.id: variant_id(c) for c in reused if c.id not in same}
 
 
 def ingest(

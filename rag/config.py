@@ -24,6 +24,9 @@ class StoreSettings(BaseModel):
     port: int = 8000
     ssl: bool = False
     collection: str = "course_materials"
+    # Index versions kept, the live one included (older ones are pruned after each gated
+    # re-ingest); `rollback` needs at least 2.
+    keep_versions: int = Field(default=3, ge=1)
 
 
 class EmbeddingSettings(BaseModel):
@@ -53,6 +56,9 @@ class IngestSettings(BaseModel):
     max_pdf_pages: int = Field(default=1000, gt=0)
     max_text_chars: int = Field(default=5_000_000, gt=0)
     extensions: tuple[str, ...] = (".md", ".markdown", ".txt", ".pdf", ".html", ".htm")
+    # The gold questions, in the materials folder: when the file exists, re-ingests are gated
+    # on them (ingest/reingest.py); never indexed.
+    gold_file: str = "gold_questions.toml"
 
 
 class RetrievalSettings(BaseModel):

@@ -16,13 +16,20 @@ from discord.ext import commands
 from bot import render, uploads, usage, usage_chart
 from bot.access import instructors_only
 from bot.ingesting import IngestStatus, report_embed
+from bot.promote import held_view
 from ingest.pipeline import Target
+from rag.index import versions
 
 if TYPE_CHECKING:
     from bot.client import StudyBot
 
 log = logging.getLogger("bot")
 CHART = "usage.png"
+ACTIONS = [
+    app_commands.Choice(name="re-ingest what changed (default)", value="run"),
+    app_commands.Choice(name="promote the held re-ingest", value="promote"),
+    app_commands.Choice(name="roll back to the previous version", value="rollback"),
+]
 
 
 class InstructorCog(commands.Cog):
@@ -40,33 +47,54 @@ class InstructorCog(commands.Cog):
         embed = discord.Embed(title="Re-ingesting…", description=status.line())
         await interaction.edit_original_response(embed=embed)
 
-    async def _summary(self, interaction: discord.Interaction, embed: discord.Embed) -> None:
+    async def _summary(self, interaction: discord.Interaction, embed: discord.Embed,
+                       view: discord.ui.View | None = None) -> None:
         """The summary replaces the progress message; when that cannot be edited any more (an
         ingest that outlived the 15-minute interaction token, a deleted message), it is posted
         in the channel, naming the instructor with mentions off."""
         try:
-            await interaction.edit_original_response(embed=embed)
+            await interaction.edit_original_response(embed=embed, view=view)
         except discord.HTTPException as exc:
             if interaction.channel is None:
                 raise
             log.warning("could not edit the re-ingest reply (%s); posting the summary", exc)
             await interaction.channel.send(  # type: ignore[union-attr]
                 f"{interaction.user.mention}, the ingest finished:", embed=embed,
-                allowed_mentions=discord.AllowedMentions.none(),
+                allowed_mentions=discord.AllowedMentions.none(), view=view,
             )
 
     @app_commands.command(description="Re-read the course materials (only what changed)")
+    @app_commands.describe(action="Re-ingest (default), promote a held re-ingest, or roll back")
+    @app_commands.choices(action=ACTIONS)
     @app_commands.guild_only()
     @instructors_only
-    async def reingest(self, interaction: discord.Interaction) -> None:
-        """Incremental ingest of the materials folder, with progress and a summary."""
+    async def reingest(
+        self, interaction: discord.Interaction, action: app_commands.Choice[str] | None = None
+    ) -> None:
+        """Incremental ingest of the materials folder, with progress and a summary (gated by
+        the gold questions, if any); or promote the held version, or roll back."""
+        if action is not None and action.value != "run":
+            await self._switch(interaction, action.value)
+            return
         target = Target(Path(self.bot.settings.materials_dir).resolve())
         with self.bot.reingester.claim():
             await interaction.response.defer(thinking=True)
-            report = await self.bot.reingester.run(
+            result = await self.bot.reingester.run(
                 [target], lambda status: self._progress(interaction, status)
             )
-        await self._summary(interaction, report_embed(report))
+        await self._summary(interaction, report_embed(result), held_view(result))
+
+    async def _switch(self, interaction: discord.Interaction, action: str) -> None:
+        """Promote the held version or roll back, and say which version is live now."""
+        store = self.bot.services.store
+        await interaction.response.defer(thinking=True)
+        if action == "promote":
+            record = await self.bot.reingester.switch(lambda: versions.promote(store))
+            text = f"Version {record.version} is live (promoted although gold questions got worse)."
+        else:
+            was, now = await self.bot.reingester.switch(lambda: versions.rollback(store))
+            text = f"Rolled back: version {now} is live (was {was})."
+        await interaction.edit_original_response(content=text)
 
     @app_commands.command(description="Add a PDF, Markdown or text file to the materials")
     @app_commands.describe(file="The file", overwrite="Replace a file of the same name")
@@ -87,9 +115,9 @@ class InstructorCog(commands.Cog):
             uploads.check_content(name, data)
             await asyncio.to_thread(uploads.save_atomically, path, data)
             root = Path(settings.materials_dir).resolve()
-            report = await self.bot.reingester.run([Target(root, path)])
-        summary = report_embed(report, f"Added {folder}/{name}")
-        await self._summary(interaction, summary)
+            result = await self.bot.reingester.run([Target(root, path)])
+        summary = report_embed(result, f"Added {folder}/{name}")
+        await self._summary(interaction, summary, held_view(result))
 
     @app_commands.command(description="Questions, feedback, latency, a chart and coverage gaps")
     @app_commands.describe(days="The period, in days (default 7)")

@@ -1,8 +1,12 @@
 """Chroma storage for chunks, and the manifest that decides which chunks are live.
 
-Two collections: `<name>` holds chunk texts, embeddings and metadata; `<name>__manifest` holds
-one record per ingested file (its hash and the ids of its chunks). A chunk is visible to search
-only when the manifest lists it. Ingest writes a file's chunks first and its manifest record
+`<name>` holds chunk texts, embeddings and metadata: one pool shared by every index version. A
+version is a manifest collection with one record per ingested file (its hash and the ids of its
+chunks): `<name>__manifest` for version 0, `<name>__manifest__v<N>` for later ones. A chunk is
+visible to search only when the live version's manifest lists it. `<name>__versions` holds the
+pointer naming the live version (one record: switching versions is one atomic upsert), one
+record per version, and the writer lease; see rag/index/versions.py for building, promoting,
+rolling back and pruning versions. Ingest writes a file's chunks first and its manifest record
 last, so killing the process at any moment leaves every file either at its old version or at
 its new one, never half-indexed. Unlisted chunks are garbage and are removed by the next ingest.
 
@@ -16,7 +20,9 @@ embedded mode the data-dir lock (rag/index/locking.py) does that job.
 
 from __future__ import annotations
 
+import copy
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -39,6 +45,8 @@ from rag.index.documents import Chunk
 VERSION_ID = "__version__"
 DIRTY_ID = "__ingest_in_progress__"
 LEASE_ID = "__writer_lease__"
+LIVE_ID = "__live__"
+BASE_VERSION = "0"
 _RESERVED = {VERSION_ID, DIRTY_ID, LEASE_ID}
 # Manifest records carry no meaningful vector; Chroma still wants one.
 _NO_VECTOR = [1.0]
@@ -90,6 +98,13 @@ class StoredChunk:
     id: str
     chunk: Chunk
     embedding: np.ndarray
+
+
+def variant_id(chunk: Chunk) -> str:
+    """The record id of a chunk stored again with other metadata (offsets, release time)
+    because an older version lists its first record."""
+    meta = json.dumps(chunk.metadata(), sort_keys=True)
+    return hashlib.sha256(f"{chunk.id}|{meta}".encode()).hexdigest()[:32]
 
 
 def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -200,6 +215,7 @@ class ChromaStore:
         with self._writers_guard:
             self._writer = self._writers.setdefault(f"{where}/{collection}", threading.RLock())
         self.client = _Guarded(client, self.server) if self.server else client
+        self.collection = collection
         self.chunks = self._wrap(
             self.client.get_or_create_collection(
                 collection,
@@ -208,13 +224,14 @@ class ChromaStore:
                 embedding_function=None,
             )
         )
-        self.manifest_collection = self._wrap(
-            self.client.get_or_create_collection(
-                f"{collection}__manifest", embedding_function=None
-            )
+        self.control = self._wrap(
+            self.client.get_or_create_collection(f"{collection}__versions",
+                                                 embedding_function=None)
         )
         self.max_batch = int(self.client.get_max_batch_size())
-        self._lease: WriterLease | None = None
+        # Shared by every view of this store (`at`): the held lease and the collections cache.
+        self._shared: dict[str, Any] = {"lease": None, "manifests": {}}
+        self._bound: str | None = None
         self._check_embedder()
 
     def _wrap(self, collection: Any) -> Any:
@@ -227,6 +244,80 @@ class ChromaStore:
                 f"The index was built with embedder '{stored}' but '{self.embedder_name}' is "
                 "configured. Re-create the index (delete the data dir or use another collection)."
             )
+
+    # -- versions ---------------------------------------------------------------------------
+
+    def live_version(self) -> str:
+        """The version searches use: the pointer record's (version 0 before any switch)."""
+        got = self.control.get(ids=[LIVE_ID], include=["metadatas"])
+        return str(got["metadatas"][0]["version"]) if got["ids"] else BASE_VERSION
+
+    @property
+    def bound_version(self) -> str:
+        """The version this store reads and writes: its own if bound (`at`), else the live one."""
+        return self._bound or self.live_version()
+
+    def at(self, version: str) -> ChromaStore:
+        """A view of this store bound to one version's manifest (the chunk pool is shared)."""
+        view = copy.copy(self)
+        view._bound = version
+        return view
+
+    def pinned(self, token: str) -> ChromaStore:
+        """A view bound to the version a `version()` token was read from."""
+        return self.at(token.split(":", 1)[0])
+
+    def manifest_name(self, version: str) -> str:
+        """The collection holding one version's manifest."""
+        if version == BASE_VERSION:
+            return f"{self.collection}__manifest"
+        return f"{self.collection}__manifest__v{version}"
+
+    def manifest_of(self, version: str) -> Any:
+        """One version's manifest collection (created on first use)."""
+        cache = self._shared["manifests"]
+        if version not in cache:
+            cache[version] = self._wrap(
+                self.client.get_or_create_collection(self.manifest_name(version),
+                                                     embedding_function=None)
+            )
+        return cache[version]
+
+    def drop_manifest(self, version: str) -> None:
+        """Delete one version's manifest collection (its chunks become garbage)."""
+        self._shared["manifests"].pop(version, None)
+        try:
+            self.client.delete_collection(self.manifest_name(version))
+        except Exception as exc:  # noqa: BLE001 - already gone (NotFoundError, ValueError)
+            log.debug("manifest of version %s already gone: %s", version, exc)
+
+    def known_versions(self) -> set[str]:
+        """Every version with a manifest: registered ones, the live one, and this view's."""
+        got = self.control.get(where={"kind": "version"}, include=[])
+        return {rid.removeprefix("v:") for rid in got["ids"]} | {self.live_version(),
+                                                                 self.bound_version}
+
+    def shares_chunks(self) -> bool:
+        """Whether other versions may list this version's chunks (so none is edited in place)."""
+        return len(self.known_versions()) > 1
+
+    def listed_ids(self, versions: Iterable[str]) -> set[str]:
+        """Every chunk id the manifests of these versions list."""
+        listed: set[str] = set()
+        for version in versions:
+            listed.update(c for e in self.at(version).manifest().values() for c in e.chunk_ids)
+        return listed
+
+    def collect_garbage(self) -> int:
+        """Delete the chunks no version lists (stale, or left by an interrupted run); how many."""
+        orphans = self.all_chunk_ids() - self.listed_ids(self.known_versions())
+        self.delete_chunks(orphans)
+        return len(orphans)
+
+    @property
+    def manifest_collection(self) -> Any:
+        """The manifest of the version this store is bound to."""
+        return self.manifest_of(self.bound_version)
 
     # -- manifest ---------------------------------------------------------------------------
 
@@ -247,11 +338,12 @@ class ChromaStore:
         return entries
 
     def version(self) -> str:
-        """An opaque token that changes whenever the set of live chunks changes."""
-        got = self.manifest_collection.get(ids=[VERSION_ID], include=["metadatas"])
-        if not got["ids"]:
-            return ""
-        return str(got["metadatas"][0]["version"])
+        """An opaque token that changes whenever the set of live chunks changes: the version
+        searched, then a token its manifest changes at every commit (see `pinned`)."""
+        version = self.bound_version
+        got = self.manifest_of(version).get(ids=[VERSION_ID], include=["metadatas"])
+        token = str(got["metadatas"][0]["version"]) if got["ids"] else ""
+        return f"{version}:{token}"
 
     def _bump_version(self) -> None:
         self.manifest_collection.upsert(
@@ -314,22 +406,23 @@ class ChromaStore:
     @contextmanager
     def writer_lease(self, ttl_s: float = LEASE_TTL_S) -> Iterator[None]:
         """Hold the server's writer lease while writing (embedded: the data-dir lock does)."""
-        if self.server is None:
+        if self.server is None or self._shared["lease"] is not None:  # embedded, or held
             yield
             return
         lease = WriterLease(self, ttl_s)
         lease.acquire()
         lease.keep_renewed()
-        self._lease = lease
+        self._shared["lease"] = lease
         try:
             yield
         finally:
-            self._lease = None
+            self._shared["lease"] = None
             lease.release()
 
     def _check_lease(self) -> None:
         """Refuse to write once our lease was lost (it lapsed and another ingest took it)."""
-        if self._lease is not None and self._lease.lost:
+        lease = self._shared["lease"]
+        if lease is not None and lease.lost:
             raise StoreBusy(
                 f"This ingest lost its writer lease on the Chroma server at {self.server} "
                 "(it lapsed and another ingest took over); stopping before writing more."
@@ -355,6 +448,27 @@ class ChromaStore:
             self.chunks.upsert(
                 ids=[c.id for c in part],
                 embeddings=embeddings[start : start + self.max_batch],
+                documents=[c.text for c in part],
+                metadatas=[c.metadata() for c in part],
+            )
+
+    def metadatas(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Stored metadata by id (missing ids are left out)."""
+        found: dict[str, dict[str, Any]] = {}
+        for part in _batches(list(ids), self.max_batch):
+            got = self.chunks.get(ids=list(part), include=["metadatas"])
+            found.update(zip(got["ids"], (dict(m) for m in got["metadatas"]), strict=True))
+        return found
+
+    def copy_as_variants(self, chunks: Sequence[Chunk]) -> None:
+        """Store chunks whose text is stored under their id with other metadata as new records
+        (`variant_id`), reusing the stored vectors: records other versions list stay as they
+        are."""
+        stored = {s.id: s.embedding for s in self.get_chunks([c.id for c in chunks])}
+        for part in _batches(list(chunks), self.max_batch):
+            self.chunks.upsert(
+                ids=[variant_id(c) for c in part],
+                embeddings=np.stack([stored[c.id] for c in part]),
                 documents=[c.text for c in part],
                 metadatas=[c.metadata() for c in part],
             )
@@ -471,7 +585,7 @@ class WriterLease:
         self._since = self._since or now
         record = {"owner": self.owner, "holder": self.holder, "since": self._since,
                   "expires": now + self.ttl_s}
-        self.store.manifest_collection.add(  # add never overwrites: the first writer wins
+        self.store.control.add(  # add never overwrites: the first writer wins
             ids=[LEASE_ID], embeddings=[_NO_VECTOR], documents=[""], metadatas=[record]
         )
         current = self._read()
@@ -480,11 +594,11 @@ class WriterLease:
             raise StoreBusy(self._busy_message(current or {}, now))
 
     def _read(self) -> dict[str, Any] | None:
-        got = self.store.manifest_collection.get(ids=[LEASE_ID], include=["metadatas"])
+        got = self.store.control.get(ids=[LEASE_ID], include=["metadatas"])
         return dict(got["metadatas"][0]) if got["ids"] else None
 
     def _delete_if_owner(self, owner: str) -> None:
-        self.store.manifest_collection.delete(ids=[LEASE_ID], where={"owner": owner})
+        self.store.control.delete(ids=[LEASE_ID], where={"owner": owner})
 
     def _busy_message(self, current: dict[str, Any], now: float) -> str:
         holder = current.get("holder", "another process")

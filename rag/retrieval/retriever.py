@@ -116,7 +116,9 @@ class Retriever:
             self._lock.release()
 
     def _build(self, version: str) -> _Snapshot:
-        ids = [cid for e in self.store.manifest().values() for cid in e.chunk_ids]
+        """The snapshot of the version the token names (read through a view pinned to it, so
+        a switch in between cannot mix two versions)."""
+        ids = [cid for e in self.store.pinned(version).manifest().values() for cid in e.chunk_ids]
         pairs = list(self.store.iter_chunks(ids))
         bm25 = BM25Index([p[0] for p in pairs], (p[1].lexical_text() for p in pairs))
         live = frozenset(bm25.ids)
@@ -159,10 +161,7 @@ class Retriever:
     ) -> list[Candidate]:
         n = self.settings.candidates
         hidden = len(snap.live) - len(visible)
-        # Over-fetch dense results: chunks an ingest has written but not yet committed are
-        # stored but not live, and must not crowd out live ones.
-        nearest = self.store.query(query_vec, 2 * n, released_at)
-        dense = [(cid, s) for cid, s in nearest if cid in visible][:n]
+        dense = self._dense(query_vec, n, visible, released_at)
         lexical = [(cid, s) for cid, s in snap.bm25.search(query.terms, n + hidden)
                    if cid in visible][:n]
         dense_rank = {cid: r for r, (cid, _) in enumerate(dense)}
@@ -190,6 +189,20 @@ class Retriever:
                 )
             )
         return out
+
+    def _dense(
+        self, query_vec: np.ndarray, n: int, visible: frozenset[str], released_at: float | None
+    ) -> list[tuple[str, float]]:
+        """The n nearest visible chunks. The pool also holds chunks that are not live (written
+        by an unfinished ingest, or listed only by other versions): fetch twice as many, and
+        more while they crowd out live ones."""
+        want = 2 * n
+        while True:
+            nearest = self.store.query(query_vec, want, released_at)
+            dense = [(cid, s) for cid, s in nearest if cid in visible][:n]
+            if len(dense) >= min(n, len(visible)) or len(nearest) < want:
+                return dense
+            want *= 4
 
     def _diversify(self, candidates: list[Candidate], k: int) -> list[Candidate]:
         """Maximal marginal relevance over fused scores, with a cap per section and no two

@@ -16,6 +16,8 @@ from tests.bot.test_commands import attachment, callback
 from tests.conftest import make_settings, run
 from tests.ingest.test_pipeline import assert_consistent
 from tests.ingest.test_pipeline_concurrency import GatedEmbedder
+from tests.ingest.test_reingest import LORA_Q, gated_settings, ingested, regate
+from tests.ingest.test_reingest import NOTES as COURSE_NOTES
 
 INSTRUCTOR = Person(2001, "prof", roles=(), permissions=MANAGE_GUILD_PERMISSIONS)
 STUDENT = Person(1001, "ana")
@@ -151,3 +153,42 @@ async def test_a_summary_whose_interaction_expired_is_posted_in_the_channel(
     assert [r.payload["embeds"][0]["title"] for r in posted] == ["Re-ingest finished"]
     assert posted[0].payload["embeds"][0]["fields"][0]["value"] == "zorblax.md"
     assert posted[0].payload["allowed_mentions"] == {"parse": []}
+
+
+async def test_a_held_reingest_names_the_question_and_instructors_promote_then_roll_back(
+    make_harness, tmp_path, embedder
+):
+    settings = gated_settings(tmp_path).model_copy(update={"llm": FAST_LLM})
+    services = ingested(settings, embedder)
+    services.retriever.refresh_interval_s = 0.0
+    (settings.materials_dir / "notes.md").write_text(COURSE_NOTES)
+    first = regate(services).gate
+    assert first is not None
+    (settings.materials_dir / "lora.md").unlink()
+    harness = await make_harness(services)
+    token = harness.command("reingest", INSTRUCTOR)
+    await harness.settle()
+    summary = harness.fake.originals[token]
+    embed = summary["embeds"][0]
+    assert embed["title"] == "Re-ingest finished: held, not live"
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    assert LORA_Q in fields["Got worse (1)"] and "stays live" in fields["Gold questions"]
+    button = summary["components"][0]["components"][0]
+    built = button["custom_id"].rsplit(":", 1)[1]
+    assert services.store.live_version() == first.built != built
+
+    refused = harness.click(summary, button["custom_id"], STUDENT)
+    await harness.settle()
+    assert "Only instructors" in harness.for_token(refused)[-1].payload["data"]["content"]
+    assert services.store.live_version() == first.built
+
+    harness.click(summary, button["custom_id"], INSTRUCTOR)
+    await harness.settle()
+    assert services.store.live_version() == built
+    assert "lora.md" not in {h.chunk.source for h in services.retriever.search(LORA_Q, 5)}
+
+    back = harness.command("reingest", INSTRUCTOR, action="rollback")
+    await harness.settle()
+    assert harness.fake.originals[back]["content"] == (
+        f"Rolled back: version {first.built} is live (was {built}).")
+    assert "lora.md" in {h.chunk.source for h in services.retriever.search(LORA_Q, 5)}

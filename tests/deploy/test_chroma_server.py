@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from cli.app import app
 from rag.answering.assistant import Answer
 from rag.config import Settings, StoreSettings
+from rag.index import versions
 from rag.index.chroma_store import (
     ChromaStore,
     StoreBusy,
@@ -35,6 +36,14 @@ from tests.bot.conftest import FAST_LLM, make_harness  # noqa: F401  (the bot ha
 from tests.bot.fake_discord import Person
 from tests.conftest import PAPER, REPO, run, services_for
 from tests.deploy.conftest import ChromaServer, free_port
+from tests.ingest.test_reingest import (
+    LORA_Q,
+    NOTES,
+    gated_settings,
+    ingested,
+    regate,
+    sources,
+)
 
 QUESTIONS = (
     "What is attention in a Transformer?",
@@ -325,3 +334,28 @@ def _consistent_totals(old: dict[str, tuple[str, ...]], new: dict[str, tuple[str
     """Every live-chunk count possible when each file is wholly at its old or new version."""
     choices = [{len(old.get(s, ())), len(new.get(s, ()))} for s in set(old) | set(new)]
     return {sum(combo) for combo in itertools.product(*choices)}
+
+
+def test_a_gated_reingest_on_the_server_switches_another_clients_searches(
+    chroma, embedder, tmp_path
+):
+    base = gated_settings(tmp_path)
+    store = StoreSettings(host=chroma.host, port=chroma.port,
+                          collection=f"t{uuid.uuid4().hex[:12]}")
+    writer = ingested(base.model_copy(update={"store": store}), embedder)
+    reader = build_services(base.model_copy(update={"store": store, "data_dir": tmp_path / "b"}),
+                            embedder=embedder)  # another process: its own client
+    reader.retriever.refresh_interval_s = 0.0
+    (base.materials_dir / "notes.md").write_text(NOTES)
+    first = regate(writer).gate
+    assert first is not None and not first.held
+    assert "lora.md" in sources(reader, LORA_Q)
+    (base.materials_dir / "lora.md").unlink()
+    gate = regate(writer).gate
+    assert gate is not None and [c.before.question for c in gate.regressed] == [LORA_Q]
+    assert "lora.md" in sources(reader, LORA_Q)  # held: the live version stays
+    versions.promote(writer.store)
+    assert "lora.md" not in sources(reader, LORA_Q)
+    assert versions.rollback(writer.store) == (gate.built, first.built)
+    assert "lora.md" in sources(reader, LORA_Q)
+    assert not (tmp_path / "data" / "chroma").exists()

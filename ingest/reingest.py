@@ -1,0 +1,180 @@
+"""The one re-ingest entry point (CLI `ingest`, the bot's /reingest and /upload, FAQ files).
+
+Without a gold set in the materials folder it is the plain incremental ingest, in place, as it
+always was. With one, a re-ingest that changes anything is gated:
+
+1. a new index version is registered beside the live one, starting as a copy of the live
+   manifest (rag/index/versions.py), and the incremental ingest runs against it: unchanged
+   files cost nothing, unchanged chunks of changed files keep their stored embeddings;
+2. the gold questions run against the live version and the new one;
+3. if no question got worse, the pointer is switched to the new version (one atomic write);
+   otherwise the live version stays and the new one is kept, held, for `promote`;
+4. versions beyond `store.keep_versions` are pruned and chunks no version lists are deleted.
+
+Searches read only the live version, so they never see the new one before step 3. A build
+killed at any point leaves the live version serving; the next write drops what it left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ingest.pipeline import (
+    IngestPlan,
+    IngestProgress,
+    IngestReport,
+    SourceFile,
+    Target,
+    ingest,
+    make_plan,
+    pipeline_id,
+    run_ingest,
+    scan,
+)
+from rag.config import Settings
+from rag.index import versions
+from rag.index.chroma_store import ChromaStore
+from rag.index.embedder import Embedder
+from rag.retrieval.gold import (
+    GoldChange,
+    GoldResult,
+    GoldSet,
+    compare,
+    evaluate,
+    load_gold_set,
+    results_from_json,
+    results_json,
+)
+from rag.retrieval.retriever import Retriever
+
+
+@dataclass
+class GateReport:
+    """What the gold questions decided about one re-ingest."""
+
+    gold: Path
+    live_before: str
+    built: str
+    live_after: str
+    changes: list[GoldChange] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def held(self) -> bool:
+        """The new version was kept back: some gold question got worse."""
+        return self.live_after != self.built
+
+    @property
+    def regressed(self) -> list[GoldChange]:
+        """The gold questions that got worse."""
+        return [c for c in self.changes if c.worse]
+
+
+@dataclass
+class ReingestResult:
+    """An ingest report, and the gate's verdict when a gold set gated it."""
+
+    report: IngestReport
+    gate: GateReport | None = None
+
+
+def gold_path(settings: Settings) -> Path:
+    """Where the gold questions live: in the materials folder."""
+    return Path(settings.materials_dir) / settings.ingest.gold_file
+
+
+def reingest(
+    targets: Sequence[Target],
+    store: ChromaStore,
+    embedder: Embedder,
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    progress: IngestProgress | None = None,
+    now: float | None = None,
+) -> ReingestResult:
+    """Ingest the targets: gated by the gold set if there is one, else in place."""
+    gold = load_gold_set(gold_path(settings), settings.retrieval.k)
+    timezone = settings.course.timezone
+    if gold is None or dry_run:
+        return ReingestResult(ingest(targets, store, embedder, settings.ingest, dry_run,
+                                     progress, timezone=timezone, now=now))
+    files, skipped = scan(targets, settings.ingest, pipeline_id(settings.ingest, embedder.name),
+                          timezone)
+    now = time.time() if now is None else now
+    with store.exclusive(), store.writer_lease():
+        live = store.live_version()
+        plan = make_plan(files, skipped, store.at(live), targets)
+        if not (plan.removed or plan.to_process or store.at(live).is_dirty()):
+            report = IngestReport(plan=plan, skipped=dict(plan.skipped))
+        else:
+            return _gated(plan, store, embedder, settings, gold, progress, files, now)
+    report.scheduled = {f.source: f.release_at for f in files
+                        if f.release_at > now and f.source not in report.skipped}
+    return ReingestResult(report)
+
+
+def _gated(
+    plan: IngestPlan,
+    store: ChromaStore,
+    embedder: Embedder,
+    settings: Settings,
+    gold: GoldSet,
+    progress: IngestProgress | None,
+    files: list[SourceFile],
+    now: float,
+) -> ReingestResult:
+    """Build a new version, run the gold set on both, switch or hold, prune."""
+    began = time.perf_counter()
+    live = store.live_version()
+    versions.discard_unfinished(store)
+    built = versions.begin(store)
+    report = run_ingest(plan, store.at(built), embedder, settings.ingest, progress)
+    report.scheduled = {f.source: f.release_at for f in files
+                        if f.release_at > now and f.source not in report.skipped}
+    after = _evaluate(gold, store.at(built), embedder, settings)
+    changes = compare(_live_results(gold, store, live, embedder, settings), after)
+    gate = GateReport(gold.path, live, built, live, changes)
+    if gate.regressed:
+        versions.hold(store, built, versions.report_json([c.as_json() for c in changes]))
+    else:
+        key = _gold_key(gold, store.at(built), embedder, settings)
+        versions.switch(store, built, key, results_json(after))
+        gate.live_after = built
+    gate.pruned = versions.prune(store, settings.store.keep_versions)
+    report.chunks_removed += store.collect_garbage()
+    gate.seconds = time.perf_counter() - began
+    return ReingestResult(report, gate)
+
+
+def _gold_key(gold: GoldSet, store: ChromaStore, embedder: Embedder, settings: Settings) -> str:
+    """What gold results depend on: the set, the retrieval settings, the embedder, and the
+    version's manifest token (an in-place ingest changes it)."""
+    used = json.dumps([gold.digest, gold.k, settings.retrieval.model_dump(), embedder.name])
+    return f"{hashlib.sha256(used.encode()).hexdigest()[:16]}|{store.version()}"
+
+
+def _live_results(
+    gold: GoldSet, store: ChromaStore, live: str, embedder: Embedder, settings: Settings
+) -> list[GoldResult]:
+    """The live version's gold results: those stored when it went live if they still hold
+    (same set, settings and manifest), else measured now."""
+    view = store.at(live)
+    record = versions.record_of(store, live)
+    if record is not None and record.gold and record.gold_key == _gold_key(gold, view, embedder,
+                                                                           settings):
+        return results_from_json(record.gold)
+    return _evaluate(gold, view, embedder, settings)
+
+
+def _evaluate(
+    gold: GoldSet, store: ChromaStore, embedder: Embedder, settings: Settings
+) -> list[GoldResult]:
+    """The gold results of one version, through a retriever pinned to it."""
+    return evaluate(gold, Retriever(store, embedder, settings.retrieval))
