@@ -104,6 +104,19 @@ def is_instructor(
     return any(str(r.id) in wanted or r.name.casefold() in wanted for r in roles_of(user))
 
 
+def is_ta(settings: DiscordSettings, user: discord.abc.User, perms: discord.Permissions) -> bool:
+    """An instructor, or a member with the configured TA role."""
+    role = settings.ta_role_id
+    if role is not None and any(r.id == role for r in roles_of(user)):
+        return True
+    return is_instructor(settings, user, perms)
+
+
+def in_ta_channel(settings: DiscordSettings, channel: Any) -> bool:
+    """Whether a channel is the TA channel or one of its threads (where TAs answer)."""
+    return settings.ta_channel_id is not None and settings.ta_channel_id in channel_ids(channel)
+
+
 def _settings(interaction: discord.Interaction) -> DiscordSettings:
     return interaction.client.settings.discord  # type: ignore[attr-defined]
 
@@ -141,6 +154,16 @@ def instructor_check(interaction: discord.Interaction) -> bool:
     return True
 
 
+def ta_check(interaction: discord.Interaction) -> bool:
+    """App-command check: only TAs and instructors, and only inside a course server."""
+    settings = _settings(interaction)
+    if interaction.guild is None or interaction.guild_id not in settings.served_guilds():
+        raise NotAllowed("TA tools work only inside the course server.")
+    if not is_ta(settings, interaction.user, interaction.permissions):
+        raise NotAllowed("Only TAs and instructors can use this.")
+    return True
+
+
 async def served_here(interaction: discord.Interaction) -> bool:
     """The command tree's first check: interactions from other servers are refused (with a
     reply) and logged; autocomplete there gets nothing."""
@@ -156,3 +179,4 @@ async def served_here(interaction: discord.Interaction) -> bool:
 
 students_only = app_commands.check(student_check)
 instructors_only = app_commands.check(instructor_check)
+tas_only = app_commands.check(ta_check)

@@ -274,10 +274,14 @@ class Answerer:
             self.questions.record, self._logged(answer, user_id, channel_id)
         )
         messages = render.answer_messages(answer, grounding)
-        await self._deliver(reply, lambda: reply.show(messages[0], view=answer_view(question_id)))
+        await self._deliver(reply, lambda: reply.show(messages[0], view=self._view(question_id)))
         for embeds in messages[1:]:
             await self._deliver(reply, lambda e=embeds: reply.more(e))  # type: ignore[misc]
         return answer
+
+    def _view(self, question_id: int) -> discord.ui.View:
+        """The answer's buttons; "Ask a TA" only where a TA channel is configured."""
+        return answer_view(question_id, ask_ta=self.settings.ta_channel_id is not None)
 
     async def _draft(self, reply: Reply, embeds: list[discord.Embed]) -> None:
         """Show something that may be skipped: only when the channel has room; a 429 quiets

@@ -13,12 +13,15 @@ from discord.ext import commands
 
 from bot.access import channel_ids, guild_served, served_here
 from bot.answering import Answerer
-from bot.cogs import accuracy, ask, checks, course, demos, instructor, mentions
+from bot.cogs import accuracy, ask, checks, course, demos, instructor, mentions, ta
 from bot.conversations import Conversations
 from bot.errors import ExamInProgress, report_error
+from bot.escalating import Escalations
+from bot.escalation_log import EscalationLog
 from bot.ingesting import Reingester
 from bot.promote import PromoteButton
 from bot.storage import QuestionLog, user_hash_key
+from bot.ta_views import AddToFAQButton, AnswerButton, AskTAButton
 from bot.views import FeedbackButton, SourcesButton
 from rag.config import DiscordSettings
 from rag.services import Services
@@ -83,6 +86,10 @@ class StudyBot(commands.Bot):
                                  course=services.course_assistant)
         self.conversations = Conversations(self, self.answerer, settings.discord)
         self.reingester = Reingester(services)
+        # In the question log's file, beside the questions it refers to.
+        self.escalation_log = EscalationLog(questions.path)
+        self.escalations = Escalations(self, self.escalation_log, settings, self.reingester,
+                                       self.answerer.user_hash)
         self.warm_up = warm_up
 
     async def setup_hook(self) -> None:
@@ -95,14 +102,21 @@ class StudyBot(commands.Bot):
             checks.ChecksCog(self),
             course.CourseCog(self),
             accuracy.AccuracyCog(self),
+            ta.TACog(self),
         )
         for cog in cogs:
             await self.add_cog(cog)
-        self.add_dynamic_items(FeedbackButton, SourcesButton, PromoteButton)
+        self.add_dynamic_items(FeedbackButton, SourcesButton, PromoteButton, AskTAButton,
+                               AnswerButton, AddToFAQButton)
         self.check_message_content()
         await self.sync_commands()
         if self.warm_up:
             await self.load_models()
+
+    async def close(self) -> None:
+        """Log out, then close the escalation log (the question log is its owner's)."""
+        await super().close()
+        self.escalation_log.close()
 
     async def on_message(self, message: discord.Message) -> None:
         """No prefix commands: messages are handled by the mention cog only."""

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot.access import NOT_SERVED, channel_allowed, guild_served, is_instructor, member_allowed
+from bot.access import (
+    NOT_SERVED,
+    channel_allowed,
+    guild_served,
+    in_ta_channel,
+    is_instructor,
+    member_allowed,
+)
 from bot.answering import Answerer, ChannelReply, course_channel
 from bot.errors import friendly_message, new_error_id
 from bot.limits import thread_name
@@ -69,6 +76,8 @@ class Conversations:
         mentioned = me in message.mentions
         if not (mentioned or dm or is_our_thread(channel, me)):
             return
+        if in_ta_channel(self.settings, channel):
+            return  # TAs answer escalations there (bot/escalating.py), not the bot
         if not mentioned and not question_text(message.content):
             return  # a sticker, an image, or any message without the Message Content intent
         if not guild_served(self.settings, message.guild.id if message.guild else None):

@@ -43,7 +43,8 @@ Demos of how LLMs work: **/nexttoken** `prompt` (the next-token distribution, st
 
 Instructors: **/reingest** (re-read the materials), **/upload** `file` (add a PDF, Markdown or
 text file), **/stats** `[days]` (questions, abstentions, feedback, latency, a chart per day, and
-the groups of questions the materials did not cover)."""
+the groups of questions the materials did not cover).
+TAs: **/escalations** (questions students sent to the TAs, not yet answered)."""
 
 
 def where(source: str, page: int | None, section: str) -> str:

@@ -1,4 +1,4 @@
-"""The buttons under an answer: 👍 / 👎 feedback and Sources.
+"""The buttons under an answer: 👍 / 👎 feedback, Sources, and Ask a TA (bot/ta_views.py).
 
 They are dynamic items: the question id lives in the custom id, so the buttons keep working
 after a restart (the passages come from the question log, not from memory).
@@ -14,6 +14,7 @@ import discord
 from bot import render
 from bot.access import NOT_SERVED, guild_served
 from bot.errors import NotAllowed, report_error
+from bot.ta_views import AskTAButton
 
 if TYPE_CHECKING:
     from bot.client import StudyBot
@@ -106,10 +107,12 @@ class SourcesButton(discord.ui.DynamicItem[discord.ui.Button], template=r"sa:src
             await report_error(interaction, exc)
 
 
-def answer_view(question_id: int) -> discord.ui.View:
-    """The buttons under a finished answer."""
+def answer_view(question_id: int, ask_ta: bool = False) -> discord.ui.View:
+    """The buttons under a finished answer ("Ask a TA" when a TA channel is configured)."""
     view = discord.ui.View(timeout=None)
     view.add_item(FeedbackButton(question_id, "up"))
     view.add_item(FeedbackButton(question_id, "down"))
     view.add_item(SourcesButton(question_id))
+    if ask_ta:
+        view.add_item(AskTAButton(question_id))
     return view

@@ -160,6 +160,13 @@ class DiscordSettings(BaseModel):
     # made on first start in `<data dir>/user-hash.key` (mode 0600). Set it only to share one
     # key between bot hosts; anyone who has it can test which member wrote a logged question.
     user_hash_salt: SecretStr | None = None
+    # Ask a TA (README, "For TAs"): the text or forum channel where an escalation opens a
+    # thread (unset: no "Ask a TA" button), the role that thread mentions (the only mention the
+    # bot ever sends) and that, with the instructors, may answer and approve FAQ entries, and
+    # how many escalations one user may send per hour.
+    ta_channel_id: int | None = None
+    ta_role_id: int | None = None
+    escalations_per_hour: int = Field(default=3, gt=0)
 
     def served_guilds(self) -> frozenset[int]:
         """The configured course servers (empty: none configured)."""

@@ -42,6 +42,7 @@ from rag.answering.styles import (
 )
 from rag.answering.verified import FALLBACK_NOTE, verify
 from rag.config import AnswerSettings
+from rag.course.faq import is_faq
 from rag.index.documents import Hit
 from rag.llm.base import ChatModel
 from rag.llm.registry import ModelRegistry
@@ -254,7 +255,8 @@ class Assistant:
         """P(the materials cover the question), from the strongest retrieved evidence."""
         if not hits:
             return 0.0
-        evidence = evidence_of("", True, [h.dense for h in hits], [h.coverage for h in hits])
+        faq = [h.dense for h in hits if is_faq(h.chunk.source)]
+        evidence = evidence_of("", True, [h.dense for h in hits], [h.coverage for h in hits], faq)
         return gate_probability(evidence, self.settings)
 
     async def _generate(

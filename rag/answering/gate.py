@@ -42,15 +42,27 @@ class QuestionEvidence:
 
 
 def evidence_of(
-    question_id: str, in_scope: bool, cosines: Sequence[float], coverages: Sequence[float]
+    question_id: str,
+    in_scope: bool,
+    cosines: Sequence[float],
+    coverages: Sequence[float],
+    standalone: Sequence[float] = (),
 ) -> QuestionEvidence:
-    """Summarise one question's retrieved passages for the gate."""
+    """Summarise one question's retrieved passages for the gate.
+
+    `standalone` are the cosines of retrieved passages that answer one question on their own:
+    approved course FAQ entries (rag/course/faq.py). Agreement between several passages is
+    what the gate asks of the guides and papers, but a FAQ entry is one passage by design,
+    and a person approved it as the answer; such a passage stands for its own agreement.
+    Without FAQ passages among the hits the gate is exactly the fitted one.
+    """
     best = sorted(cosines, reverse=True)[:AGREEMENT_TOP]
+    agreement = float(np.mean(best)) if best else 0.0
     return QuestionEvidence(
         question_id,
         in_scope,
         best[0] if best else 0.0,
-        float(np.mean(best)) if best else 0.0,
+        max([agreement, *standalone]),
         max(coverages, default=0.0),
     )
 

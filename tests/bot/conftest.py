@@ -32,7 +32,8 @@ from tests.bot.fake_discord import (
 )
 from tests.conftest import make_settings, run
 
-BOT_TASKS = ("CommandTree-invoker", "discord-ui-dynamic-item", "discord.py: ")
+BOT_TASKS = ("CommandTree-invoker", "discord-ui-dynamic-item", "discord-ui-modal-dispatch",
+             "discord.py: ")
 FAST_LLM = LLMSettings(max_new_tokens=40, temperature=0.0)
 
 

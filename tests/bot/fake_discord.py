@@ -229,6 +229,8 @@ class FakeDiscord:
             (r"POST /channels/(\d+)/messages", self._send),
             (r"PATCH /channels/(\d+)/messages/(\d+)", self._edit),
             (r"POST /channels/(\d+)/messages/(\d+)/threads", self._thread),
+            (r"POST /channels/(\d+)/threads", self._forum_post),
+            (r"GET /channels/(\d+)", self._channel),
             (r"GET /channels/(\d+)/messages", self._history),
             (r"GET /guilds/(\d+)/members/(\d+)", self._member),
             (r"DELETE /users/@me/guilds/(\d+)", self._leave),
@@ -312,6 +314,18 @@ class FakeDiscord:
         # Discord then sends THREAD_CREATE over the gateway.
         asyncio.get_running_loop().call_soon(self.state.parse_thread_create, dict(thread))
         return thread
+
+    def _forum_post(self, payload: dict, params: dict, channel_id: str) -> dict:
+        """A forum post: a thread whose first message has the thread's id."""
+        thread = self._thread(payload, params, channel_id, snowflake())
+        starter = self._store(self.message(int(thread["id"]), payload.get("message") or {}))
+        starter["id"] = thread["id"]
+        return {**thread, "message": starter}
+
+    def _channel(self, payload: dict, params: dict, channel_id: str) -> dict:
+        """GET /channels/{id}: only channels the client does not know are fetched here, and
+        Discord knows no more of them."""
+        raise Fault("GET", ".*", 404, 10003).error()  # Unknown Channel
 
     def _history(self, payload: dict, params: dict, channel_id: str) -> list[dict]:
         messages = self.messages.get(int(channel_id), [])

@@ -34,7 +34,7 @@ async def test_commands_are_synced_to_the_configured_guild_at_startup(make_harne
     assert names == {
         "ask", "sources", "help", "reingest", "upload", "stats",
         "nexttoken", "tokenize", "attention", "fewshot", "hallucination", "compare",
-        "exam", "assignments", "hints", "fewshot_accuracy", "compare_accuracy",
+        "exam", "assignments", "hints", "fewshot_accuracy", "compare_accuracy", "escalations",
     }
 
 

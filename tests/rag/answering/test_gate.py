@@ -31,6 +31,18 @@ def test_a_single_stray_passage_is_weaker_evidence_than_several_related_ones() -
     )
 
 
+def test_a_course_faq_passage_stands_for_its_own_agreement() -> None:
+    # A paraphrase of an approved FAQ question (figures measured on the real embedder): one
+    # close passage, nothing else related.
+    answer = AnswerSettings()
+    alone = evidence_of("q", True, [0.52, 0.09, 0.06], [1.0])
+    faq = evidence_of("q", True, [0.52, 0.09, 0.06], [1.0], standalone=[0.52])
+    assert faq.agreement == 0.52 and alone.agreement == pytest.approx(0.2233, abs=1e-3)
+    assert gate_probability(alone, answer) < answer.abstain_below <= gate_probability(
+        faq, answer
+    )
+
+
 def test_logistic_recovers_the_direction_of_a_noisy_linear_rule() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 2))
