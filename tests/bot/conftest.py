@@ -122,8 +122,10 @@ async def make_harness(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     started: list[StudyBot] = []
 
     async def make(services: Services, *, warm_up: bool = False, latency_s: float = 0.0,
-                   app_flags: int = 1 << 19, **discord: Any) -> Harness:
-        log = QuestionLog(tmp_path / f"bot-{len(started)}.sqlite3")
+                   app_flags: int = 1 << 19, log_name: str | None = None,
+                   **discord: Any) -> Harness:
+        # The same `log_name` twice: a bot restarted over the same question log.
+        log = QuestionLog(tmp_path / (log_name or f"bot-{len(started)}.sqlite3"))
         bot = StudyBot(bot_services(services, **discord), log, warm_up=warm_up)
         started.append(bot)
         harness = Harness(bot, FakeDiscord(latency_s, app_flags))

@@ -28,6 +28,7 @@ from tests.bot.fake_discord import (
     Person,
     _interaction,
     interaction_payload,
+    now_iso,
 )
 from tests.conftest import make_settings, run
 
@@ -240,6 +241,26 @@ async def test_an_answer_that_cannot_be_delivered_leaves_the_escalation_open(
     assert harness.bot.escalation_log.get(escalation.id).status == "open"
 
 
+async def test_after_a_restart_a_tas_answer_is_still_relayed(make_harness, guides_services):
+    before = await ta_harness(make_harness, guides_services, log_name="bot.sqlite3")
+    message, escalation = await escalated(before)
+    await before.bot.close()
+    after = await ta_harness(make_harness, guides_services, log_name="bot.sqlite3")
+    after.bot._connection.parse_thread_create({  # Discord lists the open thread at connect
+        "id": str(escalation.ta_thread_id), "type": 11, "guild_id": str(GUILD_ID),
+        "name": "escalation", "parent_id": str(TA_CHANNEL), "owner_id": str(APP_ID),
+        "last_message_id": None, "rate_limit_per_user": 0, "message_count": 1,
+        "member_count": 1, "flags": 0,
+        "thread_metadata": {"archived": False, "auto_archive_duration": 10080,
+                            "archive_timestamp": now_iso(), "locked": False}})
+    after.post(FAQ_ANSWER, TA, escalation.ta_thread_id)
+    await after.settle()
+    [relayed] = after.in_channel(CHANNEL_ID)
+    assert relayed.payload["embeds"][0]["description"] == FAQ_ANSWER
+    assert str(relayed.payload["message_reference"]["message_id"]) == message["id"]
+    assert after.bot.escalation_log.get(escalation.id).status == "answered"
+
+
 async def test_a_private_answer_is_relayed_by_direct_message(make_harness, guides_services):
     harness = await ta_harness(make_harness, guides_services)
     _, escalation = await escalated(harness, private=True)
@@ -367,6 +388,22 @@ async def test_after_add_to_faq_another_student_is_answered_from_it(make_harness
     assert cited[0]["section"] == f"Course FAQ (approved {today()}) > {FAQ_QUESTION}"
     sources = message["embeds"][-1]["fields"][0]["value"]
     assert f"faq/is-the-final-exam-open-book.md · Course FAQ (approved {today()})" in sources
+
+
+async def test_with_gold_questions_a_faq_entry_is_ingested_through_the_gold_gate(
+    make_harness, course
+):
+    root = course.settings.materials_dir
+    (root / "gold_questions.toml").write_text(
+        '[[question]]\nquestion = "How does an LLM work?"\nsources = ["llm-basics.md"]\n')
+    harness = await ta_harness(make_harness, course)
+    await faq_entry(harness, course)
+    summary = next(r.payload["embeds"][0] for r in reversed(harness.fake.requests)
+                   if "to the course FAQ" in json.dumps(r.payload))
+    gold = {f["name"]: f["value"] for f in summary["fields"]}["Gold questions"]
+    assert "none got worse" in gold and "is live" in gold
+    hits = course.retriever.search(PARAPHRASE, 5)
+    assert hits[0].chunk.source == "faq/is-the-final-exam-open-book.md"
 
 
 async def test_deleting_the_faq_file_and_reingesting_removes_it(make_harness, course):
