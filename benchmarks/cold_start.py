@@ -1,0 +1,108 @@
+"""Cold start: `study-assistant ask` from process start to answer, and `study-assistant bot`
+from process start to the end of `setup_hook` (cogs added, commands synced, models warm).
+
+Run: .venv/bin/python benchmarks/cold_start.py ../shared/course_materials [--runs 3]
+
+Discord is unreachable, so the bot runs with discord.py's HTTP seam replaced by the tests'
+recording fake (tests/bot/fake_discord.py): `Client.login` gets the fake installed first, and
+`Client.connect` (the gateway, which comes right after `setup_hook`) prints "ready" and ends
+the process. Everything before it is the real `study-assistant bot` command. The target is the start
+after the first-run model conversion, so one bot start converts (and packs) the models first
+and is reported on its own line.
+
+Prints Markdown for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+QUESTION = "What is PagedAttention?"
+
+BOT_CHILD = """
+import os, sys, discord
+from tests.bot.fake_discord import FakeDiscord
+
+_login = discord.Client.login
+
+async def login(self, token):
+    FakeDiscord().install(self)
+    return await _login(self, token)
+
+async def connect(self, *args, **kwargs):
+    print("ready", flush=True)
+    os._exit(0)
+
+discord.Client.login = login
+discord.Client.connect = connect
+from cli.app import app
+app(["bot", "--data-dir", sys.argv[1]])
+"""
+
+
+def env() -> dict[str, str]:
+    """Offline, with a bot token and the repository importable."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+            "DISCORD_TOKEN": "benchmark-token", "PYTHONPATH": str(REPO)}
+
+
+def cli(*args: str) -> list[str]:
+    """The `study-assistant` command line, as `python -m cli`."""
+    return [sys.executable, "-m", "cli", *args]
+
+
+def timed_run(command: list[str], until: str | None = None) -> float:
+    """Seconds from starting `command` to its exit (or to a line `until` on its stdout)."""
+    began = time.perf_counter()
+    with subprocess.Popen(command, cwd=REPO, env=env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if until is not None and line.strip() == until:
+                break
+        seconds = time.perf_counter() - began
+        process.wait(timeout=120)
+    if process.returncode != 0:
+        raise RuntimeError(f"{command} failed with {process.returncode}")
+    return seconds
+
+
+def main() -> None:
+    """Ingest, convert once, then time the cold starts."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("materials", type=Path)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    data = Path(tempfile.mkdtemp(prefix="sa-cold-")) / "data"
+    subprocess.run(cli("ingest", str(args.materials.resolve()), "--data-dir", str(data)),
+                   cwd=REPO, env=env(), check=True, capture_output=True)
+    # The bot warms the models, so its first start converts (and packs) the packaged model
+    # into the data dir's cache; `ask` answers extractively and never loads it.
+    first = timed_run([sys.executable, "-c", BOT_CHILD, str(data)], until="ready")
+    ask, bot = [], []
+    for _ in range(args.runs):
+        ask.append(timed_run(cli("ask", QUESTION, "--json", "--data-dir", str(data))))
+        bot.append(timed_run([sys.executable, "-c", BOT_CHILD, str(data)], until="ready"))
+    print(f"Machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end.\n")
+    print("| cold start | runs | median | range | target |\n| --- | --- | --- | --- | --- |")
+    print(f"| `bot`, first start after ingest (converts and packs the model) | 1 | {first:.1f} s "
+          "| | |")
+    for name, runs, target in (("`ask`, process start to answer", ask, "≤ 5 s"),
+                               ("`bot`, process start to end of setup_hook", bot, "≤ 10 s")):
+        print(f"| {name} | {len(runs)} | {statistics.median(runs):.1f} s "
+              f"| {min(runs):.1f}–{max(runs):.1f} s | {target} |")
+
+
+if __name__ == "__main__":
+    main()
