@@ -61,10 +61,10 @@ def _forbidden(channel_id: int, what: str) -> TAUnavailable:
 class Escalations:
     """Escalations, TA answers and FAQ entries for one bot."""
 
-    def __init__(self, client: discord.Client, log_: EscalationLog, settings: Settings,
+    def __init__(self, client: discord.Client, records: EscalationLog, settings: Settings,
                  reingester: Reingester, user_hash: Callable[[int], str]) -> None:
         self.client = client
-        self.log = log_
+        self.records = records
         self.settings = settings
         self.reingester = reingester
         self.user_hash = user_hash
@@ -74,7 +74,7 @@ class Escalations:
     async def escalate(self, interaction: discord.Interaction, question_id: int) -> None:
         """Send an answered question to the TA channel; confirm privately to the student."""
         channel = await self.ta_channel()
-        logged = await asyncio.to_thread(self.log.question, question_id)
+        logged = await asyncio.to_thread(self.records.question, question_id)
         if logged is None:
             raise UserFacingError("I no longer have that answer, so I can't send it to the TAs. "
                                   "Please ask your question again.")
@@ -89,9 +89,9 @@ class Escalations:
             thread = await self._open_thread(channel, escalation_id, logged, interaction.user.id,
                                              link, private)
         except BaseException:
-            await asyncio.to_thread(self.log.release, escalation_id)
+            await asyncio.to_thread(self.records.release, escalation_id)
             raise
-        await asyncio.to_thread(self.log.opened, escalation_id, channel.id, thread.id)
+        await asyncio.to_thread(self.records.opened, escalation_id, channel.id, thread.id)
         await interaction.edit_original_response(content=render_ta.ASKED_TA)
 
     async def _claim(self, interaction: discord.Interaction, question_id: int,
@@ -101,7 +101,7 @@ class Escalations:
         message = interaction.message
         try:
             return await asyncio.to_thread(
-                self.log.claim, question_id, self.user_hash(interaction.user.id),
+                self.records.claim, question_id, self.user_hash(interaction.user.id),
                 interaction.user.id, self.ds.escalations_per_hour,
                 guild_id=interaction.guild_id, channel_id=interaction.channel_id or 0,
                 message_id=None if message is None else message.id, private=private)
@@ -190,7 +190,7 @@ class Escalations:
             return
         if channel.parent_id != self.ds.ta_channel_id:
             return
-        escalation = await asyncio.to_thread(self.log.for_thread, channel.id)
+        escalation = await asyncio.to_thread(self.records.for_thread, channel.id)
         if escalation is None:
             return
         perms = getattr(message.author, "guild_permissions", discord.Permissions.none())
@@ -214,7 +214,7 @@ class Escalations:
                                text: str) -> None:
         """A TA's answer from the form on an escalation: relayed like one in the thread."""
         self.check_ta(interaction)
-        escalation = await asyncio.to_thread(self.log.get, escalation_id)
+        escalation = await asyncio.to_thread(self.records.get, escalation_id)
         if escalation is None or escalation.ta_thread_id is None or not text.strip():
             raise UserFacingError("Nothing was sent: that escalation or answer is empty or gone.")
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -228,7 +228,7 @@ class Escalations:
                     thread: discord.abc.Messageable) -> bool:
         """Deliver a TA's answer to the student and mark the escalation answered; the thread
         is told where it went (with "Add to FAQ"), or why it could not be delivered."""
-        answer_id = await asyncio.to_thread(self.log.add_answer, escalation.id, ta_name, text)
+        answer_id = await asyncio.to_thread(self.records.add_answer, escalation.id, ta_name, text)
         try:
             sent = await self._deliver(escalation, text, ta_name, answer_id)
         except discord.HTTPException as exc:
@@ -237,7 +237,7 @@ class Escalations:
                              f"student (Discord said: HTTP {exc.status}). The escalation stays "
                              "open.")
             return False
-        await asyncio.to_thread(self.log.mark_answered, escalation.id)
+        await asyncio.to_thread(self.records.mark_answered, escalation.id)
         await self._tell(thread, f"✅ Sent {ta_name}'s answer to the student: {sent.jump_url}",
                          faq_view(answer_id))
         return True
@@ -282,7 +282,7 @@ class Escalations:
         """Write an approved TA answer under `<materials>/faq/` and ingest it (TAs only)."""
         if not is_ta(self.ds, interaction.user, interaction.permissions):
             raise NotAllowed("Only TAs and instructors can add answers to the course FAQ.")
-        answer = await asyncio.to_thread(self.log.answer, answer_id)
+        answer = await asyncio.to_thread(self.records.answer, answer_id)
         if answer is None:
             raise UserFacingError("I no longer have that answer.")
         materials = Path(self.settings.materials_dir).resolve()
@@ -297,7 +297,7 @@ class Escalations:
             path = await asyncio.to_thread(write_faq, materials, entry)
             result = await self.reingester.run([Target(materials, path)])
         source = path.relative_to(materials).as_posix()
-        await asyncio.to_thread(self.log.approved, answer_id, source, approver, now)
+        await asyncio.to_thread(self.records.approved, answer_id, source, approver, now)
         title = f"Added {source} to the course FAQ (approved {entry.approval_date()})"
         # With gold questions, a FAQ entry that made one worse is held like any re-ingest.
         view = held_view(result)
