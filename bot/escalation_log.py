@@ -228,6 +228,15 @@ class EscalationLog:
                 "LIMIT ?", (limit,)).fetchall()
         return [_escalation(r) for r in rows]
 
+    def sent_since(self, since: float) -> list[float]:
+        """When each escalation since a time reached the TAs (its thread was opened), oldest
+        first: the usage chart counts them per day."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT created_at FROM escalations WHERE created_at >= ? "
+                "AND status != 'sending' ORDER BY created_at", (since,)).fetchall()
+        return [float(r["created_at"]) for r in rows]
+
     def add_answer(self, escalation_id: int, ta_name: str, answer: str) -> int:
         """Record a TA's answer (before it is delivered); return its id."""
         with self._lock:

@@ -24,7 +24,7 @@ from rag.config import Settings
 
 # Texts in, unit vectors out (one row per text): the embedder's `embed_documents`.
 Embed = Callable[[Sequence[str]], np.ndarray]
-DAY_FIELDS = ("day", "questions", "abstained", "thumbs_up", "thumbs_down")
+DAY_FIELDS = ("day", "questions", "abstained", "thumbs_up", "thumbs_down", "escalated")
 GAP_FIELDS = ("rank", "questions", "abstained", "thumbs_down", "representative", "examples")
 EXAMPLES_IN_CSV = 5
 
@@ -38,6 +38,8 @@ class Day:
     abstained: int = 0
     up: int = 0
     down: int = 0
+    # Questions sent to the TAs that day ("Ask a TA").
+    escalated: int = 0
 
 
 @dataclass(frozen=True)
@@ -84,16 +86,23 @@ def day_of(timestamp: float, zone: ZoneInfo) -> date:
 
 
 def daily_counts(
-    rows: Sequence[Mapping[str, Any]], since: float, now: float, zone: ZoneInfo
+    rows: Sequence[Mapping[str, Any]],
+    since: float,
+    now: float,
+    zone: ZoneInfo,
+    escalations: Sequence[float] = (),
 ) -> tuple[Day, ...]:
-    """One `Day` for every calendar day from `since` to `now` (quiet days count zero)."""
+    """One `Day` for every calendar day from `since` to `now` (quiet days count zero);
+    `escalations` are the times questions were sent to the TAs."""
     first, last = day_of(since, zone), day_of(now, zone)
-    totals = {first + timedelta(n): [0, 0, 0, 0] for n in range((last - first).days + 1)}
-    for r in rows:
-        counts = totals.get(day_of(r["created_at"], zone))
+    totals = {first + timedelta(n): [0, 0, 0, 0, 0] for n in range((last - first).days + 1)}
+    events = [(r["created_at"], (1, r["abstained"], r["up"], r["down"], 0)) for r in rows]
+    events += [(at, (0, 0, 0, 0, 1)) for at in escalations]
+    for at, values in events:
+        counts = totals.get(day_of(at, zone))
         if counts is None:  # outside the period (a clock set back): not this report's
             continue
-        for i, value in enumerate((1, r["abstained"], r["up"], r["down"])):
+        for i, value in enumerate(values):
             counts[i] += int(value)
     return tuple(Day(d, *counts) for d, counts in totals.items())
 
@@ -180,23 +189,34 @@ class RememberedEmbeddings:
 
 
 def build_report(
-    rows: Sequence[Mapping[str, Any]], embed: Embed, settings: Settings, since: float, now: float
+    rows: Sequence[Mapping[str, Any]],
+    embed: Embed,
+    settings: Settings,
+    since: float,
+    now: float,
+    escalations: Sequence[float] = (),
 ) -> UsageReport:
-    """The report over logged rows (`QuestionLog.usage_rows`): per-day counts in the course's
-    time zone, and the latest gap questions grouped (the embedder is called only if any)."""
+    """The report over logged rows (`QuestionLog.usage_rows`) and escalation times: per-day
+    counts in the course's time zone, and the latest gap questions grouped (the embedder is
+    called only if there are any)."""
     zone = ZoneInfo(settings.course.timezone)
     gaps = gap_questions(rows)
     latest = gaps[-settings.stats.max_gap_questions:]
     clusters = cluster_gaps(latest, embed, settings.stats.gap_similarity)
-    return UsageReport(daily_counts(rows, since, now, zone), clusters, settings.course.timezone,
-                       len(gaps), len(latest))
+    days = daily_counts(rows, since, now, zone, escalations)
+    return UsageReport(days, clusters, settings.course.timezone, len(gaps), len(latest))
 
 
 def report_from_log(
-    log: QuestionLog, embed: Embed, settings: Settings, since: float, now: float
+    log: QuestionLog,
+    embed: Embed,
+    settings: Settings,
+    since: float,
+    now: float,
+    escalations: Sequence[float] = (),
 ) -> UsageReport:
     """The report over the questions a log holds since a time."""
-    return build_report(log.usage_rows(since), embed, settings, since, now)
+    return build_report(log.usage_rows(since), embed, settings, since, now, escalations)
 
 
 def write_days_csv(report: UsageReport, out: TextIO) -> None:
@@ -204,7 +224,7 @@ def write_days_csv(report: UsageReport, out: TextIO) -> None:
     writer = csv.writer(out)
     writer.writerow(DAY_FIELDS)
     for d in report.days:
-        writer.writerow([d.day.isoformat(), d.questions, d.abstained, d.up, d.down])
+        writer.writerow([d.day.isoformat(), d.questions, d.abstained, d.up, d.down, d.escalated])
 
 
 def write_gaps_csv(report: UsageReport, out: TextIO) -> None:

@@ -1,4 +1,5 @@
-"""The usage chart as PNG: questions per day (answered and not covered) above, 👍/👎 below.
+"""The usage chart as PNG: questions per day (answered and not covered, and those sent to a TA)
+above, 👍/👎 below.
 
 matplotlib's object API on the Agg canvas, no pyplot (no global state: safe in worker threads).
 700×500 px with large type, so it stays readable at the size Discord previews an embed image.
@@ -22,6 +23,7 @@ ANSWERED = "#1f77b4"
 NOT_COVERED = "#ff7f0e"
 UP = "#2ca02c"
 DOWN = "#d62728"
+ESCALATED = "#7f3fbf"
 LABEL_PT = 13
 TICK_PT = 12
 TITLE_PT = 15
@@ -46,14 +48,19 @@ def usage_figure(report: UsageReport, title: str) -> Figure:
     questions.bar(x, answered, color=ANSWERED, label="answered")
     questions.bar(x, abstained, bottom=answered, color=NOT_COVERED,
                   label="not covered (abstained)")
-    _style(questions, "questions per day", int(max((answered + abstained).max(initial=0), 1)))
+    escalated = [d.escalated for d in days]
+    if any(escalated):
+        questions.plot(x, escalated, color=ESCALATED, marker="o", linewidth=2,
+                       label="sent to a TA")
+    _style(questions, "questions per day",
+           int(max((answered + abstained).max(initial=0), *escalated, 1)))
     width = 0.4 if len(days) <= 60 else 0.5
     up = [d.up for d in days]
     down = [d.down for d in days]
     votes.bar(x - width / 2, up, width=width, color=UP, label="helpful (thumbs up)")
     votes.bar(x + width / 2, down, width=width, color=DOWN, label="not helpful (thumbs down)")
     _style(votes, "votes on answers", max([*up, *down, 1]))
-    votes.set_xlabel(f"day asked ({report.timezone})", fontsize=LABEL_PT)
+    votes.set_xlabel(f"day ({report.timezone})", fontsize=LABEL_PT)
     _day_ticks(votes, report)
     fig.suptitle(title, fontsize=TITLE_PT)
     return fig
@@ -61,14 +68,19 @@ def usage_figure(report: UsageReport, title: str) -> Figure:
 
 def _style(ax: Axes, ylabel: str, highest: int) -> None:
     """Integer counts from zero with room above the bars for the legend."""
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
     ax.set_ylabel(ylabel, fontsize=LABEL_PT)
-    ax.set_ylim(0, highest * 1.45)
+    rows = (len(ax.get_legend_handles_labels()[1]) + 1) // 2  # legend rows, two entries a row
+    ax.set_ylim(0, highest * (1.25 + 0.2 * rows))
     ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
     ax.tick_params(labelsize=TICK_PT)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="upper left", fontsize=TICK_PT, ncols=2, frameon=False)
+    handles, labels = ax.get_legend_handles_labels()
+    bars_first = sorted(range(len(labels)), key=lambda i: isinstance(handles[i], Line2D))
+    ax.legend([handles[i] for i in bars_first], [labels[i] for i in bars_first],
+              loc="upper left", fontsize=TICK_PT, ncols=2, frameon=False)
 
 
 def _day_ticks(ax: Axes, report: UsageReport) -> None:

@@ -17,6 +17,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from bot.escalation_log import EscalationLog
 from bot.storage import QuestionLog, question_log_path
 from bot.usage import Embed, UsageReport, build_report, write_days_csv, write_gaps_csv
 from bot.usage_chart import usage_chart
@@ -46,11 +47,11 @@ def report(out: Out = Path("report"), days: Days = 30, data_dir: DataDir = None)
     _check_timezone(settings.course.timezone)
     now = time.time()
     since = now - days * 86400
-    rows = _read_log(settings.data_dir, since, days)
+    rows, escalated = _read_log(settings.data_dir, since, days)
     embedder = build_embedder(settings)
     try:
         with _embedding_progress(embedder.embed_documents) as embed:
-            usage = build_report(rows, embed, settings, since, now)
+            usage = build_report(rows, embed, settings, since, now, escalated)
     except EmbedderError as exc:
         raise fail(str(exc)) from None
     _write(out, usage, f"Usage over the last {days} days")
@@ -64,8 +65,9 @@ def _check_timezone(name: str) -> None:
         raise fail(f"STUDY_ASSISTANT_COURSE__TIMEZONE: unknown time zone '{name}'") from None
 
 
-def _read_log(data_dir: Path, since: float, days: int) -> list[dict]:
-    """The period's questions; a missing data dir, log or question is a clear error."""
+def _read_log(data_dir: Path, since: float, days: int) -> tuple[list[dict], list[float]]:
+    """The period's questions and escalation times; a missing data dir, log or question is a
+    clear error."""
     if not data_dir.is_dir():
         raise fail(f"no data dir at {data_dir}: pass the bot's with --data-dir "
                    "(or STUDY_ASSISTANT_DATA_DIR)")
@@ -79,6 +81,11 @@ def _read_log(data_dir: Path, since: float, days: int) -> list[dict]:
             logged = len(rows) or len(log.usage_rows())
         finally:
             log.close()
+        escalations = EscalationLog(path)
+        try:
+            escalated = escalations.sent_since(since)
+        finally:
+            escalations.close()
     except sqlite3.DatabaseError as exc:
         raise fail(f"cannot read the question log at {path}: {exc}") from None
     if not logged:
@@ -86,7 +93,7 @@ def _read_log(data_dir: Path, since: float, days: int) -> list[dict]:
     if not rows:
         raise fail(f"no questions in the last {days} days ({logged} in the log in all): "
                    "nothing to report; try a longer --days")
-    return rows
+    return rows, escalated
 
 
 @contextmanager

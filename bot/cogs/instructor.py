@@ -133,8 +133,7 @@ class InstructorCog(commands.Cog):
         settings, now = self.bot.settings, time.time()
         since = now - days * 86400
         stats = await asyncio.to_thread(self.bot.questions.stats, since)
-        report = await asyncio.to_thread(usage.report_from_log, self.bot.questions,
-                                         self.gap_vectors, settings, since, now)
+        report = await asyncio.to_thread(self._usage, since, now)
         png = await asyncio.to_thread(usage_chart.usage_chart, report,
                                       f"Usage over the last {days} days")
         summary = render.stats_embed(stats, days).set_image(url=f"attachment://{CHART}")
@@ -143,3 +142,9 @@ class InstructorCog(commands.Cog):
             attachments=[discord.File(io.BytesIO(png), filename=CHART)],
             allowed_mentions=discord.AllowedMentions.none(),
         )
+
+    def _usage(self, since: float, now: float) -> usage.UsageReport:
+        """The period's usage report (in a worker thread: SQLite, the embedder)."""
+        escalated = self.bot.escalation_log.sent_since(since)
+        return usage.report_from_log(self.bot.questions, self.gap_vectors, self.bot.settings,
+                                     since, now, escalated)

@@ -73,3 +73,13 @@ def test_an_open_escalation_is_listed_until_a_ta_answer_reaches_the_student(logs
     assert (answer.ta_name, answer.answer, answer.faq_path) == ("tina", "Leonardo da Vinci.", "")
     escalations.approved(answer_id, "faq/x.md", "prof", 123.0)
     assert escalations.answer(answer_id).faq_path == "faq/x.md"
+
+
+def test_sent_since_gives_the_times_of_escalations_that_reached_the_tas(logs):
+    questions, escalations = logs
+    opened = claim(escalations, logged(questions))
+    escalations.opened(opened, 5, 6)
+    claim(escalations, logged(questions, "Still sending?"))  # no thread yet: not sent
+    sent = escalations.sent_since(time.time() - 60)
+    assert len(sent) == 1 and sent[0] == escalations.get(opened).created_at
+    assert escalations.sent_since(time.time() + 60) == []

@@ -84,6 +84,13 @@ def test_days_are_counted_in_the_course_time_zone_including_quiet_days():
     ]
 
 
+def test_escalations_are_counted_on_the_day_they_were_sent():
+    since = datetime(2026, 3, 1, 0, 0, tzinfo=ZoneInfo("UTC")).timestamp()
+    sent = [since + 0.5 * DAY, since + 1.5 * DAY, since + 1.6 * DAY, since - DAY]
+    days = daily_counts([], since, since + 2 * DAY, ZoneInfo("UTC"), sent)
+    assert [(d.questions, d.escalated) for d in days] == [(0, 1), (0, 2), (0, 0)]
+
+
 def test_gap_clusters_group_paraphrases_and_keep_singletons_apart(log, embedder: Embedder):
     plant_gaps(log)
     report = report_from_log(log, embedder.embed_documents, settings(), NOW - 7 * DAY, NOW)

@@ -28,7 +28,7 @@ def test_the_chart_has_a_title_labelled_axes_and_legends():
     assert fig.get_suptitle() == "Usage over the last 7 days"
     assert questions.get_ylabel() == "questions per day"
     assert votes.get_ylabel() == "votes on answers"
-    assert votes.get_xlabel() == "day asked (Europe/Berlin)"
+    assert votes.get_xlabel() == "day (Europe/Berlin)"
     legends = [[t.get_text() for t in ax.get_legend().get_texts()] for ax in fig.axes]
     assert legends == [["answered", "not covered (abstained)"],
                        ["helpful (thumbs up)", "not helpful (thumbs down)"]]
@@ -61,3 +61,14 @@ def test_an_empty_period_still_draws():
     empty = UsageReport(tuple(Day(date(2026, 3, 3) + timedelta(i)) for i in range(8)), (),
                         "UTC", 0, 0)
     assert Image.open(io.BytesIO(usage_chart(empty, "t"))).size == (700, 500)
+
+
+def test_escalations_are_drawn_as_a_line_only_when_there_are_any():
+    days = tuple(Day(d.day, d.questions, d.abstained, d.up, d.down, escalated=i % 2)
+                 for i, d in enumerate(report().days))
+    fig = usage_figure(UsageReport(days, (), "UTC", 0, 0), "t")
+    questions = fig.axes[0]
+    assert [t.get_text() for t in questions.get_legend().get_texts()] == [
+        "answered", "not covered (abstained)", "sent to a TA"]
+    (line,) = questions.get_lines()
+    assert list(line.get_ydata()) == [d.escalated for d in days]

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from bot.escalation_log import EscalationLog
 from bot.storage import QuestionLog
 from cli import report
 from cli.app import app
@@ -52,6 +53,20 @@ def test_report_writes_the_chart_the_days_and_the_gap_groups(tmp_path, shared_em
     gaps = list(csv.DictReader((out / "coverage_gaps.csv").open(encoding="utf-8")))
     assert [int(g["questions"]) for g in gaps] == [4, 4, 1, 1]
     assert any(g["representative"] in KV_CACHE for g in gaps[:2])
+
+
+def test_report_counts_the_questions_sent_to_a_ta_per_day(tmp_path, shared_embedder):
+    data, out = make_log(tmp_path), tmp_path / "out"
+    escalations = EscalationLog(data / "bot.sqlite3")
+    sent = escalations.claim(1, "u1", 1001, 3, guild_id=7, channel_id=42, message_id=99,
+                             private=False)
+    escalations.opened(sent, 5, 6)
+    escalations.close()
+    result = runner.invoke(app, ["report", "--days", "7", "--out", str(out),
+                                 "--data-dir", str(data)])
+    assert result.exit_code == 0, result.output
+    days = list(csv.DictReader((out / "usage_by_day.csv").open(encoding="utf-8")))
+    assert [int(d["escalated"]) for d in days] == [0] * 7 + [1]
 
 
 def test_an_empty_log_is_a_clear_message_and_writes_nothing(tmp_path):
