@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 def synthetic(real: list[Chunk], total: int) -> tuple[list[str], list[str]]:
     """Ids and lexical texts of `total` synthetic chunks made of the real chunks' words."""
     rng = np.random.default_rng(0)
-    vocab = " ".join(c.text for c in real).split()
+    vocab = np.array(" ".join(c.text for c in real).split())
     ids, texts = [], []
     for i in range(total):
         like = real[int(rng.integers(0, len(real)))]
