@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ingest.pipeline import (
     IngestPlan,
     IngestProgress,
@@ -38,7 +40,7 @@ from ingest.pipeline import (
 )
 from rag.config import Settings
 from rag.index import versions
-from rag.index.chroma_store import ChromaStore
+from rag.index.chroma_store import _NO_VECTOR, ChromaStore
 from rag.index.embedder import Embedder
 from rag.retrieval.gold import (
     GoldChange,
@@ -177,4 +179,42 @@ def _evaluate(
     gold: GoldSet, store: ChromaStore, embedder: Embedder, settings: Settings
 ) -> list[GoldResult]:
     """The gold results of one version, through a retriever pinned to it."""
-    return evaluate(gold, Retriever(store, embedder, settings.retrieval))
+    cached = StoredQueryVectors(embedder, store)
+    return evaluate(gold, Retriever(store, cached, settings.retrieval))  # type: ignore[arg-type]
+
+
+class StoredQueryVectors:
+    """An embedder whose query vectors are kept in the index's control collection: the gold
+    questions are the same from one re-ingest to the next, so each is embedded once (same
+    text, same model: the same vector). Only the latest set's vectors are kept."""
+
+    def __init__(self, embedder: Embedder, store: ChromaStore) -> None:
+        self.embedder, self.store, self.name = embedder, store, embedder.name
+
+    def _key(self, text: str) -> str:
+        return "gq:" + hashlib.sha256(f"{self.name}\x1f{text}".encode()).hexdigest()[:24]
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Stored vectors where there are some; the rest embedded in one batch and stored."""
+        if not texts:
+            return self.embedder.embed_queries(texts)
+        keys = [self._key(t) for t in texts]
+        got = self.store.control.get(ids=keys, include=["documents"])
+        known = {k: json.loads(doc) for k, doc in zip(got["ids"], got["documents"], strict=True)}
+        missing = [t for t, k in zip(texts, keys, strict=True) if k not in known]
+        if missing:
+            fresh = self.embedder.embed_queries(missing)
+            new = {self._key(t): v.tolist() for t, v in zip(missing, fresh, strict=True)}
+            self.store.control.upsert(
+                ids=list(new), embeddings=[_NO_VECTOR] * len(new),
+                documents=[json.dumps(v) for v in new.values()],
+                metadatas=[{"kind": "gold_vector"}] * len(new))
+            known.update(new)
+        stale = set(self.store.control.get(where={"kind": "gold_vector"}, include=[])["ids"])
+        if stale - set(keys):
+            self.store.control.delete(ids=sorted(stale - set(keys)))
+        return np.asarray([known[k] for k in keys], dtype=np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """One query (not cached: only the gold set's batch is)."""
+        return self.embedder.embed_query(text)

@@ -87,6 +87,7 @@ class CountingEmbedder:
         self.inner = inner
         self.name = inner.name
         self.texts = 0
+        self.queries = 0
 
     def embed_documents(
         self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None
@@ -96,6 +97,10 @@ class CountingEmbedder:
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.inner.embed_query(text)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        self.queries += len(texts)
+        return self.inner.embed_queries(texts)
 
 
 @pytest.fixture

@@ -98,6 +98,16 @@ class Embedder:
         )
         return np.asarray(vec[0], dtype=np.float32)
 
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed several queries as unit vectors in one batch (one row each)."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vecs = self.model.encode(
+            list(texts), batch_size=self.settings.batch_size, normalize_embeddings=True,
+            convert_to_numpy=True, show_progress_bar=False,
+        )
+        return np.asarray(vecs, dtype=np.float32)
+
     @property
     def dimension(self) -> int:
         """The embedding width."""

@@ -35,9 +35,11 @@ class GoldSetError(ValueError):
 
 
 class Searcher(Protocol):
-    """What evaluation needs: a retriever's search."""
+    """What evaluation needs: a retriever's batched search."""
 
-    def search(self, query: str, k: int | None = None, *, preview: bool = False) -> list[Hit]: ...
+    def search_many(
+        self, queries: Sequence[str], k: int | None = None, *, preview: bool = False
+    ) -> list[list[Hit]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,8 +165,8 @@ def evaluate(gold: GoldSet, searcher: Searcher) -> list[GoldResult]:
     """Every gold question against one version (release dates ignored: a preview search);
     an empty version fails them all."""
     try:
-        return [judge(q, searcher.search(q.question, gold.k, preview=True))
-                for q in gold.questions]
+        found = searcher.search_many([q.question for q in gold.questions], gold.k, preview=True)
+        return [judge(q, hits) for q, hits in zip(gold.questions, found, strict=True)]
     except NothingIngested:
         return [GoldResult(q.question, None, (), q.evidence) for q in gold.questions]
 

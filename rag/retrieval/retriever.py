@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,21 +134,49 @@ class Retriever:
 
         `preview` (instructors only) also returns material whose release time has not come.
         """
-        k = k or self.settings.k
+        snap, visible, released_at = self._scope(preview)
+        if not visible:
+            return []
+        prepared = analyse(query, snap.bm25)
+        query_vec = self.embedder.embed_query(prepared.dense_text)
+        return self._ranked(prepared, query_vec, snap, visible, released_at, k)
+
+    def search_many(
+        self, queries: Sequence[str], k: int | None = None, *, preview: bool = False
+    ) -> list[list[Hit]]:
+        """`search` for several queries on one snapshot, their embeddings computed in one
+        batch (the gold questions of a re-ingest: one model call instead of one each)."""
+        snap, visible, released_at = self._scope(preview)
+        if not visible:
+            return [[] for _ in queries]
+        prepared = [analyse(q, snap.bm25) for q in queries]
+        vectors = self.embedder.embed_queries([p.dense_text for p in prepared])
+        return [self._ranked(p, v, snap, visible, released_at, k)
+                for p, v in zip(prepared, vectors, strict=True)]
+
+    def _scope(self, preview: bool) -> tuple[_Snapshot, frozenset[str], float | None]:
+        """The snapshot, the chunks visible now, and the release time for the store's filter."""
         snap = self._current()
         if not snap.live:
             raise NothingIngested("Nothing has been ingested yet: run `study-assistant ingest`.")
         now = None if preview else self.clock()
         visible = snap.visible(now)
-        if not visible:
-            return []
-        prepared = analyse(query, snap.bm25)
-        query_vec = self.embedder.embed_query(prepared.dense_text)
         # Let the store filter by release time only when something is hidden: the filter
         # costs a metadata scan, and most of a term nothing is.
         released_at = now if len(visible) < len(snap.live) else None
+        return snap, visible, released_at
+
+    def _ranked(
+        self,
+        prepared: Query,
+        query_vec: np.ndarray,
+        snap: _Snapshot,
+        visible: frozenset[str],
+        released_at: float | None,
+        k: int | None,
+    ) -> list[Hit]:
         candidates = self._candidates(prepared, query_vec, snap, visible, released_at)
-        chosen = self._diversify(candidates, k)
+        chosen = self._diversify(candidates, k or self.settings.k)
         return [self._hit(c) for c in chosen]
 
     def _candidates(

@@ -168,6 +168,9 @@ class BlockFirstBatch:
     def embed_query(self, text: str) -> np.ndarray:
         return self.inner.embed_query(text)
 
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self.inner.embed_queries(texts)
+
 
 def test_searches_during_a_gated_build_see_only_the_live_version(course, embedder):
     root = course.settings.materials_dir
@@ -308,3 +311,23 @@ def test_the_live_versions_gold_results_are_reused_until_the_gold_set_changes(
     (root / "zorblax.md").unlink()
     second = regate(course).gate
     assert second is not None and measured[1:] == [second.built, first.built]
+
+
+def test_gold_questions_are_embedded_once_per_text(course, counting: CountingEmbedder):
+    root = course.settings.materials_dir
+    (root / "zorblax.md").write_text(ZORBLAX)
+    regate(course, counting)
+    assert counting.queries == 0  # stored by the fixture's first gated re-ingest
+    (root / "gold_questions.toml").write_text(GOLD.replace(KV_Q, KV_Q.replace("Why", "Why ever")))
+    (root / "zorblax.md").unlink()
+    regate(course, counting)
+    assert counting.queries == 1
+
+
+def test_batched_searches_equal_single_ones(course):
+    questions = [KV_Q, LORA_Q, BPE_Q]
+    batched = course.retriever.search_many(questions, 3)
+    for question, hits in zip(questions, batched, strict=True):
+        single = course.retriever.search(question, 3)
+        assert [h.chunk for h in hits] == [h.chunk for h in single]
+        assert [h.score for h in hits] == pytest.approx([h.score for h in single], abs=1e-5)
