@@ -4,9 +4,11 @@ that answer the question, in the materials' own words, each followed by its cita
 Every quotable piece of the passages (`rag.answering.quotes`) gets P(it states the answer)
 from a small logistic model of how close it is to the question: the cosine of their
 embeddings, the idf-weighted share of the question's terms the piece contains (alone, and
-with its section heading and file name), its length, and whether it is a list item. The
-weights were fitted during development (logistic regression, positives weighed up) on pieces
-labelled by whether they contain an evidence string, from the `fit` questions of
+with its section heading and file name), its length, whether it is a list item, whether it
+reads as a definition of the subject of a "what is X" question, and whether it only points
+to other material (a video, an article, a link). The weights are fitted by
+benchmarks/fit_quotes.py (logistic regression, positives weighed up) on pieces labelled by
+whether they contain an evidence string, from the `fit` questions of
 eval/answer_questions.jsonl and eval/calibration_questions.jsonl; never on the dev sets.
 
 The most likely piece leads; up to four pieces follow while they score at least half as
@@ -19,6 +21,7 @@ Passages that scored as well but did not fit are pointed to with "More in [n]".
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,24 +39,54 @@ MAX_WORDS = 120
 KEEP_RATIO = 0.5
 SHORT_ITEM_WORDS = 12
 MAX_POINTERS = 2
+FEATURES = ("cosine", "coverage", "context_coverage", "log_words", "item", "defines", "pointer")
+
+# "What is X?", "What are Xs?", "Define X", "What does X mean?": the subject X.
+_DEFINITION_QUESTION = re.compile(
+    r"^\s*(?:(?:so|and|ok|okay)[, ]+)?(?:(?:in|according to) [^,?]{1,60},\s*)?"
+    r"(?:what(?:'s| is| are)|whats|define|what does|how (?:is|are))\s+(?:an?\s+|the\s+)?"
+    r"(?P<subject>.+?)"
+    r"(?:\s+(?:mean|stand for|do|described|defined|explained))?\s*\??\s*$",
+    re.IGNORECASE,
+)
+# A definition's verb within a piece's first words: "X is ...", "Xs are ...", "X refers to".
+_COPULA = re.compile(r"\b(?:is|are|refers? to|means|stands? for|denotes|describes)\b",
+                     re.IGNORECASE)
+COPULA_WITHIN = 12
+SUBJECT_WORDS = 6
+_NOT_A_SUBJECT_END = frozenset({"for", "of", "in", "to", "on", "with", "by", "from", "about"})
+# Pointers to further material rather than statements: "Video: ...", "📖 Learn more:", links.
+_POINTER_LEAD = re.compile(
+    r"\b(?:learn more|resources?|further reading|references?|see also|reading list|links?|"
+    r"watch|videos?)\b", re.IGNORECASE)
+_POINTER_TEXT = re.compile(
+    r"^\W*(?:video|article|paper|book|blog|course|notebook|hands-on|tutorial|docs?|"
+    r"documentation|website|slides|repo(?:sitory)?)\b[^:]{0,40}:|https?://|www\.",
+    re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
 class QuoteWeights:
-    """The logistic model of P(a piece states the answer)."""
+    """The logistic model of P(a piece states the answer), one weight per `FEATURES` column.
 
-    cosine: float = 4.15
-    coverage: float = 3.09
-    context_coverage: float = 1.04
-    log_words: float = 0.34
-    item: float = 0.27
-    intercept: float = -4.4
+    Fitted by benchmarks/fit_quotes.py (see its docstring for the command and the data)."""
+
+    cosine: float = 1.689
+    coverage: float = 2.234
+    context_coverage: float = 1.501
+    log_words: float = 0.239
+    item: float = 0.332
+    defines: float = 0.15
+    pointer: float = -0.344
+    intercept: float = -3.621
+
+    def vector(self) -> np.ndarray:
+        """The weights in `FEATURES` order."""
+        return np.array([getattr(self, name) for name in FEATURES])
 
     def probability(self, features: np.ndarray) -> np.ndarray:
         """P(states the answer) for rows of `quote_features`."""
-        w = np.array([self.cosine, self.coverage, self.context_coverage, self.log_words,
-                      self.item])
-        return 1.0 / (1.0 + np.exp(-(features @ w + self.intercept)))
+        return 1.0 / (1.0 + np.exp(-(features @ self.vector() + self.intercept)))
 
 
 FITTED_QUOTE_WEIGHTS = QuoteWeights()
@@ -79,23 +112,56 @@ def quote_features(
     question: str, quotes: Sequence[Quote], hits: Sequence[Hit], embedder: Embedder,
     idf: TermWeights,
 ) -> np.ndarray:
-    """One row per piece: cosine, coverage, coverage with heading and file name, log words,
-    list item."""
+    """One row per piece, columns as `FEATURES`: the cosine of piece and question, the
+    idf-weighted share of the question's terms the piece holds (alone, and with its heading
+    and file name), log words, list item, whether the piece defines the subject of a "what is
+    X" question, whether it points to other material."""
     if not quotes:
-        return np.zeros((0, 5))
+        return np.zeros((0, len(FEATURES)))
     sections = [hits[q.passage].chunk.section for q in quotes]
     vectors = embedder.embed_documents([embedding_text(q, s) for q, s in zip(quotes, sections,
                                                                              strict=True)])
     cosine = vectors @ embedder.embed_query(question)
     wanted = terms(question)
+    subject = definition_subject(question)
     rows = []
     for quote, section, cos in zip(quotes, sections, cosine, strict=True):
         own = terms(f"{quote.lead} {quote.header} {quote.text}")
         title = hits[quote.passage].chunk.source.rsplit("/", 1)[-1]
         context = own | terms(f"{section} {title}")
         rows.append([float(cos), idf.coverage(wanted, own), idf.coverage(wanted, context),
-                     math.log1p(quote.words), float(quote.kind == "item")])
+                     math.log1p(quote.words), float(quote.kind == "item"),
+                     float(defines(quote.text, subject, idf)), float(is_pointer(quote))])
     return np.array(rows)
+
+
+def definition_subject(question: str) -> set[str]:
+    """The terms of X in "what is X?" (empty for other questions)."""
+    match = _DEFINITION_QUESTION.match(question)
+    if match is None:
+        return set()
+    words = match["subject"].split()
+    # "What are embeddings used for?", "what is the point of X": not a definition.
+    if len(words) > SUBJECT_WORDS or words[-1].lower() in _NOT_A_SUBJECT_END:
+        return set()
+    return terms(match["subject"])
+
+
+def defines(text: str, subject: set[str], idf: TermWeights) -> bool:
+    """Whether a piece reads as a definition of the subject: its words before a defining verb
+    ("is", "are", "refers to"...), within the first few words, name most of the subject."""
+    if not subject:
+        return False
+    head = " ".join(text.split()[:COPULA_WITHIN])
+    verb = _COPULA.search(head)
+    return verb is not None and idf.coverage(subject, terms(head[: verb.start()])) >= 0.5
+
+
+def is_pointer(quote: Quote) -> bool:
+    """Whether a piece points to other material (a video, an article, a link) under a
+    "Learn more:" or "Resources:" lead-in, or names one itself."""
+    return bool(_POINTER_TEXT.search(quote.text)
+                or (quote.kind != "sentence" and _POINTER_LEAD.search(quote.lead)))
 
 
 def all_quotes(hits: Sequence[Hit]) -> list[Quote]:

@@ -28,6 +28,9 @@ _ABBREVIATION = re.compile(
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 _TERMINAL = re.compile(r"[.!?][\"')\]]*$")
 _LETTER = re.compile(r"[^\W\d_]")
+# Text from a PDF figure rather than prose: words glued together ("Fourscoreandsevenyearsago")
+# or special-token markup ("<eos>", "<resv>").
+_DEBRIS = re.compile(r"[^\W\d_]{22,}|<[a-z/_|]{2,12}>", re.IGNORECASE)
 _PROTECTED = "\u2024"
 
 
@@ -131,9 +134,10 @@ def quotes_of(text: str, passage: int) -> list[Quote]:
 
 def _without_fragments(quotes: list[Quote]) -> list[Quote]:
     """Drop a first sentence that starts mid-way (lower case), a last one that was cut (no
-    end mark), questions and pieces without a letter."""
+    end mark), questions, pieces without a letter and figure debris."""
     if quotes and quotes[0].kind == "sentence" and quotes[0].text[0].islower():
         quotes = quotes[1:]
     if quotes and quotes[-1].kind == "sentence" and not _TERMINAL.search(quotes[-1].text):
         quotes = quotes[:-1]
-    return [q for q in quotes if _LETTER.search(q.text) and not q.text.endswith("?")]
+    return [q for q in quotes if _LETTER.search(q.text) and not q.text.endswith("?")
+            and not _DEBRIS.search(q.text)]
