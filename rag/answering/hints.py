@@ -1,7 +1,7 @@
 """Hint mode for open assignments: decide whether a question targets one, and compose a hint
 (quotes with citations, sections to read, one guiding question) instead of a solution.
 
-Detection (measured in docs/benchmarks.md on eval/assignment_questions.jsonl) fires on any of:
+Detection (measured in docs/benchmarks.md on eval/assignment_questions*.jsonl) fires on any of:
 - the question names the assignment (a keyword from its file, or its title);
 - it says it is graded work ("my homework", "task 2", "check my answer") and is close to a task;
 - it is very close to a task's text (cosine of the embeddings);
