@@ -6,8 +6,10 @@ and whether any answer gives away a protected item.
 DATA must hold an index of the course materials (`study-assistant ingest`). The assignments are
 eval/assignments/*.toml (open for the whole run); the questions are
 eval/assignment_questions.jsonl (dev and test halves: the detector's rules and thresholds were
-chosen looking at both) and eval/assignment_questions_heldout.jsonl (written before the
-detector was run on it). With --answers every question is answered twice: through the
+chosen looking at both), eval/assignment_questions_heldout.jsonl (written before the first
+detector was run on it; its misses were then studied, so it is a development set now) and
+eval/assignment_questions_heldout2.jsonl (written before the second detector was run on it: the
+held-out figure). With --answers every question is answered twice: through the
 ordinary pipeline (with the packaged model) and as a hint (as in a hints-only channel); the
 answer texts and the passages /sources and the Sources button would show are checked for
 every protected string.
@@ -28,11 +30,12 @@ from rag.course.protect import ProtectedGuard
 from rag.services import Services, build_services
 
 EVAL = Path(__file__).resolve().parent.parent / "eval"
-SETS = ("assignment_questions.jsonl", "assignment_questions_heldout.jsonl")
+SETS = ("assignment_questions.jsonl", "assignment_questions_heldout.jsonl",
+        "assignment_questions_heldout2.jsonl")
 
 
 def load_questions() -> list[dict]:
-    """Both question files, one dict per question."""
+    """Every question file, one dict per question."""
     rows = []
     for name in SETS:
         rows += [json.loads(line) for line in (EVAL / name).read_text().splitlines() if line]

@@ -7,6 +7,8 @@ import pytest
 
 from rag.answering.assistant import Answer, Finished, Token
 from rag.answering.course_mode import HINT, guarded
+from rag.answering.hints import AssignmentDetector, Thresholds, shared_details
+from rag.course.assignments import Assignment
 from rag.course.protect import ProtectedGuard
 from rag.services import Services
 from tests.rag.retrieval.test_release_dates import NOW, Clock, ingested_course
@@ -51,6 +53,25 @@ async def test_no_protected_item_appears_even_when_the_best_passage_holds_one(co
 
 def test_a_general_concept_question_is_answered_normally(course):
     assert course.course_assistant.target("What is a token in a language model?", set()) is None
+
+
+def test_two_pasted_details_get_hint_mode_however_far_the_wording_is(embedder):
+    task = ("Two sentences have the embeddings u = [3, 1] and w = [2, 5]. Compute their cosine "
+            "similarity by hand and say whether the sentences are close in meaning.")
+    hw = Assignment("hw-e", "Homework E: embeddings by hand", 0, 1e12, (task,))
+    detector = AssignmentDetector(embedder)
+    pasted = detector.target("[3,1] and [2,5]: 11 over what?", [hw])
+    assert pasted is not None and pasted.similarity < Thresholds().with_one_detail
+    assert detector.target("what is the norm of [3, 1]", [hw]) is None
+    assert detector.target("What does cosine similarity measure?", [hw]) is None
+
+
+def test_a_vector_counts_once_and_a_one_digit_number_alone_is_weak():
+    task = "Given q = [1, 0] and k1 = [1, 0] with d_k = 2, and LoRA rank r = 8 on 4096 x 4096."
+    assert shared_details("is q·k1 = [1,0]·[1,0] here?", task) == (2, False)
+    assert shared_details("8 * (4096 + 4096) params?", task) == (2, False)
+    assert shared_details("is rank 8 enough?", task) == (1, True)
+    assert shared_details("why divide by sqrt(d_k)?", task)[0] == 0
 
 
 def test_a_closed_assignment_gets_no_hint_mode(course):
