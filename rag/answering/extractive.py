@@ -5,16 +5,17 @@ Every quotable piece of the passages (`rag.answering.quotes`) gets P(it states t
 from a small logistic model of how close it is to the question: the cosine of their
 embeddings, the idf-weighted share of the question's terms the piece contains (alone, and
 with its section heading and file name), its length, whether it is a list item, whether it
-reads as a definition of the subject of a "what is X" question, and whether it only points
-to other material (a video, an article, a link). The weights are fitted by
-benchmarks/fit_quotes.py (logistic regression, positives weighed up) on pieces labelled by
-whether they contain an evidence string, from the `fit` questions of
+reads as a definition of the subject of a "what is X" question, whether it only points to
+other material (a video, an article, a link), and whether it is a short code block. The
+weights are fitted by benchmarks/fit_quotes.py (logistic regression, positives weighed up)
+on pieces labelled by whether they contain an evidence string, from the `fit` questions of
 eval/answer_questions.jsonl and eval/calibration_questions.jsonl; never on the dev sets.
 
 The most likely piece leads; up to four pieces follow while they score at least half as
 well and the answer stays within about 120 words (the first piece is quoted whole even when
 longer). The pieces of a list of short entries (bullets under a heading) or of a table are
-quoted together, in document order under their lead-in line or header row.
+quoted together, in document order under their lead-in line or header row; a code block is
+quoted as a fenced block under its lead-in line.
 Passages that scored as well but did not fit are pointed to with "More in [n]".
 """
 
@@ -39,7 +40,8 @@ MAX_WORDS = 120
 KEEP_RATIO = 0.5
 SHORT_ITEM_WORDS = 12
 MAX_POINTERS = 2
-FEATURES = ("cosine", "coverage", "context_coverage", "log_words", "item", "defines", "pointer")
+FEATURES = ("cosine", "coverage", "context_coverage", "log_words", "item", "defines", "pointer",
+            "code")
 
 # "What is X?", "What are Xs?", "Define X", "What does X mean?": the subject X.
 _DEFINITION_QUESTION = re.compile(
@@ -71,14 +73,15 @@ class QuoteWeights:
 
     Fitted by benchmarks/fit_quotes.py (see its docstring for the command and the data)."""
 
-    cosine: float = 1.689
-    coverage: float = 2.234
+    cosine: float = 1.735
+    coverage: float = 2.261
     context_coverage: float = 1.501
-    log_words: float = 0.239
-    item: float = 0.332
-    defines: float = 0.15
-    pointer: float = -0.344
-    intercept: float = -3.621
+    log_words: float = 0.244
+    item: float = 0.322
+    defines: float = 0.144
+    pointer: float = -0.341
+    code: float = 0.245
+    intercept: float = -3.652
 
     def vector(self) -> np.ndarray:
         """The weights in `FEATURES` order."""
@@ -131,7 +134,8 @@ def quote_features(
         context = own | terms(f"{section} {title}")
         rows.append([float(cos), idf.coverage(wanted, own), idf.coverage(wanted, context),
                      math.log1p(quote.words), float(quote.kind == "item"),
-                     float(defines(quote.text, subject, idf)), float(is_pointer(quote))])
+                     float(defines(quote.text, subject, idf)), float(is_pointer(quote)),
+                     float(quote.kind == "code")])
     return np.array(rows)
 
 
@@ -192,7 +196,7 @@ def select(quotes: Sequence[Quote], p: np.ndarray) -> list[int]:
 def is_short_list(quotes: Sequence[Quote], i: int) -> bool:
     """Whether piece i belongs to a list or table of short entries (bullets under a heading,
     table rows): quoted whole, since the entries only make sense together."""
-    if quotes[i].kind == "sentence":
+    if quotes[i].kind in ("sentence", "code"):
         return False
     family = [quotes[j].words for j in siblings(quotes, i)]
     return quotes[i].kind == "row" or sum(family) / len(family) <= SHORT_ITEM_WORDS
@@ -238,6 +242,14 @@ def _render(
     their header), recording its sentences."""
     first = quotes[block[0]]
     number = first.passage + 1
+    if first.kind == "code":
+        # The citation goes on the lead-in (or a line of its own): text after a closing
+        # fence would not close the code block.
+        if first.lead:
+            sentences.append(AnswerSentence(first.lead, number, QUOTED))
+        sentences.append(AnswerSentence(first.text, number, QUOTED))
+        return [f"{first.lead} [{number}]" if first.lead else f"From [{number}]:",
+                "```", *first.text.splitlines(), "```"]
     if not as_list:
         sentences.append(AnswerSentence(first.text, number, QUOTED))
         return [f"{first.text} [{number}]"]

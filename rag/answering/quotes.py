@@ -1,18 +1,21 @@
-"""Cut passages into quotable pieces: whole sentences, list items and table rows.
+"""Cut passages into quotable pieces: whole sentences, list items, table rows and short code
+blocks.
 
 A quote keeps the materials' own words in their order; only Markdown markup is removed
 (emphasis, code ticks, link targets, images), so `plain(quote)` is always a substring of
-`plain(passage)` up to whitespace. A passage that starts mid-sentence loses its first
+`plain(passage)` up to whitespace. Code is kept as written (only its common indentation is
+removed). A passage that starts mid-sentence loses its first
 fragment and one that was cut loses its last, so no quote ends or starts mid-way.
 """
 
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass
 from typing import Literal
 
-QuoteKind = Literal["sentence", "item", "row"]
+QuoteKind = Literal["sentence", "item", "row", "code"]
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _ITEM = re.compile(r"^\s*(?:[-*+•]|\d{1,2}[.)])\s+(?:\[[ xX]\]\s+)?(.*)$")
@@ -32,6 +35,10 @@ _LETTER = re.compile(r"[^\W\d_]")
 # or special-token markup ("<eos>", "<resv>").
 _DEBRIS = re.compile(r"[^\W\d_]{22,}|<[a-z/_|]{2,12}>", re.IGNORECASE)
 _PROTECTED = "\u2024"
+# A fenced code block this small is quoted whole (a command, a short snippet); longer ones
+# are not quotable.
+CODE_LINES = 8
+CODE_CHARS = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,19 +84,26 @@ def split_sentences(paragraph: str) -> list[str]:
 
 
 def _blocks(text: str) -> list[tuple[str, str]]:
-    """(kind, text) blocks: paragraphs joined from wrapped lines, list items, table rows.
-    Code blocks, headings and rules become breaks."""
+    """(kind, text) blocks: paragraphs joined from wrapped lines, list items, table rows,
+    short fenced code blocks (their lines as written). Long code blocks, a code block the
+    passage cuts, headings and rules become breaks."""
     blocks: list[tuple[str, str]] = []
-    fenced = False
+    code: list[str] | None = None
     for line in text.splitlines():
         if _FENCE.match(line):
-            fenced = not fenced
-            blocks.append(("break", ""))
+            if code is None:
+                code = []
+            else:
+                body = textwrap.dedent("\n".join(c for c in code if c.strip())).strip()
+                short = body and body.count("\n") < CODE_LINES and len(body) <= CODE_CHARS
+                blocks.append(("code", body) if short else ("break", ""))
+                code = None
+            continue
+        if code is not None:
+            code.append(line.rstrip())
             continue
         stripped = line.strip()
-        if fenced or not stripped or _HEADING.match(line) or _TABLE_RULE.match(line) or (
-            _RULE.match(line)
-        ):
+        if not stripped or _HEADING.match(line) or _TABLE_RULE.match(line) or _RULE.match(line):
             blocks.append(("break", ""))
         elif stripped.startswith("|"):
             blocks.append(("row", stripped))
@@ -109,11 +123,15 @@ def quotes_of(text: str, passage: int) -> list[Quote]:
     for kind, body in _blocks(text):
         if kind == "break":
             continue
-        if kind != last or kind == "para":
+        if kind != last or kind in ("para", "code"):
             group += 1
         header = header if kind == "row" else ""
-        last = kind
-        if kind == "row":
+        previous, last = last, kind
+        if kind == "code":
+            # Its lead-in only when the paragraph right before it ends with a colon.
+            out.append(Quote(body, "code", passage, len(out), group,
+                             lead=lead if previous == "para" else ""))
+        elif kind == "row":
             if not header:
                 header = _cells(body)
             else:
@@ -139,5 +157,5 @@ def _without_fragments(quotes: list[Quote]) -> list[Quote]:
         quotes = quotes[1:]
     if quotes and quotes[-1].kind == "sentence" and not _TERMINAL.search(quotes[-1].text):
         quotes = quotes[:-1]
-    return [q for q in quotes if _LETTER.search(q.text) and not q.text.endswith("?")
-            and not _DEBRIS.search(q.text)]
+    return [q for q in quotes if q.kind == "code" or (
+        _LETTER.search(q.text) and not q.text.endswith("?") and not _DEBRIS.search(q.text))]

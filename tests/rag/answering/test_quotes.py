@@ -42,9 +42,18 @@ def test_table_rows_carry_their_header_row() -> None:
     assert rows == [("row", "GPT-3 | 175B", "Model | Params")]
 
 
-def test_questions_and_code_are_never_quoted() -> None:
-    quotes = quotes_of("Why is it large?\n\n```python\nx = 1.\n```\nIt stores keys.", 0)
-    assert [q.text for q in quotes] == ["It stores keys."]
+def test_questions_are_never_quoted_and_a_short_code_block_is_one_piece() -> None:
+    text = "Why is it large? Run:\n\n```python\n  x = 1\n  y = x*2\n```\nIt stores keys."
+    quotes = quotes_of(text, 0)
+    assert [(q.kind, q.text, q.lead) for q in quotes] == [
+        ("code", "x = 1\ny = x*2", "Run:"), ("sentence", "It stores keys.", "")]
+
+
+def test_long_code_blocks_and_code_cut_by_the_passage_are_not_quoted() -> None:
+    long = "```\n" + "\n".join(f"line_{i} = {i}" for i in range(20)) + "\n```\nAfter it."
+    assert [q.text for q in quotes_of(long, 0)] == ["After it."]
+    cut = "Before it.\n```bash\npip install vllm"
+    assert [q.text for q in quotes_of(cut, 0)] == ["Before it."]
 
 
 def test_abbreviations_do_not_end_a_sentence() -> None:

@@ -55,6 +55,15 @@ async def test_an_answer_to_a_number_question_contains_the_number(full_index: Se
     assert "32,000" in answer.text
 
 
+async def test_a_command_is_quoted_as_the_code_block_the_materials_give(full_index: Services):
+    answer = await full_index.assistant.answer(
+        "How do I start a vLLM server that speaks the OpenAI API?", style="extractive"
+    )
+    assert "vllm serve mistralai/Mistral-7B-Instruct-v0.3" in answer.text.splitlines()
+    fences = [n for n, line in enumerate(answer.text.splitlines()) if line == "```"]
+    assert len(fences) == 2 and re.search(r"\[\d\]:?$", answer.text.splitlines()[fences[0] - 1])
+
+
 async def test_the_packaged_model_answers_with_quotes_by_default(full_index: Services):
     answer = await full_index.assistant.answer("What is the KV cache?")
     assert answer.style == "extractive" and answer.made == "quoted from the materials"
