@@ -229,8 +229,9 @@ class ChromaStore:
                                                  embedding_function=None)
         )
         self.max_batch = int(self.client.get_max_batch_size())
-        # Shared by every view of this store (`at`): the held lease and the collections cache.
-        self._shared: dict[str, Any] = {"lease": None, "manifests": {}}
+        # Shared by every view of this store (`at`): the held lease, the collections cache and
+        # the lexical index built last (see `last_lexical_index`).
+        self._shared: dict[str, Any] = {"lease": None, "manifests": {}, "lexical": None}
         self._bound: str | None = None
         self._check_embedder()
 
@@ -307,6 +308,17 @@ class ChromaStore:
         for version in versions:
             listed.update(c for e in self.at(version).manifest().values() for c in e.chunk_ids)
         return listed
+
+    @property
+    def last_lexical_index(self) -> Any:
+        """The lexical index a retriever over this store (any view, any version) built last,
+        kept so that the next one is derived from it (rag/retrieval/lexical.py,
+        `BM25Index.updated`). Any version's will do: chunk record ids name content."""
+        return self._shared["lexical"]
+
+    @last_lexical_index.setter
+    def last_lexical_index(self, index: Any) -> None:
+        self._shared["lexical"] = index
 
     def collect_garbage(self) -> int:
         """Delete the chunks no version lists (stale, or left by an interrupted run); how many."""
