@@ -230,8 +230,8 @@ class ChromaStore:
         )
         self.max_batch = int(self.client.get_max_batch_size())
         # Shared by every view of this store (`at`): the held lease, the collections cache and
-        # the lexical index built last (see `last_lexical_index`).
-        self._shared: dict[str, Any] = {"lease": None, "manifests": {}, "lexical": None}
+        # the lexical indexes built last (see `lexical_indexes`).
+        self._shared: dict[str, Any] = {"lease": None, "manifests": {}, "lexical": []}
         self._bound: str | None = None
         self._check_embedder()
 
@@ -310,15 +310,18 @@ class ChromaStore:
         return listed
 
     @property
-    def last_lexical_index(self) -> Any:
-        """The lexical index a retriever over this store (any view, any version) built last,
-        kept so that the next one is derived from it (rag/retrieval/lexical.py,
+    def lexical_indexes(self) -> tuple[Any, ...]:
+        """The lexical indexes retrievers over this store (any view, any version) built last,
+        newest first, kept so that the next one is derived from them (rag/retrieval/lexical.py,
         `BM25Index.updated`). Any version's will do: chunk record ids name content."""
-        return self._shared["lexical"]
+        return tuple(self._shared["lexical"])
 
-    @last_lexical_index.setter
-    def last_lexical_index(self, index: Any) -> None:
-        self._shared["lexical"] = index
+    def keep_lexical_index(self, index: Any, keep: int = 2) -> None:
+        """Remember a lexical index just built; only the `keep` newest are kept. Two, because
+        a gated re-ingest may build two (the new version's, and the live one's when its gold
+        results are not stored) and the next build should find the one closest to it."""
+        self._shared["lexical"] = [index, *(i for i in self._shared["lexical"]
+                                            if i is not index)][:keep]
 
     def collect_garbage(self) -> int:
         """Delete the chunks no version lists (stale, or left by an interrupted run); how many."""

@@ -193,6 +193,10 @@ class BM25Index:
         return sparse.csr_matrix((data, counts.indices.copy(), counts.indptr.copy()),
                                  shape=counts.shape, dtype=np.float32)
 
+    def holds(self, ids: Iterable[str]) -> int:
+        """How many of these chunk ids this index holds."""
+        return sum(i in self._column for i in ids)
+
     def updated(
         self, ids: Sequence[str], texts_of: Callable[[list[str]], Iterable[tuple[str, str]]]
     ) -> BM25Index:

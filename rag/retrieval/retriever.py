@@ -119,12 +119,13 @@ class Retriever:
         """The snapshot of the version the token names (read through a view pinned to it, so
         a switch in between cannot mix two versions)."""
         ids = [cid for e in self.store.pinned(version).manifest().values() for cid in e.chunk_ids]
-        # Derived from the lexical index built last over this store (the live version's, in a
-        # running bot): only chunks it lacks are read back and tokenised. The first build in
-        # a process reads and tokenises them all.
-        previous = self.store.last_lexical_index or BM25Index([], [])
+        # Derived from the recent lexical index over this store that shares most chunks with
+        # this version (the live version's, in a running bot): only chunks it lacks are read
+        # back and tokenised. The first build in a process reads and tokenises them all.
+        previous = max(self.store.lexical_indexes, key=lambda index: index.holds(ids),
+                       default=BM25Index([], []))
         bm25 = previous.updated(ids, self._lexical_texts)
-        self.store.last_lexical_index = bm25
+        self.store.keep_lexical_index(bm25)
         live = frozenset(bm25.ids)
         release = {cid: at for cid, at in self.store.release_times().items() if cid in live}
         return _Snapshot(version, live, bm25, release)
