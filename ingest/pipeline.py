@@ -313,8 +313,16 @@ def run_ingest(
     embedder: DocumentEmbedder,
     settings: IngestSettings,
     progress: IngestProgress | None = None,
+    *,
+    building: bool = False,
 ) -> IngestReport:
-    """Carry out a plan: remove deleted files, (re)index new and changed ones, clean up."""
+    """Carry out a plan: remove deleted files, (re)index new and changed ones, clean up.
+
+    `building`: the store is bound to a new version that is not live yet (ingest/reingest.py).
+    Its `building` record already marks it unfinished (a killed build is dropped, never
+    repaired), so no dirty marker is written, and the caller collects the garbage once it has
+    switched and pruned.
+    """
     progress = progress or NoProgress()
     report = IngestReport(plan=plan, skipped=dict(plan.skipped))
     began = time.perf_counter()
@@ -324,7 +332,8 @@ def run_ingest(
     # One ingest at a time: in this process (exclusive), against a Chroma server (the lease;
     # embedded mode: the data-dir lock keeps other processes out).
     with store.exclusive(), store.writer_lease():
-        store.mark_dirty(True)
+        if not building:
+            store.mark_dirty(True)
         shared = store.shares_chunks()
         for source in plan.removed:
             store.forget_file(source)
@@ -333,8 +342,9 @@ def run_ingest(
             _index_group(group, store, embedder, shared, report, progress)
         # Replaced and removed files' chunks, and any an interrupted run left: whatever no
         # version lists (older versions, kept for rollback, keep theirs).
-        report.chunks_removed += store.collect_garbage()
-        store.mark_dirty(False)
+        if not building:
+            report.chunks_removed += store.collect_garbage()
+            store.mark_dirty(False)
     report.seconds = time.perf_counter() - began
     return report
 

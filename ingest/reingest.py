@@ -137,7 +137,8 @@ def _gated(
     live = store.live_version()
     versions.discard_unfinished(store)
     built = versions.begin(store)
-    report = run_ingest(plan, store.at(built), embedder, settings.ingest, progress)
+    report = run_ingest(plan, store.at(built), embedder, settings.ingest, progress,
+                        building=True)
     report.scheduled = {f.source: f.release_at for f in files
                         if f.release_at > now and f.source not in report.skipped}
     after = _evaluate(gold, store.at(built), embedder, settings)

@@ -229,8 +229,9 @@ class ChromaStore:
                                                  embedding_function=None)
         )
         self.max_batch = int(self.client.get_max_batch_size())
-        # Shared by every view of this store (`at`): the held lease and the collections cache.
-        self._shared: dict[str, Any] = {"lease": None, "manifests": {}}
+        # Shared by every view of this store (`at`): the held lease, the collections cache and
+        # the lexical indexes built last (see `lexical_indexes`).
+        self._shared: dict[str, Any] = {"lease": None, "manifests": {}, "lexical": []}
         self._bound: str | None = None
         self._check_embedder()
 
@@ -307,6 +308,20 @@ class ChromaStore:
         for version in versions:
             listed.update(c for e in self.at(version).manifest().values() for c in e.chunk_ids)
         return listed
+
+    @property
+    def lexical_indexes(self) -> tuple[Any, ...]:
+        """The lexical indexes retrievers over this store (any view, any version) built last,
+        newest first, kept so that the next one is derived from them (rag/retrieval/lexical.py,
+        `BM25Index.updated`). Any version's will do: chunk record ids name content."""
+        return tuple(self._shared["lexical"])
+
+    def keep_lexical_index(self, index: Any, keep: int = 2) -> None:
+        """Remember a lexical index just built; only the `keep` newest are kept. Two, because
+        a gated re-ingest may build two (the new version's, and the live one's when its gold
+        results are not stored) and the next build should find the one closest to it."""
+        self._shared["lexical"] = [index, *(i for i in self._shared["lexical"]
+                                            if i is not index)][:keep]
 
     def collect_garbage(self) -> int:
         """Delete the chunks no version lists (stale, or left by an interrupted run); how many."""

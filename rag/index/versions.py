@@ -88,13 +88,17 @@ def record_of_registered(store: ChromaStore, version: str) -> dict[str, Any] | N
     return dict(got["metadatas"][0]) if got["ids"] else None
 
 
-def _write(store: ChromaStore, record: VersionRecord) -> None:
+def _write(store: ChromaStore, record: VersionRecord,
+           *also: tuple[str, str, dict[str, Any]]) -> None:
+    """Write a version's record, and any further control records (id, document, metadata)
+    after it in the same upsert: one write instead of several."""
     meta: dict[str, Any] = {"kind": "version", "state": record.state,
                             "created_at": record.created_at, "replaced": record.replaced,
                             "files": record.files, "gold_key": record.gold_key,
                             "gold": record.gold}
-    store.control.upsert(ids=[f"v:{record.version}"], embeddings=[_NO_VECTOR],
-                         documents=[record.note], metadatas=[meta])
+    rows = [(f"v:{record.version}", record.note, meta), *also]
+    store.control.upsert(ids=[r[0] for r in rows], embeddings=[_NO_VECTOR] * len(rows),
+                         documents=[r[1] for r in rows], metadatas=[r[2] for r in rows])
 
 
 def begin(store: ChromaStore) -> str:
@@ -103,12 +107,15 @@ def begin(store: ChromaStore) -> str:
     The copy is a few records per file (no chunk is copied). Registered as `building` first,
     so that garbage collection keeps its chunks while it is written.
     """
-    version = _next_number(store)
+    number = _next_number(store)
+    version = str(number)
     live = store.live_version()
     if record_of_registered(store, live) is None:  # version 0, live since before versions
         _write(store, VersionRecord(live, READY, time.time(),
                                     files=len(store.at(live).manifest())))
-    _write(store, VersionRecord(version, BUILDING, time.time()))
+    # The record and the counter in one write: a number is used once it is registered.
+    _write(store, VersionRecord(version, BUILDING, time.time()),
+           (COUNTER_ID, "", {"next": number + 1}))
     source = store.manifest_of(live).get(include=["documents", "metadatas"])
     rows = [(i, d, m) for i, d, m in zip(source["ids"], source["documents"], source["metadatas"],
                                          strict=True) if i not in _RESERVED]
@@ -120,19 +127,17 @@ def begin(store: ChromaStore) -> str:
     return version
 
 
-def _next_number(store: ChromaStore) -> str:
-    """A version number never used before (a dropped version's number is not reused)."""
+def _next_number(store: ChromaStore) -> int:
+    """A version number never used before (a dropped version's number is not reused once
+    the counter past it is written, with the version's record: see `begin`)."""
     got = store.control.get(ids=[COUNTER_ID], include=["metadatas"])
     used = int(got["metadatas"][0]["next"]) if got["ids"] else 0
-    number = max(used, max(r.number for r in records(store)) + 1)
-    store.control.upsert(ids=[COUNTER_ID], embeddings=[_NO_VECTOR], documents=[""],
-                         metadatas=[{"next": number + 1}])
-    return str(number)
+    return max(used, max(r.number for r in records(store)) + 1)
 
 
 def switch(store: ChromaStore, version: str, gold_key: str = "", gold: str = "") -> None:
-    """Make `version` live: one atomic write of the pointer record (after its own record,
-    which keeps the gold results measured on it, if given)."""
+    """Make `version` live: one write of its own record (which keeps the gold results measured
+    on it, if given) and, after it in the same upsert, the pointer record."""
     record = record_of(store, version)
     if record is None:
         raise VersionError(f"There is no index version {version}.")
@@ -140,10 +145,8 @@ def switch(store: ChromaStore, version: str, gold_key: str = "", gold: str = "")
     files = len(store.at(version).manifest())
     replaced = live if live != version else record.replaced
     _write(store, VersionRecord(version, READY, record.created_at, replaced, "", files,
-                                gold_key or record.gold_key, gold or record.gold))
-    store.control.upsert(ids=[LIVE_ID], embeddings=[_NO_VECTOR], documents=[""],
-                         metadatas=[{"kind": "pointer", "version": version,
-                                     "switched_at": time.time()}])
+                                gold_key or record.gold_key, gold or record.gold),
+           (LIVE_ID, "", {"kind": "pointer", "version": version, "switched_at": time.time()}))
 
 
 def hold(store: ChromaStore, version: str, note: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -130,52 +130,127 @@ def tokenize(text: str) -> list[str]:
 
 
 class BM25Index:
-    """Okapi BM25 (k1=1.2, b=0.75) with precomputed per-term document weights."""
+    """Okapi BM25 (k1=1.2, b=0.75) with precomputed per-term document weights.
+
+    Each chunk's term counts are kept beside its weights (4 bytes per weight), so that
+    `updated` can make the index of the next version's chunks by tokenising only the chunks
+    this one lacks.
+    """
 
     def __init__(self, ids: Sequence[str], texts: Iterable[str], k1: float = 1.2, b: float = 0.75):
-        self.ids = list(ids)
-        self.vocab: dict[str, int] = {}
+        vocab: dict[str, int] = {}
         rows: list[int] = []
         cols: list[int] = []
         tfs: list[int] = []
-        lengths = np.zeros(len(self.ids), dtype=np.float32)
+        ids = list(ids)
+        lengths = np.zeros(len(ids), dtype=np.float32)
         for doc, text in enumerate(texts):
-            counts: dict[int, int] = {}
-            tokens = index_terms(text)
-            lengths[doc] = len(tokens)
-            for tok in tokens:
-                tid = self.vocab.setdefault(tok, len(self.vocab))
-                counts[tid] = counts.get(tid, 0) + 1
+            counts = _term_counts(text, vocab)
+            lengths[doc] = sum(counts.values())
             rows.extend(counts)
             cols.extend([doc] * len(counts))
             tfs.extend(counts.values())
-        n_docs = len(self.ids)
-        df = np.bincount(np.asarray(rows, dtype=np.int64), minlength=len(self.vocab))
-        self._idf = np.log1p((n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
-        self.weights = self._weights(rows, cols, tfs, lengths, k1, b)
-        self._column = {doc_id: i for i, doc_id in enumerate(self.ids)}
-        # A word the corpus never uses is the strongest sign a question is off-topic.
-        self._unseen_idf = float(np.log1p((n_docs + 0.5) / 0.5))
-        self._deletes = _deletion_index(self.vocab)
+        self._fill(ids, vocab, (rows, cols, tfs), lengths, k1, b, _deletion_index(vocab))
 
-    def _weights(
+    def _fill(
         self,
-        rows: list[int],
-        cols: list[int],
-        tfs: list[int],
+        ids: list[str],
+        vocab: dict[str, int],
+        entries: tuple[Sequence[int], Sequence[int], Sequence[int]],
         lengths: np.ndarray,
         k1: float,
         b: float,
+        deletes: dict[str, tuple[str, ...]],
+    ) -> None:
+        """Set the index from (term id, doc, count) entries: idf, weights and lookups."""
+        self.ids, self.vocab, self.k1, self.b = ids, vocab, k1, b
+        rows, cols = (np.asarray(e, dtype=np.int64) for e in entries[:2])
+        tfs = np.asarray(entries[2], dtype=np.float32)
+        counts = sparse.csr_matrix((tfs, (rows, cols)), shape=(len(vocab), len(ids)),
+                                   dtype=np.float32)
+        n_docs = len(ids)
+        df = np.bincount(rows, minlength=len(vocab))
+        self._idf = np.log1p((n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
+        self._lengths = lengths
+        self._tf = counts.data  # aligned with self.weights.data (same indices and indptr)
+        self.weights = self._weights(counts, lengths, k1, b)
+        self._column = {doc_id: i for i, doc_id in enumerate(self.ids)}
+        # A word the corpus never uses is the strongest sign a question is off-topic.
+        self._unseen_idf = float(np.log1p((n_docs + 0.5) / 0.5))
+        self._deletes = deletes
+
+    def _weights(
+        self, counts: sparse.csr_matrix, lengths: np.ndarray, k1: float, b: float
     ) -> sparse.csr_matrix:
-        shape = (len(self.vocab), len(self.ids))
-        if not rows:
-            return sparse.csr_matrix(shape, dtype=np.float32)
-        tf = np.asarray(tfs, dtype=np.float32)
-        r = np.asarray(rows)
-        c = np.asarray(cols)
+        """BM25 weight of each (term, doc) count, in the counts' sparsity structure."""
+        if not counts.nnz:
+            return sparse.csr_matrix(counts.shape, dtype=np.float32)
+        tf = counts.data
+        r = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
+        c = counts.indices
         norm = k1 * (1 - b + b * lengths[c] / max(float(lengths.mean()), 1.0))
         data = self._idf[r] * tf * (k1 + 1) / (tf + norm)
-        return sparse.csr_matrix((data, (r, c)), shape=shape, dtype=np.float32)
+        return sparse.csr_matrix((data, counts.indices.copy(), counts.indptr.copy()),
+                                 shape=counts.shape, dtype=np.float32)
+
+    def holds(self, ids: Iterable[str]) -> int:
+        """How many of these chunk ids this index holds."""
+        return sum(i in self._column for i in ids)
+
+    def updated(
+        self, ids: Sequence[str], texts_of: Callable[[list[str]], Iterable[tuple[str, str]]]
+    ) -> BM25Index:
+        """The index of the chunks `ids`, in that order: the same index as `BM25Index` built
+        from their texts, but only the chunks this index lacks are read (`texts_of(missing)`
+        yields their (id, text); an id it does not yield is left out) and tokenised.
+
+        Chunk ids name content (a hash of source, page, section and text), so what this index
+        knows of a chunk holds in any version that lists it.
+        """
+        wanted = list(dict.fromkeys(ids))
+        if wanted == self.ids:
+            return self
+        missing = [i for i in wanted if i not in self._column]
+        fresh = dict(texts_of(missing)) if missing else {}
+        wanted = [i for i in wanted if i in self._column or i in fresh]
+        old_cols = np.asarray([self._column.get(i, -1) for i in wanted], dtype=np.int64)
+        vocab, kept_entries, lengths = self._kept(old_cols)
+        rows: list[int] = []
+        cols: list[int] = []
+        tfs: list[int] = []
+        for doc in np.flatnonzero(old_cols < 0).tolist():
+            counts = _term_counts(fresh[wanted[doc]], vocab)
+            lengths[doc] = sum(counts.values())
+            rows.extend(counts)
+            cols.extend([doc] * len(counts))
+            tfs.extend(counts.values())
+        entries = tuple(np.concatenate([old, np.asarray(new, dtype=old.dtype)])
+                        for old, new in zip(kept_entries, (rows, cols, tfs), strict=True))
+        gone = [t for t in self.vocab if t not in vocab]
+        added = [t for t in vocab if t not in self.vocab]
+        index = BM25Index.__new__(BM25Index)
+        index._fill(wanted, vocab, entries, lengths, self.k1, self.b,  # type: ignore[arg-type]
+                    _updated_deletions(self._deletes, gone, added))
+        return index
+
+    def _kept(
+        self, old_cols: np.ndarray
+    ) -> tuple[dict[str, int], tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+        """For a new index whose doc i is this index's doc `old_cols[i]` (-1: a new doc): the
+        vocabulary of the kept docs, their (term id, doc, count) entries and the doc lengths
+        (0 for new docs)."""
+        kept = np.flatnonzero(old_cols >= 0)
+        by_doc = sparse.csr_matrix((self._tf, self.weights.indices, self.weights.indptr),
+                                   shape=self.weights.shape).tocsc()
+        counts = by_doc[:, old_cols[kept]].tocoo()
+        used = np.unique(counts.row)
+        terms = list(self.vocab)
+        remap = np.full(len(terms), -1, dtype=np.int64)
+        remap[used] = np.arange(len(used))
+        lengths = np.zeros(len(old_cols), dtype=np.float32)
+        lengths[kept] = self._lengths[old_cols[kept]]
+        entries = (remap[counts.row], kept[counts.col].astype(np.int64), counts.data)
+        return {terms[t]: k for k, t in enumerate(used.tolist())}, entries, lengths
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -240,11 +315,47 @@ class BM25Index:
         return out
 
 
+def _term_counts(text: str, vocab: dict[str, int]) -> dict[int, int]:
+    """How often each index term occurs in a text, by term id (new terms join `vocab`)."""
+    counts: dict[int, int] = {}
+    for tok in index_terms(text):
+        tid = vocab.setdefault(tok, len(vocab))
+        counts[tid] = counts.get(tid, 0) + 1
+    return counts
+
+
+def _deletions(term: str) -> list[str]:
+    """The single-letter deletions of a term typo correction considers (none if too short)."""
+    if len(term) > _MIN_FUZZY_LEN and term.isalpha():
+        return [term[:i] + term[i + 1 :] for i in range(len(term))]
+    return []
+
+
 def _deletion_index(vocab: Iterable[str]) -> dict[str, tuple[str, ...]]:
     """Every single-letter deletion of each alphabetic term, mapped back to its terms."""
     index: dict[str, list[str]] = {}
     for term in vocab:
-        if len(term) > _MIN_FUZZY_LEN and term.isalpha():
-            for i in range(len(term)):
-                index.setdefault(term[:i] + term[i + 1 :], []).append(term)
+        for shorter in _deletions(term):
+            index.setdefault(shorter, []).append(term)
     return {k: tuple(v) for k, v in index.items()}
+
+
+def _updated_deletions(
+    index: Mapping[str, tuple[str, ...]], removed: Iterable[str], added: Iterable[str]
+) -> dict[str, tuple[str, ...]]:
+    """A deletion index with the removed terms taken out and the added ones put in (a new
+    dict: the index it came from may still be searched)."""
+    out = dict(index)
+    gone = set(removed)
+    for term in gone:
+        for shorter in _deletions(term):
+            if shorter in out:
+                left = tuple(t for t in out[shorter] if t not in gone)
+                if left:
+                    out[shorter] = left
+                else:
+                    del out[shorter]
+    for term in added:
+        for shorter in _deletions(term):
+            out[shorter] = (*out.get(shorter, ()), term)
+    return out

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,11 +119,21 @@ class Retriever:
         """The snapshot of the version the token names (read through a view pinned to it, so
         a switch in between cannot mix two versions)."""
         ids = [cid for e in self.store.pinned(version).manifest().values() for cid in e.chunk_ids]
-        pairs = list(self.store.iter_chunks(ids))
-        bm25 = BM25Index([p[0] for p in pairs], (p[1].lexical_text() for p in pairs))
+        # Derived from the recent lexical index over this store that shares most chunks with
+        # this version (the live version's, in a running bot): only chunks it lacks are read
+        # back and tokenised. The first build in a process reads and tokenises them all.
+        previous = max(self.store.lexical_indexes, key=lambda index: index.holds(ids),
+                       default=BM25Index([], []))
+        bm25 = previous.updated(ids, self._lexical_texts)
+        self.store.keep_lexical_index(bm25)
         live = frozenset(bm25.ids)
         release = {cid: at for cid, at in self.store.release_times().items() if cid in live}
         return _Snapshot(version, live, bm25, release)
+
+    def _lexical_texts(self, ids: list[str]) -> Iterator[tuple[str, str]]:
+        """(id, lexical text) of stored chunks (ids not stored are left out)."""
+        for cid, chunk in self.store.iter_chunks(ids):
+            yield cid, chunk.lexical_text()
 
     def live_count(self) -> int:
         """How many chunks search can return."""

@@ -20,10 +20,12 @@ from ingest.pipeline import Target, ingest
 from ingest.reingest import ReingestResult, reingest
 from rag.config import Settings, StoreSettings
 from rag.index import versions
+from rag.index.chroma_store import ChromaStore
 from rag.index.embedder import Embedder
 from rag.services import Services, build_services
 from tests.conftest import REPO, CountingEmbedder
 from tests.ingest.test_pipeline import _wait_for_line
+from tests.rag.retrieval.test_lexical import assert_same_index
 
 FILES = {
     "kv-cache.md": "# KV cache\n\nDuring decoding the key-value cache keeps the attention keys and "
@@ -331,3 +333,38 @@ def test_batched_searches_equal_single_ones(course):
         single = course.retriever.search(question, 3)
         assert [h.chunk for h in hits] == [h.chunk for h in single]
         assert [h.score for h in hits] == pytest.approx([h.score for h in single], abs=1e-5)
+
+
+def test_the_new_versions_lexical_index_is_derived_and_equals_a_scratch_build(
+    tmp_path, small_root, embedder, monkeypatch
+):
+    (small_root / "gold_questions.toml").write_text(
+        '[[question]]\nquestion = "What is scaled dot-product attention?"\n'
+        'sources = ["papers/attention_is_all_you_need.pdf"]\n')
+    settings = Settings(data_dir=tmp_path / "data", materials_dir=small_root,
+                        store=StoreSettings(keep_versions=2))
+    services = build_services(settings, embedder=embedder)
+    assert regate(services).gate is not None  # version 1: its lexical index built from scratch
+    before = services.store.listed_ids([services.store.live_version()])
+    with (small_root / "guides/week2-support-guide.md").open("a", encoding="utf-8") as fh:
+        fh.write("\n\n## Review\n\nRevise attention and the KV cache before the quiz.\n")
+    retitled = small_root / "guides/llm-basics.md"
+    retitled.write_text("# LLM basics, revised\n" + retitled.read_text().split("\n", 1)[1])
+    read: list[str] = []
+    real = ChromaStore.iter_chunks
+
+    def spy(store: ChromaStore, ids: Sequence[str]):  # type: ignore[no-untyped-def]
+        read.extend(ids)
+        return real(store, ids)
+
+    monkeypatch.setattr(ChromaStore, "iter_chunks", spy)
+    gate = regate(services).gate
+    assert gate is not None and gate.live_after == gate.built
+    after = services.store.listed_ids([gate.built])
+    assert set(read) == after - before and 0 < len(read) < len(after) / 5  # only new chunks
+    fresh = build_services(settings, embedder=embedder)  # a new process's view: scratch build
+    questions = ["What is scaled dot-product attention?", "week 2 review of the KV cache",
+                 "What are LLM basics?", "multi-head atention"]
+    assert fresh.retriever.search_many(questions) == services.retriever.search_many(questions)
+    assert set(read) == after  # the fresh retriever did read every chunk back
+    assert_same_index(services.store.lexical_indexes[0], fresh.store.lexical_indexes[0])

@@ -1,5 +1,13 @@
 """BM25 scoring, number-aware tokenization and typo correction."""
 
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from ingest.parse_worker import chunks_of
+from rag.config import IngestSettings
+from rag.index.documents import Chunk
 from rag.retrieval.lexical import BM25Index, index_terms, tokenize
 
 
@@ -87,3 +95,89 @@ def test_coverage_is_the_idf_weighted_share_of_query_terms():
     assert cover["a"] == 1.0
     assert 0.0 < cover["b"] < 1.0
     assert cover["c"] == 0.0
+
+
+# -- an index derived from another (the next version's, BM25Index.updated) --------------------
+
+
+def real_chunks(root: Path, *names: str) -> list[Chunk]:
+    """The chunks the ingest cuts from real course files."""
+    return [c for name in names for c in chunks_of(root / name, root, IngestSettings())]
+
+
+def assert_same_index(derived: BM25Index, scratch: BM25Index) -> None:
+    """Same chunks in the same order, same terms with the same weights, same idf."""
+    assert derived.ids == scratch.ids
+    assert set(derived.vocab) == set(scratch.vocab)
+    order = list(scratch.vocab)
+    rows_d = derived.weights[[derived.vocab[t] for t in order]]
+    rows_s = scratch.weights[[scratch.vocab[t] for t in order]]
+    assert (rows_d != rows_s).nnz == 0  # bit for bit
+    assert derived.coverage(order[:200], derived.ids) == scratch.coverage(order[:200], scratch.ids)
+
+
+@pytest.fixture(scope="module")
+def versions(shared_materials: Path) -> tuple[list[Chunk], list[Chunk]]:
+    """The chunks of a live version and of the next one: one guide dropped, one retitled
+    (every chunk of it new), one with a section appended, and one file added."""
+    root = shared_materials
+    live = real_chunks(root, "guides/llm-basics.md", "guides/week2-support-guide.md",
+                       "guides/class2-llm-overview.md", "papers/lora.pdf")
+    retitled = [replace(c, section=f"LLM basics (revised) > {c.section}")
+                for c in real_chunks(root, "guides/llm-basics.md")]
+    appended = Chunk("Review: revise attention, the KV cache and speculative decodings before "
+                     "the quizz.", "guides/week2-support-guide.md", None, "Review", 0, 80)
+    kept = [c for c in live if c.source in ("guides/week2-support-guide.md", "papers/lora.pdf")]
+    added = real_chunks(root, "guides/week6-transformers-fundamentals.md")
+    return live, retitled + kept[:5] + [appended] + kept[5:] + added
+
+
+def test_an_index_derived_from_the_live_one_equals_a_scratch_build(versions):
+    live, new = versions
+    previous = BM25Index([c.id for c in live], [c.lexical_text() for c in live])
+    texts = {c.id: c.lexical_text() for c in new}
+    asked: list[str] = []
+
+    def texts_of(ids: list[str]) -> list[tuple[str, str]]:
+        asked.extend(ids)
+        return [(i, texts[i]) for i in reversed(ids)]  # in any order, like Chroma
+
+    derived = previous.updated([c.id for c in new], texts_of)
+    scratch = BM25Index([c.id for c in new], [c.lexical_text() for c in new])
+    assert_same_index(derived, scratch)
+    assert set(asked) == {c.id for c in new} - {c.id for c in live}  # only new chunks read
+    for query in ("low rank adaptation of weights", "kv cache review", "week 6 attention"):
+        assert derived.search(terms(query), 20) == scratch.search(terms(query), 20)
+    changed = set(scratch.vocab) ^ set(previous.vocab)  # terms added or gone
+    typos = [typo for t in sorted(changed) for typo in (t[1:], t[:2] + t[3:], t + "q")]
+    assert len(typos) > 100
+    for typo in typos + ["quizz", "decodingg", "adaptaton", "atention", "transformr"]:
+        assert derived.correction(typo) == scratch.correction(typo), typo
+    # The live index is left as it was: a running bot may still be searching it.
+    assert_same_index(previous, BM25Index([c.id for c in live], [c.lexical_text() for c in live]))
+
+
+def test_terms_only_removed_chunks_used_are_forgotten(versions):
+    live, _ = versions
+    previous = BM25Index([c.id for c in live], [c.lexical_text() for c in live])
+    lora = [c for c in live if c.source == "papers/lora.pdf"]
+    derived = previous.updated([c.id for c in lora], lambda ids: [])
+    scratch = BM25Index([c.id for c in lora], [c.lexical_text() for c in lora])
+    assert_same_index(derived, scratch)
+    assert previous.knows("week2") and not derived.knows("week2")
+    word = next(t for t in previous.vocab if t.isalpha() and len(t) > 5 and not derived.knows(t))
+    typo = word[:-1]
+    assert derived.correction(typo) == scratch.correction(typo) != word
+
+
+def test_the_same_chunks_give_the_same_index(versions):
+    live, _ = versions
+    previous = BM25Index([c.id for c in live], [c.lexical_text() for c in live])
+    assert previous.updated([c.id for c in live], lambda ids: []) is previous
+
+
+def test_an_id_that_cannot_be_read_is_left_out(versions):
+    live, new = versions
+    previous = BM25Index([c.id for c in live[:10]], [c.lexical_text() for c in live[:10]])
+    derived = previous.updated([c.id for c in live[:12]], lambda ids: [])
+    assert derived.ids == [c.id for c in live[:10]]
