@@ -131,6 +131,7 @@ def quotes_of(text: str, passage: int) -> list[Quote]:
             # Its lead-in only when the paragraph right before it ends with a colon.
             out.append(Quote(body, "code", passage, len(out), group,
                              lead=lead if previous == "para" else ""))
+            lead = ""  # the lead-in introduced the code, not a list after it
         elif kind == "row":
             if not header:
                 header = _cells(body)

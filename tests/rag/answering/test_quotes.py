@@ -118,3 +118,10 @@ def test_pointers_to_other_material_are_recognised() -> None:
     assert [is_pointer(q) for q in resources] == [True, True]
     assert is_pointer(Quote("See https://example.org for more.", "sentence", 0, 0, 0))
     assert not is_pointer(Quote("A Transformer reads a whole book at once.", "sentence", 0, 0, 0))
+
+
+def test_a_lead_in_belongs_to_the_code_it_introduces_not_to_a_list_after_it() -> None:
+    text = "Start the server:\n\n```bash\nvllm serve m\n```\n\n- one item\n- two items"
+    quotes = quotes_of(text, 0)
+    assert [(q.kind, q.lead) for q in quotes] == [
+        ("code", "Start the server:"), ("item", ""), ("item", "")]
