@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from rag.answering.extractive import Extract, QuoteSelector
 from rag.answering.gate import evidence_of, gate_probability
 from rag.answering.grounding import GroundingChecker, TermWeights, sentences
-from rag.answering.injection import skeleton
+from rag.answering.injection import only_instructions, skeleton
 from rag.answering.leak_guard import LeakGuard, leaks
 from rag.answering.prompting import (
     INJECTION_MARKER,
@@ -232,6 +232,9 @@ class Assistant:
         if asks_for_system_prompt(question):
             yield Finished(self._declined(question, chat.name, began))
             return
+        if only_instructions(question):
+            yield Finished(self._declined(question, chat.name, began, NOT_A_QUESTION))
+            return
         query = await self.search_query_for(question, recent, chat, timings)
         started = time.perf_counter()
         hits = tuple(
@@ -409,17 +412,26 @@ class Assistant:
         timings["total_ms"] = (time.perf_counter() - began) * 1000
         return Answer(question, text, True, (), tuple(hits), model, timings, NOT_COVERED, query)
 
-    def _declined(self, question: str, model: str, began: float) -> Answer:
-        text = (
-            "I can't share my instructions, but I'm happy to help with anything in the "
-            "course materials."
-        )
+    def _declined(
+        self, question: str, model: str, began: float, text: str | None = None
+    ) -> Answer:
+        """A refusal before any search: a request for the hidden instructions (or `text`)."""
+        text = text or CANNOT_SHARE
         timings = {
             "retrieve_ms": 0.0,
             "generate_ms": 0.0,
             "total_ms": (time.perf_counter() - began) * 1000,
         }
         return Answer(question, text, True, (), (), model, timings, DECLINED, question)
+
+
+CANNOT_SHARE = (
+    "I can't share my instructions, but I'm happy to help with anything in the course materials."
+)
+NOT_A_QUESTION = (
+    "That reads as instructions to the bot rather than a question, so I won't follow it. "
+    "Ask me anything about the course materials."
+)
 
 
 def _leaks_rules(text: str, messages: Sequence[dict[str, str]]) -> bool:
