@@ -12,6 +12,7 @@ Long-running services (`study-assistant bot`) log as services do and are left al
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -43,7 +44,17 @@ def configure(verbose: bool) -> None:
             os.environ.setdefault(name, value)
         warnings.simplefilter("ignore")
         _own_warnings_only()
+        _tqdm_off()
     sys.excepthook = one_line_errors(verbose)
+
+
+def _tqdm_off() -> None:
+    """Turn off tqdm bars in a process that has already imported tqdm (torch does, while our
+    modules load): tqdm reads `TQDM_DISABLE` only when it is first imported."""
+    module = sys.modules.get("tqdm.std")
+    if module is not None:
+        module.tqdm.__init__ = functools.partialmethod(  # type: ignore[method-assign]
+            module.tqdm.__init__, disable=True)
 
 
 class OwnWarnings(logging.Handler):

@@ -157,6 +157,14 @@ def test_a_demo_prints_its_table_and_nothing_on_stderr(ingested) -> None:
     assert run.stderr == ""
 
 
+def test_the_first_run_model_conversion_prints_no_progress_bar(tmp_path) -> None:
+    # A fresh data dir: the packaged model is converted from its GGUF file in this run.
+    run = study_assistant("demo", "nexttoken", "The capital of France is", "--top-k", "3",
+                          "--data-dir", str(tmp_path / "data"))
+    assert run.code == 0 and "Paris" in run.stdout
+    assert run.stderr == ""
+
+
 def test_bad_settings_are_one_line_naming_the_variable(tmp_path) -> None:
     run = study_assistant(
         "search", "x", "--data-dir", str(tmp_path), STUDY_ASSISTANT_LLM__MAX_NEW_TOKENS="lots"
