@@ -10,8 +10,10 @@ evidence string inside a top-5 passage (evidence@5; NFKC, lower case, `*` remove
 collapsed), mean reciprocal rank of the first passage from an expected source (MRR) and of the
 first passage from an expected source that holds an evidence string (evidence MRR), and how
 many the abstention gate refuses; for out-of-scope and injection questions, how many it
-refuses. Follow-ups: the search query is built as the assistant builds it with the packaged
-model (`Assistant.search_query_for`), and source@5 / evidence@5 are counted for it.
+refuses (with the assistant's refusals before the search: requests for its instructions and
+questions made only of instructions). Follow-ups: the search query is built as the assistant
+builds it with the packaged model (`Assistant.search_query_for`), and source@5 / evidence@5
+are counted for it.
 Prints Markdown tables.
 """
 
@@ -28,6 +30,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from rag.answering.injection import only_instructions  # noqa: E402
+from rag.answering.prompting import asks_for_system_prompt  # noqa: E402
 from rag.config import Settings  # noqa: E402
 from rag.index.documents import Hit  # noqa: E402
 from rag.services import Services, build_services  # noqa: E402
@@ -103,7 +107,10 @@ def questions_table(services: Services, path: Path) -> str:
     threshold = services.settings.answer.abstain_below
     for q in load(path):
         hits = services.retriever.search(q["question"], 5)
-        refused = services.assistant.coverage_probability(hits) < threshold
+        # As the assistant refuses: a request for its instructions or a question made only
+        # of instructions is declined before the search, the rest by the gate.
+        declined = asks_for_system_prompt(q["question"]) or only_instructions(q["question"])
+        refused = declined or services.assistant.coverage_probability(hits) < threshold
         rows.append(judge(q, hits, refused))
     return table(rows)
 
