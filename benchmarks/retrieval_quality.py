@@ -10,10 +10,10 @@ evidence string inside a top-5 passage (evidence@5; NFKC, lower case, `*` remove
 collapsed), mean reciprocal rank of the first passage from an expected source (MRR) and of the
 first passage from an expected source that holds an evidence string (evidence MRR), and how
 many the abstention gate refuses; for out-of-scope and injection questions, how many it
-refuses (with the assistant's refusals before the search: requests for its instructions and
-questions made only of instructions). Follow-ups: the search query is built as the assistant
-builds it with the packaged model (`Assistant.search_query_for`), and source@5 / evidence@5
-are counted for it.
+refuses (with the assistant's other refusals: requests for its instructions, questions made
+only of instructions, and versions of model families the materials never name). Follow-ups:
+the search query is built as the assistant builds it with the packaged model
+(`Assistant.search_query_for`), and source@5 / evidence@5 are counted for it.
 Prints Markdown tables.
 """
 
@@ -110,7 +110,9 @@ def questions_table(services: Services, path: Path) -> str:
         # As the assistant refuses: a request for its instructions or a question made only
         # of instructions is declined before the search, the rest by the gate.
         declined = asks_for_system_prompt(q["question"]) or only_instructions(q["question"])
-        refused = declined or services.assistant.coverage_probability(hits) < threshold
+        unknown = services.assistant.unknown_versions(q["question"])
+        refused = declined or bool(unknown) or (
+            services.assistant.coverage_probability(hits) < threshold)
         rows.append(judge(q, hits, refused))
     return table(rows)
 

@@ -41,6 +41,7 @@ from rag.answering.styles import (
     default_style,
 )
 from rag.answering.verified import FALLBACK_NOTE, verify
+from rag.answering.versions import VersionIndex
 from rag.config import AnswerSettings
 from rag.course.faq import is_faq
 from rag.index.documents import Hit
@@ -183,6 +184,8 @@ class Assistant:
         # The verifier of `verified` answers; without one they are generated unverified.
         self.checker = checker
         self.selector = QuoteSelector(retriever.embedder)
+        # Versions of model families the materials name ("GPT-3", "GPT-4"): GPT-5 is not covered.
+        self.versions = VersionIndex(retriever.store)
 
     def style_for(self, model: str, requested: str | None = None) -> Style:
         """The answer style: asked for, else configured, else the model's, else its
@@ -242,8 +245,10 @@ class Assistant:
         )
         timings["retrieve_ms"] = (time.perf_counter() - started) * 1000
         yield Retrieved(hits, query, chosen)
-        if self.coverage_probability(hits) < self.settings.abstain_below:
-            yield Finished(self._not_covered(question, query, hits, chat.name, timings, began))
+        unknown = await asyncio.to_thread(self.unknown_versions, question)
+        if unknown or self.coverage_probability(hits) < self.settings.abstain_below:
+            yield Finished(self._not_covered(question, query, hits, chat.name, timings, began,
+                                             unknown))
             return
         if chosen == "extractive":
             answer = await self._extractive(question, query, hits, chat.name, timings)
@@ -253,6 +258,10 @@ class Assistant:
             if isinstance(event, Finished) and chosen == "verified" and not event.answer.refused:
                 event = Finished(_finished(await self._verified(event.answer), began))
             yield event
+
+    def unknown_versions(self, question: str) -> list[str]:
+        """Versions of model families the question names and the materials never do."""
+        return self.versions.catalogue().unknown(question)
 
     def coverage_probability(self, hits: Sequence[Hit]) -> float:
         """P(the materials cover the question), from the strongest retrieved evidence."""
@@ -403,9 +412,12 @@ class Assistant:
         model: str,
         timings: dict[str, float],
         began: float,
+        unknown: Sequence[str] = (),
     ) -> Answer:
         nearest = list(dict.fromkeys(describe(h) for h in hits[:3]))
         text = "The course materials don't cover this question, so I won't guess."
+        if unknown:
+            text += f" They never mention {', '.join(n.upper() for n in unknown)}."
         if nearest:
             text += " The closest sections I found are: " + "; ".join(nearest) + "."
         timings["generate_ms"] = 0.0

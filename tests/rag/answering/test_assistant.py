@@ -137,6 +137,16 @@ async def test_a_question_that_is_only_instructions_is_declined_before_any_searc
     assert answer.retrieved == () and "instructions to the bot" in answer.text
 
 
+async def test_a_version_of_a_model_the_materials_never_name_is_not_covered(full_index, counted):
+    answer = await assistant_over(full_index, counted).answer(
+        "How many parameters does GPT-5 have?")
+    assert answer.refused and answer.reason == NOT_COVERED and counted.calls == 0
+    assert "never mention GPT-5" in answer.text
+    known = await assistant_over(full_index, counted, style="extractive").answer(
+        "How many parameters does GPT-3 have?")
+    assert not known.refused
+
+
 async def test_a_question_about_prompt_injection_is_still_answered(full_index, counted):
     answer = await assistant_over(full_index, counted).answer(
         "What does 'ignore all previous instructions' do in a prompt injection attack?"

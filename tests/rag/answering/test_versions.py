@@ -1,0 +1,38 @@
+"""Questions about a version of a model family that the materials never mention."""
+
+from __future__ import annotations
+
+from rag.answering.versions import VersionCatalogue, versioned_names
+
+MATERIALS = [
+    "GPT-3 has 175B parameters, ten times GPT-2.",
+    "GPT-4 is evaluated on exams. LLaMA-65B is competitive with Chinchilla-70B.",
+    "We compare with GPT 3.5 and Llama 2 in the appendix; weights are stored in fp16.",
+    "In week 6 we try LoRA with rank 8 and top-5 sampling on WMT 2014.",
+]
+
+
+def test_names_written_with_their_version_are_found_but_sizes_and_ranks_are_not() -> None:
+    assert versioned_names("gpt5 vs GPT-4o and Llama-3.1, Qwen2.5") == {
+        ("gpt", "5"), ("gpt", "4o"), ("llama", "3.1"), ("qwen", "2.5")}
+    assert versioned_names("LLaMA-65B, Mistral-7B, rank 8, week 6, int4, fp16, top-5") == set()
+
+
+def test_an_unseen_version_of_a_known_family_is_unknown() -> None:
+    catalogue = VersionCatalogue(MATERIALS)
+    assert catalogue.unknown("How many parameters does GPT-5 have?") == ["gpt-5"]
+    assert catalogue.unknown("gpt5 vs gpt-4?") == ["gpt-5"]
+
+
+def test_versions_the_materials_name_even_apart_are_known() -> None:
+    catalogue = VersionCatalogue(MATERIALS)
+    for question in ("Is GPT-4 better than GPT-3?", "What is GPT-3.5?", "what did gpt2 show"):
+        assert catalogue.unknown(question) == [], question
+
+
+def test_families_the_materials_name_once_or_never_are_left_to_the_gate() -> None:
+    catalogue = VersionCatalogue(MATERIALS)
+    # Llama is written with one version only, Qwen and WMT never together with one.
+    assert catalogue.unknown("What's new in Llama-3?") == []
+    assert catalogue.unknown("Qwen2.5 vs Mistral-7B") == []
+    assert catalogue.unknown("What BLEU did it get on WMT-14?") == []
