@@ -41,7 +41,7 @@ from rag.answering.styles import (
     default_style,
 )
 from rag.answering.verified import FALLBACK_NOTE, verify
-from rag.answering.versions import VersionIndex
+from rag.answering.versions import VersionIndex, versioned_names
 from rag.config import AnswerSettings
 from rag.course.faq import is_faq
 from rag.index.documents import Hit
@@ -260,7 +260,10 @@ class Assistant:
             yield event
 
     def unknown_versions(self, question: str) -> list[str]:
-        """Versions of model families the question names and the materials never do."""
+        """Versions of model families the question names and the materials never do (the
+        materials are read for names only when the question names a version)."""
+        if not versioned_names(question):
+            return []
         return self.versions.catalogue().unknown(question)
 
     def coverage_probability(self, hits: Sequence[Hit]) -> float:
