@@ -179,10 +179,11 @@ async def test_help_stays_responsive_while_ten_answers_generate(make_harness, gu
         while not condition():
             await asyncio.sleep(0.005)
 
-    def drafting() -> bool:
-        return any(is_draft(r) for t in tokens for r in harness.for_token(t))
-
-    await asyncio.wait_for(until(drafting), timeout=60)  # answers are streaming: now ask for help
+    # Answers are generating: now ask for help. (Not "a draft is shown": ten answers in one
+    # channel fill its write rate with queue notices, so drafts may all be skipped on a slow
+    # machine, and that is the pacer working.)
+    generating = lambda: any(t.name.startswith("generate-") for t in threading.enumerate())  # noqa: E731
+    await asyncio.wait_for(until(generating), timeout=120)
     asked = time.monotonic()
     help_token = harness.command("help", STUDENT)
     await asyncio.wait_for(until(lambda: harness.for_token(help_token)), timeout=5)
@@ -196,7 +197,6 @@ async def test_help_stays_responsive_while_ten_answers_generate(make_harness, gu
             task.cancel()  # no need to wait for ten answers
     await harness.settle()
     # A cancelled answer stops its generation thread at the next token.
-    generating = lambda: any(t.name.startswith("generate-") for t in threading.enumerate())  # noqa: E731
     await asyncio.wait_for(until(lambda: not generating()), timeout=60)
 
 
