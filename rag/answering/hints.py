@@ -4,6 +4,7 @@
 Detection (measured in docs/benchmarks.md on eval/assignment_questions*.jsonl) fires on any of:
 - the question names the assignment (a keyword from its file, or its title);
 - it says it is graded work ("my homework", "task 2", "check my answer") and is close to a task;
+- it checks the asker's own result ("I got 0.2%, is that right?") and is close to a task;
 - it is very close to a task's text (cosine of the embeddings);
 - it is fairly close and repeats one of a task's details: a number, a vector, a name like k1 or
   count_pairs;
@@ -30,6 +31,17 @@ _WORK = re.compile(
     r"\b(assignment|homework|hw|pset|problem set|exercise|task|part|my (?:answer|solution|code)"
     r"|check my|solve|for me|lab|answer|compute|calculate|by hand|code|implement|write)\b"
 )
+# A student checking a result ("I got 0.2%, is that right?") says it is their result, and gives
+# a value or asks to confirm it. General questions state values and ask "right?" too ("cosine
+# similarity is between -1 and 1, right?"); "I got" alone is no result ("I got confused").
+_RESULT = re.compile(
+    r"\b(?:i (?:got|get|am getting|calculated|computed|found|did)|my (?:result|working)"
+    r"|came out)\b"
+)
+_CONFIRM = re.compile(
+    r"\b(?:(?:is|was) (?:that|this|it|mine) (?:right|correct)|am i (?:right|correct)|confirm)\b"
+    r"|\b(?:right|correct)\s*\?"
+)
 # Details of a task's instance: bracketed vectors, numbers (single digits too: "r = 8"), names
 # with a digit (k1, v2), code names (count_pairs, f(...)), and the words of a quoted example
 # ('low lower lowest newer wider'). Vectors are taken out before numbers so that "[1, 0]" is one
@@ -48,8 +60,9 @@ _EXAMPLE_WORDS = 3
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """Cosine thresholds of the detector (chosen looking at eval/assignment_questions.jsonl and
-    eval/assignment_questions_heldout.jsonl; eval/assignment_questions_heldout2.jsonl is unseen)."""
+    """Cosine thresholds of the detector (chosen looking at eval/assignment_questions.jsonl,
+    eval/assignment_questions_heldout.jsonl and eval/assignment_questions_heldout2.jsonl;
+    eval/assignment_questions_heldout3.jsonl is unseen)."""
 
     alone: float = 0.80
     with_work_words: float = 0.45
@@ -90,6 +103,12 @@ def shared_details(question: str, task: str) -> tuple[int, bool]:
         if len(set(_WORD.findall(a or b)) & asked) >= _EXAMPLE_WORDS:
             count += 2
     return count, count == len(shared) and all(len(d) == 1 for d in shared)
+
+
+def checks_a_result(question: str) -> bool:
+    """Whether a question checks the asker's own result: "I got", and a value or "right?"."""
+    flat = normalise(question)
+    return bool(_RESULT.search(flat)) and bool(_CONFIRM.search(flat) or details(flat))
 
 
 class AssignmentDetector:
@@ -147,6 +166,8 @@ class AssignmentDetector:
             return "close to a task"
         if sim >= t.with_work_words and _WORK.search(flat):
             return "graded-work words, near a task"
+        if sim >= t.with_work_words and checks_a_result(flat):
+            return "checks a result, near a task"
         # the most details; on a tie, the task where they are not all one-digit numbers
         shared, small = max((shared_details(question, k) for k in a.tasks),
                             key=lambda pair: (pair[0], not pair[1]))

@@ -25,6 +25,10 @@ protected = ["predict the next token given the previous ones", "play + ing"]
 """
 
 
+COSINE_TASK = ("Two sentences have the embeddings u = [3, 1] and w = [2, 5]. Compute their cosine "
+               "similarity by hand and say whether the sentences are close in meaning.")
+
+
 @pytest.fixture(scope="module")
 def course(tmp_path_factory, shared_materials, embedder) -> Services:
     services = ingested_course(tmp_path_factory.mktemp("hints"), shared_materials, embedder,
@@ -56,14 +60,23 @@ def test_a_general_concept_question_is_answered_normally(course):
 
 
 def test_two_pasted_details_get_hint_mode_however_far_the_wording_is(embedder):
-    task = ("Two sentences have the embeddings u = [3, 1] and w = [2, 5]. Compute their cosine "
-            "similarity by hand and say whether the sentences are close in meaning.")
-    hw = Assignment("hw-e", "Homework E: embeddings by hand", 0, 1e12, (task,))
+    hw = Assignment("hw-e", "Homework E: embeddings by hand", 0, 1e12, (COSINE_TASK,))
     detector = AssignmentDetector(embedder)
     pasted = detector.target("[3,1] and [2,5]: 11 over what?", [hw])
     assert pasted is not None and pasted.similarity < Thresholds().with_one_detail
     assert detector.target("what is the norm of [3, 1]", [hw]) is None
     assert detector.target("What does cosine similarity measure?", [hw]) is None
+
+
+def test_a_student_checking_their_own_result_near_a_task_gets_hint_mode(embedder):
+    hw = Assignment("hw-e", "Homework E: embeddings by hand", 0, 1e12, (COSINE_TASK,))
+    detector = AssignmentDetector(embedder)
+    check = detector.target("I got 0.6 for the cosine of the two sentences, is that right?", [hw])
+    assert check is not None and check.reason == "checks a result, near a task"
+    # a value and "right?" without a result of one's own, or "I got" without a result: general
+    assert detector.target("Cosine similarity is between -1 and 1, is that right?", [hw]) is None
+    assert detector.target("I got confused by cosine similarity, what does it measure?",
+                           [hw]) is None
 
 
 def test_a_vector_counts_once_and_a_one_digit_number_alone_is_weak():
