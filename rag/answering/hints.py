@@ -5,6 +5,8 @@ Detection (measured in docs/benchmarks.md on eval/assignment_questions*.jsonl) f
 - the question names the assignment (a keyword from its file, or its title);
 - it says it is graded work ("my homework", "task 2", "check my answer") and is close to a task;
 - it checks the asker's own result ("I got 0.2%, is that right?") and is close to a task;
+- it asks for work to be done ("solve", "compute", "write the code") and is closer to a task
+  (general how-to questions use those words too);
 - it is very close to a task's text (cosine of the embeddings);
 - it is fairly close and repeats one of a task's details: a number, a vector, a name like k1 or
   count_pairs;
@@ -28,8 +30,13 @@ from rag.index.embedder import Embedder
 
 # Words that say "this is my graded work".
 _WORK = re.compile(
-    r"\b(assignment|homework|hw|pset|problem set|exercise|task|part|my (?:answer|solution|code)"
-    r"|check my|solve|for me|lab|answer|compute|calculate|by hand|code|implement|write)\b"
+    r"\b(assignment|homework|hw|pset|problem set|exercise|task|(?:part|question|problem) \d"
+    r"|my (?:answer|solution|code)|check my|lab|by hand)\b"
+)
+# Words that ask for work to be done: graded work uses them, but so do general how-to questions
+# ("How do I compute attention in PyTorch?", "which part of the model does LoRA adapt?").
+_ASKS_FOR_WORK = re.compile(
+    r"\b(solve|for me|answer|compute|calculate|code|implement|write|part)\b"
 )
 # A student checking a result ("I got 0.2%, is that right?") says it is their result, and gives
 # a value or asks to confirm it. General questions state values and ask "right?" too ("cosine
@@ -65,7 +72,10 @@ class Thresholds:
     eval/assignment_questions_heldout3.jsonl is unseen)."""
 
     alone: float = 0.80
-    with_work_words: float = 0.45
+    # A word naming graded work, or a student checking a result, is as telling as one of the
+    # task's details; a word asking for work, no more than a one-digit number.
+    with_work_words: float = 0.40
+    with_words_asking_for_work: float = 0.60
     with_one_detail: float = 0.40
     # One-digit numbers are common in general questions ("rank 8 or 16?"), so alone they need
     # the question to be closer to the task than another detail would.
@@ -168,6 +178,8 @@ class AssignmentDetector:
             return "graded-work words, near a task"
         if sim >= t.with_work_words and checks_a_result(flat):
             return "checks a result, near a task"
+        if sim >= t.with_words_asking_for_work and _ASKS_FOR_WORK.search(flat):
+            return "asks for work, near a task"
         # the most details; on a tie, the task where they are not all one-digit numbers
         shared, small = max((shared_details(question, k) for k in a.tasks),
                             key=lambda pair: (pair[0], not pair[1]))

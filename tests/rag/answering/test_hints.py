@@ -3,6 +3,7 @@ protected item in any text, and the guarded draft stream."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from rag.answering.assistant import Answer, Finished, Token
@@ -77,6 +78,41 @@ def test_a_student_checking_their_own_result_near_a_task_gets_hint_mode(embedder
     assert detector.target("Cosine similarity is between -1 and 1, is that right?", [hw]) is None
     assert detector.target("I got confused by cosine similarity, what does it measure?",
                            [hw]) is None
+
+
+class FixedCosineEmbedder:
+    """Stands in for the embedder in tests of the detector's rules alone: every task text has
+    one direction, and each question is at the cosine the test gives it (0 if not given)."""
+
+    name = "fixed-cosine"
+
+    def __init__(self, cosines: dict[str, float]) -> None:
+        self.cosines = cosines
+
+    def embed_documents(self, texts: list[str]) -> np.ndarray:
+        return np.tile([1.0, 0.0], (len(texts), 1))
+
+    def embed_query(self, text: str) -> np.ndarray:
+        cosine = self.cosines.get(text, 0.0)
+        return np.array([cosine, (1 - cosine**2) ** 0.5])
+
+
+ATTENTION_HW = Assignment("hw-a", "Homework A", 0, 1e12, ("Compute the attention output.",))
+
+
+def test_a_word_naming_graded_work_needs_only_a_fair_closeness_to_a_task():
+    question = "how do I start task 1?"
+    detector = AssignmentDetector(FixedCosineEmbedder({question: 0.42}))
+    target = detector.target(question, [ATTENTION_HW])
+    assert target is not None and target.reason == "graded-work words, near a task"
+
+
+def test_a_word_asking_for_work_needs_the_question_closer_to_a_task():
+    fair, close = "How do I compute attention in PyTorch?", "How do I compute the attention?"
+    detector = AssignmentDetector(FixedCosineEmbedder({fair: 0.55, close: 0.62}))
+    assert detector.target(fair, [ATTENTION_HW]) is None
+    target = detector.target(close, [ATTENTION_HW])
+    assert target is not None and target.reason == "asks for work, near a task"
 
 
 def test_a_vector_counts_once_and_a_one_digit_number_alone_is_weak():
