@@ -13,6 +13,8 @@ Detection (measured in docs/benchmarks.md on eval/assignment_questions*.jsonl) f
 - it repeats several of a task's details (or three words of the example it quotes), whatever
   its wording: a student pasting "8 * (4096 + 4096)" or the corpus is asking about that task;
 - it is asked in the assignment's channel, or in a hints-only channel (policy, not detection).
+Closeness is that of the question as written or, if higher, as read with its abbreviations of a
+task's words spelt out ("q proj": query projection, "attn": attention).
 """
 
 from __future__ import annotations
@@ -60,7 +62,13 @@ _CODE = re.compile(r"\b[a-z]\w{2,}_\w{2,}\b|\b\w{3,}(?=\()")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
 _TIMES = re.compile(r"(?<=\d)x(?=\d)")  # 4096x4096
 _WORD = re.compile(r"[a-z0-9]+")
+_LETTERS = re.compile(r"(?<!\w)[A-Za-z]+(?!\w)")
 _QUOTED = re.compile(r"'([^']+)'|\"([^\"]+)\"")
+# An abbreviation of a task's word: its first letter and some of its consonants, in order
+# ("attn": attention), or at most its first half ("proj", "param", "seq"); a longer start is a
+# word of its own or an inflection ("pair": pairs, "token": tokenized), read as it is.
+_VOWELS = frozenset("aeiouy")
+_ABBREVIATION_MIN = 3
 # Three words of a quoted example are as telling as two other details.
 _EXAMPLE_WORDS = 3
 
@@ -121,6 +129,30 @@ def checks_a_result(question: str) -> bool:
     return bool(_RESULT.search(flat)) and bool(_CONFIRM.search(flat) or details(flat))
 
 
+def abbreviates(short: str, word: str) -> bool:
+    """Whether `short` is an abbreviation of `word`: at most its first half, or consonants."""
+    if len(short) < _ABBREVIATION_MIN or len(word) <= len(short) or short[0] != word[0]:
+        return False
+    if word.startswith(short):
+        return 2 * len(short) <= len(word)
+    rest = iter(word[1:])
+    return not _VOWELS & set(short[1:]) and all(letter in rest for letter in short[1:])
+
+
+def spell_out_abbreviations(question: str, tasks: Sequence[str]) -> str:
+    """The question with each abbreviation of a task's word ("q proj", "attn") spelt out."""
+    vocabulary = {w for task in tasks for w in _LETTERS.findall(task.casefold())}
+
+    def spelt_out(match: re.Match[str]) -> str:
+        short = match.group(0).casefold()
+        if short in vocabulary:
+            return match.group(0)
+        words = sorted(w for w in vocabulary if abbreviates(short, w))
+        return min(words, key=len) if words else match.group(0)
+
+    return _LETTERS.sub(spelt_out, question)
+
+
 class AssignmentDetector:
     """Embeds each open assignment's tasks once and compares questions with them."""
 
@@ -141,6 +173,15 @@ class AssignmentDetector:
         """The best cosine between a question and the assignment's tasks or title."""
         return float(np.max(self._task_vectors(a) @ question_vec))
 
+    def closeness(self, question: str, question_vec: np.ndarray, a: Assignment) -> float:
+        """The similarity of the question as written or, if higher, as read with its
+        abbreviations of the assignment's words spelt out: "attn" is as close as "attention"."""
+        sim = self.similarity(question_vec, a)
+        spelt_out = spell_out_abbreviations(question, (*a.tasks, a.title))
+        if spelt_out == question:
+            return sim
+        return max(sim, self.similarity(self.embedder.embed_query(spelt_out), a))
+
     def target(
         self,
         question: str,
@@ -153,7 +194,7 @@ class AssignmentDetector:
             return Target(None, "hints-only channel") if hints_only else None
         flat = normalise(question)
         vec = self.embedder.embed_query(question)
-        scored = sorted(((self.similarity(vec, a), a) for a in open_assignments),
+        scored = sorted(((self.closeness(question, vec, a), a) for a in open_assignments),
                         key=lambda pair: pair[0], reverse=True)
         for sim, a in scored:  # naming an assignment beats being near another one
             if any(_phrase(normalise(k), flat) for k in (*a.keywords, a.title)):

@@ -8,7 +8,12 @@ import pytest
 
 from rag.answering.assistant import Answer, Finished, Token
 from rag.answering.course_mode import HINT, guarded
-from rag.answering.hints import AssignmentDetector, Thresholds, shared_details
+from rag.answering.hints import (
+    AssignmentDetector,
+    Thresholds,
+    shared_details,
+    spell_out_abbreviations,
+)
 from rag.course.assignments import Assignment
 from rag.course.protect import ProtectedGuard
 from rag.services import Services
@@ -113,6 +118,27 @@ def test_a_word_asking_for_work_needs_the_question_closer_to_a_task():
     assert detector.target(fair, [ATTENTION_HW]) is None
     target = detector.target(close, [ATTENTION_HW])
     assert target is not None and target.reason == "asks for work, near a task"
+
+
+HEADS_TASK = ("A decoder layer has a 512 x 512 key projection matrix and 8 attention heads. "
+              "Compute the dimension of each head and the number of weights in the key projection.")
+
+
+def test_abbreviations_of_a_tasks_words_are_spelt_out_and_other_words_kept():
+    spelt = spell_out_abbreviations("attn head dim, num of weight in the k proj, per dec?",
+                                    [HEADS_TASK])
+    # "weight" is an inflection of "weights", not an abbreviation; "k" is too short to tell
+    assert spelt == "attention head dimension, number of weight in the k projection, per decoder?"
+
+
+def test_an_abbreviated_question_is_as_close_to_a_task_as_a_spelt_out_one(embedder):
+    hw = Assignment("hw-k", "Homework K: heads by hand", 0, 1e12, (HEADS_TASK,))
+    detector = AssignmentDetector(embedder)
+    question = "homework: how many weights in k proj"
+    as_written = detector.similarity(embedder.embed_query(question), hw)
+    assert as_written < Thresholds().with_work_words
+    target = detector.target(question, [hw])
+    assert target is not None and target.similarity >= Thresholds().with_work_words
 
 
 def test_a_vector_counts_once_and_a_one_digit_number_alone_is_weak():
