@@ -6,9 +6,10 @@ and whether any answer gives away a protected item.
 DATA must hold an index of the course materials (`study-assistant ingest`). The assignments are
 eval/assignments/*.toml (open for the whole run); the questions are
 eval/assignment_questions.jsonl (dev and test halves: the detector's rules and thresholds were
-chosen looking at both), eval/assignment_questions_heldout.jsonl (written before the first
-detector was run on it; its misses were then studied, so it is a development set now) and
-eval/assignment_questions_heldout2.jsonl (written before the second detector was run on it: the
+chosen looking at both), eval/assignment_questions_heldout.jsonl and
+eval/assignment_questions_heldout2.jsonl (each written before a detector was run on it; their
+misses were then studied, so they are development sets now) and
+eval/assignment_questions_heldout3.jsonl (written before the third detector was run on it: the
 held-out figure). With --answers every question is answered twice: through the
 ordinary pipeline (with the packaged model) and as a hint (as in a hints-only channel); the
 answer texts and the passages /sources and the Sources button would show are checked for
@@ -31,7 +32,7 @@ from rag.services import Services, build_services
 
 EVAL = Path(__file__).resolve().parent.parent / "eval"
 SETS = ("assignment_questions.jsonl", "assignment_questions_heldout.jsonl",
-        "assignment_questions_heldout2.jsonl")
+        "assignment_questions_heldout2.jsonl", "assignment_questions_heldout3.jsonl")
 
 
 def load_questions() -> list[dict]:
