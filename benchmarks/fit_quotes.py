@@ -5,7 +5,10 @@ Run (after an ingest of the shipped materials into the benchmark's data dir, whi
     .venv/bin/python benchmarks/fit_quotes.py ../shared/course_materials course_materials
 
 Data: the `fit` in-scope questions of eval/answer_questions.jsonl and every in-scope question
-of eval/calibration_questions.jsonl (our own sets; never a dev set). Each question is answered
+of eval/calibration_questions.jsonl and eval/quote_fit_questions.jsonl (our own sets; never a
+dev set; the last was written for this fit from the materials alone, by class: short
+sections, reasons, definitions, code, document references, numbers, comparisons, student
+phrasing). Each question is answered
 in the extractive style as the assistant would (same retrieval, same gate; refused questions
 are skipped); every quotable piece of the passages it got is a row of `quote_features`,
 labelled by whether the piece holds one of the question's evidence strings (normalised as
@@ -52,6 +55,7 @@ from rag.services import Services, build_services  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 ANSWERS = REPO / "eval" / "answer_questions.jsonl"
 CALIBRATION = REPO / "eval" / "calibration_questions.jsonl"
+QUOTE_FIT = REPO / "eval" / "quote_fit_questions.jsonl"
 GRID_C = (0.1, 0.3, 1.0, 3.0)
 GRID_POSITIVE = (1.0, 3.0, 10.0)
 
@@ -98,7 +102,7 @@ def key_facts(cases: list[Case], weights: QuoteWeights) -> int:
     hits = 0
     for case in cases:
         p = weights.probability(case.features)
-        extract = compose(case.quotes, select(case.quotes, p), [])
+        extract = compose(case.quotes, select(case.quotes, p, case.question["question"]), [])
         hits += has_key_fact(extract.text, case.question["evidence"])
     return hits
 
@@ -124,7 +128,7 @@ def main() -> None:
     settings = settings_for(args.data_dir, None, "", 64)
     services = build_services(settings)
     ingest([Target(r) for r in args.roots], services.store, services.embedder, settings.ingest)
-    rows = rows_of(ANSWERS, "fit") + rows_of(CALIBRATION, None)
+    rows = rows_of(ANSWERS, "fit") + rows_of(CALIBRATION, None) + rows_of(QUOTE_FIT, None)
     cases = asyncio.run(cases_of(services, rows))
     n = len(cases)
     reachable = sum(bool(k.labels.any()) for k in cases)

@@ -4,18 +4,21 @@ that answer the question, in the materials' own words, each followed by its cita
 Every quotable piece of the passages (`rag.answering.quotes`) gets P(it states the answer)
 from a small logistic model of how close it is to the question: the cosine of their
 embeddings, the idf-weighted share of the question's terms the piece contains (alone, and
-with its section heading and file name), its length, whether it is a list item, whether it
+with its section path and file name), its length, whether it is a list item, whether it
 reads as a definition of the subject of a "what is X" question, whether it only points to
-other material (a video, an article, a link), and whether it is a short code block. The
-weights are fitted by benchmarks/fit_quotes.py (logistic regression, positives weighed up)
-on pieces labelled by whether they contain an evidence string, from the `fit` questions of
-eval/answer_questions.jsonl and eval/calibration_questions.jsonl; never on the dev sets.
+other material (a video, an article, a link), whether it is a short code block, the cosine
+of the question with the piece's section path (down to the heading right above it) and with
+its whole paragraph, list or table, and whether it gives a reason when the question asks
+why. The weights are fitted by benchmarks/fit_quotes.py (logistic regression, positives
+weighed up) on pieces labelled by whether they contain an evidence string, from our own
+fit questions (see that script); never on the dev sets.
 
 The most likely piece leads; up to four pieces follow while they score at least half as
 well and the answer stays within about 120 words (the first piece is quoted whole even when
 longer). The pieces of a list of short entries (bullets under a heading) or of a table are
 quoted together, in document order under their lead-in line or header row; a code block is
-quoted as a fenced block under its lead-in line.
+quoted as a fenced block under its lead-in line. For a why-question, a sentence that gives
+the reason right after the leading statement follows it.
 Passages that scored as well but did not fit are pointed to with "More in [n]".
 """
 
@@ -41,7 +44,7 @@ KEEP_RATIO = 0.5
 SHORT_ITEM_WORDS = 12
 MAX_POINTERS = 2
 FEATURES = ("cosine", "coverage", "context_coverage", "log_words", "item", "defines", "pointer",
-            "code")
+            "code", "heading_cosine", "group_cosine", "gives_reason")
 
 # "What is X?", "What are Xs?", "Define X", "What does X mean?": the subject X.
 _DEFINITION_QUESTION = re.compile(
@@ -51,10 +54,16 @@ _DEFINITION_QUESTION = re.compile(
     r"(?:\s+(?:mean|stand for|do|described|defined|explained))?\s*\??\s*$",
     re.IGNORECASE,
 )
-# A definition's verb within a piece's first words: "X is ...", "Xs are ...", "X refers to".
-_COPULA = re.compile(r"\b(?:is|are|refers? to|means|stands? for|denotes|describes)\b",
-                     re.IGNORECASE)
+# A definition's verb within a piece's first words: "X is ...", "Xs are ...", "X refers to",
+# or an appositive dash ("... maintains block tables—the mapping between ...").
+_COPULA = re.compile(
+    r"\b(?:is|are|refers? to|means|stands? for|denotes|describes)\b|\s?[—–]\s?", re.IGNORECASE)
 COPULA_WITHIN = 12
+# A question after a reason, and a piece that gives one.
+_WHY_QUESTION = re.compile(r"\b(?:why|how come|reasons?)\b", re.IGNORECASE)
+_REASON = re.compile(
+    r"\b(?:because|due to|owing to|the reason|explanation|as a result|this is why|so that|"
+    r"therefore|thus|hence|caused by|since)\b", re.IGNORECASE)
 SUBJECT_WORDS = 6
 _NOT_A_SUBJECT_END = frozenset({"for", "of", "in", "to", "on", "with", "by", "from", "about"})
 # Pointers to further material rather than statements: "Video: ...", "📖 Learn more:", links.
@@ -73,15 +82,18 @@ class QuoteWeights:
 
     Fitted by benchmarks/fit_quotes.py (see its docstring for the command and the data)."""
 
-    cosine: float = 1.735
-    coverage: float = 2.261
-    context_coverage: float = 1.501
-    log_words: float = 0.244
-    item: float = 0.322
-    defines: float = 0.144
-    pointer: float = -0.341
-    code: float = 0.245
-    intercept: float = -3.652
+    cosine: float = 1.837
+    coverage: float = 2.94
+    context_coverage: float = 1.884
+    log_words: float = 0.089
+    item: float = 0.431
+    defines: float = 0.278
+    pointer: float = -0.74
+    code: float = 0.209
+    heading_cosine: float = 0.077
+    group_cosine: float = 0.901
+    gives_reason: float = 0.159
+    intercept: float = -3.226
 
     def vector(self) -> np.ndarray:
         """The weights in `FEATURES` order."""
@@ -111,6 +123,26 @@ def embedding_text(quote: Quote, section: str) -> str:
     return f"{section}: {body}" if section else body
 
 
+def section_of(quote: Quote, section: str) -> str:
+    """Where a piece sits: its chunk's section, and the heading above it inside the chunk
+    when the chunk crosses into another section ("Self-Attention > Why it scales")."""
+    if not quote.heading or section.rsplit(">", 1)[-1].strip() == quote.heading:
+        return section
+    return f"{section} > {quote.heading}" if section else quote.heading
+
+
+def group_text(quotes: Sequence[Quote], i: int, section: str) -> str:
+    """What the embedder sees of piece i's paragraph, list or table: its section, lead-in,
+    header and every piece of it in order (a piece alone in its group: the piece's own
+    text, so that it is embedded once)."""
+    q = quotes[i]
+    pieces = [o.text for o in quotes if o.passage == q.passage and o.group == q.group]
+    if len(pieces) == 1:
+        return embedding_text(q, section)
+    body = "\n".join(filter(None, [q.lead, q.header, *pieces]))
+    return f"{section}: {body}" if section else body
+
+
 def quote_features(
     question: str, quotes: Sequence[Quote], hits: Sequence[Hit], embedder: Embedder,
     idf: TermWeights,
@@ -118,24 +150,36 @@ def quote_features(
     """One row per piece, columns as `FEATURES`: the cosine of piece and question, the
     idf-weighted share of the question's terms the piece holds (alone, and with its heading
     and file name), log words, list item, whether the piece defines the subject of a "what is
-    X" question, whether it points to other material."""
+    X" question, whether it points to other material, whether it is code, the cosine of the
+    question with the piece's section path and with its whole paragraph, list or table, and
+    whether it gives a reason when the question asks why."""
     if not quotes:
         return np.zeros((0, len(FEATURES)))
-    sections = [hits[q.passage].chunk.section for q in quotes]
-    vectors = embedder.embed_documents([embedding_text(q, s) for q, s in zip(quotes, sections,
-                                                                             strict=True)])
-    cosine = vectors @ embedder.embed_query(question)
+    sections = [section_of(q, hits[q.passage].chunk.section) for q in quotes]
+    groups = {(q.passage, q.group): group_text(quotes, i, sections[i])
+              for i, q in enumerate(quotes)}
+    texts = [embedding_text(q, s) for q, s in zip(quotes, sections, strict=True)]
+    # Pieces, groups and section paths in one batch, each distinct text once.
+    unique = list(dict.fromkeys([*texts, *groups.values(), *sections]))
+    cos_of = dict(zip(unique, embedder.embed_documents(unique) @ embedder.embed_query(question),
+                      strict=True))
+    cosine = [cos_of[t] for t in texts]
     wanted = terms(question)
     subject = definition_subject(question)
+    why = bool(_WHY_QUESTION.search(question))
     rows = []
     for quote, section, cos in zip(quotes, sections, cosine, strict=True):
+        heading = float(cos_of[section]) if section else 0.0
         own = terms(f"{quote.lead} {quote.header} {quote.text}")
         title = hits[quote.passage].chunk.source.rsplit("/", 1)[-1]
         context = own | terms(f"{section} {title}")
         rows.append([float(cos), idf.coverage(wanted, own), idf.coverage(wanted, context),
                      math.log1p(quote.words), float(quote.kind == "item"),
                      float(defines(quote.text, subject, idf)), float(is_pointer(quote)),
-                     float(quote.kind == "code")])
+                     float(quote.kind == "code"),
+                     heading,
+                     float(cos_of[groups[(quote.passage, quote.group)]]),
+                     float(why and bool(_REASON.search(quote.text)))])
     return np.array(rows)
 
 
@@ -175,8 +219,35 @@ def all_quotes(hits: Sequence[Hit]) -> list[Quote]:
             if not is_instruction(q.text)]
 
 
-def select(quotes: Sequence[Quote], p: np.ndarray) -> list[int]:
-    """The pieces to quote, most likely first; a list item brings its siblings."""
+def select(quotes: Sequence[Quote], p: np.ndarray, question: str = "") -> list[int]:
+    """The pieces to quote, most likely first; a list item brings its siblings; the answer to
+    a why-question brings the reason that follows its leading statement."""
+    chosen = _by_probability(quotes, p)
+    return _with_reason(quotes, chosen) if _WHY_QUESTION.search(question) else chosen
+
+
+def _with_reason(quotes: Sequence[Quote], chosen: list[int]) -> list[int]:
+    """The sentence right after the leading one when it gives a reason the leading one does
+    not ("... is behind both ..." then "A potential explanation is that ..."): it goes
+    second, and pieces at the end make room for it."""
+    lead = quotes[chosen[0]] if chosen else None
+    if lead is None or lead.kind != "sentence" or _REASON.search(lead.text):
+        return chosen
+    after = next((j for j, q in enumerate(quotes) if q.passage == lead.passage
+                  and q.group == lead.group and q.position == lead.position + 1), None)
+    if after is None or after in chosen or not _REASON.search(quotes[after].text):
+        return chosen
+    out = [chosen[0], after, *chosen[1:]]
+    while len(out) > 2 and (len(out) > MAX_QUOTES
+                            or sum(quotes[j].words for j in out) > MAX_WORDS):
+        last = quotes[out[-1]]  # a list or table goes whole
+        out = out[:2] + [j for j in out[2:] if (quotes[j].passage, quotes[j].group)
+                         != (last.passage, last.group)]
+    return out
+
+
+def _by_probability(quotes: Sequence[Quote], p: np.ndarray) -> list[int]:
+    """The most likely pieces while they score at least half the best and fit the words."""
     chosen: list[int] = []
     words = 0
     for i in (int(i) for i in np.argsort(-p, kind="stable")):
@@ -279,7 +350,7 @@ class QuoteSelector:
         if not quotes:
             return Extract("", (), ())
         p = self.weights.probability(quote_features(question, quotes, hits, self.embedder, idf))
-        chosen = select(quotes, p)
+        chosen = select(quotes, p, question)
         best = float(p[chosen[0]])
         owner = np.array([q.passage for q in quotes])
         quoted = {quotes[i].passage for i in chosen}

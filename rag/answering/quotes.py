@@ -37,8 +37,8 @@ _DEBRIS = re.compile(r"[^\W\d_]{22,}|<[a-z/_|]{2,12}>", re.IGNORECASE)
 _PROTECTED = "\u2024"
 # A fenced code block this small is quoted whole (a command, a short snippet); longer ones
 # are not quotable.
-CODE_LINES = 8
-CODE_CHARS = 400
+CODE_LINES = 16
+CODE_CHARS = 700
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +46,9 @@ class Quote:
     """One quotable piece of passage `passage` (0-based): a sentence, list item or table row.
 
     Pieces of one paragraph, list or table share a `group`; a table row carries its header
-    row, and a list item or row the lead-in line before its list ("Typical forms:").
+    row, and a list item or row the lead-in line before its list ("Typical forms:"). `heading`
+    is the last Markdown heading above the piece inside its passage ("" when the passage has
+    none above it: the chunk's section then names where it sits).
     """
 
     text: str
@@ -56,6 +58,7 @@ class Quote:
     group: int
     header: str = ""
     lead: str = ""
+    heading: str = ""
 
     @property
     def words(self) -> int:
@@ -85,8 +88,8 @@ def split_sentences(paragraph: str) -> list[str]:
 
 def _blocks(text: str) -> list[tuple[str, str]]:
     """(kind, text) blocks: paragraphs joined from wrapped lines, list items, table rows,
-    short fenced code blocks (their lines as written). Long code blocks, a code block the
-    passage cuts, headings and rules become breaks."""
+    short fenced code blocks (their lines as written), headings (their text). Long code
+    blocks, a code block the passage cuts and rules become breaks."""
     blocks: list[tuple[str, str]] = []
     code: list[str] | None = None
     for line in text.splitlines():
@@ -103,7 +106,9 @@ def _blocks(text: str) -> list[tuple[str, str]]:
             code.append(line.rstrip())
             continue
         stripped = line.strip()
-        if not stripped or _HEADING.match(line) or _TABLE_RULE.match(line) or _RULE.match(line):
+        if _HEADING.match(line):
+            blocks.append(("heading", plain(_HEADING.sub("", line).strip("# \t"))))
+        elif not stripped or _TABLE_RULE.match(line) or _RULE.match(line):
             blocks.append(("break", ""))
         elif stripped.startswith("|"):
             blocks.append(("row", stripped))
@@ -119,8 +124,11 @@ def _blocks(text: str) -> list[tuple[str, str]]:
 def quotes_of(text: str, passage: int) -> list[Quote]:
     """The quotable pieces of a passage, in order, without fragments or questions."""
     out: list[Quote] = []
-    group, header, lead, last = 0, "", "", ""
+    group, header, lead, last, heading = 0, "", "", "", ""
     for kind, body in _blocks(text):
+        if kind == "heading":
+            heading, lead, last = body, "", ""
+            continue
         if kind == "break":
             continue
         if kind != last or kind in ("para", "code"):
@@ -130,23 +138,25 @@ def quotes_of(text: str, passage: int) -> list[Quote]:
         if kind == "code":
             # Its lead-in only when the paragraph right before it ends with a colon.
             out.append(Quote(body, "code", passage, len(out), group,
-                             lead=lead if previous == "para" else ""))
+                             lead=lead if previous == "para" else "", heading=heading))
             lead = ""  # the lead-in introduced the code, not a list after it
         elif kind == "row":
             if not header:
                 header = _cells(body)
             else:
-                out.append(Quote(_cells(body), "row", passage, len(out), group, header, lead))
+                out.append(Quote(_cells(body), "row", passage, len(out), group, header, lead,
+                                 heading))
         elif kind == "item":
             item = plain(body)
             if item.endswith(":"):
                 lead = item
             elif item:
-                out.append(Quote(item, "item", passage, len(out), group, lead=lead))
+                out.append(Quote(item, "item", passage, len(out), group, lead=lead,
+                                 heading=heading))
         else:
             sentences = split_sentences(plain(body))
             lead = sentences.pop() if sentences and sentences[-1].endswith(":") else ""
-            out += [Quote(s, "sentence", passage, len(out) + i, group)
+            out += [Quote(s, "sentence", passage, len(out) + i, group, heading=heading)
                     for i, s in enumerate(sentences)]
     return _without_fragments(out)
 

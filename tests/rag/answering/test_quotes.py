@@ -125,3 +125,46 @@ def test_a_lead_in_belongs_to_the_code_it_introduces_not_to_a_list_after_it() ->
     quotes = quotes_of(text, 0)
     assert [(q.kind, q.lead) for q in quotes] == [
         ("code", "Start the server:"), ("item", ""), ("item", "")]
+
+
+def test_pieces_know_the_heading_above_them_and_lists_under_two_headings_are_two_lists() -> None:
+    from rag.answering.extractive import section_of
+
+    text = ("#### Why it scales\n- Same mechanism for any length\n- Captures syntax\n\n"
+            "#### What it costs\n- Quadratic memory\n\nIt is fast.")
+    quotes = quotes_of(text, 0)
+    assert [(q.text, q.heading) for q in quotes] == [
+        ("Same mechanism for any length", "Why it scales"), ("Captures syntax", "Why it scales"),
+        ("Quadratic memory", "What it costs"), ("It is fast.", "What it costs")]
+    assert quotes[0].group == quotes[1].group != quotes[2].group
+    # The chunk's section names where it starts; a heading inside it extends the path.
+    assert section_of(quotes[0], "Study > Self-Attention > Why it scales") == (
+        "Study > Self-Attention > Why it scales")
+    assert section_of(quotes[2], "Study > Self-Attention > Why it scales") == (
+        "Study > Self-Attention > Why it scales > What it costs")
+
+
+def test_a_code_block_of_sixteen_short_lines_is_still_quotable() -> None:
+    body = "\n".join(f"x{i} = f({i})" for i in range(15))
+    assert [q.kind for q in quotes_of(f"```python\n{body}\n```", 0)] == ["code"]
+
+
+def test_an_appositive_dash_defines_its_subject() -> None:
+    from rag.answering.extractive import defines
+    from rag.answering.grounding import TermWeights, terms
+
+    idf = TermWeights(["The manager keeps block tables.", "A block holds tokens.", "Tables."])
+    assert defines("The manager also maintains block tables—the mapping between logical and "
+                   "physical blocks.", terms("block table"), idf)
+
+
+def test_the_answer_to_a_why_question_brings_the_reason_after_its_lead() -> None:
+    import numpy as np
+
+    from rag.answering.extractive import select
+
+    quotes = quotes_of("LLaMA-65B is behind Chinchilla on MMLU. A potential explanation is that "
+                       "it saw fewer books. The benchmark has 57 tasks.", 0)
+    p = np.array([0.9, 0.2, 0.6])
+    assert select(quotes, p, "Why does LLaMA-65B fall behind on MMLU?") == [0, 1, 2]
+    assert select(quotes, p, "How does LLaMA-65B do on MMLU?") == [0, 2]
