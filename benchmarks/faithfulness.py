@@ -6,8 +6,8 @@ the OpenAI-compatible path that served models take):
     .venv/bin/python benchmarks/faithfulness.py ../shared/course_materials course_materials \
         --styles extractive verified generative --serve
 
-For every question of each set (../shared/eval/dev_questions_v2.jsonl and our own
-eval/answer_questions.jsonl), each style and model answers; on answered in-scope questions it
+For every question of each set (../shared/eval/dev_questions_v2.jsonl, our own
+eval/answer_questions.jsonl and eval/answer_heldout_questions.jsonl), each style and model answers; on answered in-scope questions it
 reports the key-fact rate, the mean invented-word rate and the answers with invented numbers
 (rag/answering/faithfulness.py, docs/faithfulness.md), against the passages the answer was
 given (for verified answers: also the passages the verifier found in the wider search, which
@@ -49,6 +49,9 @@ SHARED = REPO.parent / "shared"
 SETS = {
     "dev v2": SHARED / "eval" / "dev_questions_v2.jsonl",
     "ours": REPO / "eval" / "answer_questions.jsonl",
+    # Written from the materials alone by someone who read no other set; questions that
+    # share an evidence string with (or nearly repeat) a fit or dev question were dropped.
+    "held out": REPO / "eval" / "answer_heldout_questions.jsonl",
 }
 DATA_DIR = REPO / ".study-assistant" / "bench-faithfulness"
 
