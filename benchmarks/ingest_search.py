@@ -51,15 +51,8 @@ def corpus_texts(root: Path, settings: Settings) -> list[str]:
 
 
 def raw_encode(embedder: Embedder, texts: list[str]) -> float:
-    """SentenceTransformer.encode on the same texts: the floor for this embedder here."""
-    _, seconds = timed(
-        embedder.model.encode,
-        texts,
-        batch_size=embedder.settings.batch_size,
-        normalize_embeddings=True,
-        convert_to_numpy=True,
-        show_progress_bar=False,
-    )
+    """The embedding model's own encode on the same texts: the floor for this embedder here."""
+    _, seconds = timed(embedder.encoder.encode, texts, batch_size=embedder.settings.batch_size)
     return seconds
 
 
@@ -174,7 +167,7 @@ def main() -> None:
         return
     work = Path(tempfile.mkdtemp(prefix="sa-bench-"))
     embedder, load_s = timed(lambda: Embedder(EmbeddingSettings()))
-    _, load_s = timed(lambda: embedder.model)
+    _, load_s = timed(lambda: embedder.encoder)
 
     settings = Settings(data_dir=work / "ours")
     texts = corpus_texts(root, settings)
@@ -194,7 +187,7 @@ def main() -> None:
     print("| measurement | value | target |\n| --- | --- | --- |")
     print(f"| embedder load (excluded below, same for all) | {load_s:.2f} s | |")
     print(
-        f"| raw `SentenceTransformer.encode` of the {len(texts)} texts we embed | {raw_s:.2f} s | |"
+        f"| the model's own `encode` of the {len(texts)} texts we embed | {raw_s:.2f} s | |"
     )
     print(
         f"| full ingest (load, clean, chunk, embed, store) | {full_s:.2f} s "

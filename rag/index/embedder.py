@@ -1,4 +1,10 @@
-"""Sentence-transformers embeddings, loaded lazily (and offline for the packaged model)."""
+"""The embedder: documents and queries as unit vectors, the model loaded lazily (and offline for
+the packaged model).
+
+A plain mean-pooled BERT, such as the packaged model, runs on `BertEncoder` (torch, tokenizers
+and safetensors alone), which starts in a fraction of the time sentence-transformers takes to
+import; any other model goes through sentence-transformers.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,12 @@ import importlib.util
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from rag.config import PACKAGED_EMBEDDER, EmbeddingSettings
+from rag.index.bert_encoder import BertEncoder, supports
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -36,12 +43,55 @@ def resolve_embedder_path(model: str) -> str:
     return str(path)
 
 
+class Encoder(Protocol):
+    """A loaded embedding model: texts in, unit vectors out (float32, one row per text)."""
+
+    dimension: int
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray: ...
+
+
+class SentenceTransformerEncoder:
+    """Any sentence-transformers model, through its own `encode`."""
+
+    def __init__(self, model: SentenceTransformer) -> None:
+        self.model = model
+        # sentence-transformers 5.x renamed the method; accept both.
+        getter = getattr(model, "get_embedding_dimension", None)
+        dim = getter() if getter else model.get_sentence_embedding_dimension()
+        if dim is None:
+            raise EmbedderError("The embedding model does not report its dimension.")
+        self.dimension = int(dim)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Unit vectors, one row per text."""
+        vectors = self.model.encode(
+            list(texts), batch_size=batch_size, normalize_embeddings=True,
+            convert_to_numpy=True, show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+def load_encoder(model: str, device: str = "cpu") -> Encoder:
+    """The encoder for a configured model: `BertEncoder` when it reproduces the model exactly,
+    else sentence-transformers."""
+    path = resolve_embedder_path(model)
+    try:
+        if supports(path):
+            return BertEncoder(path, device)
+        from sentence_transformers import SentenceTransformer
+
+        return SentenceTransformerEncoder(SentenceTransformer(path, device=device))
+    except OSError as exc:
+        raise EmbedderError(f"Cannot load embedding model '{path}': {exc}") from exc
+
+
 class Embedder:
     """Embeds documents and queries; the model loads on first use and is shared by threads."""
 
     def __init__(self, settings: EmbeddingSettings) -> None:
         self.settings = settings
-        self._model: SentenceTransformer | None = None
+        self._encoder: Encoder | None = None
         self._lock = threading.Lock()
 
     @property
@@ -50,22 +100,13 @@ class Embedder:
         return self.settings.model
 
     @property
-    def model(self) -> SentenceTransformer:
-        """The loaded SentenceTransformer (loads it on first access)."""
-        if self._model is None:
+    def encoder(self) -> Encoder:
+        """The loaded model (loads it on first access)."""
+        if self._encoder is None:
             with self._lock:
-                if self._model is None:
-                    self._model = self._load()
-        return self._model
-
-    def _load(self) -> SentenceTransformer:
-        from sentence_transformers import SentenceTransformer
-
-        path = resolve_embedder_path(self.settings.model)
-        try:
-            return SentenceTransformer(path, device=self.settings.device)
-        except OSError as exc:
-            raise EmbedderError(f"Cannot load embedding model '{path}': {exc}") from exc
+                if self._encoder is None:
+                    self._encoder = load_encoder(self.settings.model, self.settings.device)
+        return self._encoder
 
     def embed_documents(
         self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None
@@ -80,41 +121,22 @@ class Embedder:
         # report progress between batches.
         for start in range(0, len(texts), size):
             idx = order[start : start + size]
-            out[idx] = self.model.encode(
-                [texts[i] for i in idx],
-                batch_size=size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+            out[idx] = self.encoder.encode([texts[i] for i in idx], batch_size=size)
             if on_batch is not None:
                 on_batch(len(idx))
         return out
 
     def embed_query(self, text: str) -> np.ndarray:
         """Embed one query as a unit vector."""
-        vec = self.model.encode(
-            [text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-        )
-        return np.asarray(vec[0], dtype=np.float32)
+        return self.encoder.encode([text])[0]
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Embed several queries as unit vectors in one batch (one row each)."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        vecs = self.model.encode(
-            list(texts), batch_size=self.settings.batch_size, normalize_embeddings=True,
-            convert_to_numpy=True, show_progress_bar=False,
-        )
-        return np.asarray(vecs, dtype=np.float32)
+        return self.embed_documents(texts)
 
     @property
     def dimension(self) -> int:
         """The embedding width."""
-        model = self.model
-        # sentence-transformers 5.x renamed the method; accept both.
-        getter = getattr(model, "get_embedding_dimension", None)
-        dim = getter() if getter else model.get_sentence_embedding_dimension()
-        if dim is None:
-            raise EmbedderError("The embedding model does not report its dimension.")
-        return int(dim)
+        return self.encoder.dimension

@@ -1,0 +1,109 @@
+"""BertEncoder against sentence-transformers, both on the real packaged model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag.config import PACKAGED_EMBEDDER, EmbeddingSettings
+from rag.index.bert_encoder import BertEncoder, supports
+from rag.index.embedder import Embedder, SentenceTransformerEncoder, resolve_embedder_path
+
+REPO = Path(__file__).resolve().parents[3]
+TEXTS = [
+    "What is PagedAttention?",
+    "How does LoRA reduce the number of trainable parameters?",
+    "  surrounding spaces, a tab\tand a\n\nblank line  ",
+    "",
+    "x",
+    "Ünïcödé, “curly quotes”, 日本語 and an emoji 🚀",
+    # Far past the model's 256 tokens: both must truncate at the same place.
+    "The KV cache is split into fixed-size blocks that need not be contiguous. " * 60,
+]
+
+
+@pytest.fixture(scope="module")
+def packaged() -> str:
+    """The packaged model's directory."""
+    return resolve_embedder_path(PACKAGED_EMBEDDER)
+
+
+@pytest.fixture(scope="module")
+def reference(packaged: str):  # type: ignore[no-untyped-def]
+    """sentence-transformers itself on the packaged model."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(packaged, device="cpu")
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity."""
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_vectors_match_sentence_transformers_in_one_batch(packaged, reference) -> None:
+    ours = BertEncoder(packaged).encode(TEXTS)
+    theirs = reference.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
+    assert ours.dtype == np.float32 and ours.shape == theirs.shape
+    assert cosines(ours, theirs).min() >= 0.9999
+
+
+def test_vectors_match_sentence_transformers_one_text_at_a_time(packaged, reference) -> None:
+    encoder = BertEncoder(packaged)
+    ours = np.stack([encoder.encode([text])[0] for text in TEXTS])
+    theirs = reference.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
+    assert cosines(ours, theirs).min() >= 0.9999
+
+
+def test_vectors_are_unit_length(packaged) -> None:
+    vectors = BertEncoder(packaged).encode(TEXTS, batch_size=3)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_packaged_model_is_supported(packaged) -> None:
+    assert supports(packaged)
+
+
+def cls_pooled_copy(packaged: str, tmp_path: Path) -> Path:
+    """The packaged model's files, linked, with CLS pooling instead of mean pooling."""
+    copy = tmp_path / "cls-model"
+    (copy / "1_Pooling").mkdir(parents=True)
+    for item in Path(packaged).iterdir():
+        if item.is_file():
+            (copy / item.name).symlink_to(item)
+    pooling = json.loads((Path(packaged) / "1_Pooling" / "config.json").read_text())
+    pooling.update(pooling_mode_cls_token=True, pooling_mode_mean_tokens=False)
+    (copy / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+    return copy
+
+
+def test_other_pooling_goes_through_sentence_transformers(packaged, reference, tmp_path) -> None:
+    path = cls_pooled_copy(packaged, tmp_path)
+    assert not supports(str(path))
+    embedder = Embedder(EmbeddingSettings(model=str(path)))
+    assert isinstance(embedder.encoder, SentenceTransformerEncoder)
+    mean = reference.encode(TEXTS[:2], normalize_embeddings=True, convert_to_numpy=True)
+    cls = embedder.embed_queries(TEXTS[:2])
+    # CLS pooling gives other vectors than the packaged model's mean pooling.
+    assert cosines(cls, mean).max() < 0.99
+
+
+def test_embedding_a_query_never_imports_sentence_transformers() -> None:
+    code = (
+        "import sys\n"
+        "from rag.config import EmbeddingSettings\n"
+        "from rag.index.embedder import Embedder\n"
+        "vector = Embedder(EmbeddingSettings()).embed_query('What is PagedAttention?')\n"
+        "assert vector.shape == (384,), vector.shape\n"
+        "print(sorted(m for m in ('sentence_transformers', 'transformers', 'sklearn')"
+        " if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
