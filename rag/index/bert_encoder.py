@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 # sentence-transformers' modules for a plain mean-pooled, normalised encoder, in order.
 _MODULES = [
@@ -78,25 +78,37 @@ class BertEncoder:
                          int(config["max_position_embeddings"]))
         self.tokenizer = Tokenizer.from_file(str(root / "tokenizer.json"))
         # tokenizer.json carries its own fixed padding and truncation; sentence-transformers
-        # pads to the longest text of a batch and truncates at max_seq_length.
+        # truncates at max_seq_length, and batches are padded here.
         self.tokenizer.enable_truncation(max_length=max_length)
-        self.tokenizer.enable_padding(pad_id=int(config.get("pad_token_id", 0)))
+        self.tokenizer.no_padding()
+        self.pad_id = int(config.get("pad_token_id", 0))
         weights = load_file(str(root / "model.safetensors"), device=device)
         self.weights = {name.removeprefix("bert."): w for name, w in weights.items()}
         self.device = torch.device(device)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """One unit vector per text (float32 rows), in `batch_size` texts at a time."""
+        """One unit vector per text (float32 rows), at most `batch_size` texts at a time."""
+        encodings = self.tokenizer.encode_batch(list(texts))
+        lengths = [len(e.ids) for e in encodings]
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        for start in range(0, len(texts), batch_size):
-            out[start : start + batch_size] = self._batch(list(texts[start : start + batch_size]))
+        for group in length_groups(lengths, batch_size):
+            out[group] = self._batch([encodings[i] for i in group])
         return out
 
-    def _batch(self, texts: list[str]) -> np.ndarray:
-        encodings = self.tokenizer.encode_batch(texts)
-        ids = torch.tensor([e.ids for e in encodings], device=self.device)
-        types = torch.tensor([e.type_ids for e in encodings], device=self.device)
-        mask = torch.tensor([e.attention_mask for e in encodings], device=self.device)
+    def _batch(self, encodings: list[Encoding]) -> np.ndarray:
+        rows, length = len(encodings), max(len(e.ids) for e in encodings)
+        ids = np.full((rows, length), self.pad_id, dtype=np.int64)
+        types = np.zeros((rows, length), dtype=np.int64)
+        mask = np.zeros((rows, length), dtype=np.int64)
+        for row, e in enumerate(encodings):
+            n = len(e.ids)
+            ids[row, :n] = e.ids
+            types[row, :n] = e.type_ids
+            mask[row, :n] = 1
+        return self._forward(*(torch.from_numpy(a).to(self.device) for a in (ids, types, mask)))
+
+    def _forward(self, ids: torch.Tensor, types: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+        """The unit vectors of one padded batch (token ids, token types, attention mask)."""
         w = self.weights
         with torch.inference_mode():
             x = (w["embeddings.word_embeddings.weight"][ids]
@@ -133,3 +145,17 @@ class BertEncoder:
     def _norm(self, x: torch.Tensor, name: str) -> torch.Tensor:
         return F.layer_norm(x, (x.shape[-1],), self.weights[f"{name}.weight"],
                             self.weights[f"{name}.bias"], self.eps)
+
+
+def length_groups(lengths: Sequence[int], size: int) -> list[list[int]]:
+    """Indices grouped into batches, longest texts first: at most `size` each, and none holding
+    a text under half as long as its longest, so that padding at most doubles the work (a
+    question's candidate sentences run from a few tokens to a hundred)."""
+    groups: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        group = groups[-1] if groups else None
+        if group is None or len(group) == size or 2 * lengths[i] < lengths[group[0]]:
+            groups.append([i])
+        else:
+            group.append(i)
+    return groups

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rag.config import PACKAGED_EMBEDDER, EmbeddingSettings
-from rag.index.bert_encoder import BertEncoder, supports
+from rag.index.bert_encoder import BertEncoder, length_groups, supports
 from rag.index.embedder import Embedder, SentenceTransformerEncoder, resolve_embedder_path
 
 REPO = Path(__file__).resolve().parents[3]
@@ -63,6 +63,14 @@ def test_vectors_match_sentence_transformers_one_text_at_a_time(packaged, refere
 def test_vectors_are_unit_length(packaged) -> None:
     vectors = BertEncoder(packaged).encode(TEXTS, batch_size=3)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_batches_hold_texts_at_least_half_as_long_as_their_longest() -> None:
+    assert length_groups([3, 40, 20, 19, 10, 41, 2], 64) == [[5, 1], [2, 3, 4], [0, 6]]
+
+
+def test_batches_hold_at_most_the_batch_size() -> None:
+    assert length_groups([5, 5, 5, 5, 5], 2) == [[0, 1], [2, 3], [4]]
 
 
 def test_packaged_model_is_supported(packaged) -> None:
