@@ -1,5 +1,5 @@
 """`python -m cli` runs the study-assistant command line."""
 
-from cli.app import app
+from cli.app import run
 
-app()
+run()
