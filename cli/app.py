@@ -58,6 +58,6 @@ def run() -> None:
         app()
     finally:
         # When the interpreter exits, the cycle collector walks every object that torch,
-        # chromadb and the rest created: about 1 s of a 5 s `ask` on 2 cores. Frozen objects
+        # chromadb and the rest created: 1.2–1.3 s of an `ask` on 2 busy cores. Frozen objects
         # are skipped and go with the process; atexit handlers and buffered output still run.
         gc.freeze()
