@@ -132,8 +132,6 @@ class Embedder:
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Embed several queries as unit vectors in one batch (one row each)."""
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
         return self.embed_documents(texts)
 
     @property
