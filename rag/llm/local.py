@@ -2,13 +2,19 @@
 
 A `ModelLoader`, owned by the composition root, loads each model once per process and shares
 it between every `LocalChatModel` that names it. Generation runs in a worker thread and hands
-text to the event loop through a queue, so the loop keeps serving while the CPU works.
+text to the event loop through a queue, so the loop keeps serving while the CPU works. Models
+this loader converted from GGUF generate text through onnxruntime-genai where its builder
+handles them (rag/llm/onnx_generation.py); the transformers model stays loaded for the demos
+that read logits and attention.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import os
+import sys
 import threading
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +40,7 @@ from rag.llm.model_cache import (
     gguf_cache_target,
     packaged_models,
 )
+from rag.llm.onnx_generation import OnnxGenerator, ensure_onnx_model, supported
 from rag.llm.packing import pack_linear_layers, use_gqa_sdpa
 from rag.llm.settings import PACKAGED_PREFIX, ModelSpec
 
@@ -42,15 +49,21 @@ if TYPE_CHECKING:
 
 __all__ = ["LoadedModel", "LocalChatModel", "ModelLoader", "export_packaged_model"]
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model and tokenizer in memory; `generate_lock` serializes generation on the CPU."""
+    """A model and tokenizer in memory; `generate_lock` serializes generation on the CPU.
+
+    `onnx`, when set, is the runtime that generates text; `model` still serves logits.
+    """
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     path: str
     generate_lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
+    onnx: OnnxGenerator | None = field(default=None, compare=False)
 
 
 class ModelLoader:
@@ -63,11 +76,15 @@ class ModelLoader:
         packaged: Mapping[str, PackagedModel] | None = None,
         torch_threads: int | None = None,
         int4: bool = True,
+        onnx: bool = True,
+        announce: Callable[[str], None] | None = None,
     ) -> None:
         self.cache_dir = Path(cache_dir)
         self._packaged = dict(packaged) if packaged is not None else packaged_models()
         self._torch_threads = torch_threads
         self._int4 = int4
+        self._onnx = onnx
+        self._announce = announce or announce_on_stderr
         self._loaded: dict[str, LoadedModel] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -91,8 +108,9 @@ class ModelLoader:
         with lock:
             if key not in self._loaded:
                 loaded = self._load_pretrained(self._prepare(model, key))
-                self._speed_up(loaded, converted=Path(key).parent == self.cache_dir / "models")
-                self._loaded[key] = loaded
+                converted = Path(key).parent == self.cache_dir / "models"
+                self._speed_up(loaded, converted)
+                self._loaded[key] = self._with_onnx(loaded, converted)
             return self._loaded[key]
 
     def _speed_up(self, loaded: LoadedModel, converted: bool) -> None:
@@ -104,6 +122,23 @@ class ModelLoader:
         use_gqa_sdpa(loaded.model)
         if self._int4 and converted:
             pack_linear_layers(loaded.model, Path(loaded.path))
+
+    def _with_onnx(self, loaded: LoadedModel, converted: bool) -> LoadedModel:
+        """Attach the onnxruntime-genai build (made on first use) to a converted model.
+
+        A build that fails leaves the model on transformers, with a warning: answers still work.
+        """
+        directory = Path(loaded.path)
+        if not (self._onnx and converted and supported(directory)):
+            return loaded
+        try:
+            runtime = OnnxGenerator(
+                ensure_onnx_model(directory, self._announce), cpu_threads(self._torch_threads)
+            )
+        except ModelLoadError as exc:
+            log.warning("%s; generating with transformers instead.", exc)
+            return loaded
+        return dataclasses.replace(loaded, onnx=runtime)
 
     def _packaged_model(self, model: str) -> PackagedModel:
         name = model.removeprefix(PACKAGED_PREFIX)
@@ -136,10 +171,23 @@ def limit_torch_threads(requested: int | None) -> None:
     """Use `requested` intra-op threads, or at most one per CPU this process may run on."""
     import torch
 
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    wanted = requested or min(torch.get_num_threads(), available or os.cpu_count() or 1)
+    wanted = requested or min(torch.get_num_threads(), cpu_threads(None))
     if torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
+
+
+def cpu_threads(requested: int | None) -> int:
+    """`requested`, or the number of CPUs this process may run on."""
+    if requested:
+        return requested
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def announce_on_stderr(message: str) -> None:
+    """Tell whoever watches the terminal or the log about slow one-time work."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def plain_prompt(messages: Messages) -> str:
@@ -191,7 +239,13 @@ class _QueueStreamer:
         if not self._prompt_seen:
             self._prompt_seen = True
             return
-        self.ids.extend(value.reshape(-1).tolist())
+        self.push(value.reshape(-1).tolist())
+
+    def push(self, ids: list[int]) -> None:
+        """Receive new token ids (raises `_Cancelled` once the reader has gone)."""
+        if self._cancel.is_set():
+            raise _Cancelled
+        self.ids.extend(ids)
         self._emit(final=False)
 
     def end(self) -> None:
@@ -345,12 +399,18 @@ class LocalChatModel:
                 inputs = self.encode(messages)
                 stats.tokens_in = int(inputs["input_ids"].shape[-1])
                 self._check_fits(stats.tokens_in, max_tokens)
-                # nn.Module's __getattr__ hides generate() from type checkers.
-                generate = cast("Callable[..., Any]", loaded.model.generate)
-                kwargs = sampling_kwargs(max_tokens, temperature, _pad_id(loaded))
-                if self.spec.repetition_penalty != 1.0:
-                    kwargs["repetition_penalty"] = self.spec.repetition_penalty
-                generate(**inputs, **kwargs, streamer=streamer)
+                if loaded.onnx is not None:
+                    loaded.onnx.generate(
+                        inputs["input_ids"][0].tolist(),
+                        max_tokens=max_tokens,
+                        temperature=temperature,
+                        repetition_penalty=self.spec.repetition_penalty,
+                        on_token=lambda token: streamer.push([token]),
+                    )
+                    streamer.end()
+                else:
+                    self._generate_with_transformers(loaded, inputs, max_tokens, temperature,
+                                                     streamer)
                 stats.finish_reason = _finish_reason(loaded, streamer.ids, max_tokens)
         except _Cancelled:
             pass
@@ -358,6 +418,21 @@ class LocalChatModel:
             streamer.post(exc)
         finally:
             streamer.post(_DONE)
+
+    def _generate_with_transformers(
+        self,
+        loaded: LoadedModel,
+        inputs: Any,
+        max_tokens: int,
+        temperature: float,
+        streamer: _QueueStreamer,
+    ) -> None:
+        # nn.Module's __getattr__ hides generate() from type checkers.
+        generate = cast("Callable[..., Any]", loaded.model.generate)
+        kwargs = sampling_kwargs(max_tokens, temperature, _pad_id(loaded))
+        if self.spec.repetition_penalty != 1.0:
+            kwargs["repetition_penalty"] = self.spec.repetition_penalty
+        generate(**inputs, **kwargs, streamer=streamer)
 
     def _check_fits(self, tokens_in: int, max_tokens: int) -> None:
         if tokens_in + max_tokens > self.spec.context_window:

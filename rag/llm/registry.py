@@ -28,7 +28,9 @@ class ModelRegistry:
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.settings = settings
-        self.loader = loader or ModelLoader(cache_dir, int4=settings.int4_kernels)
+        self.loader = loader or ModelLoader(
+            cache_dir, int4=settings.int4_kernels, onnx=settings.onnx_runtime
+        )
         self._environ = environ
         self._models: dict[str, ChatModel] = {}
         self._lock = threading.Lock()
