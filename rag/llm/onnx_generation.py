@@ -33,7 +33,7 @@ PRECISION = "int8"
 ONNX_DIR = "onnx-int8-genai-{version}"
 # The builder converts other architectures too, but only these are checked by our tests.
 SUPPORTED_ARCHITECTURES = frozenset({"LlamaForCausalLM"})
-PREFILL_CHUNK = 32
+PREFILL_CHUNK = 64
 BUILD_TIMEOUT_S = 1800.0
 
 
