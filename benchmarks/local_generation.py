@@ -1,19 +1,23 @@
-"""Local generation speed: a raw fp32 `generate` against the local backend as shipped.
+"""Local generation speed: a raw fp32 `generate` against the local backend's two runtimes.
 
 Run: .venv/bin/python benchmarks/local_generation.py ../shared/course_materials [--questions 4]
+     [--max-new-tokens 128] [--agreement-tokens 64] [--agreement-questions N] [--cache-dir DIR]
 
 Both sides answer the same prompts: the system prompt, up to five passages our BM25 finds for
 a dev question (trimmed to the context window as the assistant trims them) and the question,
 about 1,700 tokens. Greedy decoding with the packaged SmolLM2's repetition penalty.
 
 - A: `AutoModelForCausalLM.from_pretrained(<converted model>)` in fp32, `model.generate`.
-- B: the model as `ModelLoader` loads it (int4 layers, GQA attention; rag/llm/packing.py),
-  answering through `LocalChatModel.complete`, the path every answer and demo takes.
+- B: the model as `ModelLoader(onnx=False)` loads it (int4 layers, GQA attention;
+  rag/llm/packing.py), answering through `LocalChatModel.complete`.
+- C: the model as `ModelLoader` loads it by default: text from the int8 onnxruntime-genai build
+  (rag/llm/onnx_generation.py), through the same `LocalChatModel.complete`, the path every
+  answer and demo that generates text takes.
 
-Each question runs A, B, B, A, so neither side always runs on a warmer or quieter machine;
+Each question runs A, B, C, C, B, A, so no side always runs on a warmer or quieter machine;
 prefill is the time to the first new token, decode the tokens after it over the time after it.
-Then the quality check: every in-scope dev question answered once by each side, comparing
-tokens and what the grounding checker says of the sentences.
+Then the agreement check: every in-scope dev question answered once by each side, comparing
+B's and C's greedy tokens with A's.
 
 Prints Markdown for docs/benchmarks.md; every figure is from this one run.
 """
@@ -42,6 +46,7 @@ from rag.answering.prompting import build_messages, context_blocks  # noqa: E402
 from rag.config import IngestSettings  # noqa: E402
 from rag.index.documents import Hit  # noqa: E402
 from rag.llm.local import LocalChatModel, ModelLoader, limit_torch_threads  # noqa: E402
+from rag.llm.onnx_generation import runtime_version  # noqa: E402
 from rag.llm.settings import LLMSettings  # noqa: E402
 from rag.retrieval.lexical import BM25Index  # noqa: E402
 from rag.retrieval.query import analyse  # noqa: E402
@@ -107,7 +112,7 @@ def run_raw(model: Any, chat: LocalChatModel, messages: list[dict], n: int) -> d
 
 
 def run_backend(chat: LocalChatModel, messages: list[dict], n: int) -> dict:
-    """B: the local backend's `complete`, greedy."""
+    """B or C: the local backend's `complete`, greedy."""
     began = time.perf_counter()
     done = asyncio.run(chat.complete(messages, max_tokens=n, temperature=0.0))
     total = time.perf_counter() - began
@@ -121,46 +126,58 @@ def decode_rate(run: dict, tokens: int) -> float:
     return (tokens - 1) / max(run["s"] - run["first"], 1e-9)
 
 
-def speed(raw_model: Any, chat: LocalChatModel, prompts: list[list[dict]], n: int) -> list[dict]:
-    """A, B, B, A per prompt; each side's prefill and decode rate, averaged over its two runs."""
+def same_text(chat: LocalChatModel, raw: dict, backend: dict) -> bool:
+    """Whether a backend run wrote what the raw run wrote."""
+    text = chat.tokenizer.decode(raw["ids"], skip_special_tokens=True)
+    return bool(text.strip() == backend["text"].strip())
+
+
+def speed(raw_model: Any, sides: dict[str, LocalChatModel], prompts: list[list[dict]],
+          n: int) -> list[dict]:
+    """A, B, C, C, B, A per prompt; each side's prefill and decode rate over its two runs."""
     rows = []
     for messages in prompts:
+        chat = sides["B"]
         a1 = run_raw(raw_model, chat, messages, n)
-        b1 = run_backend(chat, messages, n)
-        b2 = run_backend(chat, messages, n)
+        firsts = {k: run_backend(side, messages, n) for k, side in sides.items()}
+        seconds = {k: run_backend(side, messages, n) for k, side in reversed(sides.items())}
         a2 = run_raw(raw_model, chat, messages, n)
-        rows.append({
+        row = {
             "n_in": a1["n_in"],
             "tokens": len(a1["ids"]),
-            "a_prefill": statistics.mean([a1["first"], a2["first"]]),
-            "b_prefill": statistics.mean([b1["first"], b2["first"]]),
-            "a_decode": statistics.mean([decode_rate(a, len(a["ids"])) for a in (a1, a2)]),
-            "b_decode": statistics.mean([decode_rate(b, b["n"]) for b in (b1, b2)]),
-            "same": chat.tokenizer.decode(a1["ids"], skip_special_tokens=True).strip()
-            == b1["text"].strip(),
-        })
+            "A_prefill": statistics.mean([a1["first"], a2["first"]]),
+            "A_decode": statistics.mean([decode_rate(a, len(a["ids"])) for a in (a1, a2)]),
+        }
+        for k in sides:
+            runs = (firsts[k], seconds[k])
+            row[f"{k}_prefill"] = statistics.mean([r["first"] for r in runs])
+            row[f"{k}_decode"] = statistics.mean([decode_rate(r, r["n"]) for r in runs])
+            row[f"{k}_same"] = same_text(chat, a1, firsts[k])
+        rows.append(row)
     return rows
 
 
-def print_speed(rows: list[dict], n: int) -> None:
+def print_speed(rows: list[dict], n: int, sides: list[str]) -> None:
     """The side-by-side table and the ratios."""
-    print(
-        f"\n| prompt tokens | new tokens (max {n}) | prefill A | prefill B | decode A | decode B "
-        "| decode B/A | same text |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
-    )
+    head = ["prompt tokens", f"new tokens (max {n})", "prefill A"]
+    head += [f"prefill {k}" for k in sides] + ["decode A"] + [f"decode {k}" for k in sides]
+    head += [f"decode {k}/A" for k in sides] + [f"same text {k}" for k in sides]
+    print("\n| " + " | ".join(head) + " |\n|" + " --- |" * len(head))
     for r in rows:
+        cells = [str(r["n_in"]), str(r["tokens"]), f"{r['A_prefill']:.2f} s"]
+        cells += [f"{r[k + '_prefill']:.2f} s" for k in sides] + [f"{r['A_decode']:.1f} tok/s"]
+        cells += [f"{r[k + '_decode']:.1f} tok/s" for k in sides]
+        cells += [f"**{r[k + '_decode'] / r['A_decode']:.2f}×**" for k in sides]
+        cells += ["yes" if r[k + "_same"] else "no" for k in sides]
+        print("| " + " | ".join(cells) + " |")
+    for k in sides:
+        ratios = [r[f"{k}_decode"] / r["A_decode"] for r in rows]
+        prefill = [r["A_prefill"] / r[f"{k}_prefill"] for r in rows]
         print(
-            f"| {r['n_in']} | {r['tokens']} | {r['a_prefill']:.2f} s | {r['b_prefill']:.2f} s "
-            f"| {r['a_decode']:.1f} tok/s | {r['b_decode']:.1f} tok/s "
-            f"| **{r['b_decode'] / r['a_decode']:.2f}×** | {'yes' if r['same'] else 'no'} |"
+            f"\nDecode speed-up {k}/A: median **{statistics.median(ratios):.2f}×** "
+            f"(range {min(ratios):.2f}–{max(ratios):.2f}); prefill speed-up A/{k}: median "
+            f"{statistics.median(prefill):.2f}× (range {min(prefill):.2f}–{max(prefill):.2f})."
         )
-    ratios = [r["b_decode"] / r["a_decode"] for r in rows]
-    prefill = [r["a_prefill"] / r["b_prefill"] for r in rows]
-    print(
-        f"\nDecode speed-up B/A: median **{statistics.median(ratios):.2f}×** "
-        f"(range {min(ratios):.2f}–{max(ratios):.2f}); prefill speed-up A/B: median "
-        f"{statistics.median(prefill):.2f}× (range {min(prefill):.2f}–{max(prefill):.2f})."
-    )
 
 
 def shared_prefix(a: list[int], b: list[int]) -> int:
@@ -169,22 +186,26 @@ def shared_prefix(a: list[int], b: list[int]) -> int:
     return next((i for i, (x, y) in enumerate(pairs) if x != y), min(len(a), len(b)))
 
 
-def agreement(raw_model: Any, chat: LocalChatModel, prompts: list[list[dict]], n: int) -> None:
-    """Greedy tokens of A and B on every prompt: identical answers and shared prefixes."""
-    pairs = []
+def agreement(raw_model: Any, sides: dict[str, LocalChatModel], prompts: list[list[dict]],
+              n: int) -> None:
+    """Greedy tokens of A and of each side on every prompt: identical answers, shared prefixes."""
+    pairs: dict[str, list[tuple[list[int], list[int]]]] = {k: [] for k in sides}
     for messages in prompts:
+        chat = sides["B"]
         raw = run_raw(raw_model, chat, messages, n)["ids"]
-        # Both as text re-encoded, as B's tokens are: the same text gives the same ids.
+        # Both as text re-encoded, as the sides' tokens are: the same text gives the same ids.
         text = chat.tokenizer.decode(raw, skip_special_tokens=True)
-        pairs.append((chat.tokenizer.encode(text, add_special_tokens=False),
-                      run_backend(chat, messages, n)["ids"]))
-    same = sum(a == b for a, b in pairs)
-    differ = [shared_prefix(a, b) for a, b in pairs if a != b]
-    print(
-        f"\nGreedy agreement over {len(prompts)} dev prompts (up to {n} new tokens): "
-        f"**{same}/{len(prompts)}** answers token-for-token identical"
-        + (f"; the others share their first {sorted(differ)} tokens." if differ else ".")
-    )
+        expected = chat.tokenizer.encode(text, add_special_tokens=False)
+        for k, side in sides.items():
+            pairs[k].append((expected, run_backend(side, messages, n)["ids"]))
+    for k, found in pairs.items():
+        same = sum(a == b for a, b in found)
+        differ = [shared_prefix(a, b) for a, b in found if a != b]
+        print(
+            f"\nGreedy agreement of {k} with A over {len(prompts)} dev prompts (up to {n} new "
+            f"tokens): **{same}/{len(prompts)}** answers token-for-token identical"
+            + (f"; the others share their first {sorted(differ)} tokens." if differ else ".")
+        )
 
 
 def main() -> None:
@@ -194,30 +215,39 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--agreement-tokens", type=int, default=64)
+    parser.add_argument("--agreement-questions", type=int, default=None)
     parser.add_argument("--cache-dir", type=Path, default=None)
     args = parser.parse_args()
     cache = args.cache_dir or Path(tempfile.mkdtemp(prefix="sa-gen-"))
     llm = LLMSettings()
-    loader = ModelLoader(cache, int4=llm.int4_kernels)
-    chat = LocalChatModel(llm.models["smollm2"], loader)
-    began = time.perf_counter()
-    loaded = chat.loaded()
-    load_s = time.perf_counter() - began
+    spec = llm.models["smollm2"]
+    sides = {
+        "B": LocalChatModel(spec, ModelLoader(cache, int4=llm.int4_kernels, onnx=False)),
+        "C": LocalChatModel(spec, ModelLoader(cache, int4=llm.int4_kernels)),
+    }
+    load_s = {}
+    for k, side in sides.items():
+        began = time.perf_counter()
+        side.loaded()
+        load_s[k] = time.perf_counter() - began
+    assert sides["C"].loaded().onnx is not None, "C did not get the ONNX runtime"
     limit_torch_threads(None)
-    raw_model = AutoModelForCausalLM.from_pretrained(loaded.path, dtype=torch.float32).eval()
-    prompts = dev_prompts(args.materials.resolve(), chat, llm)
+    path = sides["B"].loaded().path
+    raw_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    prompts = dev_prompts(args.materials.resolve(), sides["B"], llm)
     print(
         f"Machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start, torch "
-        f"{torch.__version__}, {torch.get_num_threads()} threads, Python "
-        f"{platform.python_version()}. B's first load (conversion and packing if not cached): "
-        f"{load_s:.1f} s."
+        f"{torch.__version__}, {torch.get_num_threads()} threads, onnxruntime-genai "
+        f"{runtime_version()}, Python {platform.python_version()}. First loads (conversion, "
+        f"packing, ONNX build when not cached): B {load_s['B']:.1f} s, then C {load_s['C']:.1f} s."
     )
-    run_backend(chat, prompts[0], 4)
-    run_raw(raw_model, chat, prompts[0], 4)
-    print_speed(speed(raw_model, chat, prompts[: args.questions], args.max_new_tokens),
-                args.max_new_tokens)
+    for side in sides.values():
+        run_backend(side, prompts[0], 4)
+    run_raw(raw_model, sides["B"], prompts[0], 4)
+    rows = speed(raw_model, sides, prompts[: args.questions], args.max_new_tokens)
+    print_speed(rows, args.max_new_tokens, list(sides))
     if args.agreement_tokens:
-        agreement(raw_model, chat, prompts, args.agreement_tokens)
+        agreement(raw_model, sides, prompts[: args.agreement_questions], args.agreement_tokens)
     print(f"\nLoad average at the end: {os.getloadavg()[0]:.1f}.")
 
 
