@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python benchmarks/local_generation.py ../shared/course_materials [--questions 4]
      [--max-new-tokens 128] [--agreement-tokens 64] [--agreement-questions N] [--cache-dir DIR]
+     [--threads N]
 
 Both sides answer the same prompts: the system prompt, up to five passages our BM25 finds for
 a dev question (trimmed to the context window as the assistant trims them) and the question,
@@ -216,14 +217,19 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--agreement-tokens", type=int, default=64)
     parser.add_argument("--agreement-questions", type=int, default=None)
+    # One thread per side measures per-core speed, which a busy machine disturbs far less
+    # than two threads that wait on each other at every step.
+    parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--cache-dir", type=Path, default=None)
     args = parser.parse_args()
     cache = args.cache_dir or Path(tempfile.mkdtemp(prefix="sa-gen-"))
     llm = LLMSettings()
     spec = llm.models["smollm2"]
     sides = {
-        "B": LocalChatModel(spec, ModelLoader(cache, int4=llm.int4_kernels, onnx=False)),
-        "C": LocalChatModel(spec, ModelLoader(cache, int4=llm.int4_kernels)),
+        "B": LocalChatModel(spec, ModelLoader(cache, torch_threads=args.threads,
+                                              int4=llm.int4_kernels, onnx=False)),
+        "C": LocalChatModel(spec, ModelLoader(cache, torch_threads=args.threads,
+                                              int4=llm.int4_kernels)),
     }
     load_s = {}
     for k, side in sides.items():
@@ -231,13 +237,13 @@ def main() -> None:
         side.loaded()
         load_s[k] = time.perf_counter() - began
     assert sides["C"].loaded().onnx is not None, "C did not get the ONNX runtime"
-    limit_torch_threads(None)
+    limit_torch_threads(args.threads)
     path = sides["B"].loaded().path
     raw_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     prompts = dev_prompts(args.materials.resolve(), sides["B"], llm)
     print(
         f"Machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start, torch "
-        f"{torch.__version__}, {torch.get_num_threads()} threads, onnxruntime-genai "
+        f"{torch.__version__}, {torch.get_num_threads()} threads (C too), onnxruntime-genai "
         f"{runtime_version()}, Python {platform.python_version()}. First loads (conversion, "
         f"packing, ONNX build when not cached): B {load_s['B']:.1f} s, then C {load_s['C']:.1f} s."
     )
