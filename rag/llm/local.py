@@ -135,7 +135,7 @@ class ModelLoader:
             runtime = OnnxGenerator(
                 ensure_onnx_model(directory, self._announce), cpu_threads(self._torch_threads)
             )
-        except ModelLoadError as exc:
+        except (ModelLoadError, OSError) as exc:
             log.warning("%s; generating with transformers instead.", exc)
             return loaded
         return dataclasses.replace(loaded, onnx=runtime)

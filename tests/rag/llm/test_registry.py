@@ -13,6 +13,7 @@ from rag.llm.local import LocalChatModel
 from rag.llm.openai_compat import OpenAIChatModel
 from rag.llm.registry import ModelRegistry, UnknownModel
 from rag.llm.settings import LLMSettings, ModelSpec
+from tests.rag.llm.conftest import FirstLoad
 
 
 class MountedSettings(BaseSettings):
@@ -62,6 +63,16 @@ def test_registry_builds_each_model_once_and_lazily(tmp_path: Path) -> None:
     assert registry.get("smollm2") is local
     assert isinstance(registry.get("vllm"), OpenAIChatModel)
     assert not (tmp_path / "models").exists(), "getting a model must not load it"
+
+
+def test_environment_switches_the_onnx_runtime_off(
+    first_load: FirstLoad, llm_cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STUDY_ASSISTANT_LLM__ONNX_RUNTIME", "false")
+    local = ModelRegistry(MountedSettings().llm, llm_cache_dir).get()
+    assert isinstance(local, LocalChatModel)
+    assert local.loaded().onnx is None
+    assert first_load.loader.load("packaged:smollm2").onnx is not None, "on by default"
 
 
 def test_unknown_model_lists_the_known_names(tmp_path: Path) -> None:
