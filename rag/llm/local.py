@@ -14,7 +14,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import sys
 import threading
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -84,7 +83,9 @@ class ModelLoader:
         self._torch_threads = torch_threads
         self._int4 = int4
         self._onnx = onnx
-        self._announce = announce or announce_on_stderr
+        # The bot logs at info level; the command line shows it with --verbose and otherwise
+        # keeps stderr to our own messages (tests/cli/test_terminal_output.py).
+        self._announce = announce or log.info
         self._loaded: dict[str, LoadedModel] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -183,11 +184,6 @@ def cpu_threads(requested: int | None) -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
-
-
-def announce_on_stderr(message: str) -> None:
-    """Tell whoever watches the terminal or the log about slow one-time work."""
-    print(message, file=sys.stderr, flush=True)
 
 
 def plain_prompt(messages: Messages) -> str:
