@@ -8,13 +8,14 @@ the OpenAI-compatible path that served models take):
 
 For every question of each set (../shared/eval/dev_questions_v2.jsonl, our own
 eval/answer_questions.jsonl and eval/answer_heldout_questions.jsonl), each style and model
-answers; on answered in-scope questions it reports the key-fact rate, the mean invented-word rate and the answers with invented numbers
-(rag/answering/faithfulness.py, docs/faithfulness.md), against the passages the answer was
-given (for verified answers: also the passages the verifier found in the wider search, which
-the answer then cites). Also: in-scope refusals, out-of-scope questions refused, latency
-p50/p95 from question to final answer (warm: one question is answered first and not
-counted), and for verified answers the sentences kept and the fallbacks to quotes. Nothing
-is fitted here. Prints a Markdown section for docs/benchmarks.md.
+answers; on answered in-scope questions it reports the key-fact rate, the mean invented-word
+rate and the answers with invented numbers (rag/answering/faithfulness.py,
+docs/faithfulness.md), against the passages the answer was given (for verified answers: also
+the passages the verifier found in the wider search, which the answer then cites). Also:
+in-scope refusals, out-of-scope questions refused, latency p50/p95 from question to final
+answer (warm: one question is answered first and not counted), and for verified answers the
+sentences kept and the fallbacks to quotes. Nothing is fitted here. Prints a Markdown section
+for docs/benchmarks.md.
 """
 
 from __future__ import annotations
