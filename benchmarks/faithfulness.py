@@ -185,14 +185,17 @@ def print_run(run: Run) -> None:
 
 
 def settings_for(
-    data_dir: Path, served_url: str | None, served_model: str, max_tokens: int
+    data_dir: Path, served_url: str | None, served_model: str, max_tokens: int,
+    onnx: bool = True,
 ) -> Settings:
-    """The packaged models, plus `smollm2-served` when a server runs."""
+    """The packaged models, plus `smollm2-served` when a server runs; `onnx` False keeps
+    local generation on transformers."""
     models = builtin_models()
     if served_url:
         models["smollm2-served"] = ModelSpec(name="smollm2-served", backend="openai",
                                              model=served_model, base_url=served_url)
-    llm = LLMSettings(models=models, temperature=0.0, max_new_tokens=max_tokens)
+    llm = LLMSettings(models=models, temperature=0.0, max_new_tokens=max_tokens,
+                      onnx_runtime=onnx)
     return Settings(data_dir=data_dir, llm=llm)
 
 
@@ -208,6 +211,8 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=None,
                    help="in-scope questions per set for the generated styles (default: all)")
     p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--no-onnx", action="store_true",
+                   help="local generation on transformers instead of the int8 ONNX build")
     args = p.parse_args()
     server = None
     models = list(args.models)
@@ -217,7 +222,8 @@ def main() -> None:
         models.append("smollm2-served")
     try:
         settings = settings_for(args.data_dir, server.base_url if server else None,
-                                server.model if server else "", args.max_tokens)
+                                server.model if server else "", args.max_tokens,
+                                onnx=not args.no_onnx)
         services = build_services(settings)
         ingest([Target(r) for r in args.roots], services.store, services.embedder,
                settings.ingest)
