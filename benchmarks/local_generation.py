@@ -11,7 +11,7 @@ about 1,700 tokens. Greedy decoding with the packaged SmolLM2's repetition penal
 - A: `AutoModelForCausalLM.from_pretrained(<converted model>)` in fp32, `model.generate`.
 - B: the model as `ModelLoader(onnx=False)` loads it (int4 layers, GQA attention;
   rag/llm/packing.py), answering through `LocalChatModel.complete`.
-- C: the model as `ModelLoader` loads it by default: text from the int8 onnxruntime-genai build
+- C: the model as `ModelLoader` loads it by default: text from the fp32 onnxruntime-genai build
   (rag/llm/onnx_generation.py), through the same `LocalChatModel.complete`, the path every
   answer and demo that generates text takes.
 

@@ -1,13 +1,17 @@
 """Faster CPU generation through onnxruntime-genai, for models this process converted from GGUF.
 
 On first use the converted model's directory is handed to onnxruntime-genai's model builder,
-which writes an ONNX graph with int8 weights (blocks of 32) and a fused grouped-query attention
-operator into `onnx-int8-genai-<version>/` beside it; later starts load that. The builder runs
-in a subprocess whose output is kept for an error message (its own progress bars and logs never
-reach the terminal), in a temporary sibling renamed into place. Why int8 and not int4: the
-builder re-quantises the de-quantised weights, and with int4 greedy answers part from the fp32
-model's within a few tokens, where int8 stays closer; both decode at about the same speed on a
-model this small. Measured in docs/benchmarks.md (benchmarks/local_generation.py).
+which writes an fp32 ONNX graph with a fused grouped-query attention operator into
+`onnx-fp32-genai-<version>/` beside it; later starts load that. The builder runs in a
+subprocess whose output is kept for an error message (its own progress bars and logs never
+reach the terminal), in a temporary sibling renamed into place.
+
+Why fp32: it gives the fp32 transformers model's greedy tokens (every dev prompt checked in
+docs/benchmarks.md, and a test) at about three times its decode speed. The builder's int8 and
+int4 builds decode faster still, but they quantise the activations too (its CPU default) and
+re-quantise the de-quantised weights, and their answers part from the fp32 model's within a few
+tokens and carried the key fact less often; with fp32 activations they were slower than
+transformers. Measured in docs/benchmarks.md (benchmarks/local_generation.py).
 
 onnxruntime-genai holds the GIL while it runs the model, so the prompt goes in in chunks of
 `PREFILL_CHUNK` tokens: between two chunks the event loop's thread gets to run.
@@ -29,8 +33,8 @@ from typing import Any
 from rag.llm.base import ModelLoadError
 from rag.llm.model_cache import MARKER, build_atomically, read_marker
 
-PRECISION = "int8"
-ONNX_DIR = "onnx-int8-genai-{version}"
+PRECISION = "fp32"
+ONNX_DIR = "onnx-" + PRECISION + "-genai-{version}"
 # The builder converts other architectures too, but only these are checked by our tests.
 SUPPORTED_ARCHITECTURES = frozenset({"LlamaForCausalLM"})
 PREFILL_CHUNK = 64

@@ -94,7 +94,7 @@ class LLMSettings(BaseModel):
     # benchmarks/local_generation.py). False keeps every layer in fp32.
     int4_kernels: bool = True
     # Local models converted from GGUF whose architecture onnxruntime-genai's builder handles
-    # (SmolLM2; not Gemma-3) generate text through an int8 ONNX build of themselves, made once
+    # (SmolLM2; not Gemma-3) generate text through an fp32 ONNX build of themselves, made once
     # beside the converted model (rag/llm/onnx_generation.py, docs/benchmarks.md). False keeps
     # generation on transformers. The next-token and attention demos use transformers either way.
     onnx_runtime: bool = True

@@ -119,14 +119,16 @@ async def test_event_loop_is_not_blocked_while_generating(smollm2: LocalChatMode
 
     tick = asyncio.create_task(ticker())
     started = time.perf_counter()
-    await smollm2.complete(ESSAY, max_tokens=48, temperature=0)
-    elapsed = time.perf_counter() - started
+    answer = await smollm2.complete(ESSAY, max_tokens=48, temperature=0)
+    per_token = (time.perf_counter() - started) / answer.tokens_out
     done.set()
     await tick
-    # The ticker ran all along: at least a tick per 0.1 s of generation (fast generation
-    # takes well under a second, so the count itself cannot be fixed).
-    assert len(lags) >= max(3, elapsed / 0.1), f"the ticker barely ran: {len(lags)} ticks"
-    assert max(lags) < 0.5, f"event loop stalled for {max(lags):.2f}s"
+    # The ONNX runtime holds the GIL while it computes one token (0.02-0.3 s on two cores,
+    # depending on load), so the loop may wait that long, but no longer: it runs between
+    # any two tokens, never once the whole generation is over.
+    assert len(lags) >= max(3, answer.tokens_out / 2), f"the ticker ran {len(lags)} times"
+    stalled = max(lags)
+    assert stalled < 3 * per_token + 0.1, f"loop stalled {stalled:.2f}s ({per_token:.2f}s/token)"
 
 
 @pytest.mark.asyncio
@@ -219,14 +221,12 @@ def test_onnx_model_is_built_once_beside_the_converted_model_and_reused(
 
 
 @pytest.mark.asyncio
-async def test_onnx_greedy_answer_follows_the_fp32_model(smollm2: LocalChatModel) -> None:
+async def test_onnx_greedy_answer_is_the_fp32_models(smollm2: LocalChatModel) -> None:
     assert smollm2.loaded().onnx is not None
     expected = fp32_greedy(smollm2, ESSAY, 24)
     done = await smollm2.complete(ESSAY, max_tokens=24, temperature=0)
     assert "dragon" in done.text.lower(), done.text
-    got = smollm2.tokenizer.encode(done.text, add_special_tokens=False)
-    # int8 weights and activations: not bit-identical to fp32, but the same opening words.
-    assert got[:8] == expected[:8], (done.text, smollm2.tokenizer.decode(expected))
+    assert done.text == smollm2.tokenizer.decode(expected, skip_special_tokens=True)
 
 
 @pytest.mark.asyncio

@@ -19,7 +19,7 @@ from rag.llm.base import (
     BackendUnavailable,
     LLMError,
 )
-from rag.llm.local import LocalChatModel, ModelLoader
+from rag.llm.local import LocalChatModel
 from rag.llm.openai_compat import OpenAIChatModel
 from rag.llm.settings import LLMSettings, ModelSpec
 from tests.rag.llm.conftest import Served, free_port
@@ -62,12 +62,10 @@ async def test_served_greedy_answer_matches_the_local_model(
         remote = await model.complete(ESSAY, max_tokens=10, temperature=0)
     finally:
         await model.aclose()
-    # The server applies no repetition penalty; compare with plain greedy decoding locally,
-    # on transformers as the server runs it (the int8 ONNX build parts from fp32 greedy
-    # tokens by design: docs/benchmarks.md, local generation).
+    # The server applies no repetition penalty; compare with plain greedy decoding locally.
     plain = smollm2.spec.model_copy(update={"repetition_penalty": 1.0})
-    on_torch = ModelLoader(smollm2.loader.cache_dir, onnx=False)
-    local = await LocalChatModel(plain, on_torch).complete(ESSAY, max_tokens=10, temperature=0)
+    local_model = LocalChatModel(plain, smollm2.loader)
+    local = await local_model.complete(ESSAY, max_tokens=10, temperature=0)
     assert remote.text == local.text
     assert remote.tokens_in == local.tokens_in
 
