@@ -295,8 +295,8 @@ class ChromaStore:
     def known_versions(self) -> set[str]:
         """Every version with a manifest: registered ones, the live one, and this view's."""
         got = self.control.get(where={"kind": "version"}, include=[])
-        return {rid.removeprefix("v:") for rid in got["ids"]} | {self.live_version(),
-                                                                 self.bound_version}
+        live = self.live_version()
+        return {rid.removeprefix("v:") for rid in got["ids"]} | {live, self._bound or live}
 
     def shares_chunks(self) -> bool:
         """Whether other versions may list this version's chunks (so none is edited in place)."""
