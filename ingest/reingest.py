@@ -205,8 +205,10 @@ class StoredQueryVectors:
         if not texts:
             return self.embedder.embed_queries(texts)
         keys = [self._key(t) for t in texts]
-        got = self.store.control.get(ids=keys, include=["documents"])
-        known = {k: json.loads(doc) for k, doc in zip(got["ids"], got["documents"], strict=True)}
+        # Every stored vector in one read: those of this set, and stale ones to delete.
+        got = self.store.control.get(where={"kind": "gold_vector"}, include=["documents"])
+        stored = dict(zip(got["ids"], got["documents"], strict=True))
+        known = {k: json.loads(stored[k]) for k in keys if k in stored}
         missing = [t for t, k in zip(texts, keys, strict=True) if k not in known]
         if missing:
             fresh = self.embedder.embed_queries(missing)
@@ -216,9 +218,9 @@ class StoredQueryVectors:
                 documents=[json.dumps(v) for v in new.values()],
                 metadatas=[{"kind": "gold_vector"}] * len(new))
             known.update(new)
-        stale = set(self.store.control.get(where={"kind": "gold_vector"}, include=[])["ids"])
-        if stale - set(keys):
-            self.store.control.delete(ids=sorted(stale - set(keys)))
+        stale = set(stored) - set(keys)
+        if stale:
+            self.store.control.delete(ids=sorted(stale))
         return np.asarray([known[k] for k in keys], dtype=np.float32)
 
     def embed_query(self, text: str) -> np.ndarray:
