@@ -334,7 +334,8 @@ def run_ingest(
     with store.exclusive(), store.writer_lease():
         if not building:
             store.mark_dirty(True)
-        shared = store.shares_chunks()
+        # A version being built is a copy of the live one's manifest: it shares its chunks.
+        shared = building or store.shares_chunks()
         for source in plan.removed:
             store.forget_file(source)
         progress.files_started(len(plan.to_process))

@@ -116,7 +116,7 @@ def reingest(
         if not (plan.removed or plan.to_process or store.at(live).is_dirty()):
             report = IngestReport(plan=plan, skipped=dict(plan.skipped))
         else:
-            return _gated(plan, store, embedder, settings, gold, progress, files, now)
+            return _gated(plan, store, live, embedder, settings, gold, progress, files, now)
     report.scheduled = {f.source: f.release_at for f in files
                         if f.release_at > now and f.source not in report.skipped}
     return ReingestResult(report)
@@ -125,6 +125,7 @@ def reingest(
 def _gated(
     plan: IngestPlan,
     store: ChromaStore,
+    live: str,
     embedder: Embedder,
     settings: Settings,
     gold: GoldSet,
@@ -132,25 +133,29 @@ def _gated(
     files: list[SourceFile],
     now: float,
 ) -> ReingestResult:
-    """Build a new version, run the gold set on both, switch or hold, prune."""
+    """Build a new version, run the gold set on both, switch or hold, prune.
+
+    `live` is the live version as read under the writer lock, which the caller holds: no
+    other writer can move the pointer until it is released, so it is not read again before
+    the switch (which reads it once more, as the step that decides).
+    """
     began = time.perf_counter()
-    live = store.live_version()
-    versions.discard_unfinished(store)
-    built = versions.begin(store)
-    report = run_ingest(plan, store.at(built), embedder, settings.ingest, progress,
+    built = versions.begin(store, live)
+    report = run_ingest(plan, store.at(built.version), embedder, settings.ingest, progress,
                         building=True)
     report.scheduled = {f.source: f.release_at for f in files
                         if f.release_at > now and f.source not in report.skipped}
-    after = _evaluate(gold, store.at(built), embedder, settings)
+    after = _evaluate(gold, store.at(built.version), embedder, settings)
     changes = compare(_live_results(gold, store, live, embedder, settings), after)
-    gate = GateReport(gold.path, live, built, live, changes)
+    gate = GateReport(gold.path, live, built.version, live, changes)
     if gate.regressed:
-        versions.hold(store, built, versions.report_json([c.as_json() for c in changes]))
+        versions.hold(store, built.version,
+                      versions.report_json([c.as_json() for c in changes]))
     else:
-        key = _gold_key(gold, store.at(built), embedder, settings)
+        key = _gold_key(gold, store.at(built.version), embedder, settings)
         versions.switch(store, built, key, results_json(after))
-        gate.live_after = built
-    gate.pruned = versions.prune(store, settings.store.keep_versions)
+        gate.live_after = built.version
+    gate.pruned = versions.prune(store, settings.store.keep_versions, gate.live_after)
     report.chunks_removed += store.collect_garbage()
     gate.seconds = time.perf_counter() - began
     return ReingestResult(report, gate)
@@ -169,7 +174,7 @@ def _live_results(
     """The live version's gold results: those stored when it went live if they still hold
     (same set, settings and manifest), else measured now."""
     view = store.at(live)
-    record = versions.record_of(store, live)
+    record = versions.record_of(store, live, live)
     if record is not None and record.gold and record.gold_key == _gold_key(gold, view, embedder,
                                                                            settings):
         return results_from_json(record.gold)
@@ -200,8 +205,10 @@ class StoredQueryVectors:
         if not texts:
             return self.embedder.embed_queries(texts)
         keys = [self._key(t) for t in texts]
-        got = self.store.control.get(ids=keys, include=["documents"])
-        known = {k: json.loads(doc) for k, doc in zip(got["ids"], got["documents"], strict=True)}
+        # Every stored vector in one read: those of this set, and stale ones to delete.
+        got = self.store.control.get(where={"kind": "gold_vector"}, include=["documents"])
+        stored = dict(zip(got["ids"], got["documents"], strict=True))
+        known = {k: json.loads(stored[k]) for k in keys if k in stored}
         missing = [t for t, k in zip(texts, keys, strict=True) if k not in known]
         if missing:
             fresh = self.embedder.embed_queries(missing)
@@ -211,9 +218,9 @@ class StoredQueryVectors:
                 documents=[json.dumps(v) for v in new.values()],
                 metadatas=[{"kind": "gold_vector"}] * len(new))
             known.update(new)
-        stale = set(self.store.control.get(where={"kind": "gold_vector"}, include=[])["ids"])
-        if stale - set(keys):
-            self.store.control.delete(ids=sorted(stale - set(keys)))
+        stale = set(stored) - set(keys)
+        if stale:
+            self.store.control.delete(ids=sorted(stale))
         return np.asarray([known[k] for k in keys], dtype=np.float32)
 
     def embed_query(self, text: str) -> np.ndarray:

@@ -103,6 +103,25 @@ class CountingEmbedder:
         return self.inner.embed_queries(texts)
 
 
+class SameQueryVectors:
+    """The real embedder, giving a query the vector of the first batch that held it: a query
+    searched alone must then be searched with the very vector it had in a batch (a batch's
+    padding can move the last bits of a vector, and with them a tie)."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner, self.name = inner, inner.name
+        self.vectors: dict[str, np.ndarray] = {}
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.vectors]
+        if missing:
+            self.vectors.update(zip(missing, self.inner.embed_queries(missing), strict=True))
+        return np.stack([self.vectors[t] for t in texts])
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_queries([text])[0]
+
+
 @pytest.fixture
 def counting(embedder: Embedder) -> CountingEmbedder:
     """A call-counting wrapper around the real embedder."""

@@ -295,8 +295,8 @@ class ChromaStore:
     def known_versions(self) -> set[str]:
         """Every version with a manifest: registered ones, the live one, and this view's."""
         got = self.control.get(where={"kind": "version"}, include=[])
-        return {rid.removeprefix("v:") for rid in got["ids"]} | {self.live_version(),
-                                                                 self.bound_version}
+        live = self.live_version()
+        return {rid.removeprefix("v:") for rid in got["ids"]} | {live, self._bound or live}
 
     def shares_chunks(self) -> bool:
         """Whether other versions may list this version's chunks (so none is edited in place)."""
@@ -545,20 +545,25 @@ class ChromaStore:
         return {rid: float(m["release_at"]) for rid, m in zip(got["ids"], got["metadatas"],
                                                                strict=True)}
 
-    def query(
-        self, embedding: np.ndarray, n: int, released_at: float | None = None
-    ) -> list[tuple[str, float]]:
-        """Nearest chunks by cosine: (id, cosine similarity), best first; with `released_at`,
-        only chunks released by then (Unix seconds)."""
+    def query_many(
+        self, embeddings: Sequence[np.ndarray], n: int, released_at: float | None = None
+    ) -> list[list[tuple[str, float]]]:
+        """Each embedding's nearest chunks by cosine, in one request per batch: (id, cosine
+        similarity), best first; with `released_at`, only chunks released by then (Unix
+        seconds)."""
         if n <= 0:
-            return []
+            return [[] for _ in embeddings]
         where = None if released_at is None else {"release_at": {"$lte": released_at}}
-        got = self.chunks.query(
-            query_embeddings=[embedding], n_results=n, include=["distances"], where=where
-        )
-        return [
-            (rid, 1.0 - float(d)) for rid, d in zip(got["ids"][0], got["distances"][0], strict=True)
-        ]
+        found: list[list[tuple[str, float]]] = []
+        for part in _batches(list(embeddings), self.max_batch):
+            got = self.chunks.query(
+                query_embeddings=list(part), n_results=n, include=["distances"], where=where
+            )
+            found.extend(
+                [(rid, 1.0 - float(d)) for rid, d in zip(ids, distances, strict=True)]
+                for ids, distances in zip(got["ids"], got["distances"], strict=True)
+            )
+        return found
 
 
 class WriterLease:

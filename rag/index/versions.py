@@ -61,31 +61,34 @@ class VersionRecord:
         return int(self.version)
 
 
-def records(store: ChromaStore) -> list[VersionRecord]:
-    """Every registered version, oldest first (version 0 is implied while it is live)."""
-    got = store.control.get(where={"kind": "version"}, include=["metadatas", "documents"])
-    found = [
-        VersionRecord(rid.removeprefix("v:"), str(m["state"]), float(m["created_at"]),
-                      str(m.get("replaced", "")), doc or "", int(m.get("files", 0)),
-                      str(m.get("gold_key", "")), str(m.get("gold", "")))
-        for rid, m, doc in zip(got["ids"], got["metadatas"], got["documents"], strict=True)
-    ]
-    live = store.live_version()
+def records(store: ChromaStore, live: str | None = None) -> list[VersionRecord]:
+    """Every registered version, oldest first (version 0 is implied while it is live).
+
+    `live`: the live version as the caller just read it (a writer holding the lock), so the
+    pointer is not read again.
+    """
+    found = _registered(store)
+    live = store.live_version() if live is None else live
     if live not in {r.version for r in found}:
         files = len(store.at(live).manifest())
         found.append(VersionRecord(live, READY, 0.0, files=files))
     return sorted(found, key=lambda r: r.number)
 
 
-def record_of(store: ChromaStore, version: str) -> VersionRecord | None:
-    """One version's record, or None if there is no such version."""
-    return next((r for r in records(store) if r.version == version), None)
+def _registered(store: ChromaStore) -> list[VersionRecord]:
+    """The versions with a stored record, in no particular order."""
+    got = store.control.get(where={"kind": "version"}, include=["metadatas", "documents"])
+    return [
+        VersionRecord(rid.removeprefix("v:"), str(m["state"]), float(m["created_at"]),
+                      str(m.get("replaced", "")), doc or "", int(m.get("files", 0)),
+                      str(m.get("gold_key", "")), str(m.get("gold", "")))
+        for rid, m, doc in zip(got["ids"], got["metadatas"], got["documents"], strict=True)
+    ]
 
 
-def record_of_registered(store: ChromaStore, version: str) -> dict[str, Any] | None:
-    """The stored record of a version, if it has one (version 0 may not)."""
-    got = store.control.get(ids=[f"v:{version}"], include=["metadatas"])
-    return dict(got["metadatas"][0]) if got["ids"] else None
+def record_of(store: ChromaStore, version: str, live: str | None = None) -> VersionRecord | None:
+    """One version's record, or None if there is no such version (`live` as in `records`)."""
+    return next((r for r in records(store, live) if r.version == version), None)
 
 
 def _write(store: ChromaStore, record: VersionRecord,
@@ -101,52 +104,57 @@ def _write(store: ChromaStore, record: VersionRecord,
                          documents=[r[1] for r in rows], metadatas=[r[2] for r in rows])
 
 
-def begin(store: ChromaStore) -> str:
-    """Register a new version holding a copy of the live manifest; its number.
+def begin(store: ChromaStore, live: str) -> VersionRecord:
+    """Register a new version holding a copy of the live manifest; its record.
 
-    The copy is a few records per file (no chunk is copied). Registered as `building` first,
-    so that garbage collection keeps its chunks while it is written.
+    First drops what earlier builds left: versions a killed build left `building`, and held
+    ones this build replaces. The copy is a few records per file (no chunk is copied).
+    Registered as `building` first, so that garbage collection keeps its chunks while it is
+    written. `live` is the live version as the caller, holding the writer lock, just read it.
     """
-    number = _next_number(store)
-    version = str(number)
-    live = store.live_version()
-    if record_of_registered(store, live) is None:  # version 0, live since before versions
+    known = _registered(store)
+    unfinished = {r.version for r in known if r.state in (BUILDING, HELD) and r.version != live}
+    for version in sorted(unfinished, key=int):
+        _drop(store, version)
+    known = [r for r in known if r.version not in unfinished]
+    if live not in {r.version for r in known}:  # version 0, live since before versions
         _write(store, VersionRecord(live, READY, time.time(),
                                     files=len(store.at(live).manifest())))
+    number = _next_number(store, {int(live), *(r.number for r in known)})
+    record = VersionRecord(str(number), BUILDING, time.time())
     # The record and the counter in one write: a number is used once it is registered.
-    _write(store, VersionRecord(version, BUILDING, time.time()),
-           (COUNTER_ID, "", {"next": number + 1}))
+    _write(store, record, (COUNTER_ID, "", {"next": number + 1}))
     source = store.manifest_of(live).get(include=["documents", "metadatas"])
     rows = [(i, d, m) for i, d, m in zip(source["ids"], source["documents"], source["metadatas"],
                                          strict=True) if i not in _RESERVED]
-    target = store.manifest_of(version)
+    target = store.manifest_of(record.version)
     for start in range(0, len(rows), store.max_batch):
         part = rows[start : start + store.max_batch]
         target.upsert(ids=[r[0] for r in part], embeddings=[_NO_VECTOR] * len(part),
                       documents=[r[1] for r in part], metadatas=[r[2] for r in part])
-    return version
+    return record
 
 
-def _next_number(store: ChromaStore) -> int:
-    """A version number never used before (a dropped version's number is not reused once
-    the counter past it is written, with the version's record: see `begin`)."""
+def _next_number(store: ChromaStore, numbers: set[int]) -> int:
+    """A version number never used before, past the `numbers` of the versions there are (a
+    dropped version's number is not reused once the counter past it is written, with the
+    version's record: see `begin`)."""
     got = store.control.get(ids=[COUNTER_ID], include=["metadatas"])
     used = int(got["metadatas"][0]["next"]) if got["ids"] else 0
-    return max(used, max(r.number for r in records(store)) + 1)
+    return max(used, max(numbers) + 1)
 
 
-def switch(store: ChromaStore, version: str, gold_key: str = "", gold: str = "") -> None:
-    """Make `version` live: one write of its own record (which keeps the gold results measured
-    on it, if given) and, after it in the same upsert, the pointer record."""
-    record = record_of(store, version)
-    if record is None:
-        raise VersionError(f"There is no index version {version}.")
+def switch(store: ChromaStore, record: VersionRecord, gold_key: str = "", gold: str = "") -> None:
+    """Make a version live: one write of its own record (which keeps the gold results measured
+    on it, if given) and, after it in the same upsert, the pointer record. The pointer is read
+    again here, where the switch is decided: the version it names is the one replaced."""
     live = store.live_version()
-    files = len(store.at(version).manifest())
-    replaced = live if live != version else record.replaced
-    _write(store, VersionRecord(version, READY, record.created_at, replaced, "", files,
+    files = len(store.at(record.version).manifest())
+    replaced = live if live != record.version else record.replaced
+    _write(store, VersionRecord(record.version, READY, record.created_at, replaced, "", files,
                                 gold_key or record.gold_key, gold or record.gold),
-           (LIVE_ID, "", {"kind": "pointer", "version": version, "switched_at": time.time()}))
+           (LIVE_ID, "", {"kind": "pointer", "version": record.version,
+                          "switched_at": time.time()}))
 
 
 def hold(store: ChromaStore, version: str, note: str) -> None:
@@ -155,23 +163,25 @@ def hold(store: ChromaStore, version: str, note: str) -> None:
     _write(store, VersionRecord(version, HELD, time.time(), note=note, files=files))
 
 
-def held(store: ChromaStore) -> VersionRecord | None:
-    """The version waiting to be promoted, if any (the newest held one)."""
-    waiting = [r for r in records(store) if r.state == HELD]
+def held(store: ChromaStore, live: str | None = None) -> VersionRecord | None:
+    """The version waiting to be promoted, if any (the newest held one; `live` as in
+    `records`)."""
+    waiting = [r for r in records(store, live) if r.state == HELD]
     return waiting[-1] if waiting else None
 
 
 def promote(store: ChromaStore, version: str | None = None) -> VersionRecord:
     """Make the held version (or the given one) live although the gold set held it."""
     with store.exclusive(), store.writer_lease():
-        record = held(store) if version is None else record_of(store, version)
+        live = store.live_version()
+        record = held(store, live) if version is None else record_of(store, version, live)
         if record is None:
             raise VersionError("No re-ingest is waiting to be promoted." if version is None
                                else f"There is no index version {version}.")
         if record.state == BUILDING:
             raise VersionError(f"Version {record.version} was never finished; re-ingest "
                                "instead.")
-        switch(store, record.version)
+        switch(store, record)
         return record
 
 
@@ -179,9 +189,9 @@ def rollback(store: ChromaStore) -> tuple[str, str]:
     """Make the version that was live before the current one live again: (from, to)."""
     with store.exclusive(), store.writer_lease():
         live = store.live_version()
-        record = record_of(store, live)
-        target = record.replaced if record else ""
-        if not target or record_of(store, target) is None:
+        known = {r.version: r for r in records(store, live)}
+        target = known[live].replaced
+        if not target or target not in known:
             raise VersionError(f"Version {live} is live and there is no earlier version to "
                                "roll back to (it was pruned, or there never was one).")
         store.control.upsert(ids=[LIVE_ID], embeddings=[_NO_VECTOR], documents=[""],
@@ -190,19 +200,11 @@ def rollback(store: ChromaStore) -> tuple[str, str]:
         return live, target
 
 
-def discard_unfinished(store: ChromaStore) -> list[str]:
-    """Drop versions a killed build left, and held ones a new build replaces."""
-    dropped = [r.version for r in records(store) if r.state in (BUILDING, HELD)
-               and r.version != store.live_version()]
-    for version in dropped:
-        _drop(store, version)
-    return dropped
-
-
-def prune(store: ChromaStore, keep: int) -> list[str]:
-    """Drop finished versions beyond the `keep` newest (never the live or a held one)."""
-    live = store.live_version()
-    finished = [r.version for r in records(store) if r.state == READY and r.version != live]
+def prune(store: ChromaStore, keep: int, live: str | None = None) -> list[str]:
+    """Drop finished versions beyond the `keep` newest (never the live or a held one; `live`
+    as in `records`)."""
+    live = store.live_version() if live is None else live
+    finished = [r.version for r in records(store, live) if r.state == READY and r.version != live]
     old = finished[: max(0, len(finished) - (keep - 1))]
     for version in old:
         _drop(store, version)

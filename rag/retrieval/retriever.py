@@ -46,6 +46,18 @@ class Candidate:
 
 
 @dataclass(frozen=True, slots=True)
+class _Fusion:
+    """One query's dense and lexical candidates fused by reciprocal rank, best first."""
+
+    order: list[str]
+    fused: dict[str, float]
+    dense_rank: dict[str, int]
+    lexical_rank: dict[str, int]
+    bm25: dict[str, float]
+    coverage: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
 class _Snapshot:
     version: str
     live: frozenset[str]
@@ -149,7 +161,7 @@ class Retriever:
             return []
         prepared = analyse(query, snap.bm25)
         query_vec = self.embedder.embed_query(prepared.dense_text)
-        return self._ranked(prepared, query_vec, snap, visible, released_at, k)
+        return self._ranked([prepared], [query_vec], snap, visible, released_at, k)[0]
 
     def search_many(
         self, queries: Sequence[str], k: int | None = None, *, preview: bool = False
@@ -161,8 +173,7 @@ class Retriever:
             return [[] for _ in queries]
         prepared = [analyse(q, snap.bm25) for q in queries]
         vectors = self.embedder.embed_queries([p.dense_text for p in prepared])
-        return [self._ranked(p, v, snap, visible, released_at, k)
-                for p, v in zip(prepared, vectors, strict=True)]
+        return self._ranked(prepared, list(vectors), snap, visible, released_at, k)
 
     def _scope(self, preview: bool) -> tuple[_Snapshot, frozenset[str], float | None]:
         """The snapshot, the chunks visible now, and the release time for the store's filter."""
@@ -178,33 +189,39 @@ class Retriever:
 
     def _ranked(
         self,
-        prepared: Query,
-        query_vec: np.ndarray,
+        queries: Sequence[Query],
+        vectors: Sequence[np.ndarray],
         snap: _Snapshot,
         visible: frozenset[str],
         released_at: float | None,
         k: int | None,
-    ) -> list[Hit]:
-        candidates = self._candidates(prepared, query_vec, snap, visible, released_at)
-        chosen = self._diversify(candidates, k or self.settings.k)
-        return [self._hit(c) for c in chosen]
+    ) -> list[list[Hit]]:
+        """Each query's hits. The store is asked once for all the queries' nearest chunks and
+        once for all their candidates' texts and vectors; each query's hits are those it would
+        get alone."""
+        n = self.settings.candidates
+        dense = self._dense(vectors, n, visible, released_at)
+        fusions = [self._fuse(q, d, snap, visible) for q, d in zip(queries, dense, strict=True)]
+        wanted = dict.fromkeys(cid for f in fusions for cid in f.order)
+        stored = {s.id: s for s in self.store.get_chunks(list(wanted))}
+        ranked = []
+        for fusion, query_vec in zip(fusions, vectors, strict=True):
+            candidates = self._candidates(fusion, stored, query_vec)
+            chosen = self._diversify(candidates, k or self.settings.k)
+            ranked.append([self._hit(c) for c in chosen])
+        return ranked
 
-    def _candidates(
-        self,
-        query: Query,
-        query_vec: np.ndarray,
-        snap: _Snapshot,
+    def _fuse(
+        self, query: Query, dense: list[tuple[str, float]], snap: _Snapshot,
         visible: frozenset[str],
-        released_at: float | None,
-    ) -> list[Candidate]:
+    ) -> _Fusion:
+        """Dense and lexical candidates of one query fused by reciprocal rank."""
         n = self.settings.candidates
         hidden = len(snap.live) - len(visible)
-        dense = self._dense(query_vec, n, visible, released_at)
         lexical = [(cid, s) for cid, s in snap.bm25.search(query.terms, n + hidden)
                    if cid in visible][:n]
         dense_rank = {cid: r for r, (cid, _) in enumerate(dense)}
         lexical_rank = {cid: r for r, (cid, _) in enumerate(lexical)}
-        bm25 = dict(lexical)
         rrf = self.settings.rrf_k
         fused: dict[str, float] = {}
         for ranks in (dense_rank, lexical_rank):
@@ -212,35 +229,49 @@ class Retriever:
                 fused[cid] = fused.get(cid, 0.0) + 1.0 / (rrf + r + 1)
         order = sorted(fused, key=fused.__getitem__, reverse=True)[:n]
         coverage = snap.bm25.coverage(query.core, order)
-        out = []
-        for stored in self.store.get_chunks(order):
-            cosine = float(np.dot(stored.embedding, query_vec))
-            out.append(
-                Candidate(
-                    stored,
-                    fused[stored.id],
-                    cosine,
-                    bm25.get(stored.id, 0.0),
-                    coverage[stored.id],
-                    dense_rank.get(stored.id),
-                    lexical_rank.get(stored.id),
-                )
+        return _Fusion(order, fused, dense_rank, lexical_rank, dict(lexical), coverage)
+
+    @staticmethod
+    def _candidates(
+        fusion: _Fusion, stored: dict[str, StoredChunk], query_vec: np.ndarray
+    ) -> list[Candidate]:
+        """One query's fused candidates that are stored, best fused first, with their scores."""
+        return [
+            Candidate(
+                stored[cid],
+                fusion.fused[cid],
+                float(np.dot(stored[cid].embedding, query_vec)),
+                fusion.bm25.get(cid, 0.0),
+                fusion.coverage[cid],
+                fusion.dense_rank.get(cid),
+                fusion.lexical_rank.get(cid),
             )
-        return out
+            for cid in fusion.order
+            if cid in stored
+        ]
 
     def _dense(
-        self, query_vec: np.ndarray, n: int, visible: frozenset[str], released_at: float | None
-    ) -> list[tuple[str, float]]:
-        """The n nearest visible chunks. The pool also holds chunks that are not live (written
-        by an unfinished ingest, or listed only by other versions): fetch twice as many, and
-        more while they crowd out live ones."""
-        want = 2 * n
-        while True:
-            nearest = self.store.query(query_vec, want, released_at)
-            dense = [(cid, s) for cid, s in nearest if cid in visible][:n]
-            if len(dense) >= min(n, len(visible)) or len(nearest) < want:
-                return dense
-            want *= 4
+        self,
+        vectors: Sequence[np.ndarray],
+        n: int,
+        visible: frozenset[str],
+        released_at: float | None,
+    ) -> list[list[tuple[str, float]]]:
+        """Each query's n nearest visible chunks. The pool also holds chunks that are not live
+        (written by an unfinished ingest, or listed only by other versions): fetch twice as
+        many, and more for the queries where they crowd out live ones (asked again together,
+        each query with the same growing count it would use alone)."""
+        found: list[list[tuple[str, float]]] = [[] for _ in vectors]
+        pending, want = list(range(len(vectors))), 2 * n
+        while pending:
+            nearest = self.store.query_many([vectors[i] for i in pending], want, released_at)
+            short = []
+            for i, hits in zip(pending, nearest, strict=True):
+                found[i] = [(cid, s) for cid, s in hits if cid in visible][:n]
+                if len(found[i]) < min(n, len(visible)) and len(hits) >= want:
+                    short.append(i)
+            pending, want = short, want * 4
+        return found
 
     def _diversify(self, candidates: list[Candidate], k: int) -> list[Candidate]:
         """Maximal marginal relevance over fused scores, with a cap per section and no two

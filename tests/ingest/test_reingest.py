@@ -5,6 +5,7 @@ embedder, real embedded Chroma, tiny material folders)."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,13 +18,15 @@ import pytest
 
 from ingest import reingest as reingest_module
 from ingest.pipeline import Target, ingest
-from ingest.reingest import ReingestResult, reingest
+from ingest.reingest import ReingestResult, StoredQueryVectors, reingest
 from rag.config import Settings, StoreSettings
 from rag.index import versions
 from rag.index.chroma_store import ChromaStore
 from rag.index.embedder import Embedder
+from rag.retrieval.gold import judge, load_gold_set, results_from_json
+from rag.retrieval.retriever import Retriever
 from rag.services import Services, build_services
-from tests.conftest import REPO, CountingEmbedder
+from tests.conftest import REPO, CountingEmbedder, SameQueryVectors
 from tests.ingest.test_pipeline import _wait_for_line
 from tests.rag.retrieval.test_lexical import assert_same_index
 
@@ -368,3 +371,24 @@ def test_the_new_versions_lexical_index_is_derived_and_equals_a_scratch_build(
     assert fresh.retriever.search_many(questions) == services.retriever.search_many(questions)
     assert set(read) == after  # the fresh retriever did read every chunk back
     assert_same_index(services.store.lexical_indexes[0], fresh.store.lexical_indexes[0])
+
+
+def test_the_gate_judges_each_gold_question_as_if_it_were_searched_alone(
+    tmp_path, small_root, embedder
+):
+    shutil.copy(REPO / "eval" / "gold_questions_shared.toml", small_root / "gold_questions.toml")
+    settings = Settings(data_dir=tmp_path / "data", materials_dir=small_root,
+                        store=StoreSettings(keep_versions=2))
+    services = build_services(settings, embedder=embedder)
+    gate = regate(services).gate
+    assert gate is not None and gate.live_after == gate.built
+    record = versions.record_of(services.store, gate.built)
+    gold = load_gold_set(small_root / "gold_questions.toml", settings.retrieval.k)
+    assert record is not None and gold is not None and len(gold.questions) > 5
+    # Searched one by one, with the vectors the gate searched with (kept in the index).
+    vectors = SameQueryVectors(StoredQueryVectors(embedder, services.store))  # type: ignore[arg-type]
+    alone = Retriever(services.store.at(gate.built), vectors, settings.retrieval)  # type: ignore[arg-type]
+    alone.search_many([q.question for q in gold.questions], gold.k, preview=True)  # loads them
+    each = [judge(q, alone.search(q.question, gold.k, preview=True)) for q in gold.questions]
+    assert results_from_json(record.gold) == each
+    assert any(r.passed for r in each) and any(r.rank is None for r in each)

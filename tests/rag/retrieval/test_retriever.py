@@ -7,8 +7,21 @@ import time
 
 import pytest
 
-from rag.retrieval.retriever import NothingIngested
-from tests.conftest import run, services_for
+from rag.index.chroma_store import ChromaStore
+from rag.index.documents import Chunk
+from rag.retrieval.retriever import NothingIngested, Retriever
+from tests.conftest import SameQueryVectors, run, services_for
+
+TINY = {
+    "attention.md": "# Attention\n\nSelf-attention lets every token look at every other token "
+    "of the input, weighting each by the similarity of its key to the token's query.\n",
+    "lora.md": "# LoRA\n\nLoRA freezes the pretrained weights and trains two small low-rank "
+    "matrices whose product is added to a weight matrix.\n",
+    "lora-memory.md": "# LoRA and memory\n\nBecause LoRA trains only the low-rank matrices, "
+    "the optimiser keeps state for very few parameters instead of the full weight matrices.\n",
+    "bpe.md": "# Byte-pair encoding\n\nA byte-pair encoding tokenizer merges the most frequent "
+    "adjacent pair of symbols into a new vocabulary entry, again and again.\n",
+}
 
 
 def in_scope(dev_questions: list[dict]) -> list[dict]:
@@ -78,3 +91,50 @@ def test_a_rebuild_after_an_ingest_does_not_make_other_searches_wait(tmp_path, e
     assert waited < 1.5
     assert {h.chunk.source for h in during} == {"a.md"}  # the previous, consistent version
     assert "b.md" in {h.chunk.source for h in retriever.search("low-rank matrices", 2)}
+
+
+def test_a_batch_of_searches_gives_each_query_exactly_what_it_gets_alone(
+    full_index, dev_questions, embedder
+):
+    retriever = Retriever(full_index.store, SameQueryVectors(embedder),  # type: ignore[arg-type]
+                          full_index.settings.retrieval)
+    questions = [q["question"] for q in dev_questions]
+    batched = retriever.search_many(questions, 5, preview=True)
+    alone = [retriever.search(q, 5, preview=True) for q in questions]
+    assert batched == alone  # same chunks, order, scores and ranks
+    assert len({tuple(h.chunk.id for h in hits) for hits in batched}) > len(questions) // 2
+
+
+CROWD = [f"Self-attention, restated {i}: every token of the input attends to every other token "
+         f"of the input (unfinished draft {i})." for i in range(8)]
+
+
+def test_a_batch_asks_again_only_for_the_queries_that_chunks_of_other_versions_crowd_out(
+    tmp_path, embedder, monkeypatch
+):
+    root = tmp_path / "materials"
+    root.mkdir()
+    for name, text in TINY.items():
+        (root / name).write_text(text)
+    services = services_for(tmp_path / "data", embedder)
+    run(root, services)
+    crowd = [Chunk(text, "drafts/attention.md", None, "", 0, len(text)) for text in CROWD]
+    # Stored but listed by no manifest, as an unfinished ingest leaves them: never live.
+    services.store.add_chunks(crowd, embedder.embed_documents([c.text for c in crowd]))
+    settings = services.settings.retrieval.model_copy(update={"candidates": 2})
+    retriever = Retriever(services.store, SameQueryVectors(embedder), settings)  # type: ignore[arg-type]
+    asked: list[int] = []
+    real = ChromaStore.query_many
+
+    def spy(store: ChromaStore, embeddings, n, released_at=None):  # type: ignore[no-untyped-def]
+        asked.append(len(embeddings))
+        return real(store, embeddings, n, released_at)
+
+    monkeypatch.setattr(ChromaStore, "query_many", spy)
+    questions = ["How does self-attention let tokens attend to each other?",
+                 "What does LoRA train instead of the full weight matrices?"]
+    batched = retriever.search_many(questions, 2)
+    assert asked == [2, 1]  # the attention question alone was asked again, for more
+    assert all(h.chunk.source in TINY for hits in batched for h in hits)
+    assert batched[0][0].chunk.source == "attention.md"
+    assert batched == [retriever.search(q, 2) for q in questions]
