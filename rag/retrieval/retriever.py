@@ -285,21 +285,24 @@ class Retriever:
         lam = self.settings.mmr_lambda
         chosen: list[int] = []
         max_sim = np.zeros(len(candidates))
+        # Per candidate, kept up to date as passages are chosen: how many chosen ones share
+        # its section, and whether one overlaps it.
+        same_section = np.zeros(len(candidates), dtype=int)
+        overlapped = np.zeros(len(candidates), dtype=bool)
         while len(chosen) < min(k, len(candidates)):
             mmr = lam * relevance - (1 - lam) * max_sim
             mmr[chosen] = -np.inf
-            ruled = mmr.copy()
-            for i, chunk in enumerate(chunks):
-                same_section = sum(_same_section(chunk, chunks[j]) for j in chosen)
-                if same_section >= self.settings.max_per_section or any(
-                    _overlaps(chunk, chunks[j]) for j in chosen
-                ):
-                    ruled[i] = -np.inf
+            ruled = np.where(
+                (same_section >= self.settings.max_per_section) | overlapped, -np.inf, mmr
+            )
             # When the rules exclude every remaining candidate the corpus is too narrow for
             # them; fall back to plain MMR rather than return fewer than k.
             best = int(np.argmax(ruled if np.isfinite(ruled.max()) else mmr))
             chosen.append(best)
             max_sim = np.maximum(max_sim, vectors @ vectors[best])
+            for i, chunk in enumerate(chunks):
+                same_section[i] += _same_section(chunk, chunks[best])
+                overlapped[i] = overlapped[i] or _overlaps(chunk, chunks[best])
         return [candidates[i] for i in chosen]
 
     def _hit(self, c: Candidate) -> Hit:
