@@ -68,7 +68,9 @@ _NUMBER_WORDS = {
     "fifty": 50,
 }
 _NUMBER_WORD = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r")\b", re.IGNORECASE)
-_WORD = re.compile(r"[A-Za-z][A-Za-z0-9'’-]*")
+_WORD = re.compile(r"(?<![0-9])[A-Za-z][A-Za-z0-9'’-]*")
+# `48GB`, `65B`, `13k`: a number and its unit or multiplier, written together or apart.
+_NUMBER_UNIT = re.compile(r"(?<=\d)(?=[A-Za-z])")
 _SUFFIXES = ("isations", "izations", "isation", "ization", "ations", "ation", "ising", "izing",
              "ised", "ized", "ises", "izes", "ise", "ize", "ing", "ed", "es", "ly", "s")
 
@@ -229,8 +231,9 @@ def stem(term: str) -> str:
 
 
 def terms(text: str) -> set[str]:
-    """The stemmed content terms of a text."""
-    return {stem(t) for t in tokenize(text)}
+    """The stemmed content terms of a text; a number and its unit are apart (`48GB` has the
+    terms of `48 GB`)."""
+    return {stem(t) for t in tokenize(_NUMBER_UNIT.sub(" ", text))}
 
 
 def numbers(text: str) -> list[tuple[float, str]]:
@@ -271,7 +274,8 @@ def missing_numbers(claim: str, evidence: str) -> list[str]:
 
 def names(claim: str) -> set[str]:
     """The stemmed terms of a claim's names: capitalised words after the first, and words with
-    inner capitals or digits anywhere (`LoRA`, `GPT-4`, `OASST1`)."""
+    inner capitals or digits anywhere (`LoRA`, `GPT-4`, `OASST1`); not the unit of a number
+    (`65B`, `48GB`: the number rule judges those)."""
     found: set[str] = set()
     for i, word in enumerate(_WORD.findall(claim)):
         word = re.split(r"['’]", word)[0]
