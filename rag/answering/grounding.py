@@ -48,6 +48,7 @@ WIDER_K = 3
 _CODE_BLOCK = re.compile(r"```.*?(?:```|$)", re.DOTALL)
 _CITATION = re.compile(r"\[\d{1,3}(?:\s*[,–-]\s*\d{1,3})*\]")
 _LINE_PREFIX = re.compile(r"^\s*(?:#{1,6}\s+|>\s*|[-*•+]\s+|\d{1,2}[.)]\s+)+")
+_HEADING = re.compile(r"^[ \t]*#{1,6}[ \t].*$", re.MULTILINE)
 _EMPHASIS = re.compile(r"\*\*|__|`")
 _ABBREVIATION = re.compile(r"\b(e\.g|i\.e|et al|etc|vs|cf|fig|eq|approx|resp|no)\.", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
@@ -337,8 +338,11 @@ class _Passage:
         sentences are about) and its sentences."""
         c = hit.chunk
         title = c.source.rsplit("/", 1)[-1]
-        # A question states nothing, so it supports nothing (self-check lists match claims well).
-        parts = tuple(s for s in sentences(c.text) if len(tokenize(s)) >= 2 and s[-1] != "?")
+        # A question states nothing, so it supports nothing (self-check lists match claims well);
+        # nor does a Markdown heading, which would otherwise pair with the sentence under it
+        # (its words still count: the section is part of every window's wording).
+        text = _HEADING.sub("", c.text)
+        parts = tuple(s for s in sentences(text) if len(tokenize(s)) >= 2 and s[-1] != "?")
         return cls(hit, terms(f"{title} {c.section}\n{c.text}"), parts)
 
     def windows(self, index: int) -> list[_Window]:
