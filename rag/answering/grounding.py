@@ -48,6 +48,7 @@ WIDER_K = 3
 _CODE_BLOCK = re.compile(r"```.*?(?:```|$)", re.DOTALL)
 _CITATION = re.compile(r"\[\d{1,3}(?:\s*[,–-]\s*\d{1,3})*\]")
 _LINE_PREFIX = re.compile(r"^\s*(?:#{1,6}\s+|>\s*|[-*•+]\s+|\d{1,2}[.)]\s+)+")
+_HEADING = re.compile(r"^[ \t]*#{1,6}[ \t].*$", re.MULTILINE)
 _EMPHASIS = re.compile(r"\*\*|__|`")
 _ABBREVIATION = re.compile(r"\b(e\.g|i\.e|et al|etc|vs|cf|fig|eq|approx|resp|no)\.", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
@@ -68,7 +69,9 @@ _NUMBER_WORDS = {
     "fifty": 50,
 }
 _NUMBER_WORD = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r")\b", re.IGNORECASE)
-_WORD = re.compile(r"[A-Za-z][A-Za-z0-9'’-]*")
+_WORD = re.compile(r"(?<![0-9])[A-Za-z][A-Za-z0-9'’-]*")
+# `48GB`, `65B`, `13k`: a number and its unit or multiplier, written together or apart.
+_NUMBER_UNIT = re.compile(r"(?<=\d)(?=[A-Za-z])")
 _SUFFIXES = ("isations", "izations", "isation", "ization", "ations", "ation", "ising", "izing",
              "ised", "ized", "ises", "izes", "ise", "ize", "ing", "ed", "es", "ly", "s")
 
@@ -157,7 +160,7 @@ class GroundingWeights:
 
 # Fitted on the fit split of eval/claims.jsonl (with the wider search) by benchmarks/grounding.py.
 FITTED_WEIGHTS = GroundingWeights(
-    cosine=5.986, window_coverage=2.374, missing_names=-3.657, intercept=-4.586, threshold=0.592
+    cosine=7.637, window_coverage=2.786, missing_names=-0.931, intercept=-6.182, threshold=0.531
 )
 
 
@@ -229,8 +232,9 @@ def stem(term: str) -> str:
 
 
 def terms(text: str) -> set[str]:
-    """The stemmed content terms of a text."""
-    return {stem(t) for t in tokenize(text)}
+    """The stemmed content terms of a text; a number and its unit are apart (`48GB` has the
+    terms of `48 GB`)."""
+    return {stem(t) for t in tokenize(_NUMBER_UNIT.sub(" ", text))}
 
 
 def numbers(text: str) -> list[tuple[float, str]]:
@@ -271,7 +275,8 @@ def missing_numbers(claim: str, evidence: str) -> list[str]:
 
 def names(claim: str) -> set[str]:
     """The stemmed terms of a claim's names: capitalised words after the first, and words with
-    inner capitals or digits anywhere (`LoRA`, `GPT-4`, `OASST1`)."""
+    inner capitals or digits anywhere (`LoRA`, `GPT-4`, `OASST1`); not the unit of a number
+    (`65B`, `48GB`: the number rule judges those)."""
     found: set[str] = set()
     for i, word in enumerate(_WORD.findall(claim)):
         word = re.split(r"['’]", word)[0]
@@ -333,8 +338,11 @@ class _Passage:
         sentences are about) and its sentences."""
         c = hit.chunk
         title = c.source.rsplit("/", 1)[-1]
-        # A question states nothing, so it supports nothing (self-check lists match claims well).
-        parts = tuple(s for s in sentences(c.text) if len(tokenize(s)) >= 2 and s[-1] != "?")
+        # A question states nothing, so it supports nothing (self-check lists match claims well);
+        # nor does a Markdown heading, which would otherwise pair with the sentence under it
+        # (its words still count: the section is part of every window's wording).
+        text = _HEADING.sub("", c.text)
+        parts = tuple(s for s in sentences(text) if len(tokenize(s)) >= 2 and s[-1] != "?")
         return cls(hit, terms(f"{title} {c.section}\n{c.text}"), parts)
 
     def windows(self, index: int) -> list[_Window]:
