@@ -43,12 +43,18 @@ async def test_the_commands_are_synced_with_their_options(make_harness, guides_s
     assert [o["name"] for o in commands["compare"]["options"]] == ["question", "models", "rag"]
 
 
+# These demos generate twice and check every claim; the first to run in a test session also
+# converts its models. settle() is a hang detector, not a speed check (docs/benchmarks.md has
+# the timings), so they get longer than the default on a busy two-core machine.
+DEMO_TIMEOUT_S = 300.0
+
+
 async def test_hallucination_shows_progress_then_both_answers_and_each_claim(
     make_harness, guides_services
 ):
     harness = await make_harness(guides_services)
     token = harness.command("hallucination", STUDENT, question=IN_SCOPE)
-    await harness.settle()
+    await harness.settle(timeout=DEMO_TIMEOUT_S)
     requests = harness.for_token(token)
     assert requests[0].payload == {"type": 5}
     statuses = [r.payload["embeds"][0]["description"] for r in requests[1:]
@@ -70,7 +76,7 @@ async def test_compare_shows_each_model_side_by_side(make_harness, guides_servic
     harness = await make_harness(guides_services)
     token = harness.command("compare", STUDENT, question=IN_SCOPE,
                             models="smollm2, gemma3-base")
-    await harness.settle()
+    await harness.settle(timeout=DEMO_TIMEOUT_S)
     head, *runs = harness.fake.originals[token]["embeds"]
     assert head["title"] == "Compare · with retrieval" and "one after another" in head[
         "description"]
