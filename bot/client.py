@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import Any
 
 import discord
@@ -24,6 +25,7 @@ from bot.storage import QuestionLog, user_hash_key
 from bot.ta_views import AddToFAQButton, AnswerButton, AskTAButton
 from bot.views import FeedbackButton, SourcesButton
 from rag.config import DiscordSettings
+from rag.llm import LLMError
 from rag.services import Services
 
 log = logging.getLogger("bot")
@@ -54,6 +56,17 @@ def bot_intents(settings: DiscordSettings) -> discord.Intents:
     intents.message_content = settings.message_content
     intents.dm_messages = settings.allow_dms
     return intents
+
+
+def _warm_demo_model(name: str, loaded: Any) -> None:
+    """Load a model's transformers copy ahead of the first logits demo; a failure is logged
+    here and raised again to the demo that needs the model."""
+    try:
+        loaded.model  # noqa: B018 - loads it
+    except LLMError as exc:
+        log.warning("could not load %s for the demos: %s", name, exc)
+    else:
+        log.info("demo model loaded: %s", name)
 
 
 class StudyBot(commands.Bot):
@@ -174,13 +187,20 @@ class StudyBot(commands.Bot):
             log.info("synced %d commands to guild %s", len(synced), guild_id)
 
     async def load_models(self) -> None:
-        """Load the embedder and the default chat model on worker threads before serving."""
+        """Load the embedder and the default chat model on worker threads before serving.
+
+        A model that generates through onnxruntime-genai also has a transformers copy for the
+        demos that read logits and attention; it loads in the background once the bot serves.
+        """
         services = self.services
         await asyncio.to_thread(services.embedder.embed_query, "warm up")
         chat = services.models.get()
         load = getattr(chat, "load", None)
         if load is not None:
-            await load()
+            loaded = await load()
+            if not getattr(loaded, "model_loaded", True):
+                threading.Thread(target=_warm_demo_model, args=(chat.name, loaded),
+                                 name="warm-demo-model", daemon=True).start()
         log.info("models loaded: %s, %s", services.embedder.name, chat.name)
 
     def check_exam(self, user_id: int, channel: Any, command: str) -> None:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Sequence
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 # Nothing in the test suite may reach a model hub.
@@ -170,7 +174,70 @@ def full_index(tmp_path_factory, shared_materials: Path, embedder: Embedder) -> 
     return services
 
 
+def user_env(**extra: str) -> dict[str, str]:
+    """The user's environment as the tests have it, minus our own settings, plus `extra`:
+    for running `python -m cli` as a user would."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STUDY_ASSISTANT_")}
+    env.update(PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", **extra)
+    # The tests' own quieting must not hide what the command would print.
+    for name in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY"):
+        env.pop(name, None)
+    return env
+
+
+# The session's first run: a user's first demo on an empty data dir converts the packaged
+# SmolLM2 from its GGUF file (and builds its ONNX model) before it answers.
+FIRST_RUN = ["demo", "nexttoken", "The capital of France is", "--top-k", "3"]
+CONVERT_GEMMA3 = (
+    "import sys; from pathlib import Path; "
+    "from rag.llm.model_cache import export_packaged_model; "
+    "export_packaged_model('gemma3-270m', Path(sys.argv[1]))"
+)
+CONVERSION_TIMEOUT_S = 900
+
+
+@dataclass(frozen=True)
+class FirstRun:
+    """The session's first `study-assistant` run, on an empty model cache: how long it took
+    and what it printed (tests/cli/test_terminal_output.py and tests/rag/llm check both)."""
+
+    cache_dir: Path
+    seconds: float
+    code: int
+    stdout: str
+    stderr: str
+
+
 @pytest.fixture(scope="session")
-def llm_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One model cache for the session, so each packaged GGUF is dequantized once."""
-    return tmp_path_factory.mktemp("llm-cache")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FirstRun]:
+    """Convert the packaged models once for the whole session, as users do: SmolLM2 by the
+    first demo of a real `python -m cli` process, Gemma-3 in a second process meanwhile.
+
+    Converting is mostly single-threaded Python (GGUF parsing), so the two overlap on two
+    cores; every test that loads a model then loads it from this cache.
+    """
+    cache = tmp_path_factory.mktemp("llm-cache")
+    log = tmp_path_factory.mktemp("gemma3-conversion") / "convert.log"
+    with log.open("wb") as out:
+        gemma3 = subprocess.Popen([sys.executable, "-c", CONVERT_GEMMA3, str(cache)],
+                                  stdout=out, stderr=subprocess.STDOUT, env=user_env(), cwd=REPO)
+    try:
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "cli", *FIRST_RUN, "--data-dir", str(cache)],
+                              capture_output=True, text=True, env=user_env(), cwd=REPO,
+                              timeout=CONVERSION_TIMEOUT_S)
+        seconds = time.perf_counter() - started
+        if gemma3.wait(timeout=CONVERSION_TIMEOUT_S) != 0:
+            pytest.fail(f"converting Gemma-3 failed:\n{log.read_text(errors='replace')[-3000:]}")
+        yield FirstRun(cache, seconds, done.returncode, done.stdout, done.stderr)
+    finally:
+        if gemma3.poll() is None:
+            gemma3.kill()
+            gemma3.wait()
+
+
+@pytest.fixture(scope="session")
+def llm_cache_dir(first_run: FirstRun) -> Path:
+    """One model cache for the session, filled by its first run: each packaged GGUF is
+    converted once."""
+    return first_run.cache_dir

@@ -22,6 +22,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -223,8 +224,10 @@ def split_claims(answer: str) -> list[str]:
     return list(claims.values())
 
 
+@lru_cache(maxsize=1 << 16)
 def stem(term: str) -> str:
-    """A crude suffix stripper, so `quantised`, `quantization` and `quantizing` meet."""
+    """A crude suffix stripper, so `quantised`, `quantization` and `quantizing` meet (kept for
+    the index's vocabulary: the idf table stems every word of every passage)."""
     for suffix in _SUFFIXES:
         if term.endswith(suffix) and len(term) - len(suffix) >= 4:
             return term[: -len(suffix)]

@@ -1,9 +1,10 @@
 """The embedder: documents and queries as unit vectors, the model loaded lazily (and offline for
 the packaged model).
 
-A plain mean-pooled BERT, such as the packaged model, runs on `BertEncoder` (torch, tokenizers
-and safetensors alone), which starts in a fraction of the time sentence-transformers takes to
-import; any other model goes through sentence-transformers.
+A plain mean-pooled BERT on the CPU, such as the packaged model, runs on `BertEncoder` (numpy,
+tokenizers and safetensors alone), which starts in a fraction of the time torch and
+sentence-transformers take to import; any other model or device goes through
+sentence-transformers.
 """
 
 from __future__ import annotations
@@ -73,12 +74,12 @@ class SentenceTransformerEncoder:
 
 
 def load_encoder(model: str, device: str = "cpu") -> Encoder:
-    """The encoder for a configured model: `BertEncoder` when it reproduces the model exactly,
-    else sentence-transformers."""
+    """The encoder for a configured model: `BertEncoder` when it reproduces the model exactly
+    (on the CPU, where it runs), else sentence-transformers."""
     path = resolve_embedder_path(model)
     try:
-        if supports(path):
-            return BertEncoder(path, device)
+        if device == "cpu" and supports(path):
+            return BertEncoder(path)
         from sentence_transformers import SentenceTransformer
 
         return SentenceTransformerEncoder(SentenceTransformer(path, device=device))

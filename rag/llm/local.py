@@ -4,14 +4,14 @@ A `ModelLoader`, owned by the composition root, loads each model once per proces
 it between every `LocalChatModel` that names it. Generation runs in a worker thread and hands
 text to the event loop through a queue, so the loop keeps serving while the CPU works. Models
 this loader converted from GGUF generate text through onnxruntime-genai where its builder
-handles them (rag/llm/onnx_generation.py); the transformers model stays loaded for the demos
-that read logits and attention.
+handles them (rag/llm/onnx_generation.py); the transformers model then loads only when a demo
+that reads logits or attention first asks for it, so answering never pays torch's import.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import json
 import logging
 import os
 import threading
@@ -40,7 +40,6 @@ from rag.llm.model_cache import (
     packaged_models,
 )
 from rag.llm.onnx_generation import OnnxGenerator, ensure_onnx_model, supported
-from rag.llm.packing import pack_linear_layers, use_gqa_sdpa
 from rag.llm.settings import PACKAGED_PREFIX, ModelSpec
 
 if TYPE_CHECKING:
@@ -51,18 +50,37 @@ __all__ = ["LoadedModel", "LocalChatModel", "ModelLoader", "export_packaged_mode
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class LoadedModel:
-    """A model and tokenizer in memory; `generate_lock` serializes generation on the CPU.
+    """A model's tokenizer and weights in memory; `generate_lock` serializes generation on the CPU.
 
-    `onnx`, when set, is the runtime that generates text; `model` still serves logits.
+    `onnx`, when set, is the runtime that generates text, and the transformers `model` (which
+    serves the demos' logits and attention) loads on first use: text generation never waits for
+    it, nor pays torch's import. Without `onnx`, the model is loaded with the tokenizer.
     """
 
-    model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     path: str
-    generate_lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
-    onnx: OnnxGenerator | None = field(default=None, compare=False)
+    load_model: Callable[[], PreTrainedModel]
+    onnx: OnnxGenerator | None = None
+    eos_ids: frozenset[int] = frozenset()
+    generate_lock: threading.Lock = field(default_factory=threading.Lock)
+    _model: PreTrainedModel | None = None
+    _model_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def model(self) -> PreTrainedModel:
+        """The transformers model (loads it on first use, once, blocking)."""
+        if self._model is None:
+            with self._model_lock:
+                if self._model is None:
+                    self._model = self.load_model()
+        return self._model
+
+    @property
+    def model_loaded(self) -> bool:
+        """Whether the transformers model is in memory yet."""
+        return self._model is not None
 
 
 class ModelLoader:
@@ -108,38 +126,67 @@ class ModelLoader:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
             if key not in self._loaded:
-                loaded = self._load_pretrained(self._prepare(model, key))
+                path = self._prepare(model, key)
                 converted = Path(key).parent == self.cache_dir / "models"
-                self._speed_up(loaded, converted)
-                self._loaded[key] = self._with_onnx(loaded, converted)
+                self._loaded[key] = self._load(path, converted)
             return self._loaded[key]
 
-    def _speed_up(self, loaded: LoadedModel, converted: bool) -> None:
+    def _load(self, path: str, converted: bool) -> LoadedModel:
+        """The tokenizer, the onnxruntime-genai build where there is one, and the transformers
+        model: now when it generates the text, else when first asked for."""
+        onnx = self._onnx_runtime(Path(path), converted)
+        try:
+            tokenizer = load_tokenizer(path)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"Cannot load local model from '{path}': {exc}") from exc
+        loaded = LoadedModel(
+            tokenizer=tokenizer, path=path, onnx=onnx, eos_ids=eos_token_ids(path, tokenizer),
+            load_model=lambda: self._load_model(path, converted),
+        )
+        if onnx is None:
+            loaded.model  # noqa: B018 - it generates the text: load it now
+        return loaded
+
+    def _load_model(self, path: str, converted: bool) -> PreTrainedModel:
+        from transformers import AutoModelForCausalLM
+
+        limit_torch_threads(self._torch_threads)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"Cannot load local model from '{path}': {exc}") from exc
+        model.eval()
+        self._speed_up(model, path, converted)
+        return model
+
+    def _speed_up(self, model: PreTrainedModel, path: str, converted: bool) -> None:
         """GQA-aware attention always; int4 layers for models this loader converted from GGUF.
 
         Only a conversion of a 4-bit GGUF has layers that int4 holds exactly, and its cache
         directory is ours to keep the packed layers in (see rag/llm/packing.py).
         """
-        use_gqa_sdpa(loaded.model)
-        if self._int4 and converted:
-            pack_linear_layers(loaded.model, Path(loaded.path))
+        # Imported here: packing imports torch, which a process that never loads a
+        # transformers model (`ask`, or a bot generating through onnxruntime-genai) skips.
+        from rag.llm.packing import pack_linear_layers, use_gqa_sdpa
 
-    def _with_onnx(self, loaded: LoadedModel, converted: bool) -> LoadedModel:
-        """Attach the onnxruntime-genai build (made on first use) to a converted model.
+        use_gqa_sdpa(model)
+        if self._int4 and converted:
+            pack_linear_layers(model, Path(path))
+
+    def _onnx_runtime(self, directory: Path, converted: bool) -> OnnxGenerator | None:
+        """The onnxruntime-genai build (made on first use) of a converted model, or None.
 
         A build that fails leaves the model on transformers, with a warning: answers still work.
         """
-        directory = Path(loaded.path)
         if not (self._onnx and converted and supported(directory)):
-            return loaded
+            return None
         try:
-            runtime = OnnxGenerator(
+            return OnnxGenerator(
                 ensure_onnx_model(directory, self._announce), cpu_threads(self._torch_threads)
             )
         except (ModelLoadError, OSError) as exc:
             log.warning("%s; generating with transformers instead.", exc)
-            return loaded
-        return dataclasses.replace(loaded, onnx=runtime)
+            return None
 
     def _packaged_model(self, model: str) -> PackagedModel:
         name = model.removeprefix(PACKAGED_PREFIX)
@@ -154,19 +201,6 @@ class ModelLoader:
         if model.endswith(".gguf"):
             return str(ensure_gguf_file(Path(model).expanduser(), self.cache_dir))
         return key
-
-    def _load_pretrained(self, path: str) -> LoadedModel:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        limit_torch_threads(self._torch_threads)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path)
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"Cannot load local model from '{path}': {exc}") from exc
-        model.eval()
-        return LoadedModel(model=model, tokenizer=tokenizer, path=path)
-
 
 def limit_torch_threads(requested: int | None) -> None:
     """Use `requested` intra-op threads, or at most one per CPU this process may run on."""
@@ -184,6 +218,41 @@ def cpu_threads(requested: int | None) -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
+    """The model's tokenizer. A plain `tokenizers` one (what conversions from GGUF write) loads
+    as `PreTrainedTokenizerFast` itself, which `AutoTokenizer` would pick too: AutoTokenizer's
+    import costs torch's, several seconds of a cold start."""
+    try:
+        config = json.loads((Path(path) / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    if config.get("tokenizer_class") in _PLAIN_TOKENIZERS:
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(path)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+# The class names transformers gives a tokenizer that is a tokenizer.json and nothing more.
+_PLAIN_TOKENIZERS = {"TokenizersBackend", "PreTrainedTokenizerFast"}
+
+
+def eos_token_ids(path: str, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
+    """The ids that end generation: the generation config's, else the model config's, else the
+    tokenizer's end-of-sequence token (the order transformers reads them in)."""
+    for name in ("generation_config.json", "config.json"):
+        try:
+            eos = json.loads((Path(path) / name).read_text(encoding="utf-8")).get("eos_token_id")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if eos is not None:
+            return frozenset(eos if isinstance(eos, list) else [eos])
+    eos = tokenizer.eos_token_id
+    return frozenset() if eos is None else frozenset([eos])
 
 
 def plain_prompt(messages: Messages) -> str:
@@ -299,18 +368,19 @@ class LocalChatModel:
         """Exact token count of `text` under this model's tokenizer."""
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
-    def encode(self, messages: Messages) -> Any:
-        """The prompt tensors: the chat template for instruct models, plain text for base ones."""
+    def encode(self, messages: Messages, tensors: str | None = "pt") -> Any:
+        """The prompt's token ids (as torch tensors by default, as lists with `tensors=None`):
+        the chat template for instruct models, plain text for base ones."""
         tokenizer = self.loaded().tokenizer
         if not self.spec.chat_template:
-            return tokenizer(plain_prompt(messages), return_tensors="pt")
+            return tokenizer(plain_prompt(messages), return_tensors=tensors)
         if not tokenizer.chat_template:
             raise ModelLoadError(
                 f"Model '{self.name}' has no chat template; "
                 "set chat_template: false for base models."
             )
         return tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, return_dict=True, return_tensors="pt"
+            messages, add_generation_prompt=True, return_dict=True, return_tensors=tensors
         )
 
     def stream(
@@ -385,19 +455,17 @@ class LocalChatModel:
         streamer: _QueueStreamer,
         stats: GenerationStats,
     ) -> None:
-        import torch
-
         try:
-            # inference_mode (not just generate()'s own no_grad) also skips version counters.
-            with loaded.generate_lock, torch.inference_mode():
+            with loaded.generate_lock:
                 if streamer.cancelled:
                     return
-                inputs = self.encode(messages)
-                stats.tokens_in = int(inputs["input_ids"].shape[-1])
-                self._check_fits(stats.tokens_in, max_tokens)
                 if loaded.onnx is not None:
+                    # Lists of ids, not tensors: this path never imports torch.
+                    ids = self.encode(messages, tensors=None)["input_ids"]
+                    stats.tokens_in = len(ids)
+                    self._check_fits(stats.tokens_in, max_tokens)
                     loaded.onnx.generate(
-                        inputs["input_ids"][0].tolist(),
+                        ids,
                         max_tokens=max_tokens,
                         temperature=temperature,
                         repetition_penalty=self.spec.repetition_penalty,
@@ -405,8 +473,8 @@ class LocalChatModel:
                     )
                     streamer.end()
                 else:
-                    self._generate_with_transformers(loaded, inputs, max_tokens, temperature,
-                                                     streamer)
+                    self._generate_with_transformers(loaded, messages, max_tokens, temperature,
+                                                     streamer, stats)
                 stats.finish_reason = _finish_reason(loaded, streamer.ids, max_tokens)
         except _Cancelled:
             pass
@@ -418,17 +486,25 @@ class LocalChatModel:
     def _generate_with_transformers(
         self,
         loaded: LoadedModel,
-        inputs: Any,
+        messages: Messages,
         max_tokens: int,
         temperature: float,
         streamer: _QueueStreamer,
+        stats: GenerationStats,
     ) -> None:
+        import torch
+
+        inputs = self.encode(messages)
+        stats.tokens_in = int(inputs["input_ids"].shape[-1])
+        self._check_fits(stats.tokens_in, max_tokens)
         # nn.Module's __getattr__ hides generate() from type checkers.
         generate = cast("Callable[..., Any]", loaded.model.generate)
         kwargs = sampling_kwargs(max_tokens, temperature, _pad_id(loaded))
         if self.spec.repetition_penalty != 1.0:
             kwargs["repetition_penalty"] = self.spec.repetition_penalty
-        generate(**inputs, **kwargs, streamer=streamer)
+        # inference_mode (not just generate()'s own no_grad) also skips version counters.
+        with torch.inference_mode():
+            generate(**inputs, **kwargs, streamer=streamer)
 
     def _check_fits(self, tokens_in: int, max_tokens: int) -> None:
         if tokens_in + max_tokens > self.spec.context_window:
@@ -444,9 +520,7 @@ def _pad_id(loaded: LoadedModel) -> int | None:
 
 
 def _finish_reason(loaded: LoadedModel, ids: list[int], max_tokens: int) -> str:
-    eos = loaded.model.generation_config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [eos])
-    if len(ids) >= max_tokens and (not ids or ids[-1] not in eos_ids):
+    if len(ids) >= max_tokens and (not ids or ids[-1] not in loaded.eos_ids):
         return "length"
     return "stop"
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from rag.llm.model_cache import export_packaged_model
+from tests.conftest import FirstRun, user_env
 
 REPO = Path(__file__).resolve().parents[2]
 GUIDE = "llm-basics.md"
@@ -34,14 +35,7 @@ class Run:
     stderr: str
 
 
-def cli_env(**extra: str) -> dict[str, str]:
-    """The user's environment as the tests have it, minus our own settings, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STUDY_ASSISTANT_")}
-    env.update(PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", **extra)
-    # The tests' own quieting must not hide what the command would print.
-    for name in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY"):
-        env.pop(name, None)
-    return env
+cli_env = user_env
 
 
 def study_assistant(*args: str, stdin: str = "", **env: str) -> Run:
@@ -157,12 +151,11 @@ def test_a_demo_prints_its_table_and_nothing_on_stderr(ingested) -> None:
     assert run.stderr == ""
 
 
-def test_the_first_run_model_conversion_prints_no_progress_bar(tmp_path) -> None:
-    # A fresh data dir: the packaged model is converted from its GGUF file in this run.
-    run = study_assistant("demo", "nexttoken", "The capital of France is", "--top-k", "3",
-                          "--data-dir", str(tmp_path / "data"))
-    assert run.code == 0 and "Paris" in run.stdout
-    assert run.stderr == ""
+def test_the_first_run_model_conversion_prints_no_progress_bar(first_run: FirstRun) -> None:
+    # The session's first run (tests/conftest.py): on an empty data dir, this demo converted
+    # the packaged model from its GGUF file before answering.
+    assert first_run.code == 0 and "Paris" in first_run.stdout
+    assert first_run.stderr == ""
 
 
 def test_bad_settings_are_one_line_naming_the_variable(tmp_path) -> None:

@@ -245,11 +245,17 @@ async def test_generation_does_not_block_the_event_loop(full_index, registry):
             lags.append(time.perf_counter() - began - 0.01)
 
     tick = asyncio.create_task(ticker())
+    started = time.perf_counter()
     answer = await assistant.answer("What is PagedAttention?")
+    answer_s = time.perf_counter() - started
     done.set()
     await tick
     assert not answer.refused and len(lags) > 20
-    assert max(lags) < 0.5, f"the event loop stalled for {max(lags):.2f} s"
+    # Worker threads hold the GIL in slices (a token, a batch of vectors), so on a loaded
+    # machine the loop may wait a few tenths of a second; an answer computed on the loop
+    # would stall it for most of the answer's time.
+    bound = max(0.5, answer_s / 4)
+    assert max(lags) < bound, f"the event loop stalled {max(lags):.2f} s of {answer_s:.2f} s"
 
 
 class FixedRewriter:

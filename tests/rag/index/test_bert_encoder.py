@@ -108,7 +108,7 @@ def test_embedding_a_query_never_imports_sentence_transformers() -> None:
         "from rag.index.embedder import Embedder\n"
         "vector = Embedder(EmbeddingSettings()).embed_query('What is PagedAttention?')\n"
         "assert vector.shape == (384,), vector.shape\n"
-        "print(sorted(m for m in ('sentence_transformers', 'transformers', 'sklearn')"
+        "print(sorted(m for m in ('sentence_transformers', 'transformers', 'sklearn', 'torch')"
         " if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,

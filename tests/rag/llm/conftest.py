@@ -16,30 +16,18 @@ import pytest
 
 from rag.llm.local import LocalChatModel, ModelLoader, export_packaged_model
 from rag.llm.settings import builtin_models
+from tests.conftest import FirstRun
 
 SERVER_START_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
 class FirstLoad:
-    """The session's loader and how long its first, converting, load of SmolLM2 took."""
+    """A loader on the session's model cache, and how long the session's first run (which
+    converted SmolLM2 into that cache) took."""
 
     loader: ModelLoader
     seconds: float
-
-
-@pytest.fixture(scope="session")
-def llm_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A cache of these tests' own: they check the first, converting load, so no other test
-    folder may have converted into it already."""
-    return tmp_path_factory.mktemp("llm-cache-own")
-
-
-CONVERT_GEMMA3 = (
-    "import sys; from pathlib import Path; "
-    "from rag.llm.model_cache import export_packaged_model; "
-    "export_packaged_model('gemma3-270m', Path(sys.argv[1]))"
-)
 
 
 def offline_env() -> dict[str, str]:
@@ -47,50 +35,10 @@ def offline_env() -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
-@dataclass
-class Background:
-    """A process running beside the tests, with its log."""
-
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def wait_ok(self, timeout: float) -> None:
-        """Wait for the process; fail the test with its log if it did not succeed."""
-        code = self.process.wait(timeout=timeout)
-        if code != 0:
-            pytest.fail(f"background process failed ({code}):\n{self.log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="session")
-def gemma3_conversion(
-    llm_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Background]:
-    """Convert Gemma-3 in a second process, overlapping the SmolLM2 work on the other core.
-
-    Converting is mostly single-threaded Python (GGUF metadata parsing), so on two cores this
-    takes a minute off the session. It runs the same `export_packaged_model` a user would.
-    """
-    log = tmp_path_factory.mktemp("gemma3-conversion") / "convert.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-c", CONVERT_GEMMA3, str(llm_cache_dir)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=offline_env(),
-        )
-    yield Background(process, log)
-    if process.poll() is None:
-        process.kill()
-        process.wait()
-
-
-@pytest.fixture(scope="session")
-def first_load(llm_cache_dir: Path, gemma3_conversion: Background) -> FirstLoad:
-    """Load the packaged SmolLM2 with an empty cache: converts the GGUF, then loads it."""
-    loader = ModelLoader(llm_cache_dir)
-    started = time.perf_counter()
-    loader.load("packaged:smollm2")
-    return FirstLoad(loader=loader, seconds=time.perf_counter() - started)
+def first_load(first_run: FirstRun) -> FirstLoad:
+    """A loader on the session's model cache, and how long the first, converting run took."""
+    return FirstLoad(loader=ModelLoader(first_run.cache_dir), seconds=first_run.seconds)
 
 
 @pytest.fixture(scope="session")
@@ -100,9 +48,8 @@ def smollm2(first_load: FirstLoad) -> LocalChatModel:
 
 
 @pytest.fixture(scope="session")
-def gemma3(first_load: FirstLoad, gemma3_conversion: Background) -> LocalChatModel:
-    """The packaged Gemma-3-270M base model, loaded from the cache the background filled."""
-    gemma3_conversion.wait_ok(timeout=600)
+def gemma3(first_load: FirstLoad) -> LocalChatModel:
+    """The packaged Gemma-3-270M base model, from the session's cache."""
     return LocalChatModel(builtin_models()["gemma3-base"], first_load.loader)
 
 

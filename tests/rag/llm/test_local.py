@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import cast
@@ -19,7 +21,9 @@ from rag.llm.model_cache import MARKER, packaged_models
 from rag.llm.onnx_generation import ONNX_DIR, PREFILL_CHUNK
 from rag.llm.packing import Int4Linear
 from rag.llm.settings import builtin_models
-from tests.rag.llm.conftest import FirstLoad
+from tests.rag.llm.conftest import FirstLoad, offline_env
+
+REPO = Path(__file__).resolve().parents[3]
 
 ESSAY = [{"role": "user", "content": "Write a long essay about the history of dragons."}]
 
@@ -250,3 +254,33 @@ async def test_event_loop_keeps_running_through_a_long_prompt(smollm2: LocalChat
     await tick
     # Fed whole, the prompt would hold the GIL (and stall the loop) for the whole prefill.
     assert max(lags) < prefill_s / 4, f"event loop stalled {max(lags):.2f}s of {prefill_s:.2f}s"
+
+
+GENERATE_IN_A_FRESH_PROCESS = """
+import asyncio, sys
+from pathlib import Path
+from rag.llm.local import LocalChatModel, ModelLoader
+from rag.llm.settings import builtin_models
+chat = LocalChatModel(builtin_models()["smollm2"], ModelLoader(Path(sys.argv[1])))
+done = asyncio.run(chat.complete([{"role": "user", "content": "Say hi."}], max_tokens=4,
+                                 temperature=0))
+print(done.tokens_out, chat.loaded().model_loaded, "torch" in sys.modules)
+"""
+
+
+def test_generating_through_onnx_loads_neither_the_transformers_model_nor_torch(
+    first_load: FirstLoad, llm_cache_dir: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", GENERATE_IN_A_FRESH_PROCESS, str(llm_cache_dir)],
+        capture_output=True, text=True, timeout=300, env=offline_env(), cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["4", "False", "False"], done.stdout
+
+
+def test_end_of_sequence_ids_are_the_models_own(smollm2: LocalChatModel) -> None:
+    loaded = smollm2.loaded()
+    eos = loaded.model.generation_config.eos_token_id
+    assert loaded.eos_ids == frozenset(eos if isinstance(eos, list) else [eos])
+    assert loaded.eos_ids
