@@ -1,5 +1,8 @@
 """Cold start: `study-assistant ask` from process start to answer, and `study-assistant bot`
-from process start to the end of `setup_hook` (cogs added, commands synced, models warm).
+from process start to the end of `setup_hook` (cogs added, commands synced, models warm: the
+embedder and the runtime that generates the answers; a model that generates through
+onnxruntime-genai has a transformers copy for the logit and attention demos, which loads in a
+background thread from then on and is not in the figure).
 
 Run: .venv/bin/python benchmarks/cold_start.py ../shared/course_materials [--runs 3]
 

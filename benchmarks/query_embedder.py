@@ -1,12 +1,13 @@
 """The first query vector of a fresh process, three ways: sentence-transformers, transformers'
-BertModel with mean pooling, and our BertEncoder (torch, tokenizers and safetensors alone).
+BertModel with mean pooling, and our BertEncoder (numpy, tokenizers and safetensors alone).
 
 Run: .venv/bin/python benchmarks/query_embedder.py [--runs 5]
 
 Each run starts a new Python process per way, in turn (so a busy machine weighs on all three
 alike), and times its imports, the model load and the first query embedding; then, warm, the
 embedding of 27 sentences of the course guides (an extractive answer's candidates are about
-that many). Prints Markdown for docs/benchmarks.md, "Cold start".
+that many), and of 128 passages of about 1,200 characters cut from all the guides (what ingest
+embeds: most reach the model's 256 tokens). Prints Markdown for docs/benchmarks.md, "Cold start".
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ def mark(name):
 path = sys.argv[1]
 guide = open(sys.argv[2], encoding="utf-8").read()
 sentences = [s for s in re.split(r"(?<=[.!?])\\s+", guide) if 40 < len(s) < 500][:27]
+corpus = " ".join(open(p, encoding="utf-8", errors="replace").read()
+                  for p in sorted(__import__("glob").glob(sys.argv[3] + "/*.md")))
+corpus *= 1 + 1200 * 128 // max(len(corpus), 1)  # the guides again when they run out
+passages = [corpus[i:i + 1200] for i in range(0, 1200 * 128, 1200)]
 """
 WAYS = {
     "sentence-transformers": """
@@ -73,6 +78,8 @@ embed(["What is PagedAttention?"])
 mark("first query")
 embed(sentences)
 mark("27 sentences")
+embed(passages)
+mark("128 passages")
 print(json.dumps(marks))
 """
 
@@ -83,7 +90,8 @@ def one_run(way: str, guide: Path) -> dict[str, float]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": str(REPO)}
     model = resolve_embedder_path(PACKAGED_EMBEDDER)
-    done = subprocess.run([sys.executable, "-c", code, model, str(guide)], cwd=REPO, env=env,
+    done = subprocess.run([sys.executable, "-c", code, model, str(guide), str(guide.parent)],
+                          cwd=REPO, env=env,
                           capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -101,13 +109,15 @@ def main() -> None:
             runs[way].append(one_run(way, args.guide))
     print(f"Machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end; "
           f"medians of {args.runs} runs.\n")
-    print("| way | imports | load | first query | imports to first vector | 27 sentences, warm |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| way | imports | load | first query | imports to first vector | 27 sentences, warm "
+          "| 128 passages, warm |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for way, stages in runs.items():
         median = {k: statistics.median(r[k] for r in stages) for k in stages[0]}
         total = median["import"] + median["load"] + median["first query"]
         print(f"| {way} | {median['import']:.2f} s | {median['load']:.2f} s "
-              f"| {median['first query']:.2f} s | {total:.2f} s | {median['27 sentences']:.2f} s |")
+              f"| {median['first query']:.2f} s | {total:.2f} s | {median['27 sentences']:.2f} s "
+              f"| {median['128 passages']:.2f} s |")
 
 
 if __name__ == "__main__":

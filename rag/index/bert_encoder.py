@@ -1,17 +1,20 @@
-"""A BERT sentence encoder on numpy alone: what sentence-transformers computes for a plain BERT
+"""A BERT sentence encoder without sentence-transformers: what it computes for a plain BERT
 with mean pooling and L2 normalisation (the packaged all-MiniLM-L6-v2), without importing it.
 
 Importing sentence-transformers (it pulls transformers' model loading, scikit-learn and more)
 took about 2 s of every `study-assistant ask`, against a 5 s cold-start target, and torch alone
-still 1-3 s; `tokenizers`, `safetensors` and numpy load in a fraction of that, and a six-layer
-forward pass is a dozen matrix products that numpy's BLAS does as fast. The vectors match
-sentence-transformers' (tests/rag/index/test_bert_encoder.py); docs/benchmarks.md, "Cold
-start", has the measurements. Models this module cannot reproduce exactly go through
-sentence-transformers (`supports`).
+takes 1-3 s. So a question and an answer's candidate sentences run on numpy (with tokenizers
+and safetensors, which load in milliseconds): a six-layer forward pass over a few thousand
+tokens is a dozen matrix products, as fast on numpy's BLAS. Long batches (an ingest's
+passages) run on torch, whose fused attention and GELU make them about 1.5 times as fast.
+Both give sentence-transformers' vectors (tests/rag/index/test_bert_encoder.py);
+docs/benchmarks.md, "Cold start", has the measurements. Models this module cannot reproduce
+exactly go through sentence-transformers (`supports`).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from collections.abc import Sequence
@@ -95,12 +98,17 @@ class BertEncoder:
         """One unit vector per text (float32 rows), at most `batch_size` texts at a time."""
         encodings = self.tokenizer.encode_batch(list(texts))
         lengths = [len(e.ids) for e in encodings]
+        # numpy starts at once; torch's fused attention and GELU are faster on long batches
+        # (an ingest's passages) but its import costs seconds, so it is kept for those.
+        forward = (self._torch_forward if sum(lengths) >= TORCH_FROM_TOKENS and _has_torch()
+                   else self._forward)
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         for group in length_groups(lengths, batch_size):
-            out[group] = self._batch([encodings[i] for i in group])
+            out[group] = forward(*self._batch([encodings[i] for i in group]))
         return out
 
-    def _batch(self, encodings: list[Encoding]) -> np.ndarray:
+    def _batch(self, encodings: list[Encoding]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Token ids, token types and attention mask of texts, padded to the longest."""
         rows, length = len(encodings), max(len(e.ids) for e in encodings)
         ids = np.full((rows, length), self.pad_id, dtype=np.int64)
         types = np.zeros((rows, length), dtype=np.int64)
@@ -110,7 +118,7 @@ class BertEncoder:
             ids[row, :n] = e.ids
             types[row, :n] = e.type_ids
             mask[row, :n] = True
-        return self._forward(ids, types, mask)
+        return ids, types, mask
 
     def _forward(self, ids: np.ndarray, types: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The unit vectors of one padded batch (token ids, token types, attention mask)."""
@@ -119,16 +127,15 @@ class BertEncoder:
              + w["embeddings.position_embeddings.weight"][: ids.shape[1]]
              + w["embeddings.token_type_embeddings.weight"][types])
         x = self._norm(x, "embeddings.LayerNorm")
-        # Padding keys get -inf before the softmax: no real token attends to them.
-        bias = np.where(mask, np.float32(0), np.float32(-np.inf))[:, None, None, :]
+        lengths = mask.sum(1).tolist()
         for layer in range(self.layers):
-            x = self._layer(x, bias, f"encoder.layer.{layer}.")
+            x = self._layer(x, lengths, f"encoder.layer.{layer}.")
         real = mask[..., None].astype(np.float32)
         pooled = (x * real).sum(1) / np.maximum(real.sum(1), 1e-9)
         norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         return (pooled / norms).astype(np.float32)
 
-    def _layer(self, x: np.ndarray, bias: np.ndarray, prefix: str) -> np.ndarray:
+    def _layer(self, x: np.ndarray, lengths: list[int], prefix: str) -> np.ndarray:
         """One encoder layer: self-attention, then the feed-forward block, each post-norm."""
         batch, length, width = x.shape
         size = width // self.heads
@@ -139,11 +146,18 @@ class BertEncoder:
             return np.ascontiguousarray(
                 projected.reshape(batch, length, self.heads, size).transpose(0, 2, 1, 3))
 
-        scores = heads("query") @ heads("key").transpose(0, 1, 3, 2)
-        scores = scores * np.float32(1 / math.sqrt(size)) + bias
-        scores = np.exp(scores - scores.max(-1, keepdims=True))
-        scores /= scores.sum(-1, keepdims=True)
-        attended = (scores @ heads("value")).transpose(0, 2, 1, 3).reshape(batch, length, width)
+        query, key, value = heads("query"), heads("key"), heads("value")
+        query *= np.float32(1 / math.sqrt(size))
+        attended = np.zeros_like(query)
+        # One text at a time, over its real tokens only: padding is neither attended to (as
+        # the attention mask has it) nor computed, and each text's scores stay in the cache.
+        for row, n in enumerate(lengths):
+            scores = query[row, :, :n] @ key[row, :, :n].transpose(0, 2, 1)
+            scores -= scores.max(-1, keepdims=True)
+            np.exp(scores, out=scores)
+            scores /= scores.sum(-1, keepdims=True)
+            np.matmul(scores, value[row, :, :n], out=attended[row, :, :n])
+        attended = attended.transpose(0, 2, 1, 3).reshape(batch, length, width)
         x = self._norm(self._linear(attended, f"{prefix}attention.output.dense") + x,
                        f"{prefix}attention.output.LayerNorm")
         hidden = gelu(self._linear(x, f"{prefix}intermediate.dense"))
@@ -162,6 +176,52 @@ class BertEncoder:
         variance = (centred * centred).mean(-1, keepdims=True)
         return (centred / np.sqrt(variance + np.float32(self.eps)) * self.weights[f"{name}.weight"]
                 + self.weights[f"{name}.bias"])
+
+
+    def _torch_forward(self, ids: np.ndarray, types: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """`_forward` on torch's kernels (the same weights, shared, not copied)."""
+        import torch
+        import torch.nn.functional as F
+
+        w = {name: torch.from_numpy(value) for name, value in self.weights.items()}
+
+        def linear(x: torch.Tensor, name: str) -> torch.Tensor:
+            out = torch.addmm(w[f"{name}.bias"], x.reshape(-1, x.shape[-1]), w[f"{name}.weight"])
+            return out.view(*x.shape[:-1], -1)
+
+        def norm(x: torch.Tensor, name: str) -> torch.Tensor:
+            return F.layer_norm(x, (x.shape[-1],), w[f"{name}.weight"], w[f"{name}.bias"],
+                                self.eps)
+
+        with torch.inference_mode():
+            tokens, kinds, real = (torch.from_numpy(a) for a in (ids, types, mask))
+            batch, length = tokens.shape
+            x = norm(w["embeddings.word_embeddings.weight"][tokens]
+                     + w["embeddings.position_embeddings.weight"][:length]
+                     + w["embeddings.token_type_embeddings.weight"][kinds], "embeddings.LayerNorm")
+            attend = real[:, None, None, :]
+            for layer in range(self.layers):
+                prefix = f"encoder.layer.{layer}."
+                q, k, v = (linear(x, f"{prefix}attention.self.{name}")
+                           .view(batch, length, self.heads, -1).transpose(1, 2)
+                           for name in ("query", "key", "value"))
+                attended = F.scaled_dot_product_attention(q, k, v, attn_mask=attend)
+                attended = attended.transpose(1, 2).reshape(batch, length, -1)
+                x = norm(linear(attended, f"{prefix}attention.output.dense") + x,
+                         f"{prefix}attention.output.LayerNorm")
+                hidden = F.gelu(linear(x, f"{prefix}intermediate.dense"))
+                x = norm(linear(hidden, f"{prefix}output.dense") + x, f"{prefix}output.LayerNorm")
+            weights = real[..., None].to(x.dtype)
+            pooled = (x * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+            return F.normalize(pooled, dim=1).numpy()
+
+
+# A call embedding at least this many tokens (about 32 passages of an ingest) runs on torch.
+TORCH_FROM_TOKENS = 8192
+
+
+def _has_torch() -> bool:
+    return importlib.util.find_spec("torch") is not None
 
 
 # erf as an odd rational function on [-4, 4] (beyond it erf is +-1 in float32): the

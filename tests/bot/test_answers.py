@@ -19,6 +19,7 @@ from rag.answering.course_mode import CourseAssistant
 from rag.llm.registry import ModelRegistry
 from rag.llm.settings import LLMSettings
 from rag.services import Services
+from tests.bot.conftest import FAST_LLM
 from tests.bot.fake_discord import CHANNEL_ID, Fault, Person
 from tests.rag.llm.stub_http import StubServer, status
 
@@ -439,3 +440,22 @@ async def test_a_quoted_command_renders_as_a_code_block_inside_the_quote(
     assert len(fences) >= 2 and fences[0] < lines.index("> pip install -r requirements.txt") < (
         fences[1])
     assert_safe(harness)
+
+
+async def test_the_warm_up_loads_the_demo_model_in_the_background_once_serving(
+    make_harness, guides_services, llm_cache_dir
+):
+    # A registry of its own: no other test has loaded this loader's models.
+    models = ModelRegistry(FAST_LLM, llm_cache_dir)
+    services = dataclasses.replace(guides_services, models=models)
+    harness = await make_harness(services, warm_up=True)
+    loaded = models.get().loaded()
+    assert loaded.onnx is not None, "answers generate through the ONNX runtime"
+    token = harness.command("ask", STUDENT, question=IN_SCOPE)
+    await harness.settle()
+    assert harness.fake.originals[token]["embeds"], "it answers while the demo model loads"
+    deadline = time.monotonic() + 300
+    while not loaded.model_loaded and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+    assert loaded.model_loaded, "the transformers copy for the logit demos was never warmed"
+    await models.aclose()

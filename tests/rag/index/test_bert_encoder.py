@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from rag.config import PACKAGED_EMBEDDER, EmbeddingSettings
+from rag.index import bert_encoder
 from rag.index.bert_encoder import BertEncoder, length_groups, supports
 from rag.index.embedder import Embedder, SentenceTransformerEncoder, resolve_embedder_path
 
@@ -115,3 +116,28 @@ def test_embedding_a_query_never_imports_sentence_transformers() -> None:
                           text=True, timeout=120, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_long_batches_run_on_torch_with_the_same_vectors(packaged, reference, monkeypatch) -> None:
+    encoder = BertEncoder(packaged)
+    on_numpy = encoder.encode(TEXTS)
+    ran: list[int] = []
+    forward = encoder._torch_forward
+
+    def counted(*arrays):  # type: ignore[no-untyped-def]
+        ran.append(arrays[0].shape[0])
+        return forward(*arrays)
+
+    monkeypatch.setattr(encoder, "_torch_forward", counted)
+    monkeypatch.setattr(bert_encoder, "TORCH_FROM_TOKENS", 1)
+    on_torch = encoder.encode(TEXTS)
+    theirs = reference.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
+    assert sum(ran) == len(TEXTS)
+    assert cosines(on_torch, theirs).min() >= 0.9999
+    assert np.abs(on_torch - on_numpy).max() < 1e-5
+
+
+def test_short_batches_run_on_numpy(packaged, monkeypatch) -> None:
+    encoder = BertEncoder(packaged)
+    monkeypatch.setattr(encoder, "_torch_forward", None)  # calling it would fail
+    assert encoder.encode(TEXTS[:2]).shape == (2, encoder.dimension)
