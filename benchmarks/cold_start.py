@@ -115,8 +115,8 @@ def main() -> None:
     print(f"Machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end.\n")
     print("| cold start | runs | median | range | CPU (median) | target |")
     print("| --- | --- | --- | --- | --- | --- |")
-    print(f"| `bot`, first start after ingest (converts the model, builds its ONNX model) | 1 | {first:.1f} s "
-          "| | | |")
+    print("| `bot`, first start after ingest (converts the model, builds its ONNX model) "
+          f"| 1 | {first:.1f} s | | | |")
     for tree in trees:
         label = f" ({tree.name})" if args.baseline else ""
         for kind, name, target in (
