@@ -25,7 +25,6 @@ from bot.storage import QuestionLog, user_hash_key
 from bot.ta_views import AddToFAQButton, AnswerButton, AskTAButton
 from bot.views import FeedbackButton, SourcesButton
 from rag.config import DiscordSettings
-from rag.llm import LLMError
 from rag.services import Services
 
 log = logging.getLogger("bot")
@@ -59,11 +58,12 @@ def bot_intents(settings: DiscordSettings) -> discord.Intents:
 
 
 def _warm_demo_model(name: str, loaded: Any) -> None:
-    """Load a model's transformers copy ahead of the first logits demo; a failure is logged
-    here and raised again to the demo that needs the model."""
+    """Load a model's transformers copy ahead of the first logits demo. Any failure is one log
+    line here (a thread's traceback would reach stderr, and the bot serves on without it); the
+    demo that needs the model loads it again and reports the error to its user."""
     try:
         loaded.model  # noqa: B018 - loads it
-    except LLMError as exc:
+    except Exception as exc:  # noqa: BLE001 - see the docstring
         log.warning("could not load %s for the demos: %s", name, exc)
     else:
         log.info("demo model loaded: %s", name)

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from bot import render
+from bot.client import _warm_demo_model
 from bot.limits import payload_problems
 from rag.answering.assistant import Assistant
 from rag.answering.course_mode import CourseAssistant
@@ -459,3 +460,15 @@ async def test_the_warm_up_loads_the_demo_model_in_the_background_once_serving(
         await asyncio.sleep(0.5)
     assert loaded.model_loaded, "the transformers copy for the logit demos was never warmed"
     await models.aclose()
+
+
+def test_a_demo_model_that_fails_to_load_in_the_background_is_one_log_line(caplog):
+    class Broken:
+        @property
+        def model(self):  # type: ignore[no-untyped-def]
+            raise RuntimeError("weights are corrupt")
+
+    with caplog.at_level(logging.WARNING, logger="bot"):
+        _warm_demo_model("smollm2", Broken())  # raises nothing
+    assert [r.getMessage() for r in caplog.records] == [
+        "could not load smollm2 for the demos: weights are corrupt"]
