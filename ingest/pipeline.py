@@ -69,6 +69,8 @@ class IngestPlan:
     skipped: dict[str, str] = field(default_factory=dict)
     # Unchanged files whose listed chunks were missing from the store: re-indexed (in changed).
     repaired: list[str] = field(default_factory=list)
+    # The manifest the plan was made against (a gated re-ingest copies it into a new version).
+    manifest: dict[str, ManifestEntry] = field(default_factory=dict, repr=False)
 
     @property
     def to_process(self) -> list[SourceFile]:
@@ -278,7 +280,7 @@ def make_plan(
     the store counts as changed (and is listed as repaired), whatever its bytes."""
     manifest = store.manifest()
     stored = store.existing_ids([c for e in manifest.values() for c in e.chunk_ids])
-    plan = IngestPlan(skipped=dict(skipped))
+    plan = IngestPlan(skipped=dict(skipped), manifest=manifest)
     for f in files:
         entry = manifest.get(f.source)
         if entry is None:

@@ -3,12 +3,13 @@
 Without a gold set in the materials folder it is the plain incremental ingest, in place, as it
 always was. With one, a re-ingest that changes anything is gated:
 
-1. a new index version is registered beside the live one, starting as a copy of the live
+1. a new index version is started beside the live one, as an in-memory copy of the live
    manifest (rag/index/versions.py), and the incremental ingest runs against it: unchanged
    files cost nothing, unchanged chunks of changed files keep their stored embeddings;
 2. the gold questions run against the live version and the new one;
-3. if no question got worse, the pointer is switched to the new version (one atomic write);
-   otherwise the live version stays and the new one is kept, held, for `promote`;
+3. if no question got worse, the new version's record and manifest are written and the
+   pointer switched to it, in one atomic write; otherwise the live version stays and the new
+   one is written, held, for `promote`;
 4. versions beyond `store.keep_versions` are pruned and chunks no version lists are deleted.
 
 Searches read only the live version, so they never see the new one before step 3. A build
@@ -140,21 +141,24 @@ def _gated(
     the switch (which reads it once more, as the step that decides).
     """
     began = time.perf_counter()
-    built = versions.begin(store, live)
-    report = run_ingest(plan, store.at(built.version), embedder, settings.ingest, progress,
-                        building=True)
-    report.scheduled = {f.source: f.release_at for f in files
-                        if f.release_at > now and f.source not in report.skipped}
-    after = _evaluate(gold, store.at(built.version), embedder, settings)
-    changes = compare(_live_results(gold, store, live, embedder, settings), after)
-    gate = GateReport(gold.path, live, built.version, live, changes)
-    if gate.regressed:
-        versions.hold(store, built.version,
-                      versions.report_json([c.as_json() for c in changes]))
-    else:
-        key = _gold_key(gold, store.at(built.version), embedder, settings)
-        versions.switch(store, built, key, results_json(after))
-        gate.live_after = built.version
+    built = versions.begin(store, live, plan.manifest)
+    try:
+        report = run_ingest(plan, store.at(built.version), embedder, settings.ingest, progress,
+                            building=True)
+        report.scheduled = {f.source: f.release_at for f in files
+                            if f.release_at > now and f.source not in report.skipped}
+        after = _evaluate(gold, store.at(built.version), embedder, settings)
+        changes = compare(_live_results(gold, store, live, embedder, settings), after)
+        gate = GateReport(gold.path, live, built.version, live, changes)
+        if gate.regressed:
+            versions.hold(store, built.version,
+                          versions.report_json([c.as_json() for c in changes]))
+        else:
+            key = _gold_key(gold, store.at(built.version), embedder, settings)
+            versions.switch(store, built, key, results_json(after))
+            gate.live_after = built.version
+    finally:  # written by hold or switch, or abandoned: its chunks are then garbage
+        versions.abandon(store, built)
     gate.pruned = versions.prune(store, settings.store.keep_versions, gate.live_after)
     report.chunks_removed += store.collect_garbage()
     gate.seconds = time.perf_counter() - began

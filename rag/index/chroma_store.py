@@ -1,12 +1,16 @@
 """Chroma storage for chunks, and the manifest that decides which chunks are live.
 
 `<name>` holds chunk texts, embeddings and metadata: one pool shared by every index version. A
-version is a manifest collection with one record per ingested file (its hash and the ids of its
-chunks): `<name>__manifest` for version 0, `<name>__manifest__v<N>` for later ones. A chunk is
-visible to search only when the live version's manifest lists it. `<name>__versions` holds the
-pointer naming the live version (one record: switching versions is one atomic upsert), one
-record per version, and the writer lease; see rag/index/versions.py for building, promoting,
-rolling back and pruning versions. Ingest writes a file's chunks first and its manifest record
+version is a manifest with one record per ingested file (its hash and the ids of its chunks):
+version 0's is the collection `<name>__manifest`; later versions' records live in
+`<name>__versions`, beside the pointer naming the live version, one record per version and the
+writer lease, with ids `m:<N>:<file>` (see `VersionManifest`). Keeping them there lets a new
+version be registered, with its copy of the live manifest, in one write, and be dropped in one,
+instead of creating and deleting a collection (and its vector segment) each time. Data dirs
+made before that hold `<name>__manifest__v<N>` collections, still read and dropped as they
+were. A chunk is visible to search only when the live version's manifest lists it; switching
+versions is one atomic upsert of the pointer (see rag/index/versions.py for building, promoting,
+rolling back and pruning versions). Ingest writes a file's chunks first and its manifest record
 last, so killing the process at any moment leaves every file either at its old version or at
 its new one, never half-indexed. Unlisted chunks are garbage and are removed by the next ingest.
 
@@ -30,6 +34,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -200,6 +205,126 @@ class _Guarded:
         return call
 
 
+class VersionManifest:
+    """One version's manifest as records of the control collection: the collection API the
+    store uses (get, upsert, delete) with ids `m:<version>:<file>` and a `manifest_of`
+    metadata key, so that all of a version's records are read in one call.
+
+    A record's document (a file's chunk ids) is kept in its metadata: Chroma indexes every
+    document for full-text search, and indexing lists of hex ids made each version's copy of
+    the manifest cost several times a plain write.
+    """
+
+    def __init__(self, control: Any, version: str) -> None:
+        self.control, self.version = control, version
+        self.prefix = f"m:{version}:"
+
+    def rows(self, ids: Sequence[str], documents: Sequence[str],
+             metadatas: Sequence[dict[str, Any]]) -> list[tuple[str, str, dict[str, Any]]]:
+        """(id, document, metadata) of records as stored in the control collection."""
+        return [(self.prefix + i, "", {**m, "manifest_of": self.version, "doc": d})
+                for i, d, m in zip(ids, documents, metadatas, strict=True)]
+
+    def get(self, ids: Sequence[str] | None = None, include: Sequence[str] = ()) -> Any:
+        """Records by id, or all of this version's, as the store wrote them."""
+        wanted = list(include)
+        if "documents" in wanted:
+            wanted = ["metadatas", *(i for i in wanted if i not in ("documents", "metadatas"))]
+        if ids is None:
+            got = self.control.get(where={"manifest_of": self.version}, include=wanted)
+        else:
+            got = self.control.get(ids=[self.prefix + i for i in ids], include=wanted)
+        got = {**got, "ids": [i.removeprefix(self.prefix) for i in got["ids"]]}
+        if "documents" in include:
+            got["documents"] = [str(m.get("doc", "")) for m in got["metadatas"]]
+        return got
+
+    def upsert(self, ids: Sequence[str], embeddings: Sequence[Any], documents: Sequence[str],
+               metadatas: Sequence[dict[str, Any]]) -> None:
+        """Write records (one atomic upsert)."""
+        rows = self.rows(ids, documents, metadatas)
+        self.control.upsert(ids=[r[0] for r in rows], embeddings=list(embeddings),
+                            documents=[r[1] for r in rows], metadatas=[r[2] for r in rows])
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Delete records by id."""
+        self.control.delete(ids=[self.prefix + i for i in ids])
+
+
+class PendingManifest:
+    """The manifest of a version being built: kept in memory, with the collection API the
+    store uses, and written to the control collection once, by the write that registers the
+    finished version (rag/index/versions.py). No other process can see it, and a build that
+    is killed leaves nothing to clean up but its chunks, which no manifest lists."""
+
+    def __init__(self, version: str, records: dict[str, tuple[str, dict[str, Any]]]) -> None:
+        self.version = version
+        self.records = records  # id -> (document, metadata)
+        self.stored = VersionManifest(None, version)  # how its rows are written
+        # Further control records to write with it (see rag/index/versions.py).
+        self.also: list[tuple[str, str, dict[str, Any]]] = []
+
+    def get(self, ids: Sequence[str] | None = None, include: Sequence[str] = ()) -> Any:
+        """Records by id, or all of them."""
+        keys = list(self.records) if ids is None else [i for i in ids if i in self.records]
+        got: dict[str, Any] = {"ids": keys}
+        if "documents" in include:
+            got["documents"] = [self.records[k][0] for k in keys]
+        if "metadatas" in include:
+            got["metadatas"] = [dict(self.records[k][1]) for k in keys]
+        return got
+
+    def upsert(self, ids: Sequence[str], embeddings: Sequence[Any], documents: Sequence[str],
+               metadatas: Sequence[dict[str, Any]]) -> None:
+        """Write records (in memory)."""
+        for rid, doc, meta in zip(ids, documents, metadatas, strict=True):
+            self.records[rid] = (doc, dict(meta))
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Delete records by id (in memory)."""
+        for rid in ids:
+            self.records.pop(rid, None)
+
+    def rows(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """Every record as the control collection will store it."""
+        ids = list(self.records)
+        return self.stored.rows(ids, [self.records[i][0] for i in ids],
+                                [self.records[i][1] for i in ids])
+
+
+class VectorCache:
+    """Chunk vectors by record id, the most recently used `size` of them; thread-safe.
+
+    A record's vector never changes: its id is a hash of everything the embedder sees (source,
+    page, section and text; a variant record's also hashes its metadata and copies the vector),
+    and an index has one embedding model (checked when it is opened). So a vector read once
+    stays right for as long as the store is open, whatever ingests do meanwhile; metadata,
+    which an ingest may update in place, is always read from the store.
+    """
+
+    def __init__(self, size: int = 8192) -> None:
+        self.size = size
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_many(self, ids: Iterable[str]) -> dict[str, np.ndarray]:
+        """The vectors held of these ids."""
+        with self._lock:
+            found = {i: self._vectors[i] for i in ids if i in self._vectors}
+            for rid in found:
+                self._vectors.move_to_end(rid)
+            return found
+
+    def put_many(self, items: Iterable[tuple[str, np.ndarray]]) -> None:
+        """Remember vectors, forgetting the least recently used beyond `size`."""
+        with self._lock:
+            for rid, vector in items:
+                self._vectors[rid] = vector
+                self._vectors.move_to_end(rid)
+            while len(self._vectors) > self.size:
+                self._vectors.popitem(last=False)
+
+
 class ChromaStore:
     """Chunk and manifest collections behind one small API."""
 
@@ -231,7 +356,9 @@ class ChromaStore:
         self.max_batch = int(self.client.get_max_batch_size())
         # Shared by every view of this store (`at`): the held lease, the collections cache and
         # the lexical indexes built last (see `lexical_indexes`).
-        self._shared: dict[str, Any] = {"lease": None, "manifests": {}, "lexical": []}
+        self._shared: dict[str, Any] = {"lease": None, "manifests": {}, "lexical": [],
+                                        "legacy": self._legacy_manifests(),
+                                        "vectors": VectorCache()}
         self._bound: str | None = None
         self._check_embedder()
 
@@ -268,27 +395,64 @@ class ChromaStore:
         """A view bound to the version a `version()` token was read from."""
         return self.at(token.split(":", 1)[0])
 
-    def manifest_name(self, version: str) -> str:
-        """The collection holding one version's manifest."""
-        if version == BASE_VERSION:
-            return f"{self.collection}__manifest"
-        return f"{self.collection}__manifest__v{version}"
+    def _legacy_manifests(self) -> set[str]:
+        """Versions whose manifest is a collection of its own (made before manifests moved
+        into the control collection)."""
+        prefix = f"{self.collection}__manifest__v"
+        names = (getattr(c, "name", c) for c in self.client.list_collections())
+        return {n.removeprefix(prefix) for n in names if n.startswith(prefix)}
 
     def manifest_of(self, version: str) -> Any:
-        """One version's manifest collection (created on first use)."""
+        """One version's manifest: version 0's collection, an old data dir's collection of its
+        own, or its records in the control collection."""
         cache = self._shared["manifests"]
         if version not in cache:
-            cache[version] = self._wrap(
-                self.client.get_or_create_collection(self.manifest_name(version),
-                                                     embedding_function=None)
-            )
+            if version == BASE_VERSION or version in self._shared["legacy"]:
+                name = (f"{self.collection}__manifest" if version == BASE_VERSION
+                        else f"{self.collection}__manifest__v{version}")
+                cache[version] = self._wrap(
+                    self.client.get_or_create_collection(name, embedding_function=None))
+            else:
+                cache[version] = VersionManifest(self.control, version)
         return cache[version]
 
-    def drop_manifest(self, version: str) -> None:
-        """Delete one version's manifest collection (its chunks become garbage)."""
+    def build_in_memory(self, manifest: PendingManifest) -> None:
+        """Make a version's manifest the in-memory one given, for every view of this store,
+        until `forget_pending`."""
+        self._shared["manifests"][manifest.version] = manifest
+
+    def pending(self, version: str) -> PendingManifest | None:
+        """The in-memory manifest of a version being built in this process, if it is one."""
+        found = self._shared["manifests"].get(version)
+        return found if isinstance(found, PendingManifest) else None
+
+    def forget_pending(self, version: str) -> None:
+        """Stop using a version's in-memory manifest (written, or abandoned)."""
+        if self.pending(version) is not None:
+            del self._shared["manifests"][version]
+
+    def drop_manifest(self, version: str, *control_ids: str) -> None:
+        """Delete one version's manifest (its chunks become garbage) and the given control
+        records (its version record), in one write where the manifest is in the control
+        collection. Version 0's collection is emptied, not deleted."""
+        manifest = self.manifest_of(version)
+        if isinstance(manifest, VersionManifest):
+            listed = manifest.get(include=[])["ids"]
+            doomed = [*control_ids, *(manifest.prefix + i for i in listed)]
+            if doomed:
+                self.control.delete(ids=doomed)
+            return
+        if control_ids:
+            self.control.delete(ids=list(control_ids))
+        if version == BASE_VERSION:
+            ids = manifest.get(include=[])["ids"]
+            if ids:
+                manifest.delete(ids=ids)
+            return
         self._shared["manifests"].pop(version, None)
+        self._shared["legacy"].discard(version)
         try:
-            self.client.delete_collection(self.manifest_name(version))
+            self.client.delete_collection(f"{self.collection}__manifest__v{version}")
         except Exception as exc:  # noqa: BLE001 - already gone (NotFoundError, ValueError)
             log.debug("manifest of version %s already gone: %s", version, exc)
 
@@ -380,15 +544,16 @@ class ChromaStore:
                 "chunks are not in the store (deleted by another writer?). The next ingest "
                 "re-embeds it."
             )
+        # The file's record and a new version token in one write.
         self.manifest_collection.upsert(
-            ids=[entry.source],
-            embeddings=[_NO_VECTOR],
-            documents=[json.dumps(list(entry.chunk_ids))],
+            ids=[entry.source, VERSION_ID],
+            embeddings=[_NO_VECTOR, _NO_VECTOR],
+            documents=[json.dumps(list(entry.chunk_ids)), ""],
             metadatas=[
-                {"file_hash": entry.file_hash, "root": entry.root, "ingested_at": time.time()}
+                {"file_hash": entry.file_hash, "root": entry.root, "ingested_at": time.time()},
+                {"version": uuid.uuid4().hex},
             ],
         )
-        self._bump_version()
 
     def forget_file(self, source: str) -> None:
         """Remove a file from the manifest, which hides its chunks at once."""
@@ -515,15 +680,27 @@ class ChromaStore:
         return int(self.chunks.count())
 
     def get_chunks(self, ids: Sequence[str]) -> list[StoredChunk]:
-        """Read chunks with their embeddings, in the order of `ids` (missing ids are skipped)."""
+        """Read chunks with their embeddings, in the order of `ids` (missing ids are skipped).
+
+        Vectors read before are taken from memory (`VectorCache`), so the store is asked only
+        for texts and metadata of those: a search reads the same candidates again and again.
+        """
+        vectors: VectorCache = self._shared["vectors"]
         by_id: dict[str, StoredChunk] = {}
-        for part in _batches(list(ids), self.max_batch):
+        known = vectors.get_many(ids)
+        missing = [i for i in dict.fromkeys(ids) if i not in known]
+        for part in _batches(missing, self.max_batch):
             got = self.chunks.get(ids=list(part), include=["documents", "metadatas", "embeddings"])
             rows = zip(
                 got["ids"], got["documents"], got["metadatas"], got["embeddings"], strict=True
             )
             for rid, doc, meta, emb in rows:
                 by_id[rid] = StoredChunk(rid, Chunk.from_record(doc, meta), np.asarray(emb))
+            vectors.put_many((rid, by_id[rid].embedding) for rid in got["ids"])
+        for part in _batches(list(known), self.max_batch):
+            got = self.chunks.get(ids=list(part), include=["documents", "metadatas"])
+            for rid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True):
+                by_id[rid] = StoredChunk(rid, Chunk.from_record(doc, meta), known[rid])
         return [by_id[i] for i in ids if i in by_id]
 
     def iter_texts(self, ids: Sequence[str]) -> Iterator[tuple[str, str]]:

@@ -9,10 +9,14 @@ retriever checks it about once a second), so a switch reaches a running bot with
 and no search ever reads a version that is still being built: the pointer names it only once
 it is complete.
 
-Each version has a record beside the pointer: its state (`building`, `held`, `ready`), when
-it was made, which version was live when it went live (what `rollback` returns to), and for a
-held one the gold report that held it. A build that was killed stays `building` until the next
-write drops it; its chunks are then garbage.
+Each version has a record beside the pointer: its state (`held`, `ready`), when it was made,
+which version was live when it went live (what `rollback` returns to), and for a held one the
+gold report that held it. A version being built exists only in the memory of the process
+building it (its manifest is a `PendingManifest`); its record and manifest are written
+together, in the write that makes it live (`switch`) or holds it (`hold`). A build that is
+killed leaves only chunks that no manifest lists: garbage, which the next write deletes.
+(Versions left `building` by older releases, which registered them first, are dropped by the
+next build.)
 """
 
 from __future__ import annotations
@@ -24,10 +28,10 @@ from typing import Any
 
 from rag.index.chroma_store import (
     _NO_VECTOR,
-    _RESERVED,
-    BASE_VERSION,
     LIVE_ID,
     ChromaStore,
+    ManifestEntry,
+    PendingManifest,
     StoreError,
 )
 
@@ -91,48 +95,82 @@ def record_of(store: ChromaStore, version: str, live: str | None = None) -> Vers
     return next((r for r in records(store, live) if r.version == version), None)
 
 
-def _write(store: ChromaStore, record: VersionRecord,
-           *also: tuple[str, str, dict[str, Any]]) -> None:
-    """Write a version's record, and any further control records (id, document, metadata)
-    after it in the same upsert: one write instead of several."""
+def _row(record: VersionRecord) -> tuple[str, str, dict[str, Any]]:
+    """A version's record as stored: (id, document, metadata)."""
     meta: dict[str, Any] = {"kind": "version", "state": record.state,
                             "created_at": record.created_at, "replaced": record.replaced,
                             "files": record.files, "gold_key": record.gold_key,
                             "gold": record.gold}
-    rows = [(f"v:{record.version}", record.note, meta), *also]
+    return f"v:{record.version}", record.note, meta
+
+
+def _write(store: ChromaStore, record: VersionRecord,
+           *also: tuple[str, str, dict[str, Any]]) -> None:
+    """Write a version's record, and any further control records (id, document, metadata)
+    after it in the same upsert: one write instead of several."""
+    _upsert(store, [_row(record), *also])
+
+
+def _upsert(store: ChromaStore, rows: list[tuple[str, str, dict[str, Any]]]) -> None:
     store.control.upsert(ids=[r[0] for r in rows], embeddings=[_NO_VECTOR] * len(rows),
                          documents=[r[1] for r in rows], metadatas=[r[2] for r in rows])
 
 
-def begin(store: ChromaStore, live: str) -> VersionRecord:
-    """Register a new version holding a copy of the live manifest; its record.
+def begin(store: ChromaStore, live: str,
+          manifest: dict[str, ManifestEntry] | None = None) -> VersionRecord:
+    """Start a new version holding a copy of the live manifest; its record (not stored yet).
 
-    First drops what earlier builds left: versions a killed build left `building`, and held
-    ones this build replaces. The copy is a few records per file (no chunk is copied).
-    Registered as `building` first, so that garbage collection keeps its chunks while it is
-    written. `live` is the live version as the caller, holding the writer lock, just read it.
+    First drops what earlier builds left: held versions this build replaces, and versions an
+    older release of this code left `building`. The new version's manifest is kept in memory
+    (`PendingManifest`) while it is built and written by `switch` or `hold`, in the same
+    upsert as its record: nothing is written to start a version, and a build that is killed
+    leaves only chunks no manifest lists, which the next write collects. `live` is the live
+    version as the caller, holding the writer lock, just read it; `manifest` its manifest, if
+    the caller has read it already.
     """
     known = _registered(store)
     unfinished = {r.version for r in known if r.state in (BUILDING, HELD) and r.version != live}
     for version in sorted(unfinished, key=int):
         _drop(store, version)
     known = [r for r in known if r.version not in unfinished]
-    if live not in {r.version for r in known}:  # version 0, live since before versions
-        _write(store, VersionRecord(live, READY, time.time(),
-                                    files=len(store.at(live).manifest())))
+    if manifest is None:
+        manifest = store.at(live).manifest()
     number = _next_number(store, {int(live), *(r.number for r in known)})
     record = VersionRecord(str(number), BUILDING, time.time())
-    # The record and the counter in one write: a number is used once it is registered.
-    _write(store, record, (COUNTER_ID, "", {"next": number + 1}))
-    source = store.manifest_of(live).get(include=["documents", "metadatas"])
-    rows = [(i, d, m) for i, d, m in zip(source["ids"], source["documents"], source["metadatas"],
-                                         strict=True) if i not in _RESERVED]
-    target = store.manifest_of(record.version)
-    for start in range(0, len(rows), store.max_batch):
-        part = rows[start : start + store.max_batch]
-        target.upsert(ids=[r[0] for r in part], embeddings=[_NO_VECTOR] * len(part),
-                      documents=[r[1] for r in part], metadatas=[r[2] for r in part])
+    # Rows of this number from a write of more than one batch that was killed part-way.
+    store.drop_manifest(record.version)
+    pending = PendingManifest(record.version, {
+        source: (json.dumps(list(e.chunk_ids)),
+                 {"file_hash": e.file_hash, "root": e.root, "ingested_at": e.ingested_at})
+        for source, e in manifest.items()})
+    if live not in {r.version for r in known}:  # version 0, live since before versions
+        pending.also.append(_row(VersionRecord(live, READY, time.time(), files=len(manifest))))
+    store.build_in_memory(pending)
     return record
+
+
+def _finish(store: ChromaStore, record: VersionRecord,
+            *also: tuple[str, str, dict[str, Any]]) -> None:
+    """Write a version's record (and `also`, as in `_write`), with its manifest if it was
+    built in memory: one upsert, unless the manifest is larger than the store's batch
+    limit; then the manifest's rows go first and the record last, which is what makes the
+    version exist."""
+    pending = store.pending(record.version)
+    if pending is None:
+        _write(store, record, *also)
+        return
+    head = [*pending.also, _row(record), (COUNTER_ID, "", {"next": record.number + 1}), *also]
+    rows = pending.rows()
+    while len(rows) + len(head) > store.max_batch:
+        part, rows = rows[: store.max_batch], rows[store.max_batch :]
+        _upsert(store, part)
+    _upsert(store, [*rows, *head])
+    store.forget_pending(record.version)
+
+
+def abandon(store: ChromaStore, record: VersionRecord) -> None:
+    """Forget a version whose build failed (its chunks are garbage for the next write)."""
+    store.forget_pending(record.version)
 
 
 def _next_number(store: ChromaStore, numbers: set[int]) -> int:
@@ -146,21 +184,22 @@ def _next_number(store: ChromaStore, numbers: set[int]) -> int:
 
 def switch(store: ChromaStore, record: VersionRecord, gold_key: str = "", gold: str = "") -> None:
     """Make a version live: one write of its own record (which keeps the gold results measured
-    on it, if given) and, after it in the same upsert, the pointer record. The pointer is read
-    again here, where the switch is decided: the version it names is the one replaced."""
+    on it, if given), its manifest if it was just built, and, in the same upsert, the pointer
+    record. The pointer is read again here, where the switch is decided: the version it names
+    is the one replaced."""
     live = store.live_version()
     files = len(store.at(record.version).manifest())
     replaced = live if live != record.version else record.replaced
-    _write(store, VersionRecord(record.version, READY, record.created_at, replaced, "", files,
-                                gold_key or record.gold_key, gold or record.gold),
-           (LIVE_ID, "", {"kind": "pointer", "version": record.version,
-                          "switched_at": time.time()}))
+    _finish(store, VersionRecord(record.version, READY, record.created_at, replaced, "", files,
+                                 gold_key or record.gold_key, gold or record.gold),
+            (LIVE_ID, "", {"kind": "pointer", "version": record.version,
+                           "switched_at": time.time()}))
 
 
 def hold(store: ChromaStore, version: str, note: str) -> None:
     """Keep a finished version that the gold set held back, with the report that held it."""
     files = len(store.at(version).manifest())
-    _write(store, VersionRecord(version, HELD, time.time(), note=note, files=files))
+    _finish(store, VersionRecord(version, HELD, time.time(), note=note, files=files))
 
 
 def held(store: ChromaStore, live: str | None = None) -> VersionRecord | None:
@@ -212,14 +251,8 @@ def prune(store: ChromaStore, keep: int, live: str | None = None) -> list[str]:
 
 
 def _drop(store: ChromaStore, version: str) -> None:
-    store.control.delete(ids=[f"v:{version}"])
-    if version == BASE_VERSION:  # its collection also holds no control records: just empty it
-        collection = store.manifest_of(version)
-        ids = collection.get(include=[])["ids"]
-        if ids:
-            collection.delete(ids=ids)
-        return
-    store.drop_manifest(version)
+    """Delete a version: its record and its manifest."""
+    store.drop_manifest(version, f"v:{version}")
 
 
 def report_json(rows: list[dict[str, Any]]) -> str:

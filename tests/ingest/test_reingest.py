@@ -182,14 +182,19 @@ def test_searches_during_a_gated_build_see_only_the_live_version(course, embedde
     (root / "tokenizers.md").unlink()  # removed first, then zorblax.md is embedded
     (root / "zorblax.md").write_text(ZORBLAX)
     live, token = course.store.live_version(), course.store.version()
+    registered = [r.version for r in versions.records(course.store)]
     slow = BlockFirstBatch(embedder)
     worker = threading.Thread(target=regate, args=(course, slow))
     worker.start()
     try:
         assert slow.blocked.wait(60), "the build never started embedding"
-        building = versions.records(course.store)[-1]
-        assert building.state == versions.BUILDING
-        assert "tokenizers.md" not in course.store.at(building.version).manifest()  # half built
+        # Nothing of the new version is written while it is built: no record, no manifest.
+        assert [r.version for r in versions.records(course.store)] == registered
+        building = str(int(live) + 1)
+        assert not course.store.control.get(where={"manifest_of": building})["ids"]
+        # In this process its manifest is in memory, half built.
+        assert course.store.pending(building) is not None
+        assert "tokenizers.md" not in course.store.at(building).manifest()
         assert "tokenizers.md" in sources(course, BPE_Q)
         assert "zorblax.md" not in sources(course, "What is Zorblax attention?")
         assert course.store.version() == token
@@ -287,7 +292,9 @@ def test_killing_a_gated_ingest_process_leaves_the_live_version_serving(tmp_path
     services = build_services(settings, embedder=embedder)  # opened only now: sees it all
     assert services.store.live_version() == "1"
     assert set(services.store.manifest()) == {"kv-cache.md"}
-    assert versions.records(services.store)[-1].state == versions.BUILDING
+    # The killed build registered nothing: its chunks are garbage until the next write.
+    assert [r.version for r in versions.records(services.store)] == ["0", "1"]
+    assert not no_garbage(services)
     assert "kv-cache.md" in sources(services, KV_Q)
     for i in (1, 2):  # (one file left to parse: no parse worker in this process)
         (root / f"extra-{i}.md").unlink()
@@ -392,3 +399,66 @@ def test_the_gate_judges_each_gold_question_as_if_it_were_searched_alone(
     each = [judge(q, alone.search(q.question, gold.k, preview=True)) for q in gold.questions]
     assert results_from_json(record.gold) == each
     assert any(r.passed for r in each) and any(r.rank is None for r in each)
+
+
+class CountingWrites:
+    """The store's control collection, counting the writes made through it."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner, self.writes = inner, []
+
+    def __getattr__(self, name: str) -> object:
+        attr = getattr(self.inner, name)
+        if name in ("upsert", "add", "update", "delete"):
+            def counted(*args: object, **kwargs: object) -> object:
+                self.writes.append(name)
+                return attr(*args, **kwargs)
+            return counted
+        return attr
+
+
+def test_a_version_is_written_once_with_its_manifest_and_dropped_in_one_write(tmp_path, embedder):
+    services = ingested(gated_settings(tmp_path, keep=1), embedder)
+    store = services.store
+    (services.settings.materials_dir / "notes.md").write_text(NOTES)
+    assert regate(services).gate is not None  # version 1 live; version 0 pruned
+    counting = CountingWrites(store.control)
+    store.control = counting  # type: ignore[assignment]
+    (services.settings.materials_dir / "notes.md").write_text(NOTES + "\nA second paragraph.\n")
+    gate = regate(services).gate
+    assert gate is not None and gate.live_after == gate.built == "2"
+    # One upsert makes version 2 (record, manifest, pointer); one delete drops version 1.
+    assert counting.writes == ["upsert", "delete"]
+    names = {c.name for c in store.client.list_collections()}
+    assert not any("__manifest__v" in n for n in names)
+    fresh = build_services(services.settings, embedder=embedder).store
+    assert fresh.manifest() == store.manifest() and set(fresh.manifest()) == {*FILES, "notes.md"}
+    assert [r.version for r in versions.records(fresh)] == ["2"]
+    assert no_garbage(services)
+
+
+def test_a_data_dir_with_a_version_collection_of_its_own_is_read_and_pruned(tmp_path, embedder):
+    """Data dirs made before manifests moved into the control collection keep working."""
+    settings = gated_settings(tmp_path, keep=1)
+    services = ingested(settings, embedder)
+    store = services.store
+    base = store.manifest()
+    # Version 1 as older releases stored it: a manifest collection of its own, then live.
+    old = store.client.get_or_create_collection(f"{store.collection}__manifest__v1",
+                                                embedding_function=None)
+    got = store.manifest_of("0").get(include=["documents", "metadatas"])
+    old.upsert(ids=got["ids"], embeddings=[[1.0]] * len(got["ids"]), documents=got["documents"],
+               metadatas=got["metadatas"])
+    versions._write(store, versions.VersionRecord("1", versions.READY, 1.0, "0", files=len(base)),
+                    ("__live__", "", {"kind": "pointer", "version": "1", "switched_at": 1.0}))
+    reopened = build_services(settings, embedder=embedder)
+    assert reopened.store.live_version() == "1" and reopened.store.manifest() == base
+    assert "kv-cache.md" in sources(reopened, KV_Q)
+    (settings.materials_dir / "notes.md").write_text(NOTES)
+    gate = regate(reopened).gate
+    assert gate is not None and gate.live_after == gate.built == "2"
+    assert "1" in gate.pruned
+    names = {c.name for c in reopened.store.client.list_collections()}
+    assert f"{store.collection}__manifest__v1" not in names
+    assert set(reopened.store.manifest()) == {*FILES, "notes.md"}
+    assert no_garbage(reopened)
