@@ -9,6 +9,8 @@ number-aware: "2,638" and "2638" are one token, and a mixed token keeps its part
 
 from __future__ import annotations
 
+import itertools
+
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -214,7 +216,8 @@ class BM25Index:
         fresh = dict(texts_of(missing)) if missing else {}
         wanted = [i for i in wanted if i in self._column or i in fresh]
         old_cols = np.asarray([self._column.get(i, -1) for i in wanted], dtype=np.int64)
-        vocab, kept_entries, lengths = self._kept(old_cols)
+        vocab, kept_entries, lengths, gone = self._kept(old_cols)
+        kept_terms = len(vocab)  # the new chunks' terms are added after these
         rows: list[int] = []
         cols: list[int] = []
         tfs: list[int] = []
@@ -226,8 +229,7 @@ class BM25Index:
             tfs.extend(counts.values())
         entries = tuple(np.concatenate([old, np.asarray(new, dtype=old.dtype)])
                         for old, new in zip(kept_entries, (rows, cols, tfs), strict=True))
-        gone = [t for t in self.vocab if t not in vocab]
-        added = [t for t in vocab if t not in self.vocab]
+        added = list(itertools.islice(vocab, kept_terms, None))
         index = BM25Index.__new__(BM25Index)
         index._fill(wanted, vocab, entries, lengths, self.k1, self.b,  # type: ignore[arg-type]
                     _updated_deletions(self._deletes, gone, added))
@@ -235,22 +237,26 @@ class BM25Index:
 
     def _kept(
         self, old_cols: np.ndarray
-    ) -> tuple[dict[str, int], tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    ) -> tuple[dict[str, int], tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, list[str]]:
         """For a new index whose doc i is this index's doc `old_cols[i]` (-1: a new doc): the
-        vocabulary of the kept docs, their (term id, doc, count) entries and the doc lengths
-        (0 for new docs)."""
+        vocabulary of the kept docs (in this index's order), their (term id, doc, count)
+        entries, the doc lengths (0 for new docs), and the terms no kept doc uses."""
         kept = np.flatnonzero(old_cols >= 0)
         by_doc = sparse.csr_matrix((self._tf, self.weights.indices, self.weights.indptr),
                                    shape=self.weights.shape).tocsc()
         counts = by_doc[:, old_cols[kept]].tocoo()
-        used = np.unique(counts.row)
-        terms = list(self.vocab)
-        remap = np.full(len(terms), -1, dtype=np.int64)
-        remap[used] = np.arange(len(used))
+        used = np.bincount(counts.row, minlength=len(self.vocab)) > 0
         lengths = np.zeros(len(old_cols), dtype=np.float32)
         lengths[kept] = self._lengths[old_cols[kept]]
-        entries = (remap[counts.row], kept[counts.col].astype(np.int64), counts.data)
-        return {terms[t]: k for k, t in enumerate(used.tolist())}, entries, lengths
+        docs = kept[counts.col].astype(np.int64)
+        if used.all():  # every term is still used: the same ids
+            return dict(self.vocab), (counts.row.astype(np.int64), docs, counts.data), lengths, []
+        terms = list(self.vocab)
+        remap = np.cumsum(used) - 1
+        names = list(itertools.compress(terms, used.tolist()))
+        vocab = dict(zip(names, range(len(names)), strict=True))
+        gone = list(itertools.compress(terms, (~used).tolist()))
+        return vocab, (remap[counts.row], docs, counts.data), lengths, gone
 
     def __len__(self) -> int:
         return len(self.ids)
