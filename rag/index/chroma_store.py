@@ -51,6 +51,7 @@ VERSION_ID = "__version__"
 DIRTY_ID = "__ingest_in_progress__"
 LEASE_ID = "__writer_lease__"
 LIVE_ID = "__live__"
+COUNTER_ID = "__next_version__"  # the next version number (rag/index/versions.py)
 BASE_VERSION = "0"
 _RESERVED = {VERSION_ID, DIRTY_ID, LEASE_ID}
 # Manifest records carry no meaningful vector; Chroma still wants one.
@@ -292,37 +293,70 @@ class PendingManifest:
                                 [self.records[i][1] for i in ids])
 
 
-class VectorCache:
-    """Chunk vectors by record id, the most recently used `size` of them; thread-safe.
+class ChunkCache:
+    """Chunks read from the store (text, metadata, vector) by record id, the most recently
+    used `size` of them; thread-safe.
 
-    A record's vector never changes: its id is a hash of everything the embedder sees (source,
-    page, section and text; a variant record's also hashes its metadata and copies the vector),
-    and an index has one embedding model (checked when it is opened). So a vector read once
-    stays right for as long as the store is open, whatever ingests do meanwhile; metadata,
-    which an ingest may update in place, is always read from the store.
+    Valid for one write epoch of the index (`ChromaStore.write_epoch`): any process that
+    changes what a listed record holds (a plain ingest updates metadata in place; a record
+    deleted as garbage can come back with other metadata) changes the pointer, the version
+    counter or the live manifest's token by the end of its write, and a new epoch empties the
+    cache. This process's own writes drop the records they touch, and the epoch they leave
+    is adopted while the writer lock is still held (`ChromaStore.writer_lease`), so a running
+    bot's own re-ingests keep it.
     """
 
-    def __init__(self, size: int = 8192) -> None:
+    def __init__(self, size: int = 4096) -> None:
         self.size = size
-        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.epoch: Any = None
+        self._chunks: OrderedDict[str, StoredChunk] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get_many(self, ids: Iterable[str]) -> dict[str, np.ndarray]:
-        """The vectors held of these ids."""
+    def get_many(self, ids: Iterable[str], epoch: Any) -> dict[str, StoredChunk]:
+        """The chunks held of these ids, if `epoch` is the cache's (else it is emptied)."""
         with self._lock:
-            found = {i: self._vectors[i] for i in ids if i in self._vectors}
+            self._enter(epoch)
+            found = {i: self._chunks[i] for i in ids if i in self._chunks}
             for rid in found:
-                self._vectors.move_to_end(rid)
+                self._chunks.move_to_end(rid)
             return found
 
-    def put_many(self, items: Iterable[tuple[str, np.ndarray]]) -> None:
-        """Remember vectors, forgetting the least recently used beyond `size`."""
+    def put_many(self, chunks: Iterable[StoredChunk], epoch: Any) -> None:
+        """Remember chunks read in `epoch`, forgetting the least recently used beyond `size`."""
         with self._lock:
-            for rid, vector in items:
-                self._vectors[rid] = vector
-                self._vectors.move_to_end(rid)
-            while len(self._vectors) > self.size:
-                self._vectors.popitem(last=False)
+            if epoch != self.epoch:
+                return
+            for chunk in chunks:
+                self._chunks[chunk.id] = chunk
+                self._chunks.move_to_end(chunk.id)
+            while len(self._chunks) > self.size:
+                self._chunks.popitem(last=False)
+
+    def evict(self, ids: Iterable[str]) -> None:
+        """Forget records this process is writing or deleting."""
+        with self._lock:
+            for rid in ids:
+                self._chunks.pop(rid, None)
+
+    def sync(self, epoch: Any, adopt: bool = False) -> None:
+        """Take `epoch` as current: emptied first unless `adopt` (this process made it, under
+        the writer lock, and evicted what it wrote)."""
+        with self._lock:
+            if adopt:
+                self.epoch = epoch
+            else:
+                self._enter(epoch)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self._chunks.clear()
+            self.epoch = None
+
+    def _enter(self, epoch: Any) -> None:
+        if epoch != self.epoch:
+            self._chunks.clear()
+            self.epoch = epoch
 
 
 class ChromaStore:
@@ -358,7 +392,7 @@ class ChromaStore:
         # the lexical indexes built last (see `lexical_indexes`).
         self._shared: dict[str, Any] = {"lease": None, "manifests": {}, "lexical": [],
                                         "legacy": self._legacy_manifests(),
-                                        "vectors": VectorCache()}
+                                        "chunks": ChunkCache(), "writing": False}
         self._bound: str | None = None
         self._check_embedder()
 
@@ -585,19 +619,32 @@ class ChromaStore:
 
     @contextmanager
     def writer_lease(self, ttl_s: float = LEASE_TTL_S) -> Iterator[None]:
-        """Hold the server's writer lease while writing (embedded: the data-dir lock does)."""
-        if self.server is None or self._shared["lease"] is not None:  # embedded, or held
+        """Hold the server's writer lease while writing (embedded: the data-dir lock does).
+
+        On entry, chunks cached before another process's writes are forgotten; on exit, still
+        holding the lease, the write epoch this process's writes made is adopted (see
+        ChunkCache)."""
+        if self._shared["writing"]:  # held by an outer call in this process
             yield
             return
-        lease = WriterLease(self, ttl_s)
-        lease.acquire()
-        lease.keep_renewed()
-        self._shared["lease"] = lease
+        lease = None
+        if self.server is not None:
+            lease = WriterLease(self, ttl_s)
+            lease.acquire()
+            lease.keep_renewed()
+            self._shared["lease"] = lease
+        self._shared["writing"] = True
         try:
+            self._sync_epoch(adopt=False)
             yield
         finally:
-            self._shared["lease"] = None
-            lease.release()
+            try:
+                self._sync_epoch(adopt=True)
+            finally:
+                self._shared["writing"] = False
+                if lease is not None:
+                    self._shared["lease"] = None
+                    lease.release()
 
     def _check_lease(self) -> None:
         """Refuse to write once our lease was lost (it lapsed and another ingest took it)."""
@@ -623,6 +670,7 @@ class ChromaStore:
 
     def add_chunks(self, chunks: Sequence[Chunk], embeddings: np.ndarray) -> None:
         """Store chunks with their embeddings (upsert: re-adding the same id is harmless)."""
+        self._shared["chunks"].evict(c.id for c in chunks)
         for start in range(0, len(chunks), self.max_batch):
             part = chunks[start : start + self.max_batch]
             self.chunks.upsert(
@@ -645,6 +693,7 @@ class ChromaStore:
         (`variant_id`), reusing the stored vectors: records other versions list stay as they
         are."""
         stored = {s.id: s.embedding for s in self.get_chunks([c.id for c in chunks])}
+        self._shared["chunks"].evict(variant_id(c) for c in chunks)
         for part in _batches(list(chunks), self.max_batch):
             self.chunks.upsert(
                 ids=[variant_id(c) for c in part],
@@ -655,12 +704,15 @@ class ChromaStore:
 
     def update_metadata(self, chunks: Sequence[Chunk]) -> None:
         """Refresh offsets/pages of chunks whose text is unchanged (no re-embedding)."""
+        self._shared["chunks"].evict(c.id for c in chunks)
         for part in _batches(list(chunks), self.max_batch):
             self.chunks.update(ids=[c.id for c in part], metadatas=[c.metadata() for c in part])
 
     def delete_chunks(self, ids: Iterable[str]) -> None:
         """Delete chunks by id."""
         self._check_lease()
+        ids = list(ids)
+        self._shared["chunks"].evict(ids)
         for part in _batches(list(ids), self.max_batch):
             self.chunks.delete(ids=list(part))
 
@@ -682,26 +734,38 @@ class ChromaStore:
     def get_chunks(self, ids: Sequence[str]) -> list[StoredChunk]:
         """Read chunks with their embeddings, in the order of `ids` (missing ids are skipped).
 
-        Vectors read before are taken from memory (`VectorCache`), so the store is asked only
-        for texts and metadata of those: a search reads the same candidates again and again.
+        Chunks read before in the same write epoch come from memory (`ChunkCache`): searches
+        read the same candidates again and again.
         """
-        vectors: VectorCache = self._shared["vectors"]
-        by_id: dict[str, StoredChunk] = {}
-        known = vectors.get_many(ids)
-        missing = [i for i in dict.fromkeys(ids) if i not in known]
+        cache: ChunkCache = self._shared["chunks"]
+        epoch = self.write_epoch()
+        by_id = cache.get_many(ids, epoch)
+        missing = [i for i in dict.fromkeys(ids) if i not in by_id]
         for part in _batches(missing, self.max_batch):
             got = self.chunks.get(ids=list(part), include=["documents", "metadatas", "embeddings"])
             rows = zip(
                 got["ids"], got["documents"], got["metadatas"], got["embeddings"], strict=True
             )
-            for rid, doc, meta, emb in rows:
-                by_id[rid] = StoredChunk(rid, Chunk.from_record(doc, meta), np.asarray(emb))
-            vectors.put_many((rid, by_id[rid].embedding) for rid in got["ids"])
-        for part in _batches(list(known), self.max_batch):
-            got = self.chunks.get(ids=list(part), include=["documents", "metadatas"])
-            for rid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True):
-                by_id[rid] = StoredChunk(rid, Chunk.from_record(doc, meta), known[rid])
+            read = [StoredChunk(rid, Chunk.from_record(doc, meta), np.asarray(emb))
+                    for rid, doc, meta, emb in rows]
+            by_id.update((c.id, c) for c in read)
+            cache.put_many(read, epoch)
         return [by_id[i] for i in ids if i in by_id]
+
+    def write_epoch(self) -> tuple[str, str]:
+        """What every write that changes a listed record changes by its end (see ChunkCache):
+        the pointer and version counter records, and the live manifest's token."""
+        got = self.control.get(ids=[LIVE_ID, COUNTER_ID], include=["metadatas"])
+        rows = sorted(zip(got["ids"], got["metadatas"], strict=True), key=lambda r: r[0])
+        live = next((str(m["version"]) for rid, m in rows if rid == LIVE_ID), BASE_VERSION)
+        return json.dumps(rows, sort_keys=True), self.at(live).version()
+
+    def _sync_epoch(self, adopt: bool) -> None:
+        cache: ChunkCache = self._shared["chunks"]
+        try:
+            cache.sync(self.write_epoch(), adopt)
+        except StoreError:
+            cache.clear()
 
     def iter_texts(self, ids: Sequence[str]) -> Iterator[tuple[str, str]]:
         """Yield (id, text) for the given ids, in batches, without embeddings."""

@@ -28,6 +28,7 @@ from typing import Any
 
 from rag.index.chroma_store import (
     _NO_VECTOR,
+    COUNTER_ID,
     LIVE_ID,
     ChromaStore,
     ManifestEntry,
@@ -36,7 +37,6 @@ from rag.index.chroma_store import (
 )
 
 BUILDING, HELD, READY = "building", "held", "ready"
-COUNTER_ID = "__next_version__"
 
 
 class VersionError(StoreError):

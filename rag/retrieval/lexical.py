@@ -10,7 +10,6 @@ number-aware: "2,638" and "2638" are one token, and a mixed token keeps its part
 from __future__ import annotations
 
 import itertools
-
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
