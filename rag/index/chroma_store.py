@@ -303,13 +303,17 @@ class ChunkCache:
     counter or the live manifest's token by the end of its write, and a new epoch empties the
     cache. This process's own writes drop the records they touch, and the epoch they leave
     is adopted while the writer lock is still held (`ChromaStore.writer_lease`), so a running
-    bot's own re-ingests keep it.
+    bot's own re-ingests keep it. A search in another thread may have read a record before a
+    write changed it and put it back after the write dropped it: every record the write
+    touched is dropped once more when its epoch is adopted, and a search that read the old
+    epoch can put nothing after that.
     """
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size
         self.epoch: Any = None
         self._chunks: OrderedDict[str, StoredChunk] = OrderedDict()
+        self._touched: set[str] = set()  # by this process's write under way
         self._lock = threading.Lock()
 
     def get_many(self, ids: Iterable[str], epoch: Any) -> dict[str, StoredChunk]:
@@ -337,20 +341,25 @@ class ChunkCache:
         with self._lock:
             for rid in ids:
                 self._chunks.pop(rid, None)
+                self._touched.add(rid)
 
     def sync(self, epoch: Any, adopt: bool = False) -> None:
         """Take `epoch` as current: emptied first unless `adopt` (this process made it, under
         the writer lock, and evicted what it wrote)."""
         with self._lock:
             if adopt:
+                for rid in self._touched:
+                    self._chunks.pop(rid, None)
                 self.epoch = epoch
             else:
                 self._enter(epoch)
+            self._touched.clear()
 
     def clear(self) -> None:
         """Forget everything."""
         with self._lock:
             self._chunks.clear()
+            self._touched.clear()
             self.epoch = None
 
     def _enter(self, epoch: Any) -> None:

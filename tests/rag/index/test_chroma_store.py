@@ -80,3 +80,17 @@ def test_the_chunk_cache_forgets_the_least_recently_used_and_other_epochs():
     assert set(cache.get_many(["a", "b", "c"], 1)) == {"a", "c"}
     cache.put_many([chunk("d")], 0)  # read in an epoch that is over: not kept
     assert cache.get_many(["a", "c", "d"], 2) == {}  # a new epoch starts empty
+
+
+def test_a_search_that_read_a_record_before_this_processs_write_cannot_keep_it():
+    def chunk(text: str) -> StoredChunk:
+        return StoredChunk("a", Chunk(text, "a.md", None, "", 0, len(text)), np.ones(2))
+
+    cache = ChunkCache()
+    cache.sync(1)  # a write starts in epoch 1
+    cache.evict(["a"])  # it rewrites record a ...
+    cache.put_many([chunk("old")], 1)  # ... which a search read just before, and puts now
+    cache.sync(2, adopt=True)  # the write commits (epoch 2) and adopts it
+    assert cache.get_many(["a"], 2) == {}
+    cache.put_many([chunk("late")], 1)  # read in epoch 1, put after the adoption
+    assert cache.get_many(["a"], 2) == {}
