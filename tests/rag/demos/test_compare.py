@@ -1,12 +1,11 @@
 """The model comparison on the real notes index: local models, a real `transformers serve` on
-loopback (one server for the module, stopped by the dead-endpoint test), timeouts, the CLI."""
+loopback (the session's shared server), a dead endpoint, timeouts, the CLI."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,25 +24,21 @@ from rag.demos.compare import (
     cost_usd,
 )
 from rag.demos.compare_accuracy import accuracy_table, built_in_questions, compare_accuracy
-from rag.llm.local import export_packaged_model
 from rag.llm.registry import ModelRegistry
 from rag.llm.settings import LLMSettings, ModelSpec
 from rag.services import Services
 from tests.conftest import REPO
 from tests.rag.demos.conftest import CHECKS_LLM
-from tests.rag.llm.conftest import Served, start_server
+from tests.rag.llm.conftest import Served, free_port
 
 QUESTION = "What is PagedAttention and why does vLLM use it?"
 PRICE_IN, PRICE_OUT = 2.0, 8.0  # dollars per million tokens, for the served model
 
 
-@pytest.fixture(scope="module")
-def server(llm_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """One real OpenAI-compatible server (SmolLM2 under `transformers serve`) for the module."""
-    model_dir = export_packaged_model("smollm2", llm_cache_dir)
-    served = start_server(model_dir, tmp_path_factory.mktemp("compare") / "serve.log")
-    yield served
-    served.stop()
+@pytest.fixture
+def server(served: Served) -> Served:
+    """The session's real OpenAI-compatible server (SmolLM2 under `transformers serve`)."""
+    return served
 
 
 def with_served(services: Services, served: Served) -> Services:
@@ -154,8 +149,10 @@ def test_the_course_questions_key_facts_come_from_our_own_notes():
 async def test_a_dead_endpoint_is_marked_failed_and_the_local_model_still_answers(
     notes_services, checker, server
 ):
-    server.stop()  # a real server that was up, now gone (the module's last use of it)
-    services = with_served(notes_services, server)
+    # An endpoint nothing listens on (the session's server stays up for other tests; a
+    # server killed mid-stream is tests/rag/llm/test_openai_compat.py's).
+    gone = dataclasses.replace(server, base_url=f"http://127.0.0.1:{free_port()}/v1")
+    services = with_served(notes_services, gone)
     started = time.perf_counter()
     try:
         result = await compare_models(services.assistant, checker, QUESTION,

@@ -6,17 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from rag.demos.nexttoken import NextTokenRequest, next_token
 from rag.llm.base import BackendProtocolError
-from rag.llm.model_cache import export_packaged_model
 from rag.llm.openai_compat import OpenAIChatModel
 from rag.llm.settings import LLMSettings, ModelSpec
-from tests.rag.llm.conftest import Served, start_server
+from tests.rag.llm.conftest import Served
 from tests.rag.llm.stub_http import Responder, StubServer, status
 
 SETTINGS = LLMSettings(max_retries=0, connect_timeout_s=2.0)
@@ -25,15 +22,6 @@ SETTINGS = LLMSettings(max_retries=0, connect_timeout_s=2.0)
 def served_model(base_url: str, model: str) -> OpenAIChatModel:
     spec = ModelSpec(name="served", backend="openai", model=model, base_url=base_url)
     return OpenAIChatModel(spec, SETTINGS, environ={})
-
-
-@pytest.fixture(scope="module")
-def served(smollm2, llm_cache_dir: Path, tmp_path_factory) -> Iterator[Served]:
-    """`transformers serve` on the packaged SmolLM2 (converted by the session's loader)."""
-    model_dir = export_packaged_model("smollm2", llm_cache_dir)
-    server = start_server(model_dir, tmp_path_factory.mktemp("serve") / "serve.log")
-    yield server
-    server.stop()
 
 
 async def test_a_server_without_logprobs_says_so_plainly(served: Served):

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rag.llm.local import LocalChatModel, ModelLoader, export_packaged_model
+from rag.llm.local import LocalChatModel, ModelLoader
 from rag.llm.settings import builtin_models
 from tests.conftest import FirstRun
 
@@ -126,20 +126,6 @@ def wait_until_healthy(served: Served, port: int) -> None:
     pytest.fail(
         f"transformers serve not healthy in {SERVER_START_TIMEOUT_S}s:\n{served.log_tail()}"
     )
-
-
-@pytest.fixture(scope="session")
-def exported_smollm2(first_load: FirstLoad, llm_cache_dir: Path) -> Path:
-    """The safetensors copy of SmolLM2 that the servers serve."""
-    return export_packaged_model("smollm2", llm_cache_dir)
-
-
-@pytest.fixture(scope="session")
-def served(exported_smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """A real OpenAI-compatible server (`transformers serve`) on loopback, for the session."""
-    server = start_server(exported_smollm2, tmp_path_factory.mktemp("serve") / "serve.log")
-    yield server
-    server.stop()
 
 
 @pytest.fixture
