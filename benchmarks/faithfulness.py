@@ -7,7 +7,8 @@ the OpenAI-compatible path that served models take):
         --styles extractive verified generative --serve
 
 For every question of each set (../shared/eval/dev_questions_v2.jsonl, our own
-eval/answer_questions.jsonl and eval/answer_heldout_questions.jsonl), each style and model
+eval/answer_questions.jsonl and the held-out eval/answer_heldout_questions.jsonl and
+eval/answer_heldout2_questions.jsonl), each style and model
 answers; on answered in-scope questions it reports the key-fact rate, the mean invented-word
 rate and the answers with invented numbers (rag/answering/faithfulness.py,
 docs/faithfulness.md), against the passages the answer was given (for verified answers: also
@@ -53,6 +54,9 @@ SETS = {
     # Written from the materials alone by someone who read no other set; questions that
     # share an evidence string with (or nearly repeat) a fit or dev question were dropped.
     "held out": REPO / "eval" / "answer_heldout_questions.jsonl",
+    # A second such set; rows marked `overlaps` (30 of 56: the evidence string or a near
+    # repeat of a question in a fit, dev or other set, found mechanically) are not asked.
+    "held out 2": REPO / "eval" / "answer_heldout2_questions.jsonl",
 }
 DATA_DIR = REPO / ".study-assistant" / "bench-faithfulness"
 
@@ -81,6 +85,7 @@ def rows_of(path: Path, limit: int | None = None) -> list[dict]:
     """The questions of a set; with `limit`, that many in-scope ones taken round-robin over
     the classes (in file order within a class) plus every out-of-scope one."""
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    rows = [row for row in rows if "overlaps" not in row]
     if limit is None:
         return rows
     by_class: dict[str, list[dict]] = defaultdict(list)
