@@ -1,5 +1,8 @@
-"""Grounding-check benchmark: fit the checker on the `fit` claims of eval/claims.jsonl, then
-report precision and recall on the `held_out` claims.
+"""Grounding-check benchmark: fit the checker on the `fit` claims of eval/claims.jsonl and the
+verifier's labelled sentences (eval/verifier_sentences.jsonl, both splits, and
+eval/verifier_sentences_heldout2.jsonl), then report precision and recall on the `held_out`
+claims. eval/verifier_sentences_heldout3.jsonl is never fitted: benchmarks/verifier.py reports
+it as the held-out figure of the verifier.
 
 Run: .venv/bin/python benchmarks/grounding.py ../shared/course_materials course_materials
 
@@ -26,6 +29,7 @@ import numpy as np  # noqa: E402
 
 from ingest.pipeline import Target, ingest  # noqa: E402
 from rag.answering.grounding import (  # noqa: E402
+    CLAIM_FEATURES,
     FITTED_WEIGHTS,
     SUPPORTED,
     GroundingChecker,
@@ -110,19 +114,32 @@ def recall_by_kind(judged: list[Judged]) -> dict[str, str]:
     return {k: ratio(sum(v), len(v)) for k, v in sorted(kinds.items())}
 
 
+FIELDS = (*CLAIM_FEATURES, "intercept", "threshold")
+# Labelled verifier sentences fitted beside the claims' fit split (held_out 3 never is).
+ALSO_FIT = ("verifier_sentences.jsonl", "verifier_sentences_heldout2.jsonl")
+
+
 def print_weights(name: str, w: GroundingWeights) -> None:
     """The weights, as the `GroundingWeights(...)` to paste into rag/answering/grounding.py."""
-    print(
-        f"{name}: `GroundingWeights(cosine={w.cosine:.3f}, window_coverage="
-        f"{w.window_coverage:.3f}, missing_names={w.missing_names:.3f}, "
-        f"intercept={w.intercept:.3f}, threshold={w.threshold:.3f})`\n"
-    )
+    values = ", ".join(f"{f}={getattr(w, f):.3f}" for f in FIELDS)
+    print(f"{name}: `GroundingWeights({values})`\n")
 
 
 def rounded(w: GroundingWeights) -> tuple[float, ...]:
     """The weights as printed (3 decimals), to compare a new fit with the shipped one."""
-    return tuple(round(v, 3) for v in (w.cosine, w.window_coverage, w.missing_names,
-                                        w.intercept, w.threshold))
+    return tuple(round(getattr(w, f), 3) for f in FIELDS)
+
+
+def also_fit(eval_dir: Path) -> list[dict]:
+    """The verifier's labelled sentences, as claims of the fit split."""
+    rows = []
+    for name in ALSO_FIT:
+        for line in (eval_dir / name).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                r = json.loads(line)
+                rows.append({"id": f"{name}:{r['id']}", "split": "fit", "question": r["question"],
+                             "claim": r["sentence"], "label": r["label"], "kind": r["kind"]})
+    return rows
 
 
 def fit(judged: list[Judged], pools: dict) -> GroundingWeights:
@@ -189,11 +206,12 @@ def main() -> None:
     targets = [Target(m.resolve()) for m in args.materials]
     done = ingest(targets, services.store, services.embedder, settings.ingest)
     lines = args.claims.read_text(encoding="utf-8").splitlines()
-    claims = [json.loads(line) for line in lines if line.strip()]
+    claims = [json.loads(line) for line in lines if line.strip()] + also_fit(REPO / "eval")
     print(
         f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}; index: "
         f"{', '.join(str(m) for m in args.materials)} ({services.retriever.live_count()} chunks, "
-        f"{done.chunks_added} embedded now); claims: {args.claims.name} ({len(claims)}), "
+        f"{done.chunks_added} embedded now); claims: {args.claims.name} + {' + '.join(ALSO_FIT)} "
+        f"({len(claims)}), "
         f"k={args.k}.\n"
     )
     report(services, claims, args.k)
