@@ -11,7 +11,8 @@ collapsed), mean reciprocal rank of the first passage from an expected source (M
 first passage from an expected source that holds an evidence string (evidence MRR), and how
 many the abstention gate refuses; for out-of-scope and injection questions, how many it
 refuses (with the assistant's other refusals: requests for its instructions, questions made
-only of instructions, and versions of model families the materials never name). Follow-ups:
+only of instructions, and versions of model families or names the materials never use).
+Follow-ups:
 the search query is built as the assistant builds it with the packaged model
 (`Assistant.search_query_for`), and source@5 / evidence@5 are counted for it.
 Prints Markdown tables.
@@ -110,7 +111,7 @@ def questions_table(services: Services, path: Path) -> str:
         # As the assistant refuses: a request for its instructions or a question made only
         # of instructions is declined before the search, the rest by the gate.
         declined = asks_for_system_prompt(q["question"]) or only_instructions(q["question"])
-        unknown = services.assistant.unknown_versions(q["question"])
+        unknown = services.assistant.unknown_to_materials(q["question"])
         refused = declined or bool(unknown) or (
             services.assistant.coverage_probability(hits) < threshold)
         rows.append(judge(q, hits, refused))

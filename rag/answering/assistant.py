@@ -41,7 +41,7 @@ from rag.answering.styles import (
     default_style,
 )
 from rag.answering.verified import FALLBACK_NOTE, verify
-from rag.answering.versions import VersionIndex, versioned_names
+from rag.answering.versions import VersionIndex, names, versioned_names
 from rag.config import AnswerSettings
 from rag.course.faq import is_faq
 from rag.index.documents import Hit
@@ -245,7 +245,7 @@ class Assistant:
         )
         timings["retrieve_ms"] = (time.perf_counter() - started) * 1000
         yield Retrieved(hits, query, chosen)
-        unknown = await asyncio.to_thread(self.unknown_versions, question)
+        unknown = await asyncio.to_thread(self.unknown_to_materials, question)
         if unknown or self.coverage_probability(hits) < self.settings.abstain_below:
             yield Finished(self._not_covered(question, query, hits, chat.name, timings, began,
                                              unknown))
@@ -259,12 +259,14 @@ class Assistant:
                 event = Finished(_finished(await self._verified(event.answer), began))
             yield event
 
-    def unknown_versions(self, question: str) -> list[str]:
-        """Versions of model families the question names and the materials never do (the
-        materials are read for names only when the question names a version)."""
-        if not versioned_names(question):
+    def unknown_to_materials(self, question: str) -> list[str]:
+        """Versions of model families ("GPT-5") and names ("XGBoost") the question uses and
+        the materials never do (rag/answering/versions.py); the materials are read only
+        when the question has either."""
+        if not versioned_names(question) and not names(question):
             return []
-        return self.versions.catalogue().unknown(question)
+        catalogue = self.versions.catalogue()
+        return [v.upper() for v in catalogue.unknown(question)] + catalogue.unknown_names(question)
 
     def coverage_probability(self, hits: Sequence[Hit]) -> float:
         """P(the materials cover the question), from the strongest retrieved evidence."""
@@ -420,7 +422,7 @@ class Assistant:
         nearest = list(dict.fromkeys(describe(h) for h in hits[:3]))
         text = "The course materials don't cover this question, so I won't guess."
         if unknown:
-            text += f" They never mention {', '.join(n.upper() for n in unknown)}."
+            text += f" They never mention {', '.join(unknown)}."
         if nearest:
             text += " The closest sections I found are: " + "; ".join(nearest) + "."
         timings["generate_ms"] = 0.0

@@ -1,4 +1,5 @@
-"""Questions about a version of a model family that the materials never mention.
+"""Questions about something the materials never mention: a version of a model family, or a
+name.
 
 "How many parameters does GPT-5 have?" retrieves passages about GPT-3 that look relevant
 enough to pass the abstention gate, and quoting them would answer a different question. The
@@ -8,6 +9,14 @@ use, asks about something they don't cover. Only written-together forms count ("
 "gpt5", "Llama-4", "Qwen2.5"): "rank 8" or "week 6" are not names. Families of number formats
 and hardware ("int4", "fp16", "top-5", "utf-8") are left alone, and a family the materials
 name only once is not recognised as one.
+
+The same holds for names: "How does XGBoost handle missing values?" retrieves the LoRA paper's
+hyperparameter tables, close enough to pass the gate. A name here is a word with a capital
+or digit inside it ("XGBoost", "DoRA") or a capitalised word that does not open a sentence
+("Kubernetes", "Stable Diffusion"); it is unknown when no word of the materials (their
+text and file names) is the same after lower-casing and dropping hyphens and dots ("gpt4"
+is "GPT-4"), its singular, or one typing slip away ("Chinchila"). Words with digits are left
+to the version rule ("hw1", "A100"), and greetings ("Hi", "Thanks") are not names.
 """
 
 from __future__ import annotations
@@ -34,6 +43,62 @@ _SIZE_UNITS = frozenset("bmkt")
 # A family must appear with this many distinct versions before an unseen one is refused.
 MIN_VERSIONS = 2
 
+_TOKEN = re.compile(r"[^\W\d_][\w'’.-]*[^\W_]|[^\W\d_]")
+# What comes right before the first word of a sentence, a line, a quote or a bracket.
+_OPENS = re.compile(r"(?:^|[.!?:;]\s+|\n\s*|[\"“(\[¿¡]\s*)$")
+# Capitalised words that address or thank rather than name.
+_NOT_NAMES = frozenset({"i", "im", "ive", "id", "hi", "hey", "hello", "thanks", "thank", "please",
+                        "ok", "okay", "pls", "btw", "lol", "sorry", "bot"})
+# Names at least this long may differ from a word of the materials by one slip.
+_SLIP_MIN = 5
+
+
+def _norm(word: str) -> str:
+    """`GPT-4` and `gpt4` alike: lower case, letters and digits only."""
+    return re.sub(r"[\W_]", "", word.lower())
+
+
+def names(question: str) -> list[str]:
+    """The names a question uses, as written: words with an inner capital ("XGBoost") and
+    capitalised words that do not open a sentence, line or quote ("Kubernetes"); not words
+    with digits (the version rule's) nor greetings."""
+    found = []
+    for match in _TOKEN.finditer(question):
+        word = re.sub(r"['’]s$", "", match.group(0).rstrip(".'’"))
+        if any(ch.isdigit() for ch in word) or _norm(word) in _NOT_NAMES:
+            continue
+        inner = any(ch.isupper() for ch in word[1:])
+        if inner or (word[0].isupper() and not _OPENS.search(question[: match.start()])):
+            found.append(word)
+    return list(dict.fromkeys(found))
+
+
+class Vocabulary:
+    """Every word of the materials, normalised, to tell a name they use from one they don't."""
+
+    def __init__(self, texts: Iterable[str]) -> None:
+        words: set[str] = set()
+        for text in texts:
+            for token in _TOKEN.findall(text):
+                words.add(_norm(token))
+                words.update(_norm(part) for part in re.split(r"[-.'’]", token) if part)
+        words.discard("")
+        self.words = frozenset(words)
+        # Each long word with one letter dropped: a name one slip away (a letter missing,
+        # extra or changed) shares one of these with it.
+        self._dropped = frozenset(w[:i] + w[i + 1:] for w in words if len(w) >= _SLIP_MIN
+                                  for i in range(len(w)))
+
+    def knows(self, name: str) -> bool:
+        """Whether the materials use this name, its singular, or a word one slip away."""
+        word = _norm(name)
+        if word in self.words or (word.endswith("s") and word[:-1] in self.words):
+            return True
+        if len(word) < _SLIP_MIN:
+            return False
+        dropped = {word[:i] + word[i + 1:] for i in range(len(word))}
+        return word in self._dropped or any(d in self.words or d in self._dropped for d in dropped)
+
 
 def versioned_names(text: str, spaced: bool = False) -> set[tuple[str, str]]:
     """The (family, version) pairs a text names, lower case, written together ("GPT-4",
@@ -45,11 +110,14 @@ def versioned_names(text: str, spaced: bool = False) -> set[tuple[str, str]]:
 
 
 class VersionCatalogue:
-    """The model families the materials name with versions, and the versions they name."""
+    """The model families the materials name with versions, the versions they name, and
+    every word they use."""
 
     def __init__(self, texts: Iterable[str]) -> None:
         together: dict[str, set[str]] = defaultdict(set)
         apart: dict[str, set[str]] = defaultdict(set)
+        texts = list(texts)
+        self.vocabulary = Vocabulary(texts)
         for text in texts:
             for family, version in versioned_names(text):
                 together[family].add(version)
@@ -66,6 +134,10 @@ class VersionCatalogue:
         return sorted(f"{family}-{version}" for family, version in versioned_names(question)
                       if family in self.families and version not in self.families[family])
 
+    def unknown_names(self, question: str) -> list[str]:
+        """The names the question uses and the materials never do, as written."""
+        return [n for n in names(question) if not self.vocabulary.knows(n)]
+
 
 class VersionIndex:
     """A `VersionCatalogue` of an index's current chunks, rebuilt when the index changes."""
@@ -80,7 +152,8 @@ class VersionIndex:
         version = self.store.version()
         with self._lock:
             if self._built is None or self._built[0] != version:
-                ids = [cid for e in self.store.manifest().values() for cid in e.chunk_ids]
-                texts = (t for _, t in self.store.iter_texts(ids))
+                manifest = self.store.manifest()
+                ids = [cid for e in manifest.values() for cid in e.chunk_ids]
+                texts = [*(t for _, t in self.store.iter_texts(ids)), *manifest]
                 self._built = (version, VersionCatalogue(texts))
             return self._built[1]

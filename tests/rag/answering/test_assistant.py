@@ -147,6 +147,27 @@ async def test_a_version_of_a_model_the_materials_never_name_is_not_covered(full
     assert not known.refused
 
 
+async def test_a_name_the_materials_never_use_is_not_covered(full_index, counted):
+    # Each passes the abstention gate on its passages (LoRA's hyperparameter tables, LoRA
+    # itself), so without the name rule each would be answered with quotes about something else.
+    for question, name in [("Which XGBoost hyperparameters should I tune to avoid overfitting?",
+                            "XGBoost"),
+                           ("How do I fine-tune Stable Diffusion with LoRA?", "Diffusion"),
+                           ("Does DoRA beat LoRA?", "DoRA")]:
+        answer = await assistant_over(full_index, counted, style="extractive").answer(question)
+        assert answer.refused and answer.reason == NOT_COVERED, question
+        assert f"never mention {name}" in answer.text
+    assert counted.calls == 0
+    # The same shapes with names the materials use are answered; a mistyped one is known.
+    for question in ("Which LoRA hyperparameters matter most?",
+                     "How does PagedAttention manage memory?"):
+        answer = await assistant_over(full_index, counted, style="extractive").answer(question)
+        assert not answer.refused, question
+    assistant = assistant_over(full_index, counted)
+    assert assistant.unknown_to_materials("How big was Chinchila compared to Gopher?") == []
+    assert assistant.unknown_to_materials("Is XGBoost like Gopher?") == ["XGBoost"]
+
+
 async def test_a_question_about_prompt_injection_is_still_answered(full_index, counted):
     answer = await assistant_over(full_index, counted).answer(
         "What does 'ignore all previous instructions' do in a prompt injection attack?"

@@ -1,8 +1,8 @@
-"""Questions about a version of a model family that the materials never mention."""
+"""Questions about a version of a model family, or a name, that the materials never mention."""
 
 from __future__ import annotations
 
-from rag.answering.versions import VersionCatalogue, versioned_names
+from rag.answering.versions import VersionCatalogue, Vocabulary, names, versioned_names
 
 MATERIALS = [
     "GPT-3 has 175B parameters, ten times GPT-2.",
@@ -36,3 +36,27 @@ def test_families_the_materials_name_once_or_never_are_left_to_the_gate() -> Non
     assert catalogue.unknown("What's new in Llama-3?") == []
     assert catalogue.unknown("Qwen2.5 vs Mistral-7B") == []
     assert catalogue.unknown("What BLEU did it get on WMT-14?") == []
+
+
+def test_names_are_inner_capitals_and_capitalised_words_that_do_not_open_a_sentence() -> None:
+    assert names("How does XGBoost compare with Stable Diffusion?") == [
+        "XGBoost", "Stable", "Diffusion"]
+    # Sentence, line and quote openers, greetings, digits and possessives.
+    assert names("Thanks! Why is attention slow? Explain.\nQuick one: (Why) is it?") == []
+    assert names("Hi, I'm stuck on hw1 and GPT-4, any tips from the TA's notes?") == ["TA"]
+
+
+def test_a_name_is_known_when_the_materials_use_it_in_any_written_form() -> None:
+    vocabulary = Vocabulary([*MATERIALS, "papers/chinchilla-scaling.pdf",
+                             "TensorRT-LLM serves models."])
+    for name in ("gpt4", "GPT-4", "LLaMA", "Chinchilla", "Chinchila", "Chinchillas",
+                 "TensorRT", "LLM", "WMT"):
+        assert vocabulary.knows(name), name
+    for name in ("XGBoost", "Kubernetes", "Chinchona", "Qwen", "DBSCAN"):
+        assert not vocabulary.knows(name), name
+
+
+def test_unknown_names_are_reported_as_written() -> None:
+    catalogue = VersionCatalogue(MATERIALS)
+    assert catalogue.unknown_names("Does LoRA beat DoRA on WMT?") == ["DoRA"]
+    assert catalogue.unknown_names("Is GPT-4 better than LLaMA-65B?") == []
