@@ -78,7 +78,11 @@ async def test_ask_defers_at_once_then_streams_and_finishes_with_sources(
     drafts = [e for e in edits if is_draft(e)]
     assert drafts, "the answer should stream into the reply"
     gaps = [b.at - a.at for a, b in zip(drafts, drafts[1:], strict=False)]
-    assert all(gap >= 0.95 for gap in gaps)  # about one edit per second at most
+    # About one edit per second at most: the throttle decides on the bot's clock and the fake
+    # records arrival, so a loaded machine can deliver one edit late and the next on time
+    # (a CI rehearsal beside other work saw a gap under 0.95 s). Unthrottled drafts would
+    # come per token, tens of milliseconds apart.
+    assert all(gap >= 0.5 for gap in gaps)
     final = edits[-1].payload
     embed = final["embeds"][-1]
     assert embed["footer"]["text"].startswith("smollm2 · ")
