@@ -5,13 +5,13 @@ against each passage: how close in meaning it is to the passage's best sentence 
 sentences (cosine of all-MiniLM-L6-v2 embeddings), how much of its idf-weighted wording that
 window contains (rare terms weigh most; terms the corpus never uses weigh most of all), how
 many of its names (`Kaplan`, `GPT-4`, `TensorRT`) the passage never mentions, the rarest of its
-terms that the window and the sentences around it lack (one swapped word in a long sentence
-barely moves the share, but an unseen rare term is a sign of invention), and the worst-covered
-of its clauses (a true clause joined to an invented one). A logistic model of these, fitted on
-the labelled claims of `eval/claims.jsonl` and the verifier's labelled sentences, gives
-P(supported) (see docs/grounding.md). Numbers are a hard rule: a passage supports a claim
-only if the matching sentences (or the file and section they are in) state every number the
-claim states (`about 20` may round 20.4; 35 GB is not 35 MB).
+terms that the window and the sentences around it lack, and the worst-covered of its clauses
+(meant for invented terms and half-truths; docs/grounding.md says what the fit made of them).
+A logistic model of these, fitted on the labelled claims of `eval/claims.jsonl` and the
+verifier's labelled sentences, gives P(supported) (see docs/grounding.md). Numbers are a
+hard rule: a passage supports a claim only if the matching sentences (or the file and section
+they are in) state every number the claim states (`about 20` may round 20.4; 35 GB is not
+35 MB).
 
 Verdicts: *supported* (with the passage and sentence behind it), *not found in the materials*,
 and *contradicted* only when a passage backs everything the claim says except its numbers and
@@ -169,8 +169,7 @@ class GroundingWeights:
 
     def probability(self, features: np.ndarray) -> np.ndarray:
         """P(supported) for rows of `CLAIM_FEATURES`."""
-        w = np.array([self.cosine, self.window_coverage, self.missing_names,
-                      self.rarest_uncovered, self.worst_clause])
+        w = np.array([getattr(self, name) for name in CLAIM_FEATURES])
         return 1.0 / (1.0 + np.exp(-(features @ w + self.intercept)))
 
 

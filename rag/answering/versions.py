@@ -12,7 +12,7 @@ name only once is not recognised as one.
 
 The same holds for names: "How does XGBoost handle missing values?" retrieves the LoRA paper's
 hyperparameter tables, close enough to pass the gate. A name here is a word with a capital
-or digit inside it ("XGBoost", "DoRA") or a capitalised word that does not open a sentence
+inside it ("XGBoost", "DoRA") or a capitalised word that does not open a sentence
 ("Kubernetes", "Stable Diffusion"); it is unknown when no word of the materials (their
 text and file names) is the same after lower-casing and dropping hyphens and dots ("gpt4"
 is "GPT-4"), its singular, or one typing slip away ("Chinchila"). Words with digits are left
