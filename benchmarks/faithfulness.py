@@ -28,6 +28,7 @@ import os
 import platform
 import sys
 import tempfile
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,6 +220,8 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=None,
                    help="in-scope questions per set for the generated styles (default: all)")
     p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--warm-quotes", action="store_true",
+                   help="embed every chunk's quotable pieces first, as the bot does at start-up")
     p.add_argument("--no-onnx", action="store_true",
                    help="local generation on transformers instead of the int8 ONNX build")
     args = p.parse_args()
@@ -237,6 +240,12 @@ def main() -> None:
                settings.ingest)
         print(f"Machine: {platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} cores; command: python {' '.join(sys.argv)}")
+        if args.warm_quotes:
+            began = time.perf_counter()
+            count = services.assistant.warm_quotes()
+            took = time.perf_counter() - began
+            print(f"\nQuotes warmed: {count} texts embedded in {took:.0f} s "
+                  f"({len(services.assistant.selector.vectors)} kept).")
         asyncio.run(run_all(services, args.styles, models, args.sets, args.limit))
     finally:
         if server is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from typing import Any
 
 import discord
@@ -69,6 +70,19 @@ def _warm_demo_model(name: str, loaded: Any) -> None:
         log.info("demo model loaded: %s", name)
 
 
+def _warm_quotes(services: Services, stop: threading.Event) -> None:
+    """Embed the index's quotable pieces ahead of the first quoted answers, until the bot
+    closes (a failure is one log line: questions embed what they need themselves)."""
+    began = time.perf_counter()
+    try:
+        count = services.assistant.warm_quotes(stop=stop.is_set)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log.warning("could not prepare the quotes of the index: %s", exc)
+    else:
+        log.info("quotes prepared: %d texts embedded in %.0f s", count,
+                 time.perf_counter() - began)
+
+
 class StudyBot(commands.Bot):
     """The study assistant in Discord."""
 
@@ -104,6 +118,8 @@ class StudyBot(commands.Bot):
         self.escalations = Escalations(self, self.escalation_log, settings, self.reingester,
                                        self.answerer.user_hash)
         self.warm_up = warm_up
+        # Set on close: background start-up work stops.
+        self.closing = threading.Event()
 
     async def setup_hook(self) -> None:
         """One-time start-up: cogs, persistent buttons, intent check, command sync, warm-up."""
@@ -128,6 +144,7 @@ class StudyBot(commands.Bot):
 
     async def close(self) -> None:
         """Log out, then close the escalation log (the question log is its owner's)."""
+        self.closing.set()
         await super().close()
         self.escalation_log.close()
 
@@ -202,6 +219,8 @@ class StudyBot(commands.Bot):
                 threading.Thread(target=_warm_demo_model, args=(chat.name, loaded),
                                  name="warm-demo-model", daemon=True).start()
         log.info("models loaded: %s, %s", services.embedder.name, chat.name)
+        threading.Thread(target=_warm_quotes, args=(services, self.closing), name="warm-quotes",
+                         daemon=True).start()
 
     def check_exam(self, user_id: int, channel: Any, command: str) -> None:
         """Raise ExamInProgress (and log the attempt) when an exam covers this channel."""

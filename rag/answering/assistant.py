@@ -13,7 +13,7 @@ import asyncio
 import re
 import time
 import unicodedata
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from rag.answering.extractive import Extract, QuoteSelector
@@ -186,6 +186,15 @@ class Assistant:
         self.selector = QuoteSelector(retriever.embedder)
         # Versions of model families the materials name ("GPT-3", "GPT-4"): GPT-5 is not covered.
         self.versions = VersionIndex(retriever.store)
+
+    def warm_quotes(self, stop: Callable[[], bool] = lambda: False) -> int:
+        """Embed the quotable pieces of every chunk of the live index ahead of questions (see
+        `PieceVectors`); returns how many texts were embedded. Meant for a background thread
+        at start-up: a question meanwhile embeds what it needs itself."""
+        store = self.retriever.store
+        ids = [cid for entry in store.manifest().values() for cid in entry.chunk_ids]
+        return self.selector.vectors.warm((chunk for _, chunk in store.iter_chunks(ids)),
+                                          stop=stop)
 
     def style_for(self, model: str, requested: str | None = None) -> Style:
         """The answer style: asked for, else configured, else the model's, else its

@@ -20,13 +20,19 @@ quoted together, in document order under their lead-in line or header row; a cod
 quoted as a fenced block under its lead-in line. For a why-question, a sentence that gives
 the reason right after the leading statement follows it.
 Passages that scored as well but did not fit are pointed to with "More in [n]".
+
+What is embedded for a passage (its pieces, their paragraphs or lists, their section paths)
+never depends on the question, so `PieceVectors` keeps it, and the bot fills it for the whole
+index at start-up (`Assistant.warm_quotes`): an answer then embeds only its question.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +41,7 @@ from rag.answering.grounding import TermWeights, terms
 from rag.answering.injection import is_instruction
 from rag.answering.quotes import Quote, quotes_of
 from rag.answering.styles import QUOTED, AnswerSentence
-from rag.index.documents import Hit
+from rag.index.documents import Chunk, Hit
 from rag.index.embedder import Embedder
 
 MAX_QUOTES = 4
@@ -143,26 +149,37 @@ def group_text(quotes: Sequence[Quote], i: int, section: str) -> str:
     return f"{section}: {body}" if section else body
 
 
+def piece_texts(
+    quotes: Sequence[Quote], hits: Sequence[Hit]
+) -> tuple[list[str], dict[tuple[int, int], str], list[str]]:
+    """What the embedder sees of the pieces of some passages: each piece's text, each
+    paragraph, list or table's text, and each piece's section path. They depend on the
+    passages alone, never on the question."""
+    sections = [section_of(q, hits[q.passage].chunk.section) for q in quotes]
+    groups = {(q.passage, q.group): group_text(quotes, i, sections[i])
+              for i, q in enumerate(quotes)}
+    texts = [embedding_text(q, s) for q, s in zip(quotes, sections, strict=True)]
+    return texts, groups, sections
+
+
 def quote_features(
     question: str, quotes: Sequence[Quote], hits: Sequence[Hit], embedder: Embedder,
-    idf: TermWeights,
+    idf: TermWeights, vectors: Callable[[list[str]], np.ndarray] | None = None,
 ) -> np.ndarray:
     """One row per piece, columns as `FEATURES`: the cosine of piece and question, the
     idf-weighted share of the question's terms the piece holds (alone, and with its heading
     and file name), log words, list item, whether the piece defines the subject of a "what is
     X" question, whether it points to other material, whether it is code, the cosine of the
     question with the piece's section path and with its whole paragraph, list or table, and
-    whether it gives a reason when the question asks why."""
+    whether it gives a reason when the question asks why. `vectors` embeds the passages'
+    texts (default: the embedder, every time; `PieceVectors` keeps them)."""
     if not quotes:
         return np.zeros((0, len(FEATURES)))
-    sections = [section_of(q, hits[q.passage].chunk.section) for q in quotes]
-    groups = {(q.passage, q.group): group_text(quotes, i, sections[i])
-              for i, q in enumerate(quotes)}
-    texts = [embedding_text(q, s) for q, s in zip(quotes, sections, strict=True)]
+    texts, groups, sections = piece_texts(quotes, hits)
     # Pieces, groups and section paths in one batch, each distinct text once.
     unique = list(dict.fromkeys([*texts, *groups.values(), *sections]))
-    cos_of = dict(zip(unique, embedder.embed_documents(unique) @ embedder.embed_query(question),
-                      strict=True))
+    embed = embedder.embed_documents if vectors is None else vectors
+    cos_of = dict(zip(unique, embed(unique) @ embedder.embed_query(question), strict=True))
     cosine = [cos_of[t] for t in texts]
     wanted = terms(question)
     subject = definition_subject(question)
@@ -337,19 +354,89 @@ def _render(
     return lines
 
 
+# About 1.5 KB each with all-MiniLM-L6-v2: the pieces of the shipped materials and the
+# course guides (~18,000 texts) fit with room to spare.
+MAX_CACHED_TEXTS = 40_000
+
+
+class PieceVectors:
+    """The vectors of the texts the selector embeds for a passage (its pieces, paragraphs and
+    section paths), kept by text, least recently used dropped first; safe to share between
+    threads.
+
+    They depend on the passage alone, so after the first question that retrieves a passage
+    (or after `warm`, run at start-up) a quote-first answer embeds only its question. That
+    work was most of an extractive answer's time (docs/benchmarks.md, "Faithfulness").
+    """
+
+    def __init__(self, embedder: Embedder, max_texts: int = MAX_CACHED_TEXTS) -> None:
+        self.embedder = embedder
+        self.max_texts = max_texts
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        """The vectors of `texts`, embedding only those not kept yet."""
+        with self._lock:
+            known = {t: self._vectors[t] for t in texts if t in self._vectors}
+            for t in known:
+                self._vectors.move_to_end(t)
+        missing = [t for t in dict.fromkeys(texts) if t not in known]
+        if missing:
+            fresh = self.embedder.embed_documents(missing)
+            known.update(zip(missing, fresh, strict=True))
+            self._keep(missing, fresh)
+        return np.stack([known[t] for t in texts])
+
+    def _keep(self, texts: list[str], vectors: np.ndarray) -> None:
+        with self._lock:
+            for t, v in zip(texts, vectors, strict=True):
+                self._vectors[t] = v
+                self._vectors.move_to_end(t)
+            while len(self._vectors) > self.max_texts:
+                self._vectors.popitem(last=False)
+
+    def warm(self, chunks: Iterable[Chunk], batch: int = 512,
+             stop: Callable[[], bool] = lambda: False) -> int:
+        """Embed the pieces of these chunks ahead of any question, `batch` texts at a time,
+        until the cache is full or `stop()` says so; returns how many texts were embedded."""
+        done = 0
+        pending: dict[str, None] = {}
+        for chunk in chunks:
+            if stop() or len(self._vectors) + len(pending) >= self.max_texts:
+                break
+            hits = [Hit(chunk, 0.0)]
+            texts, groups, sections = piece_texts(all_quotes(hits), hits)
+            with self._lock:
+                pending.update((t, None) for t in [*texts, *groups.values(), *sections]
+                               if t not in self._vectors)
+            if len(pending) >= batch:
+                self._keep(list(pending), self.embedder.embed_documents(list(pending)))
+                done, pending = done + len(pending), {}
+        if pending and not stop():
+            self._keep(list(pending), self.embedder.embed_documents(list(pending)))
+            done += len(pending)
+        return done
+
+
 class QuoteSelector:
     """Builds quote-first answers from retrieved passages."""
 
     def __init__(self, embedder: Embedder, weights: QuoteWeights = FITTED_QUOTE_WEIGHTS) -> None:
         self.embedder = embedder
         self.weights = weights
+        self.vectors = PieceVectors(embedder)
 
     def extract(self, question: str, hits: Sequence[Hit], idf: TermWeights) -> Extract:
         """The quote-first answer to a question from its passages."""
         quotes = all_quotes(hits)
         if not quotes:
             return Extract("", (), ())
-        p = self.weights.probability(quote_features(question, quotes, hits, self.embedder, idf))
+        p = self.weights.probability(
+            quote_features(question, quotes, hits, self.embedder, idf, self.vectors))
         chosen = select(quotes, p, question)
         best = float(p[chosen[0]])
         owner = np.array([q.passage for q in quotes])
