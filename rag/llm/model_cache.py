@@ -9,7 +9,9 @@ place, so an interrupted conversion is never mistaken for a finished one.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -19,7 +21,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,15 +86,51 @@ def packaged_models() -> dict[str, PackagedModel]:
     }
 
 
+@contextlib.contextmanager
+def gguf_parsed_once() -> Iterator[None]:
+    """Within the block, each GGUF file is parsed once and gguf's tensor-name map is built once
+    per architecture.
+
+    Loading a tokenizer and a model from one GGUF file, transformers parses the file's metadata
+    three times (tokenizer, config, weights: each parse walks the whole vocabulary, field by
+    field, through a memory map) and builds gguf's tensor-name map once per submodule (about 400
+    times for SmolLM2). Both are pure functions of their arguments, so they are shared; the
+    converted weights are unchanged (tests/rag/llm check the greedy tokens against the GGUF's).
+    transformers imports both names from `gguf` at each call, which is what lets them be swapped
+    here; outside the block gguf is as it was.
+    """
+    import gguf
+
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    readers: dict[tuple[str, str], Any] = {}
+
+    def read(path: os.PathLike[str] | str, mode: str = "r") -> Any:
+        key = (str(Path(path).resolve()), mode)
+        if key not in readers:
+            readers[key] = reader(path, mode)  # type: ignore[arg-type]
+        return readers[key]
+
+    shared = {"GGUFReader": read, "get_tensor_name_map": functools.cache(name_map)}
+    originals = {name: getattr(gguf, name) for name in shared}
+    for name, value in shared.items():
+        setattr(gguf, name, value)
+    try:
+        yield
+    finally:
+        for name, value in originals.items():
+            setattr(gguf, name, value)
+
+
 def convert_gguf(gguf: Path, out_dir: Path) -> None:
     """Dequantize a GGUF model and save it, with its tokenizer, as a safetensors checkpoint."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    quantized = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
+    with gguf_parsed_once():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantized = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
     config = copy.deepcopy(quantized.config)
     # A GGUF config carries a gguf quantization_config and no architectures; a saved
     # checkpoint must have the opposite, or loaders (transformers serve) cannot pick a class.
