@@ -81,6 +81,18 @@ _POINTER_TEXT = re.compile(
     r"documentation|website|slides|repo(?:sitory)?)\b[^:]{0,40}:|https?://|www\.",
     re.IGNORECASE)
 
+# A piece that sets the reader a task ("Name three ways ...", "Explain why ...": self-check
+# questions, exercises, learning objectives) states nothing, so it answers only a question
+# about the tasks themselves ("What is the homework?", "What should I be able to do?").
+_TASK = re.compile(
+    r"^\W*(?:name|describe|explain|discuss|list|compare|contrast|summari[sz]e|define|identify|"
+    r"outline|reflect on)\b", re.IGNORECASE)
+_ASKS_FOR_TASKS = re.compile(
+    r"\b(?:homework|assignments?|exercises?|tasks?|check-?lists?|objectives?|goals?|"
+    r"self-check|quiz(?:zes)?|practi[cs]e (?:questions?|problems?)|outcomes?|to-?dos?|"
+    r"deliverables?|prepare|revise|revision|(?:will|should|do|can) (?:i|we|you) learn|"
+    r"able to)\b", re.IGNORECASE)
+
 
 @dataclass(frozen=True, slots=True)
 class QuoteWeights:
@@ -236,10 +248,21 @@ def all_quotes(hits: Sequence[Hit]) -> list[Quote]:
             if not is_instruction(q.text)]
 
 
+def sets_a_task(quote: Quote) -> bool:
+    """Whether a piece asks the reader to do something ("Explain why ...", "Name three ...")."""
+    return quote.kind in ("sentence", "item") and bool(_TASK.match(quote.text))
+
+
 def select(quotes: Sequence[Quote], p: np.ndarray, question: str = "") -> list[int]:
     """The pieces to quote, most likely first; a list item brings its siblings; the answer to
-    a why-question brings the reason that follows its leading statement."""
-    chosen = _by_probability(quotes, p)
+    a why-question brings the reason that follows its leading statement. Pieces that set the
+    reader a task are left out unless the question asks about tasks (or nothing else is
+    left)."""
+    allowed = None
+    if not _ASKS_FOR_TASKS.search(question):
+        allowed = [not sets_a_task(q) for q in quotes]
+        allowed = allowed if any(allowed) else None
+    chosen = _by_probability(quotes, p, allowed)
     return _with_reason(quotes, chosen) if _WHY_QUESTION.search(question) else chosen
 
 
@@ -263,16 +286,25 @@ def _with_reason(quotes: Sequence[Quote], chosen: list[int]) -> list[int]:
     return out
 
 
-def _by_probability(quotes: Sequence[Quote], p: np.ndarray) -> list[int]:
-    """The most likely pieces while they score at least half the best and fit the words."""
+def _by_probability(
+    quotes: Sequence[Quote], p: np.ndarray, allowed: Sequence[bool] | None = None
+) -> list[int]:
+    """The most likely pieces while they score at least half the best and fit the words. Only
+    `allowed` pieces are quoted, when given; a piece that is not still brings the allowed
+    entries of its short list."""
     chosen: list[int] = []
     words = 0
+    best: float | None = None
     for i in (int(i) for i in np.argsort(-p, kind="stable")):
-        if len(chosen) >= MAX_QUOTES or p[i] < KEEP_RATIO * p[chosen[0] if chosen else i]:
+        if len(chosen) >= MAX_QUOTES or (best is not None and p[i] < KEEP_RATIO * best):
             break
         if i in chosen or (chosen and words + quotes[i].words > MAX_WORDS):
             continue
         family = siblings(quotes, i) if is_short_list(quotes, i) else [i]
+        family = [j for j in family if allowed is None or allowed[j]]
+        if not family:
+            continue
+        best = p[i] if best is None else best
         for j in family:
             # The best piece is quoted whole even when it alone is long: never cut mid-way.
             if j not in chosen and (not chosen or words + quotes[j].words <= MAX_WORDS):

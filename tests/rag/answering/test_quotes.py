@@ -168,3 +168,31 @@ def test_the_answer_to_a_why_question_brings_the_reason_after_its_lead() -> None
     p = np.array([0.9, 0.2, 0.6])
     assert select(quotes, p, "Why does LLaMA-65B fall behind on MMLU?") == [0, 1, 2]
     assert select(quotes, p, "How does LLaMA-65B do on MMLU?") == [0, 2]
+
+
+def test_a_piece_that_sets_the_reader_a_task_answers_only_a_question_about_tasks() -> None:
+    import numpy as np
+
+    from rag.answering.extractive import select
+
+    quotes = quotes_of("RAG answers from retrieved text.\n\nQuick self-check:\n\n"
+                       "- Name three ways a RAG system can still hallucinate.\n"
+                       "- Explain why citations help.", 0)
+    assert [q.text for q in quotes][0] == "RAG answers from retrieved text."
+    p = np.array([0.3, 0.9, 0.8])
+    assert select(quotes, p, "What's RAG and why would I use it?") == [0]
+    assert select(quotes, p, "What does the RAG self-check ask?") == [1, 2]
+    # When nothing else is left, a task is still better than no quote.
+    assert select(quotes[1:], p[1:], "What's RAG?") == [0, 1]
+
+
+def test_a_task_in_a_mixed_list_still_brings_the_statements_beside_it() -> None:
+    import numpy as np
+
+    from rag.answering.extractive import select
+
+    quotes = quotes_of("- Explain why few-shot works without training\n"
+                       "- The model recognizes patterns in the prompt\n"
+                       "- Attention binds examples to new inputs", 0)
+    p = np.array([0.8, 0.3, 0.2])
+    assert select(quotes, p, "Why does few-shot prompting work without training?") == [1, 2]
