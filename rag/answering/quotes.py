@@ -34,6 +34,11 @@ _LETTER = re.compile(r"[^\W\d_]")
 # Text from a PDF figure rather than prose: words glued together ("Fourscoreandsevenyearsago")
 # or special-token markup ("<eos>", "<resv>").
 _DEBRIS = re.compile(r"[^\W\d_]{22,}|<[a-z/_|]{2,12}>", re.IGNORECASE)
+# A PDF section heading left in the text as its own line ("4 Why Self-Attention", "C.4 Details
+# of RLHF training"): a section number, then a capital, and no end mark.
+_NUMBERED_HEADING = re.compile(r"^(?:\d+(?:\.\d+)*\.?|[A-Z](?:\.\d+)*\.?)\s+[A-Z]")
+HEADING_WORDS = 12
+FRAGMENT_WORDS = 3
 _PROTECTED = "\u2024"
 # A fenced code block this small is quoted whole (a command, a short snippet); longer ones
 # are not quotable.
@@ -163,10 +168,20 @@ def quotes_of(text: str, passage: int) -> list[Quote]:
 
 def _without_fragments(quotes: list[Quote]) -> list[Quote]:
     """Drop a first sentence that starts mid-way (lower case), a last one that was cut (no
-    end mark), questions, pieces without a letter and figure debris."""
+    end mark), questions, pieces without a letter, figure debris, PDF section headings and
+    scraps of a few words with no end mark ("Abstract", "Also,")."""
     if quotes and quotes[0].kind == "sentence" and quotes[0].text[0].islower():
         quotes = quotes[1:]
     if quotes and quotes[-1].kind == "sentence" and not _TERMINAL.search(quotes[-1].text):
         quotes = quotes[:-1]
     return [q for q in quotes if q.kind == "code" or (
-        _LETTER.search(q.text) and not q.text.endswith("?") and not _DEBRIS.search(q.text))]
+        _LETTER.search(q.text) and not q.text.endswith("?") and not _DEBRIS.search(q.text)
+        and not _is_label(q))]
+
+
+def _is_label(quote: Quote) -> bool:
+    """Whether a sentence without an end mark is a heading or a scrap rather than a statement."""
+    if quote.kind != "sentence" or _TERMINAL.search(quote.text):
+        return False
+    heading = quote.words <= HEADING_WORDS and _NUMBERED_HEADING.match(quote.text) is not None
+    return heading or quote.words <= FRAGMENT_WORDS

@@ -196,3 +196,16 @@ def test_a_task_in_a_mixed_list_still_brings_the_statements_beside_it() -> None:
                        "- Attention binds examples to new inputs", 0)
     p = np.array([0.8, 0.3, 0.2])
     assert select(quotes, p, "Why does few-shot prompting work without training?") == [1, 2]
+
+
+def test_pdf_headings_and_scraps_are_never_quoted() -> None:
+    text = ("4 Why Self-Attention\n\nIn this section we compare layers. Self-attention "
+            "relates positions of one sequence.\n\nC.4 Details of RLHF training\n\nAbstract\n\n"
+            "Also,\n\nThe model has 6 layers.")
+    assert [q.text for q in quotes_of(text, 0)] == [
+        "In this section we compare layers.", "Self-attention relates positions of one sequence.",
+        "The model has 6 layers."]
+    # A statement without an end mark is still a statement; so are list items.
+    kept = quotes_of("LLaMA uses RMSNorm before each layer\n\n- 3 stages of training", 0)
+    assert [q.text for q in kept] == ["LLaMA uses RMSNorm before each layer",
+                                      "3 stages of training"]
