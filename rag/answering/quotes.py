@@ -32,8 +32,12 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 _TERMINAL = re.compile(r"[.!?][\"')\]]*$")
 _LETTER = re.compile(r"[^\W\d_]")
 # Text from a PDF figure rather than prose: words glued together ("Fourscoreandsevenyearsago")
-# or special-token markup ("<eos>", "<resv>").
-_DEBRIS = re.compile(r"[^\W\d_]{22,}|<[a-z/_|]{2,12}>", re.IGNORECASE)
+# or special-token markup ("<eos>", "<resv>"); or a formula whose math font the PDF maps to
+# the wrong characters ("⇡✓(yw | x)" for π_θ(y_w | x): dashed arrows, private-use code
+# points, "◆", "⌘", a check mark glued to what precedes it).
+_DEBRIS = re.compile(
+    r"[^\W\d_]{22,}|<[a-z/_|]{2,12}>|[\u21e0-\u21e4\ue000-\uf8ff\u25c6\u2318]|\S\u2713",
+    re.IGNORECASE)
 # A PDF section heading left in the text as its own line ("4 Why Self-Attention", "C.4 Details
 # of RLHF training"): a section number, then a capital, and no end mark.
 _NUMBERED_HEADING = re.compile(r"^(?:\d+(?:\.\d+)*\.?|[A-Z](?:\.\d+)*\.?)\s+[A-Z]")

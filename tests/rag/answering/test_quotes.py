@@ -209,3 +209,10 @@ def test_pdf_headings_and_scraps_are_never_quoted() -> None:
     kept = quotes_of("LLaMA uses RMSNorm before each layer\n\n- 3 stages of training", 0)
     assert [q.text for q in kept] == ["LLaMA uses RMSNorm before each layer",
                                       "3 stages of training"]
+
+
+def test_a_formula_in_misread_math_glyphs_is_never_quoted_but_check_marks_are_fine() -> None:
+    text = ("Our policy objective becomes: LDPO(⇡✓;⇡ref)= E(x,yw,yl)⇠D log ✓ ◆ . "
+            "DPO needs no reward model.\n\n- ✓ Grounded answers cite passages.")
+    assert [q.text for q in quotes_of(text, 0)] == [
+        "DPO needs no reward model.", "✓ Grounded answers cite passages."]
