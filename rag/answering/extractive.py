@@ -70,6 +70,9 @@ _WHY_QUESTION = re.compile(r"\b(?:why|how come|reasons?)\b", re.IGNORECASE)
 _REASON = re.compile(
     r"\b(?:because|due to|owing to|the reason|explanation|as a result|this is why|so that|"
     r"therefore|thus|hence|caused by|since)\b", re.IGNORECASE)
+# A sentence that ends by announcing what comes next ("... the following three steps
+# (Figure 2).", "... is as follows.").
+_ANNOUNCES = re.compile(r"\b(?:the following|as follows)\b[^:.]{0,40}[.:]?$", re.IGNORECASE)
 SUBJECT_WORDS = 6
 _NOT_A_SUBJECT_END = frozenset({"for", "of", "in", "to", "on", "with", "by", "from", "about"})
 # Pointers to further material rather than statements: "Video: ...", "📖 Learn more:", links.
@@ -254,28 +257,48 @@ def sets_a_task(quote: Quote) -> bool:
 
 
 def select(quotes: Sequence[Quote], p: np.ndarray, question: str = "") -> list[int]:
-    """The pieces to quote, most likely first; a list item brings its siblings; the answer to
-    a why-question brings the reason that follows its leading statement. Pieces that set the
+    """The pieces to quote, most likely first; a list item brings its siblings; a leading
+    sentence that announces what follows brings the next sentence, and the answer to a
+    why-question the reason that follows its leading statement. Pieces that set the
     reader a task are left out unless the question asks about tasks (or nothing else is
     left)."""
     allowed = None
     if not _ASKS_FOR_TASKS.search(question):
         allowed = [not sets_a_task(q) for q in quotes]
         allowed = allowed if any(allowed) else None
-    chosen = _by_probability(quotes, p, allowed)
+    chosen = _with_what_it_announces(quotes, _by_probability(quotes, p, allowed))
     return _with_reason(quotes, chosen) if _WHY_QUESTION.search(question) else chosen
 
 
 def _with_reason(quotes: Sequence[Quote], chosen: list[int]) -> list[int]:
     """The sentence right after the leading one when it gives a reason the leading one does
-    not ("... is behind both ..." then "A potential explanation is that ..."): it goes
-    second, and pieces at the end make room for it."""
+    not ("... is behind both ..." then "A potential explanation is that ...")."""
     lead = quotes[chosen[0]] if chosen else None
-    if lead is None or lead.kind != "sentence" or _REASON.search(lead.text):
+    if lead is None or _REASON.search(lead.text):
+        return chosen
+    return _with_next(quotes, chosen, lambda after: bool(_REASON.search(after.text)))
+
+
+def _with_what_it_announces(quotes: Sequence[Quote], chosen: list[int]) -> list[int]:
+    """The sentence right after a leading one that only announces it ("We then apply the
+    following three steps (Figure 2)." then "Step 1: Collect demonstration data ...")."""
+    lead = quotes[chosen[0]] if chosen else None
+    if lead is None or not _ANNOUNCES.search(lead.text):
+        return chosen
+    return _with_next(quotes, chosen, lambda after: True)
+
+
+def _with_next(
+    quotes: Sequence[Quote], chosen: list[int], wanted: Callable[[Quote], bool]
+) -> list[int]:
+    """The leading sentence's next sentence in its paragraph goes second when `wanted`;
+    pieces at the end make room for it."""
+    lead = quotes[chosen[0]]
+    if lead.kind != "sentence":
         return chosen
     after = next((j for j, q in enumerate(quotes) if q.passage == lead.passage
                   and q.group == lead.group and q.position == lead.position + 1), None)
-    if after is None or after in chosen or not _REASON.search(quotes[after].text):
+    if after is None or after in chosen or not wanted(quotes[after]):
         return chosen
     out = [chosen[0], after, *chosen[1:]]
     while len(out) > 2 and (len(out) > MAX_QUOTES

@@ -216,3 +216,16 @@ def test_a_formula_in_misread_math_glyphs_is_never_quoted_but_check_marks_are_fi
             "DPO needs no reward model.\n\n- ✓ Grounded answers cite passages.")
     assert [q.text for q in quotes_of(text, 0)] == [
         "DPO needs no reward model.", "✓ Grounded answers cite passages."]
+
+
+def test_a_leading_sentence_that_announces_what_follows_brings_the_next_one() -> None:
+    import numpy as np
+
+    from rag.answering.extractive import select
+
+    quotes = quotes_of("We then apply the following three steps (Figure 2). Step 1: Collect "
+                       "demonstration data, and train a supervised policy. Labelers write "
+                       "answers. InstructGPT is preferred to GPT-3.", 0)
+    p = np.array([0.9, 0.3, 0.2, 0.6])
+    assert select(quotes, p, "What are the three steps of the InstructGPT method?") == [0, 1, 3]
+    assert select(quotes[1:], p[1:], "What are the steps?") == [2, 0]
