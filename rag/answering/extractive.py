@@ -39,7 +39,7 @@ import numpy as np
 
 from rag.answering.grounding import TermWeights, terms
 from rag.answering.injection import is_instruction
-from rag.answering.quotes import Quote, quotes_of
+from rag.answering.quotes import ANNOUNCES, Quote, quotes_of
 from rag.answering.styles import QUOTED, AnswerSentence
 from rag.index.documents import Chunk, Hit
 from rag.index.embedder import Embedder
@@ -70,9 +70,6 @@ _WHY_QUESTION = re.compile(r"\b(?:why|how come|reasons?)\b", re.IGNORECASE)
 _REASON = re.compile(
     r"\b(?:because|due to|owing to|the reason|explanation|as a result|this is why|so that|"
     r"therefore|thus|hence|caused by|since)\b", re.IGNORECASE)
-# A sentence that ends by announcing what comes next ("... the following three steps
-# (Figure 2).", "... is as follows.").
-_ANNOUNCES = re.compile(r"\b(?:the following|as follows)\b[^:.]{0,40}[.:]?$", re.IGNORECASE)
 SUBJECT_WORDS = 6
 _NOT_A_SUBJECT_END = frozenset({"for", "of", "in", "to", "on", "with", "by", "from", "about"})
 # Pointers to further material rather than statements: "Video: ...", "📖 Learn more:", links.
@@ -283,21 +280,23 @@ def _with_what_it_announces(quotes: Sequence[Quote], chosen: list[int]) -> list[
     """The sentence right after a leading one that only announces it ("We then apply the
     following three steps (Figure 2)." then "Step 1: Collect demonstration data ...")."""
     lead = quotes[chosen[0]] if chosen else None
-    if lead is None or not _ANNOUNCES.search(lead.text):
+    if lead is None or not ANNOUNCES.search(lead.text):
         return chosen
-    return _with_next(quotes, chosen, lambda after: True)
+    return _with_next(quotes, chosen, lambda after: True, same_group=False)
 
 
 def _with_next(
-    quotes: Sequence[Quote], chosen: list[int], wanted: Callable[[Quote], bool]
+    quotes: Sequence[Quote], chosen: list[int], wanted: Callable[[Quote], bool],
+    same_group: bool = True,
 ) -> list[int]:
-    """The leading sentence's next sentence in its paragraph goes second when `wanted`;
-    pieces at the end make room for it."""
+    """The leading sentence's next piece in its passage (in its paragraph when `same_group`)
+    goes second when `wanted`; pieces at the end make room for it."""
     lead = quotes[chosen[0]]
     if lead.kind != "sentence":
         return chosen
     after = next((j for j, q in enumerate(quotes) if q.passage == lead.passage
-                  and q.group == lead.group and q.position == lead.position + 1), None)
+                  and (q.group == lead.group or not same_group)
+                  and q.position == lead.position + 1), None)
     if after is None or after in chosen or not wanted(quotes[after]):
         return chosen
     out = [chosen[0], after, *chosen[1:]]

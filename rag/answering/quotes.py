@@ -41,6 +41,9 @@ _DEBRIS = re.compile(
 # A PDF section heading left in the text as its own line ("4 Why Self-Attention", "C.4 Details
 # of RLHF training"): a section number, then a capital, and no end mark.
 _NUMBERED_HEADING = re.compile(r"^(?:\d+(?:\.\d+)*\.?|[A-Z](?:\.\d+)*\.?)\s+[A-Z]")
+# A sentence that ends by announcing what comes next ("... the following three steps
+# (Figure 2).", "... is as follows."): quoted only with what follows it.
+ANNOUNCES = re.compile(r"\b(?:the following|as follows)\b[^:.]{0,40}[.:]?$", re.IGNORECASE)
 HEADING_WORDS = 12
 FRAGMENT_WORDS = 3
 _PROTECTED = "\u2024"
@@ -172,11 +175,13 @@ def quotes_of(text: str, passage: int) -> list[Quote]:
 
 def _without_fragments(quotes: list[Quote]) -> list[Quote]:
     """Drop a first sentence that starts mid-way (lower case), a last one that was cut (no
-    end mark), questions, pieces without a letter, figure debris, PDF section headings and
-    scraps of a few words with no end mark ("Abstract", "Also,")."""
+    end mark) or announces what the passage no longer holds, questions, pieces without a
+    letter, figure debris, PDF section headings and scraps of a few words with no end mark
+    ("Abstract", "Also,")."""
     if quotes and quotes[0].kind == "sentence" and quotes[0].text[0].islower():
         quotes = quotes[1:]
-    if quotes and quotes[-1].kind == "sentence" and not _TERMINAL.search(quotes[-1].text):
+    if quotes and quotes[-1].kind == "sentence" and (
+            not _TERMINAL.search(quotes[-1].text) or ANNOUNCES.search(quotes[-1].text)):
         quotes = quotes[:-1]
     return [q for q in quotes if q.kind == "code" or (
         _LETTER.search(q.text) and not q.text.endswith("?") and not _DEBRIS.search(q.text)

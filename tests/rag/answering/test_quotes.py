@@ -229,3 +229,9 @@ def test_a_leading_sentence_that_announces_what_follows_brings_the_next_one() ->
     p = np.array([0.9, 0.3, 0.2, 0.6])
     assert select(quotes, p, "What are the three steps of the InstructGPT method?") == [0, 1, 3]
     assert select(quotes[1:], p[1:], "What are the steps?") == [2, 0]
+
+
+def test_a_passage_that_ends_announcing_what_follows_loses_that_sentence() -> None:
+    quotes = quotes_of("We start from GPT-3. We then apply the following three steps "
+                       "(Figure 2).", 0)
+    assert [q.text for q in quotes] == ["We start from GPT-3."]
