@@ -274,7 +274,7 @@ class Assistant:
         when the question has either."""
         if not versioned_names(question) and not names(question):
             return []
-        catalogue = self.versions.catalogue()
+        catalogue = self.versions.catalogue(self.retriever.unreleased())
         return [v.upper() for v in catalogue.unknown(question)] + catalogue.unknown_names(question)
 
     def coverage_probability(self, hits: Sequence[Hit]) -> float:
@@ -431,7 +431,10 @@ class Assistant:
         nearest = list(dict.fromkeys(describe(h) for h in hits[:3]))
         text = "The course materials don't cover this question, so I won't guess."
         if unknown:
-            text += f" They never mention {', '.join(unknown)}."
+            # While some material is unreleased, say so: a name only upcoming material uses
+            # then reads like one no material uses, and the sentence is true of both.
+            which = "The materials released so far" if self.retriever.unreleased() else "They"
+            text += f" {which} never mention {', '.join(unknown)}."
         if nearest:
             text += " The closest sections I found are: " + "; ".join(nearest) + "."
         timings["generate_ms"] = 0.0

@@ -140,20 +140,25 @@ class VersionCatalogue:
 
 
 class VersionIndex:
-    """A `VersionCatalogue` of an index's current chunks, rebuilt when the index changes."""
+    """A `VersionCatalogue` of an index's current chunks, rebuilt when the index changes or
+    material is released."""
 
     def __init__(self, store: ChromaStore) -> None:
         self.store = store
         self._lock = threading.Lock()
         self._built: tuple[object, VersionCatalogue] | None = None
 
-    def catalogue(self) -> VersionCatalogue:
-        """The catalogue of the live index."""
-        version = self.store.version()
+    def catalogue(self, unreleased: frozenset[str] = frozenset()) -> VersionCatalogue:
+        """The catalogue of the live index without the `unreleased` chunks (and the names of
+        files with nothing released): a name only upcoming material uses is not known yet."""
+        key = (self.store.version(), unreleased)
         with self._lock:
-            if self._built is None or self._built[0] != version:
+            if self._built is None or self._built[0] != key:
                 manifest = self.store.manifest()
-                ids = [cid for e in manifest.values() for cid in e.chunk_ids]
-                texts = [*(t for _, t in self.store.iter_texts(ids)), *manifest]
-                self._built = (version, VersionCatalogue(texts))
+                ids = [cid for e in manifest.values() for cid in e.chunk_ids
+                       if cid not in unreleased]
+                files = [path for path, e in manifest.items()
+                         if not e.chunk_ids or not unreleased.issuperset(e.chunk_ids)]
+                texts = [*(t for _, t in self.store.iter_texts(ids)), *files]
+                self._built = (key, VersionCatalogue(texts))
             return self._built[1]

@@ -147,6 +147,11 @@ class Retriever:
         for cid, chunk in self.store.iter_chunks(ids):
             yield cid, chunk.lexical_text()
 
+    def unreleased(self) -> frozenset[str]:
+        """The live chunks whose release time has not come."""
+        snap = self._current()
+        return snap.live - snap.visible(self.clock())
+
     def live_count(self) -> int:
         """How many chunks search can return."""
         return len(self._current().live)

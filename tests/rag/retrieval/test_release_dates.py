@@ -92,7 +92,24 @@ def test_an_instructor_preview_finds_it_before_its_release(course):
 async def test_answers_are_not_built_from_unreleased_material(course):
     answer = await course.assistant.answer(QUESTION)
     assert all(h.chunk.source != "week7/quorvex.md" for h in answer.retrieved)
-    assert "Quorvex" not in answer.text
+    # Nothing of the week 7 note reaches the student: only the question's own name, in the
+    # refusal that any name the released materials lack gets (next test).
+    assert answer.refused and "Quorvex" not in answer.text.replace(
+        "never mention Quorvex", "")
+    assert not any(w in answer.text.lower() for w in ("drafts", "perplexity", "week 7", "week7"))
+
+
+async def test_a_name_only_unreleased_material_uses_reads_like_one_no_material_uses(
+    course, clock
+):
+    unreleased = await course.assistant.answer(QUESTION)
+    unknown = await course.assistant.answer("What is Zentrix decoding?")
+    lead = "The course materials don't cover this question, so I won't guess."
+    assert unreleased.text.startswith(
+        f"{lead} The materials released so far never mention Quorvex.")
+    assert unknown.text.startswith(f"{lead} The materials released so far never mention Zentrix.")
+    clock.now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC).timestamp()  # released: now it is known
+    assert course.assistant.unknown_to_materials(QUESTION) == []
 
 
 def test_the_dry_run_lists_what_is_scheduled(course):
