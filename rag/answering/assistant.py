@@ -254,10 +254,10 @@ class Assistant:
         )
         timings["retrieve_ms"] = (time.perf_counter() - started) * 1000
         yield Retrieved(hits, query, chosen)
-        unknown = await asyncio.to_thread(self.unknown_to_materials, question)
+        unknown = await asyncio.to_thread(self.unknown_to_materials, question, preview)
         if unknown or self.coverage_probability(hits) < self.settings.abstain_below:
             yield Finished(self._not_covered(question, query, hits, chat.name, timings, began,
-                                             unknown))
+                                             unknown, preview))
             return
         if chosen == "extractive":
             answer = await self._extractive(question, query, hits, chat.name, timings)
@@ -268,13 +268,15 @@ class Assistant:
                 event = Finished(_finished(await self._verified(event.answer), began))
             yield event
 
-    def unknown_to_materials(self, question: str) -> list[str]:
+    def unknown_to_materials(self, question: str, preview: bool = False) -> list[str]:
         """Versions of model families ("GPT-5") and names ("XGBoost") the question uses and
-        the materials never do (rag/answering/versions.py); the materials are read only
-        when the question has either."""
+        the released materials (all of them in a `preview`) never do
+        (rag/answering/versions.py); the materials are read only when the question has
+        either."""
         if not versioned_names(question) and not names(question):
             return []
-        catalogue = self.versions.catalogue(self.retriever.unreleased())
+        hidden = frozenset() if preview else self.retriever.unreleased()
+        catalogue = self.versions.catalogue(hidden)
         return [v.upper() for v in catalogue.unknown(question)] + catalogue.unknown_names(question)
 
     def coverage_probability(self, hits: Sequence[Hit]) -> float:
@@ -427,13 +429,15 @@ class Assistant:
         timings: dict[str, float],
         began: float,
         unknown: Sequence[str] = (),
+        preview: bool = False,
     ) -> Answer:
         nearest = list(dict.fromkeys(describe(h) for h in hits[:3]))
         text = "The course materials don't cover this question, so I won't guess."
         if unknown:
             # While some material is unreleased, say so: a name only upcoming material uses
             # then reads like one no material uses, and the sentence is true of both.
-            which = "The materials released so far" if self.retriever.unreleased() else "They"
+            released = not preview and self.retriever.unreleased()
+            which = "The materials released so far" if released else "They"
             text += f" {which} never mention {', '.join(unknown)}."
         if nearest:
             text += " The closest sections I found are: " + "; ".join(nearest) + "."
