@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,6 +33,9 @@ MARKER = "study-assistant-source.json"
 # Bump when the cache layout changes, so old caches are rebuilt rather than misread.
 CACHE_FORMAT = 1
 STALE_BUILD_S = 3600.0
+# gguf_parsed_once swaps names in the gguf module: one conversion at a time in a process may do
+# it (two models convert on two threads when a demo and the bot's warm-up need both).
+_GGUF_SWAP = threading.Lock()
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -97,28 +101,28 @@ def gguf_parsed_once() -> Iterator[None]:
     times for SmolLM2). Both are pure functions of their arguments, so they are shared; the
     converted weights are unchanged (tests/rag/llm check the greedy tokens against the GGUF's).
     transformers imports both names from `gguf` at each call, which is what lets them be swapped
-    here; outside the block gguf is as it was.
+    here; outside the block gguf is as it was. Blocks on other threads wait for this one, so
+    that none saves another's swapped names as the originals.
     """
     import gguf
 
-    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
-    readers: dict[tuple[str, str], Any] = {}
+    with _GGUF_SWAP:
+        reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+        readers: dict[tuple[str, str], Any] = {}
 
-    def read(path: os.PathLike[str] | str, mode: str = "r") -> Any:
-        key = (str(Path(path).resolve()), mode)
-        if key not in readers:
-            readers[key] = reader(path, mode)  # type: ignore[arg-type]
-        return readers[key]
+        def read(path: os.PathLike[str] | str, mode: str = "r") -> Any:
+            key = (str(Path(path).resolve()), mode)
+            if key not in readers:
+                readers[key] = reader(path, mode)  # type: ignore[arg-type]
+            return readers[key]
 
-    shared = {"GGUFReader": read, "get_tensor_name_map": functools.cache(name_map)}
-    originals = {name: getattr(gguf, name) for name in shared}
-    for name, value in shared.items():
-        setattr(gguf, name, value)
-    try:
-        yield
-    finally:
-        for name, value in originals.items():
+        shared = {"GGUFReader": read, "get_tensor_name_map": functools.cache(name_map)}
+        for name, value in shared.items():
             setattr(gguf, name, value)
+        try:
+            yield
+        finally:
+            gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map  # type: ignore[misc]
 
 
 def convert_gguf(gguf: Path, out_dir: Path) -> None:

@@ -77,3 +77,31 @@ def test_a_conversion_parses_each_gguf_file_once_and_leaves_gguf_as_it_was(
         assert get_tensor_name_map(arch, 2) is get_tensor_name_map(arch, 2)
     assert (gguf.GGUFReader, gguf.get_tensor_name_map) == (reader, name_map)
     assert gguf.GGUFReader(first) is not gguf.GGUFReader(first)
+
+
+def test_conversions_on_two_threads_leave_gguf_as_it_was() -> None:
+    """The bot's warm-up and a demo can convert two models at once: the second block must not
+    take the first one's swapped names for the originals."""
+    import threading
+
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with gguf_parsed_once():
+            first_in.set()
+            second_in.wait(0.5)  # with the blocks exclusive, the second is still waiting
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(5)
+        with gguf_parsed_once():
+            second_in.set()
+            first_out.wait(0.5)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert (gguf.GGUFReader, gguf.get_tensor_name_map) == (reader, name_map)
