@@ -139,6 +139,9 @@ class VersionCatalogue:
         return [n for n in names(question) if not self.vocabulary.knows(n)]
 
 
+MAX_CATALOGUES = 2
+
+
 class VersionIndex:
     """A `VersionCatalogue` of an index's current chunks, rebuilt when the index changes or
     material is released."""
@@ -146,19 +149,26 @@ class VersionIndex:
     def __init__(self, store: ChromaStore) -> None:
         self.store = store
         self._lock = threading.Lock()
-        self._built: tuple[object, VersionCatalogue] | None = None
+        # The index version the catalogues were built for, and one catalogue per set of
+        # unreleased chunks (students' and an instructor's preview, which sees everything).
+        self._version: object = None
+        self._built: dict[frozenset[str], VersionCatalogue] = {}
 
     def catalogue(self, unreleased: frozenset[str] = frozenset()) -> VersionCatalogue:
         """The catalogue of the live index without the `unreleased` chunks (and the names of
         files with nothing released): a name only upcoming material uses is not known yet."""
-        key = (self.store.version(), unreleased)
+        version = self.store.version()
         with self._lock:
-            if self._built is None or self._built[0] != key:
+            if version != self._version:
+                self._version, self._built = version, {}
+            if unreleased not in self._built:
+                if len(self._built) >= MAX_CATALOGUES:  # a release time has passed
+                    self._built.clear()
                 manifest = self.store.manifest()
                 ids = [cid for e in manifest.values() for cid in e.chunk_ids
                        if cid not in unreleased]
                 files = [path for path, e in manifest.items()
                          if not e.chunk_ids or not unreleased.issuperset(e.chunk_ids)]
                 texts = [*(t for _, t in self.store.iter_texts(ids)), *files]
-                self._built = (key, VersionCatalogue(texts))
-            return self._built[1]
+                self._built[unreleased] = VersionCatalogue(texts)
+            return self._built[unreleased]

@@ -138,3 +138,18 @@ def test_assignment_files_and_the_schedule_are_never_indexed(own_course):
     assert "assignment file" in report.skipped["assignments/hw1.md"]
     assert "course schedule" in report.skipped["schedule.toml"]
     assert "assignments/hw1.md" not in own_course.store.manifest()
+
+
+def test_previews_and_student_questions_do_not_rebuild_the_name_catalogue(course, monkeypatch):
+    reads: list[int] = []
+    real = course.store.iter_texts
+
+    def counted(ids):
+        reads.append(len(ids))
+        return real(ids)
+
+    monkeypatch.setattr(course.store, "iter_texts", counted)
+    for preview in (False, True, False, True, False):
+        assert course.assistant.unknown_to_materials(QUESTION, preview=preview) == (
+            [] if preview else ["Quorvex"])
+    assert len(reads) <= 2  # one catalogue each, built at most once
