@@ -32,7 +32,7 @@ import math
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +40,7 @@ import numpy as np
 from rag.answering.grounding import TermWeights, terms
 from rag.answering.injection import is_instruction
 from rag.answering.quotes import ANNOUNCES, Quote, quotes_of
+from rag.answering.references import referenced
 from rag.answering.styles import QUOTED, AnswerSentence
 from rag.index.documents import Chunk, Hit
 from rag.index.embedder import Embedder
@@ -253,17 +254,25 @@ def sets_a_task(quote: Quote) -> bool:
     return quote.kind in ("sentence", "item") and bool(_TASK.match(quote.text))
 
 
-def select(quotes: Sequence[Quote], p: np.ndarray, question: str = "") -> list[int]:
+def select(
+    quotes: Sequence[Quote], p: np.ndarray, question: str = "",
+    scope: Collection[int] | None = None,
+) -> list[int]:
     """The pieces to quote, most likely first; a list item brings its siblings; a leading
     sentence that announces what follows brings the next sentence, and the answer to a
     why-question the reason that follows its leading statement. Pieces that set the
-    reader a task are left out unless the question asks about tasks (or nothing else is
-    left)."""
-    allowed = None
+    reader a task are left out unless the question asks about tasks, and pieces of passages
+    outside `scope` (the passages the question names, `rag.answering.references`) are left
+    out when it is given (each rule only while something is left)."""
+    allowed = [True] * len(quotes)
+    if scope is not None:
+        in_scope = [q.passage in scope for q in quotes]
+        allowed = in_scope if any(in_scope) else allowed
     if not _ASKS_FOR_TASKS.search(question):
-        allowed = [not sets_a_task(q) for q in quotes]
-        allowed = allowed if any(allowed) else None
-    chosen = _with_what_it_announces(quotes, _by_probability(quotes, p, allowed))
+        no_task = [a and not sets_a_task(q) for a, q in zip(allowed, quotes, strict=True)]
+        allowed = no_task if any(no_task) else allowed
+    chosen = _with_what_it_announces(
+        quotes, _by_probability(quotes, p, None if all(allowed) else allowed))
     return _with_reason(quotes, chosen) if _WHY_QUESTION.search(question) else chosen
 
 
@@ -491,7 +500,7 @@ class QuoteSelector:
             return Extract("", (), ())
         p = self.weights.probability(
             quote_features(question, quotes, hits, self.embedder, idf, self.vectors))
-        chosen = select(quotes, p, question)
+        chosen = select(quotes, p, question, referenced(question, hits))
         best = float(p[chosen[0]])
         owner = np.array([q.passage for q in quotes])
         quoted = {quotes[i].passage for i in chosen}

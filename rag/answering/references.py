@@ -1,0 +1,145 @@
+"""The passages a question points to by name.
+
+A student who writes "What does Section 5.1 of the vLLM paper describe?" or "In the week 6
+guide's 'What a transformer is' part, how is a transformer described?" wants the answer from
+that document and that section, not from whichever passage is nearest in meaning. Three kinds
+of reference are read from the question:
+
+- a **document**: up to four words before "paper", "guide", "overview", "notes"... ("the
+  LLaMA paper", "the week 6 guide", "the class 2 overview"), which name a file when every one
+  of them is a word of its file name or of its top heading ("week6-transformers-fundamentals"
+  reads as week, 6, transformers, fundamentals) and the noun fits it (a paper is a PDF; a
+  guide, overview or notes are not);
+- a **numbered section**: "Section 5.1", "§5.1", "sec. 3", matching a heading that starts
+  with that number;
+- a **named section**: a quoted title ("'Who are we aligning to?'") contained in a heading,
+  or the words before "section" / "part" ("the alignment section"), all of them words of one
+  heading.
+
+A document named as a guess ("I think it was in the week 2 notes") is not a constraint: the
+student may remember wrongly. Only references that match a retrieved passage count: a
+question that names nothing, or names what was not retrieved, keeps every passage. When a
+document and a section are both named, the passages must match both (or, when none does,
+the document alone).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+
+from rag.answering.grounding import stem
+from rag.index.documents import Chunk, Hit
+
+_DOCUMENT = re.compile(
+    r"((?:[\w.&-]+\s+){1,4}?)(?P<kind>paper|article|guide|overview|notes|handout|document|"
+    r"reading|slides)(?:'s|’s)?\b", re.IGNORECASE)
+# What each kind of document is: a paper is a PDF, a guide or notes are not.
+_PAPER_KINDS = frozenset({"paper", "article"})
+_TEXT_KINDS = frozenset({"guide", "overview", "notes", "handout"})
+# "I think it was in the week 2 notes": a guess about where something is, not a constraint.
+_HEDGED = re.compile(
+    r"\b(?:i think|i thought|i believe|i guess|maybe|probably|perhaps|not sure|"
+    r"might (?:have )?been|was it)\b", re.IGNORECASE)
+_SECTION_NUMBER = re.compile(
+    r"(?:\b(?:section|sec\.?|chapter)\s*|§\s*)(\d+(?:\.\d+)*)\b", re.IGNORECASE)
+_QUOTED = re.compile(r"(?:^|(?<=[\s(]))['‘\"“]([^'’\"”]{3,80}?)['’\"”](?!\w)")
+_NAMED_PART = re.compile(
+    r"((?:[\w&-]+\s+){1,3}?)(?:section|part|chapter)\b|"
+    r"\b(?:section|part|chapter)\s+(?:on|about|called|titled|named)\s+((?:[\w&-]+\s*){1,4})",
+    re.IGNORECASE)
+# Words that end a reference phrase on the left ("in the", "of the") or name nothing.
+_BOUNDARY = frozenset({
+    "the", "a", "an", "in", "of", "from", "to", "according", "by", "does", "do", "did", "what",
+    "how", "and", "or", "on", "about", "that", "this", "which", "s", "course", "original",
+    "our", "your", "their", "its", "first", "same", "as", "per", "is", "are", "was", "say",
+    "says", "for", "with", "at", "it", "so", "i", "me", "my", "we", "you",
+})
+_SPLIT = re.compile(r"[a-z]+|[0-9]+")
+
+
+def _words(text: str) -> list[str]:
+    """Lower-case words with letters and digits apart ("week6" is week, 6), stemmed."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return [stem(w) for w in _SPLIT.findall(text)]
+
+
+def _phrase(words_before: str) -> set[str]:
+    """The naming words at the end of a phrase: "In the Week 6" → {week, 6}."""
+    words = _SPLIT.findall(unicodedata.normalize("NFKC", words_before).casefold())
+    kept: list[str] = []
+    for word in reversed(words):
+        if word in _BOUNDARY:
+            break
+        kept.append(word)
+    return {stem(w) for w in kept}
+
+
+def _file_words(chunk: Chunk) -> set[str]:
+    name = chunk.source.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    top = chunk.section.split(" > ", 1)[0] if chunk.page is None else ""
+    return set(_words(name)) | set(_words(top))
+
+
+def _headings(chunk: Chunk) -> list[str]:
+    return [h.strip() for h in chunk.section.split(" > ") if h.strip()]
+
+
+def _normal(text: str) -> str:
+    return " ".join(_SPLIT.findall(unicodedata.normalize("NFKC", text).casefold()))
+
+
+def referenced(question: str, hits: Sequence[Hit]) -> list[int] | None:
+    """The indices of the hits the question names by document and section, or None when it
+    names none of them (or nothing)."""
+    chunks = [hit.chunk for hit in hits]
+    in_document = _documents(question, chunks)
+    in_section = _sections(question, chunks)
+    if in_document is not None and in_section is not None:
+        both = [i for i in in_section if i in in_document]
+        return both or in_document
+    return in_document if in_document is not None else in_section
+
+
+def _documents(question: str, chunks: Sequence[Chunk]) -> list[int] | None:
+    if _HEDGED.search(question):
+        return None
+    names = [(_phrase(m.group(1)), m["kind"].casefold()) for m in _DOCUMENT.finditer(question)]
+    names = [(n, kind) for n, kind in names if n]
+    if not names:
+        return None
+
+    def named(chunk: Chunk, kind: str) -> bool:
+        pdf = chunk.source.casefold().endswith(".pdf")
+        return not ((kind in _PAPER_KINDS and not pdf) or (kind in _TEXT_KINDS and pdf))
+
+    found = [i for i, chunk in enumerate(chunks)
+             if any(name <= _file_words(chunk) and named(chunk, kind) for name, kind in names)]
+    return found or None
+
+
+def _sections(question: str, chunks: Sequence[Chunk]) -> list[int] | None:
+    numbers = [m.group(1) for m in _SECTION_NUMBER.finditer(question)]
+    quoted = [_normal(m.group(1)) for m in _QUOTED.finditer(question)]
+    quoted = [q for q in quoted if len(q.split()) >= 2]
+    named = [_phrase(m.group(1)) if m.group(1)
+             else {w for w in _words(m.group(2)) if w not in _BOUNDARY}
+             for m in _NAMED_PART.finditer(question)]
+    named = [n for n in named if n]
+    if not (numbers or quoted or named):
+        return None
+
+    def matches(chunk: Chunk) -> bool:
+        for heading in _headings(chunk):
+            if any(re.match(rf"{re.escape(n)}(?!\d)", heading) for n in numbers):
+                return True
+            normal = _normal(heading)
+            if any(f" {q} " in f" {normal} " for q in quoted):
+                return True
+            if any(n <= set(_words(heading)) for n in named):
+                return True
+        return False
+
+    found = [i for i, chunk in enumerate(chunks) if matches(chunk)]
+    return found or None

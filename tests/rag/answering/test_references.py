@@ -1,0 +1,70 @@
+"""Which retrieved passages a question names by document and section."""
+
+import numpy as np
+
+from rag.answering.extractive import select
+from rag.answering.quotes import quotes_of
+from rag.answering.references import referenced
+from rag.index.documents import Chunk, Hit
+
+
+def hit(source: str, section: str, text: str = "Some text.") -> Hit:
+    page = 3 if source.endswith(".pdf") else None
+    return Hit(Chunk(text, source, page, section, 0, len(text)), 0.5)
+
+
+HITS = [
+    hit("papers/vllm_pagedattention.pdf", "7.1 Kernel Microbenchmark"),
+    hit("notes/serving-with-vllm.md", "Serving with vLLM > PagedAttention"),
+    hit("papers/vllm_pagedattention.pdf", "5.1 Kernel-level Optimization"),
+    hit("guides/week6-transformers-fundamentals.md",
+        "Study > Transformer Architecture > What a transformer is"),
+    hit("guides/week2-support-guide.md", "Week 2 Support Guide > 1. What is a Transformer?"),
+    hit("papers/instructgpt.pdf", "5.2 Who are we aligning to?"),
+    hit("guides/class2-llm-overview.md", "Class 2: LLM Overview > 5. Alignment: DPO & PPO"),
+    hit("papers/vllm_pagedattention.pdf", "5.10 Something else"),
+    hit("papers/lora.pdf", "4 Our Method"),
+    hit("papers/qlora.pdf", "2 Background"),
+    hit("notes/fine-tuning-sft-lora.md", "Fine-tuning > LoRA"),
+]
+
+
+def test_a_named_paper_is_its_pdf_and_a_named_guide_its_markdown_file() -> None:
+    assert referenced("What does the vLLM paper say about kernels?", HITS) == [0, 2, 7]
+    # "LoRA" is a word of lora.pdf, not of qlora.pdf; the notes on LoRA are not a paper.
+    assert referenced("According to the LoRA paper, how much storage is saved?", HITS) == [8]
+    # "week6-transformers-fundamentals" reads as week, 6, transformers, fundamentals.
+    assert referenced("What does the week 6 guide say?", HITS) == [3]
+    assert referenced("What does the class 2 overview say about alignment?", HITS) == [6]
+
+
+def test_a_numbered_section_matches_its_heading_and_not_a_longer_number() -> None:
+    question = "What GPU kernel optimizations does Section 5.1 of the vLLM paper describe?"
+    assert referenced(question, HITS) == [2]
+    assert referenced("what's in §5 of the vllm paper", HITS) == [2, 7]
+
+
+def test_a_quoted_title_or_the_words_before_section_or_part_name_a_heading() -> None:
+    assert referenced("In the Week 6 guide's 'What a transformer is' part, how is a "
+                      "transformer described?", HITS) == [3]
+    assert referenced("Section 5.2 of the InstructGPT paper asks 'Who are we aligning to?'. "
+                      "Whose preferences?", HITS) == [5]
+    assert referenced("According to the alignment section of the Class 2 overview, what "
+                      "is PPO?", HITS) == [6]
+
+
+def test_questions_that_name_nothing_retrieved_or_only_guess_keep_every_passage() -> None:
+    assert referenced("What is PagedAttention?", HITS) is None
+    assert referenced("What does the original Transformer paper say?", HITS) is None
+    assert referenced("What is the hardest part of attention?", HITS) is None
+    assert referenced("how many languages? i think it was in the week 2 notes", HITS) is None
+
+
+def test_quotes_come_from_the_named_passages_while_any_are_quotable() -> None:
+    quotes = [*quotes_of("Kernels are fused into a single kernel.", 0),
+              *quotes_of("We adapt the attention kernel to read the block table.", 1)]
+    p = np.array([0.9, 0.4])
+    assert select(quotes, p, "What does it do?") == [0]
+    assert select(quotes, p, "What does it do?", scope=[1]) == [1]
+    # A named passage with nothing quotable leaves the choice to the scores.
+    assert select(quotes, p, "What does it do?", scope=[2]) == [0]
