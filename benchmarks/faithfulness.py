@@ -61,6 +61,9 @@ SETS = {
     # A third, written against the list of facts the sets above already ask about (session
     # 12): 3 of 50 still overlap and are marked.
     "held out 3": REPO / "eval" / "answer_heldout3_questions.jsonl",
+    # A fourth (session 14), by a writer who read none of the sets; 19 of 40 overlap (the
+    # corpus's salient facts are few) and are marked.
+    "held out 4": REPO / "eval" / "answer_heldout4_questions.jsonl",
 }
 DATA_DIR = REPO / ".study-assistant" / "bench-faithfulness"
 
