@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rag.answering.grounding import TermWeights, terms
+from rag.answering.grounding import TermWeights, numbers, terms
 from rag.answering.injection import is_instruction
 from rag.answering.quotes import ANNOUNCES, Quote, quotes_of
 from rag.answering.references import referenced
@@ -93,6 +93,13 @@ _ASKS_FOR_TASKS = re.compile(
     r"self-check|quiz(?:zes)?|practi[cs]e (?:questions?|problems?)|outcomes?|to-?dos?|"
     r"deliverables?|prepare|revise|revision|(?:will|should|do|can) (?:i|we|you) learn|"
     r"able to)\b", re.IGNORECASE)
+
+# A question after a quantity: only a piece that states a number can answer it.
+_ASKS_FOR_QUANTITY = re.compile(
+    r"\b(?:how (?:many|much|long|large|big|fast|often|far)|by how much|"
+    r"what (?:percentage|fraction|share|proportion|size|number|(?:win )?rate)|"
+    r"what (?:was|is|were|are) the (?:percentage|fraction|size|number|(?:win )?rate)s?)\b",
+    re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,9 +268,10 @@ def select(
     """The pieces to quote, most likely first; a list item brings its siblings; a leading
     sentence that announces what follows brings the next sentence, and the answer to a
     why-question the reason that follows its leading statement. Pieces that set the
-    reader a task are left out unless the question asks about tasks, and pieces of passages
-    outside `scope` (the passages the question names, `rag.answering.references`) are left
-    out when it is given (each rule only while something is left)."""
+    reader a task are left out unless the question asks about tasks, pieces without a number
+    when it asks for a quantity ("how many", "how much", "what percentage"), and pieces of
+    passages outside `scope` (the passages the question names, `rag.answering.references`)
+    when it is given (each rule only while something is left)."""
     allowed = [True] * len(quotes)
     if scope is not None:
         in_scope = [q.passage in scope for q in quotes]
@@ -271,6 +279,9 @@ def select(
     if not _ASKS_FOR_TASKS.search(question):
         no_task = [a and not sets_a_task(q) for a, q in zip(allowed, quotes, strict=True)]
         allowed = no_task if any(no_task) else allowed
+    if _ASKS_FOR_QUANTITY.search(question):
+        counted = [a and bool(numbers(q.text)) for a, q in zip(allowed, quotes, strict=True)]
+        allowed = counted if any(counted) else allowed
     chosen = _with_what_it_announces(
         quotes, _by_probability(quotes, p, None if all(allowed) else allowed))
     return _with_reason(quotes, chosen) if _WHY_QUESTION.search(question) else chosen

@@ -235,3 +235,19 @@ def test_a_passage_that_ends_announcing_what_follows_loses_that_sentence() -> No
     quotes = quotes_of("We start from GPT-3. We then apply the following three steps "
                        "(Figure 2).", 0)
     assert [q.text for q in quotes] == ["We start from GPT-3."]
+
+
+def test_a_question_after_a_quantity_is_answered_by_pieces_that_state_a_number() -> None:
+    import numpy as np
+
+    from rag.answering.extractive import select
+
+    quotes = quotes_of("We hire labelers to write demonstrations and rank outputs. "
+                       "We first hire a team of 40 contractors to label our data. "
+                       "They answer questions about edge cases in a shared chat room.", 0)
+    p = np.array([0.6, 0.25, 0.5])
+    assert select(quotes, p, "How many people were hired to label data?") == [1]
+    assert select(quotes, p, "what was the percentage of labelers hired?") == [1]
+    assert select(quotes, p, "Who labelled the data?") == [0, 2]
+    # With no number anywhere, the best pieces still answer.
+    assert select(quotes[::2], p[::2], "How many people were hired?") == [0, 1]
