@@ -50,6 +50,8 @@ MAX_WORDS = 120
 KEEP_RATIO = 0.5
 SHORT_ITEM_WORDS = 12
 MAX_POINTERS = 2
+# A leading sentence with at most this share of terms the question lacks restates it.
+RESTATES_NEW_TERMS = 0.5
 FEATURES = ("cosine", "coverage", "context_coverage", "log_words", "item", "defines", "pointer",
             "code", "heading_cosine", "group_cosine", "gives_reason")
 
@@ -267,7 +269,8 @@ def select(
 ) -> list[int]:
     """The pieces to quote, most likely first; a list item brings its siblings; a leading
     sentence that announces what follows brings the next sentence, and the answer to a
-    why-question the reason that follows its leading statement. Pieces that set the
+    why-question the reason that follows its leading statement, and a leading sentence that
+    mostly restates the question the sentence after it. Pieces that set the
     reader a task are left out unless the question asks about tasks, pieces without a number
     when it asks for a quantity ("how many", "how much", "what percentage"), and pieces of
     passages outside `scope` (the passages the question names, `rag.answering.references`)
@@ -284,7 +287,24 @@ def select(
         allowed = counted if any(counted) else allowed
     chosen = _with_what_it_announces(
         quotes, _by_probability(quotes, p, None if all(allowed) else allowed))
-    return _with_reason(quotes, chosen) if _WHY_QUESTION.search(question) else chosen
+    if _WHY_QUESTION.search(question):
+        chosen = _with_reason(quotes, chosen)
+    return _with_what_follows_a_restatement(quotes, chosen, question)
+
+
+def _with_what_follows_a_restatement(
+    quotes: Sequence[Quote], chosen: list[int], question: str
+) -> list[int]:
+    """The sentence right after a leading one that mostly restates the question (at least
+    half its terms are the question's: "Comparisons are also not necessarily the most
+    efficient way of providing an alignment signal." for "...what alternatives does it
+    suggest?"): what is new is more likely in the sentence that follows."""
+    if not chosen:
+        return chosen
+    own = terms(quotes[chosen[0]].text)
+    if len(own - terms(question)) > RESTATES_NEW_TERMS * len(own):
+        return chosen
+    return _with_next(quotes, chosen, lambda after: True)
 
 
 def _with_reason(quotes: Sequence[Quote], chosen: list[int]) -> list[int]:
