@@ -69,6 +69,8 @@ class RetrievalSettings(BaseModel):
     rrf_k: int = 60
     mmr_lambda: float = 0.75
     max_per_section: int = 2
+    # The lexical retriever's best this many passages join the k when fusion left them out.
+    lexical_extra: int = 1
     # Logistic calibration of (cosine, lexical coverage) into P(relevant); fitted by
     # `study-assistant calibrate`, documented in docs/calibration.md.
     calibration_slope: float = 5.910

@@ -157,7 +157,8 @@ class Retriever:
         return len(self._current().live)
 
     def search(self, query: str, k: int | None = None, *, preview: bool = False) -> list[Hit]:
-        """The k best released passages for a query, diverse, with calibrated scores.
+        """The k best released passages for a query, diverse, with calibrated scores, then
+        the lexical retriever's best one when fusion left it out (`lexical_extra`).
 
         `preview` (instructors only) also returns material whose release time has not come.
         """
@@ -213,7 +214,7 @@ class Retriever:
         for fusion, query_vec in zip(fusions, vectors, strict=True):
             candidates = self._candidates(fusion, stored, query_vec)
             chosen = self._diversify(candidates, k or self.settings.k)
-            ranked.append([self._hit(c) for c in chosen])
+            ranked.append([self._hit(c) for c in self._with_lexical_best(chosen, candidates)])
         return ranked
 
     def _fuse(
@@ -309,6 +310,24 @@ class Retriever:
                 same_section[i] += _same_section(chunk, chunks[best])
                 overlapped[i] = overlapped[i] or _overlaps(chunk, chunks[best])
         return [candidates[i] for i in chosen]
+
+    def _with_lexical_best(
+        self, chosen: list[Candidate], candidates: list[Candidate]
+    ) -> list[Candidate]:
+        """The chosen passages, then the lexical retriever's best ones that fusion left out
+        (`lexical_extra` of them, when they overlap no chosen passage). A passage holding
+        the question's rarest words ("label smoothing", a section's own term) is the
+        strongest evidence there is, yet when the embedder ranks it low (70th, say) the
+        fused score buries it under passages both retrievers find middling."""
+        extra = self.settings.lexical_extra
+        best = sorted((c for c in candidates
+                       if c.lexical_rank is not None and c.lexical_rank < extra),
+                      key=lambda c: c.lexical_rank or 0)
+        out = list(chosen)
+        for c in best:
+            if all(c is not o and not _overlaps(c.stored.chunk, o.stored.chunk) for o in out):
+                out.append(c)
+        return out
 
     def _hit(self, c: Candidate) -> Hit:
         return Hit(

@@ -138,3 +138,23 @@ def test_a_batch_asks_again_only_for_the_queries_that_chunks_of_other_versions_c
     assert all(h.chunk.source in TINY for hits in batched for h in hits)
     assert batched[0][0].chunk.source == "attention.md"
     assert batched == [retriever.search(q, 2) for q in questions]
+
+
+def test_the_passage_the_lexical_retriever_ranks_first_is_never_buried_by_fusion(full_index):
+    # "label smoothing" is the Transformer paper's own term (its Regularization section); the
+    # embedder ranks that passage far down (near InstructGPT's labelers), so fused ranks alone
+    # leave it out of the five.
+    question = "What is label smoothing and what did it do to perplexity?"
+
+    def regularization(hits):
+        return [h for h in hits if h.chunk.source.endswith("attention_is_all_you_need.pdf")
+                and h.chunk.section.endswith("Regularization")]
+
+    retriever = full_index.retriever
+    hits = retriever.search(question, 5)
+    assert len(hits) == 6 and regularization(hits) == hits[5:]
+    assert hits[5].lexical_rank == 0
+    fused_only = Retriever(retriever.store, retriever.embedder,
+                           retriever.settings.model_copy(update={"lexical_extra": 0}))
+    hits = fused_only.search(question, 5)
+    assert len(hits) == 5 and not regularization(hits)
