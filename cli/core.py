@@ -214,7 +214,9 @@ def _shorten(items: list[str], limit: int = 4) -> str:
 
 def search(
     question: Annotated[str | None, typer.Argument(help="The question to search for")] = None,
-    k: Annotated[int, typer.Option("--k", min=1, max=50, help="How many passages")] = 5,
+    k: Annotated[int, typer.Option(
+        "--k", min=1, max=50,
+        help="How many passages (then BM25's best, when fusion left it out)")] = 5,
     as_json: AsJson = False,
     batch: Batch = None,
     preview: Preview = False,

@@ -77,7 +77,8 @@ def test_search_json_has_the_documented_shape(indexed):
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["question"] == "What is a Transformer?" and len(data["results"]) == 3
+    # k passages, then BM25's best when fusion left it out (RETRIEVAL__LEXICAL_EXTRA).
+    assert data["question"] == "What is a Transformer?" and len(data["results"]) in (3, 4)
     assert set(data["results"][0]) == {"source", "page", "section", "score", "text"}
     assert data["results"][0]["source"].endswith(".md")
 
