@@ -18,7 +18,11 @@ well and the answer stays within about 120 words (the first piece is quoted whol
 longer). The pieces of a list of short entries (bullets under a heading) or of a table are
 quoted together, in document order under their lead-in line or header row; a code block is
 quoted as a fenced block under its lead-in line. For a why-question, a sentence that gives
-the reason right after the leading statement follows it.
+the reason right after the leading statement follows it; so does the next sentence after a
+leading one that announces it or only restates the question. Some pieces may not answer:
+the reader's tasks (unless the question asks for them), pieces without a number when the
+question asks for a quantity, and pieces outside the document or section the question names
+(`rag.answering.references`), each rule only while something else is left.
 Passages that scored as well but did not fit are pointed to with "More in [n]".
 
 What is embedded for a passage (its pieces, their paragraphs or lists, their section paths)
