@@ -6,7 +6,9 @@ Run (an index of the shipped materials in DATA_DIR):
         --followups eval/followup_conversations.jsonl
 
 Per class and overall, over in-scope questions: an expected source in the top 5 (source@5), an
-evidence string inside a top-5 passage (evidence@5; NFKC, lower case, `*` removed, whitespace
+evidence string inside a top-5 passage (evidence@5; "top 5" is what `search(q, 5)` returns:
+five fused passages, then BM25's best when fusion left it out, unless
+STUDY_ASSISTANT_RETRIEVAL__LEXICAL_EXTRA=0; NFKC, lower case, `*` removed, whitespace
 collapsed), mean reciprocal rank of the first passage from an expected source (MRR) and of the
 first passage from an expected source that holds an evidence string (evidence MRR), and how
 many the abstention gate refuses; for out-of-scope and injection questions, how many it
