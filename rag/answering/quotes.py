@@ -42,8 +42,16 @@ _DEBRIS = re.compile(
 # of RLHF training"): a section number, then a capital, and no end mark.
 _NUMBERED_HEADING = re.compile(r"^(?:\d+(?:\.\d+)*\.?|[A-Z](?:\.\d+)*\.?)\s+[A-Z]")
 # A sentence that ends by announcing what comes next ("... the following three steps
-# (Figure 2).", "... is as follows."): quoted only with what follows it.
-ANNOUNCES = re.compile(r"\b(?:the following|as follows)\b[^:.]{0,40}[.:]?$", re.IGNORECASE)
+# (Figure 2).", "... is as follows.", or only counting it: "It has three steps."): quoted
+# only with what follows it.
+ANNOUNCES = re.compile(
+    r"\b(?:the following|as follows)\b[^:.]{0,40}[.:]?$|"
+    r"^(?:[\w'-]+\s+){0,5}?(?:has|have|had|are|were|is|consists? of|involves?|comprises?|"
+    r"takes?|follows?)\s+(?:two|three|four|five|six|seven|eight|nine|ten)\s+"
+    r"(?:main\s+|key\s+|basic\s+|major\s+|distinct\s+)?(?:steps|stages|phases|parts|"
+    r"components|types|kinds|ways|categories|forms|ideas|reasons|pillars|principles|"
+    r"techniques|methods|approaches|changes|innovations|elements|levels|ingredients|pieces|"
+    r"rules|tricks)\s*[.:]$", re.IGNORECASE)
 HEADING_WORDS = 12
 FRAGMENT_WORDS = 3
 _PROTECTED = "\u2024"

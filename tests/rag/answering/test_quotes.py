@@ -238,6 +238,15 @@ def test_a_passage_that_ends_announcing_what_follows_loses_that_sentence() -> No
     assert [q.text for q in quotes] == ["We start from GPT-3."]
 
 
+def test_a_sentence_that_only_counts_what_follows_announces_it() -> None:
+    # "It has three steps." then the steps under their own headings, in the next chunk.
+    quotes = quotes_of("InstructGPT is the reference recipe. It has three steps.", 0)
+    assert [q.text for q in quotes] == ["InstructGPT is the reference recipe."]
+    # A count that is itself the fact stays.
+    quotes = quotes_of("The base model has six layers. LLaMA has 65 billion parameters.", 0)
+    assert len(quotes) == 2
+
+
 def test_a_question_after_a_quantity_is_answered_by_pieces_that_state_a_number() -> None:
     import numpy as np
 
