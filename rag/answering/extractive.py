@@ -83,6 +83,7 @@ _NOT_A_SUBJECT_END = frozenset({"for", "of", "in", "to", "on", "with", "by", "fr
 _POINTER_LEAD = re.compile(
     r"\b(?:learn more|resources?|further reading|references?|see also|reading list|links?|"
     r"watch|videos?)\b", re.IGNORECASE)
+_ADDRESS = re.compile(r"https?://|www\.", re.IGNORECASE)
 _POINTER_TEXT = re.compile(
     r"^\W*(?:video|article|paper|book|blog|course|notebook|hands-on|tutorial|docs?|"
     r"documentation|website|slides|repo(?:sitory)?)\b[^:]{0,40}:|https?://|www\.",
@@ -103,8 +104,15 @@ _ASKS_FOR_TASKS = re.compile(
 # A question after a quantity: only a piece that states a number can answer it.
 _ASKS_FOR_QUANTITY = re.compile(
     r"\b(?:how (?:many|much|long|large|big|fast|often|far)|by how much|"
-    r"what (?:percentage|fraction|share|proportion|size|number|(?:win )?rate)|"
-    r"what (?:was|is|were|are) the (?:percentage|fraction|size|number|(?:win )?rate)s?)\b",
+    r"what(?:'s|s| is| was| are| were)? (?:the |its |their )?(?:[\w-]+ ){0,2}?"
+    r"(?:percentage|fraction|share|proportion|size|number|count|length|ratio|(?:win )?rate|"
+    r"dimension(?:ality)?|width|depth)s?\b)",
+    re.IGNORECASE)
+# A question after further material ("any videos on this?", "where can I read more?"): only
+# then do pointers to reading ("Learn more: - Video: ...") answer.
+_ASKS_FOR_MATERIAL = re.compile(
+    r"\b(?:resources?|videos?|links?|read(?:ing)?|learn more|articles?|tutorials?|books?|"
+    r"courses?|watch|where can i|further|materials?|sources?|references?|papers?|docs?)\b",
     re.IGNORECASE)
 
 
@@ -255,6 +263,12 @@ def is_pointer(quote: Quote) -> bool:
                 or (quote.kind != "sentence" and _POINTER_LEAD.search(quote.lead)))
 
 
+def points_to_reading(quote: Quote) -> bool:
+    """A pointer to other material that names it ("Video: ...", "IBM: Why LLMs Hallucinate"
+    under "Learn more:"); a bare address ("http://localhost:8000") can be a fact."""
+    return is_pointer(quote) and not _ADDRESS.search(quote.text)
+
+
 def all_quotes(hits: Sequence[Hit]) -> list[Quote]:
     """The quotable pieces of every passage, without text that tries to instruct a model
     (the same filter the prompt uses: it is never shown as an answer)."""
@@ -275,7 +289,8 @@ def select(
     sentence that announces what follows brings the next sentence, and the answer to a
     why-question the reason that follows its leading statement, and a leading sentence that
     mostly restates the question the sentence after it. Pieces that set the
-    reader a task are left out unless the question asks about tasks, pieces without a number
+    reader a task are left out unless the question asks about tasks, pointers to reading
+    unless it asks for material, pieces without a number
     when it asks for a quantity ("how many", "how much", "what percentage"), and pieces of
     passages outside `scope` (the passages the question names, `rag.answering.references`)
     when it is given (each rule only while something is left)."""
@@ -286,6 +301,9 @@ def select(
     if not _ASKS_FOR_TASKS.search(question):
         no_task = [a and not sets_a_task(q) for a, q in zip(allowed, quotes, strict=True)]
         allowed = no_task if any(no_task) else allowed
+    if not _ASKS_FOR_MATERIAL.search(question):
+        no_pointer = [a and not points_to_reading(q) for a, q in zip(allowed, quotes, strict=True)]
+        allowed = no_pointer if any(no_pointer) else allowed
     if _ASKS_FOR_QUANTITY.search(question):
         counted = [a and bool(numbers(q.text)) for a, q in zip(allowed, quotes, strict=True)]
         allowed = counted if any(counted) else allowed

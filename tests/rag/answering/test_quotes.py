@@ -276,3 +276,40 @@ def test_a_leading_sentence_that_restates_the_question_brings_the_next_one() -> 
     assert select(quotes, p, question.replace("Why are", "Are")) == [0, 1, 3]
     # A lead that says much the question does not is an answer already.
     assert select(quotes, p, "What do we know about signals?") == [0, 3]
+
+
+def test_pointers_to_reading_answer_only_a_question_after_material() -> None:
+    import numpy as np
+
+    from rag.answering.extractive import select
+
+    quotes = quotes_of("Sampling can pick a wrong token and the model continues from it.\n\n"
+                       "📖 Learn more:\n\n- IBM: Why Large Language Models Hallucinate\n\n"
+                       "The server listens on http://localhost:8000 by default.", 0)
+    assert [q.kind for q in quotes] == ["sentence", "item", "sentence"]
+    p = np.array([0.5, 0.9, 0.2])
+    assert select(quotes, p, "Why do LLMs hallucinate?") == [0]
+    assert select(quotes, p, "Any videos or reading on hallucination?") == [1, 0]
+    # A bare address is a fact, not a pointer to reading.
+    assert select(quotes, np.array([0.1, 0.3, 0.9]), "Where does the server listen?") == [2]
+
+
+def test_a_figures_labels_in_title_case_are_not_quoted_but_a_tables_numbers_are() -> None:
+    quotes = quotes_of("Scaled Dot-Product Attention Multi-Head Attention\n\n"
+                       "Temp0 Temp0.25 DPO 0.36 0.31 PPO 0.26 0.23\n\n"
+                       "Multi-head attention runs several heads in parallel.", 0)
+    assert [q.text for q in quotes] == ["Temp0 Temp0.25 DPO 0.36 0.31 PPO 0.26 0.23",
+                                        "Multi-head attention runs several heads in parallel."]
+
+
+def test_a_question_after_a_size_or_a_rate_is_a_question_after_a_quantity() -> None:
+    import numpy as np
+
+    from rag.answering.extractive import select
+
+    quotes = quotes_of("LLaMA uses BPE from SentencePiece. The released tokenizer has "
+                       "32,000 tokens.", 0)
+    p = np.array([0.8, 0.3])
+    assert select(quotes, p, "What is the vocabulary size of LLaMA's tokenizer?") == [1]
+    assert select(quotes, p, "whats the learning rate") == [1]
+    assert select(quotes, p, "What tokenizer does LLaMA use?")[0] == 0
