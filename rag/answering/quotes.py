@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import textwrap
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Literal
 
 QuoteKind = Literal["sentence", "item", "row", "code"]
@@ -29,6 +30,10 @@ _ABBREVIATION = re.compile(
     r"\b(e\.g|i\.e|et al|etc|vs|cf|fig|eq|approx|resp|no|sec)\.", re.IGNORECASE
 )
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+_SNAKE_CASE = re.compile(r"\b[a-z]+_[a-z_]+\b")
+CODE_NAMES = 3
+_TICK = re.compile(r"(\d+(?:\.\d+)?)%?")
+AXIS_TICKS = 4
 _WORD_START = re.compile(r"[^\W\d_][\w'-]*")
 _TERMINAL = re.compile(r"[.!?][\"')\]]*$")
 _LETTER = re.compile(r"[^\W\d_]")
@@ -194,7 +199,7 @@ def _without_fragments(quotes: list[Quote]) -> list[Quote]:
         quotes = quotes[:-1]
     return [q for q in quotes if q.kind == "code" or (
         _LETTER.search(q.text) and not q.text.endswith("?") and not _DEBRIS.search(q.text)
-        and not _is_label(q))]
+        and not _is_label(q) and not _is_figure_or_code_text(q.text))]
 
 
 def _is_label(quote: Quote) -> bool:
@@ -205,6 +210,24 @@ def _is_label(quote: Quote) -> bool:
     heading = quote.words <= HEADING_WORDS and (
         _NUMBERED_HEADING.match(quote.text) is not None or _is_title(quote.text))
     return heading or quote.words <= FRAGMENT_WORDS
+
+
+def _is_figure_or_code_text(text: str) -> bool:
+    """A plot's axis read into the text ("LLaMA model size 0% 25% 50% 75% 100% 7B ...": four
+    or more numbers from 0 in equal steps), or code a PDF flattened into a sentence
+    ("pi_logratios = pi_yw_logps - pi_yl_logps ...": three snake_case names and two `=`).
+    A table's flattened row ("36.2 33.7 38.1 42.0") is neither."""
+    if len(_SNAKE_CASE.findall(text)) >= CODE_NAMES and text.count("=") >= 2:
+        return True
+    run: list[float] = []
+    for token in text.split():
+        tick = _TICK.fullmatch(token)
+        run = [*run, float(tick.group(1))][-AXIS_TICKS:] if tick else []
+        if len(run) == AXIS_TICKS and run[0] == 0:
+            step = run[1] - run[0]
+            if step > 0 and all(abs(b - a - step) < 1e-9 for a, b in pairwise(run)):
+                return True
+    return False
 
 
 def _is_title(text: str) -> bool:

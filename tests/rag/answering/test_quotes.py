@@ -313,3 +313,14 @@ def test_a_question_after_a_size_or_a_rate_is_a_question_after_a_quantity() -> N
     assert select(quotes, p, "What is the vocabulary size of LLaMA's tokenizer?") == [1]
     assert select(quotes, p, "whats the learning rate") == [1]
     assert select(quotes, p, "What tokenizer does LLaMA use?")[0] == 0
+
+
+def test_a_plots_axis_and_code_flattened_into_a_pdf_sentence_are_not_quoted() -> None:
+    quotes = quotes_of(
+        "LLaMA model size 0% 25% 50% 75% 100% 7B (6.9 GB) 13B (11.3 GB) Input gradient.\n\n"
+        "pi_logratios = pi_yw_logps - pi_yl_logps losses = -F.logsigmoid(beta * ref_logps).\n\n"
+        "Train on target 38.0 34.5 39.0 42.9 38.6 and on source 0 1 3 7.\n\n"
+        "We use AdamW with beta1 = 0.9 and beta2 = 0.95.", 0)
+    assert [q.text for q in quotes] == [
+        "Train on target 38.0 34.5 39.0 42.9 38.6 and on source 0 1 3 7.",
+        "We use AdamW with beta1 = 0.9 and beta2 = 0.95."]
