@@ -49,17 +49,23 @@ class CourseRetriever(BaseRetriever):
     """The course materials' hybrid search as a LangChain retriever."""
 
     retriever: Retriever
-    k: int | None = None  # None: the configured `retrieval.k`
+    # None: what the bot's answers get (`retrieval.k`, then BM25's best when fusion left it
+    # out); a number: exactly that many documents.
+    k: int | None = None
+
+    def _search(self, query: str) -> list[Hit]:
+        return self.retriever.search(
+            query, self.k, lexical_extra=None if self.k is None else 0)
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun
     ) -> list[Document]:
-        return [hit_to_document(hit) for hit in self.retriever.search(query, self.k)]
+        return [hit_to_document(hit) for hit in self._search(query)]
 
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
     ) -> list[Document]:
-        hits = await asyncio.to_thread(self.retriever.search, query, self.k)
+        hits = await asyncio.to_thread(self._search, query)
         return [hit_to_document(hit) for hit in hits]
 
 

@@ -156,9 +156,13 @@ class Retriever:
         """How many chunks search can return."""
         return len(self._current().live)
 
-    def search(self, query: str, k: int | None = None, *, preview: bool = False) -> list[Hit]:
+    def search(
+        self, query: str, k: int | None = None, *, preview: bool = False,
+        lexical_extra: int | None = None,
+    ) -> list[Hit]:
         """The k best released passages for a query, diverse, with calibrated scores, then
-        the lexical retriever's best one when fusion left it out (`lexical_extra`).
+        the lexical retriever's best `lexical_extra` (default: the setting) that fusion left
+        out; 0 for exactly k.
 
         `preview` (instructors only) also returns material whose release time has not come.
         """
@@ -167,7 +171,8 @@ class Retriever:
             return []
         prepared = analyse(query, snap.bm25)
         query_vec = self.embedder.embed_query(prepared.dense_text)
-        return self._ranked([prepared], [query_vec], snap, visible, released_at, k)[0]
+        return self._ranked([prepared], [query_vec], snap, visible, released_at, k,
+                            lexical_extra)[0]
 
     def search_many(
         self, queries: Sequence[str], k: int | None = None, *, preview: bool = False
@@ -201,6 +206,7 @@ class Retriever:
         visible: frozenset[str],
         released_at: float | None,
         k: int | None,
+        lexical_extra: int | None = None,
     ) -> list[list[Hit]]:
         """Each query's hits. The store is asked once for all the queries' nearest chunks and
         once for all their candidates' texts and vectors; each query's hits are those it would
@@ -214,7 +220,9 @@ class Retriever:
         for fusion, query_vec in zip(fusions, vectors, strict=True):
             candidates = self._candidates(fusion, stored, query_vec)
             chosen = self._diversify(candidates, k or self.settings.k)
-            ranked.append([self._hit(c) for c in self._with_lexical_best(chosen, candidates)])
+            extra = self.settings.lexical_extra if lexical_extra is None else lexical_extra
+            ranked.append([self._hit(c)
+                           for c in self._with_lexical_best(chosen, candidates, extra)])
         return ranked
 
     def _fuse(
@@ -312,14 +320,13 @@ class Retriever:
         return [candidates[i] for i in chosen]
 
     def _with_lexical_best(
-        self, chosen: list[Candidate], candidates: list[Candidate]
+        self, chosen: list[Candidate], candidates: list[Candidate], extra: int
     ) -> list[Candidate]:
         """The chosen passages, then the lexical retriever's best ones that fusion left out
-        (`lexical_extra` of them, when they overlap no chosen passage). A passage holding
+        (`extra` of them, when they overlap no chosen passage). A passage holding
         the question's rarest words ("label smoothing", a section's own term) is the
         strongest evidence there is, yet when the embedder ranks it low (70th, say) the
         fused score buries it under passages both retrievers find middling."""
-        extra = self.settings.lexical_extra
         best = sorted((c for c in candidates
                        if c.lexical_rank is not None and c.lexical_rank < extra),
                       key=lambda c: c.lexical_rank or 0)

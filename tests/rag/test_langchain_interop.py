@@ -29,7 +29,7 @@ def assistant(full_index: Services, llm_cache_dir: Path) -> Assistant:
 
 def test_the_retriever_returns_our_passages_as_documents(full_index: Services) -> None:
     docs = CourseRetriever(retriever=full_index.retriever, k=4).invoke(IN_SCOPE)
-    hits = full_index.retriever.search(IN_SCOPE, 4)
+    hits = full_index.retriever.search(IN_SCOPE, 4, lexical_extra=0)  # k given: exactly k
     assert [d.page_content for d in docs] == [h.chunk.text for h in hits]
     assert [d.id for d in docs] == [h.chunk.id for h in hits]
     first = docs[0].metadata
