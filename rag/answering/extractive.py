@@ -286,32 +286,34 @@ def select(
     scope: Collection[int] | None = None,
 ) -> list[int]:
     """The pieces to quote, most likely first; a list item brings its siblings; a leading
-    sentence that announces what follows brings the next sentence, and the answer to a
-    why-question the reason that follows its leading statement, and a leading sentence that
-    mostly restates the question the sentence after it. Pieces that set the
-    reader a task are left out unless the question asks about tasks, pointers to reading
-    unless it asks for material, pieces without a number
-    when it asks for a quantity ("how many", "how much", "what percentage"), and pieces of
-    passages outside `scope` (the passages the question names, `rag.answering.references`)
-    when it is given (each rule only while something is left)."""
+    sentence that announces what follows, or only restates the question, brings the next
+    sentence, and the answer to a why-question the reason that follows its leading statement.
+
+    Left out, each only while something else is left: pieces of passages outside `scope`
+    (the passages the question names, `rag.answering.references`), pieces that set the
+    reader a task unless the question asks about tasks, pointers to reading unless it asks
+    for material, and pieces without a number when it asks for a quantity ("how many", "how
+    much", "what percentage")."""
     allowed = [True] * len(quotes)
     if scope is not None:
-        in_scope = [q.passage in scope for q in quotes]
-        allowed = in_scope if any(in_scope) else allowed
+        allowed = _narrowed(allowed, (q.passage in scope for q in quotes))
     if not _ASKS_FOR_TASKS.search(question):
-        no_task = [a and not sets_a_task(q) for a, q in zip(allowed, quotes, strict=True)]
-        allowed = no_task if any(no_task) else allowed
+        allowed = _narrowed(allowed, (not sets_a_task(q) for q in quotes))
     if not _ASKS_FOR_MATERIAL.search(question):
-        no_pointer = [a and not points_to_reading(q) for a, q in zip(allowed, quotes, strict=True)]
-        allowed = no_pointer if any(no_pointer) else allowed
+        allowed = _narrowed(allowed, (not points_to_reading(q) for q in quotes))
     if _ASKS_FOR_QUANTITY.search(question):
-        counted = [a and bool(numbers(q.text)) for a, q in zip(allowed, quotes, strict=True)]
-        allowed = counted if any(counted) else allowed
+        allowed = _narrowed(allowed, (bool(numbers(q.text)) for q in quotes))
     chosen = _with_what_it_announces(
         quotes, _by_probability(quotes, p, None if all(allowed) else allowed))
     if _WHY_QUESTION.search(question):
         chosen = _with_reason(quotes, chosen)
     return _with_what_follows_a_restatement(quotes, chosen, question)
+
+
+def _narrowed(allowed: list[bool], keep: Iterable[bool]) -> list[bool]:
+    """The pieces both allowed and kept, unless that leaves none."""
+    narrowed = [a and k for a, k in zip(allowed, keep, strict=True)]
+    return narrowed if any(narrowed) else allowed
 
 
 def _with_what_follows_a_restatement(
