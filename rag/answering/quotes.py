@@ -215,9 +215,11 @@ def _is_label(quote: Quote) -> bool:
 def _is_figure_or_code_text(text: str) -> bool:
     """A plot's axis read into the text ("LLaMA model size 0% 25% 50% 75% 100% 7B ...": four
     or more numbers from 0 in equal steps), or code a PDF flattened into a sentence
-    ("pi_logratios = pi_yw_logps - pi_yl_logps ...": three snake_case names and two `=`).
+    ("pi_logratios = pi_yw_logps - pi_yl_logps ...": three snake_case names and two `=` or
+    a docstring's quotes).
     A table's flattened row ("36.2 33.7 38.1 42.0") is neither."""
-    if len(_SNAKE_CASE.findall(text)) >= CODE_NAMES and text.count("=") >= 2:
+    if len(_SNAKE_CASE.findall(text)) >= CODE_NAMES and (
+            text.count("=") >= 2 or '"""' in text):
         return True
     run: list[float] = []
     for token in text.split():

@@ -319,8 +319,11 @@ def test_a_plots_axis_and_code_flattened_into_a_pdf_sentence_are_not_quoted() ->
     quotes = quotes_of(
         "LLaMA model size 0% 25% 50% 75% 100% 7B (6.9 GB) 13B (11.3 GB) Input gradient.\n\n"
         "pi_logratios = pi_yw_logps - pi_yl_logps losses = -F.logsigmoid(beta * ref_logps).\n\n"
+        '""" pi_logps: policy logprobs ref_logps: reference logprobs yw_idxs: indices.\n\n'
+        "Set max_model_len and gpu_memory_utilization for tensor_parallel_size runs.\n\n"
         "Train on target 38.0 34.5 39.0 42.9 38.6 and on source 0 1 3 7.\n\n"
         "We use AdamW with beta1 = 0.9 and beta2 = 0.95.", 0)
     assert [q.text for q in quotes] == [
+        "Set max_model_len and gpu_memory_utilization for tensor_parallel_size runs.",
         "Train on target 38.0 34.5 39.0 42.9 38.6 and on source 0 1 3 7.",
         "We use AdamW with beta1 = 0.9 and beta2 = 0.95."]
