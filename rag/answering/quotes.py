@@ -29,7 +29,10 @@ _EMPHASIS = re.compile(r"\*\*|__|(?<![\w*])\*(?=\S)|(?<=\S)\*(?![\w*])|`")
 _ABBREVIATION = re.compile(
     r"\b(e\.g|i\.e|et al|etc|vs|cf|fig|eq|approx|resp|no|sec)\.", re.IGNORECASE
 )
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+# A sentence ends at an end mark and a space before a capital; or glued to the next one
+# without the space, as a damaged PDF has it ("...the DPO update do?For a mechanistic ...").
+_SENTENCE_END = re.compile(
+    r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|(?<=[a-z)][.!?])(?=[A-Z][a-z])")
 _SNAKE_CASE = re.compile(r"\b[a-z]+_[a-z_]+\b")
 CODE_NAMES = 3
 _TICK = re.compile(r"(\d+(?:\.\d+)?)%?")

@@ -327,3 +327,11 @@ def test_a_plots_axis_and_code_flattened_into_a_pdf_sentence_are_not_quoted() ->
         "Set max_model_len and gpu_memory_utilization for tensor_parallel_size runs.",
         "Train on target 38.0 34.5 39.0 42.9 38.6 and on source 0 1 3 7.",
         "We use AdamW with beta1 = 0.9 and beta2 = 0.95."]
+
+
+def test_sentences_a_damaged_pdf_glued_together_are_split() -> None:
+    quotes = quotes_of("What does the DPO update do?For a mechanistic understanding, it is "
+                       "useful to analyze the gradient.Our results follow, e.g.The table.", 0)
+    assert [q.text for q in quotes] == [
+        "For a mechanistic understanding, it is useful to analyze the gradient.",
+        "Our results follow, e.g.The table."]
