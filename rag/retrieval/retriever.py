@@ -216,11 +216,11 @@ class Retriever:
         fusions = [self._fuse(q, d, snap, visible) for q, d in zip(queries, dense, strict=True)]
         wanted = dict.fromkeys(cid for f in fusions for cid in f.order)
         stored = {s.id: s for s in self.store.get_chunks(list(wanted))}
+        extra = self.settings.lexical_extra if lexical_extra is None else lexical_extra
         ranked = []
         for fusion, query_vec in zip(fusions, vectors, strict=True):
             candidates = self._candidates(fusion, stored, query_vec)
             chosen = self._diversify(candidates, k or self.settings.k)
-            extra = self.settings.lexical_extra if lexical_extra is None else lexical_extra
             ranked.append([self._hit(c)
                            for c in self._with_lexical_best(chosen, candidates, extra)])
         return ranked
@@ -319,20 +319,21 @@ class Retriever:
                 overlapped[i] = overlapped[i] or _overlaps(chunk, chunks[best])
         return [candidates[i] for i in chosen]
 
+    @staticmethod
     def _with_lexical_best(
-        self, chosen: list[Candidate], candidates: list[Candidate], extra: int
+        chosen: list[Candidate], candidates: list[Candidate], extra: int
     ) -> list[Candidate]:
-        """The chosen passages, then the lexical retriever's best ones that fusion left out
-        (`extra` of them, when they overlap no chosen passage). A passage holding
-        the question's rarest words ("label smoothing", a section's own term) is the
-        strongest evidence there is, yet when the embedder ranks it low (70th, say) the
-        fused score buries it under passages both retrievers find middling."""
+        """The chosen passages, then the lexical retriever's best `extra` when they overlap
+        no passage already there (a chosen one overlaps itself). A passage holding the
+        question's rarest words ("label smoothing", a section's own term) is the strongest
+        evidence there is, yet when the embedder ranks it low (70th, say) the fused score
+        buries it under passages both retrievers find middling."""
         best = sorted((c for c in candidates
                        if c.lexical_rank is not None and c.lexical_rank < extra),
                       key=lambda c: c.lexical_rank or 0)
         out = list(chosen)
         for c in best:
-            if all(c is not o and not _overlaps(c.stored.chunk, o.stored.chunk) for o in out):
+            if not any(_overlaps(c.stored.chunk, o.stored.chunk) for o in out):
                 out.append(c)
         return out
 
