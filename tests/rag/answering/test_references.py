@@ -68,3 +68,18 @@ def test_quotes_come_from_the_named_passages_while_any_are_quotable() -> None:
     assert select(quotes, p, "What does it do?", scope=[1]) == [1]
     # A named passage with nothing quotable leaves the choice to the scores.
     assert select(quotes, p, "What does it do?", scope=[2]) == [0]
+
+
+def test_a_quoted_answer_to_a_question_naming_a_section_quotes_only_that_section(
+    full_index,
+) -> None:
+    from rag.answering.extractive import QuoteSelector
+
+    question = "Which kernel optimizations are listed in Section 5.1 of the vLLM paper?"
+    hits = full_index.retriever.search(question, 5)
+    named = [i for i, h in enumerate(hits) if h.chunk.section.startswith("5.1 ")]
+    assert named and len(named) < len(hits)
+    extract = QuoteSelector(full_index.embedder).extract(
+        question, hits, full_index.checker.term_weights(hits))
+    assert extract.sentences
+    assert {s.citation for s in extract.sentences} <= {i + 1 for i in named}
