@@ -13,8 +13,9 @@ re-quantise the de-quantised weights, and their answers part from the fp32 model
 tokens and carried the key fact less often; with fp32 activations they were slower than
 transformers. Measured in docs/benchmarks.md (benchmarks/local_generation.py).
 
-onnxruntime-genai holds the GIL while it runs the model, so the prompt goes in in chunks of
-`PREFILL_CHUNK` tokens: between two chunks the event loop's thread gets to run.
+onnxruntime-genai holds the GIL while it runs the model (a 64-token prefill step took 130-200
+ms on two cores), which stalled the bot's event loop at every step. So the model runs in a
+worker process (onnx_worker.py), and this process only waits on a pipe for its tokens.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,9 @@ PRECISION = "fp32"
 ONNX_DIR = "onnx-" + PRECISION + "-genai-{version}"
 # The builder converts other architectures too, but only these are checked by our tests.
 SUPPORTED_ARCHITECTURES = frozenset({"LlamaForCausalLM"})
+# The worker checks for a stop between chunks of the prompt (and between new tokens).
 PREFILL_CHUNK = 64
+WORKER = Path(__file__).with_name("onnx_worker.py")
 BUILD_TIMEOUT_S = 1800.0
 
 
@@ -115,20 +120,63 @@ def search_options(
 
 
 class OnnxGenerator:
-    """A loaded ONNX build and the loop that generates from it one token at a time."""
+    """A loaded ONNX build, generating in a worker process of its own (onnx_worker.py).
+
+    The worker holds the GIL only in its own process: here the thread that calls `generate`
+    waits on a pipe, and the event loop runs on. A worker that dies fails the generation it was
+    running with a clear error, and the next generation starts a new one.
+    """
 
     def __init__(self, directory: Path, threads: int | None = None) -> None:
-        import onnxruntime_genai as og
-
-        config = og.Config(str(directory))
-        if threads:
-            options = {"session_options": {"intra_op_num_threads": threads}}
-            config.overlay(json.dumps({"model": {"decoder": options}}))
-        try:
-            self._model = og.Model(config)
-        except RuntimeError as exc:
-            raise ModelLoadError(f"Cannot load the ONNX model in {directory}: {exc}") from exc
         self.directory = directory
+        self._threads = threads
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[str] | None = None
+        self._start()
+
+    def _start(self) -> subprocess.Popen[str]:
+        command = [sys.executable, "-P", str(WORKER), str(self.directory), str(self._threads or 0)]
+        process = subprocess.Popen(  # noqa: S603 - our interpreter and our script
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8",
+            bufsize=1,
+        )
+        self._process = process
+        weakref.finalize(self, _stop_worker, process)
+        try:
+            message = self._receive()
+        except WorkerExited as exc:
+            raise ModelLoadError(f"Cannot load the ONNX model in {self.directory}: {exc}") from exc
+        if message != {"ready": True}:
+            _stop_worker(process)
+            detail = message.get("error") if isinstance(message, dict) else message
+            raise ModelLoadError(f"Cannot load the ONNX model in {self.directory}: {detail}")
+        return process
+
+    def _send(self, message: dict[str, Any]) -> None:
+        process = self._process
+        assert process is not None and process.stdin is not None
+        try:
+            process.stdin.write(json.dumps(message) + "\n")
+            process.stdin.flush()
+        except (BrokenPipeError, ValueError) as exc:  # ValueError: the pipe was closed
+            raise WorkerExited(self._exit_status()) from exc
+
+    def _receive(self) -> Any:
+        process = self._process
+        assert process is not None and process.stdout is not None
+        line = process.stdout.readline()
+        if not line:
+            raise WorkerExited(self._exit_status())
+        return json.loads(line)
+
+    def _exit_status(self) -> str:
+        process = self._process
+        assert process is not None
+        try:
+            code = process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return "the ONNX worker process stopped answering"
+        return f"the ONNX worker process exited (code {code})"
 
     def generate(
         self,
@@ -141,17 +189,50 @@ class OnnxGenerator:
     ) -> None:
         """Generate up to `max_tokens` after `prompt`, calling `on_token` with each new id.
 
-        `on_token` may raise to stop generation; the exception propagates.
+        `on_token` may raise to stop generation; the worker is told to stop, and the exception
+        propagates once it has. A runtime error raises RuntimeError.
         """
-        import onnxruntime_genai as og
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                self._start()
+            search = search_options(len(prompt) + max_tokens, temperature, repetition_penalty)
+            self._send({"prompt": prompt, "search": search, "chunk": PREFILL_CHUNK})
+            stopping: BaseException | None = None
+            while True:
+                message = self._receive()
+                if isinstance(message, int):
+                    if stopping is None:
+                        try:
+                            on_token(message)
+                        except BaseException as exc:  # noqa: BLE001 - re-raised below
+                            stopping = exc
+                            self._send({"stop": True})
+                    continue
+                if stopping is not None:
+                    raise stopping
+                if "error" in message:
+                    raise RuntimeError(f"onnxruntime-genai: {message['error']}")
+                return
 
-        params = og.GeneratorParams(self._model)
-        params.set_search_options(
-            **search_options(len(prompt) + max_tokens, temperature, repetition_penalty)
-        )
-        generator = og.Generator(self._model, params)
-        for start in range(0, len(prompt), PREFILL_CHUNK):
-            generator.append_tokens(prompt[start : start + PREFILL_CHUNK])
-        while not generator.is_done():
-            generator.generate_next_token()
-            on_token(int(generator.get_next_tokens()[0]))
+    def close(self) -> None:
+        """Stop the worker process (it also stops by itself when this process exits)."""
+        with self._lock:
+            if self._process is not None:
+                _stop_worker(self._process)
+
+
+class WorkerExited(RuntimeError):
+    """The worker process ended (or hung) while a request was waiting on it."""
+
+
+def _stop_worker(process: subprocess.Popen[str]) -> None:
+    """Close the worker's input (it exits at end of input), killing it if it lingers."""
+    if process.poll() is not None:
+        return
+    try:
+        if process.stdin is not None:
+            process.stdin.close()
+        process.wait(timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        process.kill()
+        process.wait()
