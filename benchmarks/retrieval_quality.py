@@ -107,15 +107,13 @@ def row_line(name: str, group: list[dict]) -> str:
 def questions_table(services: Services, path: Path) -> str:
     """Search every question of a set and tabulate."""
     rows = []
-    threshold = services.settings.answer.abstain_below
     for q in load(path):
         hits = services.retriever.search(q["question"], 5)
         # As the assistant refuses: a request for its instructions or a question made only
         # of instructions is declined before the search, the rest by the gate.
         declined = asks_for_system_prompt(q["question"]) or only_instructions(q["question"])
         unknown = services.assistant.unknown_to_materials(q["question"])
-        refused = declined or bool(unknown) or (
-            services.assistant.coverage_probability(hits) < threshold)
+        refused = declined or bool(unknown) or not services.assistant.covers(q["question"], hits)
         rows.append(judge(q, hits, refused))
     return table(rows)
 
@@ -125,13 +123,12 @@ async def followups_line(services: Services, path: Path) -> str:
     chat = services.models.get()
     found = evidence = refused = 0
     conversations = load(path)
-    threshold = services.settings.answer.abstain_below
     for c in conversations:
         query = await services.assistant.search_query_for(c["question"], c["history"], chat, {})
         hits = services.retriever.search(query, 5)
         found += any(h.chunk.source in c["sources"] for h in hits)
         evidence += any(has_evidence(h, c) for h in hits)
-        refused += services.assistant.coverage_probability(hits) < threshold
+        refused += not services.assistant.covers(query, hits)
     n = len(conversations)
     return (
         f"follow-ups ({n} conversations, model {chat.name}): source@5 {found}/{n} "

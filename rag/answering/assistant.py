@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from rag.answering.extractive import Extract, QuoteSelector
-from rag.answering.gate import evidence_of, gate_probability
+from rag.answering.gate import evidence_of, gate_probability, titled_by
 from rag.answering.grounding import GroundingChecker, TermWeights, sentences
 from rag.answering.injection import only_instructions, skeleton
 from rag.answering.leak_guard import LeakGuard, leaks
@@ -255,7 +255,7 @@ class Assistant:
         timings["retrieve_ms"] = (time.perf_counter() - started) * 1000
         yield Retrieved(hits, query, chosen)
         unknown = await asyncio.to_thread(self.unknown_to_materials, question, preview)
-        if unknown or self.coverage_probability(hits) < self.settings.abstain_below:
+        if unknown or not self.covers(query, hits):
             yield Finished(self._not_covered(question, query, hits, chat.name, timings, began,
                                              unknown, preview))
             return
@@ -278,6 +278,12 @@ class Assistant:
         hidden = frozenset() if preview else self.retriever.unreleased()
         catalogue = self.versions.catalogue(hidden)
         return [v.upper() for v in catalogue.unknown(question)] + catalogue.unknown_names(question)
+
+    def covers(self, question: str, hits: Sequence[Hit]) -> bool:
+        """Whether the materials cover a question: the gate's probability is over its
+        threshold, or a retrieved passage's heading names the question (gate.titled_by)."""
+        return (self.coverage_probability(hits) >= self.settings.abstain_below
+                or titled_by(question, hits))
 
     def coverage_probability(self, hits: Sequence[Hit]) -> float:
         """P(the materials cover the question), from the strongest retrieved evidence."""

@@ -5,6 +5,10 @@ best three cosines (agreement) and its best lexical coverage estimates P(covered
 configured threshold the assistant says the materials don't cover the question and never calls
 a model. `fit_gate` fits it on labelled questions (see `rag.retrieval.calibration` for the
 labels and `docs/calibration.md` for the procedure).
+
+The gate reads embeddings, and a short question ("What is temperature?") embeds far from every
+passage, even from a section called "Temperature". So a question is also covered when a
+retrieved passage's heading names it (`titled_by`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from rag.config import AnswerSettings
+from rag.index.documents import Hit
 from rag.retrieval.calibration import LabelledHit, logistic
+from rag.retrieval.lexical import index_terms
+from rag.retrieval.query import own_terms
 
 # How many of the best passages the gate's agreement feature averages over.
 AGREEMENT_TOP = 3
@@ -124,3 +131,21 @@ def gate_probability(evidence: QuestionEvidence, answer: AnswerSettings) -> floa
         + answer.gate_intercept
     )
     return float(1 / (1 + np.exp(-z)))
+
+
+def titled_by(question: str, hits: Sequence[Hit]) -> bool:
+    """Whether a retrieved passage sits under a heading that names what the question asks
+    about: every word of the heading (section numbers aside) is one of the question's, and
+    they are at least half of its words ("What does the temperature setting do?" and a section
+    "Temperature"). A heading that is one generic word of a longer question ("Evaluation")
+    does not name it.
+    """
+    asked = set(own_terms(question))
+    if not asked:
+        return False
+    for hit in hits:
+        for heading in hit.chunk.section.split(" > "):
+            named = {term for term in index_terms(heading) if not term[:1].isdigit()}
+            if named and named <= asked and 2 * len(named) >= len(asked):
+                return True
+    return False

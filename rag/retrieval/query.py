@@ -53,6 +53,20 @@ GLOSSARY: dict[str, str] = {
     "vs": "versus",
 }
 EXPANSION_WEIGHT = 0.5
+# Words that say how a student feels or asks, not what about ("im confused about embeddings
+# lol", "can u explain attention like im 5 pls"). They are not searched for, and they do not
+# count against a question's coverage: the index has never seen "lol", and an unseen word is
+# the strongest sign of an off-topic question. (As index terms: stemmed, see `index_terms`.)
+CHATTER = frozenset(term for term in index_terms(
+    "im confused confusing lol lmao haha pls plz please thanks thx ty help explain eli5 "
+    "kinda sorta basically honestly literally idk tbh hey hi hello stuck understand dumb "
+    "simple simply like ur"
+) if not term.isdigit())
+
+
+def own_terms(question: str) -> list[str]:
+    """The question's index terms, without chatter: what it asks about."""
+    return [term for term in index_terms(question) if term not in CHATTER]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +87,7 @@ class Query:
 
 def analyse(question: str, index: BM25Index) -> Query:
     """Expand abbreviations and correct unknown words against the index's vocabulary."""
-    own = index_terms(question)
+    own = own_terms(question)
     terms = dict.fromkeys(own, 1.0)
     extra: list[str] = []
     for word in dict.fromkeys(words(question)):

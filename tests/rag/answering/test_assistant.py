@@ -111,8 +111,7 @@ def test_no_more_than_one_in_ten_in_scope_dev_questions_abstain(full_index, dev_
     abstained = [
         q["id"]
         for q in inside
-        if assistant.coverage_probability(full_index.retriever.search(q["question"], 5))
-        < assistant.settings.abstain_below
+        if not assistant.covers(q["question"], full_index.retriever.search(q["question"], 5))
     ]
     assert len(abstained) <= len(inside) / 10, abstained
 
@@ -166,6 +165,22 @@ async def test_a_name_the_materials_never_use_is_not_covered(full_index, counted
     assistant = assistant_over(full_index, counted)
     assert assistant.unknown_to_materials("How big was Chinchila compared to Gopher?") == []
     assert assistant.unknown_to_materials("Is XGBoost like Gopher?") == ["XGBoost"]
+
+
+async def test_a_short_or_chatty_question_about_a_covered_topic_is_answered(full_index, counted):
+    # Both fail the fitted gate: "What is temperature?" embeds far from every passage, and
+    # "lol" (a word the index never saw) counted as the strongest off-topic sign. A section
+    # titled "Temperature", and chatter left out of the coverage, let them through.
+    for question, section in [("What is temperature?", "Temperature"),
+                              ("im confused about what embeddings are lol", "Embeddings")]:
+        answer = await assistant_over(full_index, counted, style="extractive").answer(question)
+        assert not answer.refused, question
+        assert any(section in c.section for c in answer.citations), answer.citations
+    for question in ("lol can u explain who painted the mona lisa pls",
+                     "What is the capital of France?"):
+        answer = await assistant_over(full_index, counted, style="extractive").answer(question)
+        assert answer.refused and answer.reason == NOT_COVERED, question
+    assert counted.calls == 0
 
 
 async def test_a_question_about_prompt_injection_is_still_answered(full_index, counted):

@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rag.answering.gate import MAX_IN_ABSTAIN, evidence_of, fit_gate, gate_probability
+from rag.answering.gate import (
+    MAX_IN_ABSTAIN,
+    evidence_of,
+    fit_gate,
+    gate_probability,
+    titled_by,
+)
 from rag.config import AnswerSettings
+from rag.index.documents import Chunk, Hit
 from rag.retrieval.calibration import logistic
 
 
@@ -85,3 +92,21 @@ def test_the_threshold_never_refuses_more_than_the_allowed_share_of_in_scope_que
     answer, threshold = _fitted(evidence)
     on = [gate_probability(e, answer) for e in evidence if e.in_scope]
     assert 0 < np.mean([p < threshold for p in on]) <= MAX_IN_ABSTAIN
+
+
+def under(*sections: str) -> list[Hit]:
+    return [Hit(Chunk("Some text.", "notes/x.md", None, section, 0, 10), 0.5)
+            for section in sections]
+
+
+def test_a_heading_that_names_the_question_covers_it() -> None:
+    hits = under("Intro", "Next-Token Prediction > Decoding strategies > Temperature",
+                 "3.4 Embeddings and Softmax", "5.2 Evaluation")
+    assert titled_by("What is temperature?", hits)
+    assert titled_by("What does the temperature setting do?", hits)  # half its words
+    assert titled_by("im confused about embeddings and softmax lol", hits)  # numbers aside
+    # Not named: a heading word among many of the question's, or a heading with other words.
+    assert not titled_by("What is the evaluation of the Mona Lisa's smile worth?", hits)
+    assert not titled_by("What are embeddings?", under("3.4 Embeddings and Softmax"))
+    assert not titled_by("What is a reward model?", hits)
+    assert not titled_by("lol", hits)

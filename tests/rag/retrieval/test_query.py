@@ -38,3 +38,14 @@ def test_a_plain_question_is_left_alone():
     query = analyse("What does the reward model learn?", INDEX)
     assert query.dense_text == query.text
     assert set(query.terms) == {"reward", "model", "learn"}
+
+
+def test_chatter_is_neither_searched_nor_counted_against_coverage():
+    query = analyse("im confused about what temperature does lol pls help", INDEX)
+    assert query.core == ("temperature",)
+    assert set(query.terms) == {"temperature"}
+    # Coverage is judged on the question's own terms: "lol", unseen by the index, would
+    # have weighed against it as the strongest off-topic sign.
+    assert INDEX.coverage(query.core, ["c"]) == {"c": 1.0}
+    # Numbers are never chatter ("eli5" is eli, 5; "Section 5" keeps its 5).
+    assert "5" in analyse("eli5 section 5 temperature", INDEX).core
