@@ -71,6 +71,8 @@ class RetrievalSettings(BaseModel):
     max_per_section: int = 2
     # The lexical retriever's best this many passages join the k when fusion left them out.
     lexical_extra: int = 1
+    # A question that names a document ("the LLaMA paper") is searched within it.
+    named_documents: bool = True
     # Logistic calibration of (cosine, lexical coverage) into P(relevant); fitted by
     # `study-assistant calibrate`, documented in docs/calibration.md.
     calibration_slope: float = 5.910

@@ -255,7 +255,7 @@ class Assistant:
         timings["retrieve_ms"] = (time.perf_counter() - started) * 1000
         yield Retrieved(hits, query, chosen)
         unknown = await asyncio.to_thread(self.unknown_to_materials, question, preview)
-        if unknown or not self.covers(query, hits):
+        if unknown or not await asyncio.to_thread(self.covers, query, hits, preview):
             yield Finished(self._not_covered(question, query, hits, chat.name, timings, began,
                                              unknown, preview))
             return
@@ -279,11 +279,24 @@ class Assistant:
         catalogue = self.versions.catalogue(hidden)
         return [v.upper() for v in catalogue.unknown(question)] + catalogue.unknown_names(question)
 
-    def covers(self, question: str, hits: Sequence[Hit]) -> bool:
+    def covers(self, question: str, hits: Sequence[Hit], preview: bool = False) -> bool:
         """Whether the materials cover a question: the gate's probability is over its
-        threshold, or a retrieved passage's heading names the question (gate.titled_by)."""
-        return (self.coverage_probability(hits) >= self.settings.abstain_below
-                or titled_by(question, hits))
+        threshold, or a retrieved passage's heading names the question (gate.titled_by).
+
+        A question that names a document was searched within it, and one document holds
+        fewer related passages than the whole index (the gate's agreement): whether the
+        materials cover it is then also judged on a search of the whole index.
+        """
+        def covered(found: Sequence[Hit]) -> bool:
+            return (self.coverage_probability(found) >= self.settings.abstain_below
+                    or titled_by(question, found))
+
+        if covered(hits):
+            return True
+        if not self.retriever.names_documents(question):
+            return False
+        return covered(self.retriever.search(question, self.settings.k, preview=preview,
+                                             named_documents=False))
 
     def coverage_probability(self, hits: Sequence[Hit]) -> float:
         """P(the materials cover the question), from the strongest retrieved evidence."""

@@ -26,7 +26,6 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -35,7 +34,7 @@ from rag.answering.prompting import INJECTION_MARKER
 from rag.index.documents import Hit
 from rag.index.embedder import Embedder
 from rag.retrieval.calibration import logistic
-from rag.retrieval.lexical import tokenize
+from rag.retrieval.lexical import stem, tokenize
 from rag.retrieval.retriever import Retriever
 
 Verdict = Literal["supported", "not_found", "contradicted"]
@@ -77,8 +76,6 @@ _NUMBER_WORD = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r")\b", re.IGNORECA
 _WORD = re.compile(r"(?<![0-9])[A-Za-z][A-Za-z0-9'’-]*")
 # `48GB`, `65B`, `13k`: a number and its unit or multiplier, written together or apart.
 _NUMBER_UNIT = re.compile(r"(?<=\d)(?=[A-Za-z])")
-_SUFFIXES = ("isations", "izations", "isation", "ization", "ations", "ation", "ising", "izing",
-             "ised", "ized", "ises", "izes", "ise", "ize", "ing", "ed", "es", "ly", "s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,16 +240,6 @@ def split_claims(answer: str) -> list[str]:
         if len(set(tokenize(sentence))) >= MIN_CLAIM_TERMS:
             claims.setdefault(sentence.casefold(), sentence)
     return list(claims.values())
-
-
-@lru_cache(maxsize=1 << 16)
-def stem(term: str) -> str:
-    """A crude suffix stripper, so `quantised`, `quantization` and `quantizing` meet (kept for
-    the index's vocabulary: the idf table stems every word of every passage)."""
-    for suffix in _SUFFIXES:
-        if term.endswith(suffix) and len(term) - len(suffix) >= 4:
-            return term[: -len(suffix)]
-    return term
 
 
 def terms(text: str) -> set[str]:

@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from rag.answering.grounding import stem
 from rag.index.documents import Chunk, Hit
+from rag.retrieval.lexical import stem
 
 _DOCUMENT = re.compile(
     r"((?:[\w.&-]+\s+){1,4}?)(?P<kind>paper|article|guide|overview|notes|handout|document|"
@@ -77,9 +77,8 @@ def _phrase(words_before: str) -> set[str]:
 
 
 def _file_words(chunk: Chunk) -> set[str]:
-    name = chunk.source.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     top = chunk.section.split(" > ", 1)[0] if chunk.page is None else ""
-    return set(_words(name)) | set(_words(top))
+    return _name_words(chunk.source) | set(_words(top))
 
 
 def _headings(chunk: Chunk) -> list[str]:
@@ -102,20 +101,43 @@ def referenced(question: str, hits: Sequence[Hit]) -> list[int] | None:
     return in_document if in_document is not None else in_section
 
 
-def _documents(question: str, chunks: Sequence[Chunk]) -> list[int] | None:
+def named_sources(question: str, sources: Iterable[str]) -> frozenset[str]:
+    """The files among `sources` (paths as the index has them) that the question names as a
+    document by their file name ("the LLaMA paper": papers/llama.pdf; "the week 6 guide"),
+    none when it names none or only guesses. Retrieval searches within them."""
+    names = _document_names(question)
+    if not names:
+        return frozenset()
+    return frozenset(source for source in sources
+                     if any(name <= _name_words(source) and _fits(source, kind)
+                            for name, kind in names))
+
+
+def _document_names(question: str) -> list[tuple[set[str], str]]:
+    """The naming words and the kind of each document the question names (not a guess)."""
     if _HEDGED.search(question):
-        return None
+        return []
     names = [(_phrase(m.group(1)), m["kind"].casefold()) for m in _DOCUMENT.finditer(question)]
-    names = [(n, kind) for n, kind in names if n]
+    return [(n, kind) for n, kind in names if n]
+
+
+def _name_words(source: str) -> set[str]:
+    return set(_words(source.rsplit("/", 1)[-1].rsplit(".", 1)[0]))
+
+
+def _fits(source: str, kind: str) -> bool:
+    """Whether a file can be that kind of document: a paper is a PDF, a guide is not."""
+    pdf = source.casefold().endswith(".pdf")
+    return not ((kind in _PAPER_KINDS and not pdf) or (kind in _TEXT_KINDS and pdf))
+
+
+def _documents(question: str, chunks: Sequence[Chunk]) -> list[int] | None:
+    names = _document_names(question)
     if not names:
         return None
-
-    def named(chunk: Chunk, kind: str) -> bool:
-        pdf = chunk.source.casefold().endswith(".pdf")
-        return not ((kind in _PAPER_KINDS and not pdf) or (kind in _TEXT_KINDS and pdf))
-
     found = [i for i, chunk in enumerate(chunks)
-             if any(name <= _file_words(chunk) and named(chunk, kind) for name, kind in names)]
+             if any(name <= _file_words(chunk) and _fits(chunk.source, kind)
+                    for name, kind in names)]
     return found or None
 
 

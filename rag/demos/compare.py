@@ -253,7 +253,7 @@ async def compare_models(
     if rag:
         passages = tuple(await asyncio.to_thread(
             assistant.retriever.search, question, assistant.settings.k))
-        if not assistant.covers(question, passages):
+        if not await asyncio.to_thread(assistant.covers, question, passages):
             refusals = tuple(ModelRun(n, backends[n], False, error=NOT_COVERED) for n in names)
             return Comparison(question, rag, passages, refusals, NOT_COVERED, refused=True)
     runner = _Runner(assistant, question, passages, rag, progress)

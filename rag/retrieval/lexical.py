@@ -99,6 +99,20 @@ def _stem(token: str) -> str:
     return token
 
 
+_SUFFIXES = ("isations", "izations", "isation", "ization", "ations", "ation", "ising", "izing",
+             "ised", "ized", "ises", "izes", "ise", "ize", "ing", "ed", "es", "ly", "s")
+
+
+@lru_cache(maxsize=1 << 16)
+def stem(term: str) -> str:
+    """A crude suffix stripper, so `quantised`, `quantization` and `quantizing` meet: the
+    grounding checker's and the faithfulness measure's (the index's terms use `_stem`)."""
+    for suffix in _SUFFIXES:
+        if term.endswith(suffix) and len(term) - len(suffix) >= 4:
+            return term[: -len(suffix)]
+    return term
+
+
 def words(text: str) -> list[str]:
     """The raw word tokens of a text after `normalise`, stopwords included."""
     return _WORD.findall(normalise(text))

@@ -16,10 +16,11 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from rag.answering.references import named_sources
 from rag.config import RetrievalSettings
 from rag.index.chroma_store import ChromaStore, StoredChunk
 from rag.index.documents import Chunk, Hit
@@ -64,6 +65,8 @@ class _Snapshot:
     bm25: BM25Index
     # Live chunks with a release time (Unix seconds); every other live chunk is released.
     release: dict[str, float]
+    # Each file's live chunks, by source path.
+    documents: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def visible(self, now: float | None) -> frozenset[str]:
         """The live chunks released at `now` (all of them when `now` is None: a preview)."""
@@ -130,7 +133,8 @@ class Retriever:
     def _build(self, version: str) -> _Snapshot:
         """The snapshot of the version the token names (read through a view pinned to it, so
         a switch in between cannot mix two versions)."""
-        ids = [cid for e in self.store.pinned(version).manifest().values() for cid in e.chunk_ids]
+        manifest = self.store.pinned(version).manifest()
+        ids = [cid for e in manifest.values() for cid in e.chunk_ids]
         # Derived from the recent lexical index over this store that shares most chunks with
         # this version (the live version's, in a running bot): only chunks it lacks are read
         # back and tokenised. The first build in a process reads and tokenises them all.
@@ -140,7 +144,8 @@ class Retriever:
         self.store.keep_lexical_index(bm25)
         live = frozenset(bm25.ids)
         release = {cid: at for cid, at in self.store.release_times().items() if cid in live}
-        return _Snapshot(version, live, bm25, release)
+        documents = {source: frozenset(e.chunk_ids) & live for source, e in manifest.items()}
+        return _Snapshot(version, live, bm25, release, documents)
 
     def _lexical_texts(self, ids: list[str]) -> Iterator[tuple[str, str]]:
         """(id, lexical text) of stored chunks (ids not stored are left out)."""
@@ -158,13 +163,16 @@ class Retriever:
 
     def search(
         self, query: str, k: int | None = None, *, preview: bool = False,
-        lexical_extra: int | None = None,
+        lexical_extra: int | None = None, named_documents: bool | None = None,
     ) -> list[Hit]:
         """The k best released passages for a query, diverse, with calibrated scores, then
         the lexical retriever's best `lexical_extra` (default: the setting) that fusion left
         out; 0 for exactly k.
 
         `preview` (instructors only) also returns material whose release time has not come.
+        A query that names a document ("the LLaMA paper", "the week 6 guide":
+        `rag.answering.references.named_sources`) searches within it, while it has visible
+        passages (`named_documents`, default: the setting; `search_many` alike).
         """
         snap, visible, released_at = self._scope(preview)
         if not visible:
@@ -172,7 +180,24 @@ class Retriever:
         prepared = analyse(query, snap.bm25)
         query_vec = self.embedder.embed_query(prepared.dense_text)
         return self._ranked([prepared], [query_vec], snap, visible, released_at, k,
-                            lexical_extra)[0]
+                            lexical_extra, named_documents)[0]
+
+    def names_documents(self, query: str) -> bool:
+        """Whether `search` looks for this query within the documents it names."""
+        snap = self._current()
+        return self.settings.named_documents and bool(named_sources(query, snap.documents))
+
+    def _within_named(self, query: str, snap: _Snapshot, visible: frozenset[str],
+                      named_documents: bool | None = None) -> frozenset[str]:
+        """The visible chunks of the documents the query names, or all visible chunks when it
+        names none (or none of theirs is visible), or naming is off (default: the setting)."""
+        if not (self.settings.named_documents if named_documents is None else named_documents):
+            return visible
+        named = named_sources(query, snap.documents)
+        if not named:
+            return visible
+        inside = visible & frozenset().union(*(snap.documents[source] for source in named))
+        return inside or visible
 
     def search_many(
         self, queries: Sequence[str], k: int | None = None, *, preview: bool = False
@@ -207,13 +232,16 @@ class Retriever:
         released_at: float | None,
         k: int | None,
         lexical_extra: int | None = None,
+        named_documents: bool | None = None,
     ) -> list[list[Hit]]:
         """Each query's hits. The store is asked once for all the queries' nearest chunks and
         once for all their candidates' texts and vectors; each query's hits are those it would
         get alone."""
         n = self.settings.candidates
-        dense = self._dense(vectors, n, visible, released_at)
-        fusions = [self._fuse(q, d, snap, visible) for q, d in zip(queries, dense, strict=True)]
+        scopes = [self._within_named(q.text, snap, visible, named_documents) for q in queries]
+        dense = self._dense(vectors, n, scopes, released_at)
+        fusions = [self._fuse(q, d, snap, scope)
+                   for q, d, scope in zip(queries, dense, scopes, strict=True)]
         wanted = dict.fromkeys(cid for f in fusions for cid in f.order)
         stored = {s.id: s for s in self.store.get_chunks(list(wanted))}
         extra = self.settings.lexical_extra if lexical_extra is None else lexical_extra
@@ -268,21 +296,23 @@ class Retriever:
         self,
         vectors: Sequence[np.ndarray],
         n: int,
-        visible: frozenset[str],
+        scopes: Sequence[frozenset[str]],
         released_at: float | None,
     ) -> list[list[tuple[str, float]]]:
-        """Each query's n nearest visible chunks. The pool also holds chunks that are not live
-        (written by an unfinished ingest, or listed only by other versions): fetch twice as
-        many, and more for the queries where they crowd out live ones (asked again together,
-        each query with the same growing count it would use alone)."""
+        """Each query's n nearest chunks in its scope (the visible chunks, or those of the
+        documents it names). The pool also holds chunks that are not live (written by an
+        unfinished ingest, or listed only by other versions) or out of scope: fetch twice as
+        many, and more for the queries where they crowd out the ones in scope (asked again
+        together, each query with the same growing count it would use alone)."""
         found: list[list[tuple[str, float]]] = [[] for _ in vectors]
         pending, want = list(range(len(vectors))), 2 * n
         while pending:
             nearest = self.store.query_many([vectors[i] for i in pending], want, released_at)
             short = []
             for i, hits in zip(pending, nearest, strict=True):
-                found[i] = [(cid, s) for cid, s in hits if cid in visible][:n]
-                if len(found[i]) < min(n, len(visible)) and len(hits) >= want:
+                scope = scopes[i]
+                found[i] = [(cid, s) for cid, s in hits if cid in scope][:n]
+                if len(found[i]) < min(n, len(scope)) and len(hits) >= want:
                     short.append(i)
             pending, want = short, want * 4
         return found

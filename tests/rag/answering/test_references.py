@@ -4,7 +4,7 @@ import numpy as np
 
 from rag.answering.extractive import select
 from rag.answering.quotes import quotes_of
-from rag.answering.references import referenced
+from rag.answering.references import named_sources, referenced
 from rag.index.documents import Chunk, Hit
 
 
@@ -83,3 +83,25 @@ def test_a_quoted_answer_to_a_question_naming_a_section_quotes_only_that_section
         question, hits, full_index.checker.term_weights(hits))
     assert extract.sentences
     assert {s.citation for s in extract.sentences} <= {i + 1 for i in named}
+
+
+SOURCES = ["papers/llama.pdf", "papers/lora.pdf", "papers/qlora.pdf", "papers/dpo.pdf",
+           "papers/vllm_pagedattention.pdf", "guides/week6-transformers-fundamentals.md",
+           "notes/fine-tuning-sft-lora.md"]
+
+
+def test_the_documents_a_question_names_are_found_among_every_file_of_the_index() -> None:
+    assert named_sources("What does the LLaMA paper say about its training data?",
+                         SOURCES) == {"papers/llama.pdf"}
+    assert named_sources("In the vLLM paper, what is a block table?",
+                         SOURCES) == {"papers/vllm_pagedattention.pdf"}
+    assert named_sources("What does the week 6 guide say about attention?",
+                         SOURCES) == {"guides/week6-transformers-fundamentals.md"}
+    # A paper is a PDF and notes are not; "LoRA" is not a word of qlora.pdf.
+    assert named_sources("What do the LoRA notes say?", SOURCES) == {
+        "notes/fine-tuning-sft-lora.md"}
+    assert named_sources("the lora paper's rank?", SOURCES) == {"papers/lora.pdf"}
+    # Nothing named, a name no file has, or a guess: no document.
+    assert named_sources("What is LoRA?", SOURCES) == frozenset()
+    assert named_sources("What does the GPT-4 paper say?", SOURCES) == frozenset()
+    assert named_sources("I think the LLaMA paper said 1.4T tokens?", SOURCES) == frozenset()

@@ -158,3 +158,22 @@ def test_the_passage_the_lexical_retriever_ranks_first_is_never_buried_by_fusion
                            retriever.settings.model_copy(update={"lexical_extra": 0}))
     hits = fused_only.search(question, 5)
     assert len(hits) == 5 and not regularization(hits)
+
+
+def test_a_question_naming_a_paper_is_searched_within_it(full_index):
+    # Searched everywhere, this finds the course guides' pretraining sections and the LLaMA
+    # paper's acknowledgements ("help on data collection"), not its pre-training data section.
+    question = "What does the LLaMA paper say about its training data?"
+    retriever = full_index.retriever
+    hits = retriever.search(question, 5)
+    assert {h.chunk.source for h in hits} == {"papers/llama.pdf"}
+    assert any("Pre-training Data" in h.chunk.section for h in hits), [
+        h.chunk.section for h in hits]
+    everywhere = Retriever(retriever.store, retriever.embedder,
+                           retriever.settings.model_copy(update={"named_documents": False}))
+    assert {h.chunk.source for h in everywhere.search(question, 5)} != {"papers/llama.pdf"}
+    # A guess about where something is, or a name no file has, searches everywhere.
+    for other in ("i think the llama paper said something about training data?",
+                  "What does the GPT-4 paper say about training data?"):
+        assert {h.chunk.source for h in retriever.search(other, 5)} != {"papers/llama.pdf"}
+    assert retriever.search_many([question], 5) == [hits]
