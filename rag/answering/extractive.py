@@ -22,7 +22,7 @@ the reason right after the leading statement follows it; so does the next senten
 leading one that announces it or only restates the question. Some pieces may not answer:
 the reader's tasks (unless the question asks for them), pieces without a number when the
 question asks for a quantity, and pieces outside the document or section the question names
-(`rag.answering.references`), each rule only while something else is left.
+(`rag.retrieval.references`), each rule only while something else is left.
 Passages that scored as well but did not fit are pointed to with "More in [n]".
 
 What is embedded for a passage (its pieces, their paragraphs or lists, their section paths)
@@ -44,10 +44,10 @@ import numpy as np
 from rag.answering.grounding import TermWeights, numbers, terms
 from rag.answering.injection import is_instruction
 from rag.answering.quotes import ANNOUNCES, Quote, quotes_of
-from rag.answering.references import referenced
 from rag.answering.styles import QUOTED, AnswerSentence
 from rag.index.documents import Chunk, Hit
 from rag.index.embedder import Embedder
+from rag.retrieval.references import referenced
 
 MAX_QUOTES = 4
 MAX_WORDS = 120
@@ -290,7 +290,7 @@ def select(
     sentence, and the answer to a why-question the reason that follows its leading statement.
 
     Left out, each only while something else is left: pieces of passages outside `scope`
-    (the passages the question names, `rag.answering.references`), pieces that set the
+    (the passages the question names, `rag.retrieval.references`), pieces that set the
     reader a task unless the question asks about tasks, pointers to reading unless it asks
     for material, and pieces without a number when it asks for a quantity ("how many", "how
     much", "what percentage")."""

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rag.answering.references import named_sources
 from rag.config import RetrievalSettings
 from rag.index.chroma_store import ChromaStore, StoredChunk
 from rag.index.documents import Chunk, Hit
 from rag.index.embedder import Embedder
 from rag.retrieval.lexical import BM25Index
 from rag.retrieval.query import Query, analyse
+from rag.retrieval.references import named_sources
 
 
 class NothingIngested(RuntimeError):
@@ -171,7 +171,7 @@ class Retriever:
 
         `preview` (instructors only) also returns material whose release time has not come.
         A query that names a document ("the LLaMA paper", "the week 6 guide":
-        `rag.answering.references.named_sources`) searches within it, while it has visible
+        `rag.retrieval.references.named_sources`) searches within it, while it has visible
         passages (`named_documents`, default: the setting; `search_many` alike).
         """
         snap, visible, released_at = self._scope(preview)

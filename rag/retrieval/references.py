@@ -21,6 +21,9 @@ student may remember wrongly. Only references that match a retrieved passage cou
 question that names nothing, or names what was not retrieved, keeps every passage. When a
 document and a section are both named, the passages must match both (or, when none does,
 the document alone).
+
+A named document also scopes the search itself (`named_sources`, over every file of the
+index: `Retriever.search`), so its passages are among the retrieved ones to begin with.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ import numpy as np
 
 from rag.answering.extractive import select
 from rag.answering.quotes import quotes_of
-from rag.answering.references import named_sources, referenced
 from rag.index.documents import Chunk, Hit
+from rag.retrieval.references import named_sources, referenced
 
 
 def hit(source: str, section: str, text: str = "Some text.") -> Hit:
