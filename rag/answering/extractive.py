@@ -21,8 +21,9 @@ quoted as a fenced block under its lead-in line. For a why-question, a sentence 
 the reason right after the leading statement follows it; so does the next sentence after a
 leading one that announces it or only restates the question. Some pieces may not answer:
 the reader's tasks (unless the question asks for them), pieces without a number when the
-question asks for a quantity, and pieces outside the document or section the question names
-(`rag.retrieval.references`), each rule only while something else is left.
+question asks for a quantity, a paper's acknowledgements and references (unless the question
+asks about thanks, funding or citations), and pieces outside the document or section the
+question names (`rag.retrieval.references`), each rule only while something else is left.
 Passages that scored as well but did not fit are pointed to with "More in [n]".
 
 What is embedded for a passage (its pieces, their paragraphs or lists, their section paths)
@@ -110,6 +111,11 @@ _ASKS_FOR_QUANTITY = re.compile(
     re.IGNORECASE)
 # A question after further material ("any videos on this?", "where can I read more?"): only
 # then do pointers to reading ("Learn more: - Video: ...") answer.
+# A paper's thanks and its list of references: never an answer about its content.
+_BACK_MATTER = re.compile(r"^\W*(?:acknowledge?ments?|references|bibliography)\b", re.IGNORECASE)
+_ASKS_FOR_BACK_MATTER = re.compile(
+    r"\b(?:thank(?:s|ed)?|acknowledge?(?:ments?|d|s)?|fund(?:ed|ing|s)?|grants?|sponsor(?:ed|s)?|"
+    r"cite[sd]?|citations?|references?|bibliography)\b", re.IGNORECASE)
 _ASKS_FOR_MATERIAL = re.compile(
     r"\b(?:resources?|videos?|links?|read(?:ing)?|learn more|articles?|tutorials?|books?|"
     r"courses?|watch|where can i|further|materials?|sources?|references?|papers?|docs?)\b",
@@ -281,20 +287,31 @@ def sets_a_task(quote: Quote) -> bool:
     return quote.kind in ("sentence", "item") and bool(_TASK.match(quote.text))
 
 
+def back_matter(hits: Sequence[Hit], question: str = "") -> list[int]:
+    """The passages from a paper's acknowledgements or references, none when the question
+    asks about thanks, funding or citations."""
+    if _ASKS_FOR_BACK_MATTER.search(question):
+        return []
+    return [i for i, hit in enumerate(hits)
+            if _BACK_MATTER.match(hit.chunk.section.rsplit(" > ", 1)[-1])]
+
+
 def select(
     quotes: Sequence[Quote], p: np.ndarray, question: str = "",
-    scope: Collection[int] | None = None,
+    scope: Collection[int] | None = None, aside: Collection[int] = (),
 ) -> list[int]:
     """The pieces to quote, most likely first; a list item brings its siblings; a leading
     sentence that announces what follows, or only restates the question, brings the next
     sentence, and the answer to a why-question the reason that follows its leading statement.
 
-    Left out, each only while something else is left: pieces of passages outside `scope`
-    (the passages the question names, `rag.retrieval.references`), pieces that set the
+    Left out, each only while something else is left: pieces of the passages `aside` (a
+    paper's acknowledgements and references, unless the question asks about them), pieces of
+    passages outside `scope` (the passages the question names, `rag.retrieval.references`),
+    pieces that set the
     reader a task unless the question asks about tasks, pointers to reading unless it asks
     for material, and pieces without a number when it asks for a quantity ("how many", "how
     much", "what percentage")."""
-    allowed = [True] * len(quotes)
+    allowed = _narrowed([True] * len(quotes), (q.passage not in aside for q in quotes))
     if scope is not None:
         allowed = _narrowed(allowed, (q.passage in scope for q in quotes))
     if not _ASKS_FOR_TASKS.search(question):
@@ -555,7 +572,8 @@ class QuoteSelector:
             return Extract("", (), ())
         p = self.weights.probability(
             quote_features(question, quotes, hits, self.embedder, idf, self.vectors))
-        chosen = select(quotes, p, question, referenced(question, hits))
+        chosen = select(quotes, p, question, referenced(question, hits),
+                        back_matter(hits, question))
         best = float(p[chosen[0]])
         owner = np.array([q.passage for q in quotes])
         quoted = {quotes[i].passage for i in chosen}

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from rag.answering.extractive import back_matter, select
 from rag.answering.quotes import plain, quotes_of
+from rag.index.documents import Chunk, Hit
 
 
 def test_markup_is_removed_but_the_words_kept() -> None:
@@ -335,3 +339,19 @@ def test_sentences_a_damaged_pdf_glued_together_are_split() -> None:
     assert [q.text for q in quotes] == [
         "For a mechanistic understanding, it is useful to analyze the gradient.",
         "Our results follow, e.g.The table."]
+
+
+def test_a_papers_acknowledgements_answer_only_a_question_about_thanks_or_funding() -> None:
+    hits = [Hit(Chunk("We thank Yongyi Hu for his help on data collection.", "papers/llama.pdf",
+                      9, "Acknowledgements", 0, 51), 0.5),
+            Hit(Chunk("The training data is a mixture of public sources.", "papers/llama.pdf",
+                      2, "2 Approach > 2.1 Pre-training Data", 0, 50), 0.5)]
+    assert back_matter(hits) == [0]
+    quotes = [*quotes_of(hits[0].chunk.text, 0), *quotes_of(hits[1].chunk.text, 1)]
+    p = np.array([0.9, 0.4])
+    assert select(quotes, p, "What about its training data?", aside=[0]) == [1]
+    # Alone, it is still quoted (the rule only chooses among pieces).
+    assert select(quotes[:1], p[:1], "What about its data?", aside=[0]) == [0]
+    # Set aside unless the question is about thanks, funding or citations.
+    assert back_matter(hits, "Who did they thank for data collection?") == []
+    assert back_matter(hits, "Which work was funded by a grant?") == []
