@@ -109,13 +109,13 @@ _ASKS_FOR_QUANTITY = re.compile(
     r"(?:percentage|fraction|share|proportion|size|number|count|length|ratio|(?:win )?rate|"
     r"dimension(?:ality)?|width|depth)s?\b)",
     re.IGNORECASE)
-# A question after further material ("any videos on this?", "where can I read more?"): only
-# then do pointers to reading ("Learn more: - Video: ...") answer.
 # A paper's thanks and its list of references: never an answer about its content.
 _BACK_MATTER = re.compile(r"^\W*(?:acknowledge?ments?|references|bibliography)\b", re.IGNORECASE)
 _ASKS_FOR_BACK_MATTER = re.compile(
     r"\b(?:thank(?:s|ed)?|acknowledge?(?:ments?|d|s)?|fund(?:ed|ing|s)?|grants?|sponsor(?:ed|s)?|"
     r"cite[sd]?|citations?|references?|bibliography)\b", re.IGNORECASE)
+# A question after further material ("any videos on this?", "where can I read more?"): only
+# then do pointers to reading ("Learn more: - Video: ...") answer.
 _ASKS_FOR_MATERIAL = re.compile(
     r"\b(?:resources?|videos?|links?|read(?:ing)?|learn more|articles?|tutorials?|books?|"
     r"courses?|watch|where can i|further|materials?|sources?|references?|papers?|docs?)\b",
@@ -305,12 +305,11 @@ def select(
     sentence, and the answer to a why-question the reason that follows its leading statement.
 
     Left out, each only while something else is left: pieces of the passages `aside` (a
-    paper's acknowledgements and references, unless the question asks about them), pieces of
-    passages outside `scope` (the passages the question names, `rag.retrieval.references`),
-    pieces that set the
-    reader a task unless the question asks about tasks, pointers to reading unless it asks
-    for material, and pieces without a number when it asks for a quantity ("how many", "how
-    much", "what percentage")."""
+    paper's acknowledgements and references, `back_matter`), pieces of passages outside
+    `scope` (the passages the question names, `rag.retrieval.references`), pieces that set
+    the reader a task unless the question asks about tasks, pointers to reading unless it
+    asks for material, and pieces without a number when it asks for a quantity ("how many",
+    "how much", "what percentage")."""
     allowed = _narrowed([True] * len(quotes), (q.passage not in aside for q in quotes))
     if scope is not None:
         allowed = _narrowed(allowed, (q.passage in scope for q in quotes))

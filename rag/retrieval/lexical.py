@@ -106,7 +106,8 @@ _SUFFIXES = ("isations", "izations", "isation", "ization", "ations", "ation", "i
 @lru_cache(maxsize=1 << 16)
 def stem(term: str) -> str:
     """A crude suffix stripper, so `quantised`, `quantization` and `quantizing` meet: the
-    grounding checker's and the faithfulness measure's (the index's terms use `_stem`)."""
+    grounding checker's terms and the names a question gives documents and sections
+    (references.py). The index's own terms use `_stem`."""
     for suffix in _SUFFIXES:
         if term.endswith(suffix) and len(term) - len(suffix) >= 4:
             return term[: -len(suffix)]
