@@ -16,7 +16,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -66,7 +66,7 @@ class _Snapshot:
     # Live chunks with a release time (Unix seconds); every other live chunk is released.
     release: dict[str, float]
     # Each file's live chunks, by source path.
-    documents: dict[str, frozenset[str]] = field(default_factory=dict)
+    documents: dict[str, frozenset[str]]
 
     def visible(self, now: float | None) -> frozenset[str]:
         """The live chunks released at `now` (all of them when `now` is None: a preview)."""
