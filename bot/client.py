@@ -7,6 +7,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import discord
@@ -29,6 +30,9 @@ from rag.config import DiscordSettings
 from rag.services import Services
 
 log = logging.getLogger("bot")
+# How long close waits for start-up work still running in the background (a model load).
+BACKGROUND_JOIN_S = 60.0
+
 MESSAGE_CONTENT_HELP = (
     "Thread follow-ups without a mention need the privileged Message Content intent: enable "
     "it under Bot → Privileged Gateway Intents in the Discord Developer Portal. Slash commands, "
@@ -118,8 +122,9 @@ class StudyBot(commands.Bot):
         self.escalations = Escalations(self, self.escalation_log, settings, self.reingester,
                                        self.answerer.user_hash)
         self.warm_up = warm_up
-        # Set on close: background start-up work stops.
+        # Set on close: background start-up work stops, and close waits for it.
         self.closing = threading.Event()
+        self.background: list[threading.Thread] = []
 
     async def setup_hook(self) -> None:
         """One-time start-up: cogs, persistent buttons, intent check, command sync, warm-up."""
@@ -143,10 +148,24 @@ class StudyBot(commands.Bot):
             await self.load_models()
 
     async def close(self) -> None:
-        """Log out, then close the escalation log (the question log is its owner's)."""
+        """Log out, let the start-up work in the background end, then close the escalation log
+        (the question log is its owner's)."""
         self.closing.set()
         await super().close()
+        await asyncio.to_thread(self.join_background, BACKGROUND_JOIN_S)
         self.escalation_log.close()
+
+    def join_background(self, timeout_s: float) -> None:
+        """Wait, up to timeout_s in all, for the start-up threads: the quotes' warm-up stops at
+        its next batch once `closing` is set; a model load cannot be interrupted, so it is
+        waited for (a thread still importing while the process goes on to other work is what
+        this avoids). One still running at the deadline is logged and left to die with the
+        process (the threads are daemons)."""
+        deadline = time.monotonic() + timeout_s
+        for thread in self.background:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning("%s is still running at close; leaving it", thread.name)
 
     async def on_message(self, message: discord.Message) -> None:
         """No prefix commands: messages are handled by the mention cog only."""
@@ -216,11 +235,15 @@ class StudyBot(commands.Bot):
         if load is not None:
             loaded = await load()
             if not getattr(loaded, "model_loaded", True):
-                threading.Thread(target=_warm_demo_model, args=(chat.name, loaded),
-                                 name="warm-demo-model", daemon=True).start()
+                self.start_background(_warm_demo_model, "warm-demo-model", chat.name, loaded)
         log.info("models loaded: %s, %s", services.embedder.name, chat.name)
-        threading.Thread(target=_warm_quotes, args=(services, self.closing), name="warm-quotes",
-                         daemon=True).start()
+        self.start_background(_warm_quotes, "warm-quotes", services, self.closing)
+
+    def start_background(self, target: Callable[..., None], name: str, *args: Any) -> None:
+        """Run start-up work on a daemon thread that close waits for."""
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        self.background.append(thread)
+        thread.start()
 
     def check_exam(self, user_id: int, channel: Any, command: str) -> None:
         """Raise ExamInProgress (and log the attempt) when an exam covers this channel."""

@@ -466,6 +466,20 @@ async def test_the_warm_up_loads_the_demo_model_in_the_background_once_serving(
     await models.aclose()
 
 
+async def test_closing_the_bot_waits_for_its_start_up_work(
+    make_harness, guides_services, llm_cache_dir
+):
+    # A thread still loading a model after close kept importing while the next test set up.
+    models = ModelRegistry(FAST_LLM, llm_cache_dir)
+    services = dataclasses.replace(guides_services, models=models)
+    harness = await make_harness(services, warm_up=True)
+    threads = list(harness.bot.background)
+    assert sorted(t.name for t in threads) == ["warm-demo-model", "warm-quotes"]
+    await harness.bot.close()
+    assert not [t.name for t in threads if t.is_alive()]
+    await models.aclose()
+
+
 def test_a_demo_model_that_fails_to_load_in_the_background_is_one_log_line(caplog):
     class Broken:
         @property
