@@ -117,8 +117,9 @@ def split_sentences(paragraph: str) -> list[str]:
 
 def _blocks(text: str) -> list[tuple[str, str]]:
     """(kind, text) blocks: paragraphs joined from wrapped lines, list items, table rows,
-    short fenced code blocks (their lines as written), headings (their text). Long code
-    blocks, a code block the passage cuts and rules become breaks."""
+    short fenced code blocks and the short parts of long ones (their lines as written),
+    headings (their text). The rest of a long code block, a code block the passage cuts and
+    rules become breaks."""
     blocks: list[tuple[str, str]] = []
     code: list[str] | None = None
     for line in text.splitlines():
@@ -126,9 +127,7 @@ def _blocks(text: str) -> list[tuple[str, str]]:
             if code is None:
                 code = []
             else:
-                body = textwrap.dedent("\n".join(c for c in code if c.strip())).strip()
-                short = body and body.count("\n") < CODE_LINES and len(body) <= CODE_CHARS
-                blocks.append(("code", body) if short else ("break", ""))
+                blocks += _code_blocks(code)
                 code = None
             continue
         if code is not None:
@@ -148,6 +147,35 @@ def _blocks(text: str) -> list[tuple[str, str]]:
         else:
             blocks.append(("para", stripped))
     return blocks
+
+
+def _code_blocks(lines: list[str]) -> list[tuple[str, str]]:
+    """A fenced block's lines as code blocks: the whole block when it is short; a long one by
+    its parts between blank lines (a diagram's stages, a script's steps), each part that is
+    short, as written; what is still too long is a break."""
+    whole = _short_code(lines)
+    if whole or not any(line.strip() for line in lines):
+        return [("code", whole)] if whole else [("break", "")]
+    parts: list[list[str]] = [[]]
+    for line in lines:
+        if line.strip():
+            parts[-1].append(line)
+        elif parts[-1]:
+            parts.append([])
+    blocks: list[tuple[str, str]] = []
+    for part in parts:
+        if body := _short_code(part):
+            blocks.append(("code", body))
+        elif not blocks or blocks[-1][0] != "break":
+            blocks.append(("break", ""))
+    return blocks
+
+
+def _short_code(lines: list[str]) -> str:
+    """The lines as one quotable code block, dedented; "" when empty or too long to quote."""
+    body = textwrap.dedent("\n".join(c for c in lines if c.strip())).strip()
+    short = body and body.count("\n") < CODE_LINES and len(body) <= CODE_CHARS
+    return body if short else ""
 
 
 def quotes_of(text: str, passage: int) -> list[Quote]:

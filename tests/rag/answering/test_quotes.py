@@ -60,6 +60,19 @@ def test_long_code_blocks_and_code_cut_by_the_passage_are_not_quoted() -> None:
     assert [q.text for q in quotes_of(cut, 0)] == ["Before it."]
 
 
+def test_a_long_code_block_is_quoted_by_its_short_parts_between_blank_lines() -> None:
+    stage = ("STAGE {n}\n├── Duration: {d}\n├── Data: tokens\n├── Objective: {o}\n"
+             "├── Cost: $1\n└── Done")
+    stages = [stage.format(n=n, d=d, o=o) for n, d, o in
+              ((1, "Weeks", "Predict"), (2, "Days", "Follow"), (3, "Weeks", "Align"))]
+    script = "\n".join(f"step_{i} = {i}" for i in range(20))
+    text = "```\n" + "\n\n".join([*stages, script]) + "\n```\nAfter it."
+    quotes = quotes_of(text, 0)
+    assert [(q.kind, q.text) for q in quotes] == [
+        *[("code", s) for s in stages], ("sentence", "After it.")]
+    assert len({q.group for q in quotes}) == 4  # each part is a piece of its own
+
+
 def test_abbreviations_do_not_end_a_sentence() -> None:
     quotes = quotes_of("Models such as GPT-3, e.g. the 175B one, learn in context. They adapt.", 0)
     assert len(quotes) == 2
