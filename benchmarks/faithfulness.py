@@ -64,6 +64,10 @@ SETS = {
     # A fourth (session 14), by a writer who read none of the sets; 19 of 40 overlap (the
     # corpus's salient facts are few) and are marked.
     "held out 4": REPO / "eval" / "answer_heldout4_questions.jsonl",
+    # A fifth (session 16), by two writers who read none of the sets: the first half from the
+    # materials alone (38 of 48 overlap), the second against the list of evidence strings the
+    # sets above already use (5 of 46 overlap, by cosine).
+    "held out 5": REPO / "eval" / "answer_heldout5_questions.jsonl",
 }
 DATA_DIR = REPO / ".study-assistant" / "bench-faithfulness"
 
