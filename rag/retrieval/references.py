@@ -60,6 +60,8 @@ _BOUNDARY = frozenset({
     "says", "for", "with", "at", "it", "so", "i", "me", "my", "we", "you",
 })
 _SPLIT = re.compile(r"[a-z]+|[0-9]+")
+# The verbs that frame a question about a document ("what does the paper say about ...").
+_FRAME = re.compile(r"\b(?:say|says|said|mention|mentions|mentioned)\b", re.IGNORECASE)
 
 
 def _words(text: str) -> list[str]:
@@ -114,6 +116,35 @@ def named_sources(question: str, sources: Iterable[str]) -> frozenset[str]:
     return frozenset(source for source in sources
                      if any(name <= _name_words(source) and _fits(source, kind)
                             for name, kind in names))
+
+
+def without_named_documents(question: str) -> str:
+    """The question without its references to documents ("What does the LLaMA paper say about
+    the tokenizer?" → "What does the about the tokenizer?"): the words a search within the
+    named documents ranks by. Every passage there belongs to the document, so the words that
+    name it, and the "say"/"mention" that frame the question, favour only the passages that
+    repeat them (a paper's sample generations, its references). A question that names no
+    document, or only guesses, is returned as it is."""
+    if _HEDGED.search(question):
+        return question
+    spans: list[tuple[int, int]] = []
+    for m in _DOCUMENT.finditer(question):
+        words = list(re.finditer(r"[\w.&-]+", m.group(1)))
+        kept = 0
+        for word in reversed(words):
+            if not _phrase(word.group()) or word.group().casefold() in _BOUNDARY:
+                break
+            kept += 1
+        if kept:
+            spans.append((m.start(1) + words[-kept].start(), m.end()))
+    if not spans:
+        return question
+    out, at = [], 0
+    for start, end in spans:
+        out.append(question[at:start])
+        at = end
+    out.append(question[at:])
+    return " ".join(_FRAME.sub(" ", "".join(out)).split())
 
 
 def _document_names(question: str) -> list[tuple[set[str], str]]:

@@ -26,7 +26,7 @@ from rag.index.documents import Chunk, Hit
 from rag.index.embedder import Embedder
 from rag.retrieval.lexical import BM25Index
 from rag.retrieval.query import Query, analyse
-from rag.retrieval.references import named_sources
+from rag.retrieval.references import named_sources, without_named_documents
 
 
 class NothingIngested(RuntimeError):
@@ -177,10 +177,8 @@ class Retriever:
         snap, visible, released_at = self._scope(preview)
         if not visible:
             return []
-        prepared = analyse(query, snap.bm25)
-        query_vec = self.embedder.embed_query(prepared.dense_text)
-        return self._ranked([prepared], [query_vec], snap, visible, released_at, k,
-                            lexical_extra, named_documents)[0]
+        return self._ranked([query], snap, visible, released_at, k, lexical_extra,
+                            named_documents)[0]
 
     def names_documents(self, query: str) -> bool:
         """Whether `search` looks for this query within the documents it names."""
@@ -188,16 +186,18 @@ class Retriever:
         return self.settings.named_documents and bool(named_sources(query, snap.documents))
 
     def _within_named(self, query: str, snap: _Snapshot, visible: frozenset[str],
-                      named_documents: bool | None = None) -> frozenset[str]:
-        """The visible chunks of the documents the query names, or all visible chunks when it
-        names none (or none of theirs is visible), or naming is off (default: the setting)."""
+                      named_documents: bool | None = None) -> tuple[frozenset[str], str]:
+        """The visible chunks of the documents the query names, and the query without the
+        names to rank them by (`without_named_documents`); all visible chunks and the query
+        as it is when it names none (or none of theirs is visible), or naming is off
+        (default: the setting)."""
         if not (self.settings.named_documents if named_documents is None else named_documents):
-            return visible
+            return visible, query
         named = named_sources(query, snap.documents)
         if not named:
-            return visible
+            return visible, query
         inside = visible & frozenset().union(*(snap.documents[source] for source in named))
-        return inside or visible
+        return (inside, without_named_documents(query) or query) if inside else (visible, query)
 
     def search_many(
         self, queries: Sequence[str], k: int | None = None, *, preview: bool = False
@@ -207,9 +207,7 @@ class Retriever:
         snap, visible, released_at = self._scope(preview)
         if not visible:
             return [[] for _ in queries]
-        prepared = [analyse(q, snap.bm25) for q in queries]
-        vectors = self.embedder.embed_queries([p.dense_text for p in prepared])
-        return self._ranked(prepared, list(vectors), snap, visible, released_at, k)
+        return self._ranked(queries, snap, visible, released_at, k)
 
     def _scope(self, preview: bool) -> tuple[_Snapshot, frozenset[str], float | None]:
         """The snapshot, the chunks visible now, and the release time for the store's filter."""
@@ -225,8 +223,7 @@ class Retriever:
 
     def _ranked(
         self,
-        queries: Sequence[Query],
-        vectors: Sequence[np.ndarray],
+        texts: Sequence[str],
         snap: _Snapshot,
         visible: frozenset[str],
         released_at: float | None,
@@ -234,14 +231,26 @@ class Retriever:
         lexical_extra: int | None = None,
         named_documents: bool | None = None,
     ) -> list[list[Hit]]:
-        """Each query's hits. The store is asked once for all the queries' nearest chunks and
-        once for all their candidates' texts and vectors; each query's hits are those it would
-        get alone."""
+        """Each query's hits. Its embedding and the embeddings of the queries that name a
+        document, without the names, are computed in one batch; the store is asked once for
+        all the queries' nearest chunks and once for all their candidates' texts and vectors;
+        each query's hits are those it would get alone.
+
+        Within named documents the passages are ranked by the query without the names, while
+        each hit's scores (cosine, coverage: what the gate and the quotes judge) are the whole
+        question's, as for any other search."""
         n = self.settings.candidates
-        scopes = [self._within_named(q.text, snap, visible, named_documents) for q in queries]
-        dense = self._dense(vectors, n, scopes, released_at)
-        fusions = [self._fuse(q, d, snap, scope)
-                   for q, d, scope in zip(queries, dense, scopes, strict=True)]
+        scoped = [self._within_named(text, snap, visible, named_documents) for text in texts]
+        scopes = [scope for scope, _ in scoped]
+        queries = [analyse(text, snap.bm25) for text in texts]
+        ranking = [q if by == q.text else analyse(by, snap.bm25)
+                   for q, (_, by) in zip(queries, scoped, strict=True)]
+        dense_texts = list(dict.fromkeys(q.dense_text for q in [*queries, *ranking]))
+        embedded = dict(zip(dense_texts, self.embedder.embed_queries(dense_texts), strict=True))
+        vectors = [embedded[q.dense_text] for q in queries]
+        dense = self._dense([embedded[r.dense_text] for r in ranking], n, scopes, released_at)
+        fusions = [self._fuse(r, q, d, snap, scope)
+                   for r, q, d, scope in zip(ranking, queries, dense, scopes, strict=True)]
         wanted = dict.fromkeys(cid for f in fusions for cid in f.order)
         stored = {s.id: s for s in self.store.get_chunks(list(wanted))}
         extra = self.settings.lexical_extra if lexical_extra is None else lexical_extra
@@ -254,13 +263,14 @@ class Retriever:
         return ranked
 
     def _fuse(
-        self, query: Query, dense: list[tuple[str, float]], snap: _Snapshot,
+        self, ranking: Query, query: Query, dense: list[tuple[str, float]], snap: _Snapshot,
         visible: frozenset[str],
     ) -> _Fusion:
-        """Dense and lexical candidates of one query fused by reciprocal rank."""
+        """Dense and lexical candidates of one query fused by reciprocal rank (the lexical
+        ones found by `ranking`'s terms), with their coverage of `query`'s."""
         n = self.settings.candidates
         hidden = len(snap.live) - len(visible)
-        lexical = [(cid, s) for cid, s in snap.bm25.search(query.terms, n + hidden)
+        lexical = [(cid, s) for cid, s in snap.bm25.search(ranking.terms, n + hidden)
                    if cid in visible][:n]
         dense_rank = {cid: r for r, (cid, _) in enumerate(dense)}
         lexical_rank = {cid: r for r, (cid, _) in enumerate(lexical)}

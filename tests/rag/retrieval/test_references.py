@@ -5,7 +5,7 @@ import numpy as np
 from rag.answering.extractive import select
 from rag.answering.quotes import quotes_of
 from rag.index.documents import Chunk, Hit
-from rag.retrieval.references import named_sources, referenced
+from rag.retrieval.references import named_sources, referenced, without_named_documents
 
 
 def hit(source: str, section: str, text: str = "Some text.") -> Hit:
@@ -105,3 +105,15 @@ def test_the_documents_a_question_names_are_found_among_every_file_of_the_index(
     assert named_sources("What is LoRA?", SOURCES) == frozenset()
     assert named_sources("What does the GPT-4 paper say?", SOURCES) == frozenset()
     assert named_sources("I think the LLaMA paper said 1.4T tokens?", SOURCES) == frozenset()
+
+
+def test_a_search_within_a_named_document_ranks_by_the_question_without_the_name() -> None:
+    assert without_named_documents(
+        "What does the LLaMA paper say about the tokenizer it used?") == (
+        "What does the about the tokenizer it used?")
+    assert without_named_documents("In the week 6 guide's summary, what is attention?") == (
+        "In the summary, what is attention?")
+    # Nothing named, or only a guess: the question as it is.
+    for question in ("What did the authors say about dropout?",
+                     "i think the llama paper mentioned it?"):
+        assert without_named_documents(question) == question

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from rag.index.chroma_store import ChromaStore
@@ -177,3 +178,18 @@ def test_a_question_naming_a_paper_is_searched_within_it(full_index):
                   "What does the GPT-4 paper say about training data?"):
         assert {h.chunk.source for h in retriever.search(other, 5)} != {"papers/llama.pdf"}
     assert retriever.search_many([question], 5) == [hits]
+
+
+def test_within_a_named_paper_the_name_does_not_rank_its_passages(full_index):
+    # Every passage of the paper is about LLaMA: ranked by "LLaMA paper say", the five were
+    # its sample generations and references ("you say", "LLaMA-I"), never the tokenizer's
+    # paragraph. The hits' scores are still the whole question's.
+    question = "What does the LLaMA paper say about the tokenizer it used?"
+    retriever = full_index.retriever
+    hits = retriever.search(question, 5)
+    assert any("bytepair encoding" in h.chunk.text.lower() for h in hits[:5]), [
+        h.chunk.section for h in hits]
+    whole = retriever.embedder.embed_query(question)
+    for h in hits:
+        stored = retriever.store.get_chunks([h.chunk.id])[0]
+        assert abs(h.dense - float(np.dot(stored.embedding, whole))) < 1e-4
