@@ -308,8 +308,9 @@ def select(
     paper's acknowledgements and references, `back_matter`), pieces of passages outside
     `scope` (the passages the question names, `rag.retrieval.references`), pieces that set
     the reader a task unless the question asks about tasks, pointers to reading unless it
-    asks for material, and pieces without a number when it asks for a quantity ("how many",
-    "how much", "what percentage")."""
+    asks for material, and pieces without a number of their own when it asks for a quantity
+    ("how many", "how much", "what percentage"): the 13 of "OPT-13B" in a caption that only
+    restates "how much memory did sharing save when serving OPT-13B?" answers nothing."""
     allowed = _narrowed([True] * len(quotes), (q.passage not in aside for q in quotes))
     if scope is not None:
         allowed = _narrowed(allowed, (q.passage in scope for q in quotes))
@@ -318,12 +319,18 @@ def select(
     if not _ASKS_FOR_MATERIAL.search(question):
         allowed = _narrowed(allowed, (not points_to_reading(q) for q in quotes))
     if _ASKS_FOR_QUANTITY.search(question):
-        allowed = _narrowed(allowed, (bool(numbers(q.text)) for q in quotes))
+        asked = _values(question)
+        allowed = _narrowed(allowed, (bool(_values(q.text) - asked) for q in quotes))
     chosen = _with_what_it_announces(
         quotes, _by_probability(quotes, p, None if all(allowed) else allowed))
     if _WHY_QUESTION.search(question):
         chosen = _with_reason(quotes, chosen)
     return _with_what_follows_a_restatement(quotes, chosen, question)
+
+
+def _values(text: str) -> set[float]:
+    """The numbers a text states, by value."""
+    return {value for value, _ in numbers(text)}
 
 
 def _narrowed(allowed: list[bool], keep: Iterable[bool]) -> list[bool]:

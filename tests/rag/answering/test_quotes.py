@@ -280,6 +280,21 @@ def test_a_question_after_a_quantity_is_answered_by_pieces_that_state_a_number()
     assert select(quotes[::2], p[::2], "How many people were hired?") == [0, 1]
 
 
+def test_a_number_the_question_already_states_does_not_answer_a_quantity() -> None:
+    import numpy as np
+
+    from rag.answering.extractive import select
+
+    quotes = quotes_of("Average amount of memory saving from sharing KV blocks, when serving "
+                       "OPT-13B for the Alpaca trace. We evaluate parallel sampling and beam "
+                       "search. We show 6.1% - 9.8% memory saving on parallel sampling.", 0)
+    p = np.array([0.9, 0.5, 0.6])
+    question = "Serving OPT-13B, how much memory did sharing KV blocks save?"
+    assert select(quotes, p, question)[0] == 2
+    # Its 13 is new to a question that does not name the model.
+    assert select(quotes, p, "How much memory did sharing KV blocks save?")[0] == 0
+
+
 def test_a_leading_sentence_that_restates_the_question_brings_the_next_one() -> None:
     import numpy as np
 
