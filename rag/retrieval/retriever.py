@@ -16,7 +16,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -258,8 +258,8 @@ class Retriever:
         for fusion, query_vec in zip(fusions, vectors, strict=True):
             candidates = self._candidates(fusion, stored, query_vec)
             chosen = self._diversify(candidates, k or self.settings.k)
-            ranked.append([self._hit(c)
-                           for c in self._with_lexical_best(chosen, candidates, extra)])
+            found = self._with_lexical_best(chosen, candidates, extra)
+            ranked.append([self._hit(c) for c in _joined(found, candidates, chosen)])
         return ranked
 
     def _fuse(
@@ -387,6 +387,44 @@ class Retriever:
             lexical_rank=c.lexical_rank,
             dense_rank=c.dense_rank,
         )
+
+
+def _joined(
+    found: list[Candidate], candidates: list[Candidate], chosen: list[Candidate]
+) -> list[Candidate]:
+    """Each passage joined with the neighbours it overlaps in its section that rank with the
+    chosen ones (a fused score at least the lowest chosen one's, or the lexical best) and
+    continue it, and overlap no other passage. Diversity keeps such a neighbour out, as a
+    near-copy; but where it goes on past the passage's end, what it adds (often the end of a
+    sentence the passage cuts) is the answer as often as anything else. The passage keeps its
+    own scores."""
+    floor = min(c.fused for c in chosen) if chosen else math.inf
+    taken = {c.stored.id for c in found}
+    out = []
+    for c in found:
+        chunk = c.stored.chunk
+        for other in candidates:
+            near = other.stored.chunk
+            if (other.stored.id in taken or not (other.fused >= floor or other.lexical_rank == 0)
+                    or not (_same_section(chunk, near) and _overlaps(chunk, near))
+                    or (near.start >= chunk.start and near.end <= chunk.end)
+                    or any(_overlaps(near, f.stored.chunk) for f in found if f is not c)):
+                continue
+            chunk = _union(chunk, near)
+            taken.add(other.stored.id)
+        out.append(c if chunk is c.stored.chunk
+                   else replace(c, stored=replace(c.stored, chunk=chunk)))
+    return out
+
+
+def _union(a: Chunk, b: Chunk) -> Chunk:
+    """Two overlapping chunks of one page or file as one: their text spans joined (the shared
+    text once)."""
+    first, second = (a, b) if a.start <= b.start else (b, a)
+    text = first.text + second.text[first.end - second.start:] if second.end > first.end \
+        else first.text
+    return replace(first, text=text, end=max(first.end, second.end),
+                   release_at=max(a.release_at, b.release_at))
 
 
 def _same_section(a: Chunk, b: Chunk) -> bool:

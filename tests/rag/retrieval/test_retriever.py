@@ -39,6 +39,29 @@ def test_top5_are_not_slices_of_one_passage(full_index, dev_questions):
                 assert not overlap, (q["question"], a, b)
 
 
+def test_a_passage_is_joined_with_a_neighbour_that_continues_it(full_index, dev_questions):
+    # Diversity keeps out a chunk that overlaps a chosen one; where it ranks with the chosen
+    # ones and goes on past the chosen one's end, its text joins the passage instead.
+    retriever = full_index.retriever
+    ids = [cid for entry in retriever.store.manifest().values() for cid in entry.chunk_ids]
+    stored = {c.chunk.id: c.chunk for c in retriever.store.get_chunks(ids)}
+    joined = []
+    for q in in_scope(dev_questions):
+        for h in retriever.search(q["question"], 5):
+            assert len(h.chunk.text) == h.chunk.end - h.chunk.start
+            if h.chunk.id not in stored:
+                joined.append(h.chunk)
+    assert joined, "no passage was joined on the dev questions"
+    for chunk in joined:
+        where = (chunk.source, chunk.page, chunk.section)
+        parts = [c for c in stored.values() if (c.source, c.page, c.section) == where
+                 and chunk.start <= c.start < c.end <= chunk.end]
+        assert len(parts) >= 2
+        for part in parts:  # each stored chunk's text sits at its offset in the joined one
+            at = part.start - chunk.start
+            assert chunk.text[at:at + len(part.text)] == part.text
+
+
 def test_scores_are_probabilities_and_in_scope_beats_out_of_scope(full_index, dev_questions):
     best = {q["id"]: full_index.retriever.search(q["question"], 5)[0].score for q in dev_questions}
     assert all(0.0 <= s <= 1.0 for s in best.values())
@@ -193,3 +216,31 @@ def test_within_a_named_paper_the_name_does_not_rank_its_passages(full_index):
     for h in hits:
         stored = retriever.store.get_chunks([h.chunk.id])[0]
         assert abs(h.dense - float(np.dot(stored.embedding, whole))) < 1e-4
+
+
+def test_joining_takes_a_continuing_neighbour_that_ranks_with_the_chosen_ones() -> None:
+    from rag.index.chroma_store import StoredChunk
+    from rag.retrieval.retriever import Candidate, _joined
+
+    page = "Alpha beta gamma. Delta epsilon zeta. Eta theta iota. Kappa lambda mu."
+
+    def candidate(start: int, end: int, fused: float, section: str = "6.2",
+                  lexical_rank: int | None = None) -> Candidate:
+        chunk = Chunk(page[start:end], "papers/x.pdf", 9, section, start, end)
+        return Candidate(StoredChunk(chunk.id, chunk, np.zeros(2)), fused, 0.5, 0.0, 0.5, 0,
+                         lexical_rank)
+
+    chosen = [candidate(0, 30, 0.9), candidate(50, 72, 0.5, section="7")]
+    ahead = candidate(20, 45, 0.6)        # continues the first, ranks with the chosen
+    inside = candidate(5, 25, 0.95)       # adds nothing
+    low = candidate(25, 50, 0.1)          # ranks below every chosen one
+    other = candidate(40, 60, 0.7, "8")   # another section's
+    joined = _joined(chosen, [*chosen, inside, ahead, low, other], chosen)
+    assert [c.stored.chunk.text for c in joined] == [page[0:45], page[50:72]]
+    assert joined[0].cosine == chosen[0].cosine and joined[0].stored.chunk.start == 0
+    # The lexical retriever's best joins however it fuses; a neighbour that would also
+    # overlap another passage does not.
+    best = candidate(25, 50, 0.1, lexical_rank=0)
+    assert _joined(chosen, [*chosen, best], chosen)[0].stored.chunk.text == page[0:50]
+    bridge = candidate(25, 55, 0.8)
+    assert _joined(chosen, [*chosen, bridge], chosen) == chosen
