@@ -789,6 +789,12 @@ class ChromaStore:
             for rid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True):
                 yield rid, Chunk.from_record(doc, meta)
 
+    def first_pages(self) -> Iterator[tuple[str, Chunk]]:
+        """(id, chunk) of every stored chunk of a PDF's first page, any version's."""
+        got = self.chunks.get(where={"page": 1}, include=["documents", "metadatas"])
+        for rid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True):
+            yield rid, Chunk.from_record(doc, meta)
+
     def release_times(self) -> dict[str, float]:
         """Every stored chunk with a release time (Unix seconds), by id; the rest are released."""
         got = self.chunks.get(where={"release_at": {"$gt": 0.0}}, include=["metadatas"])

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from rag.index.documents import Chunk, Hit
 from rag.retrieval.lexical import stem
@@ -60,6 +60,12 @@ _BOUNDARY = frozenset({
     "says", "for", "with", "at", "it", "so", "i", "me", "my", "we", "you",
 })
 _SPLIT = re.compile(r"[a-z]+|[0-9]+")
+# What a paper calls what it presents: "We introduce LLaMA", "we propose ..., the
+# Transformer", "We call the resulting models InstructGPT" (capitalised words only).
+_SELF_NAME = re.compile(
+    r"\b[Ww]e (?:(?:propose|present|introduce)\s+(?:[^.]{0,60}?,\s+(?:the|or)\s+)?|"
+    r"(?:call|name|term|dub)\s+(?:[^.,]{0,40}?\s)?)"
+    r"(?P<name>[A-Z][\w-]*(?:\s+[A-Z][\w-]*){0,3})")
 # The verbs that frame a question about a document ("what does the paper say about ...").
 _FRAME = re.compile(r"\b(?:say|says|said|mention|mentions|mentioned)\b", re.IGNORECASE)
 
@@ -106,16 +112,31 @@ def referenced(question: str, hits: Sequence[Hit]) -> list[int] | None:
     return in_document if in_document is not None else in_section
 
 
-def named_sources(question: str, sources: Iterable[str]) -> frozenset[str]:
+def named_sources(
+    question: str, sources: Iterable[str],
+    aliases: Mapping[str, Sequence[frozenset[str]]] | None = None,
+) -> frozenset[str]:
     """The files among `sources` (paths as the index has them) that the question names as a
-    document by their file name ("the LLaMA paper": papers/llama.pdf; "the week 6 guide"),
-    none when it names none or only guesses. Retrieval searches within them."""
+    document by their file name ("the LLaMA paper": papers/llama.pdf; "the week 6 guide") or
+    by one of their `aliases` (`self_names`: "the Transformer paper"), none when it names none
+    or only guesses. Retrieval searches within them."""
     names = _document_names(question)
     if not names:
         return frozenset()
-    return frozenset(source for source in sources
-                     if any(name <= _name_words(source) and _fits(source, kind)
-                            for name, kind in names))
+    aliases = aliases or {}
+    return frozenset(
+        source for source in sources
+        if any(_fits(source, kind) and (name <= _name_words(source) or any(
+            name <= alias for alias in aliases.get(source, ()))) for name, kind in names))
+
+
+def self_names(text: str) -> list[frozenset[str]]:
+    """The names a paper gives what it presents, as naming words: "We propose a new simple
+    network architecture, the Transformer, ..." → {transformer}; "We introduce LLaMA";
+    "which we name Guanaco". Read from a paper's first page, they let "the Transformer paper"
+    name attention_is_all_you_need.pdf, as its file name cannot."""
+    found = [frozenset(_words(m["name"])) for m in _SELF_NAME.finditer(" ".join(text.split()))]
+    return list(dict.fromkeys(name for name in found if name))
 
 
 def without_named_documents(question: str) -> str:

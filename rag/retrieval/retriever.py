@@ -26,7 +26,7 @@ from rag.index.documents import Chunk, Hit
 from rag.index.embedder import Embedder
 from rag.retrieval.lexical import BM25Index
 from rag.retrieval.query import Query, analyse
-from rag.retrieval.references import named_sources, without_named_documents
+from rag.retrieval.references import named_sources, self_names, without_named_documents
 
 
 class NothingIngested(RuntimeError):
@@ -67,6 +67,8 @@ class _Snapshot:
     release: dict[str, float]
     # Each file's live chunks, by source path.
     documents: dict[str, frozenset[str]]
+    # The names papers give what they present, from their first pages (`self_names`).
+    aliases: dict[str, tuple[frozenset[str], ...]]
 
     def visible(self, now: float | None) -> frozenset[str]:
         """The live chunks released at `now` (all of them when `now` is None: a preview)."""
@@ -145,7 +147,12 @@ class Retriever:
         live = frozenset(bm25.ids)
         release = {cid: at for cid, at in self.store.release_times().items() if cid in live}
         documents = {source: frozenset(e.chunk_ids) & live for source, e in manifest.items()}
-        return _Snapshot(version, live, bm25, release, documents)
+        aliases: dict[str, list[frozenset[str]]] = {}
+        for cid, chunk in self.store.first_pages():
+            if cid in live:
+                aliases.setdefault(chunk.source, []).extend(self_names(chunk.text))
+        named = {source: tuple(dict.fromkeys(names)) for source, names in aliases.items()}
+        return _Snapshot(version, live, bm25, release, documents, named)
 
     def _lexical_texts(self, ids: list[str]) -> Iterator[tuple[str, str]]:
         """(id, lexical text) of stored chunks (ids not stored are left out)."""
@@ -183,7 +190,8 @@ class Retriever:
     def names_documents(self, query: str) -> bool:
         """Whether `search` looks for this query within the documents it names."""
         snap = self._current()
-        return self.settings.named_documents and bool(named_sources(query, snap.documents))
+        return self.settings.named_documents and bool(
+            named_sources(query, snap.documents, snap.aliases))
 
     def _within_named(self, query: str, snap: _Snapshot, visible: frozenset[str],
                       named_documents: bool | None = None) -> tuple[frozenset[str], str]:
@@ -193,7 +201,7 @@ class Retriever:
         (default: the setting)."""
         if not (self.settings.named_documents if named_documents is None else named_documents):
             return visible, query
-        named = named_sources(query, snap.documents)
+        named = named_sources(query, snap.documents, snap.aliases)
         if not named:
             return visible, query
         inside = visible & frozenset().union(*(snap.documents[source] for source in named))

@@ -5,7 +5,12 @@ import numpy as np
 from rag.answering.extractive import select
 from rag.answering.quotes import quotes_of
 from rag.index.documents import Chunk, Hit
-from rag.retrieval.references import named_sources, referenced, without_named_documents
+from rag.retrieval.references import (
+    named_sources,
+    referenced,
+    self_names,
+    without_named_documents,
+)
 
 
 def hit(source: str, section: str, text: str = "Some text.") -> Hit:
@@ -117,3 +122,22 @@ def test_a_search_within_a_named_document_ranks_by_the_question_without_the_name
     for question in ("What did the authors say about dropout?",
                      "i think the llama paper mentioned it?"):
         assert without_named_documents(question) == question
+
+
+def test_a_paper_is_also_named_by_what_it_says_it_presents() -> None:
+    opening = ("The dominant sequence transduction models are based on recurrent networks. We "
+               "propose a new simple network architecture, the Transformer, based solely on "
+               "attention. We present QLoRA, an efficient approach; our best model family, "
+               "which we name Guanaco, outperforms others. We show that RLHF helps.")
+    assert self_names(opening) == [frozenset({"transformer"}), frozenset({"qlora"}),
+                                   frozenset({"guanaco"})]
+    aliases = {"papers/attention_is_all_you_need.pdf": [frozenset({"transformer"})]}
+    sources = [*SOURCES, "papers/attention_is_all_you_need.pdf"]
+    question = "What does the Transformer paper say about dropout?"
+    assert named_sources(question, sources) == frozenset()
+    assert named_sources(question, sources, aliases) == {"papers/attention_is_all_you_need.pdf"}
+    # "Guide" still means a guide (the week 6 one, by its file name), not the paper; a guess
+    # is no constraint.
+    assert named_sources("the transformer guide?", sources, aliases) == {
+        "guides/week6-transformers-fundamentals.md"}
+    assert named_sources("maybe the Transformer paper said so?", sources, aliases) == frozenset()

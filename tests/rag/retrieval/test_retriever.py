@@ -203,6 +203,15 @@ def test_a_question_naming_a_paper_is_searched_within_it(full_index):
     assert retriever.search_many([question], 5) == [hits]
 
 
+def test_a_paper_named_by_what_it_presents_is_searched_within(full_index):
+    # No file is called "transformer"; the paper's first page says "we propose ... the
+    # Transformer".
+    question = "What does the Transformer paper say about dropout?"
+    hits = full_index.retriever.search(question, 5)
+    assert {h.chunk.source for h in hits} == {"papers/attention_is_all_you_need.pdf"}
+    assert any(h.chunk.section.endswith("Regularization") for h in hits)
+
+
 def test_within_a_named_paper_the_name_does_not_rank_its_passages(full_index):
     # Every passage of the paper is about LLaMA: ranked by "LLaMA paper say", the five were
     # its sample generations and references ("you say", "LLaMA-I"), never the tokenizer's
