@@ -283,9 +283,11 @@ class Assistant:
         """Whether the materials cover a question: the gate's probability is over its
         threshold, or a retrieved passage's heading names the question (gate.titled_by).
 
-        A question that names a document was searched within it, and one document holds
-        fewer related passages than the whole index (the gate's agreement): whether the
-        materials cover it is then also judged on a search of the whole index.
+        A question that names a document was searched within it. There, the words that name
+        it ("the Transformer paper", "say") match little, and one document holds fewer related
+        passages than the whole index (the gate's agreement): whether the materials cover it
+        is then also judged on its passages scored against the question without the names,
+        and on a search of the whole index.
         """
         def covered(found: Sequence[Hit]) -> bool:
             return (self.coverage_probability(found) >= self.settings.abstain_below
@@ -295,8 +297,11 @@ class Assistant:
             return True
         if not self.retriever.names_documents(question):
             return False
-        return covered(self.retriever.search(question, self.settings.k, preview=preview,
-                                             named_documents=False))
+        k = self.settings.k
+        return (covered(self.retriever.search(question, k, preview=preview,
+                                              scored_without_names=True))
+                or covered(self.retriever.search(question, k, preview=preview,
+                                                 named_documents=False)))
 
     def coverage_probability(self, hits: Sequence[Hit]) -> float:
         """P(the materials cover the question), from the strongest retrieved evidence."""

@@ -171,6 +171,7 @@ class Retriever:
     def search(
         self, query: str, k: int | None = None, *, preview: bool = False,
         lexical_extra: int | None = None, named_documents: bool | None = None,
+        scored_without_names: bool = False,
     ) -> list[Hit]:
         """The k best released passages for a query, diverse, with calibrated scores, then
         the lexical retriever's best `lexical_extra` (default: the setting) that fusion left
@@ -179,13 +180,15 @@ class Retriever:
         `preview` (instructors only) also returns material whose release time has not come.
         A query that names a document ("the LLaMA paper", "the week 6 guide":
         `rag.retrieval.references.named_sources`) searches within it, while it has visible
-        passages (`named_documents`, default: the setting; `search_many` alike).
+        passages (`named_documents`, default: the setting; `search_many` alike). Its hits are
+        scored against the whole query, or with `scored_without_names` against the query
+        without the names, as they were ranked.
         """
         snap, visible, released_at = self._scope(preview)
         if not visible:
             return []
         return self._ranked([query], snap, visible, released_at, k, lexical_extra,
-                            named_documents)[0]
+                            named_documents, scored_without_names)[0]
 
     def names_documents(self, query: str) -> bool:
         """Whether `search` looks for this query within the documents it names."""
@@ -238,6 +241,7 @@ class Retriever:
         k: int | None,
         lexical_extra: int | None = None,
         named_documents: bool | None = None,
+        scored_without_names: bool = False,
     ) -> list[list[Hit]]:
         """Each query's hits. Its embedding and the embeddings of the queries that name a
         document, without the names, are computed in one batch; the store is asked once for
@@ -246,7 +250,7 @@ class Retriever:
 
         Within named documents the passages are ranked by the query without the names, while
         each hit's scores (cosine, coverage: what the gate and the quotes judge) are the whole
-        question's, as for any other search."""
+        question's, as for any other search, unless `scored_without_names`."""
         n = self.settings.candidates
         scoped = [self._within_named(text, snap, visible, named_documents) for text in texts]
         scopes = [scope for scope, _ in scoped]
@@ -255,6 +259,8 @@ class Retriever:
                    for q, (_, by) in zip(queries, scoped, strict=True)]
         dense_texts = list(dict.fromkeys(q.dense_text for q in [*queries, *ranking]))
         embedded = dict(zip(dense_texts, self.embedder.embed_queries(dense_texts), strict=True))
+        if scored_without_names:
+            queries = ranking
         vectors = [embedded[q.dense_text] for q in queries]
         dense = self._dense([embedded[r.dense_text] for r in ranking], n, scopes, released_at)
         fusions = [self._fuse(r, q, d, snap, scope)

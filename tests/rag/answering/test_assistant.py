@@ -183,6 +183,22 @@ async def test_a_short_or_chatty_question_about_a_covered_topic_is_answered(full
     assert counted.calls == 0
 
 
+async def test_a_question_naming_a_paper_is_judged_without_the_name(full_index, counted):
+    # Scored against "What does the Transformer paper say about dropout?", the paper's own
+    # passages fail the gate (the name and "say" match little); without the name they pass.
+    # Naming a paper does not let a topic the materials never cover through.
+    answer = await assistant_over(full_index, counted, style="extractive").answer(
+        "What does the Transformer paper say about dropout?")
+    assert not answer.refused
+    assert {c.source for c in answer.citations} == {"papers/attention_is_all_you_need.pdf"}
+    assert "dropout" in answer.text.lower()
+    for question in ("What does the LLaMA paper say about XGBoost?",
+                     "What does the week 6 guide say about diffusion models?"):
+        answer = await assistant_over(full_index, counted, style="extractive").answer(question)
+        assert answer.refused and answer.reason == NOT_COVERED, question
+    assert counted.calls == 0
+
+
 async def test_a_question_about_prompt_injection_is_still_answered(full_index, counted):
     answer = await assistant_over(full_index, counted).answer(
         "What does 'ignore all previous instructions' do in a prompt injection attack?"
