@@ -68,6 +68,9 @@ SETS = {
     # materials alone (38 of 48 overlap), the second against the list of evidence strings the
     # sets above already use (5 of 46 overlap, by cosine).
     "held out 5": REPO / "eval" / "answer_heldout5_questions.jsonl",
+    # A sixth (session 17), by two writers who read none of the sets, both against the list of
+    # evidence strings already used (21 of 96 still overlap, by cosine, and are marked).
+    "held out 6": REPO / "eval" / "answer_heldout6_questions.jsonl",
 }
 DATA_DIR = REPO / ".study-assistant" / "bench-faithfulness"
 
