@@ -76,6 +76,23 @@ _NUMBER_WORD = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r")\b", re.IGNORECA
 _WORD = re.compile(r"(?<![0-9])[A-Za-z][A-Za-z0-9'’-]*")
 # `48GB`, `65B`, `13k`: a number and its unit or multiplier, written together or apart.
 _NUMBER_UNIT = re.compile(r"(?<=\d)(?=[A-Za-z])")
+# A negation, and how far it reaches: a few words, within its clause ("does not need a reward
+# model"). "X rather than Y" and "X instead of Y" deny Y as "X, not Y" does.
+_NEGATION = re.compile(
+    r"\b(?:not|no|never|none|nothing|nor|neither|cannot|without|rather than|instead of)\b|"
+    r"n['’]t\b", re.IGNORECASE)
+NEGATION_REACH = 4
+_CLAUSE_END = re.compile(r"[,;:.()!?]")
+# A relation with a direction: what comes before it is compared with, or precedes, what
+# comes after ("LLaMA-13B outperforms GPT-3", "A is better than B", "SFT before RLHF"); in the
+# passive ("is outperformed by") the sides are the other way round.
+_DIRECTION = re.compile(
+    r"\b(?:than|outperform(?:s|ed|ing)?|beat(?:s|ing)?|exceed(?:s|ed|ing)?|"
+    r"surpass(?:es|ed|ing)?|before|after|precedes?|preceded)\b", re.IGNORECASE)
+_SAME_RELATION = {stem(w): "outperform" for w in ("beat", "exceed", "surpass")}
+_PASSIVE = re.compile(
+    r"\b(?:is|are|was|were|be|been|being)\s+(?:\w+\s+)?"
+    r"(?:outperformed|beaten|exceeded|surpassed|preceded|followed)\s+by\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +314,64 @@ def names(claim: str) -> set[str]:
     return found
 
 
+def negated(text: str) -> set[str]:
+    """The terms a text only denies: those of the few words after a negation, up to the end of
+    its clause, that the text does not also use outside every negation ("... to fine-tune a
+    65B model ..., with no loss versus 16-bit fine-tuning" denies no fine-tuning)."""
+    denied: set[str] = set()
+    rest = text
+    for match in reversed(list(_NEGATION.finditer(text))):
+        after = text[match.end():]
+        end = _CLAUSE_END.search(after)
+        scope = " ".join(after[: end.start() if end else len(after)].split()[:NEGATION_REACH])
+        denied |= terms(scope)
+        rest = rest[: match.start()] + " " + rest[match.end():].replace(scope, " ", 1)
+    return denied - terms(rest)
+
+
+def denies_the_other(claim: str, window: str) -> bool:
+    """Whether one of the two denies what the other states without any negation: "DPO needs
+    no reward model" against "DPO needs a separate reward model", or the reverse. Words alone
+    decide, so a negation that both share, or one elsewhere in the window, is no clash."""
+    said, stated = negated(claim), negated(window)
+    if said and not _NEGATION.search(window):
+        return bool(said & terms(window))
+    if stated and not _NEGATION.search(claim):
+        return bool(stated & terms(claim))
+    return False
+
+
+def _relations(text: str) -> dict[str, tuple[set[str], set[str]]]:
+    """Each directed relation of a text by its word ("outperform", "larger than"), with the
+    terms before and after it, first side first (the passive turned round)."""
+    found: dict[str, tuple[set[str], set[str]]] = {}
+    for match in _DIRECTION.finditer(text):
+        word = match.group(0).lower()
+        if word == "than":
+            previous = text[: match.start()].split()[-1:]
+            word = f"{stem(previous[0].lower())} than" if previous else word
+        else:
+            word = _SAME_RELATION.get(stem(word), stem(word))
+        before, after = terms(text[: match.start()]), terms(text[match.end():])
+        found.setdefault(word, (after, before) if _PASSIVE.search(text) else (before, after))
+    return found
+
+
+def reverses_the_other(claim: str, window: str) -> bool:
+    """Whether the claim turns one of the passage's directed relations round: with the same
+    relation word, a term the passage puts first comes last in the claim and one it puts last
+    comes first ("GPT-3 outperforms LLaMA-13B" against "LLaMA-13B outperforms GPT-3")."""
+    stated = _relations(window)
+    for word, (before, after) in _relations(claim).items():
+        if word not in stated:
+            continue
+        was_before, was_after = stated[word]
+        if (before - after) & (was_after - was_before) and (after - before) & (
+                was_before - was_after):
+            return True
+    return False
+
+
 class TermWeights:
     """Inverse document frequencies of stemmed terms over a corpus of passages."""
 
@@ -478,6 +553,8 @@ class GroundingChecker:
         score = float(self.weights.probability(chosen.features[None, :])[0])
         if score < self.weights.threshold:
             return ClaimCheck(claim, NOT_FOUND, score, None, "", chosen.missing)
+        if denies_the_other(claim, chosen.window) or reverses_the_other(claim, chosen.window):
+            return ClaimCheck(claim, CONTRADICTED, score, pool[best], chosen.window)
         if not chosen.missing:
             return ClaimCheck(claim, SUPPORTED, score, pool[best], chosen.window)
         # The passage backs everything but the numbers: it contradicts the claim when its

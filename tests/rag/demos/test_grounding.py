@@ -93,6 +93,16 @@ def test_a_changed_number_is_contradicted_by_the_passage_stating_the_real_one(
     assert changed.evidence is not None and changed.evidence.chunk.source.endswith("lora.md")
 
 
+def test_a_claim_denying_what_the_passage_states_is_contradicted(notes_services, checker):
+    hits = notes_services.retriever.search("Does LoRA slow down inference?")
+    right = "After training, BA can be merged into W0, so LoRA adds no extra inference latency."
+    wrong = "After training, BA is merged into W0, which adds extra inference latency."
+    kept, denied = checker.check(f"{right} {wrong}", hits, wider_search=True).claims
+    assert kept.verdict == SUPPORTED, kept
+    assert denied.verdict == CONTRADICTED, denied
+    assert "no extra inference latency" in denied.evidence_text.lower()
+
+
 def test_the_wider_search_finds_support_beyond_the_given_passages(notes_services, checker):
     hits = notes_services.retriever.search("How does byte-pair encoding build its vocabulary?")
     claim = "Continuous batching lets waiting requests join the batch at every decoding step."
