@@ -83,6 +83,7 @@ _NEGATION = re.compile(
     r"n['’]t\b", re.IGNORECASE)
 NEGATION_REACH = 4
 _CLAUSE_END = re.compile(r"[,;:.()!?]")
+_REACH = re.compile(rf"(?:\s*\S+){{0,{NEGATION_REACH}}}")
 # A relation with a direction: what comes before it is compared with, or precedes, what
 # comes after ("LLaMA-13B outperforms GPT-3", "A is better than B", "SFT before RLHF"); in the
 # passive ("is outperformed by") the sides are the other way round.
@@ -320,12 +321,14 @@ def negated(text: str) -> set[str]:
     65B model ..., with no loss versus 16-bit fine-tuning" denies no fine-tuning)."""
     denied: set[str] = set()
     rest = text
+    # Last negation first, so the earlier ones' positions still hold as their reach is cut out.
     for match in reversed(list(_NEGATION.finditer(text))):
-        after = text[match.end():]
-        end = _CLAUSE_END.search(after)
-        scope = " ".join(after[: end.start() if end else len(after)].split()[:NEGATION_REACH])
-        denied |= terms(scope)
-        rest = rest[: match.start()] + " " + rest[match.end():].replace(scope, " ", 1)
+        end = _CLAUSE_END.search(text, match.end())
+        clause = text[match.end(): end.start() if end else len(text)]
+        reach = _REACH.match(clause)
+        stop = match.end() + (reach.end() if reach else 0)
+        denied |= terms(text[match.end():stop])
+        rest = rest[: match.start()] + " " + rest[stop:]
     return denied - terms(rest)
 
 

@@ -55,6 +55,10 @@ def test_a_negation_on_one_side_only_is_a_clash_and_a_shared_one_is_not():
     qlora = ("Memory to fine-tune a 65B model dropped to under 48 GB, so it fits on a single "
              "48 GB GPU, with no loss versus 16-bit fine-tuning.")
     assert not denies_the_other("A 65B model can be fine-tuned on one 48 GB GPU.", qlora)
+    # Spaces and line breaks inside the reach change nothing.
+    assert negated("W0 receives   no\n  gradient.") == {"gradient"}
+    assert negated("No  extra\ninference latency: BA merges into W0") == {
+        "extra", "inference", "latency"}
 
 
 def test_a_relation_turned_round_is_a_clash_and_the_passive_or_another_relation_is_not():
