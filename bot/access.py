@@ -50,6 +50,14 @@ def channel_ids(channel: Any) -> set[int]:
     return {i for i in (channel.id, getattr(channel, "parent_id", None)) if i is not None}
 
 
+def is_private(channel: Any) -> bool:
+    """Whether a channel is a direct message (or a group DM), outside every course channel;
+    an unknown channel counts as one."""
+    if isinstance(channel, discord.PartialMessageable):
+        return channel.guild_id is None
+    return channel is None or isinstance(channel, discord.DMChannel | discord.GroupChannel)
+
+
 def roles_of(user: discord.abc.User) -> list[discord.Role]:
     """The guild roles of a member (none for a user outside a guild)."""
     return list(getattr(user, "roles", []))

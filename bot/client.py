@@ -14,7 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.access import channel_ids, guild_served, served_here
+from bot.access import channel_ids, guild_served, is_private, served_here
 from bot.answering import Answerer
 from bot.cogs import accuracy, ask, checks, course, demos, instructor, mentions, ta
 from bot.conversations import Conversations
@@ -246,8 +246,11 @@ class StudyBot(commands.Bot):
         thread.start()
 
     def check_exam(self, user_id: int, channel: Any, command: str) -> None:
-        """Raise ExamInProgress (and log the attempt) when an exam covers this channel."""
-        exam = self.services.course.exam_in(channel_ids(channel))
+        """Raise ExamInProgress (and log the attempt) when an exam covers this channel; any
+        exam covers a direct message."""
+        private = is_private(channel)
+        exam = self.services.course.exam_in(None if private else channel_ids(channel))
+        where = " in the course" if private else " here"
         if exam is None:
             return
         self.questions.record_refusal(
@@ -255,7 +258,7 @@ class StudyBot(commands.Bot):
         )
         until = "" if exam.until == float("inf") else f" (until <t:{int(exam.until)}:t>)"
         raise ExamInProgress(
-            f"📝 An exam is on here{until}, so I'm not answering course questions or running "
+            f"📝 An exam is on{where}{until}, so I'm not answering course questions or running "
             "demos right now. Good luck — I'll be back when it ends!"
         )
 
@@ -265,5 +268,7 @@ class StudyBot(commands.Bot):
         return await asyncio.to_thread(self.questions.vote, question_id, user, vote)
 
     async def passages(self, question_id: int) -> list[dict[str, Any]] | None:
-        """The passages a logged answer was built from."""
-        return await asyncio.to_thread(self.questions.passages, question_id)
+        """The passages a logged answer was built from, as students may see them now: checked
+        again against the open assignments, since one may have opened after the answer."""
+        logged = await asyncio.to_thread(self.questions.passages, question_id)
+        return None if logged is None else list(self.answerer.withheld(logged))

@@ -93,7 +93,7 @@ class Conversations:
             await self._report(message, exc)
 
     async def _answer(self, message: discord.Message, me: discord.abc.User, dm: bool) -> None:
-        if not dm and not self._instructor(message.author):
+        if not self._instructor(message.author):  # a DM too: any exam covers it
             self.client.check_exam(message.author.id, message.channel, "mention")  # type: ignore[attr-defined]
         question = self.answerer.admit(message.author.id, question_text(message.content))
         channel = message.channel

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot import render
-from bot.access import NOT_SERVED, guild_served
+from bot.access import NOT_SERVED, guild_served, is_instructor
 from bot.errors import NotAllowed, report_error
 from bot.ta_views import AskTAButton
 
@@ -30,6 +30,13 @@ async def _served(interaction: discord.Interaction) -> bool:
         return True
     await report_error(interaction, NotAllowed(NOT_SERVED))
     return False
+
+
+def _check_exam(interaction: discord.Interaction, what: str) -> None:
+    """Refuse (ExamInProgress) a student's click where an exam is on, as the commands do."""
+    bot = _bot(interaction)
+    if not is_instructor(bot.settings.discord, interaction.user, interaction.permissions):
+        bot.check_exam(interaction.user.id, interaction.channel, what)
 
 
 class FeedbackButton(
@@ -89,10 +96,11 @@ class SourcesButton(discord.ui.DynamicItem[discord.ui.Button], template=r"sa:src
         return cls(int(match["qid"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        """Send the passages as ephemeral messages."""
+        """Send the passages as ephemeral messages (not during an exam)."""
         if not await _served(interaction):
             return
         try:
+            _check_exam(interaction, "sources_button")
             passages = await _bot(interaction).passages(self.question_id)
             if passages is None:
                 await interaction.response.send_message(

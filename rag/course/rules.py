@@ -97,10 +97,12 @@ class CourseRules:
         on += [ActiveExam(frozenset(e.channels), e.until or math.inf, False) for e in manual]
         return on
 
-    def exam_in(self, channel_ids: set[int]) -> ActiveExam | None:
-        """The exam covering a channel (given with its parent), or None."""
+    def exam_in(self, channel_ids: set[int] | None) -> ActiveExam | None:
+        """The exam covering a channel (given with its parent), or None. A direct message
+        (None) is outside every channel, so any exam on covers it: otherwise a student in an
+        exam room could ask privately what the room's channel refuses."""
         for exam in self.active_exams():
-            if not exam.channels or exam.channels & channel_ids:
+            if channel_ids is None or not exam.channels or exam.channels & channel_ids:
                 return exam
         return None
 

@@ -4,6 +4,7 @@ end at `until`, a restart, scheduled windows, /stats, and students kept out of t
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -13,8 +14,11 @@ from tests.bot.fake_discord import (
     MANAGE_GUILD_PERMISSIONS,
     OTHER_CHANNEL_ID,
     Person,
+    dm_interaction_payload,
     interaction_payload,
+    message_payload,
 )
+from tests.bot.test_storage import entry
 from tests.rag.retrieval.test_release_dates import NOW, Clock, ingested_course
 
 STUDENT = Person(1001, "ana")
@@ -54,17 +58,22 @@ def feed(make_harness):
 
     async def start(services: Services):
         harness = await make_harness(services)
-
-        async def run(name: str, person: Person = STUDENT, channel: int = CHANNEL_ID,
-                      **options) -> str:
-            token = harness.feed(command_payload(name, person, channel, options))
-            await harness.settle()
-            return reply_text(harness, token)
-
-        harness.run = run
+        harness.run = runner(harness)
         return harness
 
     return start
+
+
+def runner(harness):
+    """`run(name, person, channel, **options)`: a command's reply text."""
+
+    async def run(name: str, person: Person = STUDENT, channel: int = CHANNEL_ID,
+                  **options) -> str:
+        token = harness.feed(command_payload(name, person, channel, options))
+        await harness.settle()
+        return reply_text(harness, token)
+
+    return run
 
 
 async def test_an_exam_refuses_answers_and_demos_in_its_channel_and_not_elsewhere(feed, course):
@@ -126,3 +135,63 @@ async def test_students_are_refused_the_course_controls(feed, course):
     ]:
         assert "Only instructors" in await harness.run(command, **options), command
     assert not harness.bot.services.course.active_exams()
+
+
+def direct_message(harness, text: str, person: Person, dm_channel: int) -> None:
+    """Feed MESSAGE_CREATE for a direct message to the bot."""
+    payload = message_payload(text, person, dm_channel)
+    for key in ("guild_id", "member"):
+        payload.pop(key)
+    harness.fake.install(harness.bot)
+    harness.bot._connection.parse_message_create(payload)
+
+
+@pytest.mark.parametrize("channels", ["all", None], ids=["server-wide", "one channel"])
+async def test_an_exam_anywhere_refuses_direct_messages_and_dm_commands(
+    make_harness, empty_services, channels
+):
+    """A DM is outside every channel: a student in the exam room must not get privately what
+    the room's channel refuses, by a plain DM or by /ask in a DM."""
+    harness = await make_harness(empty_services, allow_dms=True)
+    run = runner(harness)
+    started = await run("exam start", INSTRUCTOR, **({"channels": channels} if channels else {}))
+    assert "Exam mode is on" in started
+    dm_channel = 920000000000000009
+    direct_message(harness, "What is LoRA?", STUDENT, dm_channel)
+    await harness.settle()
+    sent = [str(r.payload) for r in harness.in_channel(dm_channel)]
+    assert any("exam is on in the course" in t for t in sent), sent
+    assert not any("Searching" in t for t in sent), sent
+    token = harness.feed(dm_interaction_payload("ask", {"question": "What is LoRA?"}, STUDENT))
+    await harness.settle()
+    assert "exam is on in the course" in reply_text(harness, token)
+
+    await run("exam end", INSTRUCTOR)
+    direct_message(harness, "What is LoRA?", STUDENT, dm_channel)
+    await harness.settle()
+    after = harness.in_channel(dm_channel)[len(sent):]
+    assert after and not any("exam is on" in str(r.payload) for r in after)
+
+
+
+async def test_the_sources_button_is_refused_during_an_exam_but_not_to_instructors(
+    make_harness, empty_services
+):
+    harness = await make_harness(empty_services)
+    passages = ({"source": "guides/llm-basics.md", "page": None, "section": "Tokens",
+                 "text": "A token is a piece of a word."},)
+    qid = harness.bot.questions.record(entry(passages=passages, channel=str(CHANNEL_ID)))
+    harness.bot.services.course.start_exam([CHANNEL_ID])
+    button = {"type": 2, "style": 1, "label": "Sources", "custom_id": f"sa:src:{qid}"}
+    message = harness.fake.message(
+        CHANNEL_ID, {"content": "", "components": [{"type": 1, "components": [button]}]})
+
+    async def shown(person: Person) -> str:
+        token = harness.click(message, f"sa:src:{qid}", person)
+        await harness.settle()
+        return json.dumps([r.payload for r in harness.for_token(token)])
+
+    student = await shown(STUDENT)
+    instructor = await shown(INSTRUCTOR)
+    assert "exam is on here" in student and "A token is a piece" not in student
+    assert "A token is a piece" in instructor

@@ -9,8 +9,9 @@ import pytest
 
 from rag.course.protect import ProtectedGuard
 from rag.services import Services
-from tests.bot.fake_discord import CHANNEL_ID, OTHER_CHANNEL_ID
+from tests.bot.fake_discord import CHANNEL_ID, OTHER_CHANNEL_ID, Person
 from tests.bot.test_exam_mode import INSTRUCTOR, feed  # noqa: F401 - the fixture
+from tests.bot.test_storage import entry
 from tests.rag.answering.test_hints import ASSIGNMENT
 from tests.rag.retrieval.test_release_dates import NOW, Clock, ingested_course
 
@@ -43,3 +44,28 @@ async def test_protected_items_reach_no_student_text(feed, course):  # noqa: F81
     assert not guard.leaks(answer) and "💡 Hint (Assignment T" in answer
     assert not guard.leaks(json.dumps(json.loads(logged["passages"])))
     assert logged["channel"] == str(CHANNEL_ID)
+
+
+async def test_the_sources_button_withholds_items_of_an_assignment_opened_after_the_answer(
+    make_harness, empty_services
+):
+    """The passages were logged before the assignment opened: the click must check them
+    again against what is open now."""
+    harness = await make_harness(empty_services)
+    assignments = harness.bot.services.settings.materials_dir / "assignments"
+    assignments.mkdir(parents=True, exist_ok=True)
+    (assignments / "hw-t.toml").write_text(ASSIGNMENT.replace('opens = "2026-02-01"',
+                                                              'opens = "2099-02-01"'))
+    secret = "Language models predict the next token given the previous ones."
+    passages = ({"source": "guides/llm-basics.md", "page": None, "section": "Tokens",
+                 "text": f"{secret} Tokens are pieces of words."},)
+    qid = harness.bot.questions.record(entry(passages=passages, channel=str(CHANNEL_ID)))
+    harness.bot.services.course.set_open("hw-t", True)  # /assignments open hw-t, a week later
+    button = {"type": 2, "style": 1, "label": "Sources", "custom_id": f"sa:src:{qid}"}
+    message = harness.fake.message(
+        CHANNEL_ID, {"content": "", "components": [{"type": 1, "components": [button]}]})
+    token = harness.click(message, f"sa:src:{qid}", Person(1001, "ana"))
+    await harness.settle()
+    shown = json.dumps([r.payload for r in harness.for_token(token)])
+    assert "Tokens are pieces of words" in shown  # the rest of the passage is still shown
+    assert not ProtectedGuard(["predict the next token given the previous ones"]).leaks(shown)
