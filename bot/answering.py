@@ -22,6 +22,8 @@ from typing import Any, Protocol
 import discord
 
 from bot import render
+from bot.access import channel_ids
+from bot.errors import NotAllowed
 from bot.limits import ChannelPacer, EditThrottle
 from bot.ratelimit import GenerationQueue, TokenBucket
 from bot.storage import LoggedAnswer, QuestionLog, hash_user
@@ -363,6 +365,29 @@ class Answerer:
             return self.assistant.stream(question, history=history)
         ids = {channel_id} if channel_id else set()
         return self.course.stream(question, history=history, channel_ids=ids)
+
+    async def refuse_assignment_question(self, question: str, channel: Any) -> None:
+        """Raise NotAllowed when a demo would answer in full a question that gets a hint from
+        /ask (it targets an open assignment, or the channel is hints only)."""
+        if self.course is None:
+            return
+        target = await asyncio.to_thread(self.course.target, question, channel_ids(channel))
+        if target is None:
+            return
+        what = (f"**{target.assignment.title}**, which is open" if target.assignment
+                else "a question in a hints-only channel")
+        raise NotAllowed(
+            f"💡 This looks like {what}, so I won't run models on it here: their full answers "
+            "could solve it for you. Ask with `/ask` for a hint from the course materials."
+        )
+
+    def withheld_embeds(self, embeds: Sequence[discord.Embed]) -> list[discord.Embed]:
+        """Embeds as students may see them: every sentence holding a protected item of an
+        open assignment withheld (a model's answer in a demo can hold one)."""
+        guard = self.course.guard() if self.course is not None else None
+        if not guard:
+            return list(embeds)
+        return render.rewrite_embeds(embeds, guard.withhold)
 
     def withheld(self, passages: Iterable[dict[str, Any]]) -> tuple[dict[str, Any], ...]:
         """Passages as students may see them: sentences holding a protected item withheld."""

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import discord
 
 from bot.limits import (
+    ELLIPSIS,
+    EMBED_AUTHOR_CHARS,
+    EMBED_DESCRIPTION_CHARS,
+    EMBED_FIELD_NAME_CHARS,
     EMBED_FIELD_VALUE_CHARS,
+    EMBED_FOOTER_CHARS,
     EMBED_TITLE_CHARS,
+    EMBED_TOTAL_CHARS,
+    embed_chars,
     pack_pages,
     split_for_discord,
     tail,
@@ -217,3 +224,33 @@ def _why(cluster: GapCluster) -> str:
     parts = [f"{cluster.abstained} not covered" if cluster.abstained else "",
              f"{cluster.down_voted} 👎" if cluster.down_voted else ""]
     return ", ".join(p for p in parts if p)
+
+
+_EMBED_TEXT_LIMITS = {"title": EMBED_TITLE_CHARS, "description": EMBED_DESCRIPTION_CHARS}
+
+
+def rewrite_embeds(embeds: Sequence[discord.Embed], change: Callable[[str], str]
+                   ) -> list[discord.Embed]:
+    """The embeds of one message with `change` applied to every text a reader sees (title,
+    description, field names and values, footer, author), cut back to Discord's limits where a
+    text grew, the longest texts first when the message's total passes 6,000."""
+    dicts = [e.to_dict() for e in embeds]
+    texts: list[tuple[dict[str, Any], str, int]] = []  # (holder, key, limit)
+    for d in dicts:
+        texts += [(d, key, limit) for key, limit in _EMBED_TEXT_LIMITS.items() if d.get(key)]
+        for part, key, limit in (("footer", "text", EMBED_FOOTER_CHARS),
+                                 ("author", "name", EMBED_AUTHOR_CHARS)):
+            if (d.get(part) or {}).get(key):
+                texts.append((d[part], key, limit))
+        for f in d.get("fields") or []:
+            texts += [(f, "name", EMBED_FIELD_NAME_CHARS), (f, "value", EMBED_FIELD_VALUE_CHARS)]
+    for holder, key, limit in texts:
+        holder[key] = truncate(change(holder[key]), limit)
+    over = sum(embed_chars(d) for d in dicts) - EMBED_TOTAL_CHARS
+    for holder, key, _ in sorted(texts, key=lambda t: -len(t[0][t[1]])):
+        if over <= 0:
+            break
+        keep = max(len(ELLIPSIS) + 1, len(holder[key]) - over)
+        over -= len(holder[key]) - len(truncate(holder[key], keep))
+        holder[key] = truncate(holder[key], keep)
+    return [discord.Embed.from_dict(d) for d in dicts]

@@ -52,6 +52,7 @@ class ChecksCog(commands.Cog):
     ) -> None:
         """Answer closed-book and with retrieval; show each claim's verdict and evidence."""
         question = self.bot.answerer.admit(interaction.user.id, question)
+        await self.bot.answerer.refuse_assignment_question(question, interaction.channel)
         await self._start(interaction, "Waiting for a free slot…")
         async with self.bot.answerer.queue.slot(self._queue_progress(interaction)):
             services = self.bot.services
@@ -74,6 +75,7 @@ class ChecksCog(commands.Cog):
         """Answers, latency, tokens, cost and grounding of each model."""
         names = choose_models(parse_models(models), self.bot.services.models.names())
         question = self.bot.answerer.admit(interaction.user.id, question)
+        await self.bot.answerer.refuse_assignment_question(question, interaction.channel)
         await self._start(interaction, "Waiting for a free slot…")
         async with self.bot.answerer.queue.slot(self._queue_progress(interaction)):
             services = self.bot.services
@@ -105,6 +107,7 @@ class ChecksCog(commands.Cog):
 
     async def _send(self, interaction: discord.Interaction,
                     messages: list[list[discord.Embed]]) -> None:
+        messages = [self.bot.answerer.withheld_embeds(m) for m in messages]
         await interaction.edit_original_response(embeds=messages[0], allowed_mentions=NO_MENTIONS)
         for embeds in messages[1:]:
             await interaction.followup.send(embeds=embeds, allowed_mentions=NO_MENTIONS)

@@ -77,7 +77,9 @@ async def generating(
 async def finish(
     interaction: discord.Interaction, embeds: list[discord.Embed], png: bytes | None, name: str
 ) -> None:
-    """Replace the placeholder with the result, the chart attached when it fits Discord."""
+    """Replace the placeholder with the result (a model's text can hold a protected item of
+    an open assignment: withheld), the chart attached when it fits Discord."""
+    embeds = interaction.client.answerer.withheld_embeds(embeds)  # type: ignore[attr-defined]
     files: list[discord.File] = []
     limit = min(MAX_UPLOAD_BYTES, getattr(interaction, "filesize_limit", MAX_UPLOAD_BYTES))
     if png is not None and len(png) <= limit:

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from rag.course.protect import ProtectedGuard
+from rag.llm.base import Completion
 from rag.services import Services
 from tests.bot.fake_discord import CHANNEL_ID, OTHER_CHANNEL_ID, Person
 from tests.bot.test_exam_mode import INSTRUCTOR, feed  # noqa: F401 - the fixture
@@ -69,3 +70,59 @@ async def test_the_sources_button_withholds_items_of_an_assignment_opened_after_
     shown = json.dumps([r.payload for r in harness.for_token(token)])
     assert "Tokens are pieces of words" in shown  # the rest of the passage is still shown
     assert not ProtectedGuard(["predict the next token given the previous ones"]).leaks(shown)
+
+
+class SolvingModel:
+    """A chat backend that solves the assignment's task outright, as a capable served model
+    would: the model is a dependency here; the course rules are under test."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def complete(self, messages, *, max_tokens, temperature, stop=None):  # type: ignore[no-untyped-def]
+        return Completion(SOLUTION, 10, 10, 0.01, 0.02)
+
+    async def stream(self, messages, *, max_tokens, temperature, stop=None):  # type: ignore[no-untyped-def]
+        yield SOLUTION
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
+
+
+SOLUTION = "Split it into the + cat + was + play + ing, then predict the next token."
+
+
+@pytest.fixture
+async def solving(make_harness, empty_services):
+    """A bot whose models solve assignment T (open), with nothing ingested."""
+    harness = await make_harness(empty_services)
+    assignments = harness.bot.services.settings.materials_dir / "assignments"
+    assignments.mkdir(parents=True, exist_ok=True)
+    (assignments / "hw-t.toml").write_text(ASSIGNMENT)
+    harness.bot.services.course.set_open("hw-t", True)  # /assignments open hw-t
+    for name in harness.bot.services.models.names():
+        harness.bot.services.models._models[name] = SolvingModel(name)
+    return harness
+
+
+@pytest.mark.parametrize("command", ["compare", "hallucination"])
+async def test_model_demos_refuse_a_question_aimed_at_an_open_assignment(solving, command):
+    options = {"question": "hw-t: how do I split 'the cat was playing' into tokens?"}
+    token = solving.command(command, Person(1001, "ana"), **options)
+    await solving.settle()
+    shown = json.dumps([r.payload for r in solving.for_token(token)])
+    assert "Assignment T" in shown and "/ask" in shown
+    assert "play + ing" not in shown
+
+
+async def test_a_demo_answer_holding_a_protected_item_is_withheld(solving):
+    """A question the detector does not tie to the assignment still gets no solution text."""
+    token = solving.command("compare", Person(1001, "ana"), rag=False,
+                            question="What are tokens made of?")
+    await solving.settle()
+    shown = json.dumps([r.payload for r in solving.for_token(token)])
+    assert "withheld" in shown
+    assert not ProtectedGuard(["play + ing"]).leaks(shown)

@@ -83,3 +83,19 @@ def test_gap_groups_of_long_markdown_heavy_questions_stay_within_limits():
     embeds = [render.stats_embed(stats, 7).to_dict(), render.gaps_embed(report, 15).to_dict()]
     assert payload_problems({"embeds": embeds}) == []
     assert embeds[1]["description"].startswith("**20×** \\*\\_")
+
+
+def test_rewritten_embeds_stay_within_discords_limits_when_the_text_grows():
+    """Withholding replaces a short sentence with a longer notice: the embeds must still fit."""
+    import discord
+
+    full = [discord.Embed(title="Model A", description="x. " * 1365)
+            .add_field(name="Answer", value="y. " * 341)
+            .set_footer(text="secret. " + "z" * 100),
+            discord.Embed(title="Model B", description="No answer.")]
+    assert payload_problems({"embeds": [e.to_dict() for e in full]}) == []
+    grown = render.rewrite_embeds(full, lambda text: text.replace(".", ". [withheld]"))
+    assert payload_problems({"embeds": [e.to_dict() for e in grown]}) == []
+    assert "[withheld]" in grown[0].footer.text and "[withheld]" in grown[1].description
+    unchanged = render.rewrite_embeds(full, lambda text: text)
+    assert [e.to_dict() for e in unchanged] == [e.to_dict() for e in full]
