@@ -12,6 +12,7 @@ mentions off, and the escalation is answered. "Add to FAQ" on a relayed answer w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -78,6 +79,10 @@ class Escalations:
         if logged is None:
             raise UserFacingError("I no longer have that answer, so I can't send it to the TAs. "
                                   "Please ask your question again.")
+        if logged.user_hash != self.user_hash(interaction.user.id):
+            raise UserFacingError(
+                "Only the student who asked can send this question to the TAs. Ask yours with "
+                "`/ask` (or mention me), then use the Ask a TA button under its answer.")
         await interaction.response.defer(ephemeral=True, thinking=True)
         message = interaction.message
         private = bool(message is not None and message.flags.ephemeral)
@@ -176,7 +181,14 @@ class Escalations:
                 return created.thread
             post = await channel.send(content, embeds=embeds, view=view,
                                       allowed_mentions=mentions)
-            return await post.create_thread(name=name, auto_archive_duration=10080)
+            try:
+                return await post.create_thread(name=name, auto_archive_duration=10080)
+            except discord.HTTPException:
+                # The student will press again: leave no post without a thread behind (its
+                # answer button would be dead, and each retry's post would ping the TAs).
+                with contextlib.suppress(discord.HTTPException):
+                    await post.delete()
+                raise
         except discord.Forbidden as exc:
             raise _forbidden(channel.id, "missing permissions") from exc
         except discord.NotFound as exc:

@@ -78,6 +78,7 @@ class LoggedQuestion:
     answer: str
     sources: tuple[dict[str, Any], ...]
     abstained: bool
+    user_hash: str = ""  # the pseudonym of the student who asked
 
 
 @dataclass(frozen=True)
@@ -148,13 +149,15 @@ class EscalationLog:
         """The logged question an answer's buttons refer to, or None."""
         with self._lock:
             row = self._db.execute(
-                "SELECT id, question, answer, sources, abstained FROM questions WHERE id = ?",
+                "SELECT id, question, answer, sources, abstained, user_hash FROM questions "
+                "WHERE id = ?",
                 (question_id,),
             ).fetchone()
         if row is None:
             return None
         return LoggedQuestion(row["id"], row["question"], row["answer"],
-                              tuple(json.loads(row["sources"])), bool(row["abstained"]))
+                              tuple(json.loads(row["sources"])), bool(row["abstained"]),
+                              row["user_hash"])
 
     def claim(self, question_id: int, user_hash: str, user_id: int, per_hour: int, *,
               guild_id: int | None, channel_id: int, message_id: int | None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tempfile
@@ -13,6 +14,7 @@ from bot.errors import UserFacingError
 ALLOWED_TYPES = {".pdf": "PDF", ".md": "Markdown", ".markdown": "Markdown", ".txt": "text"}
 _UNSAFE = re.compile(r"[^\w.\- ]+", re.UNICODE)
 MAX_NAME_CHARS = 100
+MEGABYTE = 1024 * 1024  # STUDY_ASSISTANT_DISCORD__UPLOAD_MAX_MB counts these
 
 
 class UploadRejected(UserFacingError):
@@ -42,8 +44,11 @@ def check_type_and_size(name: str, size: int, max_bytes: int) -> str:
         kinds = ", ".join(sorted(ALLOWED_TYPES))
         raise UploadRejected(f"I can only ingest {kinds} files, not '{suffix}'.")
     if size > max_bytes:
+        # Both in the limit's unit (MB of 2**20 bytes); the size rounded up, so that a file
+        # over the limit never reads as within it.
+        shown = math.ceil(size / MEGABYTE * 100) / 100
         raise UploadRejected(
-            f"That file is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB."
+            f"That file is {shown:.2f} MB; the limit is {max_bytes / MEGABYTE:g} MB."
         )
     if size == 0:
         raise UploadRejected("That file is empty.")

@@ -105,7 +105,7 @@ class InstructorCog(commands.Cog):
     ) -> None:
         """Check, save under the materials folder, and ingest one file."""
         settings = self.bot.settings
-        max_bytes = int(settings.discord.upload_max_mb * 1024 * 1024)
+        max_bytes = int(settings.discord.upload_max_mb * uploads.MEGABYTE)
         name = uploads.check_type_and_size(file.filename, file.size, max_bytes)
         folder = settings.discord.upload_folder
         path = uploads.destination(settings.materials_dir, folder, name, overwrite)

@@ -228,6 +228,7 @@ class FakeDiscord:
             (r"POST /webhooks/\d+/([^/]+)", self._followup),
             (r"POST /channels/(\d+)/messages", self._send),
             (r"PATCH /channels/(\d+)/messages/(\d+)", self._edit),
+            (r"DELETE /channels/(\d+)/messages/(\d+)", self._delete),
             (r"POST /channels/(\d+)/messages/(\d+)/threads", self._thread),
             (r"POST /channels/(\d+)/threads", self._forum_post),
             (r"GET /channels/(\d+)", self._channel),
@@ -293,6 +294,10 @@ class FakeDiscord:
 
     def _send(self, payload: dict, params: dict, channel_id: str) -> dict:
         return self._store(self.message(int(channel_id), payload))
+
+    def _delete(self, payload: Any, params: dict, channel_id: str, message_id: str) -> None:
+        kept = [m for m in self.messages.get(int(channel_id), []) if m["id"] != message_id]
+        self.messages[int(channel_id)] = kept
 
     def _edit(self, payload: dict, params: dict, channel_id: str, message_id: str) -> dict:
         for message in self.messages.get(int(channel_id), []):

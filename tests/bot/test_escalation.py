@@ -502,3 +502,34 @@ async def test_without_permission_in_the_ta_channel_the_student_is_told_and_may_
     assert harness.bot.escalation_log.for_question(row["id"]) is None
     await press(harness, message, f"sa:ta:{row['id']}", STUDENT)
     assert harness.bot.escalation_log.for_question(row["id"]).status == "open"
+
+
+async def test_only_the_student_who_asked_can_send_the_question_to_the_tas(
+    make_harness, guides_services
+):
+    harness = await ta_harness(make_harness, guides_services)
+    message, row = await ask(harness, OUT_OF_SCOPE)  # Ana's public answer
+    token = await press(harness, message, f"sa:ta:{row['id']}", OTHER_STUDENT)
+    assert "Only the student who asked" in private_reply(harness, token)
+    assert ta_posts(harness) == []
+    token = await press(harness, message, f"sa:ta:{row['id']}", STUDENT)
+    assert "Sent to the TAs" in private_reply(harness, token)
+    [post] = ta_posts(harness)
+    assert f"<@{STUDENT.id}>" in json.dumps(post.payload)
+
+
+async def test_a_thread_discord_refuses_leaves_no_post_behind_and_the_student_may_retry(
+    make_harness, guides_services
+):
+    harness = await ta_harness(make_harness, guides_services)
+    harness.fake.faults.append(Fault("POST", rf"/channels/{TA_CHANNEL}/messages/\d+/threads",
+                                     403, 50013, times=2))
+    message, row = await ask(harness, OUT_OF_SCOPE)
+    for _ in range(2):
+        token = await press(harness, message, f"sa:ta:{row['id']}", STUDENT)
+        assert "can't post in the TA channel" in private_reply(harness, token)
+    await press(harness, message, f"sa:ta:{row['id']}", STUDENT)
+    posts = ta_posts(harness)
+    deleted = {r.path for r in harness.fake.requests if r.method == "DELETE"}
+    assert len(posts) == 3 and len(deleted) == 2  # the two posts without a thread are gone
+    assert harness.bot.escalation_log.for_question(row["id"]).status == "open"

@@ -65,8 +65,10 @@ def test_an_existing_file_is_kept_unless_overwrite_is_asked(tmp_path):
         ("../../materials/evil.md", 100, "without folders"),
         ("payload.exe", 100, "only ingest"),
         ("huge.pdf", 30 * 1024 * 1024, "limit is"),
+        # Just over the 20 MB (2**20 bytes each) limit: never "21.0 MB; the limit is 21 MB".
+        ("big.pdf", 21_000_000, "That file is 20.03 MB; the limit is 20 MB."),
     ],
-    ids=["traversal", "wrong-type", "oversize"],
+    ids=["traversal", "wrong-type", "oversize", "just-over"],
 )
 async def test_upload_rejects_bad_files_before_saving_anything(
     make_harness, empty_services, tmp_path, name, size, says
