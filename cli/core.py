@@ -344,7 +344,7 @@ def _print_sources(answer: Answer) -> None:
     """Citations after an answer; for a refusal, the nearest passages instead."""
     if answer.citations:
         out.print("\n[bold]Sources[/]")
-        for c in answer.citations:
+        for c in sorted(answer.citations, key=lambda c: c.number):
             where = c.source + (f", p. {c.page}" if c.page else "")
             section = f" · {c.section}" if c.section else ""
             out.print(f"  [{c.number}] {escape(where)}{escape(section)}")

@@ -58,8 +58,9 @@ class Citation:
     section: str
 
     def as_json(self) -> dict:
-        """The citation shape of the CLI and bot."""
-        return {"source": self.source, "page": self.page, "section": self.section}
+        """The citation shape of the CLI and bot: `number` is the [n] the answer text uses."""
+        return {"number": self.number, "source": self.source, "page": self.page,
+                "section": self.section}
 
 
 def asks_for_system_prompt(question: str) -> bool:

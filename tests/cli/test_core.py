@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -96,6 +97,12 @@ def test_ask_json_carries_the_style_and_each_sentences_citation_and_verdict(inde
         s["verdict"] == "quoted" and isinstance(s["citation"], int) and s["shown"]
         for s in data["sentences"]
     )
+    # Each [n] of the text resolves through `citations` by its number, not its position.
+    numbers = {c["number"]: c for c in data["citations"]}
+    for s in data["sentences"]:
+        cited = numbers[s["citation"]]
+        assert cited["source"] == data["retrieved"][s["citation"] - 1]["source"]
+    assert set(map(int, re.findall(r"\[(\d+)\]", data["answer"]))) <= set(numbers)
 
 
 def test_ask_says_how_the_answer_was_made_and_rejects_an_unknown_style(indexed):
