@@ -384,7 +384,8 @@ def _with_next(
     after = next((j for j, q in enumerate(quotes) if q.passage == lead.passage
                   and (q.group == lead.group or not same_group)
                   and q.position == lead.position + 1), None)
-    if after is None or after in chosen or not wanted(quotes[after]):
+    if after is None or not wanted(quotes[after]) or _said(quotes[after]) in {
+            _said(quotes[j]) for j in chosen}:
         return chosen
     out = [chosen[0], after, *chosen[1:]]
     while len(out) > 2 and (len(out) > MAX_QUOTES
@@ -402,12 +403,14 @@ def _by_probability(
     `allowed` pieces are quoted, when given; a piece that is not still brings the allowed
     entries of its short list."""
     chosen: list[int] = []
+    said: set[str] = set()  # a sentence two passages share (a paper and notes) is quoted once
     words = 0
     best: float | None = None
     for i in (int(i) for i in np.argsort(-p, kind="stable")):
         if len(chosen) >= MAX_QUOTES or (best is not None and p[i] < KEEP_RATIO * best):
             break
-        if i in chosen or (chosen and words + quotes[i].words > MAX_WORDS):
+        if i in chosen or _said(quotes[i]) in said or (
+                chosen and words + quotes[i].words > MAX_WORDS):
             continue
         family = siblings(quotes, i) if is_short_list(quotes, i) else [i]
         family = [j for j in family if allowed is None or allowed[j]]
@@ -418,8 +421,14 @@ def _by_probability(
             # The best piece is quoted whole even when it alone is long: never cut mid-way.
             if j not in chosen and (not chosen or words + quotes[j].words <= MAX_WORDS):
                 chosen.append(j)
+                said.add(_said(quotes[j]))
                 words += quotes[j].words
     return chosen
+
+
+def _said(quote: Quote) -> str:
+    """What a piece says, for spotting the same words quoted twice."""
+    return " ".join(quote.text.casefold().split())
 
 
 def is_short_list(quotes: Sequence[Quote], i: int) -> bool:

@@ -5,7 +5,9 @@ A quote keeps the materials' own words in their order; only Markdown markup is r
 (emphasis, code ticks, link targets, images), so `plain(quote)` is always a substring of
 `plain(passage)` up to whitespace. Code is kept as written (only its common indentation is
 removed). A passage that starts mid-sentence loses its first
-fragment and one that was cut loses its last, so no quote ends or starts mid-way.
+fragment and one that was cut loses its last; a sentence a PDF's figure or table interrupts
+loses both halves, and a sentence glued to the middle of another is dropped, so no quote ends
+or starts mid-way.
 """
 
 from __future__ import annotations
@@ -47,6 +49,13 @@ _LETTER = re.compile(r"[^\W\d_]")
 _DEBRIS = re.compile(
     r"[^\W\d_]{22,}|<[a-z/_|]{2,12}>|[\u21e0-\u21e4\ue000-\uf8ff\u25c6\u2318]|\S\u2713",
     re.IGNORECASE)
+# A paragraph that starts in the middle of a sentence: an all-lower-case word ("steps, and
+# ...", "used for ..."), unlike a name such as "vLLM".
+_MID_SENTENCE = re.compile(r"[a-z][a-z'-]*\b(?![A-Z])")
+# Two pieces a PDF glued at an end mark: a sentence's end, then the lower-case middle of
+# another ("... 95% confidence intervals. used for many recent large LMs ..."); abbreviations
+# ("e.g. the") are taken out before this is searched.
+_GLUED = re.compile(r"\b[a-z]{3,}\.\s+[a-z]{2,}\b")
 # A PDF section heading left in the text as its own line ("4 Why Self-Attention", "C.4 Details
 # of RLHF training"): a section number, then a capital, and no end mark.
 _NUMBERED_HEADING = re.compile(r"^(?:\d+(?:\.\d+)*\.?|[A-Z](?:\.\d+)*\.?)\s+[A-Z]")
@@ -62,6 +71,8 @@ ANNOUNCES = re.compile(
     r"techniques|methods|approaches|changes|innovations|elements|levels|ingredients|pieces|"
     r"rules|tricks)\s*[.:]$", re.IGNORECASE)
 HEADING_WORDS = 12
+# At most this many paragraphs (a figure's caption) between the halves of a cut sentence.
+INTERRUPTING_PARAGRAPHS = 2
 FRAGMENT_WORDS = 3
 _PROTECTED = "\u2024"
 # A fenced code block this small is quoted whole (a command, a short snippet); longer ones
@@ -220,17 +231,40 @@ def quotes_of(text: str, passage: int) -> list[Quote]:
 
 def _without_fragments(quotes: list[Quote]) -> list[Quote]:
     """Drop a first sentence that starts mid-way (lower case), a last one that was cut (no
-    end mark) or announces what the passage no longer holds, questions, pieces without a
-    letter, figure debris, PDF section headings and scraps of a few words with no end mark
+    end mark) or announces what the passage no longer holds, the two halves of a sentence a
+    PDF's figure or table interrupts, sentences glued to a fragment, questions, pieces without
+    a letter, figure debris, PDF section headings and scraps of a few words with no end mark
     ("Abstract", "Also,")."""
     if quotes and quotes[0].kind == "sentence" and quotes[0].text[0].islower():
         quotes = quotes[1:]
     if quotes and quotes[-1].kind == "sentence" and (
             not _TERMINAL.search(quotes[-1].text) or ANNOUNCES.search(quotes[-1].text)):
         quotes = quotes[:-1]
-    return [q for q in quotes if q.kind == "code" or (
-        _LETTER.search(q.text) and not q.text.endswith("?") and not _DEBRIS.search(q.text)
+    halves = _interrupted(quotes)
+    return [q for i, q in enumerate(quotes) if q.kind == "code" or (
+        i not in halves and _LETTER.search(q.text) and not q.text.endswith("?")
+        and not _DEBRIS.search(q.text) and not _GLUED.search(_ABBREVIATION.sub("", q.text))
         and not _is_label(q) and not _is_figure_or_code_text(q.text))]
+
+
+def _interrupted(quotes: list[Quote]) -> set[int]:
+    """The pieces of a sentence that a figure caption or a table cuts in two, as PDFs lay them
+    out: a paragraph that starts in lower case continues a sentence ("steps, and vary the
+    learning rate ..."), and the paragraph before it ended that sentence's first half without
+    an end mark ("We use 2, 000 warmup"). Neither half is a sentence to quote."""
+    halves: set[int] = set()
+    for i, q in enumerate(quotes):
+        starts_group = i == 0 or quotes[i - 1].group != q.group
+        if q.kind != "sentence" or not starts_group or not _MID_SENTENCE.match(q.text):
+            continue
+        halves.add(i)
+        # The first half ends the nearest paragraph before (captions between) left open.
+        ends = [j for j in range(i - 1, -1, -1) if quotes[j].kind == "sentence"
+                and quotes[j + 1].group != quotes[j].group][:INTERRUPTING_PARAGRAPHS + 1]
+        first_half = next((j for j in ends if not _TERMINAL.search(quotes[j].text)), None)
+        if first_half is not None:
+            halves.add(first_half)
+    return halves
 
 
 def _is_label(quote: Quote) -> bool:

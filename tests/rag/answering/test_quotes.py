@@ -383,3 +383,28 @@ def test_a_papers_acknowledgements_answer_only_a_question_about_thanks_or_fundin
     # Set aside unless the question is about thanks, funding or citations.
     assert back_matter(hits, "Who did they thank for data collection?") == []
     assert back_matter(hits, "Which work was funded by a grant?") == []
+
+
+def test_a_sentence_a_pdf_figure_cuts_in_two_is_not_quoted_in_halves() -> None:
+    passage = ("We use a weight decay of 0.1. We use 2, 000 warmup\n\n"
+               "Figure 1: Training loss over train tokens. Smaller models saw 1.0T tokens.\n\n"
+               "steps, and vary the learning rate with the size of the model. We use AdamW.\n\n"
+               "vLLM keeps its name in lower case. It is fast.")
+    assert [q.text for q in quotes_of(passage, 0)] == [
+        "We use a weight decay of 0.1.", "Figure 1: Training loss over train tokens.",
+        "Smaller models saw 1.0T tokens.", "We use AdamW.", "vLLM keeps its name in lower case.",
+        "It is fast."]
+
+
+def test_a_sentence_glued_to_the_middle_of_another_is_not_quoted() -> None:
+    passage = ("Error bars are 95% confidence intervals. used for many recent large LMs. "
+               "Labels come from people, e.g. contractors. The end.")
+    assert [q.text for q in quotes_of(passage, 0)] == [
+        "Labels come from people, e.g. contractors.", "The end."]
+
+
+def test_the_same_sentence_in_two_passages_is_quoted_once() -> None:
+    same = "Labelers significantly prefer InstructGPT outputs over outputs from GPT-3."
+    quotes = quotes_of(f"{same} It is small.", 0) + quotes_of(f"{same}  ", 1)
+    chosen = select(quotes, np.array([0.9, 0.5, 0.85]))
+    assert [quotes[i].text for i in chosen] == [same, "It is small."]
