@@ -136,11 +136,13 @@ def gate_probability(evidence: QuestionEvidence, answer: AnswerSettings) -> floa
 def titled_by(question: str, hits: Sequence[Hit]) -> bool:
     """Whether a retrieved passage sits under a heading that names what the question asks
     about: every word of the heading (section numbers aside) is one of the question's, and
-    they are at least half of its words ("What does the temperature setting do?" and a section
-    "Temperature"). A heading that is one generic word of a longer question ("Evaluation")
-    does not name it.
+    they are at least half of its words, numbers aside ("What does the temperature setting do?",
+    "What does temperature do below 1?" and a section "Temperature"). A heading that is one
+    generic word of a longer question ("Evaluation") does not name it.
     """
-    asked = set(own_terms(question))
+    # Numbers are values asked about ("... when it is below 1?"), not what the question is
+    # about: like section numbers in headings, they are not counted.
+    asked = {term for term in own_terms(question) if not term[:1].isdigit()}
     if not asked:
         return False
     for hit in hits:

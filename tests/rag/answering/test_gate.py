@@ -105,6 +105,7 @@ def test_a_heading_that_names_the_question_covers_it() -> None:
     assert titled_by("What is temperature?", hits)
     assert titled_by("What does the temperature setting do?", hits)  # half its words
     assert titled_by("im confused about embeddings and softmax lol", hits)  # numbers aside
+    assert titled_by("What does temperature do when it is below 1?", hits)  # the 1 is a value
     # Not named: a heading word among many of the question's, or a heading with other words.
     assert not titled_by("What is the evaluation of the Mona Lisa's smile worth?", hits)
     assert not titled_by("What are embeddings?", under("3.4 Embeddings and Softmax"))
