@@ -116,9 +116,13 @@ _ASKS_FOR_BACK_MATTER = re.compile(
     r"cite[sd]?|citations?|references?|bibliography)\b", re.IGNORECASE)
 # A question after further material ("any videos on this?", "where can I read more?"): only
 # then do pointers to reading ("Learn more: - Video: ...") answer.
+# "The course", "the materials", "the X paper" and "sources" name where an answer is, not a
+# wish for reading: only "any/other/good ... papers" and the like ask for more material.
 _ASKS_FOR_MATERIAL = re.compile(
-    r"\b(?:resources?|videos?|links?|read(?:ing)?|learn more|articles?|tutorials?|books?|"
-    r"courses?|watch|where can i|further|materials?|sources?|references?|papers?|docs?)\b",
+    r"\b(?:resources?|videos?|links?|read(?:ing)?|learn more|tutorials?|books?|watch|"
+    r"where can i|further|references?|docs|documentation|recommend\w*|"
+    r"(?:any|other|good|more|extra|additional|online|free|some|a|an) (?:\w+ )?"
+    r"(?:courses?|papers?|materials?|sources?|articles?|blogs?|posts?))\b",
     re.IGNORECASE)
 
 

@@ -322,6 +322,10 @@ def test_pointers_to_reading_answer_only_a_question_after_material() -> None:
     p = np.array([0.5, 0.9, 0.2])
     assert select(quotes, p, "Why do LLMs hallucinate?") == [0]
     assert select(quotes, p, "Any videos or reading on hallucination?") == [1, 0]
+    # Naming where the answer is ("the course", "the paper") asks for no reading.
+    assert select(quotes, p, "Why do LLMs hallucinate, per the course materials?") == [0]
+    assert select(quotes, p, "What does the hallucination paper say about wrong tokens?") == [0]
+    assert select(quotes, p, "any good papers on hallucination?") == [1, 0]
     # A bare address is a fact, not a pointer to reading.
     assert select(quotes, np.array([0.1, 0.3, 0.9]), "Where does the server listen?") == [2]
 
