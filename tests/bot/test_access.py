@@ -3,6 +3,7 @@ allow-lists that a direct message cannot get around."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -147,3 +148,24 @@ async def test_answer_buttons_are_refused_in_another_server(
     await harness.settle()
     assert callback(harness, token).payload["data"]["content"] == NOT_SERVED
     assert harness.bot.questions.rows()[0]["up"] == 0
+
+
+@pytest.mark.parametrize("custom_id", ["sa:src:1", "sa:vote:up:1"])
+async def test_answer_buttons_are_refused_to_a_member_without_an_allowed_role(
+    make_harness, empty_services, custom_id
+):
+    """A public answer's buttons are visible to the whole channel, guests included."""
+    harness = await make_harness(empty_services, allowed_roles=[STUDENT_ROLE])
+    harness.bot.questions.record(entry(passages=({"source": "notes/x.md", "page": None,
+                                                  "section": "S", "text": "A passage."},)))
+    button = {"type": 2, "style": 2, "label": "x", "custom_id": custom_id}
+    message = harness.fake.message(CHANNEL_ID, {
+        "content": "an answer", "components": [{"type": 1, "components": [button]}]})
+    guest = Person(1500, "guest", roles=())
+    token = harness.click(message, custom_id, guest)
+    await harness.settle()
+    assert "roles" in callback(harness, token).payload["data"]["content"]
+    assert harness.bot.questions.rows()[0]["up"] == 0
+    token = harness.click(message, custom_id, STUDENT)
+    await harness.settle()
+    assert "roles" not in json.dumps([r.payload for r in harness.for_token(token)])
