@@ -5,7 +5,8 @@ Every quotable piece of the passages (`rag.answering.quotes`) gets P(it states t
 from a small logistic model of how close it is to the question: the cosine of their
 embeddings, the idf-weighted share of the question's terms the piece contains (alone, and
 with its section path and file name), its length, whether it is a list item, whether it
-reads as a definition of the subject of a "what is X" question, whether it only points to
+reads as a definition of the subject of a "what is X" question (or spells out the acronym it
+asks about: "Proximal Policy Optimization (PPO)"), whether it only points to
 other material (a video, an article, a link), whether it is a short code block, the cosine
 of the question with the piece's section path (down to the heading right above it) and with
 its whole paragraph, list or table, and whether it gives a reason when the question asks
@@ -17,13 +18,15 @@ The most likely piece leads; up to four pieces follow while they score at least 
 well and the answer stays within about 120 words (the first piece is quoted whole even when
 longer). The pieces of a list of short entries (bullets under a heading) or of a table are
 quoted together, in document order under their lead-in line or header row; a code block is
-quoted as a fenced block under its lead-in line. For a why-question, a sentence that gives
-the reason right after the leading statement follows it; so does the next sentence after a
-leading one that announces it or only restates the question. Some pieces may not answer:
-the reader's tasks (unless the question asks for them), pieces without a number when the
-question asks for a quantity, a paper's acknowledgements and references (unless the question
-asks about thanks, funding or citations), and pieces outside the document or section the
-question names (`rag.retrieval.references`), each rule only while something else is left.
+quoted as a fenced block under its lead-in line. A piece that spells out the acronym a
+definition question asks about leads ("What does PPO stand for?"). For a why-question, a
+sentence that gives the reason right after the leading statement follows it; so does the
+next sentence after a leading one that announces it or only restates the question. Some
+pieces may not answer: the reader's tasks (unless the question asks for them), pieces
+without a number when the question asks for a quantity, a paper's acknowledgements and
+references (unless the question asks about thanks, funding or citations), and pieces outside
+the document or section the question names (`rag.retrieval.references`), each rule only while
+something else is left.
 Passages that scored as well but did not fit are pointed to with "More in [n]".
 
 What is embedded for a passage (its pieces, their paragraphs or lists, their section paths)
@@ -79,6 +82,12 @@ _REASON = re.compile(
     r"\b(?:because|due to|owing to|the reason|explanation|as a result|this is why|so that|"
     r"therefore|thus|hence|caused by|since)\b", re.IGNORECASE)
 SUBJECT_WORDS = 6
+ACRONYM_SUBJECT_WORDS = 2
+_WORD = re.compile(r"[^\W\d_]+")
+# Words an acronym's spelled-out form may hold without a letter of their own.
+_ASKS_FOR_EXPANSION = re.compile(
+    r"\b(?:stands? for|mean|short for|acronym|abbreviation|spelled out)\b", re.IGNORECASE)
+_SMALL_WORDS = frozenset({"of", "from", "for", "the", "and", "with", "to", "in", "on", "a", "an"})
 _NOT_A_SUBJECT_END = frozenset({"for", "of", "in", "to", "on", "with", "by", "from", "about"})
 # Pointers to further material rather than statements: "Video: ...", "📖 Learn more:", links.
 _POINTER_LEAD = re.compile(
@@ -227,6 +236,7 @@ def quote_features(
     cosine = [cos_of[t] for t in texts]
     wanted = terms(question)
     subject = definition_subject(question)
+    acronym = asked_acronym(question)
     why = bool(_WHY_QUESTION.search(question))
     rows = []
     for quote, section, cos in zip(quotes, sections, cosine, strict=True):
@@ -236,7 +246,9 @@ def quote_features(
         context = own | terms(f"{section} {title}")
         rows.append([float(cos), idf.coverage(wanted, own), idf.coverage(wanted, context),
                      math.log1p(quote.words), float(quote.kind == "item"),
-                     float(defines(quote.text, subject, idf)), float(is_pointer(quote)),
+                     float(defines(quote.text, subject, idf)
+                           or bool(acronym and expands(quote.text, acronym))),
+                     float(is_pointer(quote)),
                      float(quote.kind == "code"),
                      heading,
                      float(cos_of[groups[(quote.passage, quote.group)]]),
@@ -264,6 +276,51 @@ def defines(text: str, subject: set[str], idf: TermWeights) -> bool:
     head = " ".join(text.split()[:COPULA_WITHIN])
     verb = _COPULA.search(head)
     return verb is not None and idf.coverage(subject, terms(head[: verb.start()])) >= 0.5
+
+
+def asked_acronym(question: str) -> str:
+    """The acronym a definition question asks about ("What does PPO stand for?", "What is
+    RLHF?", "what are LLMs", "What is the KV cache?"): the one word with two capitals or more
+    of a subject of one or two words; "" for other questions."""
+    match = _DEFINITION_QUESTION.match(question)
+    words = match["subject"].split() if match else []
+    found = []
+    for word in words if len(words) <= ACRONYM_SUBJECT_WORDS else []:
+        word = word.strip("?.,;:!'\"")
+        if word.endswith("s") and word[:-1].isupper():
+            word = word[:-1]
+        if word.isalpha() and sum(c.isupper() for c in word) >= 2:
+            found.append(word)
+    return found[0] if len(found) == 1 else ""
+
+
+def expands(text: str, acronym: str) -> bool:
+    """Whether a piece spells an acronym out: "Proximal Policy Optimization (PPO)", "Low-Rank
+    Adaptation (LoRA)", "key-value (KV) cache", "PPO (Proximal Policy Optimization)": one word
+    per capital letter, small words ("from", "of") between them."""
+    letters = [c.lower() for c in acronym if c.isupper()]
+    name = re.escape(acronym)
+    for m in re.finditer(rf"\(\s*{name}s?\s*\)", text):
+        before = _WORD.findall(text[: m.start()])[::-1]
+        if _spells(before, letters[::-1]):
+            return True
+    for m in re.finditer(rf"\b{name}s?\s*\(([^)]{{3,80}})\)", text):
+        if _spells(_WORD.findall(m.group(1)), letters):
+            return True
+    return False
+
+
+def _spells(words: Sequence[str], letters: Sequence[str]) -> bool:
+    """Whether the words start with one word per letter, in order (small words between)."""
+    matched = 0
+    for word in words:
+        if matched == len(letters):
+            break
+        if word[0].lower() == letters[matched]:
+            matched += 1
+        elif not (matched and word.lower() in _SMALL_WORDS):
+            return False
+    return matched == len(letters)
 
 
 def is_pointer(quote: Quote) -> bool:
@@ -304,7 +361,8 @@ def select(
     quotes: Sequence[Quote], p: np.ndarray, question: str = "",
     scope: Collection[int] | None = None, aside: Collection[int] = (),
 ) -> list[int]:
-    """The pieces to quote, most likely first; a list item brings its siblings; a leading
+    """The pieces to quote, most likely first (a piece that spells out the acronym a
+    definition question asks about leads); a list item brings its siblings; a leading
     sentence that announces what follows, or only restates the question, brings the next
     sentence, and the answer to a why-question the reason that follows its leading statement.
 
@@ -325,8 +383,20 @@ def select(
     if _ASKS_FOR_QUANTITY.search(question):
         asked = _values(question)
         allowed = _narrowed(allowed, (bool(_values(q.text) - asked) for q in quotes))
-    chosen = _with_what_it_announces(
-        quotes, _by_probability(quotes, p, None if all(allowed) else allowed))
+    chosen = _by_probability(quotes, p, None if all(allowed) else allowed)
+    acronym = asked_acronym(question)
+    # "What is the KV cache?": spelled out with "cache" too ("a key-value (KV) cache").
+    rest = definition_subject(question) - terms(acronym)
+    spelled = [i for i, q in enumerate(quotes)
+               if allowed[i] and q.kind in ("sentence", "item") and acronym
+               and expands(q.text, acronym) and rest <= terms(q.text)]
+    lead = max(spelled, key=lambda i: p[i]) if spelled else None
+    # "What does PPO stand for?" is answered by the spelled-out name alone; for "What is
+    # PPO?" it leads only when it scores with the pieces that would be quoted anyway.
+    if lead is not None and (_ASKS_FOR_EXPANSION.search(question)
+                             or p[lead] >= KEEP_RATIO * p.max()):
+        chosen = _led_by(quotes, chosen, lead)
+    chosen = _with_what_it_announces(quotes, chosen)
     if _WHY_QUESTION.search(question):
         chosen = _with_reason(quotes, chosen)
     return _with_what_follows_a_restatement(quotes, chosen, question)
@@ -391,12 +461,24 @@ def _with_next(
     if after is None or not wanted(quotes[after]) or _said(quotes[after]) in {
             _said(quotes[j]) for j in chosen}:
         return chosen
-    out = [chosen[0], after, *chosen[1:]]
-    while len(out) > 2 and (len(out) > MAX_QUOTES
-                            or sum(quotes[j].words for j in out) > MAX_WORDS):
-        last = quotes[out[-1]]  # a list or table goes whole
-        out = out[:2] + [j for j in out[2:] if (quotes[j].passage, quotes[j].group)
-                         != (last.passage, last.group)]
+    return _trimmed(quotes, [chosen[0], after, *chosen[1:]], kept=2)
+
+
+def _led_by(quotes: Sequence[Quote], chosen: list[int], lead: int) -> list[int]:
+    """`lead` first, then the rest as chosen; pieces at the end make room for it."""
+    if chosen and chosen[0] == lead:
+        return chosen
+    return _trimmed(quotes, [lead, *(j for j in chosen if j != lead)], kept=1)
+
+
+def _trimmed(quotes: Sequence[Quote], out: list[int], kept: int) -> list[int]:
+    """The first `kept` pieces, then the rest while they fit the quotes and words (a list
+    or table is dropped whole)."""
+    while len(out) > kept and (len(out) > MAX_QUOTES
+                               or sum(quotes[j].words for j in out) > MAX_WORDS):
+        last = quotes[out[-1]]
+        out = out[:kept] + [j for j in out[kept:] if (quotes[j].passage, quotes[j].group)
+                            != (last.passage, last.group)]
     return out
 
 

@@ -412,3 +412,33 @@ def test_the_same_sentence_in_two_passages_is_quoted_once() -> None:
     quotes = quotes_of(f"{same} It is small.", 0) + quotes_of(f"{same}  ", 1)
     chosen = select(quotes, np.array([0.9, 0.5, 0.85]))
     assert [quotes[i].text for i in chosen] == [same, "It is small."]
+
+
+def test_the_acronym_a_definition_question_asks_about_and_where_it_is_spelled_out() -> None:
+    from rag.answering.extractive import asked_acronym, expands
+
+    assert [asked_acronym(q) for q in ("What does PPO stand for?", "What are LLMs?",
+                                       "What is the KV cache?", "What is LoRA and QLoRA?",
+                                       "What is attention?", "Why is RLHF hard?")] == [
+        "PPO", "LLM", "KV", "", "", ""]
+    assert expands("Reinforcement Learning from Human Feedback (RLHF) trains a reward", "RLHF")
+    assert expands("Low-Rank Adaptation (LoRA) freezes W0.", "LoRA")
+    assert expands("Servers store them in a key-value (KV) cache.", "KV")
+    assert expands("PPO (Proximal Policy Optimization) is an RL method.", "PPO")
+    assert not expands("We use PPO (Schulman et al., 2017).", "PPO")
+    assert not expands("A Transformer-based model (PPO) is used.", "PPO")
+
+
+def test_a_piece_spelling_out_the_asked_acronym_leads() -> None:
+    quotes = quotes_of("As shown in Figure 37, the only setting that stands out is 10% mix. "
+                       "Proximal Policy Optimization (PPO) is a reinforcement learning method. "
+                       "PPO-ptx mixes in pretraining gradients.", 0)
+    p = np.array([0.9, 0.6, 0.7])
+    assert select(quotes, p, "What does PPO stand for?")[0] == 1
+    assert select(quotes, p, "How was PPO-ptx trained?")[0] == 0
+    # The other word of a two-word subject must be there too.
+    assert select(quotes, p, "What is the PPO loss?")[0] == 0
+    # For "what is", only when it scores with what would be quoted anyway.
+    weak = np.array([0.9, 0.3, 0.7])
+    assert select(quotes, weak, "What is PPO?")[0] == 0
+    assert select(quotes, weak, "What does PPO stand for?")[0] == 1
