@@ -399,7 +399,8 @@ def select(
     chosen = _with_what_it_announces(quotes, chosen)
     if _WHY_QUESTION.search(question):
         chosen = _with_reason(quotes, chosen)
-    return _with_what_follows_a_restatement(quotes, chosen, question)
+    return _without_dangling_announcements(
+        quotes, _with_what_follows_a_restatement(quotes, chosen, question))
 
 
 def _values(text: str) -> set[float]:
@@ -411,6 +412,20 @@ def _narrowed(allowed: list[bool], keep: Iterable[bool]) -> list[bool]:
     """The pieces both allowed and kept, unless that leaves none."""
     narrowed = [a and k for a, k in zip(allowed, keep, strict=True)]
     return narrowed if any(narrowed) else allowed
+
+
+def _without_dangling_announcements(quotes: Sequence[Quote], chosen: list[int]) -> list[int]:
+    """Without a sentence after the first that announces what follows ("We then apply the
+    following three steps (Figure 2).") when what it announces is not quoted right after it."""
+    out = [i for n, i in enumerate(chosen) if n == 0 or quotes[i].kind != "sentence"
+           or not ANNOUNCES.search(quotes[i].text) or _follows(quotes, i, chosen[n + 1:n + 2])]
+    return out
+
+
+def _follows(quotes: Sequence[Quote], i: int, after: Sequence[int]) -> bool:
+    """Whether the piece quoted after piece i is the next one in i's passage."""
+    return bool(after) and quotes[after[0]].passage == quotes[i].passage \
+        and quotes[after[0]].position == quotes[i].position + 1
 
 
 def _with_what_follows_a_restatement(
@@ -673,11 +688,12 @@ class QuoteSelector:
             return Extract("", (), ())
         p = self.weights.probability(
             quote_features(question, quotes, hits, self.embedder, idf, self.vectors))
-        chosen = select(quotes, p, question, referenced(question, hits),
-                        back_matter(hits, question))
+        aside = back_matter(hits, question)
+        chosen = select(quotes, p, question, referenced(question, hits), aside)
         best = float(p[chosen[0]])
         owner = np.array([q.passage for q in quotes])
         quoted = {quotes[i].passage for i in chosen}
-        strong = [n for n in range(len(hits)) if n not in quoted
+        # "More in [n]" never points to a paper's references or acknowledgements either.
+        strong = [n for n in range(len(hits)) if n not in quoted and n not in aside
                   and p[owner == n].max(initial=0.0) >= KEEP_RATIO * best]
         return compose(quotes, chosen, strong)

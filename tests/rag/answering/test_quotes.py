@@ -442,3 +442,35 @@ def test_a_piece_spelling_out_the_asked_acronym_leads() -> None:
     weak = np.array([0.9, 0.3, 0.7])
     assert select(quotes, weak, "What is PPO?")[0] == 0
     assert select(quotes, weak, "What does PPO stand for?")[0] == 1
+
+
+def test_more_in_never_points_to_a_papers_references() -> None:
+    from rag.answering.extractive import QuoteSelector
+    from rag.answering.grounding import TermWeights
+    from tests.rag.answering.test_hints import FixedCosineEmbedder
+
+    hits = [Hit(Chunk("LLaMA trains on public data only.", "papers/llama.pdf", 2,
+                      "2 Approach", 0, 40), 0.5),
+            Hit(Chunk("Touvron et al. LLaMA: open and efficient foundation language models "
+                      "trained on public data.", "papers/llama.pdf", 20, "References", 0, 90),
+                0.5),
+            Hit(Chunk("LLaMA models range from 7B to 65B and use public data.", "notes/p.md",
+                      None, "Pretraining", 0, 60), 0.5)]
+    question = "What data does LLaMA train on?"
+    selector = QuoteSelector(FixedCosineEmbedder({question: 0.8}))  # type: ignore[arg-type]
+    extract = selector.extract(question, hits, TermWeights(h.chunk.text for h in hits))
+    assert 2 not in extract.cited and "[2]" not in extract.text
+
+
+def test_a_sentence_announcing_what_is_not_quoted_after_it_is_left_out() -> None:
+    quotes = quotes_of("InstructGPT starts from GPT-3. We then apply the following three steps "
+                       "(Figure 2). Step 1: collect demonstrations.\n\n"
+                       "The reward model has 6B parameters.", 0)
+    p = np.array([0.9, 0.8, 0.1, 0.7])
+    assert [quotes[i].text for i in select(quotes, p, "How was InstructGPT trained?")] == [
+        "InstructGPT starts from GPT-3.", "The reward model has 6B parameters."]
+
+
+def test_underscore_emphasis_is_markup() -> None:
+    assert plain("_Reduce by_: a factor of 4 for x_t in snake_case") == (
+        "Reduce by: a factor of 4 for x_t in snake_case")
