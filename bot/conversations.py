@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
+from bot import render
 from bot.access import (
     NOT_SERVED,
     channel_allowed,
@@ -38,22 +39,34 @@ def is_our_thread(channel: object, me: discord.abc.User) -> bool:
     return isinstance(channel, discord.Thread) and channel.owner_id == me.id
 
 
+def finished(embed: discord.Embed) -> bool:
+    """Whether an embed ends a finished answer: its footer says how the answer was made (a
+    draft's footer says it is unchecked)."""
+    return bool(embed.footer and embed.footer.text and embed.footer.text != render.DRAFT_LABEL)
+
+
 def history_turns(messages: list[discord.Message], me: discord.abc.User) -> list[dict[str, str]]:
     """Earlier answered questions in a thread, oldest first, as chat history.
 
-    Each finished answer of the bot carries its question (embed title) and answer (embed
-    description); messages that got no answer are not part of the conversation.
+    Each finished answer of the bot carries its question (the first page's embed title) and
+    answer (the pages' descriptions, up to the page with the footer: a long answer is several
+    messages); messages that got no answer are not part of the conversation.
     """
     turns: list[dict[str, str]] = []
+    question, pages = "", []  # the answer being read, page by page
     for message in messages:
         if message.author.id != me.id or not message.embeds:
             continue
         first, last = message.embeds[0], message.embeds[-1]
-        if not (last.footer and last.footer.text) or not first.title:
-            continue  # a draft, a queue notice or an error, not a finished answer
-        body = "\n".join(e.description or "" for e in message.embeds)
-        turns += [{"role": "user", "content": first.title},
-                  {"role": "assistant", "content": body}]
+        if first.title:
+            question, pages = first.title, []  # a new answer (an unfinished one is dropped)
+        elif not question:
+            continue  # a draft, a queue notice or an error, not part of an answer
+        pages += [e.description or "" for e in message.embeds]
+        if finished(last):
+            turns += [{"role": "user", "content": question},
+                      {"role": "assistant", "content": "\n".join(pages)}]
+            question, pages = "", []
     return turns
 
 
@@ -103,10 +116,15 @@ class Conversations:
             history = await self._history(message, me)
         elif isinstance(channel, discord.TextChannel):
             reply = await self._thread_or_reply(message, question)
-        await self.answerer.answer(
-            question, reply, user_id=message.author.id,
-            channel_id=course_channel(message.channel), history=history,
-        )
+        try:
+            await self.answerer.answer(
+                question, reply, user_id=message.author.id,
+                channel_id=course_channel(message.channel), history=history,
+            )
+        except Exception as exc:
+            # Said where the answer was being written, in place of its unchecked draft.
+            if not await self._report_in(reply, message, exc):
+                raise
 
     async def _history(
         self, message: discord.Message, me: discord.abc.User
@@ -165,13 +183,32 @@ class Conversations:
         perms = getattr(author, "guild_permissions", None) or discord.Permissions.none()
         return is_instructor(self.settings, author, perms)
 
-    async def _report(self, message: discord.Message, error: Exception) -> None:
+    async def _report_in(self, reply: ChannelReply, message: discord.Message,
+                         error: Exception) -> bool:
+        """Replace the placeholder or the half-written draft with what went wrong; False when
+        there is none (or the answer was already shown, or Discord refuses the edit)."""
+        shown = reply.message
+        if shown is None or any(finished(e) for e in shown.embeds):
+            return False
+        embed = discord.Embed(description=self._error_text(message, error),
+                              colour=discord.Colour.light_grey())
+        try:
+            await reply.show([embed])
+        except discord.HTTPException:
+            return False
+        return True
+
+    def _error_text(self, message: discord.Message, error: Exception) -> str:
         text = friendly_message(error)
         if text is None:
             error_id = new_error_id()
             log.error("unexpected error %s answering message %s", error_id, message.id,
                       exc_info=error)
             text = f"Something went wrong on my side (error id `{error_id}`)."
+        return text
+
+    async def _report(self, message: discord.Message, error: Exception) -> None:
+        text = self._error_text(message, error)
         try:
             await message.reply(text)  # the client-wide AllowedMentions.none() covers the author
         except discord.HTTPException:

@@ -85,7 +85,7 @@ class ChecksCog(commands.Cog):
 
     async def _start(self, interaction: discord.Interaction, status: str) -> None:
         await interaction.response.defer(thinking=True)
-        await self._status(interaction, status)
+        await self._progress(interaction)(status)  # a refused notice must not cost the result
 
     async def _status(self, interaction: discord.Interaction, status: str) -> None:
         embed = discord.Embed(description=truncate(status, 300), colour=STATUS_COLOUR)

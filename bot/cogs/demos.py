@@ -9,6 +9,7 @@ take one of the user's turns (the per-user rate limit), defer, wait for a genera
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -70,7 +71,9 @@ async def generating(
     await interaction.response.defer(thinking=True)
     async with bot.answerer.slot_for(interaction):
         embed = discord.Embed(description=status, colour=discord.Colour.light_grey())
-        await interaction.edit_original_response(embed=embed, allowed_mentions=NO_MENTIONS)
+        # A notice Discord refuses (a 429) must not cost the result: the result follows.
+        with contextlib.suppress(discord.HTTPException):
+            await interaction.edit_original_response(embed=embed, allowed_mentions=NO_MENTIONS)
         yield
 
 

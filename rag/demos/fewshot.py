@@ -75,6 +75,8 @@ def parse_examples(text: str) -> tuple[Example, ...]:
     """`a => b; c => d` (or one example per line) as examples, with a clear error if malformed."""
     check_text(text, "list of examples", MAX_EXAMPLES_CHARS)
     parts = [p.strip() for p in re.split(r"[;\n]", text) if p.strip()]
+    if not parts:
+        raise DemoInputError(f"Please give at least one example: {FORMAT_HINT}.")
     if len(parts) > MAX_EXAMPLES:
         raise DemoInputError(f"Please give at most {MAX_EXAMPLES} examples (got {len(parts)}).")
     return tuple(_example(number, part) for number, part in enumerate(parts, 1))

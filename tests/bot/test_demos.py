@@ -233,3 +233,16 @@ async def test_model_autocomplete_offers_the_registry(make_harness, demo_service
     assert reply["type"] == 8
     assert reply["data"]["choices"] == [{"name": "gemma3-base", "value": "gemma3-base"}]
 
+
+
+async def test_a_refused_progress_notice_does_not_cost_the_result(make_harness, guides_services):
+    """A 429 on the "Tokenizing…" notice: the notice is skipped, the result still shown."""
+    from tests.bot.fake_discord import Fault
+
+    harness = await make_harness(guides_services)
+    harness.fake.faults.append(Fault("PATCH", r"/webhooks/\d+/[^/]+/messages/@original", 429,
+                                     times=1, retry_after=0.05))
+    token = harness.command("tokenize", STUDENT, text="Hello world")
+    await harness.settle()
+    last = [r for r in harness.for_token(token) if r.method == "PATCH"][-1]
+    assert last.status == 200 and any(e.get("fields") for e in last.payload["embeds"])

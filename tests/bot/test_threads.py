@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -163,3 +164,77 @@ async def test_a_logged_question_names_neither_the_user_nor_the_thread(
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert row["user_hash"] == hmac.new(key_file.read_bytes(), str(STUDENT.id).encode(),
                                         hashlib.sha256).hexdigest()[:16]
+
+
+async def test_a_follow_up_after_an_answer_of_several_messages_has_all_of_it_as_history(
+    make_harness, guides_services, llm_cache_dir, monkeypatch
+):
+    from tests.bot.test_answers import ScriptedModel, scripted_services
+
+    long = "\n\n".join(f"Part {i}: " + "LoRA freezes the weights and trains adapters. " * 25
+                       for i in range(6))
+    harness = await make_harness(scripted_services(guides_services, llm_cache_dir,
+                                                   ScriptedModel(long)))
+    histories: list[list[dict]] = []
+    assistant = harness.bot.answerer.assistant
+    real_stream = assistant.stream
+
+    def recording_stream(question, *, history=(), model=None, **options):  # the core, observed
+        histories.append(list(history))
+        return real_stream(question, history=history, model=model, **options)
+
+    monkeypatch.setattr(assistant, "stream", recording_stream)
+    asked = harness.post(f"<@{harness.bot.user.id}> What is LoRA?", STUDENT, CHANNEL_ID,
+                         mention=True)
+    await harness.settle()
+    thread_id = int(asked["id"])
+    assert len(harness.fake.messages[thread_id]) >= 2  # the answer took several messages
+    harness.post("and how much memory does it save?", STUDENT, thread_id)
+    await harness.settle()
+    assert histories[1][0] == {"role": "user", "content": "What is LoRA?"}
+    assert "Part 0:" in histories[1][1]["content"] and "Part 5:" in histories[1][1]["content"]
+
+
+class FailingModel:
+    """A chat backend that streams part of an answer, then fails as a server going down
+    does: the backend is a dependency here; what the bot does with the failure is tested."""
+
+    name = "scripted"
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def stream(self, messages, *, max_tokens, temperature, stop=None):  # type: ignore[no-untyped-def]
+        for _ in range(60):
+            yield "LoRA trains small adapters. "
+            await asyncio.sleep(0.01)
+        raise self.error
+
+    async def complete(self, messages, *, max_tokens, temperature, stop=None):  # type: ignore[no-untyped-def]
+        raise self.error
+
+    def count_tokens(self, text: str) -> int:
+        return len(text) // 4
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
+
+
+async def test_a_model_failing_mid_answer_replaces_the_draft_in_the_thread(
+    make_harness, guides_services, llm_cache_dir
+):
+    from bot.render import CURSOR
+    from rag.llm.base import BackendUnavailable
+    from tests.bot.test_answers import scripted_services
+
+    services = scripted_services(guides_services, llm_cache_dir,
+                                 FailingModel(BackendUnavailable("connection refused")))
+    harness = await make_harness(services, edit_interval_s=0.05)
+    asked = harness.post(f"<@{harness.bot.user.id}> What is LoRA?", STUDENT, CHANNEL_ID,
+                         mention=True)
+    await harness.settle()
+    [shown] = harness.fake.messages[int(asked["id"])]
+    [embed] = shown["embeds"]
+    assert "not reachable" in embed["description"]
+    assert not embed["description"].endswith(CURSOR) and "LoRA trains" not in str(shown)
+    assert not [m for m in harness.fake.messages[CHANNEL_ID] if m["author"].get("bot")]

@@ -32,8 +32,9 @@ def test_examples_parse_from_semicolons_or_lines():
      ("a => b; => c", f"Example 2 (`=> c`) has an empty input: {HINT}"),
      ("a =>", f"Example 1 (`a =>`) has an empty output: {HINT}"),
      ("; ".join(f"{i} => {i}" for i in range(9)), "at most 8 examples (got 9)"),
-     ("", "The list of examples is empty")],
-    ids=["no-arrow", "empty-input", "empty-output", "too-many", "empty"],
+     ("", "The list of examples is empty"),
+     (" ; \n ;;", f"at least one example: {HINT}")],
+    ids=["no-arrow", "empty-input", "empty-output", "too-many", "empty", "separators-only"],
 )
 def test_malformed_examples_get_clear_messages(examples, says):
     with pytest.raises(DemoInputError) as caught:
