@@ -24,7 +24,7 @@ import discord
 from bot import render
 from bot.access import channel_ids
 from bot.errors import NotAllowed
-from bot.limits import ChannelPacer, EditThrottle
+from bot.limits import ChannelPacer, EditThrottle, retry_after_s
 from bot.ratelimit import GenerationQueue, TokenBucket
 from bot.storage import LoggedAnswer, QuestionLog, hash_user
 from bot.views import answer_view
@@ -46,19 +46,6 @@ NO_MENTIONS = discord.AllowedMentions.none()
 LIGHT_FACTOR = 3
 DELIVERY_TRIES = 5  # attempts at the final answer (each after the wait Discord asked for)
 SAME_PLACE_TRIES = 3  # then a message that keeps failing (429, 5xx) is sent elsewhere
-MAX_WAIT_S = 60.0
-
-
-def retry_after_s(error: Exception, default: float = 1.0) -> float:
-    """How long Discord asked us to wait (a 429's Retry-After), within sane bounds."""
-    seconds = getattr(error, "retry_after", None)
-    response = getattr(error, "response", None)
-    if seconds is None and response is not None:
-        seconds = getattr(response, "headers", {}).get("Retry-After")
-    try:
-        return min(max(float(seconds), 0.05), MAX_WAIT_S)
-    except (TypeError, ValueError):
-        return default
 
 
 class Reply(Protocol):

@@ -25,8 +25,21 @@ EMBEDS_PER_MESSAGE = 10
 EMBED_TOTAL_CHARS = 6000
 BUTTON_LABEL_CHARS = 80
 THREAD_NAME_CHARS = 100
+MAX_WAIT_S = 60.0  # the longest 429 wait we honour before trying elsewhere
 ELLIPSIS = "…"
 _FENCE = "```"
+
+
+def retry_after_s(error: Exception, default: float = 1.0) -> float:
+    """How long Discord asked us to wait (a 429's Retry-After), within sane bounds."""
+    seconds = getattr(error, "retry_after", None)
+    response = getattr(error, "response", None)
+    if seconds is None and response is not None:
+        seconds = getattr(response, "headers", {}).get("Retry-After")
+    try:
+        return min(max(float(seconds), 0.05), MAX_WAIT_S)
+    except (TypeError, ValueError):
+        return default
 
 
 def truncate(text: str, limit: int) -> str:

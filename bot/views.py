@@ -14,6 +14,7 @@ import discord
 from bot import render
 from bot.access import NOT_SERVED, guild_served, is_instructor, member_allowed
 from bot.errors import NotAllowed, report_error
+from bot.pages import send_more_pages
 from bot.ta_views import AskTAButton
 
 if TYPE_CHECKING:
@@ -119,8 +120,7 @@ class SourcesButton(discord.ui.DynamicItem[discord.ui.Button], template=r"sa:src
                 return
             messages = render.passage_messages("Passages used for this answer", passages)
             await interaction.response.send_message(embeds=messages[0], ephemeral=True)
-            for embeds in messages[1:]:
-                await interaction.followup.send(embeds=embeds, ephemeral=True)
+            await send_more_pages(interaction, messages[1:], ephemeral=True)
         except Exception as exc:  # noqa: BLE001 - routed to the one error policy
             await report_error(interaction, exc)
 

@@ -12,6 +12,7 @@ from discord.ext import commands
 from bot import render
 from bot.access import instructor_check, students_only
 from bot.answering import InteractionReply, course_channel
+from bot.pages import send_more_pages
 from rag.answering.assistant import check_question
 
 if TYPE_CHECKING:
@@ -67,8 +68,7 @@ class AskCog(commands.Cog):
         passages = list(self.bot.answerer.withheld(render.passage_dict(h) for h in hits))
         messages = render.passage_messages(f"Passages for: {query}", passages)
         await interaction.edit_original_response(embeds=messages[0])
-        for embeds in messages[1:]:
-            await interaction.followup.send(embeds=embeds, ephemeral=private)
+        await send_more_pages(interaction, messages[1:], ephemeral=private)
 
     @app_commands.command(name="help", description="What I can do, with examples")
     async def help_command(self, interaction: discord.Interaction) -> None:

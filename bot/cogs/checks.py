@@ -18,6 +18,7 @@ from discord.ext import commands
 from bot.access import students_only
 from bot.cogs.demos import any_model
 from bot.limits import truncate
+from bot.pages import send_more_pages
 from bot.ratelimit import PositionCallback
 from bot.render import queue_status
 from bot.render_demos import compare_messages, hallucination_messages
@@ -109,5 +110,4 @@ class ChecksCog(commands.Cog):
                     messages: list[list[discord.Embed]]) -> None:
         messages = [self.bot.answerer.withheld_embeds(m) for m in messages]
         await interaction.edit_original_response(embeds=messages[0], allowed_mentions=NO_MENTIONS)
-        for embeds in messages[1:]:
-            await interaction.followup.send(embeds=embeds, allowed_mentions=NO_MENTIONS)
+        await send_more_pages(interaction, messages[1:])

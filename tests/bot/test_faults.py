@@ -98,3 +98,24 @@ async def test_a_mention_survives_discord_errors(make_harness, long_answers, cal
         assert answer_text(harness) == ANSWER.split()
     assert_no_traceback(harness)
     await assert_still_serving(harness)
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_a_refused_sources_page_is_sent_again_and_the_first_page_stays(
+    make_harness, guides_services, monkeypatch, status
+):
+    import bot.render as render
+
+    real = render.passage_messages  # one passage per message, as long passages would be
+    monkeypatch.setattr(render, "passage_messages",
+                        lambda title, passages: [[e] for m in real(title, passages) for e in m])
+    harness = await make_harness(guides_services)
+    harness.fake.faults.append(Fault("POST", r"/webhooks/\d+/[^/]+", status, times=1,
+                                     retry_after=0.05))
+    token = harness.command("sources", STUDENT, query="transformer attention LoRA memory")
+    await harness.settle()
+    requests = harness.for_token(token)
+    pages = [r for r in requests if r.method == "POST" and not r.path.endswith("/callback")]
+    assert [r.status for r in pages][:2] == [status, 200]  # the refused page, sent again
+    assert requests[[r.method for r in requests].index("PATCH")].payload["embeds"]
+    assert all(r.payload.get("embeds") for r in requests if r.method == "PATCH")
