@@ -238,3 +238,19 @@ async def test_a_model_failing_mid_answer_replaces_the_draft_in_the_thread(
     assert "not reachable" in embed["description"]
     assert not embed["description"].endswith(CURSOR) and "LoRA trains" not in str(shown)
     assert not [m for m in harness.fake.messages[CHANNEL_ID] if m["author"].get("bot")]
+
+
+async def test_a_full_queue_is_said_in_the_thread_opened_for_the_question(
+    make_harness, guides_services, llm_cache_dir
+):
+    from tests.bot.test_answers import ScriptedModel, scripted_services
+
+    model = ScriptedModel("LoRA trains small adapters. " * 20, delay_s=0.05)
+    harness = await make_harness(scripted_services(guides_services, llm_cache_dir, model),
+                                 max_concurrent=1, max_waiting=0)
+    harness.post(f"<@{harness.bot.user.id}> What is LoRA?", STUDENT, CHANNEL_ID, mention=True)
+    late = harness.post(f"<@{harness.bot.user.id}> What is RAG?", Person(1002, "bo"),
+                        CHANNEL_ID, mention=True)
+    await harness.settle()
+    [shown] = harness.fake.messages[int(late["id"])]
+    assert "a lot of questions" in shown["embeds"][0]["description"]
