@@ -71,12 +71,15 @@ def split_for_discord(text: str, limit: int = MESSAGE_CHARS) -> list[str]:
     """Split text into pieces of at most `limit` characters at natural breaks.
 
     A code block cut in two is closed at the end of one piece and reopened (with its
-    language) at the start of the next, so each piece renders on its own.
+    language) at the start of the next, so each piece renders on its own; one the text
+    itself leaves open (a model's answer cut off at its token limit) is closed at the end.
     """
     if limit < 64:
         raise ValueError("limit too small to split sensibly")
     pieces: list[str] = []
     rest = text.strip()
+    if _open_fence(rest) is not None:
+        rest += "\n" + _FENCE
     reopen = ""
     while rest:
         rest = reopen + rest

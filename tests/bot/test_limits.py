@@ -50,6 +50,14 @@ def test_a_code_block_cut_in_two_is_closed_and_reopened():
     assert pieces[1].startswith("```python\n")
 
 
+def test_a_code_block_the_text_leaves_open_is_closed():
+    """A model's answer cut off at its token limit, inside a code block."""
+    cut = "Attention:\n```python\nscores = q @ k.T / d ** 0.5\nweights = softmax("
+    assert split_for_discord(cut) == [cut + "\n```"]
+    long = cut + "\n" + "\n".join(f"x_{i} = {i}" for i in range(400))
+    assert all(p.count("```") % 2 == 0 for p in split_for_discord(long))
+
+
 def test_split_for_an_embed_description_uses_that_limit():
     pieces = split_for_discord("word " * 3000, limit=4096)
     assert all(len(p) <= 4096 for p in pieces) and len(pieces) == 4
