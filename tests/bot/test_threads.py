@@ -18,19 +18,25 @@ STUDENT = Person(1001, "ana")
 QUESTION = "What is a Transformer, in simple terms?"
 
 
-async def test_a_mention_is_answered_in_a_new_thread_and_follow_ups_use_its_history(
-    make_harness, guides_services, monkeypatch
-):
-    harness = await make_harness(guides_services, warm_up=True)
+def record_histories(harness, monkeypatch) -> list[list[dict]]:
+    """The history each question reaches the core with (the core, observed)."""
     histories: list[list[dict]] = []
     assistant = harness.bot.answerer.assistant
     real_stream = assistant.stream
 
-    def recording_stream(question, *, history=(), model=None, **options):  # the core, observed
+    def recording_stream(question, *, history=(), model=None, **options):
         histories.append(list(history))
         return real_stream(question, history=history, model=model, **options)
 
     monkeypatch.setattr(assistant, "stream", recording_stream)
+    return histories
+
+
+async def test_a_mention_is_answered_in_a_new_thread_and_follow_ups_use_its_history(
+    make_harness, guides_services, monkeypatch
+):
+    harness = await make_harness(guides_services, warm_up=True)
+    histories = record_histories(harness, monkeypatch)
     asked = harness.post(f"<@{harness.bot.user.id}> {QUESTION}", STUDENT, CHANNEL_ID,
                          mention=True)
     await harness.settle()
@@ -175,15 +181,7 @@ async def test_a_follow_up_after_an_answer_of_several_messages_has_all_of_it_as_
                        for i in range(6))
     harness = await make_harness(scripted_services(guides_services, llm_cache_dir,
                                                    ScriptedModel(long)))
-    histories: list[list[dict]] = []
-    assistant = harness.bot.answerer.assistant
-    real_stream = assistant.stream
-
-    def recording_stream(question, *, history=(), model=None, **options):  # the core, observed
-        histories.append(list(history))
-        return real_stream(question, history=history, model=model, **options)
-
-    monkeypatch.setattr(assistant, "stream", recording_stream)
+    histories = record_histories(harness, monkeypatch)
     asked = harness.post(f"<@{harness.bot.user.id}> What is LoRA?", STUDENT, CHANNEL_ID,
                          mention=True)
     await harness.settle()
