@@ -129,20 +129,30 @@ def _settings(interaction: discord.Interaction) -> DiscordSettings:
     return interaction.client.settings.discord  # type: ignore[attr-defined]
 
 
-async def student_check(interaction: discord.Interaction) -> bool:
-    """App-command check: the channel and the user's roles are allowed."""
+async def check_roles(interaction: discord.Interaction) -> None:
+    """NotAllowed unless the user holds an allowed role (everyone, when none are set)."""
+    if not await member_allowed(interaction.client, _settings(interaction), interaction.user):
+        raise NotAllowed("Your roles don't include access to the study assistant.")
+
+
+async def check_student(interaction: discord.Interaction, what: str) -> None:
+    """NotAllowed unless the channel and the user's roles are allowed; ExamInProgress (the
+    attempt logged as `what`) where an exam is on, instructors aside."""
     settings = _settings(interaction)
     if interaction.guild_id is None and not settings.allow_dms:
         raise NotAllowed("I only answer in the course server, not in direct messages.")
     if interaction.guild_id is not None and not channel_allowed(settings, interaction.channel):
         raise NotAllowed("I don't answer in this channel; please ask in a course channel.")
-    if not await member_allowed(interaction.client, settings, interaction.user):
-        raise NotAllowed("Your roles don't include access to the study assistant.")
+    await check_roles(interaction)
     if not is_instructor(settings, interaction.user, interaction.permissions):
-        command = interaction.command.name if interaction.command else "?"
         interaction.client.check_exam(  # type: ignore[attr-defined]
-            interaction.user.id, interaction.channel, command
+            interaction.user.id, interaction.channel, what
         )
+
+
+async def student_check(interaction: discord.Interaction) -> bool:
+    """App-command check: `check_student` under the command's name."""
+    await check_student(interaction, interaction.command.name if interaction.command else "?")
     return True
 
 

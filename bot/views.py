@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot import render
-from bot.access import NOT_SERVED, guild_served, is_instructor, member_allowed
+from bot.access import NOT_SERVED, check_roles, check_student, guild_served
 from bot.errors import NotAllowed, report_error
 from bot.pages import send_more_pages
 from bot.ta_views import AskTAButton
@@ -31,21 +31,6 @@ async def _served(interaction: discord.Interaction) -> bool:
         return True
     await report_error(interaction, NotAllowed(NOT_SERVED))
     return False
-
-
-async def _check_roles(interaction: discord.Interaction) -> None:
-    """Refuse (NotAllowed) a click by a member without an allowed role, as the commands do:
-    a public answer's buttons are visible to everyone in the channel."""
-    bot = _bot(interaction)
-    if not await member_allowed(bot, bot.settings.discord, interaction.user):
-        raise NotAllowed("Your roles don't include access to the study assistant.")
-
-
-def _check_exam(interaction: discord.Interaction, what: str) -> None:
-    """Refuse (ExamInProgress) a student's click where an exam is on, as the commands do."""
-    bot = _bot(interaction)
-    if not is_instructor(bot.settings.discord, interaction.user, interaction.permissions):
-        bot.check_exam(interaction.user.id, interaction.channel, what)
 
 
 class FeedbackButton(
@@ -76,7 +61,7 @@ class FeedbackButton(
         if not await _served(interaction):
             return
         try:
-            await _check_roles(interaction)
+            await check_roles(interaction)
             value = 1 if self.vote == "up" else -1
             await _bot(interaction).feedback(self.question_id, interaction.user.id, value)
             await interaction.response.send_message("Thanks for the feedback!", ephemeral=True)
@@ -110,8 +95,7 @@ class SourcesButton(discord.ui.DynamicItem[discord.ui.Button], template=r"sa:src
         if not await _served(interaction):
             return
         try:
-            await _check_roles(interaction)
-            _check_exam(interaction, "sources_button")
+            await check_student(interaction, "sources_button")
             passages = await _bot(interaction).passages(self.question_id)
             if passages is None:
                 await interaction.response.send_message(

@@ -84,9 +84,10 @@ _REASON = re.compile(
 SUBJECT_WORDS = 6
 ACRONYM_SUBJECT_WORDS = 2
 _WORD = re.compile(r"[^\W\d_]+")
-# Words an acronym's spelled-out form may hold without a letter of their own.
+# A question after what an acronym stands for: its spelled-out form alone answers it.
 _ASKS_FOR_EXPANSION = re.compile(
     r"\b(?:stands? for|mean|short for|acronym|abbreviation|spelled out)\b", re.IGNORECASE)
+# Words an acronym's spelled-out form may hold without a letter of their own.
 _SMALL_WORDS = frozenset({"of", "from", "for", "the", "and", "with", "to", "in", "on", "a", "an"})
 _NOT_A_SUBJECT_END = frozenset({"for", "of", "in", "to", "on", "with", "by", "from", "about"})
 # Pointers to further material rather than statements: "Video: ...", "📖 Learn more:", links.
@@ -417,9 +418,8 @@ def _narrowed(allowed: list[bool], keep: Iterable[bool]) -> list[bool]:
 def _without_dangling_announcements(quotes: Sequence[Quote], chosen: list[int]) -> list[int]:
     """Without a sentence after the first that announces what follows ("We then apply the
     following three steps (Figure 2).") when what it announces is not quoted right after it."""
-    out = [i for n, i in enumerate(chosen) if n == 0 or quotes[i].kind != "sentence"
-           or not ANNOUNCES.search(quotes[i].text) or _follows(quotes, i, chosen[n + 1:n + 2])]
-    return out
+    return [i for n, i in enumerate(chosen) if n == 0 or quotes[i].kind != "sentence"
+            or not ANNOUNCES.search(quotes[i].text) or _follows(quotes, i, chosen[n + 1:n + 2])]
 
 
 def _follows(quotes: Sequence[Quote], i: int, after: Sequence[int]) -> bool:
