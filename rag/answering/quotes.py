@@ -50,9 +50,9 @@ _LETTER = re.compile(r"[^\W\d_]")
 _DEBRIS = re.compile(
     r"[^\W\d_]{22,}|<[a-z/_|]{2,12}>|[\u21e0-\u21e4\ue000-\uf8ff\u25c6\u2318]|\S\u2713",
     re.IGNORECASE)
-# A paragraph that starts in the middle of a sentence: an all-lower-case word ("steps, and
-# ...", "used for ..."), unlike a name such as "vLLM".
-_MID_SENTENCE = re.compile(r"[a-z][a-z'-]*\b(?![A-Z])")
+# A paragraph that may start in the middle of a sentence: an all-lower-case word ("steps,
+# and ..."), unlike a name such as "vLLM".
+_MID_SENTENCE = re.compile(r"[a-z][a-z'-]*\b")
 # Two pieces a PDF glued at an end mark: a sentence's end, then the lower-case middle of
 # another ("... 95% confidence intervals. used for many recent large LMs ..."); abbreviations
 # ("e.g. the") are taken out before this is searched.
@@ -250,21 +250,22 @@ def _without_fragments(quotes: list[Quote]) -> list[Quote]:
 
 def _interrupted(quotes: list[Quote]) -> set[int]:
     """The pieces of a sentence that a figure caption or a table cuts in two, as PDFs lay them
-    out: a paragraph that starts in lower case continues a sentence ("steps, and vary the
-    learning rate ..."), and the paragraph before it ended that sentence's first half without
-    an end mark ("We use 2, 000 warmup"). Neither half is a sentence to quote."""
+    out: a paragraph that starts in lower case ("steps, and vary the learning rate ...") after
+    a paragraph that ended without an end mark ("We use 2, 000 warmup"). Neither half is a
+    sentence to quote."""
     halves: set[int] = set()
     for i, q in enumerate(quotes):
         starts_group = i == 0 or quotes[i - 1].group != q.group
         if q.kind != "sentence" or not starts_group or not _MID_SENTENCE.match(q.text):
             continue
-        halves.add(i)
-        # The first half ends the nearest paragraph before (captions between) left open.
+        # The first half ends the nearest paragraph before (captions between) left open;
+        # without one, a paragraph in lower case may be a sentence about a lower-case name
+        # ("transformers serve starts a server.") and is kept.
         ends = [j for j in range(i - 1, -1, -1) if quotes[j].kind == "sentence"
                 and quotes[j + 1].group != quotes[j].group][:INTERRUPTING_PARAGRAPHS + 1]
         first_half = next((j for j in ends if not _TERMINAL.search(quotes[j].text)), None)
         if first_half is not None:
-            halves.add(first_half)
+            halves.update((first_half, i))
     return halves
 
 

@@ -474,3 +474,9 @@ def test_a_sentence_announcing_what_is_not_quoted_after_it_is_left_out() -> None
 def test_underscore_emphasis_is_markup() -> None:
     assert plain("_Reduce by_: a factor of 4 for x_t in snake_case") == (
         "Reduce by: a factor of 4 for x_t in snake_case")
+
+
+def test_a_paragraph_about_a_lower_case_name_is_still_quoted() -> None:
+    passage = "Serving locally.\n\ntransformers serve starts an OpenAI-compatible server."
+    assert [q.text for q in quotes_of(passage, 0)] == [
+        "Serving locally.", "transformers serve starts an OpenAI-compatible server."]
