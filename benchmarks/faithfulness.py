@@ -71,6 +71,9 @@ SETS = {
     # A sixth (session 17), by two writers who read none of the sets, both against the list of
     # evidence strings already used (21 of 96 still overlap, by cosine, and are marked).
     "held out 6": REPO / "eval" / "answer_heldout6_questions.jsonl",
+    # A seventh (session 19), by a writer who read none of the sets, against the list of
+    # evidence strings already used (none overlaps); committed before any run on it.
+    "held out 7": REPO / "eval" / "answer_heldout7_questions.jsonl",
     # Session 18: 57 questions a tester wrote from the materials and asked as a student would;
     # its answers were read and led to fixes, so it is not held out.
     "probe 1 (read)": REPO / "eval" / "answer_probe1_questions.jsonl",
