@@ -26,7 +26,8 @@ pieces may not answer: the reader's tasks (unless the question asks for them), p
 without a number when the question asks for a quantity, a paper's acknowledgements and
 references (unless the question asks about thanks, funding or citations), and pieces outside
 the document or section the question names (`rag.retrieval.references`), each rule only while
-something else is left.
+something else is left. A sentence that repeats one already quoted (the same words, or most
+of its terms: a paper and our notes often state one fact twice) is left out.
 Passages that scored as well but did not fit are pointed to with "More in [n]".
 
 What is embedded for a passage (its pieces, their paragraphs or lists, their section paths)
@@ -58,6 +59,8 @@ MAX_WORDS = 120
 KEEP_RATIO = 0.5
 SHORT_ITEM_WORDS = 12
 MAX_POINTERS = 2
+# A sentence with at least this share of its terms in a sentence already quoted repeats it.
+REPEATS_SHARED_TERMS = 0.8
 # A leading sentence with at most this share of terms the question lacks restates it.
 RESTATES_NEW_TERMS = 0.5
 FEATURES = ("cosine", "coverage", "context_coverage", "log_words", "item", "defines", "pointer",
@@ -473,8 +476,7 @@ def _with_next(
     after = next((j for j, q in enumerate(quotes) if q.passage == lead.passage
                   and (q.group == lead.group or not same_group)
                   and q.position == lead.position + 1), None)
-    if after is None or not wanted(quotes[after]) or _said(quotes[after]) in {
-            _said(quotes[j]) for j in chosen}:
+    if after is None or not wanted(quotes[after]) or _repeats(quotes, after, chosen):
         return chosen
     return _trimmed(quotes, [chosen[0], after, *chosen[1:]], kept=2)
 
@@ -504,13 +506,12 @@ def _by_probability(
     `allowed` pieces are quoted, when given; a piece that is not still brings the allowed
     entries of its short list."""
     chosen: list[int] = []
-    said: set[str] = set()  # a sentence two passages share (a paper and notes) is quoted once
     words = 0
     best: float | None = None
     for i in (int(i) for i in np.argsort(-p, kind="stable")):
         if len(chosen) >= MAX_QUOTES or (best is not None and p[i] < KEEP_RATIO * best):
             break
-        if i in chosen or _said(quotes[i]) in said or (
+        if i in chosen or _repeats(quotes, i, chosen) or (
                 chosen and words + quotes[i].words > MAX_WORDS):
             continue
         family = siblings(quotes, i) if is_short_list(quotes, i) else [i]
@@ -522,7 +523,6 @@ def _by_probability(
             # The best piece is quoted whole even when it alone is long: never cut mid-way.
             if j not in chosen and (not chosen or words + quotes[j].words <= MAX_WORDS):
                 chosen.append(j)
-                said.add(_said(quotes[j]))
                 words += quotes[j].words
     return chosen
 
@@ -530,6 +530,21 @@ def _by_probability(
 def _said(quote: Quote) -> str:
     """What a piece says, for spotting the same words quoted twice."""
     return " ".join(quote.text.casefold().split())
+
+
+def _repeats(quotes: Sequence[Quote], i: int, chosen: Sequence[int]) -> bool:
+    """Whether piece i says what a chosen piece already says: the same words, or (for a
+    sentence) a sentence holding most of its terms: a paper and our notes often state one
+    fact twice ("vLLM's default block size is 16" and "vLLM sets its default block size as
+    16"). List entries and table rows are never dropped this way: their siblings need them."""
+    said = _said(quotes[i])
+    if any(_said(quotes[j]) == said for j in chosen):
+        return True
+    own = terms(quotes[i].text)
+    return quotes[i].kind == "sentence" and bool(own) and any(
+        quotes[j].kind == "sentence"
+        and len(own & terms(quotes[j].text)) >= REPEATS_SHARED_TERMS * len(own)
+        for j in chosen)
 
 
 def is_short_list(quotes: Sequence[Quote], i: int) -> bool:

@@ -480,3 +480,22 @@ def test_a_paragraph_about_a_lower_case_name_is_still_quoted() -> None:
     passage = "Serving locally.\n\ntransformers serve starts an OpenAI-compatible server."
     assert [q.text for q in quotes_of(passage, 0)] == [
         "Serving locally.", "transformers serve starts an OpenAI-compatible server."]
+
+
+def test_a_sentence_restating_one_already_quoted_is_left_out() -> None:
+    notes = quotes_of("In vLLM, the default block size is set to 16 tokens. "
+                      "Blocks need not be contiguous.", 0)
+    paper = quotes_of("Accordingly, vLLM sets its default block size as 16 tokens. "
+                      "A block that is too small underuses the GPU.", 1)
+    quotes = notes + paper
+    chosen = select(quotes, np.array([0.9, 0.3, 0.85, 0.8]))
+    assert [quotes[i].text for i in chosen] == [
+        notes[0].text, "A block that is too small underuses the GPU."]
+
+
+def test_table_rows_sharing_terms_with_a_quoted_sentence_are_all_kept() -> None:
+    sentence = quotes_of("The base model has 8 attention heads.", 0)
+    table = quotes_of("| Setting | Base |\n|---|---|\n| Attention heads | 8 |\n| Layers | 6 |", 1)
+    quotes = sentence + table
+    chosen = select(quotes, np.array([0.9, 0.8, 0.7]))
+    assert sorted(quotes[i].text for i in chosen[1:]) == sorted(q.text for q in table)
