@@ -7,7 +7,8 @@ A quote keeps the materials' own words in their order; only Markdown markup is r
 removed). A passage that starts mid-sentence loses its first
 fragment and one that was cut loses its last; a sentence a PDF's figure or table interrupts
 loses both halves, and a sentence glued to the middle of another is dropped, so no quote ends
-or starts mid-way.
+or starts mid-way. A PDF's run-in heading glued to a paragraph's first sentence ("Double
+Quantization We introduce ...") is left out of the quote.
 """
 
 from __future__ import annotations
@@ -72,6 +73,13 @@ ANNOUNCES = re.compile(
     r"techniques|methods|approaches|changes|innovations|elements|levels|ingredients|pieces|"
     r"rules|tricks)\s*[.:]$", re.IGNORECASE)
 HEADING_WORDS = 12
+# A PDF's run-in heading glued to its paragraph's first sentence ("Double Quantization We
+# introduce ...", "Terminologies and Conventions We make ..."): up to six capitalised words
+# (small words between), then a capitalised word that starts sentences and a lower-case one.
+_RUN_IN_HEADING = re.compile(
+    r"^[A-Z][\w&/'-]*(?:\s+(?:[A-Z][\w&/'-]*|and|of|for|the|in|on|with|to|a|an|from|by)){0,5}"
+    r"\s+(?=(?:We|Our|In|The|This|These|To|For|As|It|Each|While|When|Given|Since|Unlike|"
+    r"Following|Here|Using|Most|All|Many|One|After|Although|With)\s+[a-z])")
 # At most this many paragraphs (a figure's caption) between the halves of a cut sentence.
 INTERRUPTING_PARAGRAPHS = 2
 FRAGMENT_WORDS = 3
@@ -224,6 +232,8 @@ def quotes_of(text: str, passage: int) -> list[Quote]:
                                  heading=heading))
         else:
             sentences = split_sentences(plain(body))
+            if sentences:
+                sentences[0] = _RUN_IN_HEADING.sub("", sentences[0], count=1)
             lead = sentences.pop() if sentences and sentences[-1].endswith(":") else ""
             out += [Quote(s, "sentence", passage, len(out) + i, group, heading=heading)
                     for i, s in enumerate(sentences)]

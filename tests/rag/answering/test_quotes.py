@@ -499,3 +499,15 @@ def test_table_rows_sharing_terms_with_a_quoted_sentence_are_all_kept() -> None:
     quotes = sentence + table
     chosen = select(quotes, np.array([0.9, 0.8, 0.7]))
     assert sorted(quotes[i].text for i in chosen[1:]) == sorted(q.text for q in table)
+
+
+def test_a_run_in_heading_glued_to_a_pdf_paragraph_is_left_out_of_the_quote() -> None:
+    passage = ("Double Quantization We introduce Double Quantization, the process of quantizing "
+               "the quantization constants. It saves memory.\n\n"
+               "Terminologies and Conventions We make frequent references to the Transformer.\n\n"
+               "LoRA freezes the weights. We train two matrices.")
+    assert [q.text for q in quotes_of(passage, 0)] == [
+        "We introduce Double Quantization, the process of quantizing the quantization "
+        "constants.", "It saves memory.",
+        "We make frequent references to the Transformer.",
+        "LoRA freezes the weights.", "We train two matrices."]
