@@ -1,5 +1,7 @@
 """The mention flow: a mention in a channel opens a thread and answers there; in the bot's
-threads (and in DMs, when enabled) follow-ups need no mention and use the recent history."""
+threads (and in DMs, when enabled) follow-ups need no mention and use the recent history.
+Discord's reply to one of the bot's answers, pinging the bot or not, is a follow-up to that
+answer: it has that answer and its question as history."""
 
 from __future__ import annotations
 
@@ -45,6 +47,33 @@ def finished(embed: discord.Embed) -> bool:
     return bool(embed.footer and embed.footer.text and embed.footer.text != render.DRAFT_LABEL)
 
 
+def starts_answer(message: discord.Message, me: discord.abc.User) -> bool:
+    """Whether a message is the first page of one of the bot's answers (its title is the
+    question)."""
+    return message.author.id == me.id and bool(message.embeds and message.embeds[0].title)
+
+
+def ends_answer(message: discord.Message, me: discord.abc.User) -> bool:
+    """Whether a message is the last page of one of the bot's finished answers."""
+    return message.author.id == me.id and bool(message.embeds and finished(message.embeds[-1]))
+
+
+def replied_to(message: discord.Message) -> discord.Message | None:
+    """The message a reply answers, as Discord sent it with the reply; None for a message that
+    is no reply (or whose original is deleted or was not sent along)."""
+    if message.type is not discord.MessageType.reply or message.reference is None:
+        return None
+    resolved = message.reference.resolved
+    return resolved if isinstance(resolved, discord.Message) else None
+
+
+def replies_to_bot(message: discord.Message, me: discord.abc.User) -> bool:
+    """Whether a message is Discord's reply to a message of the bot's with embeds (an answer,
+    a page of one, a demo): a follow-up to it, pinging the bot or not."""
+    replied = replied_to(message)
+    return replied is not None and replied.author.id == me.id and bool(replied.embeds)
+
+
 def history_turns(messages: list[discord.Message], me: discord.abc.User) -> list[dict[str, str]]:
     """Earlier answered questions in a thread, oldest first, as chat history.
 
@@ -87,7 +116,7 @@ class Conversations:
         channel = message.channel
         dm = isinstance(channel, discord.DMChannel)
         mentioned = me in message.mentions
-        if not (mentioned or dm or is_our_thread(channel, me)):
+        if not (mentioned or dm or is_our_thread(channel, me) or replies_to_bot(message, me)):
             return
         if in_ta_channel(self.settings, channel):
             return  # TAs answer escalations there (bot/escalating.py), not the bot
@@ -114,8 +143,10 @@ class Conversations:
         history: list[dict[str, str]] = []
         if dm or is_our_thread(channel, me):
             history = await self._history(message, me)
-        elif isinstance(channel, discord.TextChannel):
-            reply = await self._thread_or_reply(message, question)
+        else:  # a reply to an answer follows up on it, like a message in its thread
+            history = await self._replied_answer(message, me)
+            if isinstance(channel, discord.TextChannel):
+                reply = await self._thread_or_reply(message, question)
         try:
             await self.answerer.answer(
                 question, reply, user_id=message.author.id,
@@ -138,6 +169,43 @@ class Conversations:
                         message.channel.id, exc)
             return []
         return history_turns(list(reversed(earlier)), me)
+
+    async def _replied_answer(
+        self, message: discord.Message, me: discord.abc.User
+    ) -> list[dict[str, str]]:
+        """The bot's answer a message replies to, with its question, as history; none for a
+        message that replies to no answer, or if Discord will not show the answer's other
+        pages."""
+        replied = replied_to(message)
+        if replied is None or replied.author.id != me.id:
+            return []
+        try:
+            pages = await self._answer_pages(replied, me)
+        except discord.HTTPException as exc:
+            log.warning("could not read the answer message %s replies to (%s); answering "
+                        "without it", message.id, exc)
+            return []
+        return history_turns(pages, me)
+
+    async def _answer_pages(
+        self, page: discord.Message, me: discord.abc.User
+    ) -> list[discord.Message]:
+        """The messages of the answer one page belongs to, oldest first: a long answer is
+        several, the first titled with the question, the last with the footer."""
+        limit = self.settings.history_messages
+        pages = [page]
+        if not starts_answer(page, me):
+            earlier = [m async for m in page.channel.history(limit=limit, before=page)]
+            first = next((i for i, m in enumerate(earlier) if starts_answer(m, me)), None)
+            if first is None:
+                return []
+            pages = earlier[first::-1] + pages
+        if not ends_answer(page, me):
+            later = [m async for m in page.channel.history(limit=limit, after=page,
+                                                           oldest_first=True)]
+            last = next((i for i, m in enumerate(later) if ends_answer(m, me)), None)
+            pages += later[: last + 1] if last is not None else later
+        return pages
 
     async def _thread_or_reply(self, message: discord.Message, question: str) -> ChannelReply:
         """A new thread for the answer; when Discord refuses one (a missing permission, 403,

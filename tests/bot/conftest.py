@@ -77,12 +77,18 @@ class Harness:
         self.bot._connection.parse_interaction_create(payload)
         return payload["token"]
 
-    def post(self, content: str, person: Person, channel_id: int, mention: bool = False) -> dict:
-        """Feed MESSAGE_CREATE for a message someone posts (Discord keeps it, too)."""
+    def post(self, content: str, person: Person, channel_id: int, mention: bool = False,
+             reply_to: dict | None = None) -> dict:
+        """Feed MESSAGE_CREATE for a message someone posts (Discord keeps it, too); with
+        `reply_to`, Discord's reply to that message (`mention`: the reply pings the bot)."""
         me = self.bot.user
         mentions = [{"id": str(me.id), "username": me.name, "discriminator": "0",
                      "avatar": None, "bot": True}] if mention and me else []
         payload = message_payload(content, person, channel_id, mentions)
+        if reply_to is not None:
+            payload.update(type=19, referenced_message=reply_to, message_reference={
+                "type": 0, "message_id": reply_to["id"], "channel_id": reply_to["channel_id"],
+                "guild_id": str(GUILD_ID)})
         self.fake.messages.setdefault(channel_id, []).append(payload)
         self.fake.install(self.bot)
         self.bot._connection.parse_message_create(payload)
