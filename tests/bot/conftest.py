@@ -29,6 +29,7 @@ from tests.bot.fake_discord import (
     guild_payload,
     interaction_payload,
     message_payload,
+    now_iso,
 )
 from tests.conftest import make_settings, run
 
@@ -92,6 +93,19 @@ class Harness:
         self.fake.messages.setdefault(channel_id, []).append(payload)
         self.fake.install(self.bot)
         self.bot._connection.parse_message_create(payload)
+        return payload
+
+    def update(self, posted: dict, **changes: Any) -> dict:
+        """Feed MESSAGE_UPDATE for a message someone edited (a new `content`) or that Discord
+        changed (an embed unfurled from a link keeps the content and the edit time)."""
+        payload = {**posted, **changes}
+        if "content" in changes:
+            payload["edited_timestamp"] = now_iso()
+        kept = self.fake.messages.get(int(posted["channel_id"]), [])
+        self.fake.messages[int(posted["channel_id"])] = [
+            payload if m["id"] == posted["id"] else m for m in kept]
+        self.fake.install(self.bot)
+        self.bot._connection.parse_message_update(payload)
         return payload
 
     async def settle(self, timeout: float = 120.0) -> None:
