@@ -139,7 +139,9 @@ class ChannelReply:
         self.note = note  # text above the first message's embeds
         self.reference = reference  # the first message replies to this one (no ping)
         self.message: discord.Message | None = None
+        self.pages: list[discord.Message] = []  # the further messages `more` sent
         self._resent = False
+        self._stale_view = False  # the first message still has an earlier answer's buttons
 
     @property
     def channel_id(self) -> int:
@@ -153,6 +155,8 @@ class ChannelReply:
     async def show(self, embeds: list[discord.Embed], view: discord.ui.View | None = None) -> None:
         """Send the first message, or edit it; mentions are never parsed."""
         extra: dict[str, Any] = {"view": view} if view is not None else {}
+        if self._stale_view:
+            extra["view"] = view  # None clears them: they are for the answer being replaced
         if self.message is None:
             if self.reference is not None:  # sent even if the question was deleted meanwhile
                 extra["reference"] = self.reference.to_reference(fail_if_not_exists=False)
@@ -163,10 +167,19 @@ class ChannelReply:
             self.message = await self.message.edit(
                 embeds=embeds, allowed_mentions=NO_MENTIONS, **extra
             )
+        self._stale_view = False
 
     async def more(self, embeds: list[discord.Embed]) -> None:
         """Another message in the same channel."""
-        await self.channel.send(embeds=embeds, allowed_mentions=NO_MENTIONS)
+        self.pages.append(await self.channel.send(embeds=embeds, allowed_mentions=NO_MENTIONS))
+
+    def again(self) -> ChannelReply:
+        """A reply that writes a new answer over this one's: its first message is edited (its
+        buttons cleared until the new answer's); its further pages are the caller's to
+        delete."""
+        reply = ChannelReply(self.channel, self.note, self.reference)
+        reply.message, reply._stale_view = self.message, self.message is not None
+        return reply
 
     async def switch(self, error: discord.HTTPException) -> bool:
         """Our message can no longer be edited (deleted, or edits keep failing): post a new

@@ -34,9 +34,9 @@ log = logging.getLogger("bot")
 BACKGROUND_JOIN_S = 60.0
 
 MESSAGE_CONTENT_HELP = (
-    "Thread follow-ups without a mention need the privileged Message Content intent: enable "
-    "it under Bot → Privileged Gateway Intents in the Discord Developer Portal. Slash commands, "
-    "mentions and DMs work without it."
+    "Thread follow-ups and replies without a mention need the privileged Message Content "
+    "intent: enable it under Bot → Privileged Gateway Intents in the Discord Developer Portal. "
+    "Slash commands, mentions and DMs work without it."
 )
 
 

@@ -1,10 +1,16 @@
 """The mention flow: a mention in a channel opens a thread and answers there; in the bot's
-threads (and in DMs, when enabled) follow-ups need no mention and use the recent history."""
+threads (and in DMs, when enabled) follow-ups need no mention and use the recent history.
+Discord's reply to one of the bot's answers, pinging the bot or not, is a follow-up to that
+answer: it has that answer and its question as history."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import discord
@@ -27,6 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bot")
 _MENTION = re.compile(r"<@[!&]?\d+>")
+# Answered messages whose edits are answered again (kept in memory: a restart forgets them).
+ANSWERS_KEPT = 1000
 
 
 def question_text(content: str) -> str:
@@ -43,6 +51,33 @@ def finished(embed: discord.Embed) -> bool:
     """Whether an embed ends a finished answer: its footer says how the answer was made (a
     draft's footer says it is unchecked)."""
     return bool(embed.footer and embed.footer.text and embed.footer.text != render.DRAFT_LABEL)
+
+
+def starts_answer(message: discord.Message, me: discord.abc.User) -> bool:
+    """Whether a message is the first page of one of the bot's answers (its title is the
+    question)."""
+    return message.author.id == me.id and bool(message.embeds and message.embeds[0].title)
+
+
+def ends_answer(message: discord.Message, me: discord.abc.User) -> bool:
+    """Whether a message is the last page of one of the bot's finished answers."""
+    return message.author.id == me.id and bool(message.embeds and finished(message.embeds[-1]))
+
+
+def replied_to(message: discord.Message) -> discord.Message | None:
+    """The message a reply answers, as Discord sent it with the reply; None for a message that
+    is no reply (or whose original is deleted or was not sent along)."""
+    if message.type is not discord.MessageType.reply or message.reference is None:
+        return None
+    resolved = message.reference.resolved
+    return resolved if isinstance(resolved, discord.Message) else None
+
+
+def replies_to_bot(message: discord.Message, me: discord.abc.User) -> bool:
+    """Whether a message is Discord's reply to a message of the bot's with embeds (an answer,
+    a page of one, a demo): a follow-up to it, pinging the bot or not."""
+    replied = replied_to(message)
+    return replied is not None and replied.author.id == me.id and bool(replied.embeds)
 
 
 def history_turns(messages: list[discord.Message], me: discord.abc.User) -> list[dict[str, str]]:
@@ -70,6 +105,16 @@ def history_turns(messages: list[discord.Message], me: discord.abc.User) -> list
     return turns
 
 
+@dataclass
+class Answered:
+    """A message the bot answered: the text it answered, and the reply that holds the answer."""
+
+    text: str
+    reply: ChannelReply
+    latest: str = ""  # the text of the latest edit seen (an older one still waiting is dropped)
+    writing: asyncio.Lock = field(default_factory=asyncio.Lock)  # held while an answer is written
+
+
 class Conversations:
     """Decides whether a message is for the bot, and answers it in the right place."""
 
@@ -78,16 +123,33 @@ class Conversations:
         self.answerer = answerer
         self.settings = settings
         self._no_threads: set[int] = set()  # channels where a missing permission was logged
+        self._answered: OrderedDict[int, Answered] = OrderedDict()  # by the question's id
 
-    async def handle(self, message: discord.Message) -> None:
-        """Answer a mention, a follow-up in one of our threads, or a DM; ignore the rest."""
+    async def handle_edit(self, message: discord.Message) -> None:
+        """An edit of a message the bot answered: once its text has changed (an embed unfurled
+        from a link changes none), it is handled as a new message answered in place of the
+        earlier answer, after that answer is finished; of quick edits, the latest only."""
+        earlier = self._answered.get(message.id)
+        if earlier is None:
+            return  # never answered (the bot's own messages, other bots', the rest)
+        text = question_text(message.content)
+        earlier.latest = text
+        async with earlier.writing:
+            if text == earlier.text or text != earlier.latest:
+                return
+            earlier.text = text  # once per text, even when refused (an exam, a rate limit)
+            await self.handle(message, earlier)
+
+    async def handle(self, message: discord.Message, earlier: Answered | None = None) -> None:
+        """Answer a mention, a follow-up in one of our threads, a reply to one of our answers,
+        or a DM (an edited one over its `earlier` answer); ignore the rest."""
         me = self.client.user
         if me is None or message.author.bot or message.author.id == me.id:
             return
         channel = message.channel
         dm = isinstance(channel, discord.DMChannel)
         mentioned = me in message.mentions
-        if not (mentioned or dm or is_our_thread(channel, me)):
+        if not (mentioned or dm or is_our_thread(channel, me) or replies_to_bot(message, me)):
             return
         if in_ta_channel(self.settings, channel):
             return  # TAs answer escalations there (bot/escalating.py), not the bot
@@ -101,30 +163,68 @@ class Conversations:
         ):
             return
         try:
-            await self._answer(message, me, dm)
+            await self._answer(message, me, dm, earlier)
         except Exception as exc:  # noqa: BLE001 - routed to the one error policy
             await self._report(message, exc)
 
-    async def _answer(self, message: discord.Message, me: discord.abc.User, dm: bool) -> None:
+    async def _answer(self, message: discord.Message, me: discord.abc.User, dm: bool,
+                      earlier: Answered | None) -> None:
+        """Admit the question, then answer it where it belongs: for an edit, over the earlier
+        answer; otherwise in a new thread or the conversation's channel."""
         if not self._instructor(message.author):  # a DM too: any exam covers it
             self.client.check_exam(message.author.id, message.channel, "mention")  # type: ignore[attr-defined]
-        question = self.answerer.admit(message.author.id, question_text(message.content))
-        channel = message.channel
-        reply = ChannelReply(channel)
-        history: list[dict[str, str]] = []
-        if dm or is_our_thread(channel, me):
-            history = await self._history(message, me)
-        elif isinstance(channel, discord.TextChannel):
-            reply = await self._thread_or_reply(message, question)
+        text = question_text(message.content)
+        question = self.answerer.admit(message.author.id, text)
+        history = await self._context(message, me, dm)
+        if earlier is not None:
+            await self._withdraw_pages(earlier.reply)
+            earlier.reply = earlier.reply.again()
+            await self._write(message, question, earlier.reply, history)
+            return
+        reply = await self._place(message, question)
+        answered = self._remember(message.id, text, reply)
+        async with answered.writing:  # an edit meanwhile waits for this answer
+            await self._write(message, question, reply, history)
+
+    async def _write(self, message: discord.Message, question: str, reply: ChannelReply,
+                     history: list[dict[str, str]]) -> None:
+        """Answer into the reply; a failure is said there, in place of its unchecked draft."""
         try:
             await self.answerer.answer(
                 question, reply, user_id=message.author.id,
                 channel_id=course_channel(message.channel), history=history,
             )
         except Exception as exc:
-            # Said where the answer was being written, in place of its unchecked draft.
             if not await self._report_in(reply, message, exc):
                 raise
+
+    async def _context(self, message: discord.Message, me: discord.abc.User,
+                       dm: bool) -> list[dict[str, str]]:
+        """A question's history: its conversation's in one of our threads or a DM; elsewhere
+        the answer it replies to (a reply follows up on it, like a message in its thread)."""
+        if dm or is_our_thread(message.channel, me):
+            return await self._history(message, me)
+        return await self._replied_answer(message, me)
+
+    async def _place(self, message: discord.Message, question: str) -> ChannelReply:
+        """Where a new question is answered: a new thread for one asked in a text channel; its
+        own channel (a thread, a DM) otherwise."""
+        if isinstance(message.channel, discord.TextChannel):
+            return await self._thread_or_reply(message, question)
+        return ChannelReply(message.channel)
+
+    def _remember(self, message_id: int, text: str, reply: ChannelReply) -> Answered:
+        """Keep where a message is answered, for its edits (the latest ANSWERS_KEPT)."""
+        answered = self._answered[message_id] = Answered(text, reply)
+        while len(self._answered) > ANSWERS_KEPT:
+            self._answered.popitem(last=False)
+        return answered
+
+    async def _withdraw_pages(self, reply: ChannelReply) -> None:
+        """Delete an earlier answer's further pages (its first message is written over)."""
+        for page in reply.pages:
+            with contextlib.suppress(discord.HTTPException):
+                await page.delete()
 
     async def _history(
         self, message: discord.Message, me: discord.abc.User
@@ -138,6 +238,43 @@ class Conversations:
                         message.channel.id, exc)
             return []
         return history_turns(list(reversed(earlier)), me)
+
+    async def _replied_answer(
+        self, message: discord.Message, me: discord.abc.User
+    ) -> list[dict[str, str]]:
+        """The bot's answer a message replies to, with its question, as history; none for a
+        message that replies to no answer, or if Discord will not show the answer's other
+        pages."""
+        replied = replied_to(message)
+        if replied is None or replied.author.id != me.id:
+            return []
+        try:
+            pages = await self._answer_pages(replied, me)
+        except discord.HTTPException as exc:
+            log.warning("could not read the answer message %s replies to (%s); answering "
+                        "without it", message.id, exc)
+            return []
+        return history_turns(pages, me)
+
+    async def _answer_pages(
+        self, page: discord.Message, me: discord.abc.User
+    ) -> list[discord.Message]:
+        """The messages of the answer one page belongs to, oldest first: a long answer is
+        several, the first titled with the question, the last with the footer."""
+        limit = self.settings.history_messages
+        pages = [page]
+        if not starts_answer(page, me):
+            earlier = [m async for m in page.channel.history(limit=limit, before=page)]
+            first = next((i for i, m in enumerate(earlier) if starts_answer(m, me)), None)
+            if first is None:
+                return []
+            pages = earlier[first::-1] + pages
+        if not ends_answer(page, me):
+            later = [m async for m in page.channel.history(limit=limit, after=page,
+                                                           oldest_first=True)]
+            last = next((i for i, m in enumerate(later) if ends_answer(m, me)), None)
+            pages += later[: last + 1] if last is not None else later
+        return pages
 
     async def _thread_or_reply(self, message: discord.Message, question: str) -> ChannelReply:
         """A new thread for the answer; when Discord refuses one (a missing permission, 403,

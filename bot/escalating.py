@@ -2,11 +2,12 @@
 written to the course FAQ and ingested.
 
 The flow: the "Ask a TA" button under an answer opens a thread in the TA channel (a message and
-its thread in a text channel, a post in a forum channel) that mentions the TA role, the only
-mention the bot ever sends. What a TA (or instructor) writes in that thread is posted where the
-student asked (a reply to the answer, in its channel or thread; a DM for a private answer) with
-mentions off, and the escalation is answered. "Add to FAQ" on a relayed answer writes it under
-`<materials>/faq/` and ingests that file through the re-ingest slot `/reingest` uses.
+its thread in a text channel, a post in a forum channel) and, only once that thread exists,
+mentions the TA role there: the only mention the bot ever sends. What a TA (or instructor)
+writes in that thread is posted where the student asked (a reply to the answer, in its channel
+or thread; a DM for a private answer) with mentions off, and the escalation is answered. "Add
+to FAQ" on a relayed answer writes it under `<materials>/faq/` and ingests that file through
+the re-ingest slot `/reingest` uses.
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ class Escalations:
             await asyncio.to_thread(self.records.release, escalation_id)
             raise
         await asyncio.to_thread(self.records.opened, escalation_id, channel.id, thread.id)
+        if isinstance(channel, discord.TextChannel):  # a forum post pinged as it was created
+            await self._ping_tas(thread, escalation_id)
         await interaction.edit_original_response(content=render_ta.ASKED_TA)
 
     async def _claim(self, interaction: discord.Interaction, question_id: int,
@@ -166,26 +169,31 @@ class Escalations:
         self, channel: discord.TextChannel | discord.ForumChannel, escalation_id: int,
         logged: LoggedQuestion, user_id: int, link: str, private: bool,
     ) -> discord.Thread:
-        """Post the escalation and open its thread; Discord's refusals become TAUnavailable."""
-        role = self.ds.ta_role_id
+        """Post the escalation and open its thread; Discord's refusals become TAUnavailable.
+
+        A forum post's first message pings the TA role: Discord creates it and its thread in
+        one request, so a refused thread pings nobody. A text channel's post pings nobody, as
+        its thread is a second request that may fail; `_ping_tas` pings once it exists.
+        """
         content, embeds = render_ta.escalation_post(escalation_id, logged, user_id, link,
-                                                    private, role)
-        mentions = discord.AllowedMentions(everyone=False, users=False, replied_user=False,
-                                           roles=[discord.Object(role)] if role else False)
+                                                    private)
         name = render_ta.thread_title(escalation_id, logged.question)
         view = escalation_view(escalation_id)
+        role = self.ds.ta_role_id
         try:
             if isinstance(channel, discord.ForumChannel):
+                if role is not None:
+                    content = f"{render_ta.ta_ping(escalation_id, role)}\n{content}"
                 created = await channel.create_thread(name=name, content=content, embeds=embeds,
-                                                      view=view, allowed_mentions=mentions)
+                                                      view=view, allowed_mentions=self._pings())
                 return created.thread
             post = await channel.send(content, embeds=embeds, view=view,
-                                      allowed_mentions=mentions)
+                                      allowed_mentions=NO_MENTIONS)
             try:
                 return await post.create_thread(name=name, auto_archive_duration=10080)
             except discord.HTTPException:
                 # The student will press again: leave no post without a thread behind (its
-                # answer button would be dead, and each retry's post would ping the TAs).
+                # answer button would be dead).
                 with contextlib.suppress(discord.HTTPException):
                     await post.delete()
                 raise
@@ -193,6 +201,25 @@ class Escalations:
             raise _forbidden(channel.id, "missing permissions") from exc
         except discord.NotFound as exc:
             raise _forbidden(channel.id, "it no longer exists") from exc
+
+    def _pings(self) -> discord.AllowedMentions:
+        """Mentions allowed in a TA ping: the TA role's, nobody else's."""
+        role = self.ds.ta_role_id
+        return discord.AllowedMentions(everyone=False, users=False, replied_user=False,
+                                       roles=[discord.Object(role)] if role else False)
+
+    async def _ping_tas(self, thread: discord.Thread, escalation_id: int) -> None:
+        """Notify the TA role in the escalation's thread, which exists by now (a mention added
+        by editing a message notifies nobody, so this is a message of its own). A failure is
+        logged: the escalation stands, and `/escalations` lists it."""
+        role = self.ds.ta_role_id
+        if role is None:
+            return
+        try:
+            await thread.send(render_ta.ta_ping(escalation_id, role),
+                              allowed_mentions=self._pings())
+        except discord.HTTPException as exc:
+            log.warning("could not ping the TA role for escalation #%s: %s", escalation_id, exc)
 
     # -- TA answers ------------------------------------------------------------------------
     async def on_message(self, message: discord.Message) -> None:

@@ -44,13 +44,11 @@ def sources_lines(sources: Sequence[dict]) -> str:
 
 def escalation_post(
     escalation_id: int, logged: LoggedQuestion, user_id: int, link: str, private: bool,
-    ta_role_id: int | None,
 ) -> tuple[str, list[discord.Embed]]:
-    """The message that opens an escalation: the TA role's mention (the only mention the bot
-    ever sends) as its text; the question, the bot's answer and its sources as embeds."""
+    """The message that opens an escalation: a line of text; the question, the bot's answer
+    and its sources as embeds. It mentions nobody: the TA role is pinged (`ta_ping`) only once
+    the escalation's thread exists."""
     content = "A student asks the TAs for help."
-    if ta_role_id is not None:
-        content = f"<@&{ta_role_id}> {content}"
     asked = discord.Embed(title=f"Escalation #{escalation_id}", colour=TA_COLOUR,
                           description=truncate(logged.question, QUESTION_CHARS))
     where_asked = "privately (only the student sees that answer)" if private else "here"
@@ -62,6 +60,11 @@ def escalation_post(
                            description=truncate(logged.answer or "(none)", BOT_ANSWER_CHARS))
     answer.add_field(name="Sources", value=sources_lines(logged.sources), inline=False)
     return content, [asked, answer]
+
+
+def ta_ping(escalation_id: int, ta_role_id: int) -> str:
+    """The TA role's mention for a new escalation (the only mention the bot ever sends)."""
+    return f"<@&{ta_role_id}> Escalation #{escalation_id} is waiting for a TA: answer here."
 
 
 def relay_messages(question: str, answer: str, ta_name: str) -> list[list[discord.Embed]]:

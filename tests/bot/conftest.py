@@ -29,6 +29,7 @@ from tests.bot.fake_discord import (
     guild_payload,
     interaction_payload,
     message_payload,
+    now_iso,
 )
 from tests.conftest import make_settings, run
 
@@ -77,15 +78,34 @@ class Harness:
         self.bot._connection.parse_interaction_create(payload)
         return payload["token"]
 
-    def post(self, content: str, person: Person, channel_id: int, mention: bool = False) -> dict:
-        """Feed MESSAGE_CREATE for a message someone posts (Discord keeps it, too)."""
+    def post(self, content: str, person: Person, channel_id: int, mention: bool = False,
+             reply_to: dict | None = None) -> dict:
+        """Feed MESSAGE_CREATE for a message someone posts (Discord keeps it, too); with
+        `reply_to`, Discord's reply to that message (`mention`: the reply pings the bot)."""
         me = self.bot.user
         mentions = [{"id": str(me.id), "username": me.name, "discriminator": "0",
                      "avatar": None, "bot": True}] if mention and me else []
         payload = message_payload(content, person, channel_id, mentions)
+        if reply_to is not None:
+            payload.update(type=19, referenced_message=reply_to, message_reference={
+                "type": 0, "message_id": reply_to["id"], "channel_id": reply_to["channel_id"],
+                "guild_id": str(GUILD_ID)})
         self.fake.messages.setdefault(channel_id, []).append(payload)
         self.fake.install(self.bot)
         self.bot._connection.parse_message_create(payload)
+        return payload
+
+    def update(self, posted: dict, **changes: Any) -> dict:
+        """Feed MESSAGE_UPDATE for a message someone edited (a new `content`) or that Discord
+        changed (an embed unfurled from a link keeps the content and the edit time)."""
+        payload = {**posted, **changes}
+        if "content" in changes:
+            payload["edited_timestamp"] = now_iso()
+        kept = self.fake.messages.get(int(posted["channel_id"]), [])
+        self.fake.messages[int(posted["channel_id"])] = [
+            payload if m["id"] == posted["id"] else m for m in kept]
+        self.fake.install(self.bot)
+        self.bot._connection.parse_message_update(payload)
         return payload
 
     async def settle(self, timeout: float = 120.0) -> None:

@@ -333,10 +333,14 @@ class FakeDiscord:
         raise Fault("GET", ".*", 404, 10003).error()  # Unknown Channel
 
     def _history(self, payload: dict, params: dict, channel_id: str) -> list[dict]:
+        """Newest first: the latest `limit` before `before`, or the first `limit` after
+        `after`, as Discord answers."""
         messages = self.messages.get(int(channel_id), [])
         before = int(params.get("before") or 1 << 63)
-        older = [m for m in messages if int(m["id"]) < before]
-        return list(reversed(older))[: int(params.get("limit") or 50)]
+        after = int(params.get("after") or 0)
+        found = [m for m in messages if after < int(m["id"]) < before]
+        limit = int(params.get("limit") or 50)
+        return list(reversed(found[:limit] if "after" in params else found[-limit:]))
 
     def _member(self, payload: dict, params: dict, guild_id: str, user_id: str) -> dict:
         if int(user_id) not in self.members:

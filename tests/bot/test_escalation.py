@@ -124,18 +124,32 @@ def ta_posts(harness) -> list:
             and r.path in (f"/channels/{TA_CHANNEL}/messages", f"/channels/{TA_CHANNEL}/threads")]
 
 
-def assert_only_the_ta_post_mentions_and_only_the_ta_role(harness) -> None:
-    posts = ta_posts(harness)
-    assert posts
+def assert_only_the_ta_ping_mentions_and_only_the_ta_role(harness) -> None:
+    pings = role_pings(harness)
+    assert pings
     for r in harness.fake.requests:
         if r.path.endswith("/callback") and r.payload.get("type") == 9:
             continue  # a modal: a form, not a message
-        body = r.payload.get("message") if r in posts and "message" in r.payload else r.message
-        if body is None:
+        body = r.payload.get("message") if r.path.endswith("/threads") else r.message
+        if not isinstance(body, dict):
             continue
-        expected = {"parse": [], "roles": [TA_ROLE]} if r in posts else {"parse": []}
+        expected = {"parse": [], "roles": [TA_ROLE]} if r in pings else {"parse": []}
         assert body.get("allowed_mentions") == expected, r.path
         assert payload_problems(body) == [], r.path
+
+
+def role_pings(harness) -> list:
+    """Requests Discord accepted that notify the TA role: a message (or a forum post's first
+    message) that mentions the role and allows that mention."""
+    pings = []
+    for r in harness.fake.requests:
+        body = r.payload.get("message") if r.path.endswith("/threads") else r.message
+        if r.status != 200 or not isinstance(body, dict):
+            continue
+        allowed = body.get("allowed_mentions") or {}
+        if f"<@&{TA_ROLE}>" in (body.get("content") or "") and TA_ROLE in allowed.get("roles", []):
+            pings.append(r)
+    return pings
 
 
 async def escalated(harness, question: str = OUT_OF_SCOPE, person: Person = STUDENT, **options):
@@ -158,7 +172,7 @@ async def answered(harness, escalation, text: str = FAQ_ANSWER, person: Person =
     return relayed[-1]
 
 
-async def test_ask_a_ta_opens_a_thread_in_the_ta_channel_that_mentions_only_the_ta_role(
+async def test_ask_a_ta_opens_a_thread_in_the_ta_channel_with_the_question_and_answer(
     make_harness, guides_services
 ):
     harness = await ta_harness(make_harness, guides_services)
@@ -167,7 +181,6 @@ async def test_ask_a_ta_opens_a_thread_in_the_ta_channel_that_mentions_only_the_
     token = await press(harness, message, f"sa:ta:{row['id']}", STUDENT)
     assert "Sent to the TAs" in private_reply(harness, token)
     [post] = ta_posts(harness)
-    assert post.payload["content"].startswith(f"<@&{TA_ROLE}>")
     asked, bot_answer = post.payload["embeds"]
     assert asked["description"] == OUT_OF_SCOPE
     link = f"https://discord.com/channels/{GUILD_ID}/{CHANNEL_ID}/{message['id']}"
@@ -179,7 +192,7 @@ async def test_ask_a_ta_opens_a_thread_in_the_ta_channel_that_mentions_only_the_
     assert thread and thread[0].payload["name"].endswith(OUT_OF_SCOPE)
     escalation = harness.bot.escalation_log.for_question(row["id"])
     assert escalation.ta_thread_id == int(thread[0].path.split("/")[4])
-    assert_only_the_ta_post_mentions_and_only_the_ta_role(harness)
+    assert_only_the_ta_ping_mentions_and_only_the_ta_role(harness)
 
 
 async def test_in_a_forum_channel_the_escalation_is_a_post(make_harness, guides_services):
@@ -189,7 +202,7 @@ async def test_in_a_forum_channel_the_escalation_is_a_post(make_harness, guides_
     assert post.path == f"/channels/{TA_CHANNEL}/threads"
     assert post.payload["message"]["content"].startswith(f"<@&{TA_ROLE}>")
     assert escalation.ta_thread_id in {int(t) for t in harness.fake.messages}
-    assert_only_the_ta_post_mentions_and_only_the_ta_role(harness)
+    assert_only_the_ta_ping_mentions_and_only_the_ta_role(harness)
 
 
 async def test_a_tas_answer_is_relayed_to_the_student_with_mentions_off_and_marked_answered(
@@ -205,7 +218,7 @@ async def test_a_tas_answer_is_relayed_to_the_student_with_mentions_off_and_mark
     in_thread = harness.fake.messages[escalation.ta_thread_id]
     assert in_thread[-1]["content"].startswith("✅ Sent tina's answer to the student")
     assert not any(m["embeds"] for m in in_thread[1:]), "the bot must not answer TAs itself"
-    assert_only_the_ta_post_mentions_and_only_the_ta_role(harness)
+    assert_only_the_ta_ping_mentions_and_only_the_ta_role(harness)
 
 
 async def test_an_answer_in_the_students_thread_is_relayed_into_that_thread(
@@ -224,7 +237,7 @@ async def test_an_answer_in_the_students_thread_is_relayed_into_that_thread(
     relayed = harness.fake.messages[thread_id][-1]
     assert relayed["embeds"][0]["description"] == FAQ_ANSWER
     assert str(relayed["message_reference"]["message_id"]) == answer["id"]
-    assert_only_the_ta_post_mentions_and_only_the_ta_role(harness)
+    assert_only_the_ta_ping_mentions_and_only_the_ta_role(harness)
 
 
 async def test_an_answer_that_cannot_be_delivered_leaves_the_escalation_open(
@@ -271,7 +284,7 @@ async def test_a_private_answer_is_relayed_by_direct_message(make_harness, guide
     sent = harness.in_channel(STUDENT.id + 1)  # the fake's DM channel id
     assert sent and sent[0].payload["embeds"][0]["description"] == FAQ_ANSWER
     assert harness.in_channel(CHANNEL_ID) == []
-    assert_only_the_ta_post_mentions_and_only_the_ta_role(harness)
+    assert_only_the_ta_ping_mentions_and_only_the_ta_role(harness)
 
 
 def text_inputs(components: list[dict]) -> list[dict]:
@@ -304,7 +317,7 @@ async def test_a_ta_can_answer_through_the_form_on_the_escalation(make_harness, 
     relayed = harness.fake.messages[CHANNEL_ID][-1]
     assert relayed["embeds"][0]["description"] == FAQ_ANSWER
     assert harness.bot.escalation_log.get(escalation.id).status == "answered"
-    assert_only_the_ta_post_mentions_and_only_the_ta_role(harness)
+    assert_only_the_ta_ping_mentions_and_only_the_ta_role(harness)
 
 
 async def test_students_cannot_open_the_answer_form(make_harness, guides_services):
@@ -458,7 +471,7 @@ async def test_mentions_in_a_question_and_a_4000_character_answer_stay_within_th
     assert len(pages) >= 2
     assert " ".join(e["description"] for p in pages for e in p["embeds"]).split() == \
         long_answer.split()
-    assert_only_the_ta_post_mentions_and_only_the_ta_role(harness)
+    assert_only_the_ta_ping_mentions_and_only_the_ta_role(harness)
 
 
 async def test_without_a_ta_channel_there_is_no_button_and_an_old_one_says_why(
@@ -533,3 +546,28 @@ async def test_a_thread_discord_refuses_leaves_no_post_behind_and_the_student_ma
     deleted = {r.path for r in harness.fake.requests if r.method == "DELETE"}
     assert len(posts) == 3 and len(deleted) == 2  # the two posts without a thread are gone
     assert harness.bot.escalation_log.for_question(row["id"]).status == "open"
+
+
+async def test_a_thread_discord_refuses_notifies_no_ta(make_harness, guides_services):
+    harness = await ta_harness(make_harness, guides_services)
+    harness.fake.faults.append(Fault("POST", rf"/channels/{TA_CHANNEL}/messages/\d+/threads",
+                                     403, 50013))
+    message, row = await ask(harness, OUT_OF_SCOPE)
+    token = await press(harness, message, f"sa:ta:{row['id']}", STUDENT)
+    assert "can't post in the TA channel" in private_reply(harness, token)
+    assert role_pings(harness) == []
+
+
+async def test_the_ta_role_is_pinged_in_the_escalation_thread_once_it_exists(
+    make_harness, guides_services
+):
+    harness = await ta_harness(make_harness, guides_services)
+    _, escalation = await escalated(harness)
+    [post] = ta_posts(harness)
+    assert str(TA_ROLE) not in post.payload["content"]
+    [ping] = role_pings(harness)
+    assert ping.path == f"/channels/{escalation.ta_thread_id}/messages"
+    opened = next(r for r in harness.fake.requests if r.path.endswith("/threads"))
+    assert harness.fake.requests.index(ping) > harness.fake.requests.index(opened)
+    assert f"#{escalation.id}" in ping.payload["content"]
+    assert_only_the_ta_ping_mentions_and_only_the_ta_role(harness)

@@ -252,3 +252,80 @@ async def test_a_full_queue_is_said_in_the_thread_opened_for_the_question(
     await harness.settle()
     [shown] = harness.fake.messages[int(late["id"])]
     assert "a lot of questions" in shown["embeds"][0]["description"]
+
+
+async def answer_in_the_channel(harness, question: str) -> dict:
+    """/ask in the course channel; the answer's (finished) message."""
+    token = harness.command("ask", STUDENT, question=question)
+    await harness.settle()
+    return harness.fake.originals[token]
+
+
+def answer_turn(answer: dict) -> list[dict]:
+    """An answer message as the question and answer a follow-up to it should have."""
+    return [{"role": "user", "content": answer["embeds"][0]["title"]},
+            {"role": "assistant", "content": answer["embeds"][0]["description"]}]
+
+
+async def test_a_reply_to_an_answer_in_the_channel_has_that_answer_as_history(
+    make_harness, guides_services, llm_cache_dir, monkeypatch
+):
+    from tests.bot.test_answers import ScriptedModel, scripted_services
+
+    model = ScriptedModel("LoRA trains small adapters instead of the whole 7B model.")
+    harness = await make_harness(scripted_services(guides_services, llm_cache_dir, model))
+    histories = record_histories(harness, monkeypatch)
+    answer = await answer_in_the_channel(harness, "How much memory does LoRA save for 7B?")
+    harness.post("what about for 13B?", STUDENT, CHANNEL_ID, mention=True, reply_to=answer)
+    await harness.settle()
+    assert len(histories) == 2 and histories[1] == answer_turn(answer)
+
+
+async def test_a_reply_to_an_answer_without_a_mention_is_a_follow_up_to_it(
+    make_harness, guides_services, llm_cache_dir, monkeypatch
+):
+    from tests.bot.test_answers import ScriptedModel, scripted_services
+
+    model = ScriptedModel("LoRA trains small adapters instead of the whole 7B model.")
+    harness = await make_harness(scripted_services(guides_services, llm_cache_dir, model))
+    histories = record_histories(harness, monkeypatch)
+    answer = await answer_in_the_channel(harness, "How much memory does LoRA save for 7B?")
+    asked = harness.post("what about for 13B?", STUDENT, CHANNEL_ID, reply_to=answer)
+    await harness.settle()
+    assert len(histories) == 2 and histories[1] == answer_turn(answer)
+    follow_up = harness.fake.messages[int(asked["id"])][-1]  # in a thread, like a mention
+    assert follow_up["embeds"][0]["title"] == "what about for 13B?"
+    assert_safe(harness)
+
+
+@pytest.mark.parametrize("page", [0, -1], ids=["first-page", "last-page"])
+async def test_a_reply_to_a_page_of_a_long_answer_has_all_of_it_as_history(
+    make_harness, guides_services, llm_cache_dir, monkeypatch, page
+):
+    from tests.bot.test_answers import ScriptedModel, scripted_services
+
+    long = "\n\n".join(f"Part {i}: " + "LoRA freezes the weights and trains adapters. " * 25
+                       for i in range(6))
+    harness = await make_harness(scripted_services(guides_services, llm_cache_dir,
+                                                   ScriptedModel(long)))
+    harness.fake.faults.append(Fault("POST", r"/channels/\d+/messages/\d+/threads", 403, 50013))
+    histories = record_histories(harness, monkeypatch)
+    harness.post(f"<@{harness.bot.user.id}> What is LoRA?", STUDENT, CHANNEL_ID, mention=True)
+    await harness.settle()
+    pages = [m for m in harness.fake.messages[CHANNEL_ID] if m["author"].get("bot")]
+    assert len(pages) >= 2  # answered in the channel, in several messages
+    harness.post("and for 13B?", STUDENT, CHANNEL_ID, mention=True, reply_to=pages[page])
+    await harness.settle()
+    assert histories[1][:1] == [{"role": "user", "content": "What is LoRA?"}]
+    assert "Part 0:" in histories[1][1]["content"] and "Part 5:" in histories[1][1]["content"]
+
+
+async def test_a_reply_to_a_students_message_without_a_mention_is_not_for_the_bot(
+    make_harness, empty_services
+):
+    harness = await make_harness(empty_services)
+    theirs = harness.post("Has anyone tried LoRA on 13B?", Person(1002, "bo"), CHANNEL_ID)
+    before = len(harness.fake.requests)
+    harness.post("yes, it fits in 24 GB", STUDENT, CHANNEL_ID, reply_to=theirs)
+    await harness.settle()
+    assert harness.fake.requests[before:] == []
