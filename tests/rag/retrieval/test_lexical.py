@@ -82,6 +82,34 @@ def test_the_most_common_of_several_corrections_wins():
     assert index.correction("modex") == "model"
 
 
+def test_a_long_word_two_edits_away_is_corrected():
+    index = BM25Index(["a"], ["hallucination and attention"])
+    assert index.correction("halucinaton") == "hallucination"  # two letters missing
+
+
+def test_a_short_word_two_edits_away_is_not_corrected():
+    index = BM25Index(["a"], ["attention"])
+    assert index.correction("atntion") is None
+
+
+def test_a_more_common_word_two_edits_away_loses_to_one_edit_away():
+    # "continou" (continous, its plural s stripped) is two deletions at different places from
+    # "continue": two edits, though both lose one letter to reach "continu".
+    index = BM25Index(["a", "b", "c"], ["continue", "continue", "continuous batching"])
+    assert index.correction("continou") == "continuou"
+
+
+def test_the_first_letter_is_never_corrected():
+    index = BM25Index(["a", "b"], ["inner product", "inner loop"])
+    assert index.correction("dinner") is None
+
+
+def test_the_question_decides_between_words_equally_near():
+    index = BM25Index(["a", "b", "c"], ["though it helps", "even though", "chain of thought"])
+    assert index.correction("thougth") == "though"  # the more common
+    assert index.correction("thougth", ["chain"]) == "thought"  # the one met with "chain"
+
+
 def test_known_short_and_numeric_words_are_never_corrected():
     index = BM25Index(["a"], ["attention is needed in 2017"])
     assert index.correction("attention") is None
