@@ -90,9 +90,15 @@ _TWO_EDITS_LEN = 8
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
+# Greek letters by name, as students type them ("dpo beta?") and the materials do not (β);
+# Unicode spells lambda "lamda".
+_GREEK_NAMES = {c: f" {unicodedata.name(chr(c)).split()[-1].lower().replace('lamda', 'lambda')} "
+                for c in range(ord("α"), ord("ω") + 1)}
+
+
 def normalise(text: str) -> str:
-    """NFKC, lower case, and no thousands separators between digits."""
-    return _THOUSANDS.sub("", unicodedata.normalize("NFKC", text).lower())
+    """NFKC, lower case, Greek letters by name, and no thousands separators between digits."""
+    return _THOUSANDS.sub("", unicodedata.normalize("NFKC", text).lower().translate(_GREEK_NAMES))
 
 
 @lru_cache(maxsize=100_000)
@@ -140,7 +146,7 @@ def tokenize(text: str) -> list[str]:
     The grounding checker's tokenizer; the lexical index uses the richer `index_terms`.
     """
     out = []
-    for tok in _PLAIN.findall(text.lower()):
+    for tok in _PLAIN.findall(text.lower().translate(_GREEK_NAMES)):
         if tok in STOPWORDS:
             continue
         if len(tok) > 3 and tok.endswith("s") and not tok.endswith("ss"):

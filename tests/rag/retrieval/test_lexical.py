@@ -70,6 +70,16 @@ def test_empty_corpus_returns_nothing():
     assert BM25Index([], []).search(terms("anything"), 3) == []
 
 
+def test_a_greek_letter_is_found_by_its_name():
+    index = BM25Index(["a", "b"], ["**β** controls the KL penalty", "the reward model"])
+    assert [doc for doc, _ in index.search(terms("dpo beta?"), 5)] == ["a"]
+    assert index_terms("λ and ϵ") == ["lambda", "epsilon"]  # not "lamda"; NFKC first
+
+
+def test_the_grounding_tokens_name_greek_letters_too():
+    assert tokenize("**β** controls") == ["beta", "control"]
+
+
 def test_an_unknown_word_one_edit_away_is_corrected():
     index = BM25Index(["a", "b"], ["temperature scaling of logits", "training data"])
     assert index.correction("temprature") == "temperature"  # a letter missing
