@@ -88,6 +88,8 @@ _MIN_FUZZY_LEN = 4
 # ones one ("atention"): two edits from a short word reach too many other words.
 _TWO_EDITS_LEN = 8
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
+# Corrections an index remembers (then it forgets them all and starts again).
+_MAX_CORRECTED = 4096
 
 
 # Greek letters by name, as students type them ("dpo beta?") and the materials do not (β);
@@ -204,6 +206,9 @@ class BM25Index:
         # A word the corpus never uses is the strongest sign a question is off-topic.
         self._unseen_idf = float(np.log1p((n_docs + 0.5) / 0.5))
         self._deletes = deletes
+        # Corrections already found: a question is read by the search, the gate and the quote
+        # selector, and a long unknown word costs milliseconds.
+        self._corrected: dict[tuple[str, tuple[str, ...]], str | None] = {}
 
     def _weights(
         self, counts: sparse.csr_matrix, lengths: np.ndarray, k1: float, b: float
@@ -299,6 +304,15 @@ class BM25Index:
         """
         if term in self.vocab or len(term) < _MIN_FUZZY_LEN or not term.isalpha():
             return None
+        key = (term, tuple(context))
+        if key not in self._corrected:
+            if len(self._corrected) >= _MAX_CORRECTED:
+                self._corrected.clear()
+            self._corrected[key] = self._nearest(term, context)
+        return self._corrected[key]
+
+    def _nearest(self, term: str, context: Sequence[str]) -> str | None:
+        """`correction` of an unknown term, worked out."""
         found = {t: 1 for t in self._near(term) if t[0] == term[0] and edits(term, t) == 1}
         if not found and len(term) >= _TWO_EDITS_LEN:
             # Two edits: one edit away from a word one edit away from the term.
