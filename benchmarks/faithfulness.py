@@ -77,6 +77,10 @@ SETS = {
     # Session 18: 57 questions a tester wrote from the materials and asked as a student would;
     # its answers were read and led to fixes, so it is not held out.
     "probe 1 (read)": REPO / "eval" / "answer_probe1_questions.jsonl",
+    # Session 19: 41 terse or misspelt questions ("lora rank?", "kv cahce size per token")
+    # and 9 misspelt off-topic ones, written from the materials to measure typo correction;
+    # its answers were read while fixing it, so it is not held out.
+    "typos (read)": REPO / "eval" / "typo_questions.jsonl",
 }
 DATA_DIR = REPO / ".study-assistant" / "bench-faithfulness"
 

@@ -67,6 +67,9 @@ class Memo:
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self.inner.embed_queries(texts)
 
+    def holds_word(self, word: str) -> bool:
+        return self.inner.holds_word(word)
+
 
 def timed(fn: Callable[[], ReingestResult]) -> tuple[ReingestResult, float]:
     """Run fn; its result and wall seconds."""

@@ -204,6 +204,10 @@ class StoredQueryVectors:
     def _key(self, text: str) -> str:
         return "gq:" + hashlib.sha256(f"{self.name}\x1f{text}".encode()).hexdigest()[:24]
 
+    def holds_word(self, word: str) -> bool:
+        """The embedder's answer (typo correction leaves the words it holds whole alone)."""
+        return self.embedder.holds_word(word)
+
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Stored vectors where there are some; the rest embedded in one batch and stored."""
         if not texts:

@@ -106,6 +106,9 @@ class CountingEmbedder:
         self.queries += len(texts)
         return self.inner.embed_queries(texts)
 
+    def holds_word(self, word: str) -> bool:
+        return self.inner.holds_word(word)
+
 
 class SameQueryVectors:
     """The real embedder, giving a query the vector of the first batch that held it: a query
@@ -124,6 +127,9 @@ class SameQueryVectors:
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed_queries([text])[0]
+
+    def holds_word(self, word: str) -> bool:
+        return self.inner.holds_word(word)
 
 
 @pytest.fixture

@@ -289,9 +289,13 @@ class Assistant:
         is then also judged on its passages scored against the question without the names,
         and on a search of the whole index.
         """
+        # The heading rule reads the question as the search did, its misspellings corrected
+        # ("what does tempreature do" and the section "Temperature").
+        corrected = self.retriever.corrected(question)
+
         def covered(found: Sequence[Hit]) -> bool:
             return (self.coverage_probability(found) >= self.settings.abstain_below
-                    or titled_by(question, found))
+                    or titled_by(corrected, found))
 
         if covered(hits):
             return True
@@ -384,10 +388,11 @@ class Assistant:
                       sentences=extract.sentences)
 
     def _extract(self, query: str, hits: Sequence[Hit]) -> Extract:
-        """Pick the quotes (idf over the index when there is a checker)."""
+        """Pick the quotes for the query as the search read it, misspellings corrected (idf
+        over the index when there is a checker)."""
         idf = (self.checker.term_weights(hits) if self.checker is not None
                else TermWeights(h.chunk.text for h in hits))
-        return self.selector.extract(query, hits, idf)
+        return self.selector.extract(self.retriever.corrected(query), hits, idf)
 
     async def _verified(self, draft: Answer) -> Answer:
         """Keep the draft's supported sentences; quote the passages when too few survive."""

@@ -25,9 +25,11 @@ next sentence after a leading one that announces it or only restates the questio
 pieces may not answer: the reader's tasks (unless the question asks for them), pieces
 without a number when the question asks for a quantity, a paper's acknowledgements and
 references (unless the question asks about thanks, funding or citations), and pieces outside
-the document or section the question names (`rag.retrieval.references`), each rule only while
-something else is left. A sentence that repeats one already quoted (the same words, or most
-of its terms: a paper and our notes often state one fact twice) is left out.
+the document or section the question names (`rag.retrieval.references`) or, when it names
+none, outside the passages under a heading that names what it asks about (`gate.titled`: "what
+does temperature do" and a section "Temperature"), each rule only while something else is
+left. A sentence that repeats one already quoted (the same words, or most of its terms: a
+paper and our notes often state one fact twice) is left out.
 Passages that scored as well but did not fit are pointed to with "More in [n]".
 
 What is embedded for a passage (its pieces, their paragraphs or lists, their section paths)
@@ -46,6 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rag.answering.gate import titled
 from rag.answering.grounding import TermWeights, numbers, terms
 from rag.answering.injection import is_instruction
 from rag.answering.quotes import ANNOUNCES, Quote, quotes_of
@@ -704,7 +707,11 @@ class QuoteSelector:
         p = self.weights.probability(
             quote_features(question, quotes, hits, self.embedder, idf, self.vectors))
         aside = back_matter(hits, question)
-        chosen = select(quotes, p, question, referenced(question, hits), aside)
+        # The passages the question names, else those under a heading that names it.
+        scope = referenced(question, hits)
+        if scope is None:
+            scope = titled(question, hits) or None
+        chosen = select(quotes, p, question, scope, aside)
         best = float(p[chosen[0]])
         owner = np.array([q.passage for q in quotes])
         quoted = {quotes[i].passage for i in chosen}

@@ -135,19 +135,29 @@ def gate_probability(evidence: QuestionEvidence, answer: AnswerSettings) -> floa
 
 def titled_by(question: str, hits: Sequence[Hit]) -> bool:
     """Whether a retrieved passage sits under a heading that names what the question asks
-    about: every word of the heading (section numbers aside) is one of the question's, and
-    they are at least half of its words, numbers aside ("What does the temperature setting do?",
-    "What does temperature do below 1?" and a section "Temperature"). A heading that is one
-    generic word of a longer question ("Evaluation") does not name it.
+    about (`titled`)."""
+    return bool(titled(question, hits))
+
+
+def titled(question: str, hits: Sequence[Hit]) -> list[int]:
+    """The retrieved passages under a heading that names what the question asks about: every
+    word of the heading (section numbers aside) is one of the question's, and they are at
+    least half of its words, numbers aside ("What does the temperature setting do?", "What
+    does temperature do below 1?" and a section "Temperature"). A heading that is one generic
+    word of a longer question ("Evaluation") does not name it.
     """
     # Numbers are values asked about ("... when it is below 1?"), not what the question is
     # about: like section numbers in headings, they are not counted.
     asked = {term for term in own_terms(question) if not term[:1].isdigit()}
     if not asked:
-        return False
-    for hit in hits:
-        for heading in hit.chunk.section.split(" > "):
-            named = {term for term in index_terms(heading) if not term[:1].isdigit()}
-            if named and named <= asked and 2 * len(named) >= len(asked):
-                return True
+        return []
+    return [i for i, hit in enumerate(hits) if _names(hit.chunk.section, asked)]
+
+
+def _names(section: str, asked: set[str]) -> bool:
+    """Whether a heading of a section path names the asked terms."""
+    for heading in section.split(" > "):
+        named = {term for term in index_terms(heading) if not term[:1].isdigit()}
+        if named and named <= asked and 2 * len(named) >= len(asked):
+            return True
     return False

@@ -51,6 +51,8 @@ class Encoder(Protocol):
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray: ...
 
+    def holds_word(self, word: str) -> bool: ...
+
 
 class SentenceTransformerEncoder:
     """Any sentence-transformers model, through its own `encode`."""
@@ -71,6 +73,10 @@ class SentenceTransformerEncoder:
             convert_to_numpy=True, show_progress_bar=False,
         )
         return np.asarray(vectors, dtype=np.float32)
+
+    def holds_word(self, word: str) -> bool:
+        """Whether the tokenizer keeps the word whole, as one token."""
+        return len(self.model.tokenizer.tokenize(word)) == 1
 
 
 def load_encoder(model: str, device: str = "cpu") -> Encoder:
@@ -134,6 +140,11 @@ class Embedder:
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Embed several queries as unit vectors in one batch (one row each)."""
         return self.embed_documents(texts)
+
+    def holds_word(self, word: str) -> bool:
+        """Whether the model's vocabulary holds a word whole, as one token: a word common in
+        the text it was trained on ("dinner"), which a misspelling ("tempreature") is not."""
+        return self.encoder.holds_word(word)
 
     @property
     def dimension(self) -> int:

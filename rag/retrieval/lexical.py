@@ -84,11 +84,23 @@ STOPWORDS = frozenset(
 )
 # Typo correction only considers words at least this long: shorter ones are too ambiguous.
 _MIN_FUZZY_LEN = 4
+# Words at least this long may be two edits from their correction ("halucinaton"); shorter
+# ones one ("atention"): two edits from a short word reach too many other words.
+_TWO_EDITS_LEN = 8
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+# Corrections an index remembers (then it forgets them all and starts again).
+_MAX_CORRECTED = 4096
+
+
+# Greek letters by name, as students type them ("dpo beta?") and the materials do not (β);
+# Unicode spells lambda "lamda".
+_GREEK_NAMES = {c: f" {unicodedata.name(chr(c)).split()[-1].lower().replace('lamda', 'lambda')} "
+                for c in range(ord("α"), ord("ω") + 1)}
 
 
 def normalise(text: str) -> str:
-    """NFKC, lower case, and no thousands separators between digits."""
-    return _THOUSANDS.sub("", unicodedata.normalize("NFKC", text).lower())
+    """NFKC, lower case, Greek letters by name, and no thousands separators between digits."""
+    return _THOUSANDS.sub("", unicodedata.normalize("NFKC", text).lower().translate(_GREEK_NAMES))
 
 
 @lru_cache(maxsize=100_000)
@@ -136,7 +148,7 @@ def tokenize(text: str) -> list[str]:
     The grounding checker's tokenizer; the lexical index uses the richer `index_terms`.
     """
     out = []
-    for tok in _PLAIN.findall(text.lower()):
+    for tok in _PLAIN.findall(text.lower().translate(_GREEK_NAMES)):
         if tok in STOPWORDS:
             continue
         if len(tok) > 3 and tok.endswith("s") and not tok.endswith("ss"):
@@ -194,6 +206,9 @@ class BM25Index:
         # A word the corpus never uses is the strongest sign a question is off-topic.
         self._unseen_idf = float(np.log1p((n_docs + 0.5) / 0.5))
         self._deletes = deletes
+        # Corrections already found: a question is read by the search, the gate and the quote
+        # selector, and a long unknown word costs milliseconds.
+        self._corrected: dict[tuple[str, tuple[str, ...]], str | None] = {}
 
     def _weights(
         self, counts: sparse.csr_matrix, lengths: np.ndarray, k1: float, b: float
@@ -279,23 +294,60 @@ class BM25Index:
         """Whether any indexed chunk contains the term."""
         return term in self.vocab
 
-    def correction(self, term: str) -> str | None:
-        """The most common indexed term one edit away from an unknown term, or None.
-
-        One edit is a deleted, inserted, replaced or swapped letter ("trainin", "erros",
-        "temprature", "teh"), found through an index of single-letter deletions.
+    def correction(self, term: str, context: Sequence[str] = ()) -> str | None:
+        """The indexed term an unknown term most likely misspells, or None: the fewest edits
+        away (one, or two for a word of `_TWO_EDITS_LEN` letters or more), then the one that
+        meets more of the `context` (the question's other terms) in one passage ("chain of
+        thougth": thought, not though), then the most common. An edit is a deleted, inserted,
+        replaced or swapped letter ("temprature", "trainnig"). The first letter must stay:
+        typists rarely miss it, and changing it turns words into others ("dinner", "inner").
         """
         if term in self.vocab or len(term) < _MIN_FUZZY_LEN or not term.isalpha():
             return None
-        found = set(self._deletes.get(term, ()))
-        for i in range(len(term)):
-            shorter = term[:i] + term[i + 1 :]
+        key = (term, tuple(context))
+        if key not in self._corrected:
+            if len(self._corrected) >= _MAX_CORRECTED:
+                self._corrected.clear()
+            self._corrected[key] = self._nearest(term, context)
+        return self._corrected[key]
+
+    def _nearest(self, term: str, context: Sequence[str]) -> str | None:
+        """`correction` of an unknown term, worked out."""
+        found = {t: 1 for t in self._near(term) if t[0] == term[0] and edits(term, t) == 1}
+        if not found and len(term) >= _TWO_EDITS_LEN:
+            # Two edits: one edit away from a word one edit away from the term.
+            near = {t for word in _one_edit(term) if word[0] == term[0]
+                    for t in self._near(word) if t[0] == term[0]}
+            found = {t: 2 for t in near if edits(term, t) == 2}
+        if not found:
+            return None
+        meets = self._meeting(found, context) if len(found) > 1 else {}
+        return min(found, key=lambda t: (found[t], -meets.get(t, 0.0), self._idf[self.vocab[t]],
+                                         t))
+
+    def _meeting(self, candidates: Iterable[str], context: Sequence[str]) -> dict[str, float]:
+        """For each candidate term, the summed idf of the context terms its best passage holds."""
+        candidates = list(candidates)
+        known = [self.vocab[t] for t in dict.fromkeys(context) if t in self.vocab]
+        if not known:
+            return {}
+        present = (self.weights[known] > 0).astype(np.float32)
+        together = np.asarray(present.T @ self._idf[known]).ravel()
+        rows = self.weights[[self.vocab[t] for t in candidates]]
+        return {t: float(together[rows.indices[rows.indptr[i]:rows.indptr[i + 1]]].max(
+                    initial=0.0))
+                for i, t in enumerate(candidates)}
+
+    def _near(self, word: str) -> set[str]:
+        """Indexed terms that may be one edit from a word, through the index of single-letter
+        deletions: a superset (two deletions at different places are two edits), to check."""
+        found = set(self._deletes.get(word, ()))
+        for i in range(len(word)):
+            shorter = word[:i] + word[i + 1 :]
             if len(shorter) >= _MIN_FUZZY_LEN and shorter in self.vocab:
                 found.add(shorter)
             found.update(self._deletes.get(shorter, ()))
-        if not found:
-            return None
-        return min(found, key=lambda t: (self._idf[self.vocab[t]], t))
+        return found
 
     def search(self, terms: Mapping[str, float], n: int) -> list[tuple[str, float]]:
         """The n best (id, score) pairs with a positive score for weighted query terms."""
@@ -342,6 +394,31 @@ def _term_counts(text: str, vocab: dict[str, int]) -> dict[int, int]:
         tid = vocab.setdefault(tok, len(vocab))
         counts[tid] = counts.get(tid, 0) + 1
     return counts
+
+
+def edits(a: str, b: str) -> int:
+    """The optimal string alignment distance: how many letters must be deleted, inserted,
+    replaced or swapped with their neighbour to turn one word into the other."""
+    previous, current = None, list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        before, previous = previous, current
+        current = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if (before is not None and j > 1 and a[i - 1] == b[j - 2]
+                    and a[i - 2] == b[j - 1]):
+                current[j] = min(current[j], before[j - 2] + 1)
+    return current[len(b)]
+
+
+def _one_edit(word: str) -> set[str]:
+    """Every string one deleted, swapped, replaced or inserted letter away from a word."""
+    splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
+    return ({a + b[1:] for a, b in splits if b}
+            | {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
+            | {a + c + b[1:] for a, b in splits if b for c in _LETTERS}
+            | {a + c + b for a, b in splits for c in _LETTERS})
 
 
 def _deletions(term: str) -> list[str]:

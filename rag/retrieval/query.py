@@ -1,15 +1,23 @@
 """What a question asks for, as the lexical and dense retrievers each need it.
 
-Students write "wats the diff btw sft n rlhf". Two deterministic steps make such a question
-findable: a course glossary expands abbreviations and chat shorthand (sft → supervised fine
-tuning), and words the index has never seen are corrected to the most common indexed word
-one edit away (temprature → temperature). Expansions and corrections are added, never
-substituted, so a correct rare word is not lost; they also go to the embedder, which knows
-"supervised fine tuning" far better than "sft".
+Students write "wats the diff btw sft n rlhf" or "kv cahce size per token". Two deterministic
+steps make such a question findable: a course glossary expands abbreviations and chat
+shorthand (sft → supervised fine tuning), and words the index has never seen are corrected
+to the indexed word they most likely misspell (`BM25Index.correction`: tempreature →
+temperature). Expansions are added at half weight and go to the embedder, which knows
+"supervised fine tuning" far better than "sft". Corrections replace the misspelt words, for
+both retrievers and for what reads the question after them (the gate's heading rule, the
+quote selector): an embedding of "tempreature" is far from "temperature", and the index
+cannot match a word it has never seen. A word the embedder's vocabulary holds whole is a
+real word the materials happen not to use ("dinner", "capitol"), never a misspelling: turned
+into a word of the materials, an off-topic question would look covered. The student's
+question itself is never changed.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rag.retrieval.lexical import BM25Index, index_terms, words
@@ -73,34 +81,78 @@ def own_terms(question: str) -> list[str]:
 class Query:
     """A question prepared for search.
 
-    `terms` weighs the lexical terms (the question's own at 1, expansions at 0.5);
-    `core` are the question's own terms (misspelled ones replaced by their corrections), on
-    which lexical coverage is judged;
-    `dense_text` is what the embedder sees: the question with its expansions appended.
+    `terms` weighs the lexical terms (the question's own at 1, misspelt ones replaced by their
+    corrections; expansions at 0.5);
+    `core` are the question's own terms (corrected), on which lexical coverage is judged;
+    `corrected` is the question with its misspelt words replaced (the question when none is);
+    `dense_text` is what the embedder sees: the corrected question with its expansions
+    appended.
     """
 
     text: str
     dense_text: str
     terms: dict[str, float] = field(default_factory=dict)
     core: tuple[str, ...] = ()
+    corrected: str = ""
 
 
-def analyse(question: str, index: BM25Index) -> Query:
-    """Expand abbreviations and correct unknown words against the index's vocabulary."""
-    own = own_terms(question)
-    terms = dict.fromkeys(own, 1.0)
-    extra: list[str] = []
+@dataclass(frozen=True, slots=True)
+class Correction:
+    """A misspelt word of a question (lower case), its index term, the indexed term it
+    misspells, and that term as the question would have written it (a plural kept)."""
+
+    word: str
+    term: str
+    fixed: str
+    written: str
+
+
+# A run of ASCII letters that is a whole word of `words` (not part of "week6" or "nf4").
+_LETTER_WORD = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]+(?![A-Za-z0-9])")
+
+
+def _no_words(word: str) -> bool:
+    return False
+
+
+def corrections(
+    question: str, index: BM25Index, is_word: Callable[[str], bool] = _no_words
+) -> list[Correction]:
+    """The question's words the index has never seen that misspell one it has
+    (`BM25Index.correction`, judged in the context of the question's other terms). Glossary
+    shorthand and words `is_word` calls real are not misspellings."""
+    context = [term for term in own_terms(question) if index.knows(term)]
+    found = []
     for word in dict.fromkeys(words(question)):
+        if not word.isalpha() or word in GLOSSARY:
+            continue
+        term = next(iter(index_terms(word)), None)  # none for a stopword
+        if term is None or term in CHATTER or index.knows(term) or is_word(word):
+            continue
+        fixed = index.correction(term, context)
+        if fixed is not None:
+            plural = term != word and not fixed.endswith("s")  # "sytems": systems
+            found.append(Correction(word, term, fixed, fixed + "s" if plural else fixed))
+    return found
+
+
+def analyse(
+    question: str, index: BM25Index, is_word: Callable[[str], bool] = _no_words
+) -> Query:
+    """Correct misspelt words against the index's vocabulary (`corrections`; `is_word` tells
+    real words) and expand abbreviations."""
+    fixes = corrections(question, index, is_word)
+    fixed = {c.term: c.fixed for c in fixes}
+    written = {c.word: c.written for c in fixes}
+    corrected = _LETTER_WORD.sub(lambda m: written.get(m.group(0).lower(), m.group(0)),
+                                 question) if fixes else question
+    core = tuple(dict.fromkeys(fixed.get(term, term) for term in own_terms(question)))
+    terms = dict.fromkeys(core, 1.0)
+    extra: list[str] = []
+    for word in dict.fromkeys(words(corrected)):
         if word in GLOSSARY:
             extra.append(GLOSSARY[word])
             for term in index_terms(GLOSSARY[word]):
                 terms.setdefault(term, EXPANSION_WEIGHT)
-    core = []
-    for term in dict.fromkeys(own):
-        fixed = index.correction(term)
-        if fixed is not None and fixed not in terms:
-            terms[fixed] = 1.0
-            extra.append(fixed)
-        core.append(fixed or term)
-    dense = f"{question} ({'; '.join(extra)})" if extra else question
-    return Query(question, dense, terms, tuple(core))
+    dense = f"{corrected} ({'; '.join(extra)})" if extra else corrected
+    return Query(question, dense, terms, core, corrected)

@@ -2,7 +2,8 @@
 maximal marginal relevance so the top k are not k slices of one paragraph.
 
 The question is first prepared (`rag.retrieval.query.analyse`): abbreviations expanded and
-unknown words corrected against the index's vocabulary. The lexical index sees each chunk with
+misspelt words corrected against the index's vocabulary (words the embedder's vocabulary
+holds whole are real words, left as they are). The lexical index sees each chunk with
 its folder, file name and heading path, so questions that name a document or section find it.
 
 Scores are calibrated: a logistic model of the evidence (dense cosine and lexical coverage)
@@ -190,6 +191,11 @@ class Retriever:
         return self._ranked([query], snap, visible, released_at, k, lexical_extra,
                             named_documents, scored_without_names)[0]
 
+    def corrected(self, question: str) -> str:
+        """The question with the words it misspells replaced by the indexed words they
+        misspell (`rag.retrieval.query.analyse`), as the search read it."""
+        return analyse(question, self._current().bm25, self.embedder.holds_word).corrected
+
     def names_documents(self, query: str) -> bool:
         """Whether `search` looks for this query within the documents it names."""
         snap = self._current()
@@ -254,8 +260,8 @@ class Retriever:
         n = self.settings.candidates
         scoped = [self._within_named(text, snap, visible, named_documents) for text in texts]
         scopes = [scope for scope, _ in scoped]
-        queries = [analyse(text, snap.bm25) for text in texts]
-        ranking = [q if by == q.text else analyse(by, snap.bm25)
+        queries = [analyse(text, snap.bm25, self.embedder.holds_word) for text in texts]
+        ranking = [q if by == q.text else analyse(by, snap.bm25, self.embedder.holds_word)
                    for q, (_, by) in zip(queries, scoped, strict=True)]
         dense_texts = list(dict.fromkeys(q.dense_text for q in [*queries, *ranking]))
         embedded = dict(zip(dense_texts, self.embedder.embed_queries(dense_texts), strict=True))

@@ -176,6 +176,9 @@ class BlockFirstBatch:
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self.inner.embed_queries(texts)
 
+    def holds_word(self, word: str) -> bool:
+        return self.inner.holds_word(word)
+
 
 def test_searches_during_a_gated_build_see_only_the_live_version(course, embedder):
     root = course.settings.materials_dir

@@ -10,6 +10,7 @@ from rag.answering.gate import (
     evidence_of,
     fit_gate,
     gate_probability,
+    titled,
     titled_by,
 )
 from rag.config import AnswerSettings
@@ -111,3 +112,9 @@ def test_a_heading_that_names_the_question_covers_it() -> None:
     assert not titled_by("What are embeddings?", under("3.4 Embeddings and Softmax"))
     assert not titled_by("What is a reward model?", hits)
     assert not titled_by("lol", hits)
+
+
+def test_the_passages_under_a_heading_that_names_the_question_are_found() -> None:
+    hits = under("Intro", "Decoding strategies > Temperature", "D.2 Sample Responses")
+    assert titled("What does temperature do?", hits) == [1]
+    assert titled("What is a reward model?", hits) == []

@@ -462,6 +462,21 @@ def test_more_in_never_points_to_a_papers_references() -> None:
     assert 2 not in extract.cited and "[2]" not in extract.text
 
 
+def test_a_passage_under_a_heading_that_names_the_question_is_quoted() -> None:
+    from rag.answering.extractive import QuoteSelector
+    from rag.answering.grounding import TermWeights
+    from tests.rag.answering.test_hints import FixedCosineEmbedder
+
+    hits = [Hit(Chunk("Samples were generated at a temperature of 0.25, a low temperature.",
+                      "papers/dpo.pdf", 23, "D.2 Sample Responses", 0, 70), 0.5),
+            Hit(Chunk("Dividing logits by T below 1 sharpens the distribution.", "notes/n.md",
+                      None, "Decoding strategies > Temperature", 0, 60), 0.5)]
+    question = "What does temperature do?"
+    selector = QuoteSelector(FixedCosineEmbedder({question: 0.8}))  # type: ignore[arg-type]
+    extract = selector.extract(question, hits, TermWeights(h.chunk.text for h in hits))
+    assert extract.text.startswith("Dividing logits by T below 1 sharpens the distribution.")
+
+
 def test_a_sentence_announcing_what_is_not_quoted_after_it_is_left_out() -> None:
     quotes = quotes_of("InstructGPT starts from GPT-3. We then apply the following three steps "
                        "(Figure 2). Step 1: collect demonstrations.\n\n"

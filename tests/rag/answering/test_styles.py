@@ -55,6 +55,13 @@ async def test_an_answer_to_a_number_question_contains_the_number(full_index: Se
     assert "32,000" in answer.text
 
 
+async def test_a_misspelt_question_is_quoted_as_its_spelling_is(full_index: Services):
+    typo = await full_index.assistant.answer("chain of thougth prompting", style="extractive")
+    spelt = await full_index.assistant.answer("chain of thought prompting", style="extractive")
+    assert not typo.refused and typo.text == spelt.text
+    assert typo.question == "chain of thougth prompting"
+
+
 async def test_a_command_is_quoted_as_the_code_block_the_materials_give(full_index: Services):
     answer = await full_index.assistant.answer(
         "How do I start a vLLM server that speaks the OpenAI API?", style="extractive"

@@ -78,6 +78,19 @@ def test_packaged_model_is_supported(packaged) -> None:
     assert supports(packaged)
 
 
+def test_a_real_word_is_held_whole_and_a_misspelling_is_not(packaged) -> None:
+    encoder = BertEncoder(packaged)
+    assert encoder.holds_word("dinner") and encoder.holds_word("capitol")
+    assert not encoder.holds_word("tempreature") and not encoder.holds_word("cahce")
+
+
+def test_sentence_transformers_holds_the_same_words_whole(packaged, reference) -> None:
+    words = ["dinner", "capitol", "attention", "tempreature", "cahce", "kubernetes"]
+    ours = [BertEncoder(packaged).holds_word(w) for w in words]
+    assert ours == [SentenceTransformerEncoder(reference).holds_word(w) for w in words]
+    assert any(ours) and not all(ours)
+
+
 def cls_pooled_copy(packaged: str, tmp_path: Path) -> Path:
     """The packaged model's files, linked, with CLS pooling instead of mean pooling."""
     copy = tmp_path / "cls-model"

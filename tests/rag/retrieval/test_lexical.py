@@ -70,6 +70,16 @@ def test_empty_corpus_returns_nothing():
     assert BM25Index([], []).search(terms("anything"), 3) == []
 
 
+def test_a_greek_letter_is_found_by_its_name():
+    index = BM25Index(["a", "b"], ["**β** controls the KL penalty", "the reward model"])
+    assert [doc for doc, _ in index.search(terms("dpo beta?"), 5)] == ["a"]
+    assert index_terms("λ and ϵ") == ["lambda", "epsilon"]  # not "lamda"; NFKC first
+
+
+def test_the_grounding_tokens_name_greek_letters_too():
+    assert tokenize("**β** controls") == ["beta", "control"]
+
+
 def test_an_unknown_word_one_edit_away_is_corrected():
     index = BM25Index(["a", "b"], ["temperature scaling of logits", "training data"])
     assert index.correction("temprature") == "temperature"  # a letter missing
@@ -80,6 +90,34 @@ def test_an_unknown_word_one_edit_away_is_corrected():
 def test_the_most_common_of_several_corrections_wins():
     index = BM25Index(["a", "b", "c"], ["model", "model", "modem"])
     assert index.correction("modex") == "model"
+
+
+def test_a_long_word_two_edits_away_is_corrected():
+    index = BM25Index(["a"], ["hallucination and attention"])
+    assert index.correction("halucinaton") == "hallucination"  # two letters missing
+
+
+def test_a_short_word_two_edits_away_is_not_corrected():
+    index = BM25Index(["a"], ["attention"])
+    assert index.correction("atntion") is None
+
+
+def test_a_more_common_word_two_edits_away_loses_to_one_edit_away():
+    # "continou" (continous, its plural s stripped) is two deletions at different places from
+    # "continue": two edits, though both lose one letter to reach "continu".
+    index = BM25Index(["a", "b", "c"], ["continue", "continue", "continuous batching"])
+    assert index.correction("continou") == "continuou"
+
+
+def test_the_first_letter_is_never_corrected():
+    index = BM25Index(["a", "b"], ["inner product", "inner loop"])
+    assert index.correction("dinner") is None
+
+
+def test_the_question_decides_between_words_equally_near():
+    index = BM25Index(["a", "b", "c"], ["though it helps", "even though", "chain of thought"])
+    assert index.correction("thougth") == "though"  # the more common
+    assert index.correction("thougth", ["chain"]) == "thought"  # the one met with "chain"
 
 
 def test_known_short_and_numeric_words_are_never_corrected():

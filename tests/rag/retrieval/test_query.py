@@ -1,7 +1,7 @@
 """Preparing a question for search: glossary expansions and typo corrections."""
 
 from rag.retrieval.lexical import BM25Index
-from rag.retrieval.query import EXPANSION_WEIGHT, analyse
+from rag.retrieval.query import EXPANSION_WEIGHT, analyse, corrections
 
 INDEX = BM25Index(
     ["a", "b", "c"],
@@ -32,6 +32,39 @@ def test_a_misspelled_word_is_corrected_for_both_retrievers():
     assert query.terms["temperature"] == 1.0
     assert "temperature" in query.core and "temprature" not in query.core
     assert "temperature" in query.dense_text
+
+
+def test_the_embedder_sees_the_question_with_its_misspellings_replaced():
+    query = analyse("What does Temprature do?", INDEX)
+    assert query.corrected == query.dense_text == "What does temperature do?"
+    assert query.text == "What does Temprature do?"
+
+
+def test_a_misspelt_plural_is_replaced_by_the_plural():
+    index = BM25Index(["a"], ["operating systems"])
+    assert analyse("older sytems", index).corrected == "older systems"
+
+
+def test_a_word_the_embedder_holds_whole_is_never_corrected():
+    index = BM25Index(["a"], ["the capital of France"])
+    assert analyse("capitol of australia", index).corrected == "capital of australia"
+    real = analyse("capitol of australia", index, is_word={"capitol"}.__contains__)
+    assert real.corrected == "capitol of australia" and "capital" not in real.terms
+
+
+def test_a_corrected_abbreviation_is_expanded():
+    index = BM25Index(["a"], ["qlora fine-tuning"])
+    assert "quantized low-rank adaptation" in analyse("what is qlroa", index).dense_text
+
+
+def test_glossary_shorthand_is_not_a_misspelling():
+    index = BM25Index(["a"], ["the proje"])
+    assert corrections("my proj", index) == []
+
+
+def test_a_misspelt_word_is_read_with_the_rest_of_the_question():
+    index = BM25Index(["a", "b", "c"], ["though it helps", "even though", "chain of thought"])
+    assert analyse("chain of thougth prompting", index).corrected == "chain of thought prompting"
 
 
 def test_a_plain_question_is_left_alone():

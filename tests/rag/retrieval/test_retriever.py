@@ -184,6 +184,18 @@ def test_the_passage_the_lexical_retriever_ranks_first_is_never_buried_by_fusion
     assert len(hits) == 5 and not regularization(hits)
 
 
+def test_a_misspelt_question_finds_what_its_spelling_finds(full_index):
+    retriever = full_index.retriever
+    typo = retriever.search("kv cahce size per token", 5)
+    spelt = retriever.search("kv cache size per token", 5)
+    assert [(h.chunk.id, h.score) for h in typo] == [(h.chunk.id, h.score) for h in spelt]
+
+
+def test_a_real_word_the_materials_never_use_is_not_corrected(full_index):
+    # The index knows "broad" and "break", one edit from "bread"; the embedder knows "bread".
+    assert full_index.retriever.corrected("how to bake bread") == "how to bake bread"
+
+
 def test_a_question_naming_a_paper_is_searched_within_it(full_index):
     # Searched everywhere, this finds the course guides' pretraining sections and the LLaMA
     # paper's acknowledgements ("help on data collection"), not its pre-training data section.
