@@ -1,4 +1,5 @@
-"""Instructor tools: /reingest, /upload, /stats (configured roles or Manage Server)."""
+"""Instructor tools: /reingest, /upload, /stats (configured roles or Manage Server); every
+reply is private to the instructor who asked."""
 
 from __future__ import annotations
 
@@ -49,17 +50,16 @@ class InstructorCog(commands.Cog):
 
     async def _summary(self, interaction: discord.Interaction, embed: discord.Embed,
                        view: discord.ui.View | None = None) -> None:
-        """The summary replaces the progress message; when that cannot be edited any more (an
-        ingest that outlived the 15-minute interaction token, a deleted message), it is posted
-        in the channel, naming the instructor with mentions off."""
+        """The summary replaces the private progress message; when that cannot be edited any
+        more (an ingest that outlived the 15-minute interaction token, a deleted message), it is
+        sent to the instructor by DM: it names unreleased files and gold questions, so it never
+        goes to the channel."""
         try:
             await interaction.edit_original_response(embed=embed, view=view)
         except discord.HTTPException as exc:
-            if interaction.channel is None:
-                raise
-            log.warning("could not edit the re-ingest reply (%s); posting the summary", exc)
-            await interaction.channel.send(  # type: ignore[union-attr]
-                f"{interaction.user.mention}, the ingest finished:", embed=embed,
+            log.warning("could not edit the re-ingest reply (%s); sending it by DM", exc)
+            await interaction.user.send(
+                "The ingest finished:", embed=embed,
                 allowed_mentions=discord.AllowedMentions.none(), view=view,
             )
 
@@ -78,7 +78,8 @@ class InstructorCog(commands.Cog):
             return
         target = Target(Path(self.bot.settings.materials_dir).resolve())
         with self.bot.reingester.claim():
-            await interaction.response.defer(thinking=True)
+            # Private: the summary names unreleased files, assignments and gold questions.
+            await interaction.response.defer(thinking=True, ephemeral=True)
             result = await self.bot.reingester.run(
                 [target], lambda status: self._progress(interaction, status)
             )
@@ -87,7 +88,7 @@ class InstructorCog(commands.Cog):
     async def _switch(self, interaction: discord.Interaction, action: str) -> None:
         """Promote the held version or roll back, and say which version is live now."""
         store = self.bot.services.store
-        await interaction.response.defer(thinking=True)
+        await interaction.response.defer(thinking=True, ephemeral=True)
         if action == "promote":
             record = await self.bot.reingester.switch(lambda: versions.promote(store))
             text = f"Version {record.version} is live (promoted although gold questions got worse)."
@@ -110,7 +111,7 @@ class InstructorCog(commands.Cog):
         folder = settings.discord.upload_folder
         path = uploads.destination(settings.materials_dir, folder, name, overwrite)
         with self.bot.reingester.claim():
-            await interaction.response.defer(thinking=True)
+            await interaction.response.defer(thinking=True, ephemeral=True)
             data = await file.read()
             uploads.check_content(name, data)
             await asyncio.to_thread(uploads.save_atomically, path, data)

@@ -137,7 +137,7 @@ async def test_a_failed_progress_edit_keeps_the_slot_until_the_ingest_ends(
     assert_consistent(course)
 
 
-async def test_a_summary_whose_interaction_expired_is_posted_in_the_channel(
+async def test_a_summary_whose_interaction_expired_is_sent_to_the_instructor_by_dm(
     make_harness, course
 ):
     (course.settings.materials_dir / "zorblax.md").write_bytes(NOTES)
@@ -148,11 +148,24 @@ async def test_a_summary_whose_interaction_expired_is_posted_in_the_channel(
                                      401, 50027))
     harness.command("reingest", INSTRUCTOR)
     await harness.settle()
+    assert not [r for r in harness.fake.requests if r.path == f"/channels/{CHANNEL_ID}/messages"]
     posted = [r for r in harness.fake.delivered()
-              if r.path == f"/channels/{CHANNEL_ID}/messages"]
+              if r.path == f"/channels/{INSTRUCTOR.id + 1}/messages"]  # the DM channel
     assert [r.payload["embeds"][0]["title"] for r in posted] == ["Re-ingest finished"]
     assert posted[0].payload["embeds"][0]["fields"][0]["value"] == "zorblax.md"
     assert posted[0].payload["allowed_mentions"] == {"parse": []}
+
+
+@pytest.mark.parametrize("command", ["reingest", "upload"])
+async def test_instructor_summaries_are_private(make_harness, course, command):
+    harness = await make_harness(course)
+    notes = attachment("zorblax.md", len(NOTES))
+    harness.fake.cdn[notes["url"]] = NOTES
+    options = {"_attachment": notes} if command == "upload" else {}
+    token = harness.command(command, INSTRUCTOR, **options)
+    await harness.settle()
+    assert callback(harness, token).payload["data"]["flags"] & 64
+    assert harness.for_token(token)[-1].payload["embeds"][0]["fields"]
 
 
 async def test_a_held_reingest_names_the_question_and_instructors_promote_then_roll_back(
