@@ -120,7 +120,7 @@ class StudyBot(commands.Bot):
         # In the question log's file, beside the questions it refers to.
         self.escalation_log = EscalationLog(questions.path)
         self.escalations = Escalations(self, self.escalation_log, settings, self.reingester,
-                                       self.answerer.user_hash)
+                                       self.answerer.user_hash, services.course.exam_in)
         self.warm_up = warm_up
         # Set on close: background start-up work stops, and close waits for it.
         self.closing = threading.Event()
