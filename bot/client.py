@@ -267,8 +267,16 @@ class StudyBot(commands.Bot):
         user = self.answerer.user_hash(user_id)
         return await asyncio.to_thread(self.questions.vote, question_id, user, vote)
 
-    async def passages(self, question_id: int) -> list[dict[str, Any]] | None:
+    async def passages(self, question_id: int,
+                       instructor: bool = False) -> list[dict[str, Any]] | None:
         """The passages a logged answer was built from, as students may see them now: checked
-        again against the open assignments, since one may have opened after the answer."""
+        again against the open assignments and release dates, since an assignment may have
+        opened or a release been postponed after the answer (instructors also see unreleased
+        ones)."""
         logged = await asyncio.to_thread(self.questions.passages, question_id)
-        return None if logged is None else list(self.answerer.withheld(logged))
+        if logged is None:
+            return None
+        if not instructor:
+            hidden = await asyncio.to_thread(self.services.retriever.unreleased_sources)
+            logged = [p for p in logged if p.get("source") not in hidden]
+        return list(self.answerer.withheld(logged))
