@@ -46,9 +46,14 @@ def friendly_message(error: BaseException) -> str | None:
         return error.user_message()
     if isinstance(error, QueueFull):
         return "I'm answering a lot of questions right now. Please try again in a minute."
-    if isinstance(error, InvalidQuestion | UserFacingError | NotAllowed | DataDirBusy | StoreBusy
-                  | GoldSetError | VersionError):
+    if isinstance(error, InvalidQuestion | UserFacingError | NotAllowed | GoldSetError
+                  | VersionError):
         return str(error)
+    if isinstance(error, DataDirBusy | StoreBusy):
+        # Their words name the data folder or the Chroma server: for the log, not Discord.
+        log.warning("an ingest is already writing: %s", error)
+        return ("Another ingest is writing to the course index right now, so this one did not "
+                "start. Please try again when it has finished.")
     if isinstance(error, ScheduleError):
         return f"The course schedule has a problem: {error}"
     if isinstance(error, StoreUnavailable):

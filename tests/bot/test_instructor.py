@@ -8,7 +8,10 @@ import shutil
 
 import pytest
 
+from bot.errors import friendly_message
+from rag.index.chroma_store import StoreBusy
 from rag.index.embedder import Embedder
+from rag.index.locking import DataDirBusy
 from rag.services import Services, build_services
 from tests.bot.conftest import FAST_LLM
 from tests.bot.fake_discord import CHANNEL_ID, MANAGE_GUILD_PERMISSIONS, Fault, Person
@@ -205,3 +208,25 @@ async def test_a_held_reingest_names_the_question_and_instructors_promote_then_r
     assert harness.fake.originals[back]["content"] == (
         f"Rolled back: version {first.built} is live (was {built}).")
     assert "lora.md" in {h.chunk.source for h in services.retriever.search(LORA_Q, 5)}
+
+
+async def test_a_broken_gold_file_is_named_without_its_server_path(make_harness, course):
+    root = course.settings.materials_dir
+    (root / "gold_questions.toml").write_text("[[question]\nquestion = 'x'\n")  # bad TOML
+    (root / "zorblax.md").write_bytes(NOTES)
+    harness = await make_harness(course)
+    token = harness.command("reingest", INSTRUCTOR)
+    await harness.settle()
+    reply = harness.for_token(token)[-1].payload["content"]
+    assert "Cannot read the gold questions in gold_questions.toml" in reply
+    assert str(root.parent) not in reply
+
+
+@pytest.mark.parametrize("error", [
+    DataDirBusy("Another study-assistant process (pid 1) is writing to /srv/data/secret."),
+    StoreBusy("Another ingest is writing to the Chroma server at http://10.0.0.5:8000."),
+], ids=["data-dir", "chroma"])
+def test_a_busy_index_is_reported_without_server_paths(error):
+    message = friendly_message(error)
+    assert "Another ingest is writing" in message
+    assert "/srv" not in message and "10.0.0.5" not in message
