@@ -14,7 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.access import channel_ids, guild_served, is_private, served_here
+from bot.access import channel_ids, guild_served, is_instructor, is_private, served_here
 from bot.answering import Answerer
 from bot.cogs import accuracy, ask, checks, course, demos, instructor, mentions, ta
 from bot.conversations import Conversations
@@ -261,6 +261,14 @@ class StudyBot(commands.Bot):
             f"📝 An exam is on{where}{until}, so I'm not answering course questions or running "
             "demos right now. Good luck — I'll be back when it ends!"
         )
+
+    def exam_recheck(self, user: discord.abc.User, channel: Any, perms: discord.Permissions,
+                     command: str) -> Callable[[], None] | None:
+        """`check_exam` for this user and channel, to run again while a question waits and is
+        generated; None for an instructor (exams do not apply to them)."""
+        if is_instructor(self.settings.discord, user, perms):
+            return None
+        return lambda: self.check_exam(user.id, channel, command)
 
     async def feedback(self, question_id: int, user_id: int, vote: int) -> bool:
         """Record a 👍/👎 from a user on a logged answer."""
