@@ -9,6 +9,7 @@ import secrets
 import discord
 from discord import app_commands
 
+from bot.limits import MESSAGE_CHARS, truncate
 from bot.ratelimit import QueueFull, RateLimited
 from rag.answering.assistant import InvalidQuestion
 from rag.course.schedule import ScheduleError
@@ -114,7 +115,8 @@ async def report_error(interaction: discord.Interaction, error: BaseException) -
             f"Something went wrong on my side (error id `{error_id}`). Please tell an "
             "instructor the id if it keeps happening."
         )
-    await reply_privately(interaction, message)
+    # A message that quotes what the user typed must still fit, or Discord refuses it.
+    await reply_privately(interaction, truncate(message, MESSAGE_CHARS))
 
 
 async def reply_privately(interaction: discord.Interaction, message: str) -> None:

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from rag.quoting import quoted
+
 SCHEDULE_FILE = "schedule.toml"
 # One file per assignment, instructor-only: never ingested, never shown (rag/course/assignments.py).
 ASSIGNMENTS_DIR = "assignments"
@@ -100,7 +102,8 @@ def to_timestamp(value: Any, tz: ZoneInfo, where: str) -> float:
         try:
             value = datetime.fromisoformat(value.strip())
         except ValueError as exc:
-            raise ScheduleError(f"{where}: '{value}' is not a date like 2026-03-02 09:00") from exc
+            raise ScheduleError(f"{where}: {quoted(value)} is not a date like 2026-03-02 09:00") \
+                from exc
     if isinstance(value, date) and not isinstance(value, datetime):
         value = datetime.combine(value, time())
     if not isinstance(value, datetime):
@@ -164,7 +167,7 @@ def parse_until(text: str, tz_name: str, now: float) -> float:
         try:
             clock = time.fromisoformat(text.zfill(5))
         except ValueError as exc:
-            raise ScheduleError(f"'{text}' is not a time like 16:00") from exc
+            raise ScheduleError(f"{quoted(text)} is not a time like 16:00") from exc
         today = datetime.fromtimestamp(now, tz).date()
         at = datetime.combine(today, clock, tz).timestamp()
         return at if at > now else at + 86400

@@ -220,3 +220,17 @@ async def test_a_question_still_queued_when_an_exam_starts_is_not_answered_durin
         assert harness.bot.questions.rows() == []  # nor the one generating when it started
     finally:
         course.end_exams()
+
+
+@pytest.mark.parametrize(("name", "options"), [
+    ("assignments open", {"assignment": "x" * 3000}),
+    ("exam start", {"until": "x" * 3000}),
+], ids=["assignment-id", "until"])
+async def test_course_controls_quote_long_input_within_discords_limits(
+    make_harness, empty_services, name, options
+):
+    harness = await make_harness(empty_services)
+    token = harness.feed(command_payload(name, INSTRUCTOR, CHANNEL_ID, options))
+    await harness.settle()
+    data = harness.for_token(token)[0].payload["data"]
+    assert "'xxx" in data["content"] and len(data["content"]) <= 300
