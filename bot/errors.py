@@ -120,11 +120,29 @@ async def report_error(interaction: discord.Interaction, error: BaseException) -
 
 
 async def reply_privately(interaction: discord.Interaction, message: str) -> None:
-    """An ephemeral reply, or (after a public defer) an edit of the placeholder."""
+    """An ephemeral reply: the first response, an edit of a private placeholder, or (after a
+    public defer) an ephemeral follow-up in place of the public placeholder, which is deleted
+    so the channel sees neither the error nor a draft that stopped."""
+    none = discord.AllowedMentions.none()
     try:
         if not interaction.response.is_done():
-            await interaction.response.send_message(message, ephemeral=True)
-        else:
-            await interaction.edit_original_response(content=message, embeds=[], view=None)
+            await interaction.response.send_message(message, ephemeral=True,
+                                                    allowed_mentions=none)
+            return
+        if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
+            if await _private_placeholder(interaction):
+                await interaction.edit_original_response(content=message, embeds=[],
+                                                         attachments=[], view=None,
+                                                         allowed_mentions=none)
+                return
+            await interaction.delete_original_response()
+        # Otherwise the original is public, or (a button's silent defer) another message.
+        await interaction.followup.send(message, ephemeral=True, allowed_mentions=none)
     except discord.HTTPException:
         log.warning("could not deliver an error reply for interaction %s", interaction.id)
+
+
+async def _private_placeholder(interaction: discord.Interaction) -> bool:
+    """Whether the deferred response is ephemeral (discord.py does not keep that)."""
+    original = await interaction.original_response()
+    return original.flags.ephemeral
