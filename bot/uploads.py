@@ -14,6 +14,8 @@ from bot.errors import UserFacingError
 ALLOWED_TYPES = {".pdf": "PDF", ".md": "Markdown", ".markdown": "Markdown", ".txt": "text"}
 _UNSAFE = re.compile(r"[^\w.\- ]+", re.UNICODE)
 MAX_NAME_CHARS = 100
+# File systems limit a name to 255 bytes, and 100 characters of Japanese take 300 in UTF-8.
+MAX_NAME_BYTES = 200
 MEGABYTE = 1024 * 1024  # STUDY_ASSISTANT_DISCORD__UPLOAD_MAX_MB counts these
 
 
@@ -33,6 +35,8 @@ def safe_filename(name: str) -> str:
         raise UploadRejected("The file needs an extension: .pdf, .md or .txt.")
     stem = _UNSAFE.sub("_", stem).strip(" ._") or "upload"
     stem = stem[: MAX_NAME_CHARS - len(ext) - 1]
+    budget = MAX_NAME_BYTES - len(ext.encode()) - 1
+    stem = stem.encode()[:budget].decode("utf-8", "ignore")  # whole characters only
     return f"{stem}.{ext.lower()}"
 
 
