@@ -10,6 +10,7 @@ import unicodedata
 from pathlib import Path
 
 from bot.errors import UserFacingError
+from ingest.loaders import SkipFile, decode_text
 
 ALLOWED_TYPES = {".pdf": "PDF", ".md": "Markdown", ".markdown": "Markdown", ".txt": "text"}
 _UNSAFE = re.compile(r"[^\w.\- ]+", re.UNICODE)
@@ -60,12 +61,16 @@ def check_type_and_size(name: str, size: int, max_bytes: int) -> str:
 
 
 def check_content(name: str, data: bytes) -> None:
-    """The bytes must match the extension: a PDF header, or text without NUL bytes."""
+    """The bytes must match the extension: a PDF header, or text as ingest decodes it (UTF-16
+    with its BOM, UTF-8, cp1252…; no binary data)."""
     if Path(name).suffix == ".pdf":
         if not data.startswith(b"%PDF-"):
             raise UploadRejected("That file is named .pdf but is not a PDF.")
-    elif b"\x00" in data[:8192]:
-        raise UploadRejected("That file is named as text but contains binary data.")
+        return
+    try:
+        decode_text(data)
+    except (SkipFile, UnicodeDecodeError):
+        raise UploadRejected("That file is named as text but contains binary data.") from None
 
 
 def destination(materials_dir: Path, folder: str, name: str, overwrite: bool) -> Path:

@@ -86,3 +86,7 @@ def test_a_long_non_ascii_name_is_cut_to_fit_the_file_system(tmp_path):
     assert name.startswith("注意力機構の解説") and name.endswith(".md")
     save_atomically(tmp_path / name, b"# Notes\n")  # within the 255-byte limit of a name
     assert (tmp_path / name).read_bytes() == b"# Notes\n"
+
+
+def test_utf16_text_with_its_byte_order_mark_is_accepted():
+    check_content("notes.md", "# Zorblax attention\n\nA made-up variant.\n".encode("utf-16"))
