@@ -155,13 +155,22 @@ def _exam(table: dict[str, Any], tz: ZoneInfo, n: int) -> ExamWindow:
     return ExamWindow(start, end, frozenset(channels), str(table.get("label", "")))
 
 
+MAX_DURATION_S = 7 * 86400  # the longest "90m"/"2h" duration /exam start accepts
+
+
 def parse_until(text: str, tz_name: str, now: float) -> float:
     """An end time typed by an instructor: '90m', '2h', '16:00' (today, course time; tomorrow
     if past) or '2026-03-10 16:00'. Raises ScheduleError with an example."""
     text = text.strip().lower()
     for unit, seconds in (("m", 60), ("h", 3600)):
         if text.endswith(unit) and text[:-1].strip().isdigit():
-            return now + int(text[:-1]) * seconds
+            digits = text[:-1].strip()
+            # Capped before int(): a 400-digit number would overflow the timestamp.
+            if len(digits) > 6 or int(digits) * seconds > MAX_DURATION_S:
+                raise ScheduleError("that is too long: at most 7 days (10080m or 168h)")
+            if int(digits) == 0:
+                raise ScheduleError("the end must be in the future (at least 1m)")
+            return now + int(digits) * seconds
     tz = zone(tz_name)
     if len(text) <= 5 and ":" in text:
         try:
