@@ -86,6 +86,21 @@ def destination(materials_dir: Path, folder: str, name: str, overwrite: bool) ->
     return target
 
 
+def replace_file(path: Path, data: bytes) -> bytes | None:
+    """Save an upload atomically; return the bytes it replaced (None for a new file)."""
+    previous = path.read_bytes() if path.exists() else None
+    save_atomically(path, data)
+    return previous
+
+
+def undo_upload(path: Path, previous: bytes | None) -> None:
+    """Put back what was there before an upload that ingest could not read."""
+    if previous is None:
+        path.unlink(missing_ok=True)
+    else:
+        save_atomically(path, previous)
+
+
 def save_atomically(path: Path, data: bytes) -> None:
     """Write a file so that an ingest never sees it half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -104,7 +104,8 @@ class InstructorCog(commands.Cog):
     async def upload(
         self, interaction: discord.Interaction, file: discord.Attachment, overwrite: bool = False
     ) -> None:
-        """Check, save under the materials folder, and ingest one file."""
+        """Check, save under the materials folder, and ingest one file; a file ingest could not
+        read (a corrupt PDF) is not kept: removed, or the version it replaced put back."""
         settings = self.bot.settings
         max_bytes = int(settings.discord.upload_max_mb * uploads.MEGABYTE)
         name = uploads.check_type_and_size(file.filename, file.size, max_bytes)
@@ -114,10 +115,14 @@ class InstructorCog(commands.Cog):
             await interaction.response.defer(thinking=True, ephemeral=True)
             data = await file.read()
             uploads.check_content(name, data)
-            await asyncio.to_thread(uploads.save_atomically, path, data)
+            previous = await asyncio.to_thread(uploads.replace_file, path, data)
             root = Path(settings.materials_dir).resolve()
             result = await self.bot.reingester.run([Target(root, path)])
-        summary = report_embed(result, f"Added {folder}/{name}")
+            added = path.relative_to(root).as_posix() not in result.report.skipped
+            if not added:
+                await asyncio.to_thread(uploads.undo_upload, path, previous)
+        title = f"Added {folder}/{name}" if added else f"Not added: {folder}/{name}"
+        summary = report_embed(result, title)
         await self._summary(interaction, summary, held_view(result))
 
     @app_commands.command(description="Questions, feedback, latency, a chart and coverage gaps")

@@ -230,3 +230,33 @@ def test_a_busy_index_is_reported_without_server_paths(error):
     message = friendly_message(error)
     assert "Another ingest is writing" in message
     assert "/srv" not in message and "10.0.0.5" not in message
+
+
+CORRUPT_PDF = b"%PDF-1.7\n" + b"\x00garbage\xff" * 200
+
+
+async def test_a_corrupt_pdf_upload_is_not_added_nor_kept(make_harness, course):
+    harness = await make_harness(course)
+    pdf = attachment("broken.pdf", len(CORRUPT_PDF), "application/pdf")
+    harness.fake.cdn[pdf["url"]] = CORRUPT_PDF
+    token = harness.command("upload", INSTRUCTOR, _attachment=pdf)
+    await harness.settle()
+    summary = harness.for_token(token)[-1].payload["embeds"][0]
+    assert summary["title"] == "Not added: uploads/broken.pdf"
+    assert not (course.settings.materials_dir / "uploads" / "broken.pdf").exists()
+
+
+async def test_a_corrupt_pdf_overwriting_a_good_one_puts_the_good_one_back(
+    make_harness, course, shared_materials
+):
+    good = next((shared_materials / "papers").glob("*.pdf")).read_bytes()
+    saved = course.settings.materials_dir / "uploads" / "paper.pdf"
+    saved.parent.mkdir()
+    saved.write_bytes(good)
+    harness = await make_harness(course)
+    pdf = attachment("paper.pdf", len(CORRUPT_PDF), "application/pdf")
+    harness.fake.cdn[pdf["url"]] = CORRUPT_PDF
+    token = harness.command("upload", INSTRUCTOR, _attachment=pdf, overwrite=True)
+    await harness.settle()
+    assert harness.for_token(token)[-1].payload["embeds"][0]["title"].startswith("Not added")
+    assert saved.read_bytes() == good
