@@ -261,8 +261,13 @@ class Answerer:
         user_id: int,
         channel_id: int | None,
         history: Sequence[dict[str, str]] = (),
+        still_allowed: Callable[[], None] | None = None,
     ) -> Answer:
-        """Wait for a slot, stream the answer into `reply`, finish it and log it."""
+        """Wait for a slot, stream the answer into `reply`, finish it and log it.
+        `still_allowed` raises (ExamInProgress) when the question may no longer be answered:
+        an exam may start while it waits in the queue or is generated, so it is checked again
+        once the slot is taken and before the answer is logged and shown."""
+        recheck = still_allowed or (lambda: None)
 
         async def waiting(place: int) -> None:
             embed = render.status_embed(question, render.queue_status(place))
@@ -270,8 +275,10 @@ class Answerer:
 
         await self._deliver(reply, lambda: reply.begin(question))
         async with self.queue.slot(waiting):
+            recheck()
             answer = await self._stream(question, reply, history, channel_id)
             grounding = await self._grounding(answer)
+        recheck()
         question_id = await asyncio.to_thread(
             self.questions.record, self._logged(answer, user_id, channel_id)
         )

@@ -14,7 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.access import channel_ids, guild_served, is_private, served_here
+from bot.access import channel_ids, guild_served, is_instructor, is_private, served_here
 from bot.answering import Answerer
 from bot.cogs import accuracy, ask, checks, course, demos, instructor, mentions, ta
 from bot.conversations import Conversations
@@ -120,7 +120,7 @@ class StudyBot(commands.Bot):
         # In the question log's file, beside the questions it refers to.
         self.escalation_log = EscalationLog(questions.path)
         self.escalations = Escalations(self, self.escalation_log, settings, self.reingester,
-                                       self.answerer.user_hash)
+                                       self.answerer.user_hash, services.course.exam_in)
         self.warm_up = warm_up
         # Set on close: background start-up work stops, and close waits for it.
         self.closing = threading.Event()
@@ -262,13 +262,29 @@ class StudyBot(commands.Bot):
             "demos right now. Good luck — I'll be back when it ends!"
         )
 
+    def exam_recheck(self, user: discord.abc.User, channel: Any, perms: discord.Permissions,
+                     command: str) -> Callable[[], None] | None:
+        """`check_exam` for this user and channel, to run again while a question waits and is
+        generated; None for an instructor (exams do not apply to them)."""
+        if is_instructor(self.settings.discord, user, perms):
+            return None
+        return lambda: self.check_exam(user.id, channel, command)
+
     async def feedback(self, question_id: int, user_id: int, vote: int) -> bool:
         """Record a 👍/👎 from a user on a logged answer."""
         user = self.answerer.user_hash(user_id)
         return await asyncio.to_thread(self.questions.vote, question_id, user, vote)
 
-    async def passages(self, question_id: int) -> list[dict[str, Any]] | None:
+    async def passages(self, question_id: int,
+                       instructor: bool = False) -> list[dict[str, Any]] | None:
         """The passages a logged answer was built from, as students may see them now: checked
-        again against the open assignments, since one may have opened after the answer."""
+        again against the open assignments and release dates, since an assignment may have
+        opened or a release been postponed after the answer (instructors also see unreleased
+        ones)."""
         logged = await asyncio.to_thread(self.questions.passages, question_id)
-        return None if logged is None else list(self.answerer.withheld(logged))
+        if logged is None:
+            return None
+        if not instructor:
+            hidden = await asyncio.to_thread(self.services.retriever.unreleased_sources)
+            logged = [p for p in logged if p.get("source") not in hidden]
+        return list(self.answerer.withheld(logged))

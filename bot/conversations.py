@@ -190,9 +190,12 @@ class Conversations:
                      history: list[dict[str, str]]) -> None:
         """Answer into the reply; a failure is said there, in place of its unchecked draft."""
         try:
+            perms = getattr(message.author, "guild_permissions", None) or discord.Permissions.none()
             await self.answerer.answer(
                 question, reply, user_id=message.author.id,
                 channel_id=course_channel(message.channel), history=history,
+                still_allowed=self.client.exam_recheck(  # type: ignore[attr-defined]
+                    message.author, message.channel, perms, "mention"),
             )
         except Exception as exc:
             if not await self._report_in(reply, message, exc):

@@ -9,6 +9,7 @@ import secrets
 import discord
 from discord import app_commands
 
+from bot.limits import MESSAGE_CHARS, truncate
 from bot.ratelimit import QueueFull, RateLimited
 from rag.answering.assistant import InvalidQuestion
 from rag.course.schedule import ScheduleError
@@ -46,9 +47,14 @@ def friendly_message(error: BaseException) -> str | None:
         return error.user_message()
     if isinstance(error, QueueFull):
         return "I'm answering a lot of questions right now. Please try again in a minute."
-    if isinstance(error, InvalidQuestion | UserFacingError | NotAllowed | DataDirBusy | StoreBusy
-                  | GoldSetError | VersionError):
+    if isinstance(error, InvalidQuestion | UserFacingError | NotAllowed | GoldSetError
+                  | VersionError):
         return str(error)
+    if isinstance(error, DataDirBusy | StoreBusy):
+        # Their words name the data folder or the Chroma server: for the log, not Discord.
+        log.warning("an ingest is already writing: %s", error)
+        return ("Another ingest is writing to the course index right now, so this one did not "
+                "start. Please try again when it has finished.")
     if isinstance(error, ScheduleError):
         return f"The course schedule has a problem: {error}"
     if isinstance(error, StoreUnavailable):
@@ -109,15 +115,34 @@ async def report_error(interaction: discord.Interaction, error: BaseException) -
             f"Something went wrong on my side (error id `{error_id}`). Please tell an "
             "instructor the id if it keeps happening."
         )
-    await reply_privately(interaction, message)
+    # A message that quotes what the user typed must still fit, or Discord refuses it.
+    await reply_privately(interaction, truncate(message, MESSAGE_CHARS))
 
 
 async def reply_privately(interaction: discord.Interaction, message: str) -> None:
-    """An ephemeral reply, or (after a public defer) an edit of the placeholder."""
+    """An ephemeral reply: the first response, an edit of a private placeholder, or (after a
+    public defer) an ephemeral follow-up in place of the public placeholder, which is deleted
+    so the channel sees neither the error nor a draft that stopped."""
+    none = discord.AllowedMentions.none()
     try:
         if not interaction.response.is_done():
-            await interaction.response.send_message(message, ephemeral=True)
-        else:
-            await interaction.edit_original_response(content=message, embeds=[], view=None)
+            await interaction.response.send_message(message, ephemeral=True,
+                                                    allowed_mentions=none)
+            return
+        if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
+            if await _private_placeholder(interaction):
+                await interaction.edit_original_response(content=message, embeds=[],
+                                                         attachments=[], view=None,
+                                                         allowed_mentions=none)
+                return
+            await interaction.delete_original_response()
+        # Otherwise the original is public, or (a button's silent defer) another message.
+        await interaction.followup.send(message, ephemeral=True, allowed_mentions=none)
     except discord.HTTPException:
         log.warning("could not deliver an error reply for interaction %s", interaction.id)
+
+
+async def _private_placeholder(interaction: discord.Interaction) -> bool:
+    """Whether the deferred response is ephemeral (discord.py does not keep that)."""
+    original = await interaction.original_response()
+    return original.flags.ephemeral

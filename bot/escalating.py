@@ -23,7 +23,7 @@ from pathlib import Path
 import discord
 
 from bot import render_ta
-from bot.access import is_ta
+from bot.access import channel_ids, is_ta
 from bot.errors import NotAllowed, UserFacingError
 from bot.escalation_log import (
     AlreadyEscalated,
@@ -38,6 +38,7 @@ from bot.promote import held_view
 from bot.ta_views import escalation_view, faq_view
 from ingest.pipeline import Target
 from rag.config import Settings
+from rag.course.rules import ActiveExam
 
 log = logging.getLogger("bot")
 NO_MENTIONS = discord.AllowedMentions.none()
@@ -64,8 +65,10 @@ class Escalations:
     """Escalations, TA answers and FAQ entries for one bot."""
 
     def __init__(self, client: discord.Client, records: EscalationLog, settings: Settings,
-                 reingester: Reingester, user_hash: Callable[[int], str]) -> None:
+                 reingester: Reingester, user_hash: Callable[[int], str],
+                 exam_in: Callable[[set[int] | None], ActiveExam | None]) -> None:
         self.client = client
+        self.exam_in = exam_in
         self.records = records
         self.settings = settings
         self.reingester = reingester
@@ -266,7 +269,15 @@ class Escalations:
     async def relay(self, escalation: Escalation, text: str, ta_name: str,
                     thread: discord.abc.Messageable) -> bool:
         """Deliver a TA's answer to the student and mark the escalation answered; the thread
-        is told where it went (with "Add to FAQ"), or why it could not be delivered."""
+        is told where it went (with "Add to FAQ"), or why it could not be delivered (an exam
+        where the student asked holds it: the escalation stays open)."""
+        exam = await self._exam_for(escalation)
+        if exam is not None:
+            until = "" if exam.until == math.inf else f" (until <t:{int(exam.until)}:f>)"
+            await self._tell(thread, f"⏸️ An exam is on where the student asked{until}, so "
+                             f"{ta_name}'s answer was not sent. The escalation stays open: post "
+                             "the answer here again once the exam is over.")
+            return False
         answer_id = await asyncio.to_thread(self.records.add_answer, escalation.id, ta_name, text)
         try:
             sent = await self._deliver(escalation, text, ta_name, answer_id)
@@ -280,6 +291,17 @@ class Escalations:
         await self._tell(thread, f"✅ Sent {ta_name}'s answer to the student: {sent.jump_url}",
                          faq_view(answer_id))
         return True
+
+    async def _exam_for(self, escalation: Escalation) -> ActiveExam | None:
+        """The exam covering where the student asked (any exam covers a DM), or None."""
+        if escalation.private:
+            return self.exam_in(None)
+        ids = {escalation.channel_id}
+        channel = self.client.get_channel(escalation.channel_id)
+        if channel is None:  # a thread's parent is known only from Discord
+            with contextlib.suppress(discord.HTTPException):
+                channel = await self.client.fetch_channel(escalation.channel_id)
+        return self.exam_in(ids | channel_ids(channel))
 
     async def _deliver(self, escalation: Escalation, text: str, ta_name: str,
                        answer_id: int) -> discord.Message:

@@ -10,10 +10,13 @@ import unicodedata
 from pathlib import Path
 
 from bot.errors import UserFacingError
+from ingest.loaders import SkipFile, decode_text
 
 ALLOWED_TYPES = {".pdf": "PDF", ".md": "Markdown", ".markdown": "Markdown", ".txt": "text"}
 _UNSAFE = re.compile(r"[^\w.\- ]+", re.UNICODE)
 MAX_NAME_CHARS = 100
+# File systems limit a name to 255 bytes, and 100 characters of Japanese take 300 in UTF-8.
+MAX_NAME_BYTES = 200
 MEGABYTE = 1024 * 1024  # STUDY_ASSISTANT_DISCORD__UPLOAD_MAX_MB counts these
 
 
@@ -33,6 +36,8 @@ def safe_filename(name: str) -> str:
         raise UploadRejected("The file needs an extension: .pdf, .md or .txt.")
     stem = _UNSAFE.sub("_", stem).strip(" ._") or "upload"
     stem = stem[: MAX_NAME_CHARS - len(ext) - 1]
+    budget = MAX_NAME_BYTES - len(ext.encode()) - 1
+    stem = stem.encode()[:budget].decode("utf-8", "ignore")  # whole characters only
     return f"{stem}.{ext.lower()}"
 
 
@@ -56,12 +61,16 @@ def check_type_and_size(name: str, size: int, max_bytes: int) -> str:
 
 
 def check_content(name: str, data: bytes) -> None:
-    """The bytes must match the extension: a PDF header, or text without NUL bytes."""
+    """The bytes must match the extension: a PDF header, or text as ingest decodes it (UTF-16
+    with its BOM, UTF-8, cp1252…; no binary data)."""
     if Path(name).suffix == ".pdf":
         if not data.startswith(b"%PDF-"):
             raise UploadRejected("That file is named .pdf but is not a PDF.")
-    elif b"\x00" in data[:8192]:
-        raise UploadRejected("That file is named as text but contains binary data.")
+        return
+    try:
+        decode_text(data)
+    except (SkipFile, UnicodeDecodeError):
+        raise UploadRejected("That file is named as text but contains binary data.") from None
 
 
 def destination(materials_dir: Path, folder: str, name: str, overwrite: bool) -> Path:
@@ -75,6 +84,21 @@ def destination(materials_dir: Path, folder: str, name: str, overwrite: bool) ->
             f"`{folder}/{name}` already exists. Upload again with `overwrite: True` to replace it."
         )
     return target
+
+
+def replace_file(path: Path, data: bytes) -> bytes | None:
+    """Save an upload atomically; return the bytes it replaced (None for a new file)."""
+    previous = path.read_bytes() if path.exists() else None
+    save_atomically(path, data)
+    return previous
+
+
+def undo_upload(path: Path, previous: bytes | None) -> None:
+    """Put back what was there before an upload that ingest could not read."""
+    if previous is None:
+        path.unlink(missing_ok=True)
+    else:
+        save_atomically(path, previous)
 
 
 def save_atomically(path: Path, data: bytes) -> None:

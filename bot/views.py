@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot import render
-from bot.access import NOT_SERVED, check_roles, check_student, guild_served
+from bot.access import NOT_SERVED, check_roles, check_student, guild_served, is_instructor
 from bot.errors import NotAllowed, report_error
 from bot.pages import send_more_pages
 from bot.ta_views import AskTAButton
@@ -96,7 +96,10 @@ class SourcesButton(discord.ui.DynamicItem[discord.ui.Button], template=r"sa:src
             return
         try:
             await check_student(interaction, "sources_button")
-            passages = await _bot(interaction).passages(self.question_id)
+            bot = _bot(interaction)
+            instructor = interaction.guild_id is not None and is_instructor(
+                bot.settings.discord, interaction.user, interaction.permissions)
+            passages = await bot.passages(self.question_id, instructor)
             if passages is None:
                 await interaction.response.send_message(
                     "I no longer have the passages for that answer.", ephemeral=True

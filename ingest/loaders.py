@@ -105,7 +105,7 @@ def _load(path: Path, root: Path, max_bytes: int, limits: PdfLimits) -> LoadedDo
     if kind == "pdf":
         pages = _read_pdf(data, limits)
     else:
-        text = repair_text(_decode_text(data))
+        text = repair_text(decode_text(data))
         if kind == "html":
             text = html_to_markdown(text)
         if not text.strip():
@@ -176,7 +176,7 @@ def _source_path(path: Path, root: Path) -> str:
     return path.resolve().relative_to(real_root).as_posix()
 
 
-def _decode_text(data: bytes) -> str:
+def decode_text(data: bytes) -> str:
     """Decode text bytes: UTF-16 by its BOM, else UTF-8, then cp1252, then latin-1."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return data.decode("utf-16")

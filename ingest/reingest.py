@@ -103,7 +103,7 @@ def reingest(
     now: float | None = None,
 ) -> ReingestResult:
     """Ingest the targets: gated by the gold set if there is one, else in place."""
-    gold = load_gold_set(gold_path(settings), settings.retrieval.k)
+    gold = load_gold_set(gold_path(settings), settings.retrieval.k, settings.ingest.gold_file)
     timezone = settings.course.timezone
     if gold is None or dry_run:
         return ReingestResult(ingest(targets, store, embedder, settings.ingest, dry_run,

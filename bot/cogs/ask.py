@@ -39,6 +39,8 @@ class AskCog(commands.Cog):
             InteractionReply(interaction, ephemeral=private),
             user_id=interaction.user.id,
             channel_id=course_channel(interaction.channel),
+            still_allowed=self.bot.exam_recheck(interaction.user, interaction.channel,
+                                                interaction.permissions, "ask"),
         )
 
     @app_commands.command(description="The most relevant passages, without an answer")

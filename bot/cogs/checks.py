@@ -22,6 +22,7 @@ from bot.pages import send_more_pages
 from bot.ratelimit import PositionCallback
 from bot.render import queue_status
 from bot.render_demos import compare_messages, hallucination_messages
+from rag.demos.common import pick_model
 from rag.demos.compare import DEFAULT_MODELS, MAX_MODELS, choose_models, compare_models
 from rag.demos.hallucination import Progress, hallucination_demo
 
@@ -52,6 +53,7 @@ class ChecksCog(commands.Cog):
         self, interaction: discord.Interaction, question: str, model: str | None = None
     ) -> None:
         """Answer closed-book and with retrieval; show each claim's verdict and evidence."""
+        pick_model(self.bot.services.models, model)  # refused privately, before the defer
         question = self.bot.answerer.admit(interaction.user.id, question)
         await self.bot.answerer.refuse_assignment_question(question, interaction.channel)
         await self._start(interaction, "Waiting for a free slot…")

@@ -13,6 +13,7 @@ from discord.ext import commands
 from bot.access import instructors_only
 from bot.errors import UserFacingError
 from rag.course.schedule import ScheduleError, parse_until
+from rag.quoting import quoted
 
 if TYPE_CHECKING:
     from bot.client import StudyBot
@@ -121,8 +122,8 @@ class CourseCog(commands.Cog):
         try:
             found = await asyncio.to_thread(self.rules.set_open, ident.strip(), on)
         except KeyError:
-            raise UserFacingError(f"No assignment '{ident}'; /assignments list shows the ids.") \
-                from None
+            raise UserFacingError(
+                f"No assignment {quoted(ident)}; /assignments list shows the ids.") from None
         state = "open: questions about it get hints" if on else "closed"
         await interaction.response.send_message(f"{found.title} is now {state}.", ephemeral=True)
 

@@ -1,4 +1,5 @@
-"""Instructor tools: /reingest, /upload, /stats (configured roles or Manage Server)."""
+"""Instructor tools: /reingest, /upload, /stats (configured roles or Manage Server); every
+reply is private to the instructor who asked."""
 
 from __future__ import annotations
 
@@ -49,17 +50,16 @@ class InstructorCog(commands.Cog):
 
     async def _summary(self, interaction: discord.Interaction, embed: discord.Embed,
                        view: discord.ui.View | None = None) -> None:
-        """The summary replaces the progress message; when that cannot be edited any more (an
-        ingest that outlived the 15-minute interaction token, a deleted message), it is posted
-        in the channel, naming the instructor with mentions off."""
+        """The summary replaces the private progress message; when that cannot be edited any
+        more (an ingest that outlived the 15-minute interaction token, a deleted message), it is
+        sent to the instructor by DM: it names unreleased files and gold questions, so it never
+        goes to the channel."""
         try:
             await interaction.edit_original_response(embed=embed, view=view)
         except discord.HTTPException as exc:
-            if interaction.channel is None:
-                raise
-            log.warning("could not edit the re-ingest reply (%s); posting the summary", exc)
-            await interaction.channel.send(  # type: ignore[union-attr]
-                f"{interaction.user.mention}, the ingest finished:", embed=embed,
+            log.warning("could not edit the re-ingest reply (%s); sending it by DM", exc)
+            await interaction.user.send(
+                "The ingest finished:", embed=embed,
                 allowed_mentions=discord.AllowedMentions.none(), view=view,
             )
 
@@ -78,7 +78,8 @@ class InstructorCog(commands.Cog):
             return
         target = Target(Path(self.bot.settings.materials_dir).resolve())
         with self.bot.reingester.claim():
-            await interaction.response.defer(thinking=True)
+            # Private: the summary names unreleased files, assignments and gold questions.
+            await interaction.response.defer(thinking=True, ephemeral=True)
             result = await self.bot.reingester.run(
                 [target], lambda status: self._progress(interaction, status)
             )
@@ -87,7 +88,7 @@ class InstructorCog(commands.Cog):
     async def _switch(self, interaction: discord.Interaction, action: str) -> None:
         """Promote the held version or roll back, and say which version is live now."""
         store = self.bot.services.store
-        await interaction.response.defer(thinking=True)
+        await interaction.response.defer(thinking=True, ephemeral=True)
         if action == "promote":
             record = await self.bot.reingester.switch(lambda: versions.promote(store))
             text = f"Version {record.version} is live (promoted although gold questions got worse)."
@@ -103,20 +104,25 @@ class InstructorCog(commands.Cog):
     async def upload(
         self, interaction: discord.Interaction, file: discord.Attachment, overwrite: bool = False
     ) -> None:
-        """Check, save under the materials folder, and ingest one file."""
+        """Check, save under the materials folder, and ingest one file; a file ingest could not
+        read (a corrupt PDF) is not kept: removed, or the version it replaced put back."""
         settings = self.bot.settings
         max_bytes = int(settings.discord.upload_max_mb * uploads.MEGABYTE)
         name = uploads.check_type_and_size(file.filename, file.size, max_bytes)
         folder = settings.discord.upload_folder
         path = uploads.destination(settings.materials_dir, folder, name, overwrite)
         with self.bot.reingester.claim():
-            await interaction.response.defer(thinking=True)
+            await interaction.response.defer(thinking=True, ephemeral=True)
             data = await file.read()
             uploads.check_content(name, data)
-            await asyncio.to_thread(uploads.save_atomically, path, data)
+            previous = await asyncio.to_thread(uploads.replace_file, path, data)
             root = Path(settings.materials_dir).resolve()
             result = await self.bot.reingester.run([Target(root, path)])
-        summary = report_embed(result, f"Added {folder}/{name}")
+            added = path.relative_to(root).as_posix() not in result.report.skipped
+            if not added:
+                await asyncio.to_thread(uploads.undo_upload, path, previous)
+        title = f"Added {folder}/{name}" if added else f"Not added: {folder}/{name}"
+        summary = report_embed(result, title)
         await self._summary(interaction, summary, held_view(result))
 
     @app_commands.command(description="Questions, feedback, latency, a chart and coverage gaps")

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from rag.quoting import quoted
+
 SCHEDULE_FILE = "schedule.toml"
 # One file per assignment, instructor-only: never ingested, never shown (rag/course/assignments.py).
 ASSIGNMENTS_DIR = "assignments"
@@ -100,7 +102,8 @@ def to_timestamp(value: Any, tz: ZoneInfo, where: str) -> float:
         try:
             value = datetime.fromisoformat(value.strip())
         except ValueError as exc:
-            raise ScheduleError(f"{where}: '{value}' is not a date like 2026-03-02 09:00") from exc
+            raise ScheduleError(f"{where}: {quoted(value)} is not a date like 2026-03-02 09:00") \
+                from exc
     if isinstance(value, date) and not isinstance(value, datetime):
         value = datetime.combine(value, time())
     if not isinstance(value, datetime):
@@ -152,19 +155,28 @@ def _exam(table: dict[str, Any], tz: ZoneInfo, n: int) -> ExamWindow:
     return ExamWindow(start, end, frozenset(channels), str(table.get("label", "")))
 
 
+MAX_DURATION_S = 7 * 86400  # the longest "90m"/"2h" duration /exam start accepts
+
+
 def parse_until(text: str, tz_name: str, now: float) -> float:
     """An end time typed by an instructor: '90m', '2h', '16:00' (today, course time; tomorrow
     if past) or '2026-03-10 16:00'. Raises ScheduleError with an example."""
     text = text.strip().lower()
     for unit, seconds in (("m", 60), ("h", 3600)):
         if text.endswith(unit) and text[:-1].strip().isdigit():
-            return now + int(text[:-1]) * seconds
+            digits = text[:-1].strip()
+            # Capped before int(): a 400-digit number would overflow the timestamp.
+            if len(digits) > 6 or int(digits) * seconds > MAX_DURATION_S:
+                raise ScheduleError("that is too long: at most 7 days (10080m or 168h)")
+            if int(digits) == 0:
+                raise ScheduleError("the end must be in the future (at least 1m)")
+            return now + int(digits) * seconds
     tz = zone(tz_name)
     if len(text) <= 5 and ":" in text:
         try:
             clock = time.fromisoformat(text.zfill(5))
         except ValueError as exc:
-            raise ScheduleError(f"'{text}' is not a time like 16:00") from exc
+            raise ScheduleError(f"{quoted(text)} is not a time like 16:00") from exc
         today = datetime.fromtimestamp(now, tz).date()
         at = datetime.combine(today, clock, tz).timestamp()
         return at if at > now else at + 86400

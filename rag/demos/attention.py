@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rag.demos.common import DemoInputError, Table, check_range, check_text, percent, visible
+from rag.demos.tokenize import token_text, tokenizer_kind
 from rag.llm.base import LLMError
 from rag.llm.local import LoadedModel, LocalChatModel
 
@@ -140,8 +141,9 @@ def token_labels(loaded: LoadedModel, ids: list[int]) -> tuple[tuple[str, ...], 
     tokenizer = loaded.tokenizer
     special_ids = set(tokenizer.all_special_ids)
     special = tuple(i in special_ids for i in ids)
+    kind = tokenizer_kind(tokenizer)
     texts = tuple(
-        str(tokenizer.convert_ids_to_tokens(i)) if s else visible(str(tokenizer.decode([i])))
+        str(tokenizer.convert_ids_to_tokens(i)) if s else visible(token_text(tokenizer, i, kind))
         for i, s in zip(ids, special, strict=True)
     )
     return texts, special

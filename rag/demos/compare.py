@@ -32,6 +32,7 @@ from rag.demos.hallucination import (
 from rag.index.documents import Hit
 from rag.llm.base import ChatModel, LLMError, Messages
 from rag.llm.settings import ModelSpec
+from rag.quoting import quoted
 
 log = logging.getLogger(__name__)
 DEFAULT_MODELS = ("smollm2", "gemma3-base")
@@ -137,7 +138,8 @@ def choose_models(requested: Sequence[str] | None, known: Sequence[str]) -> list
     unknown = [n for n in names if n not in known]
     if unknown:
         raise CompareInputError(
-            f"Unknown model {', '.join(repr(n) for n in unknown)}; known: {', '.join(known)}."
+            f"Unknown model {', '.join(quoted(n) for n in unknown[:3])}; "
+            f"known: {', '.join(known)}."
         )
     if len(set(names)) != len(names):
         raise CompareInputError("Each model can be compared only once; remove the repeats.")

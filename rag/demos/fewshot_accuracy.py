@@ -24,6 +24,7 @@ from rag.demos.common import DemoInputError, Table
 from rag.demos.fewshot import Example, FewShotRequest, build_messages, settled
 from rag.demos.hallucination import Progress, report_progress
 from rag.llm.base import ChatModel
+from rag.quoting import quoted
 
 BUILT_IN = ("sentiment", "topics")
 KS = (0, 1, 2, 4)
@@ -126,7 +127,8 @@ def is_correct(answer: str, label: str) -> bool:
 def built_in_task(name: str) -> LabelledTask:
     """One of the built-in tasks, by name."""
     if name not in BUILT_IN:
-        raise DemoInputError(f"Unknown task '{name}'; built-in tasks: {', '.join(BUILT_IN)}.")
+        raise DemoInputError(
+            f"Unknown task {quoted(name)}; built-in tasks: {', '.join(BUILT_IN)}.")
     text = resources.files("rag.demos").joinpath("tasks", f"{name}.jsonl").read_text("utf-8")
     return parse_task(name, text.encode())
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from rag.demos.common import DemoInputError, Table, check_range, check_text, percent, visible
+from rag.demos.tokenize import token_text
 from rag.llm.base import BackendRejected, ChatModel, PromptTooLong
 from rag.llm.local import LoadedModel, LocalChatModel
 from rag.llm.openai_compat import LogprobsResult, OpenAIChatModel, PositionLogprobs
@@ -284,7 +285,8 @@ def entropy_bits(logits: torch.Tensor, temperature: float) -> float:
 
 
 def _candidate(loaded: LoadedModel, token: int, prob: float, prob_at_1: float) -> Candidate:
-    return Candidate(_decode(loaded, [token], keep_special=True), prob, prob_at_1, token)
+    # One token of a multi-byte character alone decodes to "\ufffd": shown as its bytes.
+    return Candidate(token_text(loaded.tokenizer, token), prob, prob_at_1, token)
 
 
 def _decode(loaded: LoadedModel, ids: Sequence[int], keep_special: bool = False) -> str:

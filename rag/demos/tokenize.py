@@ -128,13 +128,22 @@ def readable(
     """The text a token stands for, with spaces visible; byte fragments shown as bytes."""
     if special:
         return piece
+    return visible(token_text(tokenizer, token_id, kind, piece))
+
+
+def token_text(tokenizer: PreTrainedTokenizerBase, token_id: int, kind: str | None = None,
+               piece: str | None = None) -> str:
+    """The text one token decodes to; a byte fragment (part of a character: CJK, emoji) as
+    its bytes, `<0xE6>`, since alone it decodes to an unreadable "\ufffd"."""
     text = str(tokenizer.decode([token_id]))
     if "\ufffd" not in text:
-        return visible(text)
+        return text
+    piece = piece if piece is not None else str(tokenizer.convert_ids_to_tokens(token_id))
+    kind = kind or tokenizer_kind(tokenizer)
     raw = piece_bytes(piece) if kind == BYTE_LEVEL else None
     if raw is None:
         return piece
-    prefix = "␣" if raw.startswith(b" ") else ""
+    prefix = " " if raw.startswith(b" ") else ""
     return prefix + "".join(f"<0x{b:02X}>" for b in raw.lstrip(b" "))
 
 

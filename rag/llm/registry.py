@@ -10,6 +10,7 @@ from rag.llm.base import ChatModel, LLMError
 from rag.llm.local import LocalChatModel, ModelLoader
 from rag.llm.openai_compat import OpenAIChatModel
 from rag.llm.settings import LLMSettings, ModelSpec
+from rag.quoting import quoted
 
 
 class UnknownModel(LLMError):
@@ -44,7 +45,8 @@ class ModelRegistry:
         name = name or self.settings.default
         spec = self.settings.models.get(name)
         if spec is None:
-            raise UnknownModel(f"Unknown model '{name}'; known models: {', '.join(self.names())}")
+            raise UnknownModel(f"Unknown model {quoted(name)}; known models: "
+                               f"{', '.join(self.names())}")
         with self._lock:
             if name not in self._models:
                 self._models[name] = self._build(spec)

@@ -108,27 +108,32 @@ def _rank(result: GoldResult) -> str:
     return f"#{result.rank}" if result.rank is not None else "not found"
 
 
-def load_gold_set(path: Path, default_k: int) -> GoldSet | None:
-    """The gold set at `path`, or None when there is no such file."""
+def load_gold_set(path: Path, default_k: int, shown: str | None = None) -> GoldSet | None:
+    """The gold set at `path`, or None when there is no such file. Errors name it as `shown`
+    (its path under the materials folder; its file name by default): they reach Discord,
+    which must not see server paths."""
     if not path.exists():
         return None
+    name = shown or path.name
     try:
         raw = path.read_bytes()
         data = tomllib.loads(raw.decode("utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise GoldSetError(f"Cannot read the gold questions in {path}: {exc}") from None
+    except OSError as exc:  # its str() holds the absolute path
+        raise GoldSetError(f"Cannot read the gold questions in {name}: {exc.strerror}") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise GoldSetError(f"Cannot read the gold questions in {name}: {exc}") from None
     k = data.get("k", default_k)
     rows = data.get("question", [])
     if not isinstance(k, int) or k < 1 or not isinstance(rows, list):
-        raise GoldSetError(f"{path}: `k` must be a positive integer and questions must be "
+        raise GoldSetError(f"{name}: `k` must be a positive integer and questions must be "
                            "[[question]] tables.")
-    questions = tuple(_question(path, i, row) for i, row in enumerate(rows, 1))
+    questions = tuple(_question(name, i, row) for i, row in enumerate(rows, 1))
     return GoldSet(path, questions, k, hashlib.sha256(raw).hexdigest()[:16])
 
 
-def _question(path: Path, number: int, row: Any) -> GoldQuestion:
+def _question(name: str, number: int, row: Any) -> GoldQuestion:
     """One [[question]] table, checked."""
-    where = f"{path}, question {number}"
+    where = f"{name}, question {number}"
     if not isinstance(row, dict) or not isinstance(row.get("question"), str):
         raise GoldSetError(f"{where}: needs a `question` string.")
     sources, evidence = row.get("sources"), row.get("evidence", [])

@@ -165,6 +165,12 @@ class Retriever:
         snap = self._current()
         return snap.live - snap.visible(self.clock())
 
+    def unreleased_sources(self) -> frozenset[str]:
+        """The files with a live chunk whose release time has not come."""
+        snap = self._current()
+        hidden = snap.live - snap.visible(self.clock())
+        return frozenset(source for source, ids in snap.documents.items() if ids & hidden)
+
     def live_count(self) -> int:
         """How many chunks search can return."""
         return len(self._current().live)

@@ -224,6 +224,7 @@ class FakeDiscord:
             (r"PUT /applications/\d+(?:/guilds/(\d+))?/commands", self._commands),
             (r"POST /interactions/(\d+)/([^/]+)/callback", self._callback),
             (r"PATCH /webhooks/\d+/([^/]+)/messages/@original", self._edit_original),
+            (r"DELETE /webhooks/\d+/([^/]+)/messages/@original", self._delete_original),
             (r"GET /webhooks/\d+/([^/]+)/messages/@original", lambda p, q, t: self.originals[t]),
             (r"POST /webhooks/\d+/([^/]+)", self._followup),
             (r"POST /channels/(\d+)/messages", self._send),
@@ -288,6 +289,9 @@ class FakeDiscord:
             original["components"] = _components(payload)
         original["edited_timestamp"] = now_iso()
         return dict(original)
+
+    def _delete_original(self, payload: Any, params: dict, token: str) -> None:
+        self.originals.pop(token, None)
 
     def _followup(self, payload: dict, params: dict, token: str) -> dict:
         return self.message(CHANNEL_ID, payload)

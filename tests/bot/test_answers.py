@@ -49,6 +49,13 @@ def original_edits(harness, token):
     return [r for r in harness.for_token(token) if r.method == "PATCH"]
 
 
+def private_error(harness, token) -> dict:
+    """The error told after a public defer: an ephemeral follow-up, the placeholder deleted."""
+    deleted, told = harness.for_token(token)[-2:]
+    assert deleted.method == "DELETE" and told.payload["flags"] & 64
+    return told.payload
+
+
 def is_draft(request) -> bool:
     """An edit showing an answer while it streams."""
     embeds = request.payload.get("embeds") or [{}]
@@ -222,8 +229,8 @@ async def test_a_model_server_that_is_down_gets_a_friendly_reply(
     harness = await make_harness(services)
     token = harness.command("ask", STUDENT, question=IN_SCOPE)
     await harness.settle()
-    reply = original_edits(harness, token)[-1].payload
-    assert "not reachable" in reply["content"] and reply["embeds"] == []
+    reply = private_error(harness, token)
+    assert "not reachable" in reply["content"] and not reply.get("embeds")
     assert "Traceback" not in reply["content"]
 
 
@@ -336,7 +343,7 @@ async def test_a_model_server_error_is_explained_without_its_address_or_body(
         with caplog.at_level(logging.WARNING, logger="bot"):
             token = harness.command("ask", STUDENT, question=IN_SCOPE)
             await harness.settle()
-    shown = original_edits(harness, token)[-1].payload["content"]
+    shown = private_error(harness, token)["content"]
     assert "could not answer this one" in shown
     assert "127.0.0.1" not in shown and "internal-7b" not in shown and "HTTP" not in shown
     assert detail in caplog.text and server.base_url in caplog.text  # for the operator

@@ -220,3 +220,21 @@ async def test_sources_waits_for_a_generation_slot_and_shows_its_place(
         assert [p["embeds"][0]["description"][:16] for p in shown] == ["You're #1 in the"]
     await harness.settle()
     assert "No course materials" in harness.for_token(token)[-1].payload["content"]
+
+
+async def test_an_error_after_a_public_defer_is_told_privately_and_the_placeholder_removed(
+    make_harness, empty_services
+):
+    harness = await make_harness(empty_services)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("an error nobody planned for")
+
+    harness.bot.services.retriever.search = broken
+    token = harness.command("sources", STUDENT, query="What is LoRA?")
+    await harness.settle()
+    assert callback(harness, token).payload == {"type": 5}  # a public "thinking…"
+    deleted, told = harness.for_token(token)[-2:]
+    assert deleted.method == "DELETE" and deleted.path.endswith("/messages/@original")
+    assert told.method == "POST" and told.payload["flags"] & 64
+    assert "Something went wrong" in told.payload["content"]

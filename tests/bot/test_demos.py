@@ -246,3 +246,35 @@ async def test_a_refused_progress_notice_does_not_cost_the_result(make_harness, 
     await harness.settle()
     last = [r for r in harness.for_token(token) if r.method == "PATCH"][-1]
     assert last.status == 200 and any(e.get("fields") for e in last.payload["embeds"])
+
+
+LONG_NAME = "x" * 3000
+
+
+@pytest.mark.parametrize(("name", "options"), [
+    ("tokenize", {"text": "hello", "model": LONG_NAME}),
+    ("nexttoken", {"prompt": "hello", "model": LONG_NAME}),
+    ("attention", {"sentence": "hello", "model": LONG_NAME}),
+    ("fewshot", {"task": "t", "examples": "a => b", "input": "x", "model": LONG_NAME}),
+    ("compare", {"question": "What is LoRA?", "models": LONG_NAME}),
+    ("compare_accuracy", {"models": LONG_NAME}),
+    ("fewshot_accuracy", {"models": LONG_NAME}),
+    ("hallucination", {"question": "What is LoRA?", "model": LONG_NAME}),
+])
+async def test_an_unknown_model_named_at_length_is_refused_within_discords_limits(
+    make_harness, empty_services, name, options
+):
+    harness = await make_harness(empty_services)
+    token = harness.command(name, STUDENT, **options)
+    await harness.settle()
+    replies = [r for r in harness.for_token(token) if r.message is not None]
+    assert replies and all(payload_problems(r.message) == [] for r in replies)
+    assert "Unknown model 'xxx" in json.dumps([r.payload for r in replies])
+
+
+async def test_hallucination_refuses_an_unknown_model_privately(make_harness, empty_services):
+    harness = await make_harness(empty_services)
+    token = harness.command("hallucination", STUDENT, question="What is LoRA?", model="nope")
+    await harness.settle()
+    data = harness.for_token(token)[0].payload["data"]
+    assert data["flags"] & 64 and "Unknown model 'nope'" in data["content"]

@@ -221,6 +221,24 @@ async def test_a_tas_answer_is_relayed_to_the_student_with_mentions_off_and_mark
     assert_only_the_ta_ping_mentions_and_only_the_ta_role(harness)
 
 
+async def test_a_tas_answer_waits_while_an_exam_is_on_where_the_student_asked(
+    make_harness, guides_services
+):
+    harness = await ta_harness(make_harness, guides_services)
+    _, escalation = await escalated(harness)
+    course = harness.bot.services.course
+    course.start_exam([CHANNEL_ID])
+    before = len(harness.fake.messages.get(CHANNEL_ID, []))
+    harness.post(FAQ_ANSWER, TA, escalation.ta_thread_id)
+    await harness.settle()
+    assert harness.fake.messages.get(CHANNEL_ID, [])[before:] == []
+    assert "exam is on" in harness.fake.messages[escalation.ta_thread_id][-1]["content"]
+    assert harness.bot.escalation_log.get(escalation.id).status == "open"
+    course.end_exams()
+    relayed = await answered(harness, escalation)  # posted again after the exam
+    assert relayed["embeds"][0]["description"] == FAQ_ANSWER
+
+
 async def test_an_answer_in_the_students_thread_is_relayed_into_that_thread(
     make_harness, guides_services
 ):

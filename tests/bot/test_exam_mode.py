@@ -3,6 +3,7 @@ end at `until`, a restart, scheduled windows, /stats, and students kept out of t
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 
@@ -18,10 +19,12 @@ from tests.bot.fake_discord import (
     interaction_payload,
     message_payload,
 )
+from tests.bot.test_answers import IN_SCOPE, ScriptedModel, scripted_services
 from tests.bot.test_storage import entry
 from tests.rag.retrieval.test_release_dates import NOW, Clock, ingested_course
 
 STUDENT = Person(1001, "ana")
+OTHER_STUDENT = Person(1002, "ben")
 INSTRUCTOR = Person(2001, "prof", roles=(), permissions=MANAGE_GUILD_PERMISSIONS)
 
 
@@ -195,3 +198,39 @@ async def test_the_sources_button_is_refused_during_an_exam_but_not_to_instructo
     instructor = await shown(INSTRUCTOR)
     assert "exam is on here" in student and "A token is a piece" not in student
     assert "A token is a piece" in instructor
+
+
+async def test_a_question_still_queued_when_an_exam_starts_is_not_answered_during_it(
+    make_harness, guides_services, llm_cache_dir
+):
+    slow = ScriptedModel("A transformer maps tokens to vectors. " * 30, delay_s=0.02)
+    harness = await make_harness(scripted_services(guides_services, llm_cache_dir, slow),
+                                 max_concurrent=1)
+    course = harness.bot.services.course
+    try:
+        harness.command("ask", STUDENT, question=IN_SCOPE)
+        await asyncio.sleep(0.5)
+        queued = harness.command("ask", OTHER_STUDENT, question=IN_SCOPE)  # waits for the slot
+        await asyncio.sleep(0.3)
+        assert "in the queue" in json.dumps([r.payload for r in harness.for_token(queued)])
+        course.start_exam([CHANNEL_ID])
+        await harness.settle()
+        shown = json.dumps(harness.for_token(queued)[-1].payload)
+        assert "exam is on" in shown and "Sources" not in shown
+        assert harness.bot.questions.rows() == []  # nor the one generating when it started
+    finally:
+        course.end_exams()
+
+
+@pytest.mark.parametrize(("name", "options"), [
+    ("assignments open", {"assignment": "x" * 3000}),
+    ("exam start", {"until": "x" * 3000}),
+], ids=["assignment-id", "until"])
+async def test_course_controls_quote_long_input_within_discords_limits(
+    make_harness, empty_services, name, options
+):
+    harness = await make_harness(empty_services)
+    token = harness.feed(command_payload(name, INSTRUCTOR, CHANNEL_ID, options))
+    await harness.settle()
+    data = harness.for_token(token)[0].payload["data"]
+    assert "'xxx" in data["content"] and len(data["content"]) <= 300

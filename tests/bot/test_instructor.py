@@ -8,7 +8,10 @@ import shutil
 
 import pytest
 
+from bot.errors import friendly_message
+from rag.index.chroma_store import StoreBusy
 from rag.index.embedder import Embedder
+from rag.index.locking import DataDirBusy
 from rag.services import Services, build_services
 from tests.bot.conftest import FAST_LLM
 from tests.bot.fake_discord import CHANNEL_ID, MANAGE_GUILD_PERMISSIONS, Fault, Person
@@ -137,7 +140,7 @@ async def test_a_failed_progress_edit_keeps_the_slot_until_the_ingest_ends(
     assert_consistent(course)
 
 
-async def test_a_summary_whose_interaction_expired_is_posted_in_the_channel(
+async def test_a_summary_whose_interaction_expired_is_sent_to_the_instructor_by_dm(
     make_harness, course
 ):
     (course.settings.materials_dir / "zorblax.md").write_bytes(NOTES)
@@ -148,11 +151,24 @@ async def test_a_summary_whose_interaction_expired_is_posted_in_the_channel(
                                      401, 50027))
     harness.command("reingest", INSTRUCTOR)
     await harness.settle()
+    assert not [r for r in harness.fake.requests if r.path == f"/channels/{CHANNEL_ID}/messages"]
     posted = [r for r in harness.fake.delivered()
-              if r.path == f"/channels/{CHANNEL_ID}/messages"]
+              if r.path == f"/channels/{INSTRUCTOR.id + 1}/messages"]  # the DM channel
     assert [r.payload["embeds"][0]["title"] for r in posted] == ["Re-ingest finished"]
     assert posted[0].payload["embeds"][0]["fields"][0]["value"] == "zorblax.md"
     assert posted[0].payload["allowed_mentions"] == {"parse": []}
+
+
+@pytest.mark.parametrize("command", ["reingest", "upload"])
+async def test_instructor_summaries_are_private(make_harness, course, command):
+    harness = await make_harness(course)
+    notes = attachment("zorblax.md", len(NOTES))
+    harness.fake.cdn[notes["url"]] = NOTES
+    options = {"_attachment": notes} if command == "upload" else {}
+    token = harness.command(command, INSTRUCTOR, **options)
+    await harness.settle()
+    assert callback(harness, token).payload["data"]["flags"] & 64
+    assert harness.for_token(token)[-1].payload["embeds"][0]["fields"]
 
 
 async def test_a_held_reingest_names_the_question_and_instructors_promote_then_roll_back(
@@ -192,3 +208,55 @@ async def test_a_held_reingest_names_the_question_and_instructors_promote_then_r
     assert harness.fake.originals[back]["content"] == (
         f"Rolled back: version {first.built} is live (was {built}).")
     assert "lora.md" in {h.chunk.source for h in services.retriever.search(LORA_Q, 5)}
+
+
+async def test_a_broken_gold_file_is_named_without_its_server_path(make_harness, course):
+    root = course.settings.materials_dir
+    (root / "gold_questions.toml").write_text("[[question]\nquestion = 'x'\n")  # bad TOML
+    (root / "zorblax.md").write_bytes(NOTES)
+    harness = await make_harness(course)
+    token = harness.command("reingest", INSTRUCTOR)
+    await harness.settle()
+    reply = harness.for_token(token)[-1].payload["content"]
+    assert "Cannot read the gold questions in gold_questions.toml" in reply
+    assert str(root.parent) not in reply
+
+
+@pytest.mark.parametrize("error", [
+    DataDirBusy("Another study-assistant process (pid 1) is writing to /srv/data/secret."),
+    StoreBusy("Another ingest is writing to the Chroma server at http://10.0.0.5:8000."),
+], ids=["data-dir", "chroma"])
+def test_a_busy_index_is_reported_without_server_paths(error):
+    message = friendly_message(error)
+    assert "Another ingest is writing" in message
+    assert "/srv" not in message and "10.0.0.5" not in message
+
+
+CORRUPT_PDF = b"%PDF-1.7\n" + b"\x00garbage\xff" * 200
+
+
+async def test_a_corrupt_pdf_upload_is_not_added_nor_kept(make_harness, course):
+    harness = await make_harness(course)
+    pdf = attachment("broken.pdf", len(CORRUPT_PDF), "application/pdf")
+    harness.fake.cdn[pdf["url"]] = CORRUPT_PDF
+    token = harness.command("upload", INSTRUCTOR, _attachment=pdf)
+    await harness.settle()
+    summary = harness.for_token(token)[-1].payload["embeds"][0]
+    assert summary["title"] == "Not added: uploads/broken.pdf"
+    assert not (course.settings.materials_dir / "uploads" / "broken.pdf").exists()
+
+
+async def test_a_corrupt_pdf_overwriting_a_good_one_puts_the_good_one_back(
+    make_harness, course, shared_materials
+):
+    good = next((shared_materials / "papers").glob("*.pdf")).read_bytes()
+    saved = course.settings.materials_dir / "uploads" / "paper.pdf"
+    saved.parent.mkdir()
+    saved.write_bytes(good)
+    harness = await make_harness(course)
+    pdf = attachment("paper.pdf", len(CORRUPT_PDF), "application/pdf")
+    harness.fake.cdn[pdf["url"]] = CORRUPT_PDF
+    token = harness.command("upload", INSTRUCTOR, _attachment=pdf, overwrite=True)
+    await harness.settle()
+    assert harness.for_token(token)[-1].payload["embeds"][0]["title"].startswith("Not added")
+    assert saved.read_bytes() == good

@@ -3,12 +3,23 @@ preview it privately, and /reingest's summary lists what is scheduled."""
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 
-from rag.services import Services
+from rag.services import Services, build_services
 from tests.bot.fake_discord import MANAGE_GUILD_PERMISSIONS, Person
 from tests.bot.test_commands import callback
-from tests.rag.retrieval.test_release_dates import NOW, QUESTION, Clock, ingested_course
+from tests.conftest import make_settings, run
+from tests.rag.retrieval.test_release_dates import (
+    NOW,
+    QUESTION,
+    TOMORROW,
+    WEEK7,
+    Clock,
+    ingested_course,
+)
 
 STUDENT = Person(1001, "ana")
 INSTRUCTOR = Person(2001, "prof", roles=(), permissions=MANAGE_GUILD_PERMISSIONS)
@@ -54,3 +65,45 @@ async def test_the_reingest_summary_lists_scheduled_files(make_harness, course):
               ["fields"]}
     scheduled = fields["Scheduled, hidden from students (2)"]
     assert "week7/more.md: <t:" in scheduled and "week7/quorvex.md" in scheduled
+
+
+async def answered_then_postponed(make_harness, tmp_path, shared_materials, embedder):
+    """An answer built from week 7's note, released by mistake; then its release is postponed
+    to tomorrow and re-ingested. The harness, the answer's message and its question id."""
+    root = tmp_path / "materials"
+    (root / "week7").mkdir(parents=True)
+    shutil.copy(shared_materials / "guides" / "llm-basics.md", root / "llm-basics.md")
+    (root / "week7" / "quorvex.md").write_text(WEEK7)
+    services = build_services(make_settings(tmp_path / "data", materials_dir=root),
+                              embedder=embedder, clock=Clock(NOW))
+    services.retriever.refresh_interval_s = 0.0
+    assert run(root, services, now=NOW).ok
+    harness = await make_harness(services)
+    token = harness.command("ask", STUDENT, question=QUESTION)
+    await harness.settle()
+    answer = harness.fake.originals[token]
+    assert "week7/quorvex.md" in json.dumps(answer)
+    (root / "schedule.toml").write_text(f'[[release]]\npath = "week7/*"\nat = "{TOMORROW}"\n')
+    assert run(root, services, now=NOW).ok
+    return harness, answer, harness.bot.questions.rows()[-1]["id"]
+
+
+async def test_the_sources_button_hides_material_whose_release_was_postponed(
+    make_harness, tmp_path, shared_materials, embedder
+):
+    harness, answer, qid = await answered_then_postponed(make_harness, tmp_path,
+                                                         shared_materials, embedder)
+    click = harness.click(answer, f"sa:src:{qid}", STUDENT)
+    await harness.settle()
+    shown = json.dumps(callback(harness, click).payload["data"]["embeds"])
+    assert "llm-basics.md" in shown and "week7/quorvex.md" not in shown
+
+
+async def test_the_sources_button_shows_an_instructor_material_whose_release_was_postponed(
+    make_harness, tmp_path, shared_materials, embedder
+):
+    harness, answer, qid = await answered_then_postponed(make_harness, tmp_path,
+                                                         shared_materials, embedder)
+    click = harness.click(answer, f"sa:src:{qid}", INSTRUCTOR)
+    await harness.settle()
+    assert "week7/quorvex.md" in json.dumps(callback(harness, click).payload["data"]["embeds"])

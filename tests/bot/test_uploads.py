@@ -79,3 +79,14 @@ async def test_upload_rejects_bad_files_before_saving_anything(
     reply = callback(harness, token)
     assert reply.payload["data"]["flags"] & 64 and says in reply.payload["data"]["content"]
     assert not (tmp_path / "materials").exists()
+
+
+def test_a_long_non_ascii_name_is_cut_to_fit_the_file_system(tmp_path):
+    name = safe_filename("注意力機構の解説" * 12 + ".md")  # 96 characters, 288 bytes
+    assert name.startswith("注意力機構の解説") and name.endswith(".md")
+    save_atomically(tmp_path / name, b"# Notes\n")  # within the 255-byte limit of a name
+    assert (tmp_path / name).read_bytes() == b"# Notes\n"
+
+
+def test_utf16_text_with_its_byte_order_mark_is_accepted():
+    check_content("notes.md", "# Zorblax attention\n\nA made-up variant.\n".encode("utf-16"))

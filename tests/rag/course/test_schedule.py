@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from rag.course.schedule import ScheduleError, load_schedule
+from rag.course.schedule import ScheduleError, load_schedule, parse_until
 
 SCHEDULE = """
 timezone = "Europe/Zurich"
@@ -71,3 +71,17 @@ def test_a_bad_schedule_says_what_is_wrong(tmp_path, text, problem):
     (tmp_path / "schedule.toml").write_text(text)
     with pytest.raises(ScheduleError, match=problem):
         load_schedule(tmp_path)
+
+
+@pytest.mark.parametrize(("until", "why"), [
+    ("9" * 400 + "m", "at most 7 days"),
+    ("10081m", "at most 7 days"),
+    ("0m", "in the future"),
+], ids=["huge-number", "over-a-week", "zero"])
+def test_an_exam_duration_must_end_in_the_future_within_a_week(until, why):
+    with pytest.raises(ScheduleError, match=why):
+        parse_until(until, "UTC", 1_700_000_000.0)
+
+
+def test_an_exam_duration_of_a_week_is_accepted():
+    assert parse_until("168h", "UTC", 0.0) == 7 * 86400

@@ -90,3 +90,9 @@ async def test_heatmap_is_a_labelled_png_of_sane_size(gemma3):
     png = plots.attention_heatmap(result)
     width, height = Image.open(io.BytesIO(png)).size
     assert 300 <= width <= 1200 and 300 <= height <= 800 and len(png) < 1_000_000
+
+
+async def test_tokens_that_are_part_of_a_character_are_labelled_as_bytes(smollm2):
+    result = await attention(smollm2, AttentionRequest.checked("猫がマットの上に座った"))
+    assert all("\ufffd" not in t for t in result.tokens), result.tokens
+    assert any(t.startswith("<0x") for t in result.tokens)

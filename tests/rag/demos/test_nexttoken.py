@@ -171,3 +171,10 @@ async def test_with_the_chat_option_the_chart_has_both_views(smollm2):
     assert labels[max(labels)] == "␣Paris"  # the most likely at the top
     width, _ = Image.open(io.BytesIO(plots.next_token_chart(result))).size
     assert width <= 1200
+
+
+async def test_candidates_that_are_part_of_a_character_are_shown_as_bytes(smollm2):
+    result = await next_token(smollm2, NextTokenRequest.checked("東京は日本の", top_k=10))
+    texts = [c.text for c in result.top]
+    assert all("\ufffd" not in t for t in texts), texts
+    assert any(t.startswith("<0x") for t in texts), "the test needs a byte-fragment candidate"
