@@ -200,7 +200,9 @@ async def test_the_bot_says_the_index_is_unreachable_then_answers_after_restart(
     for token in down:
         reply = harness.for_token(token)[-1].payload
         assert "index is not reachable right now" in reply["content"], reply
-        assert reply["embeds"] == [] and "httpx" not in reply["content"]
+        # Told privately (the public "thinking…" is removed), without any passage.
+        assert reply["flags"] & 64 and not reply.get("embeds")
+        assert "httpx" not in reply["content"]
 
     chroma.start()
     sources = harness.command("sources", STUDENT, query="attention")
