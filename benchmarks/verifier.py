@@ -11,7 +11,8 @@ weights are fitted (benchmarks/grounding.py) on eval/claims.jsonl's fit split to
 first two files, so `fit`, `held_out` and `held_out 2` are fitted data here and only `held_out 3`
 is held out: 90 sentences written from the materials alone by writers who saw no code and no
 other set, committed before the features and the fit they measure, and never read row by row
-(`--show-errors` refuses it). Rows of the two later files say `"split": "held_out"` and are
+(`--show-errors` refuses it); `held_out 4` (session 20: 90 more, written the same way against
+the list of evidence the sets above use) likewise. Rows of the three later files say `"split": "held_out"` and are
 relabelled here so each is reported apart.
 Prints a Markdown section for docs/benchmarks.md.
 """
@@ -34,7 +35,7 @@ from rag.services import build_services  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO / ".study-assistant" / "bench-faithfulness"
-SPLITS = ("fit", "held_out", "held_out 2", "held_out 3")
+SPLITS = ("fit", "held_out", "held_out 2", "held_out 3", "held_out 4")
 
 
 def ratio(a: int, b: int) -> str:
@@ -74,6 +75,8 @@ def main() -> None:
              for row in read_rows(REPO / "eval" / "verifier_sentences_heldout2.jsonl")]
     rows += [{**row, "split": "held_out 3"}
              for row in read_rows(REPO / "eval" / "verifier_sentences_heldout3.jsonl")]
+    rows += [{**row, "split": "held_out 4"}
+             for row in read_rows(REPO / "eval" / "verifier_sentences_heldout4.jsonl")]
     verdicts = []
     began = time.perf_counter()
     for row in rows:
