@@ -25,6 +25,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
+# The checkout this script is in, before the one the virtual environment was installed from
+# (they differ when it runs from a second worktree).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from ingest.pipeline import Target, ingest  # noqa: E402
 from rag.answering.assistant import Finished, Token  # noqa: E402
 from rag.config import Settings  # noqa: E402

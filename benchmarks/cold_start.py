@@ -54,6 +54,11 @@ async def connect(self, *args, **kwargs):
 
 discord.Client.login = login
 discord.Client.connect = connect
+
+# The checkout this script is in, before the one the virtual environment was installed from
+# (they differ when it runs from a second worktree).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from cli.app import app
 app(["bot", "--data-dir", sys.argv[1]])
 """

@@ -39,6 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from load_test import start_transformers_serve  # noqa: E402
 
+# The checkout this script is in, before the one the virtual environment was installed from
+# (they differ when it runs from a second worktree).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from ingest.pipeline import Target, ingest  # noqa: E402
 from rag.answering.assistant import FELL_BACK, Answer  # noqa: E402
 from rag.answering.faithfulness import Faithfulness, has_key_fact, measure, summarise  # noqa: E402

@@ -13,9 +13,14 @@ P(covered) from the assistant's gate and the best passage each time.
 from __future__ import annotations
 
 import shutil
+import sys  # noqa: E402
 import tempfile
 import time
 from pathlib import Path
+
+# The checkout this script is in, before the one the virtual environment was installed from
+# (they differ when it runs from a second worktree).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.faq import FaqEntry, write_faq
 from ingest.pipeline import Target, ingest

@@ -44,6 +44,10 @@ import numpy as np  # noqa: E402
 from faithfulness import DATA_DIR, settings_for  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
+# The checkout this script is in, before the one the virtual environment was installed from
+# (they differ when it runs from a second worktree).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from ingest.pipeline import Target, ingest  # noqa: E402
 from rag.answering.extractive import (  # noqa: E402
     FEATURES,

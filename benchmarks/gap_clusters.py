@@ -16,11 +16,16 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import sys  # noqa: E402
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+# The checkout this script is in, before the one the virtual environment was installed from
+# (they differ when it runs from a second worktree).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.usage import Embed, RememberedEmbeddings, build_report, cluster_labels
 from rag.config import Settings

@@ -25,7 +25,13 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import sys  # noqa: E402
+
 import numpy as np  # noqa: E402
+
+# The checkout this script is in, before the one the virtual environment was installed from
+# (they differ when it runs from a second worktree).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ingest.pipeline import Target, ingest  # noqa: E402
 from rag.answering.grounding import (  # noqa: E402

@@ -22,9 +22,14 @@ import argparse
 import asyncio
 import json
 import shutil
+import sys  # noqa: E402
 import tempfile
 from collections import Counter
 from pathlib import Path
+
+# The checkout this script is in, before the one the virtual environment was installed from
+# (they differ when it runs from a second worktree).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rag.config import Settings
 from rag.course.protect import ProtectedGuard

@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import os
 import resource
+import sys  # noqa: E402
 import tempfile
 import time
 from pathlib import Path
+
+# The checkout this script is in, before the one the virtual environment was installed from
+# (they differ when it runs from a second worktree).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ingest.parse_worker import ParseWorker
 from rag.config import IngestSettings

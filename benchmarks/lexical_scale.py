@@ -17,10 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys  # noqa: E402
 import time
 from pathlib import Path
 
 import numpy as np
+
+# The checkout this script is in, before the one the virtual environment was installed from
+# (they differ when it runs from a second worktree).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rag.config import Settings
 from rag.index.documents import Chunk

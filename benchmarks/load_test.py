@@ -45,6 +45,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import discord  # noqa: E402
 import httpx  # noqa: E402
 
+# The checkout this script is in, before the one the virtual environment was installed from
+# (they differ when it runs from a second worktree).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from bot import render  # noqa: E402
 from bot.answering import Answerer  # noqa: E402
 from bot.errors import friendly_message  # noqa: E402

@@ -39,8 +39,14 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import sys  # noqa: E402
+
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
+
+# The checkout this script is in, before the one the virtual environment was installed from
+# (they differ when it runs from a second worktree).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ingest.pipeline import Target, build_chunks, pipeline_id, scan  # noqa: E402
 from rag.answering.prompting import build_messages, context_blocks  # noqa: E402

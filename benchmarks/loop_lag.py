@@ -34,7 +34,13 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import sys  # noqa: E402
+
 from local_generation import dev_prompts  # noqa: E402
+
+# The checkout this script is in, before the one the virtual environment was installed from
+# (they differ when it runs from a second worktree).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rag.llm.local import LocalChatModel, ModelLoader, cpu_threads  # noqa: E402
 from rag.llm.onnx_generation import PREFILL_CHUNK, search_options  # noqa: E402

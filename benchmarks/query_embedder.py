@@ -20,6 +20,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+# The checkout this script is in, before the one the virtual environment was installed from
+# (they differ when it runs from a second worktree).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from rag.config import PACKAGED_EMBEDDER
 from rag.index.embedder import resolve_embedder_path
 

@@ -33,6 +33,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import sys  # noqa: E402
+
+# The checkout this script is in, before the one the virtual environment was installed from
+# (they differ when it runs from a second worktree).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from rag.answering.injection import only_instructions  # noqa: E402
 from rag.answering.prompting import asks_for_system_prompt  # noqa: E402
 from rag.config import Settings  # noqa: E402

@@ -31,12 +31,18 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import sys  # noqa: E402
+
 import bm25s  # noqa: E402
 import numpy as np  # noqa: E402
 from langchain_text_splitters import (  # noqa: E402
     MarkdownHeaderTextSplitter,
     RecursiveCharacterTextSplitter,
 )
+
+# The checkout this script is in, before the one the virtual environment was installed from
+# (they differ when it runs from a second worktree).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ingest.loaders import LoadedDocument, load_document  # noqa: E402
 from ingest.pipeline import Target, build_chunks, pipeline_id, scan  # noqa: E402

@@ -14,6 +14,11 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path  # noqa: E402
+
+# The checkout this script is in, before the one the virtual environment was installed from
+# (they differ when it runs from a second worktree).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rag.llm.openai_compat import OpenAIChatModel
 from rag.llm.settings import LLMSettings, ModelSpec

@@ -12,8 +12,8 @@ first two files, so `fit`, `held_out` and `held_out 2` are fitted data here and 
 is held out: 90 sentences written from the materials alone by writers who saw no code and no
 other set, committed before the features and the fit they measure, and never read row by row
 (`--show-errors` refuses it); `held_out 4` (session 20: 90 more, written the same way against
-the list of evidence the sets above use) likewise. Rows of the three later files say `"split": "held_out"` and are
-relabelled here so each is reported apart.
+the list of evidence the sets above use) likewise. Rows of the three later files say
+`"split": "held_out"` and are relabelled here so each is reported apart.
 Prints a Markdown section for docs/benchmarks.md.
 """
 
@@ -28,6 +28,12 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import sys  # noqa: E402
+
+# The checkout this script is in, before the one the virtual environment was installed from
+# (they differ when it runs from a second worktree).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ingest.pipeline import Target, ingest  # noqa: E402
 from rag.config import Settings  # noqa: E402
