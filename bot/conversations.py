@@ -35,6 +35,7 @@ log = logging.getLogger("bot")
 _MENTION = re.compile(r"<@[!&]?\d+>")
 # Answered messages whose edits are answered again (kept in memory: a restart forgets them).
 ANSWERS_KEPT = 1000
+RENAME_WAIT_S = 10.0  # the longest a thread's rename may wait for Discord's rate limit
 
 
 def question_text(content: str) -> str:
@@ -180,6 +181,7 @@ class Conversations:
             await self._withdraw_pages(earlier.reply)
             earlier.reply = earlier.reply.again()
             await self._write(message, question, earlier.reply, history)
+            await self._rename_thread(message, earlier.reply, question, me)
             return
         reply = await self._place(message, question)
         answered = self._remember(message.id, text, reply)
@@ -222,6 +224,24 @@ class Conversations:
         while len(self._answered) > ANSWERS_KEPT:
             self._answered.popitem(last=False)
         return answered
+
+    async def _rename_thread(self, message: discord.Message, reply: ChannelReply,
+                             question: str, me: discord.abc.User) -> None:
+        """Name the thread the bot opened for a question after its edited text, by the rule
+        a new thread is named by. Only that thread: one started from the question (it has the
+        question's id) by the bot, not a thread the question was asked in. A refusal is logged;
+        the answer stands."""
+        thread, name = reply.channel, thread_name(question)
+        if not (isinstance(thread, discord.Thread) and thread.id == message.id
+                and is_our_thread(thread, me)) or thread.name == name:
+            return
+        try:
+            # Discord allows two renames of a channel per 10 minutes, and discord.py would
+            # wait out the limit, holding up the next edit of the question meanwhile.
+            reply.channel = await asyncio.wait_for(thread.edit(name=name), RENAME_WAIT_S)
+        except (discord.HTTPException, TimeoutError) as exc:
+            log.warning("could not rename thread %s after its question was edited (%s)",
+                        thread.id, str(exc) or "Discord's rate limit")
 
     async def _withdraw_pages(self, reply: ChannelReply) -> None:
         """Delete an earlier answer's further pages (its first message is written over)."""
