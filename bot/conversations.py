@@ -27,6 +27,7 @@ from bot.access import (
 from bot.answering import Answerer, ChannelReply, course_channel
 from bot.errors import friendly_message, new_error_id
 from bot.limits import thread_name
+from bot.views import has_answer_buttons
 
 if TYPE_CHECKING:
     from rag.config import DiscordSettings
@@ -54,10 +55,16 @@ def finished(embed: discord.Embed) -> bool:
     return bool(embed.footer and embed.footer.text and embed.footer.text != render.DRAFT_LABEL)
 
 
-def starts_answer(message: discord.Message, me: discord.abc.User) -> bool:
-    """Whether a message is the first page of one of the bot's answers (its title is the
-    question)."""
+def titled(message: discord.Message, me: discord.abc.User) -> bool:
+    """Whether a message is one of the bot's titled ones: the first page of an answer (its
+    title is the question), or of a demo's output, a list of passages, a TA's answer."""
     return message.author.id == me.id and bool(message.embeds and message.embeds[0].title)
+
+
+def starts_answer(message: discord.Message, me: discord.abc.User) -> bool:
+    """Whether a message is the first page of one of the bot's finished answers: titled with
+    the question, and carrying the answer's buttons."""
+    return titled(message, me) and has_answer_buttons(message)
 
 
 def ends_answer(message: discord.Message, me: discord.abc.User) -> bool:
@@ -75,10 +82,14 @@ def replied_to(message: discord.Message) -> discord.Message | None:
 
 
 def replies_to_bot(message: discord.Message, me: discord.abc.User) -> bool:
-    """Whether a message is Discord's reply to a message of the bot's with embeds (an answer,
-    a page of one, a demo): a follow-up to it, pinging the bot or not."""
+    """Whether a message is Discord's reply to a message of the bot's that may be a page of
+    one of its answers: the first (`starts_answer`), or an untitled one, which is a later page
+    only if the answer above it says so (`Conversations._answer_pages`). Not a demo's output,
+    a list of passages or a TA's answer."""
     replied = replied_to(message)
-    return replied is not None and replied.author.id == me.id and bool(replied.embeds)
+    if replied is None or replied.author.id != me.id or not replied.embeds:
+        return False
+    return starts_answer(replied, me) or not titled(replied, me)
 
 
 def history_turns(messages: list[discord.Message], me: discord.abc.User) -> list[dict[str, str]]:
@@ -150,7 +161,8 @@ class Conversations:
         channel = message.channel
         dm = isinstance(channel, discord.DMChannel)
         mentioned = me in message.mentions
-        if not (mentioned or dm or is_our_thread(channel, me) or replies_to_bot(message, me)):
+        addressed = mentioned or dm or is_our_thread(channel, me)
+        if not (addressed or replies_to_bot(message, me)):
             return
         if in_ta_channel(self.settings, channel):
             return  # TAs answer escalations there (bot/escalating.py), not the bot
@@ -164,19 +176,23 @@ class Conversations:
         ):
             return
         try:
-            await self._answer(message, me, dm, earlier)
+            await self._answer(message, me, dm, earlier, addressed)
         except Exception as exc:  # noqa: BLE001 - routed to the one error policy
             await self._report(message, exc)
 
     async def _answer(self, message: discord.Message, me: discord.abc.User, dm: bool,
-                      earlier: Answered | None) -> None:
+                      earlier: Answered | None, addressed: bool) -> None:
         """Admit the question, then answer it where it belongs: for an edit, over the earlier
-        answer; otherwise in a new thread or the conversation's channel."""
+        answer; otherwise in a new thread or the conversation's channel. A reply that does not
+        ping the bot (not `addressed`) is a question only if it replies to one of its answers."""
+        replied = None if addressed else await self._replied_answer(message, me)
+        if not addressed and replied is None:
+            return  # it replies to a later page of something else (a list of passages)
         if not self._instructor(message.author):  # a DM too: any exam covers it
             self.client.check_exam(message.author.id, message.channel, "mention")  # type: ignore[attr-defined]
         text = question_text(message.content)
         question = self.answerer.admit(message.author.id, text)
-        history = await self._context(message, me, dm)
+        history = await self._context(message, me, dm) if replied is None else replied
         if earlier is not None:
             await self._withdraw_pages(earlier.reply)
             earlier.reply = earlier.reply.again()
@@ -209,7 +225,7 @@ class Conversations:
         the answer it replies to (a reply follows up on it, like a message in its thread)."""
         if dm or is_our_thread(message.channel, me):
             return await self._history(message, me)
-        return await self._replied_answer(message, me)
+        return await self._replied_answer(message, me) or []
 
     async def _place(self, message: discord.Message, question: str) -> ChannelReply:
         """Where a new question is answered: a new thread for one asked in a text channel; its
@@ -264,34 +280,37 @@ class Conversations:
 
     async def _replied_answer(
         self, message: discord.Message, me: discord.abc.User
-    ) -> list[dict[str, str]]:
-        """The bot's answer a message replies to, with its question, as history; none for a
-        message that replies to no answer, or if Discord will not show the answer's other
-        pages."""
+    ) -> list[dict[str, str]] | None:
+        """The bot's answer a message replies to, with its question, as history (empty if
+        Discord will not show the answer's other pages); None for a message that replies to
+        no answer of the bot's."""
         replied = replied_to(message)
         if replied is None or replied.author.id != me.id:
-            return []
+            return None
         try:
             pages = await self._answer_pages(replied, me)
         except discord.HTTPException as exc:
             log.warning("could not read the answer message %s replies to (%s); answering "
                         "without it", message.id, exc)
             return []
-        return history_turns(pages, me)
+        return history_turns(pages, me) if pages else None
 
     async def _answer_pages(
         self, page: discord.Message, me: discord.abc.User
     ) -> list[discord.Message]:
         """The messages of the answer one page belongs to, oldest first: a long answer is
-        several, the first titled with the question, the last with the footer."""
+        several, the first titled with the question (and with the answer's buttons), the last
+        with the footer; none when the page belongs to no answer."""
         limit = self.settings.history_messages
         pages = [page]
-        if not starts_answer(page, me):
+        if not titled(page, me):  # a later page: its first is the nearest titled one above
             earlier = [m async for m in page.channel.history(limit=limit, before=page)]
-            first = next((i for i, m in enumerate(earlier) if starts_answer(m, me)), None)
+            first = next((i for i, m in enumerate(earlier) if titled(m, me)), None)
             if first is None:
                 return []
             pages = earlier[first::-1] + pages
+        if not starts_answer(pages[0], me) or any(ends_answer(m, me) for m in pages[:-1]):
+            return []  # a list of passages, a TA's answer, or an answer that ended above
         if not ends_answer(page, me):
             later = [m async for m in page.channel.history(limit=limit, after=page,
                                                            oldest_first=True)]

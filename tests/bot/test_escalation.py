@@ -258,6 +258,24 @@ async def test_an_answer_in_the_students_thread_is_relayed_into_that_thread(
     assert_only_the_ta_ping_mentions_and_only_the_ta_role(harness)
 
 
+@pytest.mark.parametrize("page", [0, -1], ids=["first-page", "last-page"])
+async def test_a_reply_without_a_mention_to_a_tas_answer_is_not_a_question_for_the_bot(
+    make_harness, guides_services, page
+):
+    harness = await ta_harness(make_harness, guides_services)
+    _, escalation = await escalated(harness)
+    long_answer = " ".join(f"Sentence {i} of a long answer by the TA." for i in range(110))
+    harness.post(long_answer, TA, escalation.ta_thread_id)
+    await harness.settle()
+    pages = [m for m in harness.fake.messages[CHANNEL_ID] if m["author"].get("bot")]
+    assert len(pages) >= 2 and buttons(pages[0])[0].startswith("sa:faq:")
+    before = len(harness.fake.requests)
+    harness.post("Thanks, that helps!", STUDENT, CHANNEL_ID, reply_to=pages[page])
+    await harness.settle()
+    assert [r for r in harness.fake.requests[before:] if r.method != "GET"] == []
+    assert harness.bot.questions.rows()[-1]["question"] == OUT_OF_SCOPE  # no new question
+
+
 async def test_an_answer_that_cannot_be_delivered_leaves_the_escalation_open(
     make_harness, guides_services
 ):
