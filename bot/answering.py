@@ -262,8 +262,9 @@ class Answerer:
         channel_id: int | None,
         history: Sequence[dict[str, str]] = (),
         still_allowed: Callable[[], None] | None = None,
-    ) -> Answer:
-        """Wait for a slot, stream the answer into `reply`, finish it and log it.
+    ) -> int:
+        """Wait for a slot, stream the answer into `reply`, finish it and log it; return its
+        id in the question log.
         `still_allowed` raises (ExamInProgress) when the question may no longer be answered:
         an exam may start while it waits in the queue or is generated, so it is checked again
         once the slot is taken, before each draft is shown (the generation ends there), and
@@ -287,7 +288,7 @@ class Answerer:
         await self._deliver(reply, lambda: reply.show(messages[0], view=self._view(question_id)))
         for embeds in messages[1:]:
             await self._deliver(reply, lambda e=embeds: reply.more(e))  # type: ignore[misc]
-        return answer
+        return question_id
 
     def _view(self, question_id: int) -> discord.ui.View:
         """The answer's buttons; "Ask a TA" only where a TA channel is configured."""

@@ -30,6 +30,7 @@ from bot.limits import thread_name
 from bot.views import has_answer_buttons
 
 if TYPE_CHECKING:
+    from bot.escalating import Escalations
     from rag.config import DiscordSettings
 
 log = logging.getLogger("bot")
@@ -130,10 +131,12 @@ class Answered:
 class Conversations:
     """Decides whether a message is for the bot, and answers it in the right place."""
 
-    def __init__(self, client: discord.Client, answerer: Answerer, settings: DiscordSettings):
+    def __init__(self, client: discord.Client, answerer: Answerer, settings: DiscordSettings,
+                 escalations: Escalations | None = None):
         self.client = client
         self.answerer = answerer
         self.settings = settings
+        self.escalations = escalations  # told when an escalated answer is replaced
         self._no_threads: set[int] = set()  # channels where a missing permission was logged
         self._answered: OrderedDict[int, Answered] = OrderedDict()  # by the question's id
 
@@ -194,22 +197,33 @@ class Conversations:
         question = self.answerer.admit(message.author.id, text)
         history = await self._context(message, me, dm) if replied is None else replied
         if earlier is not None:
-            await self._withdraw_pages(earlier.reply)
-            earlier.reply = earlier.reply.again()
-            await self._write(message, question, earlier.reply, history)
-            await self._rename_thread(message, earlier.reply, question, me)
+            await self._answer_again(message, earlier, question, history, me)
             return
         reply = await self._place(message, question)
         answered = self._remember(message.id, text, reply)
         async with answered.writing:  # an edit meanwhile waits for this answer
             await self._write(message, question, reply, history)
 
+    async def _answer_again(self, message: discord.Message, earlier: Answered, question: str,
+                            history: list[dict[str, str]], me: discord.abc.User) -> None:
+        """An edited question's answer, written over its earlier one; then the thread opened
+        for the question takes its new name, and an open escalation of the earlier answer
+        follows the new one."""
+        await self._withdraw_pages(earlier.reply)
+        replaced = earlier.reply.message
+        earlier.reply = earlier.reply.again()
+        question_id = await self._write(message, question, earlier.reply, history)
+        await self._rename_thread(message, earlier.reply, question, me)
+        if self.escalations is not None and replaced is not None and question_id is not None:
+            await self.escalations.answer_replaced(replaced.id, question_id)
+
     async def _write(self, message: discord.Message, question: str, reply: ChannelReply,
-                     history: list[dict[str, str]]) -> None:
-        """Answer into the reply; a failure is said there, in place of its unchecked draft."""
+                     history: list[dict[str, str]]) -> int | None:
+        """Answer into the reply; return the answer's id in the question log. A failure is
+        said there, in place of its unchecked draft (None)."""
         try:
             perms = getattr(message.author, "guild_permissions", None) or discord.Permissions.none()
-            await self.answerer.answer(
+            return await self.answerer.answer(
                 question, reply, user_id=message.author.id,
                 channel_id=course_channel(message.channel), history=history,
                 still_allowed=self.client.exam_recheck(  # type: ignore[attr-defined]
@@ -218,6 +232,7 @@ class Conversations:
         except Exception as exc:
             if not await self._report_in(reply, message, exc):
                 raise
+            return None
 
     async def _context(self, message: discord.Message, me: discord.abc.User,
                        dm: bool) -> list[dict[str, str]]:

@@ -276,6 +276,30 @@ async def test_a_reply_without_a_mention_to_a_tas_answer_is_not_a_question_for_t
     assert harness.bot.questions.rows()[-1]["question"] == OUT_OF_SCOPE  # no new question
 
 
+async def test_an_edited_question_moves_its_open_escalation_to_the_new_question_and_answer(
+    make_harness, guides_services
+):
+    harness = await ta_harness(make_harness, guides_services)
+    me = harness.bot.user.id
+    asked = harness.post(f"<@{me}> Who painted the Mona Lsa?", STUDENT, CHANNEL_ID, mention=True)
+    await harness.settle()
+    answer = harness.fake.messages[int(asked["id"])][-1]
+    await press(harness, answer, buttons(answer)[-1], STUDENT)
+    first = harness.bot.escalation_log.for_question(harness.bot.questions.rows()[-1]["id"])
+    harness.update(asked, content=f"<@{me}> {OUT_OF_SCOPE}")
+    await harness.settle()
+    moved = harness.bot.escalation_log.get(first.id)
+    assert moved.question == OUT_OF_SCOPE and moved.status == "open"
+    assert moved.question_id == harness.bot.questions.rows()[-1]["id"] != first.question_id
+    note = harness.fake.messages[first.ta_thread_id][-1]["content"]
+    assert note.startswith("✏️ The student edited the question") and OUT_OF_SCOPE in note
+    again = harness.fake.messages[int(asked["id"])][-1]  # the new answer, in the same message
+    token = await press(harness, again, buttons(again)[-1], STUDENT)
+    assert f"with the TAs already (escalation #{first.id}" in private_reply(harness, token)
+    assert len(ta_posts(harness)) == 1
+    assert_only_the_ta_ping_mentions_and_only_the_ta_role(harness)
+
+
 async def test_an_answer_that_cannot_be_delivered_leaves_the_escalation_open(
     make_harness, guides_services
 ):
