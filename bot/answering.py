@@ -262,11 +262,13 @@ class Answerer:
         channel_id: int | None,
         history: Sequence[dict[str, str]] = (),
         still_allowed: Callable[[], None] | None = None,
-    ) -> Answer:
-        """Wait for a slot, stream the answer into `reply`, finish it and log it.
+    ) -> int:
+        """Wait for a slot, stream the answer into `reply`, finish it and log it; return its
+        id in the question log.
         `still_allowed` raises (ExamInProgress) when the question may no longer be answered:
         an exam may start while it waits in the queue or is generated, so it is checked again
-        once the slot is taken and before the answer is logged and shown."""
+        once the slot is taken, before each draft is shown (the generation ends there), and
+        before the answer is logged and shown."""
         recheck = still_allowed or (lambda: None)
 
         async def waiting(place: int) -> None:
@@ -276,7 +278,7 @@ class Answerer:
         await self._deliver(reply, lambda: reply.begin(question))
         async with self.queue.slot(waiting):
             recheck()
-            answer = await self._stream(question, reply, history, channel_id)
+            answer = await self._stream(question, reply, history, channel_id, recheck)
             grounding = await self._grounding(answer)
         recheck()
         question_id = await asyncio.to_thread(
@@ -286,7 +288,7 @@ class Answerer:
         await self._deliver(reply, lambda: reply.show(messages[0], view=self._view(question_id)))
         for embeds in messages[1:]:
             await self._deliver(reply, lambda e=embeds: reply.more(e))  # type: ignore[misc]
-        return answer
+        return question_id
 
     def _view(self, question_id: int) -> discord.ui.View:
         """The answer's buttons; "Ask a TA" only where a TA channel is configured."""
@@ -341,8 +343,10 @@ class Answerer:
         reply: Reply,
         history: Sequence[dict[str, str]],
         channel_id: int | None = None,
+        recheck: Callable[[], None] = lambda: None,
     ) -> Answer:
-        """Consume the answer stream; edits run beside it, at most one in flight."""
+        """Consume the answer stream; edits run beside it, at most one in flight, each
+        after `recheck` (which raises when the answer may no longer be shown)."""
         throttle = EditThrottle(self.settings.edit_interval_s)
         draft: list[str] = []
         editing: asyncio.Task[None] | None = None
@@ -356,6 +360,7 @@ class Answerer:
                     draft.append(event.text)
                     idle = editing is None or editing.done()
                     if idle and throttle.ready():
+                        recheck()
                         embed = render.draft_embed(question, "".join(draft), verifying)
                         editing = asyncio.create_task(self._draft(reply, [embed]))
                 elif isinstance(event, Finished):

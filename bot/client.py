@@ -115,12 +115,13 @@ class StudyBot(commands.Bot):
         self.answerer = Answerer(services.assistant, services.checker, questions,
                                  settings.discord, hash_key=key,
                                  course=services.course_assistant)
-        self.conversations = Conversations(self, self.answerer, settings.discord)
         self.reingester = Reingester(services)
         # In the question log's file, beside the questions it refers to.
         self.escalation_log = EscalationLog(questions.path)
         self.escalations = Escalations(self, self.escalation_log, settings, self.reingester,
                                        self.answerer.user_hash, services.course.exam_in)
+        self.conversations = Conversations(self, self.answerer, settings.discord,
+                                           self.escalations)
         self.warm_up = warm_up
         # Set on close: background start-up work stops, and close waits for it.
         self.closing = threading.Event()

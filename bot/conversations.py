@@ -27,14 +27,17 @@ from bot.access import (
 from bot.answering import Answerer, ChannelReply, course_channel
 from bot.errors import friendly_message, new_error_id
 from bot.limits import thread_name
+from bot.views import has_answer_buttons
 
 if TYPE_CHECKING:
+    from bot.escalating import Escalations
     from rag.config import DiscordSettings
 
 log = logging.getLogger("bot")
 _MENTION = re.compile(r"<@[!&]?\d+>")
 # Answered messages whose edits are answered again (kept in memory: a restart forgets them).
 ANSWERS_KEPT = 1000
+RENAME_WAIT_S = 10.0  # the longest a thread's rename may wait for Discord's rate limit
 
 
 def question_text(content: str) -> str:
@@ -53,10 +56,16 @@ def finished(embed: discord.Embed) -> bool:
     return bool(embed.footer and embed.footer.text and embed.footer.text != render.DRAFT_LABEL)
 
 
-def starts_answer(message: discord.Message, me: discord.abc.User) -> bool:
-    """Whether a message is the first page of one of the bot's answers (its title is the
-    question)."""
+def titled(message: discord.Message, me: discord.abc.User) -> bool:
+    """Whether a message is one of the bot's titled ones: the first page of an answer (its
+    title is the question), or of a demo's output, a list of passages, a TA's answer."""
     return message.author.id == me.id and bool(message.embeds and message.embeds[0].title)
+
+
+def starts_answer(message: discord.Message, me: discord.abc.User) -> bool:
+    """Whether a message is the first page of one of the bot's finished answers: titled with
+    the question, and carrying the answer's buttons."""
+    return titled(message, me) and has_answer_buttons(message)
 
 
 def ends_answer(message: discord.Message, me: discord.abc.User) -> bool:
@@ -74,10 +83,14 @@ def replied_to(message: discord.Message) -> discord.Message | None:
 
 
 def replies_to_bot(message: discord.Message, me: discord.abc.User) -> bool:
-    """Whether a message is Discord's reply to a message of the bot's with embeds (an answer,
-    a page of one, a demo): a follow-up to it, pinging the bot or not."""
+    """Whether a message is Discord's reply to a message of the bot's that may be a page of
+    one of its answers: the first (`starts_answer`), or an untitled one, which is a later page
+    only if the answer above it says so (`Conversations._answer_pages`). Not a demo's output,
+    a list of passages or a TA's answer."""
     replied = replied_to(message)
-    return replied is not None and replied.author.id == me.id and bool(replied.embeds)
+    if replied is None or replied.author.id != me.id or not replied.embeds:
+        return False
+    return starts_answer(replied, me) or not titled(replied, me)
 
 
 def history_turns(messages: list[discord.Message], me: discord.abc.User) -> list[dict[str, str]]:
@@ -118,10 +131,12 @@ class Answered:
 class Conversations:
     """Decides whether a message is for the bot, and answers it in the right place."""
 
-    def __init__(self, client: discord.Client, answerer: Answerer, settings: DiscordSettings):
+    def __init__(self, client: discord.Client, answerer: Answerer, settings: DiscordSettings,
+                 escalations: Escalations | None = None):
         self.client = client
         self.answerer = answerer
         self.settings = settings
+        self.escalations = escalations  # told when an escalated answer is replaced
         self._no_threads: set[int] = set()  # channels where a missing permission was logged
         self._answered: OrderedDict[int, Answered] = OrderedDict()  # by the question's id
 
@@ -149,7 +164,8 @@ class Conversations:
         channel = message.channel
         dm = isinstance(channel, discord.DMChannel)
         mentioned = me in message.mentions
-        if not (mentioned or dm or is_our_thread(channel, me) or replies_to_bot(message, me)):
+        addressed = mentioned or dm or is_our_thread(channel, me)
+        if not (addressed or replies_to_bot(message, me)):
             return
         if in_ta_channel(self.settings, channel):
             return  # TAs answer escalations there (bot/escalating.py), not the bot
@@ -163,35 +179,51 @@ class Conversations:
         ):
             return
         try:
-            await self._answer(message, me, dm, earlier)
+            await self._answer(message, me, dm, earlier, addressed)
         except Exception as exc:  # noqa: BLE001 - routed to the one error policy
             await self._report(message, exc)
 
     async def _answer(self, message: discord.Message, me: discord.abc.User, dm: bool,
-                      earlier: Answered | None) -> None:
+                      earlier: Answered | None, addressed: bool) -> None:
         """Admit the question, then answer it where it belongs: for an edit, over the earlier
-        answer; otherwise in a new thread or the conversation's channel."""
+        answer; otherwise in a new thread or the conversation's channel. A reply that does not
+        ping the bot (not `addressed`) is a question only if it replies to one of its answers."""
+        replied = None if addressed else await self._replied_answer(message, me)
+        if not addressed and replied is None:
+            return  # it replies to a later page of something else (a list of passages)
         if not self._instructor(message.author):  # a DM too: any exam covers it
             self.client.check_exam(message.author.id, message.channel, "mention")  # type: ignore[attr-defined]
         text = question_text(message.content)
         question = self.answerer.admit(message.author.id, text)
-        history = await self._context(message, me, dm)
+        history = await self._context(message, me, dm) if replied is None else replied
         if earlier is not None:
-            await self._withdraw_pages(earlier.reply)
-            earlier.reply = earlier.reply.again()
-            await self._write(message, question, earlier.reply, history)
+            await self._answer_again(message, earlier, question, history, me)
             return
         reply = await self._place(message, question)
         answered = self._remember(message.id, text, reply)
         async with answered.writing:  # an edit meanwhile waits for this answer
             await self._write(message, question, reply, history)
 
+    async def _answer_again(self, message: discord.Message, earlier: Answered, question: str,
+                            history: list[dict[str, str]], me: discord.abc.User) -> None:
+        """An edited question's answer, written over its earlier one; then the thread opened
+        for the question takes its new name, and an open escalation of the earlier answer
+        follows the new one."""
+        await self._withdraw_pages(earlier.reply)
+        replaced = earlier.reply.message
+        earlier.reply = earlier.reply.again()
+        question_id = await self._write(message, question, earlier.reply, history)
+        await self._rename_thread(message, earlier.reply, question, me)
+        if self.escalations is not None and replaced is not None and question_id is not None:
+            await self.escalations.answer_replaced(replaced.id, question_id)
+
     async def _write(self, message: discord.Message, question: str, reply: ChannelReply,
-                     history: list[dict[str, str]]) -> None:
-        """Answer into the reply; a failure is said there, in place of its unchecked draft."""
+                     history: list[dict[str, str]]) -> int | None:
+        """Answer into the reply; return the answer's id in the question log. A failure is
+        said there, in place of its unchecked draft (None)."""
         try:
             perms = getattr(message.author, "guild_permissions", None) or discord.Permissions.none()
-            await self.answerer.answer(
+            return await self.answerer.answer(
                 question, reply, user_id=message.author.id,
                 channel_id=course_channel(message.channel), history=history,
                 still_allowed=self.client.exam_recheck(  # type: ignore[attr-defined]
@@ -200,6 +232,7 @@ class Conversations:
         except Exception as exc:
             if not await self._report_in(reply, message, exc):
                 raise
+            return None
 
     async def _context(self, message: discord.Message, me: discord.abc.User,
                        dm: bool) -> list[dict[str, str]]:
@@ -207,7 +240,7 @@ class Conversations:
         the answer it replies to (a reply follows up on it, like a message in its thread)."""
         if dm or is_our_thread(message.channel, me):
             return await self._history(message, me)
-        return await self._replied_answer(message, me)
+        return await self._replied_answer(message, me) or []
 
     async def _place(self, message: discord.Message, question: str) -> ChannelReply:
         """Where a new question is answered: a new thread for one asked in a text channel; its
@@ -222,6 +255,24 @@ class Conversations:
         while len(self._answered) > ANSWERS_KEPT:
             self._answered.popitem(last=False)
         return answered
+
+    async def _rename_thread(self, message: discord.Message, reply: ChannelReply,
+                             question: str, me: discord.abc.User) -> None:
+        """Name the thread the bot opened for a question after its edited text, by the rule
+        a new thread is named by. Only that thread: one started from the question (it has the
+        question's id) by the bot, not a thread the question was asked in. A refusal is logged;
+        the answer stands."""
+        thread, name = reply.channel, thread_name(question)
+        if not (isinstance(thread, discord.Thread) and thread.id == message.id
+                and is_our_thread(thread, me)) or thread.name == name:
+            return
+        try:
+            # Discord allows two renames of a channel per 10 minutes, and discord.py would
+            # wait out the limit, holding up the next edit of the question meanwhile.
+            reply.channel = await asyncio.wait_for(thread.edit(name=name), RENAME_WAIT_S)
+        except (discord.HTTPException, TimeoutError) as exc:
+            log.warning("could not rename thread %s after its question was edited (%s)",
+                        thread.id, str(exc) or "Discord's rate limit")
 
     async def _withdraw_pages(self, reply: ChannelReply) -> None:
         """Delete an earlier answer's further pages (its first message is written over)."""
@@ -244,34 +295,37 @@ class Conversations:
 
     async def _replied_answer(
         self, message: discord.Message, me: discord.abc.User
-    ) -> list[dict[str, str]]:
-        """The bot's answer a message replies to, with its question, as history; none for a
-        message that replies to no answer, or if Discord will not show the answer's other
-        pages."""
+    ) -> list[dict[str, str]] | None:
+        """The bot's answer a message replies to, with its question, as history (empty if
+        Discord will not show the answer's other pages); None for a message that replies to
+        no answer of the bot's."""
         replied = replied_to(message)
         if replied is None or replied.author.id != me.id:
-            return []
+            return None
         try:
             pages = await self._answer_pages(replied, me)
         except discord.HTTPException as exc:
             log.warning("could not read the answer message %s replies to (%s); answering "
                         "without it", message.id, exc)
             return []
-        return history_turns(pages, me)
+        return history_turns(pages, me) if pages else None
 
     async def _answer_pages(
         self, page: discord.Message, me: discord.abc.User
     ) -> list[discord.Message]:
         """The messages of the answer one page belongs to, oldest first: a long answer is
-        several, the first titled with the question, the last with the footer."""
+        several, the first titled with the question (and with the answer's buttons), the last
+        with the footer; none when the page belongs to no answer."""
         limit = self.settings.history_messages
         pages = [page]
-        if not starts_answer(page, me):
+        if not titled(page, me):  # a later page: its first is the nearest titled one above
             earlier = [m async for m in page.channel.history(limit=limit, before=page)]
-            first = next((i for i, m in enumerate(earlier) if starts_answer(m, me)), None)
+            first = next((i for i, m in enumerate(earlier) if titled(m, me)), None)
             if first is None:
                 return []
             pages = earlier[first::-1] + pages
+        if not starts_answer(pages[0], me) or any(ends_answer(m, me) for m in pages[:-1]):
+            return []  # a list of passages, a TA's answer, or an answer that ended above
         if not ends_answer(page, me):
             later = [m async for m in page.channel.history(limit=limit, after=page,
                                                            oldest_first=True)]

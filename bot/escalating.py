@@ -224,6 +224,19 @@ class Escalations:
         except discord.HTTPException as exc:
             log.warning("could not ping the TA role for escalation #%s: %s", escalation_id, exc)
 
+    async def answer_replaced(self, message_id: int, question_id: int) -> None:
+        """An answer message was written over with a new answer, its question having been
+        edited: an open escalation raised from it now stands for the new question and answer
+        (in the answer relayed to the student, `/escalations` and the FAQ), and its thread is
+        told. The post above keeps what the student sent, as sent (the note says what changed;
+        renaming the thread would spend one of its two renames per 10 minutes)."""
+        escalation = await asyncio.to_thread(self.records.follow, message_id, question_id)
+        if escalation is None or escalation.ta_thread_id is None:
+            return
+        thread = self.client.get_partial_messageable(escalation.ta_thread_id,
+                                                     guild_id=escalation.guild_id)
+        await self._tell(thread, render_ta.question_edited(escalation.question))
+
     # -- TA answers ------------------------------------------------------------------------
     async def on_message(self, message: discord.Message) -> None:
         """A message in an escalation thread: a TA's answer is relayed to the student."""

@@ -193,6 +193,22 @@ class EscalationLog:
                 "UPDATE escalations SET ta_channel_id = ?, ta_thread_id = ?, status = 'open' "
                 "WHERE id = ?", (str(ta_channel_id), str(ta_thread_id), escalation_id))
 
+    def follow(self, message_id: int, question_id: int) -> Escalation | None:
+        """Point the open escalation raised from an answer message at the logged question
+        that message now answers (the student edited the question and it was answered again);
+        that escalation, or None. The new question cannot have one yet, unless the student
+        pressed its button in the instant since: then the older one is left as it was."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id FROM escalations WHERE message_id = ? AND status = 'open' AND NOT "
+                "EXISTS (SELECT 1 FROM escalations WHERE question_id = ?) ORDER BY id LIMIT 1",
+                (str(message_id), question_id)).fetchone()
+            if row is None:
+                return None
+            self._db.execute("UPDATE escalations SET question_id = ? WHERE id = ?",
+                             (question_id, row["id"]))
+        return self.get(row["id"])
+
     def release(self, escalation_id: int) -> None:
         """Forget a claim whose thread could not be created (the student may try again)."""
         with self._lock:

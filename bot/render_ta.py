@@ -67,6 +67,14 @@ def ta_ping(escalation_id: int, ta_role_id: int) -> str:
     return f"<@&{ta_role_id}> Escalation #{escalation_id} is waiting for a TA: answer here."
 
 
+def question_edited(question: str) -> str:
+    """The note in an escalation's thread when the student edits the question: the new
+    text, quoted on one line (no pings, within a message's 2,000 characters)."""
+    text = discord.utils.escape_mentions(truncate(one_line(question), QUESTION_CHARS))
+    return ("✏️ The student edited the question, and the bot answered it again (the link above "
+            f"shows the new answer). The question now reads:\n> {text}")
+
+
 def relay_messages(question: str, answer: str, ta_name: str) -> list[list[discord.Embed]]:
     """A TA's answer as the student sees it: pages of embeds, labelled as a person's answer
     (not the bot's, and not from the materials)."""

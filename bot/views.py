@@ -121,3 +121,10 @@ def answer_view(question_id: int, ask_ta: bool = False) -> discord.ui.View:
     if ask_ta:
         view.add_item(AskTAButton(question_id))
     return view
+
+
+def has_answer_buttons(message: discord.Message) -> bool:
+    """Whether a message carries a finished answer's 👍/👎 (`answer_view`): only an answer's
+    first message does; a demo, a list of passages or a TA's answer has none."""
+    return any(str(getattr(item, "custom_id", "")).startswith("sa:vote:")
+               for row in message.components for item in getattr(row, "children", ()))

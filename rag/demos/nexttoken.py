@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from rag.demos.common import DemoInputError, Table, check_range, check_text, percent, visible
-from rag.demos.tokenize import token_text
+from rag.demos.tokenize import continuation_text, token_text
 from rag.llm.base import BackendRejected, ChatModel, PromptTooLong
 from rag.llm.local import LoadedModel, LocalChatModel
 from rag.llm.openai_compat import LogprobsResult, OpenAIChatModel, PositionLogprobs
@@ -189,8 +189,8 @@ def local_next_token(
         top=top_candidates(loaded, first, t, request.top_k),
         greedy=tuple(local_step(loaded, logits, tok, t) for logits, tok in greedy_walk),
         sampled=tuple(local_step(loaded, logits, tok, t) for logits, tok in sampled_walk),
-        greedy_text=_decode(loaded, [tok for _, tok in greedy_walk]),
-        sampled_text=_decode(loaded, [tok for _, tok in sampled_walk]),
+        greedy_text=continuation_text(loaded.tokenizer, [tok for _, tok in greedy_walk]),
+        sampled_text=continuation_text(loaded.tokenizer, [tok for _, tok in sampled_walk]),
         entropy_bits=entropy_bits(first, t),
         entropy_at_1_bits=entropy_bits(first, 1.0),
         exact=True,
@@ -287,10 +287,6 @@ def entropy_bits(logits: torch.Tensor, temperature: float) -> float:
 def _candidate(loaded: LoadedModel, token: int, prob: float, prob_at_1: float) -> Candidate:
     # One token of a multi-byte character alone decodes to "\ufffd": shown as its bytes.
     return Candidate(token_text(loaded.tokenizer, token), prob, prob_at_1, token)
-
-
-def _decode(loaded: LoadedModel, ids: Sequence[int], keep_special: bool = False) -> str:
-    return str(loaded.tokenizer.decode(list(ids), skip_special_tokens=not keep_special))
 
 
 def _eos_ids(loaded: LoadedModel) -> set[int]:

@@ -147,6 +147,19 @@ def token_text(tokenizer: PreTrainedTokenizerBase, token_id: int, kind: str | No
     return prefix + "".join(f"<0x{b:02X}>" for b in raw.lstrip(b" "))
 
 
+def continuation_text(tokenizer: PreTrainedTokenizerBase, token_ids: Sequence[int]) -> str:
+    """Generated tokens as text, special tokens left out. They are decoded together, so a
+    character whose bytes span several tokens comes out whole; when the last ones stop partway
+    through a character (a byte fragment, as `token_text` finds it), the "\ufffd" those bytes
+    decode to is dropped."""
+    text = str(tokenizer.decode(list(token_ids), skip_special_tokens=True))
+    special = set(tokenizer.all_special_ids)
+    last = next((i for i in reversed(token_ids) if i not in special), None)
+    if last is not None and "\ufffd" in str(tokenizer.decode([last])):
+        return text.rstrip("\ufffd")
+    return text
+
+
 def piece_bytes(piece: str) -> bytes | None:
     """The bytes a byte-level BPE piece encodes (GPT-2's byte-to-character table)."""
     table = _unicode_to_byte()

@@ -177,6 +177,7 @@ class FakeDiscord:
         self.members: dict[int, dict[str, Any]] = {}  # users GET /guilds/{id}/members finds
         self.left_guilds: list[int] = []
         self.messages: dict[int, list[dict[str, Any]]] = {}
+        self.threads: dict[int, dict[str, Any]] = {}  # the threads created, by id
         self.originals: dict[str, dict[str, Any]] = {}
         self.cdn: dict[str, bytes] = {}
         self.state: Any = None
@@ -233,6 +234,7 @@ class FakeDiscord:
             (r"POST /channels/(\d+)/messages/(\d+)/threads", self._thread),
             (r"POST /channels/(\d+)/threads", self._forum_post),
             (r"GET /channels/(\d+)", self._channel),
+            (r"PATCH /channels/(\d+)", self._edit_thread),
             (r"GET /channels/(\d+)/messages", self._history),
             (r"GET /guilds/(\d+)/members/(\d+)", self._member),
             (r"DELETE /users/@me/guilds/(\d+)", self._leave),
@@ -320,6 +322,7 @@ class FakeDiscord:
             "thread_metadata": {"archived": False, "auto_archive_duration": 1440,
                                 "archive_timestamp": now_iso(), "locked": False},
         }
+        self.threads[int(thread["id"])] = thread
         # Discord then sends THREAD_CREATE over the gateway.
         asyncio.get_running_loop().call_soon(self.state.parse_thread_create, dict(thread))
         return thread
@@ -330,6 +333,12 @@ class FakeDiscord:
         starter = self._store(self.message(int(thread["id"]), payload.get("message") or {}))
         starter["id"] = thread["id"]
         return {**thread, "message": starter}
+
+    def _edit_thread(self, payload: dict, params: dict, channel_id: str) -> dict:
+        """PATCH /channels/{id} of a thread the bot created (a rename)."""
+        thread = self.threads[int(channel_id)]
+        thread.update({k: v for k, v in payload.items() if k == "name"})
+        return dict(thread)
 
     def _channel(self, payload: dict, params: dict, channel_id: str) -> dict:
         """GET /channels/{id}: only channels the client does not know are fetched here, and

@@ -4,10 +4,11 @@ answer and under the same rules as a new question; every other edit is ignored."
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
-from tests.bot.fake_discord import CHANNEL_ID, Person, message_payload
+from tests.bot.fake_discord import CHANNEL_ID, Fault, Person, message_payload
 from tests.bot.test_answers import ScriptedModel, assert_safe, scripted_services
 from tests.bot.test_threads import record_histories
 
@@ -45,6 +46,12 @@ async def asked_in_a_thread(harness, question: str) -> tuple[dict, int]:
     return asked, int(asked["id"])
 
 
+def renames(harness, thread_id: int) -> list[str]:
+    """The names the bot gave a thread after creating it."""
+    return [r.payload["name"] for r in harness.fake.requests
+            if r.method == "PATCH" and r.path == f"/channels/{thread_id}"]
+
+
 async def test_an_edited_question_is_answered_again_in_place_of_its_answer(
     make_harness, guides_services, llm_cache_dir
 ):
@@ -62,6 +69,35 @@ async def test_an_edited_question_is_answered_again_in_place_of_its_answer(
     assert [r["question"] for r in harness.bot.questions.rows()] == ["What is LoRA?",
                                                                      "What is LoRA, in short?"]
     assert_safe(harness)
+
+
+async def test_the_thread_opened_for_an_edited_question_is_renamed_after_it(
+    make_harness, guides_services, llm_cache_dir
+):
+    services = scripted_services(guides_services, llm_cache_dir, TurnsModel(SHORT))
+    harness = await make_harness(services)
+    asked, thread_id = await asked_in_a_thread(harness, "What is LoRA, in shrot?")
+    harness.update(asked, content=mention(harness, "What is LoRA, in short?"))
+    await harness.settle()
+    assert renames(harness, thread_id) == ["What is LoRA, in short?"]
+    assert harness.fake.threads[thread_id]["name"] == "What is LoRA, in short?"
+    assert_safe(harness)
+
+
+async def test_a_rename_discord_refuses_is_logged_and_the_new_answer_stands(
+    make_harness, guides_services, llm_cache_dir, caplog
+):
+    services = scripted_services(guides_services, llm_cache_dir, TurnsModel(SHORT))
+    harness = await make_harness(services)
+    harness.fake.faults.append(Fault("PATCH", r"/channels/\d+", 403, 50013))  # no Manage Threads
+    asked, thread_id = await asked_in_a_thread(harness, "What is LoRA, in shrot?")
+    with caplog.at_level(logging.WARNING, logger="bot"):
+        harness.update(asked, content=mention(harness, "What is LoRA, in short?"))
+        await harness.settle()
+    [answer] = bot_messages(harness, thread_id)
+    assert answer["embeds"][0]["title"] == "What is LoRA, in short?"
+    assert answer["embeds"][-1]["footer"]["text"] and answer["components"]
+    assert f"could not rename thread {thread_id}" in caplog.text
 
 
 async def test_an_embed_unfurl_of_an_answered_question_is_not_answered_again(
@@ -120,6 +156,7 @@ async def test_an_edited_follow_up_in_a_thread_is_answered_again_with_the_thread
     answers = bot_messages(harness, thread_id)
     assert len(answers) == 2
     assert answers[-1]["embeds"][0]["title"] == "and how much memory does it save?"
+    assert renames(harness, thread_id) == []  # the thread keeps its first question's name
 
 
 async def test_edits_during_an_answer_are_answered_once_it_is_finished_the_latest_only(

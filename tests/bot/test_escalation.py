@@ -258,6 +258,48 @@ async def test_an_answer_in_the_students_thread_is_relayed_into_that_thread(
     assert_only_the_ta_ping_mentions_and_only_the_ta_role(harness)
 
 
+@pytest.mark.parametrize("page", [0, -1], ids=["first-page", "last-page"])
+async def test_a_reply_without_a_mention_to_a_tas_answer_is_not_a_question_for_the_bot(
+    make_harness, guides_services, page
+):
+    harness = await ta_harness(make_harness, guides_services)
+    _, escalation = await escalated(harness)
+    long_answer = " ".join(f"Sentence {i} of a long answer by the TA." for i in range(110))
+    harness.post(long_answer, TA, escalation.ta_thread_id)
+    await harness.settle()
+    pages = [m for m in harness.fake.messages[CHANNEL_ID] if m["author"].get("bot")]
+    assert len(pages) >= 2 and buttons(pages[0])[0].startswith("sa:faq:")
+    before = len(harness.fake.requests)
+    harness.post("Thanks, that helps!", STUDENT, CHANNEL_ID, reply_to=pages[page])
+    await harness.settle()
+    assert [r for r in harness.fake.requests[before:] if r.method != "GET"] == []
+    assert harness.bot.questions.rows()[-1]["question"] == OUT_OF_SCOPE  # no new question
+
+
+async def test_an_edited_question_moves_its_open_escalation_to_the_new_question_and_answer(
+    make_harness, guides_services
+):
+    harness = await ta_harness(make_harness, guides_services)
+    me = harness.bot.user.id
+    asked = harness.post(f"<@{me}> Who painted the Mona Lsa?", STUDENT, CHANNEL_ID, mention=True)
+    await harness.settle()
+    answer = harness.fake.messages[int(asked["id"])][-1]
+    await press(harness, answer, buttons(answer)[-1], STUDENT)
+    first = harness.bot.escalation_log.for_question(harness.bot.questions.rows()[-1]["id"])
+    harness.update(asked, content=f"<@{me}> {OUT_OF_SCOPE}")
+    await harness.settle()
+    moved = harness.bot.escalation_log.get(first.id)
+    assert moved.question == OUT_OF_SCOPE and moved.status == "open"
+    assert moved.question_id == harness.bot.questions.rows()[-1]["id"] != first.question_id
+    note = harness.fake.messages[first.ta_thread_id][-1]["content"]
+    assert note.startswith("✏️ The student edited the question") and OUT_OF_SCOPE in note
+    again = harness.fake.messages[int(asked["id"])][-1]  # the new answer, in the same message
+    token = await press(harness, again, buttons(again)[-1], STUDENT)
+    assert f"with the TAs already (escalation #{first.id}" in private_reply(harness, token)
+    assert len(ta_posts(harness)) == 1
+    assert_only_the_ta_ping_mentions_and_only_the_ta_role(harness)
+
+
 async def test_an_answer_that_cannot_be_delivered_leaves_the_escalation_open(
     make_harness, guides_services
 ):

@@ -19,7 +19,7 @@ from tests.bot.fake_discord import (
     interaction_payload,
     message_payload,
 )
-from tests.bot.test_answers import IN_SCOPE, ScriptedModel, scripted_services
+from tests.bot.test_answers import IN_SCOPE, ScriptedModel, is_draft, scripted_services
 from tests.bot.test_storage import entry
 from tests.rag.retrieval.test_release_dates import NOW, Clock, ingested_course
 
@@ -218,6 +218,28 @@ async def test_a_question_still_queued_when_an_exam_starts_is_not_answered_durin
         shown = json.dumps(harness.for_token(queued)[-1].payload)
         assert "exam is on" in shown and "Sources" not in shown
         assert harness.bot.questions.rows() == []  # nor the one generating when it started
+    finally:
+        course.end_exams()
+
+
+async def test_an_answer_streaming_when_an_exam_starts_shows_no_further_draft(
+    make_harness, guides_services, llm_cache_dir
+):
+    slow = ScriptedModel("A transformer maps tokens to vectors. " * 60, delay_s=0.02)
+    harness = await make_harness(scripted_services(guides_services, llm_cache_dir, slow),
+                                 edit_interval_s=0.1)
+    course = harness.bot.services.course
+    try:
+        token = harness.command("ask", STUDENT, question=IN_SCOPE)
+        while not any(is_draft(r) for r in harness.for_token(token)):
+            await asyncio.sleep(0.01)
+        course.start_exam([CHANNEL_ID])
+        started = len(harness.fake.requests)
+        await harness.settle()
+        later = [r for r in harness.fake.requests[started:] if token in r.path]
+        assert sum(is_draft(r) for r in later) <= 1  # at most one already under way
+        assert "exam is on here" in json.dumps(later[-1].payload)
+        assert harness.bot.questions.rows() == []
     finally:
         course.end_exams()
 

@@ -298,9 +298,10 @@ async def test_a_reply_to_an_answer_without_a_mention_is_a_follow_up_to_it(
     assert_safe(harness)
 
 
+@pytest.mark.parametrize("mention", [True, False], ids=["pinging", "not-pinging"])
 @pytest.mark.parametrize("page", [0, -1], ids=["first-page", "last-page"])
 async def test_a_reply_to_a_page_of_a_long_answer_has_all_of_it_as_history(
-    make_harness, guides_services, llm_cache_dir, monkeypatch, page
+    make_harness, guides_services, llm_cache_dir, monkeypatch, page, mention
 ):
     from tests.bot.test_answers import ScriptedModel, scripted_services
 
@@ -314,7 +315,7 @@ async def test_a_reply_to_a_page_of_a_long_answer_has_all_of_it_as_history(
     await harness.settle()
     pages = [m for m in harness.fake.messages[CHANNEL_ID] if m["author"].get("bot")]
     assert len(pages) >= 2  # answered in the channel, in several messages
-    harness.post("and for 13B?", STUDENT, CHANNEL_ID, mention=True, reply_to=pages[page])
+    harness.post("and for 13B?", STUDENT, CHANNEL_ID, mention=mention, reply_to=pages[page])
     await harness.settle()
     assert histories[1][:1] == [{"role": "user", "content": "What is LoRA?"}]
     assert "Part 0:" in histories[1][1]["content"] and "Part 5:" in histories[1][1]["content"]
@@ -327,5 +328,23 @@ async def test_a_reply_to_a_students_message_without_a_mention_is_not_for_the_bo
     theirs = harness.post("Has anyone tried LoRA on 13B?", Person(1002, "bo"), CHANNEL_ID)
     before = len(harness.fake.requests)
     harness.post("yes, it fits in 24 GB", STUDENT, CHANNEL_ID, reply_to=theirs)
+    await harness.settle()
+    assert harness.fake.requests[before:] == []
+
+
+@pytest.mark.parametrize(("command", "options"), [
+    ("tokenize", {"text": "LoRA adapters", "model": "smollm2"}),
+    ("sources", {"query": "LoRA"}),
+], ids=["demo", "passages"])
+async def test_a_reply_without_a_mention_to_a_bot_message_that_is_no_answer_is_not_for_the_bot(
+    make_harness, guides_services, command, options
+):
+    harness = await make_harness(guides_services)
+    token = harness.command(command, STUDENT, **options)
+    await harness.settle()
+    shown = harness.fake.originals[token]
+    assert shown["embeds"][0]["title"], "titled, as an answer's first message is"
+    before = len(harness.fake.requests)
+    harness.post("what about for 13B?", STUDENT, CHANNEL_ID, reply_to=shown)
     await harness.settle()
     assert harness.fake.requests[before:] == []

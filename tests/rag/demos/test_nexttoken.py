@@ -178,3 +178,15 @@ async def test_candidates_that_are_part_of_a_character_are_shown_as_bytes(smollm
     texts = [c.text for c in result.top]
     assert all("\ufffd" not in t for t in texts), texts
     assert any(t.startswith("<0x") for t in texts), "the test needs a byte-fragment candidate"
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+async def test_a_continuation_cut_inside_a_character_ends_before_it(smollm2, steps):
+    """SmolLM2 writes Japanese byte by byte: greedy, its first token is the first two bytes
+    of a katakana character, and its third starts another (measured)."""
+    result = await next_token(smollm2, NextTokenRequest.checked("東京は日本の", temperature=0,
+                                                                steps=steps))
+    ids = [s.chosen.token_id for s in result.greedy]
+    assert result.greedy[-1].chosen.text.startswith("<0x"), "the test needs a cut character"
+    assert "\ufffd" not in result.greedy_text
+    assert result.greedy_text == smollm2.loaded().tokenizer.decode(ids[:-1])
