@@ -33,6 +33,16 @@ def parse_channels(text: str | None, here: int | None) -> list[int]:
     return found
 
 
+def in_server(guild: discord.Guild | None, ids: list[int]) -> list[int]:
+    """`ids` when each is a channel or thread of the server; else UserFacingError naming one
+    that is not (a role or member mention, a mistyped id: an exam there would guard nothing)."""
+    unknown = [i for i in ids if guild is None or guild.get_channel_or_thread(i) is None]
+    if unknown:
+        raise UserFacingError(f"{unknown[0]} is not a channel of this server. Give channels as "
+                              "mentions (#exam-room), or 'all' for the server.")
+    return ids
+
+
 def where(channels: frozenset[int] | tuple[int, ...]) -> str:
     """'server-wide' or the channel mentions."""
     return " ".join(f"<#{c}>" for c in sorted(channels)) if channels else "server-wide"
@@ -62,7 +72,7 @@ class CourseCog(commands.Cog):
     async def exam_start(self, interaction: discord.Interaction, channels: str | None = None,
                          until: str | None = None) -> None:
         """Start exam mode."""
-        ids = parse_channels(channels, interaction.channel_id)
+        ids = in_server(interaction.guild, parse_channels(channels, interaction.channel_id))
         try:
             end = parse_until(until, self.rules.timezone, self.rules.clock()) if until else 0.0
         except ScheduleError as exc:
@@ -134,7 +144,7 @@ class CourseCog(commands.Cog):
     async def hints_only(self, interaction: discord.Interaction, on: bool,
                          channel: str | None = None) -> None:
         """Mark a channel hints-only: every answer there is a hint."""
-        ids = parse_channels(channel, interaction.channel_id)
+        ids = in_server(interaction.guild, parse_channels(channel, interaction.channel_id))
         if len(ids) != 1:
             raise UserFacingError("Name one channel, e.g. #lab-help.")
         await asyncio.to_thread(self.rules.set_hints_only, ids[0], on)

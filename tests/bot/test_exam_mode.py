@@ -14,6 +14,7 @@ from tests.bot.fake_discord import (
     CHANNEL_ID,
     MANAGE_GUILD_PERMISSIONS,
     OTHER_CHANNEL_ID,
+    STUDENT_ROLE,
     Person,
     dm_interaction_payload,
     interaction_payload,
@@ -137,6 +138,17 @@ async def test_students_are_refused_the_course_controls(feed, course):
         ("hints only", {"on": True}),
     ]:
         assert "Only instructors" in await harness.run(command, **options), command
+    assert not harness.bot.services.course.active_exams()
+
+
+@pytest.mark.parametrize("channels", [f"<@&{STUDENT_ROLE}>", f"<@{STUDENT.id + 10**17}>",
+                                      "123456789012345678"], ids=["role", "user", "unknown-id"])
+async def test_an_exam_is_not_started_on_something_that_is_no_channel_of_the_server(
+    make_harness, empty_services, channels
+):
+    harness = await make_harness(empty_services)
+    reply = await runner(harness)("exam start", INSTRUCTOR, channels=channels)
+    assert "Exam mode is on" not in reply and "channel" in reply
     assert not harness.bot.services.course.active_exams()
 
 
