@@ -12,6 +12,8 @@ from discord.ext import commands
 
 from bot.access import instructors_only
 from bot.errors import UserFacingError
+from bot.limits import EMBED_DESCRIPTION_CHARS, split_for_discord
+from bot.pages import send_more_pages
 from rag.course.schedule import ScheduleError, parse_until
 from rag.quoting import quoted
 
@@ -112,9 +114,15 @@ class CourseCog(commands.Cog):
                 + ("" if a.due == float("inf") else f", due <t:{int(a.due)}:f>")
                 + f", {len(a.protected)} protected items"
                 for a in await asyncio.to_thread(self.rules.assignments)]
-        await interaction.response.send_message(
-            "\n".join(rows) or "No assignment files in course_materials/assignments/.",
-            ephemeral=True)
+        if not rows:
+            await interaction.response.send_message(
+                "No assignment files in course_materials/assignments/.", ephemeral=True)
+            return
+        # A semester's worth passes the 2,000 characters of a message: pages of embeds.
+        pages = [[discord.Embed(description=page)] for page in
+                 split_for_discord("\n".join(rows), EMBED_DESCRIPTION_CHARS)]
+        await interaction.response.send_message(embeds=pages[0], ephemeral=True)
+        await send_more_pages(interaction, pages[1:], ephemeral=True)
 
     @assignments.command(name="open", description="Open an assignment now (hint mode)")
     @instructors_only
