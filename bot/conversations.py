@@ -161,6 +161,8 @@ class Conversations:
         me = self.client.user
         if me is None or message.author.bot or message.author.id == me.id:
             return
+        if message.is_system():
+            return  # Discord's own notice (a thread renamed, someone added), written as a member
         channel = message.channel
         dm = isinstance(channel, discord.DMChannel)
         mentioned = me in message.mentions

@@ -241,8 +241,8 @@ class Escalations:
     async def on_message(self, message: discord.Message) -> None:
         """A message in an escalation thread: a TA's answer is relayed to the student."""
         channel = message.channel
-        if message.author.bot or not isinstance(channel, discord.Thread):
-            return
+        if message.author.bot or message.is_system() or not isinstance(channel, discord.Thread):
+            return  # a system message (the thread renamed, a pin) is Discord's, not the TA's
         if channel.parent_id != self.ds.ta_channel_id:
             return
         escalation = await asyncio.to_thread(self.records.for_thread, channel.id)

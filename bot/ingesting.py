@@ -20,6 +20,7 @@ import discord
 
 from bot.errors import ReingestRunning
 from bot.limits import EMBED_FIELD_VALUE_CHARS, truncate
+from bot.render import rewrite_embeds
 from ingest.pipeline import IngestReport, Target
 from ingest.reingest import GateReport, ReingestResult, reingest
 from rag.services import Services
@@ -186,7 +187,8 @@ def report_embed(result: ReingestResult | IngestReport,
         _add_gate(embed, gate)
     embed.set_footer(text=f"{report.chunks_added} chunks embedded · {report.chunks_reused} "
                      f"reused · {report.chunks_removed} removed · {report.seconds:.1f} s")
-    return embed
+    # Each list fits its field, but a held re-ingest of a reorganised folder fills them all.
+    return rewrite_embeds([embed], str)[0]
 
 
 def _add_gate(embed: discord.Embed, gate: GateReport) -> None:

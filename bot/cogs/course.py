@@ -12,6 +12,8 @@ from discord.ext import commands
 
 from bot.access import instructors_only
 from bot.errors import UserFacingError
+from bot.limits import EMBED_DESCRIPTION_CHARS, split_for_discord
+from bot.pages import send_more_pages
 from rag.course.schedule import ScheduleError, parse_until
 from rag.quoting import quoted
 
@@ -31,6 +33,16 @@ def parse_channels(text: str | None, here: int | None) -> list[int]:
     if not found:
         raise UserFacingError("Give channels as mentions (#exam-room), or 'all' for the server.")
     return found
+
+
+def in_server(guild: discord.Guild | None, ids: list[int]) -> list[int]:
+    """`ids` when each is a channel or thread of the server; else UserFacingError naming one
+    that is not (a role or member mention, a mistyped id: an exam there would guard nothing)."""
+    unknown = [i for i in ids if guild is None or guild.get_channel_or_thread(i) is None]
+    if unknown:
+        raise UserFacingError(f"{unknown[0]} is not a channel of this server. Give channels as "
+                              "mentions (#exam-room), or 'all' for the server.")
+    return ids
 
 
 def where(channels: frozenset[int] | tuple[int, ...]) -> str:
@@ -62,7 +74,7 @@ class CourseCog(commands.Cog):
     async def exam_start(self, interaction: discord.Interaction, channels: str | None = None,
                          until: str | None = None) -> None:
         """Start exam mode."""
-        ids = parse_channels(channels, interaction.channel_id)
+        ids = in_server(interaction.guild, parse_channels(channels, interaction.channel_id))
         try:
             end = parse_until(until, self.rules.timezone, self.rules.clock()) if until else 0.0
         except ScheduleError as exc:
@@ -102,9 +114,15 @@ class CourseCog(commands.Cog):
                 + ("" if a.due == float("inf") else f", due <t:{int(a.due)}:f>")
                 + f", {len(a.protected)} protected items"
                 for a in await asyncio.to_thread(self.rules.assignments)]
-        await interaction.response.send_message(
-            "\n".join(rows) or "No assignment files in course_materials/assignments/.",
-            ephemeral=True)
+        if not rows:
+            await interaction.response.send_message(
+                "No assignment files in course_materials/assignments/.", ephemeral=True)
+            return
+        # A semester's worth passes the 2,000 characters of a message: pages of embeds.
+        pages = [[discord.Embed(description=page)] for page in
+                 split_for_discord("\n".join(rows), EMBED_DESCRIPTION_CHARS)]
+        await interaction.response.send_message(embeds=pages[0], ephemeral=True)
+        await send_more_pages(interaction, pages[1:], ephemeral=True)
 
     @assignments.command(name="open", description="Open an assignment now (hint mode)")
     @instructors_only
@@ -134,7 +152,7 @@ class CourseCog(commands.Cog):
     async def hints_only(self, interaction: discord.Interaction, on: bool,
                          channel: str | None = None) -> None:
         """Mark a channel hints-only: every answer there is a hint."""
-        ids = parse_channels(channel, interaction.channel_id)
+        ids = in_server(interaction.guild, parse_channels(channel, interaction.channel_id))
         if len(ids) != 1:
             raise UserFacingError("Name one channel, e.g. #lab-help.")
         await asyncio.to_thread(self.rules.set_hints_only, ids[0], on)

@@ -400,6 +400,24 @@ async def test_a_message_from_a_student_in_the_escalation_thread_is_not_relayed(
     assert harness.bot.escalation_log.get(escalation.id).status == "open"
 
 
+async def test_a_ta_renaming_the_escalation_thread_sends_the_student_nothing(
+    make_harness, guides_services
+):
+    from tests.bot.fake_discord import message_payload
+
+    harness = await ta_harness(make_harness, guides_services)
+    _, escalation = await escalated(harness)
+    before = len(harness.fake.requests)
+    # Discord's "changed the thread name" notice: written as the TA, the new name its content.
+    renamed = message_payload("#1 · Mona Lisa (done)", TA, escalation.ta_thread_id)
+    renamed["type"] = 4
+    harness.fake.install(harness.bot)
+    harness.bot._connection.parse_message_create(renamed)
+    await harness.settle()
+    assert harness.fake.requests[before:] == []
+    assert harness.bot.escalation_log.get(escalation.id).status == "open"
+
+
 async def test_tas_list_unanswered_escalations_and_students_cannot(make_harness, guides_services):
     harness = await ta_harness(make_harness, guides_services)
     _, first = await escalated(harness)

@@ -14,6 +14,7 @@ from tests.bot.fake_discord import (
     CHANNEL_ID,
     MANAGE_GUILD_PERMISSIONS,
     OTHER_CHANNEL_ID,
+    STUDENT_ROLE,
     Person,
     dm_interaction_payload,
     interaction_payload,
@@ -140,6 +141,17 @@ async def test_students_are_refused_the_course_controls(feed, course):
     assert not harness.bot.services.course.active_exams()
 
 
+@pytest.mark.parametrize("channels", [f"<@&{STUDENT_ROLE}>", f"<@{STUDENT.id + 10**17}>",
+                                      "123456789012345678"], ids=["role", "user", "unknown-id"])
+async def test_an_exam_is_not_started_on_something_that_is_no_channel_of_the_server(
+    make_harness, empty_services, channels
+):
+    harness = await make_harness(empty_services)
+    reply = await runner(harness)("exam start", INSTRUCTOR, channels=channels)
+    assert "Exam mode is on" not in reply and "channel" in reply
+    assert not harness.bot.services.course.active_exams()
+
+
 def direct_message(harness, text: str, person: Person, dm_channel: int) -> None:
     """Feed MESSAGE_CREATE for a direct message to the bot."""
     payload = message_payload(text, person, dm_channel)
@@ -256,3 +268,23 @@ async def test_course_controls_quote_long_input_within_discords_limits(
     await harness.settle()
     data = harness.for_token(token)[0].payload["data"]
     assert "'xxx" in data["content"] and len(data["content"]) <= 300
+
+
+async def test_a_semesters_assignments_are_listed_within_discords_limits(
+    make_harness, empty_services
+):
+    from bot.limits import payload_problems
+
+    folder = empty_services.settings.materials_dir / "assignments"
+    folder.mkdir(parents=True)
+    for week in range(1, 25):  # weekly assignments and labs over a semester
+        (folder / f"week{week:02d}-lab.toml").write_text(
+            f'title = "Week {week} lab: fine-tuning a small model with LoRA and measuring it"\n'
+            'due = "2026-06-30 23:59"\ntasks = ["Fine-tune it."]\nprotected = ["42"]\n')
+    harness = await make_harness(empty_services)
+    token = harness.feed(command_payload("assignments list", INSTRUCTOR, CHANNEL_ID, {}))
+    await harness.settle()
+    shown = [r for r in harness.for_token(token) if r.message is not None]
+    assert all(payload_problems(r.message) == [] for r in shown)
+    text = json.dumps([r.message for r in shown])
+    assert "week01-lab" in text and "week24-lab" in text

@@ -59,3 +59,22 @@ def test_a_huge_summary_stays_within_the_limits():
     skipped = {f"bad{i}.pdf": "corrupt PDF " * 5 for i in range(300)}
     embed = report_embed(IngestReport(plan, skipped=skipped))
     assert payload_problems({"embeds": [embed.to_dict()]}) == []
+
+
+def test_a_held_summary_of_a_reorganised_folder_stays_within_the_message_total():
+    from ingest.reingest import GateReport, ReingestResult
+    from rag.retrieval.gold import GoldChange, GoldResult
+
+    def files(kind: str) -> list[SourceFile]:
+        return [source(f"{kind}/{'x' * 60}{i}.md") for i in range(40)]
+
+    plan = IngestPlan(added=files("new"), changed=files("changed"),
+                      removed=[f"old/{'y' * 60}{i}.md" for i in range(40)])
+    skipped = {f"bad{i}.pdf": "corrupt PDF " * 5 for i in range(40)}
+    scheduled = {f.source: 1.8e9 for f in files("week9")}
+    report = IngestReport(plan, skipped=skipped, scheduled=scheduled)
+    worse = [GoldChange(GoldResult(f"Gold question {i} " + "q" * 80, 1, (), ()),
+                        GoldResult(f"Gold question {i}", None, (), ())) for i in range(40)]
+    gate = GateReport(Path("gold.toml"), "1", "2", "1", changes=worse)
+    embed = report_embed(ReingestResult(report, gate))
+    assert payload_problems({"embeds": [embed.to_dict()]}) == []

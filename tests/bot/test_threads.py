@@ -348,3 +348,27 @@ async def test_a_reply_without_a_mention_to_a_bot_message_that_is_no_answer_is_n
     harness.post("what about for 13B?", STUDENT, CHANNEL_ID, reply_to=shown)
     await harness.settle()
     assert harness.fake.requests[before:] == []
+
+
+# Discord writes system messages itself, as the member who acted: a renamed thread's holds the
+# new name as its content; "added someone to the thread" mentions whom.
+SYSTEM_MESSAGES = {"thread-renamed": (4, "What is LoRA", False),
+                   "bot-added-to-a-thread": (1, "", True)}
+
+
+@pytest.mark.parametrize("kind", sorted(SYSTEM_MESSAGES))
+async def test_discords_system_messages_are_not_questions(make_harness, empty_services, kind):
+    harness = await make_harness(empty_services)
+    thread_id = 930000000000000002
+    thread_of_the_bot(harness, thread_id)
+    before = len(harness.fake.requests)
+    message_type, content, mention = SYSTEM_MESSAGES[kind]
+    me = harness.bot.user
+    mentions = [{"id": str(me.id), "username": me.name, "discriminator": "0", "avatar": None,
+                 "bot": True}] if mention else []
+    posted = message_payload(content, STUDENT, thread_id, mentions)
+    posted["type"] = message_type
+    harness.fake.install(harness.bot)
+    harness.bot._connection.parse_message_create(posted)
+    await harness.settle()
+    assert harness.fake.requests[before:] == []
