@@ -77,10 +77,11 @@ _WORD = re.compile(r"(?<![0-9])[A-Za-z][A-Za-z0-9'’-]*")
 # `48GB`, `65B`, `13k`: a number and its unit or multiplier, written together or apart.
 _NUMBER_UNIT = re.compile(r"(?<=\d)(?=[A-Za-z])")
 # A negation, and how far it reaches: a few words, within its clause ("does not need a reward
-# model"). "X rather than Y" and "X instead of Y" deny Y as "X, not Y" does.
+# model"). "X rather than Y" and "X instead of Y" deny Y as "X, not Y" does, and "X lacks Y"
+# as "X does not have Y".
 _NEGATION = re.compile(
-    r"\b(?:not|no|never|none|nothing|nor|neither|cannot|without|rather than|instead of)\b|"
-    r"n['’]t\b", re.IGNORECASE)
+    r"\b(?:not|no|never|none|nothing|nor|neither|cannot|without|rather than|instead of|"
+    r"lack(?:s|ed|ing)?|fail(?:s|ed)? to)\b|n['’]t\b", re.IGNORECASE)
 NEGATION_REACH = 4
 _CLAUSE_END = re.compile(r"[,;:.()!?]")
 _REACH = re.compile(rf"(?:\s*\S+){{0,{NEGATION_REACH}}}")
@@ -339,10 +340,16 @@ def denies_the_other(claim: str, window: str) -> bool:
     decide, so a negation that both share, or one elsewhere in the window, is no clash."""
     said, stated = negated(claim), negated(window)
     if said and not _NEGATION.search(window):
-        return bool(said & terms(window))
+        return _most(said, terms(window))
     if stated and not _NEGATION.search(claim):
-        return bool(stated & terms(claim))
+        return _most(stated, terms(claim))
     return False
+
+
+def _most(denied: set[str], used: set[str]) -> bool:
+    """Whether the other text uses at least half of the terms one denies: one shared word
+    ("no need to store optimizer states" against "GPU memory needed") is no clash."""
+    return 2 * len(denied & used) >= len(denied)
 
 
 def _relations(text: str) -> dict[str, tuple[set[str], set[str]]]:
