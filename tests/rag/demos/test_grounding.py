@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from rag.answering.grounding import (
+    CLAIM_FEATURES,
     CONTRADICTED,
     SUPPORTED,
     GroundingReport,
@@ -141,8 +142,9 @@ def test_fitting_learns_the_direction_and_leaves_numbers_to_the_hard_rule():
     supported = np.array([True] * 20 + [False] * 20 + [False] * 5)
     cosine = np.concatenate([rng.uniform(0.7, 0.9, 20), rng.uniform(0.3, 0.5, 20),
                              rng.uniform(0.85, 0.95, 5)])
+    # Cosine carries the labels; names are never missing; the other features are noise.
     features = np.column_stack([cosine, rng.uniform(0, 1, 45), np.zeros(45),
-                                rng.uniform(0, 1, 45), rng.uniform(0, 1, 45)])
+                                *(rng.uniform(0, 1, 45) for _ in CLAIM_FEATURES[3:])])
     numbers_missing = np.array([False] * 40 + [True] * 5)  # close wording, wrong numbers
     weights = fit_weights(features, numbers_missing, supported)
     p = weights.probability(features)
