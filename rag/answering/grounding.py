@@ -340,16 +340,10 @@ def denies_the_other(claim: str, window: str) -> bool:
     decide, so a negation that both share, or one elsewhere in the window, is no clash."""
     said, stated = negated(claim), negated(window)
     if said and not _NEGATION.search(window):
-        return _most(said, terms(window))
+        return bool(said & terms(window))
     if stated and not _NEGATION.search(claim):
-        return _most(stated, terms(claim))
+        return bool(stated & terms(claim))
     return False
-
-
-def _most(denied: set[str], used: set[str]) -> bool:
-    """Whether the other text uses at least half of the terms one denies: one shared word
-    ("no need to store optimizer states" against "GPU memory needed") is no clash."""
-    return 2 * len(denied & used) >= len(denied)
 
 
 def _relations(text: str) -> dict[str, tuple[set[str], set[str]]]:

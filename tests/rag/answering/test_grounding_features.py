@@ -72,7 +72,7 @@ def test_a_relation_turned_round_is_a_clash_and_the_passive_or_another_relation_
     assert reverses_the_other("RLHF comes before SFT.", "SFT comes before RLHF.")
 
 
-def test_lacking_is_a_negation_and_one_shared_word_is_no_clash():
+def test_lacking_and_failing_to_are_negations():
     window = ("Compared to FasterTransformer, vLLM can sustain up to 22x higher request rates, "
               "as FasterTransformer does not utilize a fine-grained scheduling mechanism.")
     # "lacks" denies what "does not utilize" denies: the two agree.
@@ -80,8 +80,6 @@ def test_lacking_is_a_negation_and_one_shared_word_is_no_clash():
         "vLLM sustains up to 22x higher request rates than FasterTransformer, which lacks "
         "fine-grained scheduling.", window)
     assert denies_the_other("FasterTransformer uses a fine-grained scheduling mechanism.", window)
-    # The claim denies "need to store optimizer states"; the window's "needed" is about memory.
-    assert not denies_the_other(
-        "With no need to store optimizer states for frozen weights, LoRA cuts training VRAM.",
-        "LoRA cut the GPU memory needed for training by about 3x.")
+    assert denies_the_other("FasterTransformer fails to batch requests.",
+                            "FasterTransformer batches requests.")
 
