@@ -109,11 +109,20 @@ class CourseCog(commands.Cog):
     @assignments.command(name="list", description="Assignments and whether they are open")
     @instructors_only
     async def assignments_list(self, interaction: discord.Interaction) -> None:
-        """Each assignment: id, title, open or closed, due date, protected item count."""
+        """Each assignment: id, title, open or closed, due date, protected item count; and each
+        file that cannot be read, with what is wrong."""
+        assignments = await asyncio.to_thread(self.rules.assignments)
         rows = [f"• `{a.id}` {a.title}: {'open' if self.rules.is_open(a) else 'closed'}"
                 + ("" if a.due == float("inf") else f", due <t:{int(a.due)}:f>")
                 + f", {len(a.protected)} protected items"
-                for a in await asyncio.to_thread(self.rules.assignments)]
+                for a in assignments]
+        known = {a.id for a in assignments}
+        # A file that does not read protects nothing new: the instructor must hear of it.
+        rows += [f"⚠️ `{ident}` cannot be read, so "
+                 + ("its last good version is in force" if ident in known
+                    else "none of its items are protected")
+                 + f": {quoted(problem, 300)}"
+                 for ident, problem in self.rules.assignment_problems().items()]
         if not rows:
             await interaction.response.send_message(
                 "No assignment files in course_materials/assignments/.", ephemeral=True)

@@ -45,19 +45,32 @@ class Assignment:
 
 def load_assignments(materials_dir: Path, timezone: str = "UTC") -> list[Assignment]:
     """Every `*.toml` file in the assignments folder, by file name; ScheduleError if one is bad."""
+    assignments, problems = read_assignments(materials_dir, timezone)
+    if problems:
+        raise ScheduleError(next(iter(problems.values())))
+    return assignments
+
+
+def read_assignments(
+    materials_dir: Path, timezone: str = "UTC"
+) -> tuple[list[Assignment], dict[str, str]]:
+    """Every `*.toml` file in the assignments folder that reads, by file name, and the problem
+    of each one that does not (by its id): one broken file must not cost the others theirs."""
     folder = Path(materials_dir) / ASSIGNMENTS_DIR
     if not folder.is_dir():
-        return []
+        return [], {}
     tz = zone(timezone)
-    out = []
+    out, problems = [], {}
     for path in sorted(folder.glob("*.toml")):
         where = f"{ASSIGNMENTS_DIR}/{path.name}"
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
+            out.append(_assignment(path.stem, data, tz, where))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ScheduleError(f"{where}: {exc}") from exc
-        out.append(_assignment(path.stem, data, tz, where))
-    return out
+            problems[path.stem] = f"{where}: {exc}"
+        except ScheduleError as exc:
+            problems[path.stem] = str(exc)
+    return out, problems
 
 
 def _strings(data: dict[str, Any], key: str, where: str) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rag.course.assignments import Assignment, load_assignments
+from rag.course.assignments import Assignment, read_assignments
 from rag.course.schedule import (
     ASSIGNMENTS_DIR,
     SCHEDULE_FILE,
@@ -66,13 +66,35 @@ class CourseRules:
                             lambda: load_schedule(self.materials_dir, self.timezone), Schedule())
 
     def assignments(self) -> list[Assignment]:
-        """Every assignment file, re-read when one changes."""
+        """Every assignment file, re-read when one changes; a file that stops reading keeps
+        its last good version (`assignment_problems` says which)."""
+        return self._assignments()[0]
+
+    def assignment_problems(self) -> dict[str, str]:
+        """The assignment files that do not read, by id: what is wrong with each."""
+        return self._assignments()[1]
+
+    def _assignments(self) -> tuple[list[Assignment], dict[str, str]]:
         folder = self.materials_dir / ASSIGNMENTS_DIR
         files = sorted(folder.glob("*.toml")) if folder.is_dir() else []
         tz = self.schedule().timezone if (self.materials_dir / SCHEDULE_FILE).exists() \
             else self.timezone
+        empty: tuple[list[Assignment], dict[str, str]] = ([], {})
         return self._cached("assignments", (tz, *self._stamp(files)),
-                            lambda: load_assignments(self.materials_dir, tz), [])
+                            lambda: self._read_assignments(tz, files), empty)
+
+    def _read_assignments(
+        self, tz: str, files: list[Path]
+    ) -> tuple[list[Assignment], dict[str, str]]:
+        read, problems = read_assignments(self.materials_dir, tz)
+        held = self._cache.get("assignments")
+        last = {a.id: a for a in held[1][0]} if held is not None else {}
+        kept = [last[ident] for ident in problems if ident in last]
+        for problem in problems.values():
+            log.error("cannot read an assignment file: %s (%s)", problem,
+                      "its last good version stays" if kept else "no earlier version to keep")
+        order = {path.stem: i for i, path in enumerate(files)}
+        return sorted([*read, *kept], key=lambda a: order.get(a.id, len(order))), problems
 
     def _cached(self, key: str, stamp: Any, load: Callable[[], T], empty: T) -> T:
         held = self._cache.get(key)

@@ -288,3 +288,22 @@ async def test_a_semesters_assignments_are_listed_within_discords_limits(
     assert all(payload_problems(r.message) == [] for r in shown)
     text = json.dumps([r.message for r in shown])
     assert "week01-lab" in text and "week24-lab" in text
+
+
+async def test_the_assignment_list_names_a_file_that_cannot_be_read(make_harness, empty_services):
+    folder = empty_services.settings.materials_dir / "assignments"
+    folder.mkdir(parents=True)
+    (folder / "hw1.toml").write_text(
+        'title = "LoRA by hand"\ndue = "2026-06-30 23:59"\ntasks = ["Count it."]\n'
+        'protected = ["65,536"]\n')
+    (folder / "hw2.toml").write_text('title = "Attention"\ntasks = [unclosed\n')
+    harness = await make_harness(empty_services)
+    token = harness.feed(command_payload("assignments list", INSTRUCTOR, CHANNEL_ID, {}))
+    await harness.settle()
+    shown = [r for r in harness.for_token(token) if r.message is not None]
+    text = json.dumps([r.message for r in shown], ensure_ascii=False)
+    # The good file is still listed (and protected); the broken one is named, with its error.
+    assert "`hw1` LoRA by hand" in text and "1 protected items" in text
+    assert "`hw2` cannot be read, so none of its items are protected" in text
+    assert "assignments/hw2.toml" in text
+    assert all(r.message.get("flags") == 64 for r in shown), "private to the instructor"
