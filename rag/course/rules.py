@@ -90,9 +90,9 @@ class CourseRules:
         held = self._cache.get("assignments")
         last = {a.id: a for a in held[1][0]} if held is not None else {}
         kept = [last[ident] for ident in problems if ident in last]
-        for problem in problems.values():
+        for ident, problem in problems.items():
             log.error("cannot read an assignment file: %s (%s)", problem,
-                      "its last good version stays" if kept else "no earlier version to keep")
+                      "its last good version stays" if ident in last else "nothing protected")
         order = {path.stem: i for i, path in enumerate(files)}
         return sorted([*read, *kept], key=lambda a: order.get(a.id, len(order))), problems
 
