@@ -43,14 +43,6 @@ class Assignment:
         return self.opens <= now < self.due
 
 
-def load_assignments(materials_dir: Path, timezone: str = "UTC") -> list[Assignment]:
-    """Every `*.toml` file in the assignments folder, by file name; ScheduleError if one is bad."""
-    assignments, problems = read_assignments(materials_dir, timezone)
-    if problems:
-        raise ScheduleError(next(iter(problems.values())))
-    return assignments
-
-
 def read_assignments(
     materials_dir: Path, timezone: str = "UTC"
 ) -> tuple[list[Assignment], dict[str, str]]:
