@@ -33,8 +33,12 @@ async def _served(interaction: discord.Interaction) -> bool:
     return False
 
 
+# The custom id of an answer's 👍/👎 starts so: it tells an answer's message from the others.
+VOTE_ID = "sa:vote:"
+
+
 class FeedbackButton(
-    discord.ui.DynamicItem[discord.ui.Button], template=r"sa:vote:(?P<vote>up|down):(?P<qid>\d+)"
+    discord.ui.DynamicItem[discord.ui.Button], template=VOTE_ID + r"(?P<vote>up|down):(?P<qid>\d+)"
 ):
     """👍 or 👎 on one answer; one vote per user, which they can change."""
 
@@ -43,7 +47,7 @@ class FeedbackButton(
             discord.ui.Button(
                 emoji="👍" if vote == "up" else "👎",
                 style=discord.ButtonStyle.secondary,
-                custom_id=f"sa:vote:{vote}:{question_id}",
+                custom_id=f"{VOTE_ID}{vote}:{question_id}",
             )
         )
         self.question_id = question_id
@@ -126,5 +130,5 @@ def answer_view(question_id: int, ask_ta: bool = False) -> discord.ui.View:
 def has_answer_buttons(message: discord.Message) -> bool:
     """Whether a message carries a finished answer's 👍/👎 (`answer_view`): only an answer's
     first message does; a demo, a list of passages or a TA's answer has none."""
-    return any(str(getattr(item, "custom_id", "")).startswith("sa:vote:")
+    return any(str(getattr(item, "custom_id", "")).startswith(VOTE_ID)
                for row in message.components for item in getattr(row, "children", ()))
