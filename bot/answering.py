@@ -235,6 +235,18 @@ class Answerer:
         """Spend one of a user's turns (RateLimited when none is left)."""
         (self.light_limiter if light else self.limiter).take(user_id)
 
+    async def defer(
+        self, interaction: discord.Interaction, *, light: bool = False, ephemeral: bool = False
+    ) -> None:
+        """Defer a command that took one of the user's turns ("thinking…"). When Discord
+        refuses (the interaction expired, a 404 or any HTTP error) the user gets nothing from
+        it, so the turn is given back before the error goes on to the error policy."""
+        try:
+            await interaction.response.defer(thinking=True, ephemeral=ephemeral)
+        except discord.HTTPException:
+            (self.light_limiter if light else self.limiter).give_back(interaction.user.id)
+            raise
+
     @asynccontextmanager
     async def slot_for(self, interaction: discord.Interaction) -> AsyncIterator[None]:
         """A generation slot for a command's work; while it waits, the deferred reply shows

@@ -128,7 +128,8 @@ class StudyBot(commands.Bot):
         self.background: list[threading.Thread] = []
 
     async def setup_hook(self) -> None:
-        """One-time start-up: cogs, persistent buttons, intent check, command sync, warm-up."""
+        """One-time start-up: cogs, persistent buttons, intent check, the course schedule,
+        command sync, warm-up."""
         cogs = (
             ask.AskCog(self),
             mentions.MentionCog(self),
@@ -144,6 +145,9 @@ class StudyBot(commands.Bot):
         self.add_dynamic_items(FeedbackButton, SourcesButton, PromoteButton, AskTAButton,
                                AnswerButton, AddToFAQButton)
         self.check_message_content()
+        # Read now, not at the first question: the copy of the last good schedule is refreshed,
+        # and a schedule.toml that does not read is logged at start-up.
+        await asyncio.to_thread(self.services.course.schedule_status)
         await self.sync_commands()
         if self.warm_up:
             await self.load_models()

@@ -27,7 +27,7 @@ BUTTON_LABEL_CHARS = 80
 THREAD_NAME_CHARS = 100
 MAX_WAIT_S = 60.0  # the longest 429 wait we honour before trying elsewhere
 ELLIPSIS = "…"
-_FENCE = "```"
+FENCE = "```"  # opens and closes a code block
 
 
 def retry_after_s(error: Exception, default: float = 1.0) -> float:
@@ -79,19 +79,19 @@ def split_for_discord(text: str, limit: int = MESSAGE_CHARS) -> list[str]:
     pieces: list[str] = []
     rest = text.strip()
     if _open_fence(rest) is not None:
-        rest += "\n" + _FENCE
+        rest += "\n" + FENCE
     reopen = ""
     while rest:
         rest = reopen + rest
         if len(rest) <= limit:
             pieces.append(rest)
             break
-        budget = limit - len(_FENCE) - 1  # room to close an open code block
+        budget = limit - len(FENCE) - 1  # room to close an open code block
         cut = _cut_point(rest, budget)
         piece, rest = rest[:cut].rstrip(), rest[cut:].lstrip("\n ")
         fence = _open_fence(piece)
         if fence is not None:
-            piece += "\n" + _FENCE
+            piece += "\n" + FENCE
             reopen = fence + "\n"
         else:
             reopen = ""
@@ -105,7 +105,7 @@ def _open_fence(piece: str) -> str | None:
     opened: str | None = None
     for line in piece.splitlines():
         stripped = line.strip()
-        if stripped.startswith(_FENCE):
+        if stripped.startswith(FENCE):
             opened = None if opened is not None else stripped
     return opened
 

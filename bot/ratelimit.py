@@ -48,6 +48,13 @@ class TokenBucket:
             raise RateLimited((1.0 - tokens) / self.rate)
         self._buckets[key] = (tokens - 1.0, now)
 
+    def give_back(self, key: Hashable) -> None:
+        """Return a token `take` spent on something that never reached the user."""
+        now = self._clock()
+        tokens, stamp = self._buckets.get(key, (float(self.burst), now))
+        self._buckets[key] = (min(float(self.burst), tokens + (now - stamp) * self.rate + 1.0),
+                              now)
+
 
 PositionCallback = Callable[[int], Awaitable[None]]
 WaitCallback = Callable[[float], None]

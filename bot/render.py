@@ -16,6 +16,7 @@ from bot.limits import (
     EMBED_FOOTER_CHARS,
     EMBED_TITLE_CHARS,
     EMBED_TOTAL_CHARS,
+    FENCE,
     embed_chars,
     pack_pages,
     split_for_discord,
@@ -151,12 +152,36 @@ def passage_messages(
     for rank, p in enumerate(passages, 1):
         head = f"**{rank}. {where(p['source'], p.get('page'), p.get('section', ''))}**"
         score = f" (relevance {p['score']:.2f})" if p.get("score") is not None else ""
-        text = " ".join(str(p.get("text", "")).split())
-        bodies.append(truncate(f"{head}{score}\n{text}", PASSAGE_CHARS + 300))
+        # Cut where a code block can be closed (the cut-off passage ends with one open).
+        pieces = split_for_discord(f"{head}{score}\n{passage_text(str(p.get('text', '')))}",
+                                   PASSAGE_CHARS + 300)
+        bodies.append(pieces[0] + (f"\n{ELLIPSIS}" if len(pieces) > 1 else ""))
     messages = [[discord.Embed(description=b, colour=COLOUR) for b in group]
                 for group in pack_pages(bodies, budget=5500)]
     messages[0][0].title = truncate(title, EMBED_TITLE_CHARS)
     return messages
+
+
+def passage_text(text: str) -> str:
+    """A passage as shown: prose on one line (a PDF's line breaks would waste the embed),
+    each code block on lines of its own, as written."""
+    parts: list[str] = []
+    prose: list[str] = []
+    code: list[str] | None = None  # the lines of the code block being read
+    for line in text.splitlines():
+        if line.strip().startswith(FENCE):
+            if code is None:
+                parts.append(" ".join(" ".join(prose).split()))
+                prose, code = [], [line.strip()]
+            else:
+                parts.append("\n".join([*code, line.strip()]))
+                code = None
+        elif code is not None:
+            code.append(line)
+        else:
+            prose.append(line)
+    parts.append("\n".join(code) if code is not None else " ".join(" ".join(prose).split()))
+    return "\n".join(part for part in parts if part)
 
 
 def help_embed() -> discord.Embed:

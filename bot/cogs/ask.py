@@ -33,7 +33,7 @@ class AskCog(commands.Cog):
     ) -> None:
         """Answer from the materials, streamed, with sources and feedback buttons."""
         question = self.bot.answerer.admit(interaction.user.id, question)
-        await interaction.response.defer(thinking=True, ephemeral=private)
+        await self.bot.answerer.defer(interaction, ephemeral=private)
         await self.bot.answerer.answer(
             question,
             InteractionReply(interaction, ephemeral=private),
@@ -63,7 +63,7 @@ class AskCog(commands.Cog):
             instructor_check(interaction)  # raises NotAllowed for students
             private = True
         self.bot.answerer.take(interaction.user.id, light=True)
-        await interaction.response.defer(thinking=True, ephemeral=private)
+        await self.bot.answerer.defer(interaction, light=True, ephemeral=private)
         search = self.bot.services.retriever.search
         async with self.bot.answerer.slot_for(interaction):
             hits = await asyncio.to_thread(search, query, None, preview=preview)

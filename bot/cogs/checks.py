@@ -87,7 +87,7 @@ class ChecksCog(commands.Cog):
         await self._send(interaction, compare_messages(result))
 
     async def _start(self, interaction: discord.Interaction, status: str) -> None:
-        await interaction.response.defer(thinking=True)
+        await self.bot.answerer.defer(interaction)  # a refused defer gives the turn back
         await self._progress(interaction)(status)  # a refused notice must not cost the result
 
     async def _status(self, interaction: discord.Interaction, status: str) -> None:

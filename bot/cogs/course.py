@@ -14,11 +14,12 @@ from bot.access import instructors_only
 from bot.errors import UserFacingError
 from bot.limits import EMBED_DESCRIPTION_CHARS, split_for_discord
 from bot.pages import send_more_pages
-from rag.course.schedule import ScheduleError, parse_until
+from rag.course.schedule import SCHEDULE_FILE, ScheduleError, parse_until
 from rag.quoting import quoted
 
 if TYPE_CHECKING:
     from bot.client import StudyBot
+    from rag.course.rules import ScheduleStatus
 
 _CHANNEL_MENTION = re.compile(r"<#(\d+)>|\b(\d{15,21})\b")
 
@@ -48,6 +49,20 @@ def in_server(guild: discord.Guild | None, ids: list[int]) -> list[int]:
 def where(channels: frozenset[int] | tuple[int, ...]) -> str:
     """'server-wide' or the channel mentions."""
     return " ".join(f"<#{c}>" for c in sorted(channels)) if channels else "server-wide"
+
+
+def schedule_warning(status: ScheduleStatus) -> str:
+    """What instructors must know when schedule.toml does not read ("" when it does)."""
+    if not status.problem:
+        return ""
+    if status.last_good:
+        windows = len(status.schedule.exams)
+        held = (f"The last good schedule (saved in the data dir: {windows} exam window"
+                f"{'' if windows == 1 else 's'}) is enforced until the file is mended.")
+    else:
+        held = ("There is no last good schedule, so scheduled exams are NOT enforced: mend the "
+                "file, or start exams by hand with /exam start.")
+    return f"⚠️ {SCHEDULE_FILE} cannot be read: {quoted(status.problem, 300)}. {held}"
 
 
 class CourseCog(commands.Cog):
@@ -103,7 +118,10 @@ class CourseCog(commands.Cog):
         lines = [f"• {where(e.channels)}"
                  + ("" if e.until == float("inf") else f" until <t:{int(e.until)}:f>")
                  + (" (scheduled)" if e.scheduled else "") for e in self.rules.active_exams()]
-        await interaction.response.send_message("\n".join(lines) or "No exam is on.",
+        # A broken schedule.toml may be why an exam is not on: the instructor must hear of it.
+        warning = schedule_warning(await asyncio.to_thread(self.rules.schedule_status))
+        text = "\n".join(lines) or "No exam is on."
+        await interaction.response.send_message(f"{warning}\n{text}" if warning else text,
                                                 ephemeral=True)
 
     @assignments.command(name="list", description="Assignments and whether they are open")

@@ -65,10 +65,10 @@ async def generating(
     bot: StudyBot, interaction: discord.Interaction, status: str, *, light: bool = False
 ) -> AsyncIterator[None]:
     """Take one of the user's turns (the light bucket for cheap demos) before anything is
-    sent, defer (Discord allows 3 s), wait for a generation slot like /ask, then say what is
-    running while the model works."""
+    sent, defer (Discord allows 3 s; a refused defer gives the turn back), wait for a
+    generation slot like /ask, then say what is running while the model works."""
     bot.answerer.take(interaction.user.id, light=light)
-    await interaction.response.defer(thinking=True)
+    await bot.answerer.defer(interaction, light=light)
     async with bot.answerer.slot_for(interaction):
         embed = discord.Embed(description=status, colour=discord.Colour.light_grey())
         # A notice Discord refuses (a 429) must not cost the result: the result follows.

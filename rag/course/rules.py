@@ -1,11 +1,13 @@
 """The course's rules at this moment: which exams are on where, which assignments are open,
 which channels are hints-only. Files are re-read when they change; the instructors' switches
-live in the data dir (rag/course/state.py). Everything is decided against an injected clock."""
+live in the data dir (rag/course/state.py), beside a copy of the last schedule that read.
+Everything is decided against an injected clock."""
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -19,12 +21,26 @@ from rag.course.schedule import (
     SCHEDULE_FILE,
     Schedule,
     ScheduleError,
-    load_schedule,
+    parse_schedule,
+    read_schedule,
 )
 from rag.course.state import CourseState, ManualExam, StateFile
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# In the data dir: the schedule file's last version that read, in force while the file does
+# not read, even right after a restart.
+LAST_GOOD_SCHEDULE = "schedule.last_good.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleStatus:
+    """The schedule in force and, while the schedule file does not read, what is wrong with
+    it and whether the schedule in force is its last good version (else nothing is)."""
+
+    schedule: Schedule
+    problem: str = ""
+    last_good: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +66,7 @@ class CourseRules:
         self.timezone = timezone
         self.clock = clock or time.time
         self._file = StateFile(Path(data_dir))
+        self._last_good = Path(data_dir) / LAST_GOOD_SCHEDULE
         self._state = self._file.load()
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[Any, Any]] = {}
@@ -60,10 +77,56 @@ class CourseRules:
         return tuple((p.name, p.stat().st_mtime_ns) for p in paths if p.exists())
 
     def schedule(self) -> Schedule:
-        """The schedule file, re-read when it changes (the last good one if it turns bad)."""
+        """The schedule file, re-read when it changes; while it does not read, its last good
+        version (`schedule_status` says which)."""
+        return self.schedule_status().schedule
+
+    def schedule_status(self) -> ScheduleStatus:
+        """The schedule in force, and what is wrong with the file when it does not read."""
         path = self.materials_dir / SCHEDULE_FILE
-        return self._cached("schedule", self._stamp([path]),
-                            lambda: load_schedule(self.materials_dir, self.timezone), Schedule())
+        return self._cached("schedule", self._stamp([path]), self._read_schedule,
+                            ScheduleStatus(Schedule(self.timezone)))
+
+    def _read_schedule(self) -> ScheduleStatus:
+        try:
+            schedule, text = read_schedule(self.materials_dir, self.timezone)
+        except ScheduleError as exc:
+            return self._last_good_schedule(str(exc))
+        self._keep_schedule(text)
+        return ScheduleStatus(schedule)
+
+    def _keep_schedule(self, text: str | None) -> None:
+        """Save the text of a schedule that read; no file is an empty schedule that read, so
+        an old copy must not come back when a new file is broken."""
+        try:
+            if text is None:
+                self._last_good.unlink(missing_ok=True)
+            elif not self._last_good.is_file() or self._last_good.read_text("utf-8") != text:
+                self._last_good.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self._last_good.with_suffix(".tmp")
+                tmp.write_text(text, encoding="utf-8")
+                os.replace(tmp, self._last_good)  # a crash leaves the old copy or the new
+        except OSError:
+            log.exception("cannot keep a copy of the schedule in %s", self._last_good.parent)
+
+    def _last_good_schedule(self, problem: str) -> ScheduleStatus:
+        """The schedule in force while the file does not read: the one in force before, or
+        after a restart the copy saved in the data dir; else none."""
+        held = self._cache.get("schedule")
+        last = held[1].schedule if held and (not held[1].problem or held[1].last_good) \
+            else self._saved_schedule()
+        log.error("cannot read the course's schedule: %s (%s)", problem,
+                  "its last good version stays in force" if last is not None
+                  else "no last good version: scheduled exams are NOT enforced")
+        if last is None:
+            return ScheduleStatus(Schedule(self.timezone), problem)
+        return ScheduleStatus(last, problem, last_good=True)
+
+    def _saved_schedule(self) -> Schedule | None:
+        try:
+            return parse_schedule(self._last_good.read_text("utf-8"), self.timezone)
+        except (OSError, UnicodeDecodeError, ScheduleError):
+            return None
 
     def assignments(self) -> list[Assignment]:
         """Every assignment file, re-read when one changes; a file that stops reading keeps

@@ -115,13 +115,30 @@ def to_timestamp(value: Any, tz: ZoneInfo, where: str) -> float:
 
 def load_schedule(materials_dir: Path, default_timezone: str = "UTC") -> Schedule:
     """Read `schedule.toml` from a materials folder (an empty schedule when there is none)."""
+    return read_schedule(materials_dir, default_timezone)[0]
+
+
+def read_schedule(
+    materials_dir: Path, default_timezone: str = "UTC"
+) -> tuple[Schedule, str | None]:
+    """`load_schedule`, with the text it read (None when there is no file): the copy a caller
+    keeps of the last schedule that read."""
     path = Path(materials_dir) / SCHEDULE_FILE
     if not path.is_file():
-        return Schedule(timezone=default_timezone)
+        return Schedule(timezone=default_timezone), None
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ScheduleError(f"{path.name}: {exc}") from exc
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScheduleError(f"{SCHEDULE_FILE}: {exc}") from exc
+    return parse_schedule(text, default_timezone), text
+
+
+def parse_schedule(text: str, default_timezone: str = "UTC") -> Schedule:
+    """A schedule from the text of a `schedule.toml`, or ScheduleError saying where and why."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScheduleError(f"{SCHEDULE_FILE}: {exc}") from exc
     name = str(data.get("timezone", default_timezone))
     tz = zone(name)
     releases = tuple(_release(r, tz, i) for i, r in enumerate(_tables(data, "release"), 1))

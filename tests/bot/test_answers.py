@@ -22,6 +22,7 @@ from rag.llm.settings import LLMSettings
 from rag.services import Services
 from tests.bot.conftest import FAST_LLM
 from tests.bot.fake_discord import CHANNEL_ID, Fault, Person
+from tests.bot.test_storage import entry
 from tests.rag.llm.stub_http import StubServer, status
 
 IN_SCOPE = "What is a Transformer, in simple terms?"
@@ -141,6 +142,26 @@ async def test_the_sources_button_shows_the_passages_privately(make_harness, gui
     assert shown[0].payload["data"]["flags"] & 64
     text = " ".join(e["description"] for r in shown for e in r.message["embeds"])
     assert "guides/" in text
+    assert_safe(harness)
+
+
+async def test_the_sources_button_shows_a_code_block_of_a_passage_as_written(
+    make_harness, empty_services
+):
+    code = ('```python\nreply = client.chat.completions.create(\n    model="m",\n'
+            '    temperature=0.2,\n)\nprint(reply)\n```')
+    passages = ({"source": "notes/serving-with-vllm.md", "page": None, "section": "Calling it",
+                 "score": 0.8, "text": f"Use the openai client:\n\n{code}\n\nThe model field"
+                                       " must match."},)
+    harness = await make_harness(empty_services)
+    qid = harness.bot.questions.record(entry(passages=passages, channel=str(CHANNEL_ID)))
+    button = {"type": 2, "style": 1, "label": "Sources", "custom_id": f"sa:src:{qid}"}
+    message = harness.fake.message(
+        CHANNEL_ID, {"content": "", "components": [{"type": 1, "components": [button]}]})
+    click = harness.click(message, f"sa:src:{qid}", STUDENT)
+    await harness.settle()
+    shown = [e["description"] for r in harness.for_token(click) for e in r.message["embeds"]]
+    assert len(shown) == 1 and code in shown[0]
     assert_safe(harness)
 
 

@@ -12,6 +12,7 @@ from tests.bot.fake_discord import (
     GUILD_ID,
     INSTRUCTOR_ROLE,
     MANAGE_GUILD_PERMISSIONS,
+    Fault,
     Person,
 )
 
@@ -206,6 +207,27 @@ async def test_cheap_commands_have_a_lighter_bucket_of_their_own(make_harness, e
     ask = harness.command("ask", STUDENT, question="What is LoRA?")
     await harness.settle()
     assert harness.for_token(ask)[0].payload == {"type": 5}  # /ask's own bucket is untouched
+
+
+REFUSED_DEFER = Fault("POST", r"/interactions/\d+/[^/]+/callback", 404, 10062)  # expired
+TURNS = {"ask": {"question": "What is LoRA?"}, "sources": {"query": "LoRA"},
+         "tokenize": {"text": "LoRA"}, "hallucination": {"question": "What is LoRA?"},
+         "compare": {"question": "What is LoRA?"}}
+
+
+@pytest.mark.parametrize("command", sorted(TURNS))
+async def test_a_turn_whose_defer_discord_refused_is_given_back(
+    make_harness, empty_services, command
+):
+    """Discord refusing the defer (the interaction expired: 404 Unknown interaction) means the
+    student got nothing, so the turn is theirs again: every try reaches Discord, none is
+    told "try again in" (one more than the light bucket's burst of 3)."""
+    harness = await make_harness(empty_services, rate_burst=1, rate_per_minute=1)
+    harness.fake.faults.append(REFUSED_DEFER)
+    for _ in range(4):
+        token = harness.command(command, STUDENT, **TURNS[command])
+        await harness.settle()
+        assert callback(harness, token).payload.get("type") == 5  # a defer, not a refusal
 
 
 async def test_sources_waits_for_a_generation_slot_and_shows_its_place(

@@ -121,6 +121,41 @@ async def test_a_scheduled_window_in_the_schedule_file_applies(feed, course):
     assert "(scheduled)" in await harness.run("exam status", INSTRUCTOR)
 
 
+BROKEN_SCHEDULE = '[[exam]]\nstart = "2026-03-01 11:00"\nend = [unclosed\n'
+
+
+async def test_a_schedule_broken_at_a_restart_keeps_its_last_good_windows_and_says_so(
+    feed, course, embedder, clock
+):
+    schedule = course.settings.materials_dir / "schedule.toml"
+    schedule.write_text('[[exam]]\nstart = "2026-03-01 11:00"\nend = "2026-03-01 13:00"\n'
+                        f"channels = [{CHANNEL_ID}]\n")
+    first = await feed(course)  # no command: the start-up reads the schedule and keeps it
+    await first.bot.close()
+    schedule.write_text(BROKEN_SCHEDULE)  # broken while the bot was down
+    restarted = dataclasses.replace(
+        course, course=build_services(course.settings, embedder=embedder, clock=clock).course
+    )
+    second = await feed(restarted)
+    assert "exam is on here" in await second.run("sources", query="What is a token?")
+    status = await second.run("exam status", INSTRUCTOR)
+    assert "schedule.toml" in status and "Invalid value" in status  # the file, its error
+    assert "last good schedule" in status and "(scheduled)" in status
+
+
+async def test_a_schedule_broken_with_no_last_good_copy_says_exams_are_not_enforced(
+    feed, course, embedder, clock
+):
+    (course.settings.materials_dir / "schedule.toml").write_text(BROKEN_SCHEDULE)
+    fresh = dataclasses.replace(
+        course, course=build_services(course.settings, embedder=embedder, clock=clock).course
+    )
+    harness = await feed(fresh)
+    status = await harness.run("exam status", INSTRUCTOR)
+    assert "schedule.toml" in status and "Invalid value" in status
+    assert "scheduled exams are NOT enforced" in status and "No exam is on" in status
+
+
 async def test_attempts_during_an_exam_are_counted_in_stats(feed, course):
     harness = await feed(course)
     await harness.run("exam start", INSTRUCTOR)

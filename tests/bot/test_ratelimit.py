@@ -23,6 +23,19 @@ def test_bucket_allows_a_burst_then_says_how_long_to_wait():
     bucket.take("ana")
 
 
+def test_a_turn_given_back_can_be_taken_again_but_never_beyond_the_burst():
+    now = [0.0]
+    bucket = TokenBucket(burst=1, per_minute=1, clock=lambda: now[0])
+    bucket.take("ana")
+    bucket.give_back("ana")
+    bucket.take("ana")  # the turn is there again
+    bucket.give_back("ana")
+    bucket.give_back("ana")  # a full bucket stays at its burst
+    bucket.take("ana")
+    with pytest.raises(RateLimited):
+        bucket.take("ana")
+
+
 async def test_queue_runs_at_most_max_concurrent_and_reports_places():
     queue = GenerationQueue(max_concurrent=1, max_waiting=5)
     order: list[str] = []

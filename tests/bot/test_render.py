@@ -66,6 +66,32 @@ def test_passages_are_packed_into_messages_within_the_limits():
         assert payload_problems(payload) == []
 
 
+CODE = "```python\nfrom openai import OpenAI\n\nclient = OpenAI(\n    base_url=URL,\n)\n```"
+
+
+def test_a_code_block_in_a_passage_keeps_its_lines():
+    text = f"Call it with the client:\n{CODE}\nThe model field must\nmatch the server."
+    passages = [{"source": "notes/vllm.md", "page": None, "section": "S", "score": 0.5,
+                 "text": text}]
+    shown = render.passage_messages("Passages for: vLLM", passages)[0][0].description
+    assert CODE in shown
+    assert "Call it with the client:\n```" in shown  # prose still one line, the block apart
+    assert shown.endswith("```\nThe model field must match the server.")
+
+
+def test_passages_with_long_code_blocks_stay_within_the_limits_with_each_block_closed():
+    code = "```python\n" + "x = call(a, b)  # a long line of code\n" * 60  # left open
+    passages = [{"source": f"notes/n{i}.md", "page": None, "section": "S", "score": 0.5,
+                 "text": f"Intro {i}.\n{code}"} for i in range(8)]
+    messages = render.passage_messages("Passages for: code", passages)
+    assert sum(len(m) for m in messages) == 8
+    for payload in payloads(messages):
+        assert payload_problems(payload) == []
+    for embed in (e for m in messages for e in m):
+        assert embed.description.count("```") == 2
+        assert "\nx = call(a, b)  # a long line of code\nx = call" in embed.description
+
+
 def test_stats_embed_within_limits():
     stats = Stats(0.0, 10, 2, 3, 1, [("papers/lora.pdf", 4)], {"p50": 1500.0, "p90": 2500.0,
                                                                "p99": 4000.0})
