@@ -17,7 +17,15 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from rag.answering.extractive import Extract, QuoteSelector
-from rag.answering.gate import evidence_of, gate_probability, titled_by
+from rag.answering.gate import (
+    TERM_SEARCH_K,
+    asked_term,
+    evidence_of,
+    gate_probability,
+    names_term,
+    term_named,
+    titled_by,
+)
 from rag.answering.grounding import GroundingChecker, TermWeights, sentences
 from rag.answering.injection import only_instructions, skeleton
 from rag.answering.leak_guard import LeakGuard, leaks
@@ -252,6 +260,7 @@ class Assistant:
         hits = tuple(
             await asyncio.to_thread(self.retriever.search, query, self.settings.k, preview=preview)
         )
+        hits = await asyncio.to_thread(self.with_term_passage, query, hits, preview)
         timings["retrieve_ms"] = (time.perf_counter() - started) * 1000
         yield Retrieved(hits, query, chosen)
         unknown = await asyncio.to_thread(self.unknown_to_materials, question, preview)
@@ -279,9 +288,27 @@ class Assistant:
         catalogue = self.versions.catalogue(hidden)
         return [v.upper() for v in catalogue.unknown(question)] + catalogue.unknown_names(question)
 
+    def with_term_passage(
+        self, question: str, hits: tuple[Hit, ...], preview: bool = False
+    ) -> tuple[Hit, ...]:
+        """The hits, and for a question that is only a term ("perplexity?") which none of them
+        names (gate.names_term), the best passage of a deeper search that does, first: a
+        one-word question embeds far from the passage defining it, and the word is as
+        frequent in passing mentions elsewhere."""
+        asked = asked_term(self.retriever.corrected(question))
+        if not asked or any(names_term(hit, asked) for hit in hits):
+            return hits
+        seen = {hit.chunk.id for hit in hits}
+        for hit in self.retriever.search(question, TERM_SEARCH_K, preview=preview,
+                                         lexical_extra=0):
+            if hit.chunk.id not in seen and names_term(hit, asked):
+                return (hit, *hits)
+        return hits
+
     def covers(self, question: str, hits: Sequence[Hit], preview: bool = False) -> bool:
         """Whether the materials cover a question: the gate's probability is over its
-        threshold, or a retrieved passage's heading names the question (gate.titled_by).
+        threshold, a retrieved passage's heading names the question (gate.titled_by), or the
+        question is only a term that a retrieved passage names (gate.term_named).
 
         A question that names a document was searched within it. There, the words that name
         it ("the Transformer paper", "say") match little, and one document holds fewer related
@@ -295,7 +322,7 @@ class Assistant:
 
         def covered(found: Sequence[Hit]) -> bool:
             return (self.coverage_probability(found) >= self.settings.abstain_below
-                    or titled_by(corrected, found))
+                    or titled_by(corrected, found) or term_named(corrected, found))
 
         if covered(hits):
             return True

@@ -8,16 +8,21 @@ labels and `docs/calibration.md` for the procedure).
 
 The gate reads embeddings, and a short question ("What is temperature?") embeds far from every
 passage, even from a section called "Temperature". So a question is also covered when a
-retrieved passage's heading names it (`titled_by`).
+retrieved passage's heading names it (`titled_by`), and a question that is nothing but a term
+("perplexity?", "what's top-p", "define RMSNorm") when a passage names that term as what it
+is about (`names_term`): under a heading, in bold, as the subject of a defining sentence, or
+as the acronym of a spelled-out name.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from rag.answering.quotes import split_sentences
 from rag.config import AnswerSettings
 from rag.index.documents import Hit
 from rag.retrieval.calibration import LabelledHit, logistic
@@ -26,6 +31,32 @@ from rag.retrieval.query import own_terms
 
 # How many of the best passages the gate's agreement feature averages over.
 AGREEMENT_TOP = 3
+
+# A term question has at most this many words (after "what is" and the like) and asks about at
+# most this many terms; a passage is searched this deep for one that names the term.
+TERM_WORDS = 3
+TERM_SEARCH_K = 12
+# "what's", "define", "explain", "what does ... mean": the words around a term that only ask
+# what it is.
+_TERM_LEAD = re.compile(
+    r"^\s*(?:(?:so|and|ok|okay|hey|hi)[,\s]+)?(?:what(?:'s|\s+is|\s+are)|whats|define|"
+    r"what\s+does|explain|tell\s+me\s+about|meaning\s+of|what\s+about)\s+"
+    r"(?:an?\s+|the\s+)?", re.IGNORECASE)
+_TERM_TAIL = re.compile(r"\s+(?:mean|means|stand\s+for|do)\s*$", re.IGNORECASE)
+_BOLD = re.compile(r"\*\*([^*\n]{1,60})\*\*|__([^_\n]{1,60})__")
+# Where a defining sentence's subject ends: "X is ...", "X refers to ...", "X: ...", "X = ...",
+# "X (the ...)", "X — ...".
+_DEFINED_BY = re.compile(
+    r"\s(?:is|are|refers?\s+to|means|stands?\s+for|denotes)\s|\s?[—–:=]\s?|\s\(", re.IGNORECASE)
+SUBJECT_CHARS = 60
+# A bold span or a defined subject may hold this many terms besides the asked ones
+# ("**RMSNorm**", "Top-p (nucleus) sampling is ...").
+BOLD_EXTRA_TERMS = 1
+SUBJECT_EXTRA_TERMS = 2
+_LIST_MARK = re.compile(r"^[\s\-*•#>\d.)]+")
+_BACK_MATTER = re.compile(r"^\W*(?:acknowledge?ments?|references|bibliography)\b", re.IGNORECASE)
+_QUOTES = frozenset("\"'“”‘’«»`")
+_ACRONYM = re.compile(r"\(\s*([A-Za-z][\w-]{1,12}?)s?\s*\)")
 
 # The share of in-scope fit questions the fitted threshold may refuse when the fit set's in- and
 # out-of-scope questions overlap (`study-assistant calibrate --max-in-abstain` changes it).
@@ -161,3 +192,72 @@ def _names(section: str, asked: set[str]) -> bool:
         if named and named <= asked and 2 * len(named) >= len(asked):
             return True
     return False
+
+
+def term_text(question: str) -> str:
+    """The term a question asks about when it is nothing but a term ("perplexity?", "what's
+    top-p", "define RMSNorm", "what does SFT mean"): at most `TERM_WORDS` words once the
+    words that only ask what it is are set aside. Empty for other questions."""
+    text = _TERM_TAIL.sub("", _TERM_LEAD.sub("", question.strip().rstrip("?!. ")))
+    asked = [term for term in own_terms(text) if not term[:1].isdigit()]
+    if not asked or len(text.split()) > TERM_WORDS or len(set(asked)) > TERM_WORDS:
+        return ""
+    return text
+
+
+def asked_term(question: str) -> list[str]:
+    """The index terms of `term_text` (empty for a question that is more than a term)."""
+    return [term for term in own_terms(term_text(question)) if not term[:1].isdigit()]
+
+
+def names_term(hit: Hit, asked: Sequence[str]) -> bool:
+    """Whether a passage names a term as what it is about: a heading of its section holds the
+    term, a bold span is the term ("**perplexity** = exp(loss)"), a sentence opens by defining
+    it ("Top-p sampling keeps ...": the words before "is", ":", "=", "(" or a dash), or it
+    spells the term out as an acronym ("rotary position embeddings (RoPE)"). A term written as
+    one word counts as well ("paged attention" and "PagedAttention"). Passages from a paper's
+    references or acknowledgements never do (a cited title is not a definition)."""
+    if not asked:
+        return False
+    wanted, joined = set(asked), "".join(asked)
+
+    def holds(found: set[str]) -> bool:
+        return wanted <= found or joined in found
+
+    headings = hit.chunk.section.split(" > ")
+    if any(_BACK_MATTER.match(heading) for heading in headings):
+        return False
+    # A document's title (the first of several headings) is about the whole document
+    # ("Fine-Tuning: SFT, LoRA and QLoRA"), not this passage.
+    if any(holds(set(index_terms(heading))) for heading in headings[len(headings) > 1:]):
+        return True
+    text = hit.chunk.text
+    for match in _BOLD.finditer(text):
+        bold = set(index_terms(match.group(1) or match.group(2)))
+        if holds(bold) and len(bold) <= len(wanted) + BOLD_EXTRA_TERMS:
+            return True
+    if len(wanted) == 1:
+        for match in _ACRONYM.finditer(text):
+            acronym = match.group(1)
+            if sum(c.isupper() for c in acronym) >= 2 and set(index_terms(acronym)) == wanted:
+                return True
+    for line in text.splitlines():
+        for sentence in split_sentences(line):
+            sentence = _LIST_MARK.sub("", sentence)
+            # A quoted sentence is an example or a prompt ("“The capital of France is”"),
+            # not the materials' own definition.
+            if sentence[:1] in _QUOTES:
+                continue
+            end = _DEFINED_BY.search(sentence)
+            if end is None or end.start() >= SUBJECT_CHARS:
+                continue
+            subject = set(index_terms(sentence[: end.start()]))
+            if subject and holds(subject) and len(subject) <= len(wanted) + SUBJECT_EXTRA_TERMS:
+                return True
+    return False
+
+
+def term_named(question: str, hits: Sequence[Hit]) -> bool:
+    """Whether a question that is only a term has a retrieved passage naming that term."""
+    asked = asked_term(question)
+    return bool(asked) and any(names_term(hit, asked) for hit in hits)

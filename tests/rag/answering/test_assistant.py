@@ -189,6 +189,24 @@ async def test_a_short_or_chatty_question_about_a_covered_topic_is_answered(full
     assert counted.calls == 0
 
 
+async def test_a_question_that_is_only_a_term_is_answered_from_the_passage_naming_it(
+    full_index, counted
+):
+    # Each failed the fitted gate: one word embeds far from every passage. "perplexity?" also
+    # retrieved only papers that use the word, not the notes defining it, which a deeper
+    # search finds. Terms the materials never name (or name in passing) are still refused.
+    for question, source in [("perplexity?", "notes/next-token-prediction.md"),
+                             ("rmsnorm?", "notes/pretraining.md"),
+                             ("what's top-p", "notes/next-token-prediction.md")]:
+        answer = await assistant_over(full_index, counted, style="extractive").answer(question)
+        assert not answer.refused, question
+        assert source in {c.source for c in answer.citations}, (question, answer.citations)
+    for question in ("kubernetes?", "sleep?", "whisper?", "batch normalization?"):
+        answer = await assistant_over(full_index, counted, style="extractive").answer(question)
+        assert answer.refused and answer.reason == NOT_COVERED, question
+    assert counted.calls == 0
+
+
 async def test_a_question_naming_a_paper_is_judged_without_the_name(full_index, counted):
     # Scored against "What does the Transformer paper say about dropout?", the paper's own
     # passages fail the gate (the name and "say" match little); without the name they pass.

@@ -7,9 +7,12 @@ import pytest
 
 from rag.answering.gate import (
     MAX_IN_ABSTAIN,
+    asked_term,
     evidence_of,
     fit_gate,
     gate_probability,
+    names_term,
+    term_named,
     titled,
     titled_by,
 )
@@ -118,3 +121,51 @@ def test_the_passages_under_a_heading_that_names_the_question_are_found() -> Non
     hits = under("Intro", "Decoding strategies > Temperature", "D.2 Sample Responses")
     assert titled("What does temperature do?", hits) == [1]
     assert titled("What is a reward model?", hits) == []
+
+
+def test_a_question_that_is_only_a_term_is_recognised() -> None:
+    assert asked_term("perplexity?") == ["perplexity"]
+    assert asked_term("what's top-p") == ["top", "p"]
+    assert asked_term("Define RMSNorm.") == ["rmsnorm"]
+    assert asked_term("what does SFT mean?") == ["sft"]
+    assert asked_term("explain kv cache pls") == ["kv", "cache"]
+    # More than a term: the fitted gate alone decides.
+    assert asked_term("Why does top-p adapt better than top-k?") == []
+    assert asked_term("llama optimizer learning rate schedule?") == []
+    assert asked_term("?") == []
+
+
+def passage(text: str, section: str = "Notes > Other") -> Hit:
+    return Hit(Chunk(text, "notes/x.md", None, section, 0, len(text)), 0.3)
+
+
+def test_a_passage_names_a_term_by_heading_bold_definition_or_acronym() -> None:
+    assert names_term(passage("Keep the smallest set.", "Decoding > Top-p (nucleus) sampling"),
+                      asked_term("top-p?"))
+    assert names_term(passage("The average loss is reported as **perplexity** = exp(loss)."),
+                      ["perplexity"])
+    assert names_term(passage("- Beam search: keep the B best partial sequences."),
+                      asked_term("beam search?"))
+    assert names_term(passage("LLaMA uses rotary position embeddings (RoPE) instead."),
+                      ["rope"])
+    assert names_term(passage("We introduce it.", "4.1 PagedAttention"),
+                      asked_term("paged attention?"))  # written as one word
+
+
+def test_a_passing_mention_does_not_name_a_term() -> None:
+    mention = passage("We compare the perplexity of the continuations of each sentence.")
+    assert not names_term(mention, ["perplexity"])
+    # A quoted example is not the materials' own definition.
+    assert not names_term(passage("* “The capital of France is …”"), ["capital", "france"])
+    # A document's title covers the whole document, not the passage.
+    assert not names_term(passage("Some text.", "Fine-Tuning: SFT, LoRA and QLoRA > The idea"),
+                          ["qlora"])
+    # A cited title in a paper's references is not a definition.
+    cited = Hit(Chunk("Dropout: a simple way to prevent overfitting.", "papers/a.pdf", 9,
+                      "References", 0, 40), 0.1)
+    assert not names_term(cited, ["dropout"])
+    # A bold span or a defined subject with many other words is about something else.
+    assert not names_term(passage("Use **perplexity on held-out web text** to compare."),
+                          ["perplexity"])
+    assert not term_named("Why does the reward model overfit?",
+                          [passage("A reward model is a scorer.")])  # not a term question
