@@ -12,7 +12,7 @@ from discord.ext import commands
 
 from bot.access import instructors_only
 from bot.errors import UserFacingError
-from bot.limits import EMBED_DESCRIPTION_CHARS, split_for_discord
+from bot.limits import EMBED_DESCRIPTION_CHARS, MESSAGE_CHARS, split_for_discord, truncate
 from bot.pages import send_more_pages
 from rag.course.schedule import ScheduleError, parse_until
 from rag.quoting import quoted
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from bot.client import StudyBot
 
 _CHANNEL_MENTION = re.compile(r"<#(\d+)>|\b(\d{15,21})\b")
+WHERE_CHARS = 600  # the channel mentions one exam is shown with (about 25)
 
 
 def parse_channels(text: str | None, here: int | None) -> list[int]:
@@ -45,9 +46,14 @@ def in_server(guild: discord.Guild | None, ids: list[int]) -> list[int]:
     return ids
 
 
-def where(channels: frozenset[int] | tuple[int, ...]) -> str:
-    """'server-wide' or the channel mentions."""
-    return " ".join(f"<#{c}>" for c in sorted(channels)) if channels else "server-wide"
+def where(channels: frozenset[int] | tuple[int, ...], limit: int = WHERE_CHARS) -> str:
+    """'server-wide' or the channel mentions: those that fit in `limit` characters, then how
+    many more (an exam over a hundred channels would not fit in a message)."""
+    if not channels:
+        return "server-wide"
+    shown = split_for_discord(" ".join(f"<#{c}>" for c in sorted(channels)), limit)[0]
+    more = len(channels) - shown.count("<#")
+    return f"{shown} and {more} more channel{'s' * (more != 1)}" if more else shown
 
 
 class CourseCog(commands.Cog):
@@ -94,7 +100,7 @@ class CourseCog(commands.Cog):
         if left:
             text += " A scheduled exam window is still on (" + ", ".join(
                 where(e.channels) for e in left) + "); edit schedule.toml to change it."
-        await interaction.response.send_message(text, ephemeral=True)
+        await interaction.response.send_message(truncate(text, MESSAGE_CHARS), ephemeral=True)
 
     @exam.command(name="status", description="Which exams are on now")
     @instructors_only
@@ -103,8 +109,8 @@ class CourseCog(commands.Cog):
         lines = [f"• {where(e.channels)}"
                  + ("" if e.until == float("inf") else f" until <t:{int(e.until)}:f>")
                  + (" (scheduled)" if e.scheduled else "") for e in self.rules.active_exams()]
-        await interaction.response.send_message("\n".join(lines) or "No exam is on.",
-                                                ephemeral=True)
+        text = "\n".join(lines) or "No exam is on."
+        await interaction.response.send_message(truncate(text, MESSAGE_CHARS), ephemeral=True)
 
     @assignments.command(name="list", description="Assignments and whether they are open")
     @instructors_only
