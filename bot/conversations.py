@@ -26,7 +26,7 @@ from bot.access import (
 )
 from bot.answering import Answerer, ChannelReply, course_channel
 from bot.errors import friendly_message, new_error_id
-from bot.limits import thread_name
+from bot.limits import MESSAGE_CHARS, thread_name, truncate
 from bot.views import has_answer_buttons
 
 if TYPE_CHECKING:
@@ -395,13 +395,16 @@ class Conversations:
         return True
 
     def _error_text(self, message: discord.Message, error: Exception) -> str:
+        """What the asker reads about an error (a reply, or in place of the placeholder): cut
+        to one message, as `report_error` cuts a command's (a known error's text may quote a
+        long value)."""
         text = friendly_message(error)
         if text is None:
             error_id = new_error_id()
             log.error("unexpected error %s answering message %s", error_id, message.id,
                       exc_info=error)
             text = f"Something went wrong on my side (error id `{error_id}`)."
-        return text
+        return truncate(text, MESSAGE_CHARS)
 
     async def _report(self, message: discord.Message, error: Exception) -> None:
         text = self._error_text(message, error)

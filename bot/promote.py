@@ -41,13 +41,15 @@ class PromoteButton(
         return cls(match["version"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        """Instructors only: switch to the held version, and say so privately."""
+        """Instructors only: switch to the held version, and say so privately; a button whose
+        version is no longer the held one says what is live now and changes nothing."""
         try:
             instructor_check(interaction)
             bot: StudyBot = interaction.client  # type: ignore[assignment]
             await interaction.response.defer(ephemeral=True, thinking=True)
             store = bot.services.store
-            await bot.reingester.switch(lambda: versions.promote(store, self.version))
+            await bot.reingester.switch(
+                lambda: versions.promote(store, self.version, held_only=True))
             await interaction.followup.send(f"Version {self.version} is live (promoted by "
                                             f"{interaction.user.mention}).", ephemeral=True,
                                             allowed_mentions=discord.AllowedMentions.none())

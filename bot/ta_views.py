@@ -2,7 +2,8 @@
 escalation, and "Add to FAQ" under a TA's answer.
 
 Dynamic items, like the feedback buttons: the question or answer id lives in the custom id and
-everything else comes from the logs, so they keep working after a restart.
+everything else comes from the logs, so they keep working after a restart. So does the answer
+form: its custom id names the escalation, and its submit is handled from that id alone.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ import discord
 
 from bot.access import NOT_SERVED, guild_served
 from bot.errors import NotAllowed, report_error
+
+ANSWER_FORM_ID = "sa:answer-form"  # + ":<escalation id>": the custom id of an answer form
+ANSWER_FORM = re.compile(rf"{ANSWER_FORM_ID}:(?P<eid>\d+)")
+ANSWER_TEXT_ID = "sa:answer-text"
 
 
 async def _served(interaction: discord.Interaction) -> bool:
@@ -119,36 +124,57 @@ class AnswerButton(discord.ui.DynamicItem[discord.ui.Button],
         try:
             bot: Any = interaction.client
             bot.escalations.check_ta(interaction)
-            await interaction.response.send_modal(AnswerForm(self.escalation_id))
+            form = AnswerForm(self.escalation_id)
+            # send_modal keeps a form that is not finished until it is submitted, so one a TA
+            # closed unsent would be kept for good; this one is handled from its custom id.
+            form.stop()
+            await interaction.response.send_modal(form)
         except Exception as exc:  # noqa: BLE001 - routed to the one error policy
             await report_error(interaction, exc)
 
 
 class AnswerForm(discord.ui.Modal, title="Answer the student"):
-    """A TA's answer to one escalation, sent to the student on submit."""
+    """The form for a TA's answer to one escalation: only its layout. Its custom id carries the
+    escalation, so a submit is handled from the id alone (`submit_answer_form`), after a
+    restart too; discord.py keeps no form object (see `AnswerButton.callback`)."""
 
     text: discord.ui.Label[AnswerForm] = discord.ui.Label(
         text="Your answer (the student sees it as written)",
         component=discord.ui.TextInput(style=discord.TextStyle.paragraph, min_length=1,
-                                       max_length=4000),
+                                       max_length=4000, custom_id=ANSWER_TEXT_ID),
     )
 
     def __init__(self, escalation_id: int) -> None:
-        super().__init__(timeout=None)
-        self.escalation_id = escalation_id
+        super().__init__(custom_id=f"{ANSWER_FORM_ID}:{escalation_id}")
 
-    async def on_submit(self, interaction: discord.Interaction) -> None:
-        """Relay the answer."""
-        field = self.text.component
-        assert isinstance(field, discord.ui.TextInput)
+
+async def submit_answer_form(interaction: discord.Interaction) -> None:
+    """Relay a submitted answer form (any other interaction is left alone)."""
+    data: Any = interaction.data or {}
+    match = ANSWER_FORM.fullmatch(str(data.get("custom_id", "")))
+    if interaction.type is not discord.InteractionType.modal_submit or match is None:
+        return
+    if not await _served(interaction):
+        return
+    try:
         bot: Any = interaction.client
-        await bot.escalations.answer_from_form(interaction, self.escalation_id, field.value)
+        text = submitted_text(data.get("components") or [], ANSWER_TEXT_ID)
+        await bot.escalations.answer_from_form(interaction, int(match["eid"]), text)
+    except Exception as exc:  # noqa: BLE001 - routed to the one error policy
+        await report_error(interaction, exc)
 
-    async def on_error(  # type: ignore[override]  # a modal's errors carry no item
-        self, interaction: discord.Interaction, error: Exception
-    ) -> None:
-        """The one error policy."""
-        await report_error(interaction, error)
+
+def submitted_text(components: list[dict[str, Any]], custom_id: str) -> str:
+    """The value of the text input `custom_id` in a modal submit's components (in labels or
+    action rows); empty when there is none."""
+    for component in components:
+        if component.get("custom_id") == custom_id:
+            return str(component.get("value") or "")
+        inner = component.get("components") or ([component["component"]]
+                                                if "component" in component else [])
+        if found := submitted_text(inner, custom_id):
+            return found
+    return ""
 
 
 def escalation_view(escalation_id: int) -> discord.ui.View:

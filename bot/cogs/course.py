@@ -12,7 +12,7 @@ from discord.ext import commands
 
 from bot.access import instructors_only
 from bot.errors import UserFacingError
-from bot.limits import EMBED_DESCRIPTION_CHARS, split_for_discord
+from bot.limits import EMBED_DESCRIPTION_CHARS, MESSAGE_CHARS, split_for_discord, truncate
 from bot.pages import send_more_pages
 from rag.course.schedule import SCHEDULE_FILE, ScheduleError, parse_until
 from rag.quoting import quoted
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from rag.course.rules import ScheduleStatus
 
 _CHANNEL_MENTION = re.compile(r"<#(\d+)>|\b(\d{15,21})\b")
+WHERE_CHARS = 600  # the channel mentions one exam is shown with (about 25)
 
 
 def parse_channels(text: str | None, here: int | None) -> list[int]:
@@ -46,9 +47,14 @@ def in_server(guild: discord.Guild | None, ids: list[int]) -> list[int]:
     return ids
 
 
-def where(channels: frozenset[int] | tuple[int, ...]) -> str:
-    """'server-wide' or the channel mentions."""
-    return " ".join(f"<#{c}>" for c in sorted(channels)) if channels else "server-wide"
+def where(channels: frozenset[int] | tuple[int, ...], limit: int = WHERE_CHARS) -> str:
+    """'server-wide' or the channel mentions: those that fit in `limit` characters, then how
+    many more (an exam over a hundred channels would not fit in a message)."""
+    if not channels:
+        return "server-wide"
+    shown = split_for_discord(" ".join(f"<#{c}>" for c in sorted(channels)), limit)[0]
+    more = len(channels) - shown.count("<#")
+    return f"{shown} and {more} more channel{'s' * (more != 1)}" if more else shown
 
 
 def schedule_warning(status: ScheduleStatus) -> str:
@@ -109,7 +115,7 @@ class CourseCog(commands.Cog):
         if left:
             text += " A scheduled exam window is still on (" + ", ".join(
                 where(e.channels) for e in left) + "); edit schedule.toml to change it."
-        await interaction.response.send_message(text, ephemeral=True)
+        await interaction.response.send_message(truncate(text, MESSAGE_CHARS), ephemeral=True)
 
     @exam.command(name="status", description="Which exams are on now")
     @instructors_only
@@ -121,8 +127,8 @@ class CourseCog(commands.Cog):
         # A broken schedule.toml may be why an exam is not on: the instructor must hear of it.
         warning = schedule_warning(await asyncio.to_thread(self.rules.schedule_status))
         text = "\n".join(lines) or "No exam is on."
-        await interaction.response.send_message(f"{warning}\n{text}" if warning else text,
-                                                ephemeral=True)
+        await interaction.response.send_message(
+            truncate(f"{warning}\n{text}" if warning else text, MESSAGE_CHARS), ephemeral=True)
 
     @assignments.command(name="list", description="Assignments and whether they are open")
     @instructors_only

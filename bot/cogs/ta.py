@@ -12,6 +12,7 @@ from discord.ext import commands
 
 from bot import render_ta
 from bot.access import tas_only
+from bot.ta_views import submit_answer_form
 
 if TYPE_CHECKING:
     from bot.client import StudyBot
@@ -41,3 +42,9 @@ class TACog(commands.Cog):
             await self.bot.escalations.on_message(message)
         except Exception:
             log.exception("could not handle message %s in an escalation thread", message.id)
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """Relay a submitted answer form: known by its custom id, so one opened before a
+        restart is still handled."""
+        await submit_answer_form(interaction)

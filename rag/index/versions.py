@@ -209,10 +209,15 @@ def held(store: ChromaStore, live: str | None = None) -> VersionRecord | None:
     return waiting[-1] if waiting else None
 
 
-def promote(store: ChromaStore, version: str | None = None) -> VersionRecord:
-    """Make the held version (or the given one) live although the gold set held it."""
+def promote(store: ChromaStore, version: str | None = None, *,
+            held_only: bool = False) -> VersionRecord:
+    """Make the held version (or the given one) live although the gold set held it; with
+    `held_only`, only while the given one is still the held version (a button made for it
+    may be older than a later re-ingest, promote or rollback)."""
     with store.exclusive(), store.writer_lease():
         live = store.live_version()
+        if held_only and version is not None:
+            _check_still_held(store, version, live)
         record = held(store, live) if version is None else record_of(store, version, live)
         if record is None:
             raise VersionError("No re-ingest is waiting to be promoted." if version is None
@@ -222,6 +227,18 @@ def promote(store: ChromaStore, version: str | None = None) -> VersionRecord:
                                "instead.")
         switch(store, record)
         return record
+
+
+def _check_still_held(store: ChromaStore, version: str, live: str) -> None:
+    """VersionError, saying what is live and held now, unless `version` is the held one."""
+    waiting = held(store, live)
+    if waiting is not None and waiting.version == version:
+        return
+    now = f"version {live} is live now"
+    if waiting is not None:
+        now += f", and version {waiting.version} is held"
+    raise VersionError(f"Version {version} is no longer the held re-ingest, so nothing was "
+                       f"changed: {now}.")
 
 
 def rollback(store: ChromaStore) -> tuple[str, str]:

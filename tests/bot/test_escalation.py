@@ -314,18 +314,23 @@ async def test_an_answer_that_cannot_be_delivered_leaves_the_escalation_open(
     assert harness.bot.escalation_log.get(escalation.id).status == "open"
 
 
-async def test_after_a_restart_a_tas_answer_is_still_relayed(make_harness, guides_services):
-    before = await ta_harness(make_harness, guides_services, log_name="bot.sqlite3")
-    message, escalation = await escalated(before)
-    await before.bot.close()
-    after = await ta_harness(make_harness, guides_services, log_name="bot.sqlite3")
-    after.bot._connection.parse_thread_create({  # Discord lists the open thread at connect
+def open_thread(harness, escalation) -> None:
+    """THREAD_CREATE for an escalation's thread, as Discord lists open threads at connect."""
+    harness.bot._connection.parse_thread_create({
         "id": str(escalation.ta_thread_id), "type": 11, "guild_id": str(GUILD_ID),
         "name": "escalation", "parent_id": str(TA_CHANNEL), "owner_id": str(APP_ID),
         "last_message_id": None, "rate_limit_per_user": 0, "message_count": 1,
         "member_count": 1, "flags": 0,
         "thread_metadata": {"archived": False, "auto_archive_duration": 10080,
                             "archive_timestamp": now_iso(), "locked": False}})
+
+
+async def test_after_a_restart_a_tas_answer_is_still_relayed(make_harness, guides_services):
+    before = await ta_harness(make_harness, guides_services, log_name="bot.sqlite3")
+    message, escalation = await escalated(before)
+    await before.bot.close()
+    after = await ta_harness(make_harness, guides_services, log_name="bot.sqlite3")
+    open_thread(after, escalation)
     after.post(FAQ_ANSWER, TA, escalation.ta_thread_id)
     await after.settle()
     [relayed] = after.in_channel(CHANNEL_ID)
@@ -358,26 +363,68 @@ def text_inputs(components: list[dict]) -> list[dict]:
     return found
 
 
+async def open_form(harness, escalation, person: Person = TA) -> dict:
+    """Press "Answer the student" on an escalation's post: the modal Discord was sent."""
+    post = next(m for m in harness.fake.messages[TA_CHANNEL]
+                if buttons(m) == [f"sa:answer:{escalation.id}"])
+    token = await press(harness, post, f"sa:answer:{escalation.id}", person)
+    form = harness.for_token(token)[0].payload
+    assert form["type"] == 9  # a modal
+    return form["data"]
+
+
+def submitted(form: dict, text: str) -> dict:
+    """The data of a modal submit: the form's text input filled in with `text`."""
+    [field] = text_inputs(form["components"])
+    return {"custom_id": form["custom_id"], "components": [
+        {"type": 18, "component": {"type": 4, "custom_id": field["custom_id"], "value": text}}]}
+
+
 async def test_a_ta_can_answer_through_the_form_on_the_escalation(make_harness, guides_services):
     harness = await ta_harness(make_harness, guides_services)
     _, escalation = await escalated(harness)
     post = harness.fake.messages[TA_CHANNEL][-1]
     assert buttons(post) == [f"sa:answer:{escalation.id}"]
-    token = await press(harness, post, f"sa:answer:{escalation.id}", TA)
-    form = harness.for_token(token)[0].payload
-    assert form["type"] == 9  # a modal
-    [field] = text_inputs(form["data"]["components"])
+    form = await open_form(harness, escalation)
+    [field] = text_inputs(form["components"])
     assert field["max_length"] == 4000
-    submitted = {"custom_id": form["data"]["custom_id"], "components": [
-        {"type": 18, "component": {"type": 4, "custom_id": field["custom_id"],
-                                   "value": FAQ_ANSWER}}]}
-    submit = harness.feed(_interaction(5, submitted, TA, escalation.ta_thread_id))
+    submit = harness.feed(_interaction(5, submitted(form, FAQ_ANSWER), TA,
+                                       escalation.ta_thread_id))
     await harness.settle()
     assert private_reply(harness, submit) == "Sent to the student."
     relayed = harness.fake.messages[CHANNEL_ID][-1]
     assert relayed["embeds"][0]["description"] == FAQ_ANSWER
     assert harness.bot.escalation_log.get(escalation.id).status == "answered"
     assert_only_the_ta_ping_mentions_and_only_the_ta_role(harness)
+
+
+async def test_an_answer_form_opened_before_a_restart_is_relayed_when_submitted_after_it(
+    make_harness, guides_services
+):
+    before = await ta_harness(make_harness, guides_services, log_name="bot.sqlite3")
+    _, escalation = await escalated(before)
+    form = await open_form(before, escalation)
+    await before.bot.close()
+    after = await ta_harness(make_harness, guides_services, log_name="bot.sqlite3")
+    open_thread(after, escalation)
+    after.fake.messages[TA_CHANNEL] = before.fake.messages[TA_CHANNEL]
+    assert (await open_form(after, escalation))["custom_id"] == form["custom_id"]
+    submit = after.feed(_interaction(5, submitted(form, FAQ_ANSWER), TA, escalation.ta_thread_id))
+    await after.settle()
+    assert private_reply(after, submit) == "Sent to the student."
+    [relayed] = after.in_channel(CHANNEL_ID)
+    assert relayed.payload["embeds"][0]["description"] == FAQ_ANSWER
+    assert after.bot.escalation_log.get(escalation.id).status == "answered"
+
+
+async def test_answer_forms_opened_and_never_submitted_are_not_kept_in_memory(
+    make_harness, guides_services
+):
+    harness = await ta_harness(make_harness, guides_services)
+    _, escalation = await escalated(harness)
+    for _ in range(3):  # a TA opens the form and closes it without sending
+        await open_form(harness, escalation)
+    assert harness.bot._connection._view_store._modals == {}  # discord.py's modals by custom id
 
 
 async def test_students_cannot_open_the_answer_form(make_harness, guides_services):

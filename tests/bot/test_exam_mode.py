@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 
 import pytest
 
 from rag.services import Services, build_services
 from tests.bot.fake_discord import (
     CHANNEL_ID,
+    GUILD_ID,
     MANAGE_GUILD_PERMISSIONS,
     OTHER_CHANNEL_ID,
     STUDENT_ROLE,
@@ -303,6 +305,32 @@ async def test_course_controls_quote_long_input_within_discords_limits(
     await harness.settle()
     data = harness.for_token(token)[0].payload["data"]
     assert "'xxx" in data["content"] and len(data["content"]) <= 300
+
+
+async def test_an_exam_over_a_hundred_channels_is_confirmed_within_discords_limits(
+    make_harness, empty_services
+):
+    from bot.limits import payload_problems
+
+    harness = await make_harness(empty_services)
+    rooms = [CHANNEL_ID + 1000 + n for n in range(120)]
+    for n, room in enumerate(rooms):  # CHANNEL_CREATE: the course's many exam rooms
+        harness.bot._connection.parse_channel_create({
+            "id": str(room), "type": 0, "name": f"exam-room-{n}", "position": n,
+            "permission_overwrites": [], "nsfw": False, "parent_id": None,
+            "guild_id": str(GUILD_ID), "rate_limit_per_user": 0, "topic": None})
+    channels = " ".join(f"<#{room}>" for room in rooms)
+    for name, options in [("exam start", {"channels": channels}), ("exam status", {})]:
+        token = harness.feed(command_payload(name, INSTRUCTOR, CHANNEL_ID, options))
+        await harness.settle()
+        data = harness.for_token(token)[0].payload["data"]
+        assert payload_problems(data) == [] and data["allowed_mentions"] == {"parse": []}, name
+        named = re.findall(r"<#(\d+)>", data["content"])
+        more = re.search(r"and (\d+) more channels", data["content"])
+        assert named and more and len(named) + int(more[1]) == len(rooms), data["content"]
+        assert named == [str(room) for room in rooms[: len(named)]]
+    [exam] = harness.bot.services.course.active_exams()
+    assert exam.channels == set(rooms)
 
 
 async def test_a_semesters_assignments_are_listed_within_discords_limits(

@@ -19,7 +19,7 @@ from tests.bot.test_commands import attachment, callback
 from tests.conftest import make_settings, run
 from tests.ingest.test_pipeline import assert_consistent
 from tests.ingest.test_pipeline_concurrency import GatedEmbedder
-from tests.ingest.test_reingest import LORA_Q, gated_settings, ingested, regate
+from tests.ingest.test_reingest import FILES, LORA_Q, ZORBLAX, gated_settings, ingested, regate
 from tests.ingest.test_reingest import NOTES as COURSE_NOTES
 
 INSTRUCTOR = Person(2001, "prof", roles=(), permissions=MANAGE_GUILD_PERMISSIONS)
@@ -208,6 +208,74 @@ async def test_a_held_reingest_names_the_question_and_instructors_promote_then_r
     assert harness.fake.originals[back]["content"] == (
         f"Rolled back: version {first.built} is live (was {built}).")
     assert "lora.md" in {h.chunk.source for h in services.retriever.search(LORA_Q, 5)}
+
+
+async def held_reingest(make_harness, tmp_path, embedder):
+    """A bot over a gated course whose /reingest was held (lora.md deleted): the harness, the
+    summary message with its promote button, and the held version."""
+    settings = gated_settings(tmp_path).model_copy(update={"llm": FAST_LLM})
+    services = ingested(settings, embedder)
+    (settings.materials_dir / "notes.md").write_text(COURSE_NOTES)
+    assert regate(services).gate is not None
+    (settings.materials_dir / "lora.md").unlink()
+    harness = await make_harness(services)
+    token = harness.command("reingest", INSTRUCTOR)
+    await harness.settle()
+    summary = harness.fake.originals[token]
+    held = summary["components"][0]["components"][0]["custom_id"].rsplit(":", 1)[1]
+    assert services.store.live_version() != held
+    return harness, summary, held
+
+
+async def press_promote(harness, summary: dict, version: str) -> str:
+    """An instructor presses "Promote version N anyway" on a summary; the private reply."""
+    token = harness.click(summary, f"sa:promote:{version}", INSTRUCTOR)
+    await harness.settle()
+    reply = harness.for_token(token)[-1].payload
+    assert callback(harness, token).payload["data"]["flags"] & 64
+    return reply.get("content") or ""
+
+
+async def test_an_old_promote_button_changes_nothing_once_a_newer_version_went_live(
+    make_harness, tmp_path, embedder
+):
+    harness, summary, held = await held_reingest(make_harness, tmp_path, embedder)
+    store = harness.bot.services.store
+    harness.command("reingest", INSTRUCTOR, action="promote")
+    await harness.settle()
+    assert store.live_version() == held
+    (harness.bot.settings.materials_dir / "lora.md").write_text(FILES["lora.md"])
+    newer = harness.command("reingest", INSTRUCTOR)
+    await harness.settle()
+    live = store.live_version()
+    assert live != held and "held" not in harness.fake.originals[newer]["embeds"][0]["title"]
+
+    reply = await press_promote(harness, summary, held)
+    assert reply == (f"Version {held} is no longer the held re-ingest, so nothing was changed: "
+                     f"version {live} is live now.")
+    assert store.live_version() == live
+
+
+async def test_an_old_promote_button_changes_nothing_once_a_newer_version_is_held(
+    make_harness, tmp_path, embedder
+):
+    harness, summary, held = await held_reingest(make_harness, tmp_path, embedder)
+    store = harness.bot.services.store
+    live = store.live_version()
+    (harness.bot.settings.materials_dir / "zorblax.md").write_text(ZORBLAX)
+    token = harness.command("reingest", INSTRUCTOR)
+    await harness.settle()
+    button = harness.fake.originals[token]["components"][0]["components"][0]
+    newer = button["custom_id"].rsplit(":", 1)[1]
+    assert newer != held
+
+    reply = await press_promote(harness, summary, held)
+    assert reply.startswith(f"Version {held} is no longer the held re-ingest, so nothing was "
+                            f"changed: version {live} is live now, and version {newer} is held")
+    assert store.live_version() == live
+    promoted = await press_promote(harness, harness.fake.originals[token], newer)
+    assert promoted.startswith(f"Version {newer} is live")  # the newer button still works
+    assert store.live_version() == newer
 
 
 async def test_a_broken_gold_file_is_named_without_its_server_path(make_harness, course):

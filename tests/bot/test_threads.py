@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import logging
 import re
 import stat
 
 import pytest
 
+from bot.limits import MESSAGE_CHARS, payload_problems
+from rag.course.schedule import ScheduleError
 from tests.bot.fake_discord import CHANNEL_ID, Fault, Person, message_payload
 from tests.bot.test_answers import assert_safe
 
@@ -70,6 +73,33 @@ async def test_a_rate_limited_mention_gets_a_friendly_reply(make_harness, guides
     replies = [r for r in harness.fake.requests if r.path == f"/channels/{CHANNEL_ID}/messages"]
     assert re.search(r"try again in (29|30) s", replies[-1].payload["content"])
     assert replies[-1].payload["allowed_mentions"] == {"parse": []}
+
+
+@pytest.mark.parametrize("when", ["before-the-answer", "while-answering"])
+async def test_a_long_error_reply_to_a_mention_is_cut_to_discords_2000_characters(
+    make_harness, guides_services, monkeypatch, when
+):
+    """A known error whose message quotes a long value (here a broken schedule.toml's) is told
+    within one message's 2,000 characters: as a reply to the question when it comes before
+    the answer's placeholder, or in place of the placeholder."""
+    harness = await make_harness(guides_services)
+    error = ScheduleError("schedule.toml, [[release]] 3: expected a date and time, got "
+                          + repr(["2026-03-02 09:00"] * 300))
+
+    def broken(*args, **kwargs):
+        raise error
+
+    if when == "before-the-answer":  # asked whether an exam is on, before anything is shown
+        monkeypatch.setattr(harness.bot.services.course, "exam_in", broken)
+    else:  # the index, searched under the "Searching…" placeholder
+        monkeypatch.setattr(harness.bot.services.retriever, "search", broken)
+    harness.post(f"<@{harness.bot.user.id}> {QUESTION}", STUDENT, CHANNEL_ID, mention=True)
+    await harness.settle()
+    [told] = [r.message for r in harness.fake.sent_messages()
+              if "The course schedule has a problem" in json.dumps(r.message)]
+    text = told.get("content") or told["embeds"][0]["description"]
+    assert len(text) <= MESSAGE_CHARS and text.endswith("…")
+    assert payload_problems(told) == [] and told["allowed_mentions"] == {"parse": []}
 
 
 def direct_message(harness, content: str, channel_id: int) -> None:
