@@ -201,7 +201,9 @@ async def test_a_question_that_is_only_a_term_is_answered_from_the_passage_namin
         answer = await assistant_over(full_index, counted, style="extractive").answer(question)
         assert not answer.refused, question
         assert source in {c.source for c in answer.citations}, (question, answer.citations)
-    for question in ("kubernetes?", "sleep?", "whisper?", "batch normalization?"):
+    # "flash attention?" was let through by a section "3.2 Attention" naming half its words.
+    for question in ("kubernetes?", "sleep?", "whisper?", "batch normalization?",
+                     "flash attention?"):
         answer = await assistant_over(full_index, counted, style="extractive").answer(question)
         assert answer.refused and answer.reason == NOT_COVERED, question
     assert counted.calls == 0
