@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rag.answering.gate import titled
+from rag.answering.gate import BACK_MATTER, titled
 from rag.answering.grounding import TermWeights, numbers, terms
 from rag.answering.injection import is_instruction
 from rag.answering.quotes import ANNOUNCES, Quote, quotes_of
@@ -126,7 +126,6 @@ _ASKS_FOR_QUANTITY = re.compile(
     r"dimension(?:ality)?|width|depth)s?\b)",
     re.IGNORECASE)
 # A paper's thanks and its list of references: never an answer about its content.
-_BACK_MATTER = re.compile(r"^\W*(?:acknowledge?ments?|references|bibliography)\b", re.IGNORECASE)
 _ASKS_FOR_BACK_MATTER = re.compile(
     r"\b(?:thank(?:s|ed)?|acknowledge?(?:ments?|d|s)?|fund(?:ed|ing|s)?|grants?|sponsor(?:ed|s)?|"
     r"cite[sd]?|citations?|references?|bibliography)\b", re.IGNORECASE)
@@ -361,7 +360,7 @@ def back_matter(hits: Sequence[Hit], question: str = "") -> list[int]:
     if _ASKS_FOR_BACK_MATTER.search(question):
         return []
     return [i for i, hit in enumerate(hits)
-            if _BACK_MATTER.match(hit.chunk.section.rsplit(" > ", 1)[-1])]
+            if BACK_MATTER.match(hit.chunk.section.rsplit(" > ", 1)[-1])]
 
 
 def select(

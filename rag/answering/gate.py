@@ -54,7 +54,8 @@ SUBJECT_CHARS = 60
 BOLD_EXTRA_TERMS = 1
 SUBJECT_EXTRA_TERMS = 2
 _LIST_MARK = re.compile(r"^[\s\-*•#>\d.)]+")
-_BACK_MATTER = re.compile(r"^\W*(?:acknowledge?ments?|references|bibliography)\b", re.IGNORECASE)
+# A paper's acknowledgements or references (a heading); the extractive answers leave them out too.
+BACK_MATTER = re.compile(r"^\W*(?:acknowledge?ments?|references|bibliography)\b", re.IGNORECASE)
 _QUOTES = frozenset("\"'“”‘’«»`")
 _ACRONYM = re.compile(r"\(\s*([A-Za-z][\w-]{1,12}?)s?\s*\)")
 
@@ -225,7 +226,7 @@ def names_term(hit: Hit, asked: Sequence[str]) -> bool:
         return wanted <= found or joined in found
 
     headings = hit.chunk.section.split(" > ")
-    if any(_BACK_MATTER.match(heading) for heading in headings):
+    if any(BACK_MATTER.match(heading) for heading in headings):
         return False
     # A document's title (the first of several headings) is about the whole document
     # ("Fine-Tuning: SFT, LoRA and QLoRA"), not this passage.
