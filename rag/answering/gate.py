@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rag.answering.quotes import split_sentences
+from rag.answering.quotes import run_in_heading, split_sentences
 from rag.config import AnswerSettings
 from rag.index.documents import Hit
 from rag.retrieval.calibration import LabelledHit, logistic
@@ -243,6 +243,8 @@ def names_term(hit: Hit, asked: Sequence[str]) -> bool:
             if sum(c.isupper() for c in acronym) >= 2 and set(index_terms(acronym)) == wanted:
                 return True
     for line in text.splitlines():
+        if holds(set(index_terms(run_in_heading(line.strip())))):
+            return True
         for sentence in split_sentences(line):
             sentence = _LIST_MARK.sub("", sentence)
             # A quoted sentence is an example or a prompt ("“The capital of France is”"),

@@ -80,6 +80,15 @@ _RUN_IN_HEADING = re.compile(
     r"^[A-Z][\w&/'-]*(?:\s+(?:[A-Z][\w&/'-]*|and|of|for|the|in|on|with|to|a|an|from|by)){0,5}"
     r"\s+(?=(?:We|Our|In|The|This|These|To|For|As|It|Each|While|When|Given|Since|Unlike|"
     r"Following|Here|Using|Most|All|Many|One|After|Although|With)\s+[a-z])")
+
+
+def run_in_heading(paragraph: str) -> str:
+    """The run-in heading a PDF glued to a paragraph ("Double Quantization" of "Double
+    Quantization We introduce ..."), "" when it has none."""
+    match = _RUN_IN_HEADING.match(paragraph)
+    return match.group(0).strip() if match else ""
+
+
 # At most this many paragraphs (a figure's caption) between the halves of a cut sentence.
 INTERRUPTING_PARAGRAPHS = 2
 FRAGMENT_WORDS = 3

@@ -197,7 +197,9 @@ async def test_a_question_that_is_only_a_term_is_answered_from_the_passage_namin
     # search finds. Terms the materials never name (or name in passing) are still refused.
     for question, source in [("perplexity?", "notes/next-token-prediction.md"),
                              ("rmsnorm?", "notes/pretraining.md"),
-                             ("what's top-p", "notes/next-token-prediction.md")]:
+                             ("what's top-p", "notes/next-token-prediction.md"),
+                             # "Residual Dropout We apply dropout ...": a run-in heading.
+                             ("dropout?", "papers/attention_is_all_you_need.pdf")]:
         answer = await assistant_over(full_index, counted, style="extractive").answer(question)
         assert not answer.refused, question
         assert source in {c.source for c in answer.citations}, (question, answer.citations)

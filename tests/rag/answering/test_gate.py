@@ -150,6 +150,9 @@ def test_a_passage_names_a_term_by_heading_bold_definition_or_acronym() -> None:
                       ["rope"])
     assert names_term(passage("We introduce it.", "4.1 PagedAttention"),
                       asked_term("paged attention?"))  # written as one word
+    # A PDF's run-in heading is a heading too.
+    assert names_term(passage("Residual Dropout We apply dropout to the output of each layer."),
+                      ["dropout"])
 
 
 def test_a_passing_mention_does_not_name_a_term() -> None:
