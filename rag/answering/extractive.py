@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rag.answering.gate import BACK_MATTER, titled
+from rag.answering.gate import BACK_MATTER, asked_term, names_term, titled
 from rag.answering.grounding import TermWeights, numbers, terms
 from rag.answering.injection import is_instruction
 from rag.answering.quotes import ANNOUNCES, Quote, quotes_of
@@ -706,10 +706,14 @@ class QuoteSelector:
         p = self.weights.probability(
             quote_features(question, quotes, hits, self.embedder, idf, self.vectors))
         aside = back_matter(hits, question)
-        # The passages the question names, else those under a heading that names it.
+        # The passages the question names, else those under a heading that names it, else,
+        # for a question that is only a term, the first passage when it alone names the term
+        # (gate.names_term; Assistant.with_term_passage puts one there when the search found
+        # only passages that use the word).
         scope = referenced(question, hits)
         if scope is None:
-            scope = titled(question, hits) or None
+            naming = [i for i, hit in enumerate(hits) if names_term(hit, asked_term(question))]
+            scope = titled(question, hits) or (naming if naming == [0] else None)
         chosen = select(quotes, p, question, scope, aside)
         best = float(p[chosen[0]])
         owner = np.array([q.passage for q in quotes])

@@ -203,6 +203,10 @@ async def test_a_question_that_is_only_a_term_is_answered_from_the_passage_namin
         answer = await assistant_over(full_index, counted, style="extractive").answer(question)
         assert not answer.refused, question
         assert source in {c.source for c in answer.citations}, (question, answer.citations)
+    # The passage the deeper search found is the only one naming the term: it is quoted, not
+    # the papers' sentences that merely use the word.
+    answer = await assistant_over(full_index, counted, style="extractive").answer("perplexity?")
+    assert "exp(loss)" in answer.sentences[0].text, answer.text
     # "flash attention?" was let through by a section "3.2 Attention" naming half its words.
     for question in ("kubernetes?", "sleep?", "whisper?", "batch normalization?",
                      "flash attention?"):
