@@ -231,9 +231,26 @@ class Answerer:
         self.limiter.take(user_id)
         return question
 
+    async def admit_for_models(self, user_id: int, question: str, channel: Any) -> str:
+        """`admit` for a demo that shows models' full answers (/hallucination, /compare): a
+        question that targets an open assignment, or one in a hints-only channel, is refused
+        (NotAllowed) and its turn given back. The turn is taken first, so a user who is out of
+        turns is stopped before the question is embedded to look for the assignment."""
+        question = self.admit(user_id, question)
+        try:
+            await self.refuse_assignment_question(question, channel)
+        except NotAllowed:
+            self.give_back(user_id)
+            raise
+        return question
+
     def take(self, user_id: int, *, light: bool = False) -> None:
         """Spend one of a user's turns (RateLimited when none is left)."""
         (self.light_limiter if light else self.limiter).take(user_id)
+
+    def give_back(self, user_id: int, *, light: bool = False) -> None:
+        """Return a turn `take` spent on a command the user got nothing from but a refusal."""
+        (self.light_limiter if light else self.limiter).give_back(user_id)
 
     async def defer(
         self, interaction: discord.Interaction, *, light: bool = False, ephemeral: bool = False
@@ -244,7 +261,7 @@ class Answerer:
         try:
             await interaction.response.defer(thinking=True, ephemeral=ephemeral)
         except discord.HTTPException:
-            (self.light_limiter if light else self.limiter).give_back(interaction.user.id)
+            self.give_back(interaction.user.id, light=light)
             raise
 
     @asynccontextmanager

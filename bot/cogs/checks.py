@@ -1,8 +1,9 @@
 """Hallucination checks in Discord: /hallucination and /compare.
 
-Thin adapters: admit the question (checks and the per-user rate limit), defer, wait for a
-generation slot (these commands generate like /ask does), show progress, call the core in
-`rag.demos`, then send the embeds that `bot.render_demos` builds. Errors go to the bot's one policy.
+Thin adapters: admit the question (checks, the per-user rate limit, and the refusal of one
+aimed at an open assignment, which gives the turn back), defer, wait for a generation slot
+(these commands generate like /ask does), show progress, call the core in `rag.demos`, then
+send the embeds that `bot.render_demos` builds. Errors go to the bot's one policy.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ class ChecksCog(commands.Cog):
     ) -> None:
         """Answer closed-book and with retrieval; show each claim's verdict and evidence."""
         pick_model(self.bot.services.models, model)  # refused privately, before the defer
-        question = self.bot.answerer.admit(interaction.user.id, question)
-        await self.bot.answerer.refuse_assignment_question(question, interaction.channel)
+        question = await self.bot.answerer.admit_for_models(interaction.user.id, question,
+                                                            interaction.channel)
         await self._start(interaction, "Waiting for a free slot…")
         async with self.bot.answerer.queue.slot(self._queue_progress(interaction)):
             services = self.bot.services
@@ -77,8 +78,8 @@ class ChecksCog(commands.Cog):
     ) -> None:
         """Answers, latency, tokens, cost and grounding of each model."""
         names = choose_models(parse_models(models), self.bot.services.models.names())
-        question = self.bot.answerer.admit(interaction.user.id, question)
-        await self.bot.answerer.refuse_assignment_question(question, interaction.channel)
+        question = await self.bot.answerer.admit_for_models(interaction.user.id, question,
+                                                            interaction.channel)
         await self._start(interaction, "Waiting for a free slot…")
         async with self.bot.answerer.queue.slot(self._queue_progress(interaction)):
             services = self.bot.services

@@ -1,9 +1,9 @@
 """Teaching demos: /nexttoken, /tokenize, /attention, /fewshot.
 
 Each command is a thin adapter: check the input (a bad one gets a private reply at once),
-take one of the user's turns (the per-user rate limit), defer, wait for a generation slot like
-/ask, show what is running, call the core in `rag.demos`, send the embeds that
-`bot.render_demos` builds (and a PNG chart).
+take one of the user's turns (the per-user rate limit; given back when the demo refuses its
+input), defer, wait for a generation slot like /ask, show what is running, call the core in
+`rag.demos`, send the embeds that `bot.render_demos` builds (and a PNG chart).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from rag.demos import fewshot as fewshot_demo
 from rag.demos import nexttoken as nexttoken_demo
 from rag.demos import plots
 from rag.demos import tokenize as tokenize_demo
-from rag.demos.common import local_names, pick_local_model, pick_model
+from rag.demos.common import DemoInputError, local_names, pick_local_model, pick_model
 from rag.llm.registry import ModelRegistry
 
 if TYPE_CHECKING:
@@ -66,15 +66,22 @@ async def generating(
 ) -> AsyncIterator[None]:
     """Take one of the user's turns (the light bucket for cheap demos) before anything is
     sent, defer (Discord allows 3 s; a refused defer gives the turn back), wait for a
-    generation slot like /ask, then say what is running while the model works."""
+    generation slot like /ask, then say what is running while the model works. An input the
+    demo refuses once it has it (an uploaded task file that does not parse, a sentence over
+    the token limit) gives the turn back too: the user got only the refusal."""
     bot.answerer.take(interaction.user.id, light=light)
     await bot.answerer.defer(interaction, light=light)
-    async with bot.answerer.slot_for(interaction):
-        embed = discord.Embed(description=status, colour=discord.Colour.light_grey())
-        # A notice Discord refuses (a 429) must not cost the result: the result follows.
-        with contextlib.suppress(discord.HTTPException):
-            await interaction.edit_original_response(embed=embed, allowed_mentions=NO_MENTIONS)
-        yield
+    try:
+        async with bot.answerer.slot_for(interaction):
+            embed = discord.Embed(description=status, colour=discord.Colour.light_grey())
+            # A notice Discord refuses (a 429) must not cost the result: the result follows.
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.edit_original_response(embed=embed,
+                                                         allowed_mentions=NO_MENTIONS)
+            yield
+    except DemoInputError:
+        bot.answerer.give_back(interaction.user.id, light=light)
+        raise
 
 
 async def finish(

@@ -161,6 +161,20 @@ async def test_fewshot_accuracy_scores_an_uploaded_task_with_progress_and_a_rate
     assert_safe(harness)
 
 
+async def test_a_task_file_refused_for_its_content_costs_no_turn(make_harness, empty_services):
+    """One turn a minute: the file is read (and refused) after the turn is taken, and the
+    refusal gives it back, so a mended file can be sent right away."""
+    harness = await make_harness(empty_services, rate_burst=1, rate_per_minute=1)
+    unlabelled = b'{"input": "number 1"}\n'
+    for _ in range(2):
+        mine = attachment("mine.jsonl", len(unlabelled), "application/jsonl")
+        harness.fake.cdn[mine["url"]] = unlabelled
+        token = harness.command("fewshot_accuracy", STUDENT, _attachment=mine)
+        await harness.settle()
+        shown = json.dumps([r.payload for r in harness.for_token(token)])
+        assert "Line 1 has no text for" in shown and "try again" not in shown
+
+
 async def test_attention_attaches_a_heatmap_and_names_the_model(make_harness, demo_services):
     harness = await make_harness(demo_services)
     files = uploads(harness)

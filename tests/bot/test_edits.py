@@ -4,6 +4,7 @@ answer and under the same rules as a new question; every other edit is ignored."
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 
 import pytest
@@ -222,3 +223,32 @@ async def test_an_edit_spends_a_turn_of_the_rate_limit(make_harness, guides_serv
     assert bot_messages(harness, thread_id) == [before]
     [refusal] = bot_messages(harness, CHANNEL_ID)
     assert "try again in" in refusal["content"]
+
+
+async def test_after_a_restart_edits_of_questions_answered_before_it_are_ignored(
+    make_harness, guides_services, llm_cache_dir, caplog
+):
+    """Which answer is a question's is kept in memory: a new bot instance gets the edits of a
+    mention and of a follow-up in its thread, messages it never saw. It neither answers them
+    (a second answer beside the first, a thread renamed) nor fails on them."""
+    services = scripted_services(guides_services, llm_cache_dir, TurnsModel(SHORT))
+    before = await make_harness(services, log_name="bot.sqlite3")
+    asked, thread_id = await asked_in_a_thread(before, "What is LoRA?")
+    follow_up = before.post("and how much memroy?", STUDENT, thread_id)
+    await before.settle()
+    answers = copy.deepcopy(bot_messages(before, thread_id))
+    assert len(answers) == 2
+
+    after = await make_harness(services, log_name="bot.sqlite3")  # the same Discord, restarted
+    after.fake.messages, after.fake.threads = before.fake.messages, before.fake.threads
+    after.bot._connection.parse_thread_create(dict(before.fake.threads[thread_id]))  # at connect
+    started = len(after.fake.requests)
+    with caplog.at_level(logging.WARNING):
+        after.update(asked, content=mention(after, "What is LoRA, in short?"))
+        after.update(follow_up, content="and how much memory does it save?")
+        await after.settle()
+    assert after.fake.requests[started:] == []
+    assert bot_messages(after, thread_id) == answers
+    assert [r["question"] for r in after.bot.questions.rows()] == ["What is LoRA?",
+                                                                   "and how much memroy?"]
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -10,6 +10,7 @@ import pytest
 from rag.course.protect import ProtectedGuard
 from rag.llm.base import Completion
 from rag.services import Services
+from tests.bot.conftest import Harness
 from tests.bot.fake_discord import CHANNEL_ID, OTHER_CHANNEL_ID, Person
 from tests.bot.test_exam_mode import INSTRUCTOR, feed  # noqa: F401 - the fixture
 from tests.bot.test_storage import entry
@@ -93,12 +94,12 @@ class SolvingModel:
 
 
 SOLUTION = "Split it into the + cat + was + play + ing, then predict the next token."
+AIMED_AT_T = "hw-t: how do I split 'the cat was playing' into tokens?"
 
 
-@pytest.fixture
-async def solving(make_harness, empty_services):
+async def solving_bot(make_harness, services: Services, **discord) -> Harness:
     """A bot whose models solve assignment T (open), with nothing ingested."""
-    harness = await make_harness(empty_services)
+    harness = await make_harness(services, **discord)
     assignments = harness.bot.services.settings.materials_dir / "assignments"
     assignments.mkdir(parents=True, exist_ok=True)
     (assignments / "hw-t.toml").write_text(ASSIGNMENT)
@@ -108,14 +109,34 @@ async def solving(make_harness, empty_services):
     return harness
 
 
+@pytest.fixture
+async def solving(make_harness, empty_services):
+    """A bot whose models solve assignment T (open), with nothing ingested."""
+    return await solving_bot(make_harness, empty_services)
+
+
 @pytest.mark.parametrize("command", ["compare", "hallucination"])
 async def test_model_demos_refuse_a_question_aimed_at_an_open_assignment(solving, command):
-    options = {"question": "hw-t: how do I split 'the cat was playing' into tokens?"}
+    options = {"question": AIMED_AT_T}
     token = solving.command(command, Person(1001, "ana"), **options)
     await solving.settle()
     shown = json.dumps([r.payload for r in solving.for_token(token)])
     assert "Assignment T" in shown and "/ask" in shown
     assert "play + ing" not in shown
+
+
+@pytest.mark.parametrize("command", ["compare", "hallucination"])
+async def test_a_question_refused_for_an_open_assignment_costs_no_turn(
+    make_harness, empty_services, command
+):
+    """One turn a minute: the refusal gives it back, so the same question asked again is
+    refused for the assignment again, not for asking too quickly."""
+    harness = await solving_bot(make_harness, empty_services, rate_burst=1, rate_per_minute=1)
+    for _ in range(2):
+        token = harness.command(command, Person(1001, "ana"), question=AIMED_AT_T)
+        await harness.settle()
+        shown = json.dumps([r.payload for r in harness.for_token(token)])
+        assert "Assignment T" in shown and "try again" not in shown
 
 
 async def test_a_demo_answer_holding_a_protected_item_is_withheld(solving):
