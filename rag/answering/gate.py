@@ -212,12 +212,14 @@ def asked_term(question: str) -> list[str]:
 
 
 def names_term(hit: Hit, asked: Sequence[str]) -> bool:
-    """Whether a passage names a term as what it is about: a heading of its section holds the
+    """Whether a passage names a term as what it is about: a heading of its section (not the
+    document's title) or a PDF's run-in heading ("Residual Dropout We apply ...") holds the
     term, a bold span is the term ("**perplexity** = exp(loss)"), a sentence opens by defining
-    it ("Top-p sampling keeps ...": the words before "is", ":", "=", "(" or a dash), or it
-    spells the term out as an acronym ("rotary position embeddings (RoPE)"). A term written as
-    one word counts as well ("paged attention" and "PagedAttention"). Passages from a paper's
-    references or acknowledgements never do (a cited title is not a definition)."""
+    it ("Top-p sampling keeps ...": the words before "is", ":", "=", "(" or a dash; not a
+    quoted example), or it spells the term out as an acronym ("rotary position embeddings
+    (RoPE)"). A term written as one word counts as well ("paged attention" and
+    "PagedAttention"). Passages from a paper's references or acknowledgements never do (a
+    cited title is not a definition)."""
     if not asked:
         return False
     wanted, joined = set(asked), "".join(asked)
