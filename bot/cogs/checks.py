@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import discord
@@ -57,11 +58,14 @@ class ChecksCog(commands.Cog):
         pick_model(self.bot.services.models, model)  # refused privately, before the defer
         question = await self.bot.answerer.admit_for_models(interaction.user.id, question,
                                                             interaction.channel)
+        recheck = self._exam_recheck(interaction, "hallucination")
         await self._start(interaction, "Waiting for a free slot…")
         async with self.bot.answerer.queue.slot(self._queue_progress(interaction)):
+            recheck()
             services = self.bot.services
             demo = await hallucination_demo(services.assistant, services.checker, question,
                                             model, self._progress(interaction))
+        recheck()
         await self._send(interaction, hallucination_messages(demo))
 
     @app_commands.command(description="The same question to 2–4 models, side by side")
@@ -80,12 +84,21 @@ class ChecksCog(commands.Cog):
         names = choose_models(parse_models(models), self.bot.services.models.names())
         question = await self.bot.answerer.admit_for_models(interaction.user.id, question,
                                                             interaction.channel)
+        recheck = self._exam_recheck(interaction, "compare")
         await self._start(interaction, "Waiting for a free slot…")
         async with self.bot.answerer.queue.slot(self._queue_progress(interaction)):
+            recheck()
             services = self.bot.services
             result = await compare_models(services.assistant, services.checker, question,
                                           names, rag=rag, progress=self._progress(interaction))
+        recheck()
         await self._send(interaction, compare_messages(result))
+
+    def _exam_recheck(self, interaction: discord.Interaction, command: str) -> Callable[[], None]:
+        """The exam check again, as /ask does: an exam may start while the question waits for
+        a slot or its models answer, and then nothing of theirs is shown (ExamInProgress)."""
+        return self.bot.exam_recheck(interaction.user, interaction.channel,
+                                     interaction.permissions, command) or (lambda: None)
 
     async def _start(self, interaction: discord.Interaction, status: str) -> None:
         await self.bot.answerer.defer(interaction)  # a refused defer gives the turn back

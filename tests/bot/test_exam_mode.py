@@ -271,6 +271,29 @@ async def test_a_question_still_queued_when_an_exam_starts_is_not_answered_durin
         course.end_exams()
 
 
+@pytest.mark.parametrize("command", ["hallucination", "compare"])
+async def test_a_model_demo_still_queued_when_an_exam_starts_shows_nothing_during_it(
+    make_harness, guides_services, llm_cache_dir, command
+):
+    slow = ScriptedModel("A transformer maps tokens to vectors. " * 30, delay_s=0.02)
+    harness = await make_harness(scripted_services(guides_services, llm_cache_dir, slow),
+                                 max_concurrent=1)
+    course = harness.bot.services.course
+    try:
+        harness.command("ask", STUDENT, question=IN_SCOPE)
+        await asyncio.sleep(0.5)
+        queued = harness.command(command, OTHER_STUDENT, question=IN_SCOPE)  # waits for a slot
+        await asyncio.sleep(0.3)
+        assert "in the queue" in json.dumps([r.payload for r in harness.for_token(queued)])
+        course.start_exam([CHANNEL_ID])
+        await harness.settle()
+        shown = json.dumps(harness.for_token(queued)[-1].payload)
+        assert "exam is on" in shown, shown
+        assert "transformer maps tokens" not in shown.lower()
+    finally:
+        course.end_exams()
+
+
 async def test_an_answer_streaming_when_an_exam_starts_shows_no_further_draft(
     make_harness, guides_services, llm_cache_dir
 ):
