@@ -84,6 +84,9 @@ SETS = {
     # A ninth (session 21), by a writer who read no code and no set, against the list of
     # evidence strings already used; committed before any run on it.
     "held out 9": REPO / "eval" / "answer_heldout9_questions.jsonl",
+    # A tenth (session 22), by a writer who read no code and no set, against the list of
+    # evidence strings already used; committed before any run on it.
+    "held out 10": REPO / "eval" / "answer_heldout10_questions.jsonl",
     # Session 18: 57 questions a tester wrote from the materials and asked as a student would;
     # its answers were read and led to fixes, so it is not held out.
     "probe 1 (read)": REPO / "eval" / "answer_probe1_questions.jsonl",
