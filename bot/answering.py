@@ -25,7 +25,7 @@ from bot import render
 from bot.access import channel_ids
 from bot.errors import NotAllowed
 from bot.limits import ChannelPacer, EditThrottle, retry_after_s
-from bot.ratelimit import GenerationQueue, TokenBucket
+from bot.ratelimit import GenerationQueue, PositionCallback, QueueFull, TokenBucket
 from bot.storage import LoggedAnswer, QuestionLog, hash_user
 from bot.views import answer_view
 from rag.answering.assistant import (
@@ -265,9 +265,12 @@ class Answerer:
             raise
 
     @asynccontextmanager
-    async def slot_for(self, interaction: discord.Interaction) -> AsyncIterator[None]:
-        """A generation slot for a command's work; while it waits, the deferred reply shows
-        the place in the queue (best effort)."""
+    async def slot_for(
+        self, interaction: discord.Interaction, *, light: bool = False
+    ) -> AsyncIterator[None]:
+        """`_slot` for a command that took one of the user's turns (from the light bucket
+        when `light`); while it waits, the deferred reply shows the place in the queue (best
+        effort)."""
         async def waiting(place: int) -> None:
             embed = discord.Embed(description=render.queue_status(place),
                                   colour=discord.Colour.light_grey())
@@ -275,8 +278,23 @@ class Answerer:
                 await interaction.edit_original_response(embed=embed,
                                                          allowed_mentions=NO_MENTIONS)
 
-        async with self.queue.slot(waiting):
+        async with self._slot(interaction.user.id, waiting, light=light):
             yield
+
+    @asynccontextmanager
+    async def _slot(
+        self, user_id: int, waiting: PositionCallback, *, light: bool = False
+    ) -> AsyncIterator[None]:
+        """A generation slot for work a user spent a turn on. A user refused here because
+        the queue is full (QueueFull) got nothing but the refusal, so the turn is given back.
+        This is the one place that does it, and the block ends before the work's result is
+        shown, so a turn is never given back twice, nor for a result the user got."""
+        try:
+            async with self.queue.slot(waiting):
+                yield
+        except QueueFull:
+            self.give_back(user_id, light=light)
+            raise
 
     def user_hash(self, user_id: int) -> str:
         """The pseudonym stored in the log."""
@@ -297,7 +315,8 @@ class Answerer:
         `still_allowed` raises (ExamInProgress) when the question may no longer be answered:
         an exam may start while it waits in the queue or is generated, so it is checked again
         once the slot is taken, before each draft is shown (the generation ends there), and
-        before the answer is logged and shown."""
+        before the answer is logged and shown. A question refused for a full queue gets its
+        turn back (`_slot`)."""
         recheck = still_allowed or (lambda: None)
 
         async def waiting(place: int) -> None:
@@ -305,7 +324,7 @@ class Answerer:
             await self._draft(reply, [embed])  # a missed notice must not cost the answer
 
         await self._deliver(reply, lambda: reply.begin(question))
-        async with self.queue.slot(waiting):
+        async with self._slot(user_id, waiting):
             recheck()
             answer = await self._stream(question, reply, history, channel_id, recheck)
             grounding = await self._grounding(answer)

@@ -2,8 +2,9 @@
 
 Thin adapters: admit the question (checks, the per-user rate limit, and the refusal of one
 aimed at an open assignment, which gives the turn back), defer, wait for a generation slot
-(these commands generate like /ask does), show progress, call the core in `rag.demos`, then
-send the embeds that `bot.render_demos` builds. Errors go to the bot's one policy.
+(these commands generate like /ask does; a full queue gives the turn back), show progress,
+call the core in `rag.demos`, then send the embeds that `bot.render_demos` builds. Errors go
+to the bot's one policy.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from bot.access import students_only
 from bot.cogs.demos import any_model
 from bot.limits import truncate
 from bot.pages import send_more_pages
-from bot.ratelimit import PositionCallback
-from bot.render import queue_status
 from bot.render_demos import compare_messages, hallucination_messages
 from rag.demos.common import pick_model
 from rag.demos.compare import DEFAULT_MODELS, MAX_MODELS, choose_models, compare_models
@@ -60,7 +59,7 @@ class ChecksCog(commands.Cog):
                                                             interaction.channel)
         recheck = self._exam_recheck(interaction, "hallucination")
         await self._start(interaction, "Waiting for a free slot…")
-        async with self.bot.answerer.queue.slot(self._queue_progress(interaction)):
+        async with self.bot.answerer.slot_for(interaction):
             recheck()
             services = self.bot.services
             demo = await hallucination_demo(services.assistant, services.checker, question,
@@ -86,7 +85,7 @@ class ChecksCog(commands.Cog):
                                                             interaction.channel)
         recheck = self._exam_recheck(interaction, "compare")
         await self._start(interaction, "Waiting for a free slot…")
-        async with self.bot.answerer.queue.slot(self._queue_progress(interaction)):
+        async with self.bot.answerer.slot_for(interaction):
             recheck()
             services = self.bot.services
             result = await compare_models(services.assistant, services.checker, question,
@@ -114,13 +113,6 @@ class ChecksCog(commands.Cog):
             with contextlib.suppress(discord.HTTPException):
                 await self._status(interaction, status)
         return progress
-
-    def _queue_progress(self, interaction: discord.Interaction) -> PositionCallback:
-        show = self._progress(interaction)
-
-        async def waiting(place: int) -> None:
-            await show(queue_status(place))
-        return waiting
 
     async def _send(self, interaction: discord.Interaction,
                     messages: list[list[discord.Embed]]) -> None:
