@@ -23,9 +23,9 @@ import discord
 
 from bot import render
 from bot.access import channel_ids
-from bot.errors import NotAllowed
+from bot.errors import ExamInProgress, NotAllowed
 from bot.limits import ChannelPacer, EditThrottle, retry_after_s
-from bot.ratelimit import GenerationQueue, TokenBucket
+from bot.ratelimit import GenerationQueue, PositionCallback, QueueFull, TokenBucket
 from bot.storage import LoggedAnswer, QuestionLog, hash_user
 from bot.views import answer_view
 from rag.answering.assistant import (
@@ -265,9 +265,16 @@ class Answerer:
             raise
 
     @asynccontextmanager
-    async def slot_for(self, interaction: discord.Interaction) -> AsyncIterator[None]:
-        """A generation slot for a command's work; while it waits, the deferred reply shows
-        the place in the queue (best effort)."""
+    async def slot_for(
+        self,
+        interaction: discord.Interaction,
+        *,
+        light: bool = False,
+        recheck: Callable[[], None] | None = None,
+    ) -> AsyncIterator[None]:
+        """`_slot` for a command that took one of the user's turns (from the light bucket
+        when `light`); while it waits, the deferred reply shows the place in the queue (best
+        effort)."""
         async def waiting(place: int) -> None:
             embed = discord.Embed(description=render.queue_status(place),
                                   colour=discord.Colour.light_grey())
@@ -275,8 +282,34 @@ class Answerer:
                 await interaction.edit_original_response(embed=embed,
                                                          allowed_mentions=NO_MENTIONS)
 
-        async with self.queue.slot(waiting):
+        async with self._slot(interaction.user.id, waiting, light=light, recheck=recheck):
             yield
+
+    @asynccontextmanager
+    async def _slot(
+        self,
+        user_id: int,
+        waiting: PositionCallback,
+        *,
+        light: bool = False,
+        recheck: Callable[[], None] | None = None,
+    ) -> AsyncIterator[None]:
+        """A generation slot for work a user spent a turn on. `recheck` raises
+        (ExamInProgress) when the work may no longer be shown: it runs once the slot is taken
+        and again once the work is done (the work may run it meanwhile too).
+        A user refused here got nothing but the refusal, so the turn is given back: when the
+        queue is full (QueueFull), or when an exam started while the work waited or ran. This
+        is the one place that does it, and the block ends before the work's result is shown,
+        so a turn is never given back twice, nor for a result the user got."""
+        check = recheck or (lambda: None)
+        try:
+            async with self.queue.slot(waiting):
+                check()
+                yield
+            check()
+        except (QueueFull, ExamInProgress):
+            self.give_back(user_id, light=light)
+            raise
 
     def user_hash(self, user_id: int) -> str:
         """The pseudonym stored in the log."""
@@ -297,7 +330,8 @@ class Answerer:
         `still_allowed` raises (ExamInProgress) when the question may no longer be answered:
         an exam may start while it waits in the queue or is generated, so it is checked again
         once the slot is taken, before each draft is shown (the generation ends there), and
-        before the answer is logged and shown."""
+        before the answer is logged and shown. A question refused there, or for a full queue,
+        gets its turn back (`_slot`)."""
         recheck = still_allowed or (lambda: None)
 
         async def waiting(place: int) -> None:
@@ -305,11 +339,9 @@ class Answerer:
             await self._draft(reply, [embed])  # a missed notice must not cost the answer
 
         await self._deliver(reply, lambda: reply.begin(question))
-        async with self.queue.slot(waiting):
-            recheck()
+        async with self._slot(user_id, waiting, recheck=recheck):
             answer = await self._stream(question, reply, history, channel_id, recheck)
             grounding = await self._grounding(answer)
-        recheck()
         question_id = await asyncio.to_thread(
             self.questions.record, self._logged(answer, user_id, channel_id)
         )

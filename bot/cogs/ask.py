@@ -65,7 +65,7 @@ class AskCog(commands.Cog):
         self.bot.answerer.take(interaction.user.id, light=True)
         await self.bot.answerer.defer(interaction, light=True, ephemeral=private)
         search = self.bot.services.retriever.search
-        async with self.bot.answerer.slot_for(interaction):
+        async with self.bot.answerer.slot_for(interaction, light=True):
             hits = await asyncio.to_thread(search, query, None, preview=preview)
         passages = list(self.bot.answerer.withheld(render.passage_dict(h) for h in hits))
         messages = render.passage_messages(f"Passages for: {query}", passages)

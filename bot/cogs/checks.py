@@ -2,8 +2,9 @@
 
 Thin adapters: admit the question (checks, the per-user rate limit, and the refusal of one
 aimed at an open assignment, which gives the turn back), defer, wait for a generation slot
-(these commands generate like /ask does), show progress, call the core in `rag.demos`, then
-send the embeds that `bot.render_demos` builds. Errors go to the bot's one policy.
+(these commands generate like /ask does; a full queue, or an exam started meanwhile, gives
+the turn back), show progress, call the core in `rag.demos`, then send the embeds that
+`bot.render_demos` builds. Errors go to the bot's one policy.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from bot.access import students_only
 from bot.cogs.demos import any_model
 from bot.limits import truncate
 from bot.pages import send_more_pages
-from bot.ratelimit import PositionCallback
-from bot.render import queue_status
 from bot.render_demos import compare_messages, hallucination_messages
 from rag.demos.common import pick_model
 from rag.demos.compare import DEFAULT_MODELS, MAX_MODELS, choose_models, compare_models
@@ -60,12 +59,10 @@ class ChecksCog(commands.Cog):
                                                             interaction.channel)
         recheck = self._exam_recheck(interaction, "hallucination")
         await self._start(interaction, "Waiting for a free slot…")
-        async with self.bot.answerer.queue.slot(self._queue_progress(interaction)):
-            recheck()
+        async with self.bot.answerer.slot_for(interaction, recheck=recheck):
             services = self.bot.services
             demo = await hallucination_demo(services.assistant, services.checker, question,
                                             model, self._progress(interaction))
-        recheck()
         await self._send(interaction, hallucination_messages(demo))
 
     @app_commands.command(description="The same question to 2–4 models, side by side")
@@ -86,19 +83,20 @@ class ChecksCog(commands.Cog):
                                                             interaction.channel)
         recheck = self._exam_recheck(interaction, "compare")
         await self._start(interaction, "Waiting for a free slot…")
-        async with self.bot.answerer.queue.slot(self._queue_progress(interaction)):
-            recheck()
+        async with self.bot.answerer.slot_for(interaction, recheck=recheck):
             services = self.bot.services
             result = await compare_models(services.assistant, services.checker, question,
                                           names, rag=rag, progress=self._progress(interaction))
-        recheck()
         await self._send(interaction, compare_messages(result))
 
-    def _exam_recheck(self, interaction: discord.Interaction, command: str) -> Callable[[], None]:
+    def _exam_recheck(
+        self, interaction: discord.Interaction, command: str
+    ) -> Callable[[], None] | None:
         """The exam check again, as /ask does: an exam may start while the question waits for
-        a slot or its models answer, and then nothing of theirs is shown (ExamInProgress)."""
+        a slot or its models answer, and then nothing of theirs is shown (ExamInProgress) and
+        the turn is given back (`Answerer.slot_for` runs it)."""
         return self.bot.exam_recheck(interaction.user, interaction.channel,
-                                     interaction.permissions, command) or (lambda: None)
+                                     interaction.permissions, command)
 
     async def _start(self, interaction: discord.Interaction, status: str) -> None:
         await self.bot.answerer.defer(interaction)  # a refused defer gives the turn back
@@ -114,13 +112,6 @@ class ChecksCog(commands.Cog):
             with contextlib.suppress(discord.HTTPException):
                 await self._status(interaction, status)
         return progress
-
-    def _queue_progress(self, interaction: discord.Interaction) -> PositionCallback:
-        show = self._progress(interaction)
-
-        async def waiting(place: int) -> None:
-            await show(queue_status(place))
-        return waiting
 
     async def _send(self, interaction: discord.Interaction,
                     messages: list[list[discord.Embed]]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 import pytest
@@ -228,6 +229,45 @@ async def test_a_turn_whose_defer_discord_refused_is_given_back(
         token = harness.command(command, STUDENT, **TURNS[command])
         await harness.settle()
         assert callback(harness, token).payload.get("type") == 5  # a defer, not a refusal
+
+
+QUEUED = {**TURNS, "nexttoken": DEMOS["nexttoken"]}
+
+
+@pytest.mark.parametrize("command", sorted(QUEUED))
+async def test_a_command_refused_for_a_full_queue_costs_no_turn(
+    make_harness, empty_services, command
+):
+    """One turn a minute (three for the cheap commands): a command told that the queue is full
+    got nothing else, so its turn is given back, to the bucket it came from, and every try
+    is told about the queue again, never that the student asks too quickly."""
+    harness = await make_harness(empty_services, rate_burst=1, rate_per_minute=1,
+                                 max_concurrent=1, max_waiting=0)
+    async with harness.bot.answerer.queue.slot():  # an answer is generating; none may wait
+        for _ in range(4):
+            token = harness.command(command, STUDENT, **QUEUED[command])
+            await harness.settle()
+            shown = json.dumps([r.payload for r in harness.for_token(token)])
+            assert "a lot of questions" in shown and "asking quickly" not in shown
+
+
+async def test_a_turn_the_full_queue_gave_back_is_given_back_once(make_harness, empty_services):
+    """Two turns a minute: one spent on a question that ran (and found nothing ingested), one
+    taken and given back by the full queue; so one more question runs, and the next is told
+    to wait (a turn given back twice would let it run too)."""
+    harness = await make_harness(empty_services, rate_burst=2, rate_per_minute=1,
+                                 max_concurrent=1, max_waiting=0)
+
+    async def ask() -> str:
+        token = harness.command("ask", STUDENT, question="What is LoRA?")
+        await harness.settle()
+        return json.dumps([r.payload for r in harness.for_token(token)])
+
+    assert "No course materials" in await ask()
+    async with harness.bot.answerer.queue.slot():
+        assert "a lot of questions" in await ask()
+    assert "No course materials" in await ask()
+    assert "asking quickly" in await ask()
 
 
 async def test_sources_waits_for_a_generation_slot_and_shows_its_place(

@@ -22,7 +22,13 @@ from tests.bot.fake_discord import (
     interaction_payload,
     message_payload,
 )
-from tests.bot.test_answers import IN_SCOPE, ScriptedModel, is_draft, scripted_services
+from tests.bot.test_answers import (
+    IN_SCOPE,
+    OUT_OF_SCOPE,
+    ScriptedModel,
+    is_draft,
+    scripted_services,
+)
 from tests.bot.test_storage import entry
 from tests.rag.retrieval.test_release_dates import NOW, Clock, ingested_course
 
@@ -272,6 +278,35 @@ async def test_a_question_still_queued_when_an_exam_starts_is_not_answered_durin
         assert harness.bot.questions.rows() == []  # nor the one generating when it started
     finally:
         course.end_exams()
+
+
+@pytest.mark.parametrize("command", ["ask", "hallucination", "compare"])
+async def test_questions_an_exam_stopped_cost_no_turn(
+    make_harness, guides_services, llm_cache_dir, command
+):
+    """One turn a minute: the question generating when the exam starts and the one waiting
+    for its slot got nothing but the refusal, so once the exam ends both students may ask at
+    once."""
+    slow = ScriptedModel("A transformer maps tokens to vectors. " * 30, delay_s=0.02)
+    harness = await make_harness(scripted_services(guides_services, llm_cache_dir, slow),
+                                 max_concurrent=1, rate_burst=1, rate_per_minute=1)
+    course = harness.bot.services.course
+    try:
+        generating = harness.command("ask", STUDENT, question=IN_SCOPE)
+        await asyncio.sleep(0.5)
+        queued = harness.command(command, OTHER_STUDENT, question=IN_SCOPE)  # waits for a slot
+        await asyncio.sleep(0.3)
+        assert "in the queue" in json.dumps([r.payload for r in harness.for_token(queued)])
+        course.start_exam([CHANNEL_ID])
+        await harness.settle()
+        for token in (generating, queued):
+            assert "exam is on" in reply_text(harness, token)
+    finally:
+        course.end_exams()
+    for person in (STUDENT, OTHER_STUDENT):
+        again = harness.command("ask", person, question=OUT_OF_SCOPE)
+        await harness.settle()
+        assert harness.for_token(again)[0].payload == {"type": 5}, reply_text(harness, again)
 
 
 async def test_an_answer_streaming_when_an_exam_starts_shows_no_further_draft(

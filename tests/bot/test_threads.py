@@ -284,6 +284,20 @@ async def test_a_full_queue_is_said_in_the_thread_opened_for_the_question(
     assert "a lot of questions" in shown["embeds"][0]["description"]
 
 
+async def test_a_mention_refused_for_a_full_queue_costs_no_turn(make_harness, empty_services):
+    """One turn a minute: the question told that the queue is full got nothing else, so the
+    next one is told about the queue too, not that the student asks too quickly."""
+    harness = await make_harness(empty_services, rate_burst=1, rate_per_minute=1,
+                                 max_concurrent=1, max_waiting=0)
+    async with harness.bot.answerer.queue.slot():  # an answer is generating; none may wait
+        for question in ("What is LoRA?", "What is RAG?"):
+            asked = harness.post(f"<@{harness.bot.user.id}> {question}", STUDENT, CHANNEL_ID,
+                                 mention=True)
+            await harness.settle()
+            shown = json.dumps(harness.fake.messages.get(int(asked["id"]), []))
+            assert "a lot of questions" in shown and "asking quickly" not in shown
+
+
 async def answer_in_the_channel(harness, question: str) -> dict:
     """/ask in the course channel; the answer's (finished) message."""
     token = harness.command("ask", STUDENT, question=question)
