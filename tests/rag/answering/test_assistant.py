@@ -207,6 +207,12 @@ async def test_a_question_that_is_only_a_term_is_answered_from_the_passage_namin
     # the papers' sentences that merely use the word.
     answer = await assistant_over(full_index, counted, style="extractive").answer("perplexity?")
     assert "exp(loss)" in answer.sentences[0].text, answer.text
+    # A term of several words is quoted from the passage naming all of them, misspelt or not:
+    # a section "3.2 Attention" names half of "paged attention" and was quoted alone.
+    for question in ("paged attention?", "paged attenton"):
+        answer = await assistant_over(full_index, counted, style="extractive").answer(question)
+        assert "PagedAttention" in answer.sentences[0].text, (question, answer.text)
+        assert answer.citations[0].source == "papers/vllm_pagedattention.pdf", question
     # "flash attention?" was let through by a section "3.2 Attention" naming half its words.
     for question in ("kubernetes?", "sleep?", "whisper?", "batch normalization?",
                      "flash attention?"):
