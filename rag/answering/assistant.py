@@ -320,9 +320,14 @@ class Assistant:
         # ("what does tempreature do" and the section "Temperature").
         corrected = self.retriever.corrected(question)
 
+        # A heading naming half of a question of several words leaves the rest unasked-for,
+        # but a term's words are all the subject: "flash attention?" and a section "Attention".
+        several_terms = len(set(asked_term(corrected))) > 1
+
         def covered(found: Sequence[Hit]) -> bool:
             return (self.coverage_probability(found) >= self.settings.abstain_below
-                    or titled_by(corrected, found) or term_named(corrected, found))
+                    or (titled_by(corrected, found) and not several_terms)
+                    or term_named(corrected, found))
 
         if covered(hits):
             return True

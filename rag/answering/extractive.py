@@ -709,11 +709,17 @@ class QuoteSelector:
         # The passages the question names, else those under a heading that names it, else,
         # for a question that is only a term, the first passage when it alone names the term
         # (gate.names_term; Assistant.with_term_passage puts one there when the search found
-        # only passages that use the word).
+        # only passages that use the word). A heading naming half of a term of several words
+        # ("3.2 Attention" for "paged attention?") titles it only when no passage names the
+        # whole term ("greedy decoding downside" and a section "Greedy decoding").
         scope = referenced(question, hits)
         if scope is None:
-            naming = [i for i, hit in enumerate(hits) if names_term(hit, asked_term(question))]
-            scope = titled(question, hits) or (naming if naming == [0] else None)
+            asked = asked_term(question)
+            naming = [i for i, hit in enumerate(hits) if names_term(hit, asked)]
+            titles = titled(question, hits)
+            if len(set(asked)) > 1 and naming:
+                titles = [i for i in titles if i in naming]
+            scope = titles or (naming if naming == [0] else None)
         chosen = select(quotes, p, question, scope, aside)
         best = float(p[chosen[0]])
         owner = np.array([q.passage for q in quotes])

@@ -176,25 +176,21 @@ def titled(question: str, hits: Sequence[Hit]) -> list[int]:
     word of the heading (section numbers aside) is one of the question's, and they are at
     least half of its words, numbers aside ("What does the temperature setting do?", "What
     does temperature do below 1?" and a section "Temperature"). A heading that is one generic
-    word of a longer question ("Evaluation") does not name it. A question that is only a term
-    of several words (`asked_term`) is named only by a heading of all of them: its words are
-    all the subject, so "paged attention?" is not named by a section "3.2 Attention".
+    word of a longer question ("Evaluation") does not name it.
     """
     # Numbers are values asked about ("... when it is below 1?"), not what the question is
     # about: like section numbers in headings, they are not counted.
     asked = {term for term in own_terms(question) if not term[:1].isdigit()}
     if not asked:
         return []
-    whole = len(set(asked_term(question))) > 1
-    return [i for i, hit in enumerate(hits) if _names(hit.chunk.section, asked, whole)]
+    return [i for i, hit in enumerate(hits) if _names(hit.chunk.section, asked)]
 
 
-def _names(section: str, asked: set[str], whole: bool = False) -> bool:
-    """Whether a heading of a section path names the asked terms (with `whole`, all of them)."""
+def _names(section: str, asked: set[str]) -> bool:
+    """Whether a heading of a section path names the asked terms."""
     for heading in section.split(" > "):
         named = {term for term in index_terms(heading) if not term[:1].isdigit()}
-        if named and named <= asked and 2 * len(named) >= len(asked) and (
-                not whole or named == asked):
+        if named and named <= asked and 2 * len(named) >= len(asked):
             return True
     return False
 

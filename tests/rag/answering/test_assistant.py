@@ -213,6 +213,11 @@ async def test_a_question_that_is_only_a_term_is_answered_from_the_passage_namin
         answer = await assistant_over(full_index, counted, style="extractive").answer(question)
         assert "PagedAttention" in answer.sentences[0].text, (question, answer.text)
         assert answer.citations[0].source == "papers/vllm_pagedattention.pdf", question
+    # But a heading naming most of a terse question still titles it when no passage names
+    # all its words: "greedy decoding downside" is quoted from the section "Greedy decoding".
+    answer = await assistant_over(full_index, counted, style="extractive").answer(
+        "greedy decodng downside")
+    assert "repetitive or loop" in answer.text, answer.text
     # "flash attention?" was let through by a section "3.2 Attention" naming half its words.
     for question in ("kubernetes?", "sleep?", "whisper?", "batch normalization?",
                      "flash attention?"):
