@@ -68,7 +68,10 @@ EXPANSION_WEIGHT = 0.5
 CHATTER = frozenset(term for term in index_terms(
     "im confused confusing lol lmao haha pls plz please thanks thx ty help explain eli5 "
     "kinda sorta basically honestly literally idk tbh hey hi hello stuck understand dumb "
-    "simple simply like ur"
+    "simple simply like ur "
+    # Chat spellings of the question words and fillers a stop list knows only spelt out.
+    "wat wut whats wats shud shld cud wud cuz coz tho thru gonna wanna gotta nah yeah yep "
+    "ok okay rn ngl imo lowkey bro dude guys anyone someone smth sth wondering curious"
 ) if not term.isdigit())
 
 
@@ -83,7 +86,8 @@ class Query:
 
     `terms` weighs the lexical terms (the question's own at 1, misspelt ones replaced by their
     corrections; expansions at 0.5);
-    `core` are the question's own terms (corrected), on which lexical coverage is judged;
+    `core` are the question's own terms (corrected; shorthand the index has never seen
+    replaced by the terms it stands for), on which lexical coverage is judged;
     `corrected` is the question with its misspelt words replaced (the question when none is);
     `dense_text` is what the embedder sees: the corrected question with its expansions
     appended.
@@ -136,6 +140,16 @@ def corrections(
     return found
 
 
+def _core_terms(term: str, index: BM25Index) -> list[str]:
+    """What coverage judges for one of the question's terms: the term itself, or for
+    shorthand the index has never seen ("og", "u", "mem") the terms it stands for (none for
+    "u"): a word no passage holds is the strongest sign of an off-topic question, and
+    shorthand is not one."""
+    if term in GLOSSARY and not index.knows(term):
+        return index_terms(GLOSSARY[term])
+    return [term]
+
+
 def analyse(
     question: str, index: BM25Index, is_word: Callable[[str], bool] = _no_words
 ) -> Query:
@@ -146,8 +160,9 @@ def analyse(
     written = {c.word: c.written for c in fixes}
     corrected = _LETTER_WORD.sub(lambda m: written.get(m.group(0).lower(), m.group(0)),
                                  question) if fixes else question
-    core = tuple(dict.fromkeys(fixed.get(term, term) for term in own_terms(question)))
-    terms = dict.fromkeys(core, 1.0)
+    own = tuple(dict.fromkeys(fixed.get(term, term) for term in own_terms(question)))
+    terms = dict.fromkeys(own, 1.0)
+    core = tuple(dict.fromkeys(term for own_term in own for term in _core_terms(own_term, index)))
     extra: list[str] = []
     for word in dict.fromkeys(words(corrected)):
         if word in GLOSSARY:

@@ -82,3 +82,20 @@ def test_chatter_is_neither_searched_nor_counted_against_coverage():
     assert INDEX.coverage(query.core, ["c"]) == {"c": 1.0}
     # Numbers are never chatter ("eli5" is eli, 5; "Section 5" keeps its 5).
     assert "5" in analyse("eli5 section 5 temperature", INDEX).core
+
+
+def test_chat_spellings_and_unseen_shorthand_do_not_count_against_coverage():
+    # "wat", "whats" and "shud" are chat spellings of words the stop list drops spelt out;
+    # "og" and "u" are shorthand no passage holds, judged as what they stand for ("u": nothing).
+    for question in ("wat does temperature do", "whats temperature", "what temperature shud it be"):
+        query = analyse(question, INDEX)
+        assert query.core == ("temperature",), question
+        assert INDEX.coverage(query.core, ["c"]) == {"c": 1.0}, question
+    index = BM25Index(["a"], ["the original transformer used dropout"])
+    query = analyse("og transformer dropout", index)
+    assert query.core == ("original", "transformer", "dropout")
+    assert index.coverage(query.core, ["a"]) == {"a": 1.0}
+    # Shorthand the index knows is judged as written, and searched as written.
+    assert analyse("wats the diff btw sft n rlhf", INDEX).terms["sft"] == 1.0
+    known = BM25Index(["a"], ["sft then rlhf"])
+    assert {"sft", "rlhf"} <= set(analyse("sft vs rlhf", known).core)
