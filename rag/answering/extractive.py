@@ -302,11 +302,12 @@ def asked_acronym(question: str) -> str:
 
 def expands(text: str, acronym: str) -> bool:
     """Whether a piece spells an acronym out: "Proximal Policy Optimization (PPO)", "Low-Rank
-    Adaptation (LoRA)", "key-value (KV) cache", "PPO (Proximal Policy Optimization)": one word
-    per capital letter, small words ("from", "of") between them."""
+    Adaptation (LoRA)", "key-value (KV) cache", "Low-Rank Adaptation, or LoRA", "PPO (Proximal
+    Policy Optimization)": one word per capital letter, small words ("from", "of") between
+    them."""
     letters = [c.lower() for c in acronym if c.isupper()]
     name = re.escape(acronym)
-    for m in re.finditer(rf"\(\s*{name}s?\s*\)", text):
+    for m in re.finditer(rf"\(\s*{name}s?\s*\)|,?\s+or\s+{name}s?\b", text):
         before = _WORD.findall(text[: m.start()])[::-1]
         if _spells(before, letters[::-1]):
             return True
@@ -366,9 +367,11 @@ def back_matter(hits: Sequence[Hit], question: str = "") -> list[int]:
 def select(
     quotes: Sequence[Quote], p: np.ndarray, question: str = "",
     scope: Collection[int] | None = None, aside: Collection[int] = (),
+    defining: Sequence[bool] = (),
 ) -> list[int]:
     """The pieces to quote, most likely first (a piece that spells out the acronym a
-    definition question asks about leads); a list item brings its siblings; a leading
+    definition question asks about, or one of the `defining` pieces that open by defining its
+    subject, leads); a list item brings its siblings; a leading
     sentence that announces what follows, or only restates the question, brings the next
     sentence, and the answer to a why-question the reason that follows its leading statement.
 
@@ -394,11 +397,13 @@ def select(
     # "What is the KV cache?": spelled out with "cache" too ("a key-value (KV) cache").
     rest = definition_subject(question) - terms(acronym)
     spelled = [i for i, q in enumerate(quotes)
-               if allowed[i] and q.kind in ("sentence", "item") and acronym
-               and expands(q.text, acronym) and rest <= terms(q.text)]
+               if allowed[i] and q.kind in ("sentence", "item") and (
+                   (acronym and expands(q.text, acronym) and rest <= terms(q.text))
+                   or (i < len(defining) and defining[i]))]
     lead = max(spelled, key=lambda i: p[i]) if spelled else None
     # "What does PPO stand for?" is answered by the spelled-out name alone; for "What is
-    # PPO?" it leads only when it scores with the pieces that would be quoted anyway.
+    # PPO?" it, or a definition, leads only when it scores with the pieces that would be
+    # quoted anyway.
     if lead is not None and (_ASKS_FOR_EXPANSION.search(question)
                              or p[lead] >= KEEP_RATIO * p.max()):
         chosen = _led_by(quotes, chosen, lead)
@@ -703,8 +708,9 @@ class QuoteSelector:
         quotes = all_quotes(hits)
         if not quotes:
             return Extract("", (), ())
-        p = self.weights.probability(
-            quote_features(question, quotes, hits, self.embedder, idf, self.vectors))
+        features = quote_features(question, quotes, hits, self.embedder, idf, self.vectors)
+        p = self.weights.probability(features)
+        defining = features[:, FEATURES.index("defines")] > 0
         aside = back_matter(hits, question)
         # The passages the question names, else those under a heading that names it, else,
         # for a question that is only a term, the first passage when it alone names the term
@@ -720,7 +726,7 @@ class QuoteSelector:
             if len(set(asked)) > 1 and naming:
                 titles = [i for i in titles if i in naming]
             scope = titles or (naming if naming == [0] else None)
-        chosen = select(quotes, p, question, scope, aside)
+        chosen = select(quotes, p, question, scope, aside, list(defining))
         best = float(p[chosen[0]])
         owner = np.array([q.passage for q in quotes])
         quoted = {quotes[i].passage for i in chosen}

@@ -427,6 +427,9 @@ def test_the_acronym_a_definition_question_asks_about_and_where_it_is_spelled_ou
     assert expands("PPO (Proximal Policy Optimization) is an RL method.", "PPO")
     assert not expands("We use PPO (Schulman et al., 2017).", "PPO")
     assert not expands("A Transformer-based model (PPO) is used.", "PPO")
+    # The appositive papers introduce a name with ("We propose Low-Rank Adaptation, or LoRA").
+    assert expands("We propose Low-Rank Adaptation, or LoRA, which freezes the weights", "LoRA")
+    assert not expands("We compare adapters, prefix tuning, or LoRA.", "LoRA")
 
 
 def test_a_piece_spelling_out_the_asked_acronym_leads() -> None:
