@@ -20,6 +20,7 @@ from rag.answering.extractive import Extract, QuoteSelector
 from rag.answering.gate import (
     TERM_SEARCH_K,
     asked_term,
+    defines_term,
     evidence_of,
     gate_probability,
     names_term,
@@ -291,19 +292,24 @@ class Assistant:
     def with_term_passage(
         self, question: str, hits: tuple[Hit, ...], preview: bool = False
     ) -> tuple[Hit, ...]:
-        """The hits, and for a question that is only a term ("perplexity?") which none of them
-        names (gate.names_term), the best passage of a deeper search that does, first: a
-        one-word question embeds far from the passage defining it, and the word is as
-        frequent in passing mentions elsewhere."""
+        """The hits, and for a question that is only a term ("perplexity?", "What is LoRA?")
+        which none of them defines (gate.defines_term), the best passage of a deeper search
+        that does, first; failing that, when none of them even names it (gate.names_term),
+        the best that names it. A one-word question embeds far from the passage defining it,
+        the word is as frequent in passing mentions elsewhere, and a section titled with the
+        term ("LoRA: Low-Rank Adaptation") may never say what it is."""
         asked = asked_term(self.retriever.corrected(question))
-        if not asked or any(names_term(hit, asked) for hit in hits):
+        if not asked or any(defines_term(hit, asked) for hit in hits):
             return hits
         seen = {hit.chunk.id for hit in hits}
-        for hit in self.retriever.search(question, TERM_SEARCH_K, preview=preview,
-                                         lexical_extra=0):
-            if hit.chunk.id not in seen and names_term(hit, asked):
-                return (hit, *hits)
-        return hits
+        deeper = [hit for hit in self.retriever.search(question, TERM_SEARCH_K, preview=preview,
+                                                       lexical_extra=0)
+                  if hit.chunk.id not in seen]
+        # One that defines it, else (when none of the hits even names it) one that names it.
+        found = next((hit for hit in deeper if defines_term(hit, asked)), None)
+        if found is None and not any(names_term(hit, asked) for hit in hits):
+            found = next((hit for hit in deeper if names_term(hit, asked)), None)
+        return hits if found is None else (found, *hits)
 
     def covers(self, question: str, hits: Sequence[Hit], preview: bool = False) -> bool:
         """Whether the materials cover a question: the gate's probability is over its

@@ -49,6 +49,8 @@ _BOLD = re.compile(r"\*\*([^*\n]{1,60})\*\*|__([^_\n]{1,60})__")
 _DEFINED_BY = re.compile(
     r"\s(?:is|are|refers?\s+to|means|stands?\s+for|denotes)\s|\s?[—–:=]\s?|\s\(", re.IGNORECASE)
 SUBJECT_CHARS = 60
+# A sentence with no lower-case letter in this many characters is a title in capitals.
+TITLE_CHARS = 40
 # A bold span or a defined subject may hold this many terms besides the asked ones
 # ("**RMSNorm**", "Top-p (nucleus) sampling is ...").
 BOLD_EXTRA_TERMS = 1
@@ -234,6 +236,26 @@ def names_term(hit: Hit, asked: Sequence[str]) -> bool:
     # ("Fine-Tuning: SFT, LoRA and QLoRA"), not this passage.
     if any(holds(set(index_terms(heading))) for heading in headings[len(headings) > 1:]):
         return True
+    if any(holds(set(index_terms(run_in_heading(line.strip()))))
+           for line in hit.chunk.text.splitlines()):
+        return True
+    return defines_term(hit, asked)
+
+
+def defines_term(hit: Hit, asked: Sequence[str]) -> bool:
+    """Whether a passage's own text names a term as what it defines (`names_term` without
+    the headings): a bold span, a sentence that opens by defining it, or its acronym spelled
+    out. A heading that holds the term ("LoRA: Low-Rank Adaptation > The idea") may sit over
+    sentences that never say what it is."""
+    if not asked:
+        return False
+    wanted, joined = set(asked), "".join(asked)
+
+    def holds(found: set[str]) -> bool:
+        return wanted <= found or joined in found
+
+    if any(BACK_MATTER.match(heading) for heading in hit.chunk.section.split(" > ")):
+        return False
     text = hit.chunk.text
     for match in _BOLD.finditer(text):
         bold = set(index_terms(match.group(1) or match.group(2)))
@@ -245,13 +267,14 @@ def names_term(hit: Hit, asked: Sequence[str]) -> bool:
             if sum(c.isupper() for c in acronym) >= 2 and set(index_terms(acronym)) == wanted:
                 return True
     for line in text.splitlines():
-        if holds(set(index_terms(run_in_heading(line.strip())))):
-            return True
+        # A Markdown heading ("## LoRA: Low-Rank Adaptation") titles what follows.
+        if line.lstrip().startswith("#"):
+            continue
         for sentence in split_sentences(line):
             sentence = _LIST_MARK.sub("", sentence)
             # A quoted sentence is an example or a prompt ("“The capital of France is”"),
-            # not the materials' own definition.
-            if sentence[:1] in _QUOTES:
+            # not the materials' own definition; a line in capitals is a paper's title.
+            if sentence[:1] in _QUOTES or not any(c.islower() for c in sentence[:TITLE_CHARS]):
                 continue
             end = _DEFINED_BY.search(sentence)
             if end is None or end.start() >= SUBJECT_CHARS:

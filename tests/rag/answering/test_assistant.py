@@ -207,6 +207,12 @@ async def test_a_question_that_is_only_a_term_is_answered_from_the_passage_namin
     # the papers' sentences that merely use the word.
     answer = await assistant_over(full_index, counted, style="extractive").answer("perplexity?")
     assert "exp(loss)" in answer.sentences[0].text, answer.text
+    # Sections titled "LoRA: Low-Rank Adaptation" and "What is the optimal rank r for LoRA?"
+    # name LoRA without saying what it is: a deeper search brings the passage that spells it
+    # out, which leads (it led with a thought experiment about ranks).
+    answer = await assistant_over(full_index, counted, style="extractive").answer(
+        "What is LoRA?")
+    assert "Low-Rank Adaptation (LoRA)" in answer.sentences[0].text, answer.text
     # A term of several words is quoted from the passage naming all of them, misspelt or not:
     # a section "3.2 Attention" names half of "paged attention" and was quoted alone.
     for question in ("paged attention?", "paged attenton"):

@@ -8,6 +8,7 @@ import pytest
 from rag.answering.gate import (
     MAX_IN_ABSTAIN,
     asked_term,
+    defines_term,
     evidence_of,
     fit_gate,
     gate_probability,
@@ -107,7 +108,7 @@ def test_a_heading_that_names_the_question_covers_it() -> None:
     hits = under("Intro", "Next-Token Prediction > Decoding strategies > Temperature",
                  "3.4 Embeddings and Softmax", "5.2 Evaluation")
     assert titled_by("What is temperature?", hits)
-    assert titled_by("What does the temperature setting do?", hits)  # half its words
+    assert titled_by("Why does temperature matter?", hits)  # half its words
     assert titled_by("im confused about embeddings and softmax lol", hits)  # numbers aside
     assert titled_by("What does temperature do when it is below 1?", hits)  # the 1 is a value
     # Not named: a heading word among many of the question's, or a heading with other words.
@@ -121,6 +122,8 @@ def test_the_passages_under_a_heading_that_names_the_question_are_found() -> Non
     hits = under("Intro", "Decoding strategies > Temperature", "D.2 Sample Responses")
     assert titled("What does temperature do?", hits) == [1]
     assert titled("What is a reward model?", hits) == []
+    # A term of several words is all subject: a heading must hold all of it.
+    assert titled("paged attention?", under("3.2 Attention", "4.1 Paged Attention")) == [1]
 
 
 def test_a_question_that_is_only_a_term_is_recognised() -> None:
@@ -172,3 +175,22 @@ def test_a_passing_mention_does_not_name_a_term() -> None:
                           ["perplexity"])
     assert not term_named("Why does the reward model overfit?",
                           [passage("A reward model is a scorer.")])  # not a term question
+
+
+def test_a_passage_defines_a_term_in_its_own_text_not_by_its_headings() -> None:
+    # A section titled with the term may never say what it is ("LoRA: Low-Rank Adaptation >
+    # The idea"); its heading names the term, its text does not define it.
+    idea = passage("## LoRA: Low-Rank Adaptation\n\n### The idea\n\nThe change in weights "
+                   "has low intrinsic rank.", "Fine-Tuning > LoRA: Low-Rank Adaptation > The idea")
+    assert names_term(idea, ["lora"]) and not defines_term(idea, ["lora"])
+    # Nor does a paper's title in capitals, nor a run-in heading.
+    title = passage("LORA: LOW-RANK ADAPTATION OF LARGE LANGUAGE MODELS Edward Hu", "")
+    assert not defines_term(title, ["lora"])
+    assert not defines_term(passage("Residual Dropout We apply dropout to each layer."),
+                            ["dropout"])
+    # Its own sentences, bold spans and spelled-out acronyms do.
+    assert defines_term(passage("We propose Low-Rank Adaptation (LoRA), which freezes W."),
+                        ["lora"])
+    assert defines_term(passage("- Beam search: keep the B best partial sequences."),
+                        asked_term("beam search?"))
+    assert defines_term(passage("It is reported as **perplexity** = exp(loss)."), ["perplexity"])
