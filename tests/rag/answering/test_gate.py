@@ -108,7 +108,7 @@ def test_a_heading_that_names_the_question_covers_it() -> None:
     hits = under("Intro", "Next-Token Prediction > Decoding strategies > Temperature",
                  "3.4 Embeddings and Softmax", "5.2 Evaluation")
     assert titled_by("What is temperature?", hits)
-    assert titled_by("Why does temperature matter?", hits)  # half its words
+    assert titled_by("What does the temperature setting do?", hits)  # half its words
     assert titled_by("im confused about embeddings and softmax lol", hits)  # numbers aside
     assert titled_by("What does temperature do when it is below 1?", hits)  # the 1 is a value
     # Not named: a heading word among many of the question's, or a heading with other words.
@@ -122,8 +122,6 @@ def test_the_passages_under_a_heading_that_names_the_question_are_found() -> Non
     hits = under("Intro", "Decoding strategies > Temperature", "D.2 Sample Responses")
     assert titled("What does temperature do?", hits) == [1]
     assert titled("What is a reward model?", hits) == []
-    # A term of several words is all subject: a heading must hold all of it.
-    assert titled("paged attention?", under("3.2 Attention", "4.1 Paged Attention")) == [1]
 
 
 def test_a_question_that_is_only_a_term_is_recognised() -> None:
