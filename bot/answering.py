@@ -40,6 +40,8 @@ from rag.answering.assistant import (
 from rag.answering.course_mode import CourseAssistant
 from rag.answering.grounding import GroundingChecker, GroundingReport
 from rag.config import DiscordSettings
+from rag.llm.base import LLMError
+from rag.retrieval.retriever import NothingIngested
 
 log = logging.getLogger("bot")
 NO_MENTIONS = discord.AllowedMentions.none()
@@ -298,16 +300,19 @@ class Answerer:
         (ExamInProgress) when the work may no longer be shown: it runs once the slot is taken
         and again once the work is done (the work may run it meanwhile too).
         A user refused here got nothing but the refusal, so the turn is given back: when the
-        queue is full (QueueFull), or when an exam started while the work waited or ran. This
-        is the one place that does it, and the block ends before the work's result is shown,
-        so a turn is never given back twice, nor for a result the user got."""
+        queue is full (QueueFull), when an exam started while the work waited or ran, and
+        when the work failed with only an error to show: the model was unreachable, timed out
+        or answered with an error (any LLMError, a prompt too long for it included), or no
+        course materials are ingested yet (NothingIngested). This is the one place that does
+        it, and the block ends before the work's result is shown, so a turn is never given
+        back twice, nor for a result the user got."""
         check = recheck or (lambda: None)
         try:
             async with self.queue.slot(waiting):
                 check()
                 yield
             check()
-        except (QueueFull, ExamInProgress):
+        except (QueueFull, ExamInProgress, LLMError, NothingIngested):
             self.give_back(user_id, light=light)
             raise
 
@@ -330,8 +335,8 @@ class Answerer:
         `still_allowed` raises (ExamInProgress) when the question may no longer be answered:
         an exam may start while it waits in the queue or is generated, so it is checked again
         once the slot is taken, before each draft is shown (the generation ends there), and
-        before the answer is logged and shown. A question refused there, or for a full queue,
-        gets its turn back (`_slot`)."""
+        before the answer is logged and shown. A question refused there or for a full queue, or
+        one the model or an empty index failed, gets its turn back (`_slot`)."""
         recheck = still_allowed or (lambda: None)
 
         async def waiting(place: int) -> None:

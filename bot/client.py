@@ -275,6 +275,14 @@ class StudyBot(commands.Bot):
             return None
         return lambda: self.check_exam(user.id, channel, command)
 
+    def command_exam_recheck(self, interaction: discord.Interaction) -> Callable[[], None] | None:
+        """`exam_recheck` for a slash command `students_only` let through (every command an
+        exam refuses when it is asked), under the command's name: the command waits in the
+        queue and works, and an exam may start meanwhile (`Answerer.slot_for` runs it)."""
+        name = interaction.command.name if interaction.command else "?"
+        return self.exam_recheck(interaction.user, interaction.channel, interaction.permissions,
+                                 name)
+
     async def feedback(self, question_id: int, user_id: int, vote: int) -> bool:
         """Record a 👍/👎 from a user on a logged answer."""
         user = self.answerer.user_hash(user_id)

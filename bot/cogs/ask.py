@@ -39,8 +39,7 @@ class AskCog(commands.Cog):
             InteractionReply(interaction, ephemeral=private),
             user_id=interaction.user.id,
             channel_id=course_channel(interaction.channel),
-            still_allowed=self.bot.exam_recheck(interaction.user, interaction.channel,
-                                                interaction.permissions, "ask"),
+            still_allowed=self.bot.command_exam_recheck(interaction),
         )
 
     @app_commands.command(description="The most relevant passages, without an answer")
@@ -65,7 +64,8 @@ class AskCog(commands.Cog):
         self.bot.answerer.take(interaction.user.id, light=True)
         await self.bot.answerer.defer(interaction, light=True, ephemeral=private)
         search = self.bot.services.retriever.search
-        async with self.bot.answerer.slot_for(interaction, light=True):
+        recheck = self.bot.command_exam_recheck(interaction)  # an exam may start as it waits
+        async with self.bot.answerer.slot_for(interaction, light=True, recheck=recheck):
             hits = await asyncio.to_thread(search, query, None, preview=preview)
         passages = list(self.bot.answerer.withheld(render.passage_dict(h) for h in hits))
         messages = render.passage_messages(f"Passages for: {query}", passages)

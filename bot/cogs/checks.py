@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import discord
@@ -57,7 +56,7 @@ class ChecksCog(commands.Cog):
         pick_model(self.bot.services.models, model)  # refused privately, before the defer
         question = await self.bot.answerer.admit_for_models(interaction.user.id, question,
                                                             interaction.channel)
-        recheck = self._exam_recheck(interaction, "hallucination")
+        recheck = self.bot.command_exam_recheck(interaction)  # as /ask: an exam may start
         await self._start(interaction, "Waiting for a free slot…")
         async with self.bot.answerer.slot_for(interaction, recheck=recheck):
             services = self.bot.services
@@ -81,22 +80,13 @@ class ChecksCog(commands.Cog):
         names = choose_models(parse_models(models), self.bot.services.models.names())
         question = await self.bot.answerer.admit_for_models(interaction.user.id, question,
                                                             interaction.channel)
-        recheck = self._exam_recheck(interaction, "compare")
+        recheck = self.bot.command_exam_recheck(interaction)
         await self._start(interaction, "Waiting for a free slot…")
         async with self.bot.answerer.slot_for(interaction, recheck=recheck):
             services = self.bot.services
             result = await compare_models(services.assistant, services.checker, question,
                                           names, rag=rag, progress=self._progress(interaction))
         await self._send(interaction, compare_messages(result))
-
-    def _exam_recheck(
-        self, interaction: discord.Interaction, command: str
-    ) -> Callable[[], None] | None:
-        """The exam check again, as /ask does: an exam may start while the question waits for
-        a slot or its models answer, and then nothing of theirs is shown (ExamInProgress) and
-        the turn is given back (`Answerer.slot_for` runs it)."""
-        return self.bot.exam_recheck(interaction.user, interaction.channel,
-                                     interaction.permissions, command)
 
     async def _start(self, interaction: discord.Interaction, status: str) -> None:
         await self.bot.answerer.defer(interaction)  # a refused defer gives the turn back

@@ -66,14 +66,16 @@ async def generating(
 ) -> AsyncIterator[None]:
     """Take one of the user's turns (the light bucket for cheap demos) before anything is
     sent, defer (Discord allows 3 s; a refused defer gives the turn back), wait for a
-    generation slot like /ask (a full queue gives the turn back), then say what is running
-    while the model works. An input the demo refuses once it has it (an uploaded task file
-    that does not parse, a sentence over the token limit) gives the turn back too: the user
-    got only the refusal."""
+    generation slot like /ask (a full queue, an exam started meanwhile, or a model that
+    failed gives the turn back; the exam is checked again once the work is done, before
+    anything is shown), then say what is running while the model works. An input the demo
+    refuses once it has it (an uploaded task file that does not parse, a sentence over the
+    token limit) gives the turn back too: the user got only the refusal."""
     bot.answerer.take(interaction.user.id, light=light)
     await bot.answerer.defer(interaction, light=light)
+    recheck = bot.command_exam_recheck(interaction)
     try:
-        async with bot.answerer.slot_for(interaction, light=light):
+        async with bot.answerer.slot_for(interaction, light=light, recheck=recheck):
             embed = discord.Embed(description=status, colour=discord.Colour.light_grey())
             # A notice Discord refuses (a 429) must not cost the result: the result follows.
             with contextlib.suppress(discord.HTTPException):

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import re
 import socket
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -23,7 +26,7 @@ from rag.services import Services
 from tests.bot.conftest import FAST_LLM
 from tests.bot.fake_discord import CHANNEL_ID, Fault, Person
 from tests.bot.test_storage import entry
-from tests.rag.llm.stub_http import StubServer, status
+from tests.rag.llm.stub_http import StubServer, silence, status
 
 IN_SCOPE = "What is a Transformer, in simple terms?"
 OUT_OF_SCOPE = "Who painted the Mona Lisa?"
@@ -237,22 +240,82 @@ async def test_help_stays_responsive_while_ten_answers_generate(make_harness, gu
 async def test_a_model_server_that_is_down_gets_a_friendly_reply(
     make_harness, guides_services, llm_cache_dir
 ):
-    llm = LLMSettings(
-        default="down",
-        models={"down": {"backend": "openai", "model": "m",
-                         "base_url": f"http://127.0.0.1:{free_port()}/v1"}},
-        max_retries=0, connect_timeout_s=1.0, max_new_tokens=40,
-    )
-    models = ModelRegistry(llm, llm_cache_dir)
-    settings = guides_services.settings.model_copy(update={"llm": llm})
-    assistant = Assistant(guides_services.retriever, models, settings.answer, llm)
-    services = with_assistant(guides_services, assistant, settings=settings, models=models)
+    services = served_services(guides_services, llm_cache_dir,
+                               f"http://127.0.0.1:{free_port()}/v1", connect_timeout_s=1.0)
     harness = await make_harness(services)
     token = harness.command("ask", STUDENT, question=IN_SCOPE)
     await harness.settle()
     reply = private_error(harness, token)
     assert "not reachable" in reply["content"] and not reply.get("embeds")
     assert "Traceback" not in reply["content"]
+
+
+def served_services(guides_services, llm_cache_dir, base_url: str, **llm) -> Services:
+    """The guides' index with one chat model, served at `base_url`, asked once (no retries)."""
+    llm_settings = LLMSettings(
+        default="served", max_retries=0, max_new_tokens=40,
+        models={"served": {"backend": "openai", "model": "m", "base_url": base_url}}, **llm,
+    )
+    models = ModelRegistry(llm_settings, llm_cache_dir)
+    settings = guides_services.settings.model_copy(update={"llm": llm_settings})
+    assistant = Assistant(guides_services.retriever, models, settings.answer, llm_settings)
+    return with_assistant(guides_services, assistant, settings=settings, models=models)
+
+
+@asynccontextmanager
+async def failing_server(kind: str) -> AsyncIterator[str]:
+    """The base URL of a model server that fails as `kind` says: nothing listens there
+    ("unreachable"), it never answers ("timeout"), or it refuses the request ("error")."""
+    if kind == "unreachable":
+        yield f"http://127.0.0.1:{free_port()}/v1"
+        return
+    respond = silence() if kind == "timeout" else status(400, "bad request")
+    async with StubServer(respond) as server:
+        yield server.base_url
+
+
+MODEL_FAILED = {"unreachable": "not reachable", "timeout": "not reachable",
+                "error": "could not answer this one"}
+
+
+@pytest.mark.parametrize("kind", sorted(MODEL_FAILED))
+async def test_a_question_the_model_failed_costs_no_turn(
+    make_harness, guides_services, llm_cache_dir, kind
+):
+    """One turn a minute: a question the model server failed (down, silent past the timeout,
+    or answering with an error) got the student only the error, so the next question is
+    asked at once, not told to wait."""
+    async with failing_server(kind) as url:
+        services = served_services(guides_services, llm_cache_dir, url, read_timeout_s=0.5,
+                                   connect_timeout_s=1.0)
+        harness = await make_harness(services, rate_burst=1, rate_per_minute=1)
+        for _ in range(2):
+            token = harness.command("ask", STUDENT, question=IN_SCOPE)
+            await harness.settle()
+            shown = private_error(harness, token)["content"]
+            assert MODEL_FAILED[kind] in shown and "asking quickly" not in shown
+
+
+DEMOS_OF_A_MODEL = {"nexttoken": {"prompt": "The capital of France is"},
+                    "fewshot": {"task": "Sentiment", "examples": "good => positive",
+                                "input": "bad"},
+                    "hallucination": {"question": IN_SCOPE}}
+
+
+@pytest.mark.parametrize("command", sorted(DEMOS_OF_A_MODEL))
+async def test_a_demo_whose_model_server_is_down_costs_no_turn(
+    make_harness, guides_services, llm_cache_dir, command
+):
+    """One turn a minute: a demo that could only say that its model is not reachable gave the
+    student nothing else, so the next try runs at once, not told to wait."""
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    services = served_services(guides_services, llm_cache_dir, url, connect_timeout_s=1.0)
+    harness = await make_harness(services, rate_burst=1, rate_per_minute=1)
+    for _ in range(2):
+        token = harness.command(command, STUDENT, **DEMOS_OF_A_MODEL[command])
+        await harness.settle()
+        shown = json.dumps([r.payload for r in harness.for_token(token)])
+        assert "not reachable" in shown and "asking quickly" not in shown
 
 
 class ScriptedModel:
@@ -353,13 +416,7 @@ async def test_a_model_server_error_is_explained_without_its_address_or_body(
 ):
     detail = "model /srv/weights/internal-7b is not loaded (worker 3)"
     async with StubServer(status(400, detail)) as server:
-        llm = LLMSettings(default="served", max_retries=0, max_new_tokens=40,
-                          models={"served": {"backend": "openai", "model": "m",
-                                             "base_url": server.base_url}})
-        models = ModelRegistry(llm, llm_cache_dir)
-        settings = guides_services.settings.model_copy(update={"llm": llm})
-        assistant = Assistant(guides_services.retriever, models, settings.answer, llm)
-        services = with_assistant(guides_services, assistant, settings=settings, models=models)
+        services = served_services(guides_services, llm_cache_dir, server.base_url)
         harness = await make_harness(services)
         with caplog.at_level(logging.WARNING, logger="bot"):
             token = harness.command("ask", STUDENT, question=IN_SCOPE)

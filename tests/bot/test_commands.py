@@ -1,14 +1,19 @@
-"""Slash commands through the real CommandTree that need no model: help, access, refusals."""
+"""Slash commands through the real CommandTree: help, access, refusals, and what a command
+costs in turns (most need no model; a scripted one answers where a question must get its
+answer)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 
 from bot.limits import payload_problems
+from rag.llm.base import BackendUnavailable
 from tests.bot.fake_discord import (
     GUILD_ID,
     INSTRUCTOR_ROLE,
@@ -16,6 +21,8 @@ from tests.bot.fake_discord import (
     Fault,
     Person,
 )
+from tests.bot.test_answers import IN_SCOPE, ScriptedModel, scripted_services
+from tests.bot.test_threads import FailingModel
 
 STUDENT = Person(1001, "ana")
 INSTRUCTOR_BY_ROLE = Person(1002, "prof", roles=(INSTRUCTOR_ROLE,))
@@ -183,21 +190,35 @@ DEMOS = {"nexttoken": {"prompt": "The capital of France is"},
          "fewshot": {"task": "Sentiment", "examples": "good => positive", "input": "bad"}}
 
 
+def answering(guides_services, llm_cache_dir):
+    """The guides' index with a scripted model that answers at once: a question there gets
+    its answer, and so spends its turn (one that got only an error would not)."""
+    model = ScriptedModel("A transformer maps tokens to vectors.")
+    return scripted_services(guides_services, llm_cache_dir, model)
+
+
 @pytest.mark.parametrize("demo", sorted(DEMOS))
-async def test_demos_share_the_per_user_rate_limit_with_ask(make_harness, empty_services, demo):
-    harness = await make_harness(empty_services, rate_burst=1, rate_per_minute=1)
-    harness.command("ask", STUDENT, question="What is LoRA?")  # spends the user's one turn
+async def test_demos_share_the_per_user_rate_limit_with_ask(
+    make_harness, guides_services, llm_cache_dir, demo
+):
+    harness = await make_harness(answering(guides_services, llm_cache_dir), rate_burst=1,
+                                 rate_per_minute=1)
+    harness.command("ask", STUDENT, question=IN_SCOPE)  # answered: spends the user's one turn
     await harness.settle()
-    token = harness.command(demo, STUDENT, **DEMOS[demo])
+    # The packaged model: /attention needs a local one, which the scripted model is not.
+    token = harness.command(demo, STUDENT, **DEMOS[demo], model="smollm2")
     await harness.settle()
     refusal = harness.for_token(token)
     assert len(refusal) == 1 and refusal[0].payload["data"]["flags"] & 64
     assert "try again in" in refusal[0].payload["data"]["content"]
 
 
-async def test_cheap_commands_have_a_lighter_bucket_of_their_own(make_harness, empty_services):
-    harness = await make_harness(empty_services, rate_burst=1, rate_per_minute=1)
-    for _ in range(3):  # three times the burst of /ask
+async def test_cheap_commands_have_a_lighter_bucket_of_their_own(
+    make_harness, guides_services, llm_cache_dir
+):
+    harness = await make_harness(answering(guides_services, llm_cache_dir), rate_burst=1,
+                                 rate_per_minute=1)
+    for _ in range(3):  # three times the burst of /ask, each showing passages: spent
         harness.command("sources", STUDENT, query="LoRA")
     await harness.settle()
     sources = harness.command("sources", STUDENT, query="LoRA")
@@ -251,23 +272,61 @@ async def test_a_command_refused_for_a_full_queue_costs_no_turn(
             assert "a lot of questions" in shown and "asking quickly" not in shown
 
 
-async def test_a_turn_the_full_queue_gave_back_is_given_back_once(make_harness, empty_services):
-    """Two turns a minute: one spent on a question that ran (and found nothing ingested), one
-    taken and given back by the full queue; so one more question runs, and the next is told
-    to wait (a turn given back twice would let it run too)."""
-    harness = await make_harness(empty_services, rate_burst=2, rate_per_minute=1,
-                                 max_concurrent=1, max_waiting=0)
+@asynccontextmanager
+async def model_down(harness) -> AsyncIterator[None]:
+    """The scripted model's server is down for as long as the block runs."""
+    models = harness.bot.services.models._models
+    kept = models["scripted"]
+    models["scripted"] = FailingModel(BackendUnavailable("connection refused"))
+    try:
+        yield
+    finally:
+        models["scripted"] = kept
+
+
+GIVEN_BACK = {"full queue": (lambda h: h.bot.answerer.queue.slot(), "a lot of questions"),
+              "model down": (model_down, "not reachable")}
+
+
+@pytest.mark.parametrize("refusal", sorted(GIVEN_BACK))
+async def test_a_turn_given_back_is_given_back_once(
+    make_harness, guides_services, llm_cache_dir, refusal
+):
+    """Two turns a minute: one spent on a question that got its answer, one taken and given
+    back (the queue was full, or the model failed); so one more question is answered, and the
+    next is told to wait (a turn given back twice would let it run too)."""
+    harness = await make_harness(answering(guides_services, llm_cache_dir), rate_burst=2,
+                                 rate_per_minute=1, max_concurrent=1, max_waiting=0)
+    during, says = GIVEN_BACK[refusal]
 
     async def ask() -> str:
-        token = harness.command("ask", STUDENT, question="What is LoRA?")
+        token = harness.command("ask", STUDENT, question=IN_SCOPE)
         await harness.settle()
         return json.dumps([r.payload for r in harness.for_token(token)])
 
-    assert "No course materials" in await ask()
-    async with harness.bot.answerer.queue.slot():
-        assert "a lot of questions" in await ask()
-    assert "No course materials" in await ask()
+    assert "transformer maps" in await ask()
+    async with during(harness):
+        assert says in await ask()
+    assert "transformer maps" in await ask()
     assert "asking quickly" in await ask()
+
+
+NOTHING_INGESTED = {c: TURNS[c] for c in ("ask", "sources", "compare")}
+
+
+@pytest.mark.parametrize("command", sorted(NOTHING_INGESTED))
+async def test_a_command_that_found_nothing_ingested_costs_no_turn(
+    make_harness, empty_services, command
+):
+    """One turn a minute (three for /sources): a command that could only say that no course
+    materials are ingested yet gave the student nothing else, so its turn is given back and
+    every try says so again, never that the student asks too quickly."""
+    harness = await make_harness(empty_services, rate_burst=1, rate_per_minute=1)
+    for _ in range(4):
+        token = harness.command(command, STUDENT, **NOTHING_INGESTED[command])
+        await harness.settle()
+        shown = json.dumps([r.payload for r in harness.for_token(token)])
+        assert "No course materials" in shown and "asking quickly" not in shown
 
 
 async def test_sources_waits_for_a_generation_slot_and_shows_its_place(

@@ -309,6 +309,46 @@ async def test_questions_an_exam_stopped_cost_no_turn(
         assert harness.for_token(again)[0].payload == {"type": 5}, reply_text(harness, again)
 
 
+# Every other command an exam refuses waits in the same queue, and is checked again there too.
+QUEUED = {"sources": {"query": IN_SCOPE}, "tokenize": {"text": "hello"},
+          "nexttoken": {"prompt": "The capital of France is"},
+          "attention": {"sentence": "The cat sat on the mat"},
+          "fewshot": {"task": "Sentiment", "examples": "good => positive", "input": "bad"},
+          "fewshot_accuracy": {"models": "smollm2"},
+          "compare_accuracy": {"models": "smollm2", "questions": 1}}
+
+
+@pytest.mark.parametrize("command", sorted(QUEUED))
+async def test_a_command_queued_when_an_exam_starts_shows_only_the_refusal_at_no_cost(
+    make_harness, guides_services, command
+):
+    """/sources and the demos asked just before an exam starts, while another answer holds
+    the only slot, show nothing of theirs when their turn comes, only the exam's refusal; and,
+    like a command refused when it is asked, that costs no turn: four tries in a row (one
+    more than the cheap commands' burst of 3) each wait in the queue again."""
+    harness = await make_harness(guides_services, max_concurrent=1, rate_burst=1,
+                                 rate_per_minute=1)
+    course = harness.bot.services.course
+    for _ in range(4):
+        try:
+            async with harness.bot.answerer.queue.slot():  # an answer is generating
+                queued = harness.command(command, STUDENT, **QUEUED[command])
+                await asyncio.wait_for(until_queued(harness, queued), timeout=30)
+                course.start_exam([CHANNEL_ID])
+            await harness.settle()
+            assert "exam is on here" in reply_text(harness, queued)
+            edits = [r.payload for r in harness.for_token(queued) if r.method == "PATCH"]
+            assert edits and all("in the queue" in json.dumps(e) for e in edits), edits
+        finally:
+            course.end_exams()
+
+
+async def until_queued(harness, token: str) -> None:
+    """Wait until a command's reply shows its place in the queue."""
+    while "in the queue" not in json.dumps([r.payload for r in harness.for_token(token)]):
+        await asyncio.sleep(0.01)
+
+
 async def test_an_answer_streaming_when_an_exam_starts_shows_no_further_draft(
     make_harness, guides_services, llm_cache_dir
 ):

@@ -298,6 +298,18 @@ async def test_a_mention_refused_for_a_full_queue_costs_no_turn(make_harness, em
             assert "a lot of questions" in shown and "asking quickly" not in shown
 
 
+async def test_a_mention_that_found_nothing_ingested_costs_no_turn(make_harness, empty_services):
+    """One turn a minute: a question that could only be told that no course materials are
+    ingested yet got nothing else, so the next one is told that too, not to wait."""
+    harness = await make_harness(empty_services, rate_burst=1, rate_per_minute=1)
+    for question in ("What is LoRA?", "What is RAG?"):
+        asked = harness.post(f"<@{harness.bot.user.id}> {question}", STUDENT, CHANNEL_ID,
+                             mention=True)
+        await harness.settle()
+        shown = json.dumps(harness.fake.messages.get(int(asked["id"]), []))
+        assert "No course materials" in shown and "asking quickly" not in shown
+
+
 async def answer_in_the_channel(harness, question: str) -> dict:
     """/ask in the course channel; the answer's (finished) message."""
     token = harness.command("ask", STUDENT, question=question)
