@@ -70,6 +70,7 @@ def passage_dict(hit: Hit) -> dict[str, Any]:
         "section": c.section,
         "score": round(hit.score, 3),
         "text": c.text[:PASSAGE_CHARS],
+        "fence": c.fence,
     }
 
 
@@ -152,9 +153,9 @@ def passage_messages(
     for rank, p in enumerate(passages, 1):
         head = f"**{rank}. {where(p['source'], p.get('page'), p.get('section', ''))}**"
         score = f" (relevance {p['score']:.2f})" if p.get("score") is not None else ""
+        text = passage_text(str(p.get("text", "")), str(p.get("fence") or ""))
         # Cut where a code block can be closed (the cut-off passage ends with one open).
-        pieces = split_for_discord(f"{head}{score}\n{passage_text(str(p.get('text', '')))}",
-                                   PASSAGE_CHARS + 300)
+        pieces = split_for_discord(f"{head}{score}\n{text}", PASSAGE_CHARS + 300)
         bodies.append(pieces[0] + (f"\n{ELLIPSIS}" if len(pieces) > 1 else ""))
     messages = [[discord.Embed(description=b, colour=COLOUR) for b in group]
                 for group in pack_pages(bodies, budget=5500)]
@@ -162,12 +163,14 @@ def passage_messages(
     return messages
 
 
-def passage_text(text: str) -> str:
+def passage_text(text: str, fence: str = "") -> str:
     """A passage as shown: prose on one line (a PDF's line breaks would waste the embed),
-    each code block on lines of its own, as written."""
+    each code block on lines of its own, as written, and closed. `fence` is the line that
+    opened the block a passage cut from a long one starts inside: it is code from its start."""
     parts: list[str] = []
     prose: list[str] = []
-    code: list[str] | None = None  # the lines of the code block being read
+    # The lines of the code block being read. Discord has no ~~~ blocks: shown as prose.
+    code = [_code_opener(fence)] if fence.startswith(FENCE) else None
     for line in text.splitlines():
         if line.strip().startswith(FENCE):
             if code is None:
@@ -180,8 +183,15 @@ def passage_text(text: str) -> str:
             code.append(line)
         else:
             prose.append(line)
-    parts.append("\n".join(code) if code is not None else " ".join(" ".join(prose).split()))
+    parts.append("\n".join([*code, FENCE]) if code is not None
+                 else " ".join(" ".join(prose).split()))
     return "\n".join(part for part in parts if part)
+
+
+def _code_opener(fence: str) -> str:
+    """The fence that reopens a block for Discord: ``` and the block's language, if named."""
+    info = fence.lstrip("`").split()
+    return FENCE + (info[0] if info else "")
 
 
 def help_embed() -> discord.Embed:

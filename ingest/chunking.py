@@ -63,14 +63,27 @@ def chunk_document(
     if chunk_chars <= 0 or not 0 <= overlap < chunk_chars or min_chars < 0:
         raise ValueError("need chunk_chars > 0, 0 <= overlap < chunk_chars and min_chars >= 0")
     bodies = list(_bodies(doc))
+    fenced = doc.kind in ("markdown", "html")
     chunks = [
-        Chunk(body.page.text[s:e], doc.source, body.page.number, body.section, s, e)
+        chunk
         for body in bodies
-        for s, e in _chunk_spans(
-            body.page.text, body.start, body.end, chunk_chars, overlap, min_chars
-        )
+        for chunk in _body_chunks(doc.source, body, fenced, chunk_chars, overlap, min_chars)
     ]
     return chunks or _whole_document_chunk(doc, bodies)
+
+
+def _body_chunks(
+    source: str, body: _Body, fenced: bool, limit: int, overlap: int, min_chars: int
+) -> list[Chunk]:
+    """The chunks of one body; with `fenced`, each knows the code block it starts inside."""
+    text = body.page.text
+    spans = _chunk_spans(text, body.start, body.end, limit, overlap, min_chars)
+    starts = [s for s, _ in spans]
+    fences = _open_fences(text, body.start, starts) if fenced else [""] * len(spans)
+    return [
+        Chunk(text[s:e], source, body.page.number, body.section, s, e, fence=fence)
+        for (s, e), fence in zip(spans, fences, strict=True)
+    ]
 
 
 def _bodies(doc: LoadedDocument) -> Iterator[_Body]:
@@ -138,6 +151,27 @@ def _next_fence(fence: str, line: str) -> str:
         return marker
     closes = marker[0] == fence[0] and len(marker) >= len(fence) and not line[m.end() :].strip()
     return "" if closes else fence
+
+
+def _open_fences(text: str, start: int, positions: list[int]) -> list[str]:
+    """For each of the ascending `positions`, the line that opened the code block it lies
+    inside ("```python", stripped), or "" outside code. `start` is outside code (a body's)."""
+    out: list[str] = []
+    fence = opener = ""
+    pos = start
+    for position in positions:
+        while pos < position:  # every line that starts before it
+            line_end = text.find("\n", pos)
+            line = text[pos:] if line_end < 0 else text[pos:line_end]
+            after = _next_fence(fence, line)
+            if not after:
+                opener = ""
+            elif not fence:
+                opener = line.strip()
+            fence = after
+            pos = len(text) if line_end < 0 else line_end + 1
+        out.append(opener)
+    return out
 
 
 def _markdown_heading(line: str) -> tuple[int, str] | None:

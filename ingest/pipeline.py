@@ -29,7 +29,9 @@ from rag.index.chroma_store import ChromaStore, ManifestEntry, variant_id
 from rag.index.documents import Chunk
 
 # Bump when cleaning or chunking changes in a way that should re-process every file.
-PIPELINE_VERSION = "5"  # 4: every chunk carries release_at; 5: chunks start with their heading
+# 4: every chunk carries release_at; 5: chunks start with their heading; 6: every chunk carries
+# the fence of the code block it starts inside (metadata only: texts and vectors are reused).
+PIPELINE_VERSION = "6"
 _HASH_BLOCK = 1 << 20
 # Files the worker may parse ahead of the embedder.
 _PARSE_AHEAD = 4

@@ -144,24 +144,31 @@ def split_sentences(paragraph: str) -> list[str]:
     return [p.replace(_PROTECTED, ".").strip() for p in pieces if p.strip()]
 
 
-def _blocks(text: str) -> list[tuple[str, str]]:
+def _blocks(text: str, fence: str = "") -> list[tuple[str, str]]:
     """(kind, text) blocks: paragraphs joined from wrapped lines, list items, table rows,
     short fenced code blocks and the short parts of long ones (their lines as written),
     headings (their text). The rest of a long code block, a code block the passage cuts and
-    rules become breaks."""
+    rules become breaks. A passage that starts inside a code block (`fence`: the line that
+    opened it) starts inside what holds it, as one that starts mid-sentence does: the block,
+    and what follows it up to a blank line or a heading (the rest of the list item or list it
+    sits in, whose lead-in is in the passage before), are a break."""
     blocks: list[tuple[str, str]] = []
-    code: list[str] | None = None
+    code: list[str] | None = [] if fence else None
+    cut = bool(fence)  # still inside what the passage cut at its start
     for line in text.splitlines():
         if _FENCE.match(line):
             if code is None:
                 code = []
             else:
-                blocks += _code_blocks(code)
+                blocks += [("break", "")] if cut else _code_blocks(code)
                 code = None
             continue
         if code is not None:
             code.append(line.rstrip())
             continue
+        if cut and line.strip() and not _HEADING.match(line):
+            continue
+        cut = False
         stripped = line.strip()
         if _HEADING.match(line):
             blocks.append(("heading", plain(_HEADING.sub("", line).strip("# \t"))))
@@ -207,11 +214,12 @@ def _short_code(lines: list[str]) -> str:
     return body if short else ""
 
 
-def quotes_of(text: str, passage: int) -> list[Quote]:
-    """The quotable pieces of a passage, in order, without fragments or questions."""
+def quotes_of(text: str, passage: int, fence: str = "") -> list[Quote]:
+    """The quotable pieces of a passage, in order, without fragments or questions; `fence`
+    is the line that opened the code block the passage starts inside (`Chunk.fence`)."""
     out: list[Quote] = []
     group, header, lead, last, heading = 0, "", "", "", ""
-    for kind, body in _blocks(text):
+    for kind, body in _blocks(text, fence):
         if kind == "heading":
             heading, lead, last = body, "", ""
             continue

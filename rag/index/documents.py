@@ -14,7 +14,10 @@ class Chunk:
     for PDFs and None elsewhere; `section` is the heading path (`Attention > Multi-head`);
     `start`/`end` are character offsets into the cleaned text of the file (of the page, for PDFs).
     `release_at` is when students may see it (Unix seconds; 0 = always): it is not part of the
-    id, so a new release date changes metadata only, never the stored vector.
+    id, so a new release date changes metadata only, never the stored vector. `fence` is the
+    line that opened the fenced code block the text starts inside ("```python"; "" when it
+    starts outside code): a chunk cut from the middle of a long block holds no opening fence of
+    its own, and its text stays exactly the file's, so it is not part of the id either.
     """
 
     text: str
@@ -24,6 +27,7 @@ class Chunk:
     start: int
     end: int
     release_at: float = 0.0
+    fence: str = ""
 
     @property
     def id(self) -> str:
@@ -57,6 +61,7 @@ class Chunk:
             "start": self.start,
             "end": self.end,
             "release_at": float(self.release_at),
+            "fence": self.fence,
         }
 
     @classmethod
@@ -71,6 +76,7 @@ class Chunk:
             start=int(metadata.get("start", 0)),
             end=int(metadata.get("end", 0)),
             release_at=float(metadata.get("release_at", 0.0)),
+            fence=str(metadata.get("fence", "")),
         )
 
 

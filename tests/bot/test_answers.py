@@ -181,6 +181,26 @@ async def test_sources_lists_passages_without_generating(make_harness, guides_se
     assert_safe(harness)
 
 
+async def test_sources_shows_a_passage_cut_from_inside_a_code_block_as_code(
+    make_harness, guides_services
+):
+    query = "transformer architecture diagram"  # the complete guide's long ``` diagram
+    hits = guides_services.retriever.search(query, None)
+    cut = [(r, h) for r, h in enumerate(hits, 1) if h.chunk.fence]
+    assert cut, "no passage cut from inside a code block is among the results"
+    rank, hit = cut[0]
+    harness = await make_harness(guides_services)
+    token = harness.command("sources", STUDENT, query=query)
+    await harness.settle()
+    shown = [e["description"] for r in harness.for_token(token) if r.message
+             for e in r.message.get("embeds") or []]
+    passage = next(d for d in shown if d.startswith(f"**{rank}. {hit.chunk.source}"))
+    first_line = hit.chunk.text.splitlines()[0]
+    assert f"\n{hit.chunk.fence}\n{first_line}\n" in passage  # code from its first line
+    assert passage.count("```") % 2 == 0
+    assert_safe(harness)
+
+
 async def test_the_rate_limit_says_when_to_try_again(make_harness, guides_services):
     harness = await make_harness(guides_services, rate_burst=1, rate_per_minute=1)
     first = harness.command("ask", STUDENT, question=OUT_OF_SCOPE)

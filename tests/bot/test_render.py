@@ -92,6 +92,23 @@ def test_passages_with_long_code_blocks_stay_within_the_limits_with_each_block_c
         assert "\nx = call(a, b)  # a long line of code\nx = call" in embed.description
 
 
+def test_a_passage_cut_from_inside_a_code_block_is_code_from_its_first_line():
+    # The chunker's second chunk of a long block: no opening fence of its own.
+    text = "    base_url=URL,\n)\nprint(client.models.list())\n```\nThe model field\nmust match."
+    passages = [{"source": "notes/vllm.md", "page": None, "section": "S", "score": 0.5,
+                 "text": text, "fence": "```python"}]
+    shown = render.passage_messages("Passages for: vLLM", passages)[0][0].description
+    assert shown.endswith("\n```python\n    base_url=URL,\n)\nprint(client.models.list())\n```\n"
+                          "The model field must match.")
+
+
+def test_a_passage_inside_a_code_block_from_start_to_end_is_one_closed_block():
+    passages = [{"source": "notes/vllm.md", "page": None, "section": "S", "score": 0.5,
+                 "text": "│ Feed-forward │\n└──────┬──────┘", "fence": "```"}]
+    shown = render.passage_messages("Passages for: diagram", passages)[0][0].description
+    assert shown.endswith("\n```\n│ Feed-forward │\n└──────┬──────┘\n```")
+
+
 def test_stats_embed_within_limits():
     stats = Stats(0.0, 10, 2, 3, 1, [("papers/lora.pdf", 4)], {"p50": 1500.0, "p90": 2500.0,
                                                                "p99": 4000.0})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -218,6 +219,33 @@ def test_hash_lines_in_fenced_code_are_not_headings(corpus: dict) -> None:
     chunk = only(chunks, "# Simplified pre-training objective")
     assert chunk.section == "Large Language Models (LLMs) > Training Process > Pre-Training Example"
     assert not any("Simplified pre-training" in c.section for c in chunks)
+
+
+def test_chunks_cut_from_a_long_code_block_carry_its_opening_fence() -> None:
+    code = "\n".join(f"step_{i} = run(step_{i - 1})  # stage {i} of the pipeline"
+                     for i in range(1, 61))
+    text = (f"# Serving\n\n## The script\n\nThe whole pipeline:\n\n```python\n{code}\n```\n\n"
+            f"{sentences(30)}\n")
+    opened, closed = text.index("```python"), text.index("\n```\n") + 1
+    chunks = chunk_document(markdown(text), CHUNK_CHARS, OVERLAP, MIN_CHARS)
+    inside = [c for c in chunks if opened < c.start <= closed]
+    assert len(inside) >= 2 and not any("```python" in c.text for c in inside)
+    assert [c.fence for c in inside] == ["```python"] * len(inside)
+    assert [c.fence for c in chunks if c not in inside] == [""] * (len(chunks) - len(inside))
+    assert any(c.start > closed for c in chunks)  # prose after the block starts outside it
+
+
+def test_real_guide_chunks_know_the_code_block_they_start_inside(corpus: dict) -> None:
+    # The guides fence only with ```, never nested: an odd count before a chunk means inside.
+    fence_line = re.compile(r"^[ \t]*```", re.MULTILINE)
+    inside = 0
+    for doc, chunks in corpus.values():
+        for c in chunks:
+            page = next(p.text for p in doc.pages if p.number == c.page)
+            odd = len(fence_line.findall(page, 0, c.start)) % 2 == 1
+            assert c.fence.startswith("```") if odd else c.fence == "", (c.source, c.start)
+            inside += odd
+    assert inside >= 3  # llm-complete-guide's diagrams and class2's list-item snippet
 
 
 def test_real_chunks_respect_the_size_limit(corpus: dict) -> None:

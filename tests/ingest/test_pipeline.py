@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ingest import chunking, pipeline
 from ingest.pipeline import NoProgress
 from rag.index.locking import DataDirBusy, DataDirLock
 from rag.services import Services
@@ -81,6 +83,26 @@ def test_edited_file_replaces_only_its_changed_chunks(small_root, counting, tmp_
         s: ids for s, ids in before.items() if "week6" not in s
     }
     assert services.store.count() == sum(len(ids) for ids in after.values())
+
+
+def test_an_index_from_before_chunks_knew_their_code_block_gets_it_without_embedding_again(
+    shared_materials, counting, tmp_path, monkeypatch
+):
+    # The previous pipeline version, whose chunks all seemed to start outside code.
+    root = tmp_path / "materials"
+    (root / "guides").mkdir(parents=True)
+    shutil.copy(shared_materials / "guides" / "llm-complete-guide.md", root / "guides")
+    services = services_for(tmp_path / "data", counting.inner)
+    with monkeypatch.context() as before:
+        before.setattr(pipeline, "PIPELINE_VERSION", "5")
+        before.setattr(chunking, "_open_fences", lambda text, start, starts: [""] * len(starts))
+        first = run(root, services, embedder=counting)
+    counting.texts = 0
+    second = run(root, services, embedder=counting)
+    assert [f.source for f in second.plan.changed] == ["guides/llm-complete-guide.md"]
+    assert counting.texts == 0 and second.chunks_reused == first.chunks_added
+    chunks = services.store.get_chunks(sorted(services.store.all_chunk_ids()))
+    assert {c.chunk.fence for c in chunks} == {"", "```"}
 
 
 def test_deleted_file_loses_its_chunks(small_root, embedder, tmp_path):

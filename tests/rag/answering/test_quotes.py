@@ -60,6 +60,36 @@ def test_long_code_blocks_and_code_cut_by_the_passage_are_not_quoted() -> None:
     assert [q.text for q in quotes_of(cut, 0)] == ["Before it."]
 
 
+# The second chunk of a guide's long diagram: it starts inside the ``` block (`Chunk.fence`).
+DIAGRAM_TAIL = ("└──────────┬─────────────┘\n             │\n      [Repeat N times]\n\n"
+                "Step 5: OUTPUT LAYER\n  └─→ Probability distribution over 50,000+ tokens\n```\n\n"
+                "LLMs generate text one token at a time.")
+
+
+def test_a_passage_that_starts_inside_a_code_block_quotes_only_what_follows_it() -> None:
+    quotes = quotes_of(DIAGRAM_TAIL, 0, "```")
+    assert [(q.kind, q.text) for q in quotes] == [
+        ("sentence", "LLMs generate text one token at a time.")]
+
+
+def test_the_rest_of_a_list_a_passage_starts_inside_is_not_quoted() -> None:
+    # class2's project steps: the passage starts in item 1's snippet, whose lead-in it cut.
+    text = ("print(tokenizer.decode(outputs[0]))\n     ```\n2. **Try vLLM Serving**\n"
+            "   - Call the model via an OpenAI-compatible API\n\n## Resources\n\n"
+            "The vLLM docs list every option.")
+    assert [q.text for q in quotes_of(text, 0, "```python")] == [
+        "The vLLM docs list every option."]
+
+
+def test_extractive_answers_know_the_code_block_a_passage_starts_inside() -> None:
+    from rag.answering.extractive import all_quotes
+
+    chunk = Chunk(DIAGRAM_TAIL, "guides/g.md", None, "How LLMs Work", 2421,
+                  2421 + len(DIAGRAM_TAIL), fence="```")
+    assert [q.text for q in all_quotes([Hit(chunk, 0.9)])] == [
+        "LLMs generate text one token at a time."]
+
+
 def test_a_long_code_block_is_quoted_by_its_short_parts_between_blank_lines() -> None:
     stage = ("STAGE {n}\n├── Duration: {d}\n├── Data: tokens\n├── Objective: {o}\n"
              "├── Cost: $1\n└── Done")
