@@ -255,21 +255,33 @@ async def test_the_sources_button_is_refused_during_an_exam_but_not_to_instructo
     assert "A token is a piece" in instructor
 
 
+def slow_services(guides_services, llm_cache_dir):
+    """The guides answered by a scripted model slow enough to be caught generating."""
+    slow = ScriptedModel("A transformer maps tokens to vectors. " * 30, delay_s=0.02)
+    return scripted_services(guides_services, llm_cache_dir, slow)
+
+
+async def queued_behind_an_answer(harness, command: str) -> tuple[str, str]:
+    """A student's /ask generating in the only slot, and another student's `command`
+    waiting behind it (checked to show its place in the queue): their interaction tokens."""
+    generating = harness.command("ask", STUDENT, question=IN_SCOPE)
+    await asyncio.sleep(0.5)
+    queued = harness.command(command, OTHER_STUDENT, question=IN_SCOPE)  # waits for a slot
+    await asyncio.sleep(0.3)
+    assert "in the queue" in json.dumps([r.payload for r in harness.for_token(queued)])
+    return generating, queued
+
+
 # /ask, and the demos that show models' full answers, are checked again when their turn comes.
 @pytest.mark.parametrize("command", ["ask", "hallucination", "compare"])
 async def test_a_question_still_queued_when_an_exam_starts_is_not_answered_during_it(
     make_harness, guides_services, llm_cache_dir, command
 ):
-    slow = ScriptedModel("A transformer maps tokens to vectors. " * 30, delay_s=0.02)
-    harness = await make_harness(scripted_services(guides_services, llm_cache_dir, slow),
+    harness = await make_harness(slow_services(guides_services, llm_cache_dir),
                                  max_concurrent=1)
     course = harness.bot.services.course
     try:
-        harness.command("ask", STUDENT, question=IN_SCOPE)
-        await asyncio.sleep(0.5)
-        queued = harness.command(command, OTHER_STUDENT, question=IN_SCOPE)  # waits for a slot
-        await asyncio.sleep(0.3)
-        assert "in the queue" in json.dumps([r.payload for r in harness.for_token(queued)])
+        _, queued = await queued_behind_an_answer(harness, command)
         course.start_exam([CHANNEL_ID])
         await harness.settle()
         shown = json.dumps(harness.for_token(queued)[-1].payload)
@@ -287,16 +299,11 @@ async def test_questions_an_exam_stopped_cost_no_turn(
     """One turn a minute: the question generating when the exam starts and the one waiting
     for its slot got nothing but the refusal, so once the exam ends both students may ask at
     once."""
-    slow = ScriptedModel("A transformer maps tokens to vectors. " * 30, delay_s=0.02)
-    harness = await make_harness(scripted_services(guides_services, llm_cache_dir, slow),
+    harness = await make_harness(slow_services(guides_services, llm_cache_dir),
                                  max_concurrent=1, rate_burst=1, rate_per_minute=1)
     course = harness.bot.services.course
     try:
-        generating = harness.command("ask", STUDENT, question=IN_SCOPE)
-        await asyncio.sleep(0.5)
-        queued = harness.command(command, OTHER_STUDENT, question=IN_SCOPE)  # waits for a slot
-        await asyncio.sleep(0.3)
-        assert "in the queue" in json.dumps([r.payload for r in harness.for_token(queued)])
+        generating, queued = await queued_behind_an_answer(harness, command)
         course.start_exam([CHANNEL_ID])
         await harness.settle()
         for token in (generating, queued):
