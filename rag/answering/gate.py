@@ -213,6 +213,11 @@ def asked_term(question: str) -> list[str]:
     return [term for term in own_terms(term_text(question)) if not term[:1].isdigit()]
 
 
+def _holds(asked: Sequence[str], found: set[str]) -> bool:
+    """Whether terms found hold every asked term, or the term written as one word."""
+    return set(asked) <= found or "".join(asked) in found
+
+
 def names_term(hit: Hit, asked: Sequence[str]) -> bool:
     """Whether a passage names a term as what it is about: a heading of its section (not the
     document's title) or a PDF's run-in heading ("Residual Dropout We apply ...") holds the
@@ -224,10 +229,9 @@ def names_term(hit: Hit, asked: Sequence[str]) -> bool:
     cited title is not a definition)."""
     if not asked:
         return False
-    wanted, joined = set(asked), "".join(asked)
 
     def holds(found: set[str]) -> bool:
-        return wanted <= found or joined in found
+        return _holds(asked, found)
 
     headings = hit.chunk.section.split(" > ")
     if any(BACK_MATTER.match(heading) for heading in headings):
@@ -249,10 +253,10 @@ def defines_term(hit: Hit, asked: Sequence[str]) -> bool:
     sentences that never say what it is."""
     if not asked:
         return False
-    wanted, joined = set(asked), "".join(asked)
+    wanted = set(asked)
 
     def holds(found: set[str]) -> bool:
-        return wanted <= found or joined in found
+        return _holds(asked, found)
 
     if any(BACK_MATTER.match(heading) for heading in hit.chunk.section.split(" > ")):
         return False
