@@ -40,6 +40,7 @@ from rag.answering.assistant import (
 from rag.answering.course_mode import CourseAssistant
 from rag.answering.grounding import GroundingChecker, GroundingReport
 from rag.config import DiscordSettings
+from rag.index.chroma_store import StoreUnavailable
 from rag.llm.base import LLMError
 from rag.retrieval.retriever import NothingIngested
 
@@ -302,17 +303,18 @@ class Answerer:
         A user refused here got nothing but the refusal, so the turn is given back: when the
         queue is full (QueueFull), when an exam started while the work waited or ran, and
         when the work failed with only an error to show: the model was unreachable, timed out
-        or answered with an error (any LLMError, a prompt too long for it included), or no
-        course materials are ingested yet (NothingIngested). This is the one place that does
-        it, and the block ends before the work's result is shown, so a turn is never given
-        back twice, nor for a result the user got."""
+        or answered with an error (any LLMError, a prompt too long for it included), the
+        course index's Chroma server could not be reached (StoreUnavailable), or no course
+        materials are ingested yet (NothingIngested). This is the one place that does it, and
+        the block ends before the work's result is shown, so a turn is never given back
+        twice, nor for a result the user got."""
         check = recheck or (lambda: None)
         try:
             async with self.queue.slot(waiting):
                 check()
                 yield
             check()
-        except (QueueFull, ExamInProgress, LLMError, NothingIngested):
+        except (QueueFull, ExamInProgress, LLMError, StoreUnavailable, NothingIngested):
             self.give_back(user_id, light=light)
             raise
 

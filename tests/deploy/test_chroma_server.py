@@ -191,13 +191,15 @@ async def test_the_bot_says_the_index_is_unreachable_then_answers_after_restart(
     services = build_services(settings, embedder=embedder,
                               models=ModelRegistry(FAST_LLM, llm_cache_dir))
     run(guides_root(small_root), services)
-    harness = await make_harness(services)
+    # One turn a minute (three for /sources): a command the index failed got only the error,
+    # so it gives its turn back, and the commands after the restart still run.
+    harness = await make_harness(services, rate_burst=1, rate_per_minute=1)
 
     chroma.stop()
-    down = [harness.command("sources", STUDENT, query="attention"),
-            harness.command("ask", STUDENT, question=OUT_OF_SCOPE)]
-    await harness.settle()
-    for token in down:
+    for command, options in [("sources", {"query": "attention"})] * 4 + [
+            ("ask", {"question": OUT_OF_SCOPE})] * 2:
+        token = harness.command(command, STUDENT, **options)
+        await harness.settle()  # one after the other: each ends before the next is asked
         reply = harness.for_token(token)[-1].payload
         assert "index is not reachable right now" in reply["content"], reply
         # Told privately (the public "thinking…" is removed), without any passage.
