@@ -284,6 +284,53 @@ def defines(text: str, subject: set[str], idf: TermWeights) -> bool:
     return verb is not None and idf.coverage(subject, terms(head[: verb.start()])) >= 0.5
 
 
+def opens_section_on(quotes: Sequence[Quote], hits: Sequence[Hit], question: str) -> list[bool]:
+    """For "What is X?": the pieces that open a section titled X (`titles`): the first
+    sentence or item under "### Retrieval-augmented generation (RAG)" is "Fetch relevant
+    passages ... and put them in the prompt", which is where materials say what X is."""
+    subject = definition_subject(question)
+    acronym = asked_acronym(question)
+    out = [False] * len(quotes)
+    if not subject:
+        return out
+    seen: set[tuple[int, str]] = set()
+    for i, quote in enumerate(quotes):
+        heading = quote.heading or _opening_section(hits[quote.passage].chunk, quote)
+        key = (quote.passage, heading)
+        if not heading or key in seen:
+            continue
+        seen.add(key)
+        # A piece naming half of X is about a neighbour of X ("Static batching waits ..."
+        # opening "Continuous batching"): it is not where X is said.
+        named = subject & terms(quote.text)
+        out[i] = (titles(heading, subject, acronym) and quote.kind in ("sentence", "item")
+                  and named in (set(), subject))
+    return out
+
+
+def titles(heading: str, subject: set[str], acronym: str) -> bool:
+    """Whether a heading is the title of X, not a heading that mentions it ("How BPE is
+    trained"): X itself ("Perplexity", "3.1 Beam search", "b) Self-Attention"), X with its
+    acronym or spelled-out name in brackets ("Byte-Pair Encoding (BPE)", "RLHF (Reinforcement
+    Learning from Human Feedback)"), or X before a colon ("LoRA: Low-Rank Adaptation")."""
+    heading = re.sub(r"^\W*(?:[\d.]+|[a-z]\)|[ivx]+\.)?\s*", "", heading)
+    name = re.sub(r"\s*[(:].*$", "", heading).strip()
+    if acronym and re.fullmatch(rf"{re.escape(acronym)}s?", name):
+        return True
+    if acronym and expands(heading, acronym):
+        return re.sub(rf"\s*\(\s*{re.escape(acronym)}s?\s*\)\s*$", "", heading) != heading
+    # Every word of the name is X's: "Why Self-Attention" is about X, not its title.
+    words = [w for w in _WORD.findall(name.lower()) if w not in ("the", "a", "an")]
+    return bool(words) and len(words) == len(subject) and terms(name) == subject
+
+
+def _opening_section(chunk: Chunk, quote: Quote) -> str:
+    """The title of the section a passage starts with when the passage opens on its title
+    line (a paper's "2.2 LLM Service ...") and the piece is the passage's first; else ""."""
+    title = chunk.section.rsplit(" > ", 1)[-1]
+    return title if title and chunk.text.lstrip("# ").startswith(title) else ""
+
+
 def asked_acronym(question: str) -> str:
     """The acronym a definition question asks about ("What does PPO stand for?", "What is
     RLHF?", "what are LLMs", "What is the KV cache?"): the one word with two capitals or more
@@ -383,6 +430,9 @@ def select(
     ("how many", "how much", "what percentage"): the 13 of "OPT-13B" in a caption that only
     restates "how much memory did sharing save when serving OPT-13B?" answers nothing."""
     allowed = _narrowed([True] * len(quotes), (q.passage not in aside for q in quotes))
+    # "What is self-attention?": a piece that says what X is may lead from outside the
+    # passages under headings naming X ("4 Why Self-Attention") when none of those says it.
+    unscoped = allowed
     if scope is not None:
         allowed = _narrowed(allowed, (q.passage in scope for q in quotes))
     if not _ASKS_FOR_TASKS.search(question):
@@ -397,9 +447,11 @@ def select(
     # "What is the KV cache?": spelled out with "cache" too ("a key-value (KV) cache").
     rest = definition_subject(question) - terms(acronym)
     spelled = [i for i, q in enumerate(quotes)
-               if allowed[i] and q.kind in ("sentence", "item") and (
+               if unscoped[i] and q.kind in ("sentence", "item") and (
                    (acronym and expands(q.text, acronym) and rest <= terms(q.text))
                    or (i < len(defining) and defining[i]))]
+    if any(allowed[i] for i in spelled):
+        spelled = [i for i in spelled if allowed[i]]
     lead = max(spelled, key=lambda i: p[i]) if spelled else None
     # "What does PPO stand for?" is answered by the spelled-out name alone; for "What is
     # PPO?" it, or a definition, leads only when it scores with the pieces that would be
@@ -710,7 +762,8 @@ class QuoteSelector:
             return Extract("", (), ())
         features = quote_features(question, quotes, hits, self.embedder, idf, self.vectors)
         p = self.weights.probability(features)
-        defining = features[:, FEATURES.index("defines")] > 0
+        defining = ((features[:, FEATURES.index("defines")] > 0)
+                    | np.array(opens_section_on(quotes, hits, question), dtype=bool))
         aside = back_matter(hits, question)
         # The passages the question names, else those under a heading that names it, else,
         # for a question that is only a term, the first passage when it alone names the term

@@ -232,6 +232,20 @@ async def test_a_question_that_is_only_a_term_is_answered_from_the_passage_namin
     assert counted.calls == 0
 
 
+async def test_what_is_x_leads_with_where_the_materials_say_what_x_is(full_index, counted):
+    # The notes' section "Retrieval-augmented generation (RAG)" opens by saying what it does
+    # without naming it; the answer led with the list of why it helps after it.
+    answer = await assistant_over(full_index, counted, style="extractive").answer(
+        "What is RAG?")
+    assert answer.sentences[0].text.startswith("Fetch relevant passages"), answer.text
+    # The paper's "4 Why Self-Attention" names the term in its heading and says nothing of
+    # what it is; its "2 Background" defines it, and that sentence leads.
+    answer = await assistant_over(full_index, counted, style="extractive").answer(
+        "What is self-attention?")
+    assert answer.sentences[0].text.startswith("Self-attention, sometimes called"), answer.text
+    assert counted.calls == 0
+
+
 async def test_a_question_naming_a_paper_is_judged_without_the_name(full_index, counted):
     # Scored against "What does the Transformer paper say about dropout?", the paper's own
     # passages fail the gate (the name and "say" match little); without the name they pass.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rag.answering.extractive import back_matter, select
+from rag.answering.extractive import all_quotes, back_matter, select
+from rag.answering.grounding import terms
 from rag.answering.quotes import plain, quotes_of
 from rag.index.documents import Chunk, Hit
 
@@ -82,8 +83,6 @@ def test_the_rest_of_a_list_a_passage_starts_inside_is_not_quoted() -> None:
 
 
 def test_extractive_answers_know_the_code_block_a_passage_starts_inside() -> None:
-    from rag.answering.extractive import all_quotes
-
     chunk = Chunk(DIAGRAM_TAIL, "guides/g.md", None, "How LLMs Work", 2421,
                   2421 + len(DIAGRAM_TAIL), fence="```")
     assert [q.text for q in all_quotes([Hit(chunk, 0.9)])] == [
@@ -559,3 +558,52 @@ def test_a_run_in_heading_glued_to_a_pdf_paragraph_is_left_out_of_the_quote() ->
         "constants.", "It saves memory.",
         "We make frequent references to the Transformer.",
         "LoRA freezes the weights.", "We train two matrices."]
+
+
+def test_a_heading_titles_a_term_only_when_it_is_the_term() -> None:
+    from rag.answering.extractive import titles
+
+    assert titles("Retrieval-augmented generation (RAG)",
+                  terms("retrieval-augmented generation"), "")
+    assert titles("Byte-Pair Encoding (BPE)", terms("BPE"), "BPE")
+    assert titles("LoRA: Low-Rank Adaptation", terms("LoRA"), "LoRA")
+    assert titles("3.1 Beam search", terms("beam search"), "")
+    assert titles("🔸 b) Self-Attention (the magic )", terms("self-attention"), "")
+    # Headings that mention the term without being its title.
+    assert not titles("How BPE is trained", terms("BPE"), "BPE")
+    assert not titles("4 Why Self-Attention", terms("self-attention"), "")
+    assert not titles("Attention", terms("self-attention"), "")
+
+
+def test_the_sentence_opening_a_section_titled_with_the_asked_term_leads() -> None:
+    from rag.answering.extractive import opens_section_on
+
+    text = ("### Retrieval-augmented generation (RAG)\n\nFetch passages from a trusted corpus and "
+            "put them in the prompt. RAG helps because answers can be traced to passages.")
+    hits = [Hit(Chunk(text, "notes/h.md", None, "Mitigations > Retrieval-augmented generation "
+                      "(RAG)", 0, len(text)), 0.5)]
+    quotes = all_quotes(hits)
+    assert opens_section_on(quotes, hits, "What is RAG?") == [True, False]
+    assert opens_section_on(quotes, hits, "Why does RAG help?") == [False, False]
+    p = np.array([0.5, 0.8])
+    assert select(quotes, p, "What is RAG?", defining=[True, False])[0] == 0
+    # A section that opens on a neighbour of the term ("Static batching waits ...") does not
+    # say what the term is there.
+    text = ("## Continuous batching\n\nStatic batching waits for every sequence to finish. "
+            "Continuous batching re-forms the batch at every step.")
+    hits = [Hit(Chunk(text, "notes/s.md", None, "Serving > Continuous batching", 0, len(text)),
+                0.5)]
+    assert opens_section_on(all_quotes(hits), hits, "What is continuous batching?") == [
+        False, False]
+
+
+def test_a_definition_from_outside_the_titled_passages_leads_when_they_hold_none() -> None:
+    quotes = quotes_of("Motivating our use of self-attention we consider three desiderata.", 0)
+    quotes += quotes_of("Self-attention is an attention mechanism relating positions of a "
+                        "single sequence.", 1)
+    p = np.array([0.9, 0.8])
+    question = "What is self-attention?"
+    # Only passage 0 sits under a heading naming the term ("4 Why Self-Attention").
+    assert select(quotes, p, question, scope=[0], defining=[False, True]) == [1, 0]
+    # When a titled passage says what the term is, the scope holds.
+    assert select(quotes, p, question, scope=[0], defining=[True, True])[0] == 0
