@@ -23,9 +23,9 @@ import discord
 
 from bot import render
 from bot.access import channel_ids
-from bot.errors import ExamInProgress, NotAllowed
+from bot.errors import NotAllowed
 from bot.limits import ChannelPacer, EditThrottle, retry_after_s
-from bot.ratelimit import GenerationQueue, PositionCallback, QueueFull, TokenBucket
+from bot.ratelimit import GenerationQueue, PositionCallback, TokenBucket
 from bot.storage import LoggedAnswer, QuestionLog, hash_user
 from bot.views import answer_view
 from rag.answering.assistant import (
@@ -40,9 +40,6 @@ from rag.answering.assistant import (
 from rag.answering.course_mode import CourseAssistant
 from rag.answering.grounding import GroundingChecker, GroundingReport
 from rag.config import DiscordSettings
-from rag.index.chroma_store import StoreUnavailable
-from rag.llm.base import LLMError
-from rag.retrieval.retriever import NothingIngested
 
 log = logging.getLogger("bot")
 NO_MENTIONS = discord.AllowedMentions.none()
@@ -304,8 +301,10 @@ class Answerer:
         queue is full (QueueFull), when an exam started while the work waited or ran, and
         when the work failed with only an error to show: the model was unreachable, timed out
         or answered with an error (any LLMError, a prompt too long for it included), the
-        course index's Chroma server could not be reached (StoreUnavailable), or no course
-        materials are ingested yet (NothingIngested). This is the one place that does it, and
+        course index's Chroma server could not be reached (StoreUnavailable), no course
+        materials are ingested yet (NothingIngested), a demo refused its input once it read it
+        (DemoInputError), or an error nobody planned for (a bug: the user is shown its id and
+        nothing else). This is the one place that does it, and
         the block ends before the work's result is shown, so a turn is never given back
         twice, nor for a result the user got."""
         check = recheck or (lambda: None)
@@ -314,7 +313,7 @@ class Answerer:
                 check()
                 yield
             check()
-        except (QueueFull, ExamInProgress, LLMError, StoreUnavailable, NothingIngested):
+        except Exception:  # QueueFull, ExamInProgress, LLMError, StoreUnavailable, ...
             self.give_back(user_id, light=light)
             raise
 

@@ -26,7 +26,7 @@ from rag.demos import fewshot as fewshot_demo
 from rag.demos import nexttoken as nexttoken_demo
 from rag.demos import plots
 from rag.demos import tokenize as tokenize_demo
-from rag.demos.common import DemoInputError, local_names, pick_local_model, pick_model
+from rag.demos.common import local_names, pick_local_model, pick_model
 from rag.llm.registry import ModelRegistry
 
 if TYPE_CHECKING:
@@ -70,21 +70,16 @@ async def generating(
     failed gives the turn back; the exam is checked again once the work is done, before
     anything is shown), then say what is running while the model works. An input the demo
     refuses once it has it (an uploaded task file that does not parse, a sentence over the
-    token limit) gives the turn back too: the user got only the refusal."""
+    token limit) gives the turn back too (`Answerer._slot`): the user got only the refusal."""
     bot.answerer.take(interaction.user.id, light=light)
     await bot.answerer.defer(interaction, light=light)
     recheck = bot.command_exam_recheck(interaction)
-    try:
-        async with bot.answerer.slot_for(interaction, light=light, recheck=recheck):
-            embed = discord.Embed(description=status, colour=discord.Colour.light_grey())
-            # A notice Discord refuses (a 429) must not cost the result: the result follows.
-            with contextlib.suppress(discord.HTTPException):
-                await interaction.edit_original_response(embed=embed,
-                                                         allowed_mentions=NO_MENTIONS)
-            yield
-    except DemoInputError:
-        bot.answerer.give_back(interaction.user.id, light=light)
-        raise
+    async with bot.answerer.slot_for(interaction, light=light, recheck=recheck):
+        embed = discord.Embed(description=status, colour=discord.Colour.light_grey())
+        # A notice Discord refuses (a 429) must not cost the result: the result follows.
+        with contextlib.suppress(discord.HTTPException):
+            await interaction.edit_original_response(embed=embed, allowed_mentions=NO_MENTIONS)
+        yield
 
 
 async def finish(

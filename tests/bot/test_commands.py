@@ -343,6 +343,23 @@ async def test_sources_waits_for_a_generation_slot_and_shows_its_place(
     assert "No course materials" in harness.for_token(token)[-1].payload["content"]
 
 
+async def test_a_command_an_unexpected_error_stopped_costs_no_turn(make_harness, empty_services):
+    """One turn a minute (three for /sources): a command stopped by an error nobody planned
+    for (a bug) showed only the error's id, so the next try runs at once, not told to wait."""
+    harness = await make_harness(empty_services, rate_burst=1, rate_per_minute=1)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("an error nobody planned for")
+
+    harness.bot.services.retriever.search = broken
+    for command, options in [("sources", {"query": "LoRA"})] * 4 + [
+            ("ask", {"question": "What is LoRA?"})] * 2:
+        token = harness.command(command, STUDENT, **options)
+        await harness.settle()  # one after the other: each ends before the next is asked
+        shown = json.dumps([r.payload for r in harness.for_token(token)])
+        assert "Something went wrong" in shown and "asking quickly" not in shown, command
+
+
 async def test_an_error_after_a_public_defer_is_told_privately_and_the_placeholder_removed(
     make_harness, empty_services
 ):
