@@ -87,6 +87,16 @@ _WHY_QUESTION = re.compile(r"\b(?:why|how come|reasons?)\b", re.IGNORECASE)
 _REASON = re.compile(
     r"\b(?:because|due to|owing to|the reason|explanation|as a result|this is why|so that|"
     r"therefore|thus|hence|caused by|since)\b", re.IGNORECASE)
+# A sentence that sets up an inquiry ("we investigate whether ...", "To further investigate
+# this, we look at ...") and one that reports what it found.
+_INQUIRY = re.compile(
+    r"\b(?:we|they|the authors)\s+(?:then\s+|further\s+|also\s+|first\s+|next\s+)?"
+    r"(?:investigate|study|examine|analy[sz]e|look (?:at|into)|explore|check|test|ask|inspect|"
+    r"probe)\b|^To (?:further )?(?:investigate|study|examine|analy[sz]e|test|check|understand|"
+    r"assess|see)\b", re.IGNORECASE)
+_FINDING = re.compile(
+    r"\b(?:find|found|finds|show|shows|showed|shown|observe[ds]?|reveals?|conclude[ds]?|"
+    r"demonstrates?|suggests?|confirms?|results? in)\b", re.IGNORECASE)
 SUBJECT_WORDS = 6
 ACRONYM_SUBJECT_WORDS = 2
 _WORD = re.compile(r"[^\W\d_]+")
@@ -419,8 +429,8 @@ def select(
     """The pieces to quote, most likely first (a piece that spells out the acronym a
     definition question asks about, or one of the `defining` pieces that open by defining its
     subject, leads); a list item brings its siblings; a leading
-    sentence that announces what follows, or only restates the question, brings the next
-    sentence, and the answer to a why-question the reason that follows its leading statement.
+    sentence that announces what follows, sets up an inquiry ("we investigate ...") or only
+    restates the question brings the next sentence, and the answer to a why-question the reason that follows its leading statement.
 
     Left out, each only while something else is left: pieces of the passages `aside` (a
     paper's acknowledgements and references, `back_matter`), pieces of passages outside
@@ -459,7 +469,7 @@ def select(
     if lead is not None and (_ASKS_FOR_EXPANSION.search(question)
                              or p[lead] >= KEEP_RATIO * p.max()):
         chosen = _led_by(quotes, chosen, lead)
-    chosen = _with_what_it_announces(quotes, chosen)
+    chosen = _with_finding(quotes, _with_what_it_announces(quotes, chosen))
     if _WHY_QUESTION.search(question):
         chosen = _with_reason(quotes, chosen)
     return _without_dangling_announcements(
@@ -512,6 +522,16 @@ def _with_reason(quotes: Sequence[Quote], chosen: list[int]) -> list[int]:
     if lead is None or _REASON.search(lead.text):
         return chosen
     return _with_next(quotes, chosen, lambda after: bool(_REASON.search(after.text)))
+
+
+def _with_finding(quotes: Sequence[Quote], chosen: list[int]) -> list[int]:
+    """The sentence right after a leading one that only sets up an inquiry ("Given the strong
+    performance of Guanaco models, we investigate any data leakage ..." then "We do not find
+    overlapping prompts after performing fuzzy string matching ..."): the finding follows."""
+    lead = quotes[chosen[0]] if chosen else None
+    if lead is None or not _INQUIRY.search(lead.text) or _FINDING.search(lead.text):
+        return chosen
+    return _with_next(quotes, chosen, lambda after: True)
 
 
 def _with_what_it_announces(quotes: Sequence[Quote], chosen: list[int]) -> list[int]:

@@ -607,3 +607,20 @@ def test_a_definition_from_outside_the_titled_passages_leads_when_they_hold_none
     assert select(quotes, p, question, scope=[0], defining=[False, True]) == [1, 0]
     # When a titled passage says what the term is, the scope holds.
     assert select(quotes, p, question, scope=[0], defining=[True, True])[0] == 0
+
+
+def test_a_leading_sentence_that_sets_up_an_inquiry_brings_its_finding() -> None:
+    quotes = quotes_of("Given the strong results, we investigate any data leakage between the "
+                       "two sets. We do not find overlapping prompts after fuzzy matching. "
+                       "Leakage is a common worry.\n\nThe benchmark has 80 prompts.", 0)
+    p = np.array([0.9, 0.2, 0.1, 0.6])
+    question = "How did the authors check for data leakage?"
+    assert select(quotes, p, question) == [0, 1, 3]
+    # "To further investigate ..." sets one up too.
+    quotes = quotes_of("To further investigate this, we look at the gotcha cases. These are "
+                       "sentences where the pronoun does not match.\n\nBias is measured.", 0)
+    assert select(quotes, np.array([0.9, 0.1, 0.5]), "What are the gotcha cases?") == [0, 1, 2]
+    # A lead that reports what was found already answers.
+    quotes = quotes_of("We investigate leakage and find no overlapping prompts. Leakage is a "
+                       "common worry.\n\nThe benchmark has 80 prompts.", 0)
+    assert select(quotes, np.array([0.9, 0.1, 0.6]), question) == [0, 2]
