@@ -428,9 +428,10 @@ def select(
 ) -> list[int]:
     """The pieces to quote, most likely first (a piece that spells out the acronym a
     definition question asks about, or one of the `defining` pieces that open by defining its
-    subject, leads); a list item brings its siblings; a leading
-    sentence that announces what follows, sets up an inquiry ("we investigate ...") or only
-    restates the question brings the next sentence, and the answer to a why-question the reason that follows its leading statement.
+    subject, leads; for "What is X?" one from outside `scope` when none inside says what X
+    is); a list item brings its siblings; a leading sentence that announces what follows,
+    sets up an inquiry ("we investigate ...") or only restates the question brings the next
+    sentence, and the answer to a why-question the reason that follows its leading statement.
 
     Left out, each only while something else is left: pieces of the passages `aside` (a
     paper's acknowledgements and references, `back_matter`), pieces of passages outside
