@@ -304,9 +304,9 @@ class Answerer:
         course index's Chroma server could not be reached (StoreUnavailable), no course
         materials are ingested yet (NothingIngested), a demo refused its input once it read it
         (DemoInputError), or an error nobody planned for (a bug: the user is shown its id and
-        nothing else). This is the one place that does it, and
-        the block ends before the work's result is shown, so a turn is never given back
-        twice, nor for a result the user got."""
+        nothing else). This is the one place that does it, and the block ends before the
+        work's result is shown, so a turn is never given back twice, nor for a result the
+        user got."""
         check = recheck or (lambda: None)
         try:
             async with self.queue.slot(waiting):

@@ -335,8 +335,8 @@ def titles(heading: str, subject: set[str], acronym: str) -> bool:
 
 
 def _opening_section(chunk: Chunk, quote: Quote) -> str:
-    """The title of the section a passage starts with when the passage opens on its title
-    line (a paper's "2.2 LLM Service ...") and the piece is the passage's first; else ""."""
+    """The title of the section a passage starts with, when the passage opens on its title
+    line (a paper's "2.2 LLM Service ..."); else "". Its first piece opens that section."""
     title = chunk.section.rsplit(" > ", 1)[-1]
     return title if title and chunk.text.lstrip("# ").startswith(title) else ""
 
