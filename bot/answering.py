@@ -17,6 +17,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import discord
@@ -42,6 +43,15 @@ from rag.answering.grounding import GroundingChecker, GroundingReport
 from rag.config import DiscordSettings
 
 log = logging.getLogger("bot")
+
+
+@dataclass
+class Turn:
+    """The turn a command in `Answerer._slot` spent: its work sets `only_errors` when what it
+    will show is nothing but errors, and the turn is then given back."""
+
+    only_errors: bool = False
+
 NO_MENTIONS = discord.AllowedMentions.none()
 LIGHT_FACTOR = 3
 DELIVERY_TRIES = 5  # attempts at the final answer (each after the wait Discord asked for)
@@ -271,7 +281,7 @@ class Answerer:
         *,
         light: bool = False,
         recheck: Callable[[], None] | None = None,
-    ) -> AsyncIterator[None]:
+    ) -> AsyncIterator[Turn]:
         """`_slot` for a command that took one of the user's turns (from the light bucket
         when `light`); while it waits, the deferred reply shows the place in the queue (best
         effort)."""
@@ -282,8 +292,9 @@ class Answerer:
                 await interaction.edit_original_response(embed=embed,
                                                          allowed_mentions=NO_MENTIONS)
 
-        async with self._slot(interaction.user.id, waiting, light=light, recheck=recheck):
-            yield
+        async with self._slot(interaction.user.id, waiting, light=light,
+                              recheck=recheck) as turn:
+            yield turn
 
     @asynccontextmanager
     async def _slot(
@@ -293,7 +304,7 @@ class Answerer:
         *,
         light: bool = False,
         recheck: Callable[[], None] | None = None,
-    ) -> AsyncIterator[None]:
+    ) -> AsyncIterator[Turn]:
         """A generation slot for work a user spent a turn on. `recheck` raises
         (ExamInProgress) when the work may no longer be shown: it runs once the slot is taken
         and again once the work is done (the work may run it meanwhile too).
@@ -304,18 +315,22 @@ class Answerer:
         course index's Chroma server could not be reached (StoreUnavailable), no course
         materials are ingested yet (NothingIngested), a demo refused its input once it read it
         (DemoInputError), or an error nobody planned for (a bug: the user is shown its id and
-        nothing else). This is the one place that does it, and the block ends before the
-        work's result is shown, so a turn is never given back twice, nor for a result the
-        user got."""
+        nothing else). So is a result that is only errors, which the work marks on the `Turn`
+        it is given (`/compare` when every model failed). This is the one place that does it,
+        and the block ends before the work's result is shown, so a turn is never given back
+        twice, nor for a result the user got."""
         check = recheck or (lambda: None)
+        turn = Turn()
         try:
             async with self.queue.slot(waiting):
                 check()
-                yield
+                yield turn
             check()
         except Exception:  # QueueFull, ExamInProgress, LLMError, StoreUnavailable, ...
             self.give_back(user_id, light=light)
             raise
+        if turn.only_errors:
+            self.give_back(user_id, light=light)
 
     def user_hash(self, user_id: int) -> str:
         """The pseudonym stored in the log."""

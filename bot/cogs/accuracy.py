@@ -100,7 +100,8 @@ class AccuracyCog(commands.Cog):
         """Every model answers every question closed book and with retrieval."""
         names = compare_demo.check_models(parse_models(models), self.bot.services.models.names())
         asked = compare_demo.built_in_questions()[:questions]
-        async with generating(self.bot, interaction, "Asking the course questions…"):
+        async with generating(self.bot, interaction, "Asking the course questions…") as turn:
             result = await compare_demo.compare_accuracy(
                 self.bot.services.assistant, names, asked, progress=status_updates(interaction))
+            turn.only_errors = result.only_errors  # every model failed: the turn is given back
         await finish(interaction, [compare_accuracy_embed(result)], None, "")

@@ -82,10 +82,11 @@ class ChecksCog(commands.Cog):
                                                             interaction.channel)
         recheck = self.bot.command_exam_recheck(interaction)
         await self._start(interaction, "Waiting for a free slot…")
-        async with self.bot.answerer.slot_for(interaction, recheck=recheck):
+        async with self.bot.answerer.slot_for(interaction, recheck=recheck) as turn:
             services = self.bot.services
             result = await compare_models(services.assistant, services.checker, question,
                                           names, rag=rag, progress=self._progress(interaction))
+            turn.only_errors = result.only_errors  # every model failed: the turn is given back
         await self._send(interaction, compare_messages(result))
 
     async def _start(self, interaction: discord.Interaction, status: str) -> None:

@@ -30,6 +30,7 @@ from rag.demos.common import local_names, pick_local_model, pick_model
 from rag.llm.registry import ModelRegistry
 
 if TYPE_CHECKING:
+    from bot.answering import Turn
     from bot.client import StudyBot
 
 # Discord's smallest upload limit for bots; an interaction may report a larger one.
@@ -63,7 +64,7 @@ async def local_model(
 @asynccontextmanager
 async def generating(
     bot: StudyBot, interaction: discord.Interaction, status: str, *, light: bool = False
-) -> AsyncIterator[None]:
+) -> AsyncIterator[Turn]:
     """Take one of the user's turns (the light bucket for cheap demos) before anything is
     sent, defer (Discord allows 3 s; a refused defer gives the turn back), wait for a
     generation slot like /ask (a full queue, an exam started meanwhile, or a model that
@@ -74,12 +75,12 @@ async def generating(
     bot.answerer.take(interaction.user.id, light=light)
     await bot.answerer.defer(interaction, light=light)
     recheck = bot.command_exam_recheck(interaction)
-    async with bot.answerer.slot_for(interaction, light=light, recheck=recheck):
+    async with bot.answerer.slot_for(interaction, light=light, recheck=recheck) as turn:
         embed = discord.Embed(description=status, colour=discord.Colour.light_grey())
         # A notice Discord refuses (a 429) must not cost the result: the result follows.
         with contextlib.suppress(discord.HTTPException):
             await interaction.edit_original_response(embed=embed, allowed_mentions=NO_MENTIONS)
-        yield
+        yield turn
 
 
 async def finish(

@@ -106,6 +106,11 @@ class Comparison:
     note: str
     refused: bool = False
 
+    @property
+    def only_errors(self) -> bool:
+        """Whether every model failed (a refusal is an answer, not a failure)."""
+        return not self.refused and bool(self.runs) and not any(r.ok for r in self.runs)
+
     def as_json(self) -> dict:
         """The JSON shape of `demo compare --json`."""
         return {

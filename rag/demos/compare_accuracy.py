@@ -58,6 +58,11 @@ class AccuracyComparison:
     runs: tuple[QuestionRun, ...]
     seconds: float
 
+    @property
+    def only_errors(self) -> bool:
+        """Whether every model failed every question."""
+        return bool(self.runs) and not any(r.run.ok for r in self.runs)
+
     def of(self, model: str, rag: bool | None = None) -> list[QuestionRun]:
         """One model's runs (one mode, or both)."""
         return [r for r in self.runs

@@ -338,6 +338,39 @@ async def test_a_demo_whose_model_server_is_down_costs_no_turn(
         assert "not reachable" in shown and "asking quickly" not in shown
 
 
+def two_unreachable_models(guides_services, llm_cache_dir) -> Services:
+    """The guides' index with two served chat models, neither of which answers."""
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    llm_settings = LLMSettings(
+        default="one", max_retries=0, max_new_tokens=20, connect_timeout_s=1.0,
+        models={name: {"backend": "openai", "model": "m", "base_url": url}
+                for name in ("one", "two")},
+    )
+    models = ModelRegistry(llm_settings, llm_cache_dir)
+    settings = guides_services.settings.model_copy(update={"llm": llm_settings})
+    assistant = Assistant(guides_services.retriever, models, settings.answer, llm_settings)
+    return with_assistant(guides_services, assistant, settings=settings, models=models)
+
+
+@pytest.mark.parametrize("command,options", [
+    ("compare", {"question": IN_SCOPE, "models": "one,two"}),
+    ("compare_accuracy", {"models": "one,two", "questions": 1}),
+])
+async def test_a_comparison_every_model_failed_costs_no_turn(
+    make_harness, guides_services, llm_cache_dir, command, options
+):
+    """One turn a minute: /compare and /compare_accuracy show a model that failed in their
+    table, but a table of nothing but failures gave the student only errors, so the next try
+    runs at once, not told to wait."""
+    services = two_unreachable_models(guides_services, llm_cache_dir)
+    harness = await make_harness(services, rate_burst=1, rate_per_minute=1)
+    for _ in range(2):
+        token = harness.command(command, STUDENT, **options)
+        await harness.settle(timeout=120)
+        shown = json.dumps([r.payload for r in harness.for_token(token)])
+        assert "asking quickly" not in shown and "embeds" in shown, shown[-600:]
+
+
 class ScriptedModel:
     """A chat backend that streams a fixed long text: the LLM is a dependency here, and no
     real small model writes 9,000 characters in a test's time."""
