@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable
@@ -118,6 +119,14 @@ class Harness:
             if not busy:
                 return
         raise AssertionError("the bot did not finish within the timeout")
+
+    async def shown_for(self, name: str, person: Person, timeout: float = 120.0,
+                        **options: Any) -> str:
+        """Run one slash command to its end and return everything the bot sent for it (the
+        payloads, as JSON): what the user was told, one command after another."""
+        token = self.command(name, person, **options)
+        await self.settle(timeout)
+        return json.dumps([r.payload for r in self.for_token(token)])
 
     def for_token(self, token: str) -> list[Recorded]:
         """The requests that answered one interaction."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import re
 import socket
@@ -332,9 +331,7 @@ async def test_a_demo_whose_model_server_is_down_costs_no_turn(
     services = served_services(guides_services, llm_cache_dir, url, connect_timeout_s=1.0)
     harness = await make_harness(services, rate_burst=1, rate_per_minute=1)
     for _ in range(2):
-        token = harness.command(command, STUDENT, **DEMOS_OF_A_MODEL[command])
-        await harness.settle()
-        shown = json.dumps([r.payload for r in harness.for_token(token)])
+        shown = await harness.shown_for(command, STUDENT, **DEMOS_OF_A_MODEL[command])
         assert "not reachable" in shown and "asking quickly" not in shown
 
 
@@ -365,9 +362,7 @@ async def test_a_comparison_every_model_failed_costs_no_turn(
     services = two_unreachable_models(guides_services, llm_cache_dir)
     harness = await make_harness(services, rate_burst=1, rate_per_minute=1)
     for _ in range(2):
-        token = harness.command(command, STUDENT, **options)
-        await harness.settle(timeout=120)
-        shown = json.dumps([r.payload for r in harness.for_token(token)])
+        shown = await harness.shown_for(command, STUDENT, **options)
         assert "asking quickly" not in shown and "embeds" in shown, shown[-600:]
 
 

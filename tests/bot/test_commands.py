@@ -266,9 +266,7 @@ async def test_a_command_refused_for_a_full_queue_costs_no_turn(
                                  max_concurrent=1, max_waiting=0)
     async with harness.bot.answerer.queue.slot():  # an answer is generating; none may wait
         for _ in range(4):
-            token = harness.command(command, STUDENT, **QUEUED[command])
-            await harness.settle()
-            shown = json.dumps([r.payload for r in harness.for_token(token)])
+            shown = await harness.shown_for(command, STUDENT, **QUEUED[command])
             assert "a lot of questions" in shown and "asking quickly" not in shown
 
 
@@ -323,9 +321,7 @@ async def test_a_command_that_found_nothing_ingested_costs_no_turn(
     every try says so again, never that the student asks too quickly."""
     harness = await make_harness(empty_services, rate_burst=1, rate_per_minute=1)
     for _ in range(4):
-        token = harness.command(command, STUDENT, **NOTHING_INGESTED[command])
-        await harness.settle()
-        shown = json.dumps([r.payload for r in harness.for_token(token)])
+        shown = await harness.shown_for(command, STUDENT, **NOTHING_INGESTED[command])
         assert "No course materials" in shown and "asking quickly" not in shown
 
 
@@ -354,9 +350,8 @@ async def test_a_command_an_unexpected_error_stopped_costs_no_turn(make_harness,
     harness.bot.services.retriever.search = broken
     for command, options in [("sources", {"query": "LoRA"})] * 4 + [
             ("ask", {"question": "What is LoRA?"})] * 2:
-        token = harness.command(command, STUDENT, **options)
-        await harness.settle()  # one after the other: each ends before the next is asked
-        shown = json.dumps([r.payload for r in harness.for_token(token)])
+        # One after the other: each ends before the next is asked.
+        shown = await harness.shown_for(command, STUDENT, **options)
         assert "Something went wrong" in shown and "asking quickly" not in shown, command
 
 

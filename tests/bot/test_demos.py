@@ -169,9 +169,7 @@ async def test_a_task_file_refused_for_its_content_costs_no_turn(make_harness, e
     for _ in range(2):
         mine = attachment("mine.jsonl", len(unlabelled), "application/jsonl")
         harness.fake.cdn[mine["url"]] = unlabelled
-        token = harness.command("fewshot_accuracy", STUDENT, _attachment=mine)
-        await harness.settle()
-        shown = json.dumps([r.payload for r in harness.for_token(token)])
+        shown = await harness.shown_for("fewshot_accuracy", STUDENT, _attachment=mine)
         assert "Line 1 has no text for" in shown and "try again" not in shown
 
 

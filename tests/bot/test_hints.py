@@ -133,9 +133,7 @@ async def test_a_question_refused_for_an_open_assignment_costs_no_turn(
     refused for the assignment again, not for asking too quickly."""
     harness = await solving_bot(make_harness, empty_services, rate_burst=1, rate_per_minute=1)
     for _ in range(2):
-        token = harness.command(command, Person(1001, "ana"), question=AIMED_AT_T)
-        await harness.settle()
-        shown = json.dumps([r.payload for r in harness.for_token(token)])
+        shown = await harness.shown_for(command, Person(1001, "ana"), question=AIMED_AT_T)
         assert "Assignment T" in shown and "try again" not in shown
 
 
