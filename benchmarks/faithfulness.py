@@ -91,6 +91,9 @@ SETS = {
     # evidence strings already used, with questions from the notes too; committed before any
     # run on it.
     "held out 11": REPO / "eval" / "answer_heldout11_questions.jsonl",
+    # A twelfth (session 24), by a writer who read no code and no set, against the list of
+    # evidence strings already used; committed before any run on it.
+    "held out 12": REPO / "eval" / "answer_heldout12_questions.jsonl",
     # Session 18: 57 questions a tester wrote from the materials and asked as a student would;
     # its answers were read and led to fixes, so it is not held out.
     "probe 1 (read)": REPO / "eval" / "answer_probe1_questions.jsonl",
