@@ -26,6 +26,7 @@ from rag.answering.gate import (
     names_term,
     term_named,
     titled_by,
+    titled_together,
 )
 from rag.answering.grounding import GroundingChecker, TermWeights, sentences
 from rag.answering.injection import only_instructions, skeleton
@@ -313,8 +314,10 @@ class Assistant:
 
     def covers(self, question: str, hits: Sequence[Hit], preview: bool = False) -> bool:
         """Whether the materials cover a question: the gate's probability is over its
-        threshold, a retrieved passage's heading names the question (gate.titled_by), or the
-        question is only a term that a retrieved passage names (gate.term_named).
+        threshold, a retrieved passage's heading names the question (gate.titled_by) or two
+        passages' headings name its two sides ("top-p vs top-k sampling":
+        gate.titled_together), or the question is only a term that a retrieved passage names
+        (gate.term_named).
 
         A question that names a document was searched within it. There, the words that name
         it ("the Transformer paper", "say") match little, and one document holds fewer related
@@ -333,6 +336,7 @@ class Assistant:
         def covered(found: Sequence[Hit]) -> bool:
             return (self.coverage_probability(found) >= self.settings.abstain_below
                     or (titled_by(corrected, found) and not several_terms)
+                    or (titled_together(corrected, found) and not several_terms)
                     or term_named(corrected, found))
 
         if covered(hits):

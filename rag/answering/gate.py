@@ -188,6 +188,44 @@ def titled(question: str, hits: Sequence[Hit]) -> list[int]:
     return [i for i, hit in enumerate(hits) if _names(hit.chunk.section, asked)]
 
 
+def titled_together(question: str, hits: Sequence[Hit]) -> bool:
+    """Whether two retrieved passages sit right under two different headings that each name
+    part of what the question asks about and together name at least half of it: every word of
+    each heading (section numbers aside) is one of the question's ("How does beam search differ
+    from nucleus sampling?" and the sections "Beam search" and "Top-p (nucleus) sampling").
+    Only a passage's own heading counts, not the wider sections above it ("Decoding").
+    A heading's parenthesised alternative name counts for the word it follows ("nucleus
+    sampling"). Words that only ask for the comparison ("vs", "differ") are not counted. One
+    heading alone is `titled`."""
+    asked = {term for term in own_terms(question)
+             if not term[:1].isdigit() and term not in _COMPARING}
+    named = {frozenset(variant) for hit in hits
+             for variant in _heading_variants(hit.chunk.section.rsplit(" > ", 1)[-1])
+             if variant and variant <= asked}
+    return any(2 * len(a | b) >= len(asked) for a in named for b in named
+               if not a <= b and not b <= a)
+
+
+# Words that only ask for a comparison, and what is left of a possessive ("model's").
+_COMPARING = frozenset(index_terms(
+    "vs versus differ differs difference differences compare compared comparison between "
+    "contrast")) | {"s"}
+# "Top-p (nucleus) sampling": the parenthesised name and the word before it.
+_ALTERNATIVE = re.compile(r"(\S+)\s*\(([^()]{1,30})\)")
+
+
+def _heading_variants(heading: str) -> list[set[str]]:
+    """A heading's terms (section numbers aside), and with a parenthesised alternative name,
+    the terms of each reading: "Top-p (nucleus) sampling" as "Top-p sampling" and "nucleus
+    sampling"; "Retrieval-augmented generation (RAG)" also as "RAG"."""
+    readings = [heading]
+    if (found := _ALTERNATIVE.search(heading)) is not None:
+        before, after = heading[:found.start()], heading[found.end():]
+        readings = [f"{before}{found.group(1)}{after}", f"{before}{found.group(2)}{after}",
+                    f"{found.group(2)}{after}"]
+    return [{term for term in index_terms(text) if not term[:1].isdigit()} for text in readings]
+
+
 def _names(section: str, asked: set[str]) -> bool:
     """Whether a heading of a section path names the asked terms."""
     for heading in section.split(" > "):

@@ -189,6 +189,16 @@ async def test_a_short_or_chatty_question_about_a_covered_topic_is_answered(full
     assert counted.calls == 0
 
 
+async def test_a_comparison_whose_sides_head_two_passages_is_answered(full_index, counted):
+    # It fails the fitted gate, and neither heading ("Top-k sampling", "Top-p (nucleus)
+    # sampling") names half of its words alone; together they do (gate.titled_together).
+    question = "Top-p vs top-k sampling: which one adapts to the model's confidence?"
+    answer = await assistant_over(full_index, counted, style="extractive").answer(question)
+    assert not answer.refused
+    assert any("Top-p" in c.section for c in answer.citations), answer.citations
+    assert counted.calls == 0
+
+
 async def test_a_question_that_is_only_a_term_is_answered_from_the_passage_naming_it(
     full_index, counted
 ):

@@ -16,6 +16,7 @@ from rag.answering.gate import (
     term_named,
     titled,
     titled_by,
+    titled_together,
 )
 from rag.config import AnswerSettings
 from rag.index.documents import Chunk, Hit
@@ -116,6 +117,30 @@ def test_a_heading_that_names_the_question_covers_it() -> None:
     assert not titled_by("What are embeddings?", under("3.4 Embeddings and Softmax"))
     assert not titled_by("What is a reward model?", hits)
     assert not titled_by("lol", hits)
+
+
+def test_two_headings_that_each_name_a_side_of_the_question_cover_it() -> None:
+    hits = under("Decoding > Beam search", "Decoding > Top-p (nucleus) sampling",
+                 "Decoding > Top-k sampling", "5.2 Evaluation")
+    # Neither heading names half of these questions alone; together they do.
+    assert not titled_by("How does beam search differ from nucleus sampling?", hits)
+    assert titled_together("How does beam search differ from nucleus sampling?", hits)
+    assert titled_together("Top-p vs top-k sampling: which one adapts to the model's confidence?",
+                           hits)
+    # One side named, the other not; or the two headings name too little of the question.
+    assert not titled_together("How does beam search differ from speculative decoding?", hits)
+    assert not titled_together(
+        "How does beam search on a quantised model differ from top-k sampling when memory is "
+        "short and latency matters?", hits)
+    # One heading twice, or a heading and a part of it, is not two sides.
+    assert not titled_together("beam search vs beam?", under("A > Beam search", "B > Beam search",
+                                                             "C > Beam"))
+
+
+def test_a_parenthesised_name_in_a_heading_is_read_for_the_word_it_follows() -> None:
+    hits = under("Decoding > Top-p (nucleus) sampling", "Retrieval-augmented generation (RAG)")
+    assert titled_together("nucleus sampling or rag?", hits)
+    assert titled_together("top-p sampling vs retrieval-augmented generation", hits)
 
 
 def test_the_passages_under_a_heading_that_names_the_question_are_found() -> None:
