@@ -59,9 +59,12 @@ from rag.llm.base import ChatModel
 from rag.llm.registry import ModelRegistry
 from rag.llm.settings import LLMSettings
 from rag.retrieval.followup import acceptable_rewrite, needs_context, standalone_query
+from rag.retrieval.query import comparison_sides, own_terms
 from rag.retrieval.retriever import Retriever
 
 NOT_COVERED = "not_covered"
+# A comparison's side is searched this deep for a passage that names it.
+SIDE_SEARCH_K = 5
 DECLINED = "declined"
 # A verified answer that fell back to quotes because too little of the draft was supported.
 FELL_BACK = "verification_fallback"
@@ -263,6 +266,7 @@ class Assistant:
             await asyncio.to_thread(self.retriever.search, query, self.settings.k, preview=preview)
         )
         hits = await asyncio.to_thread(self.with_term_passage, query, hits, preview)
+        hits = await asyncio.to_thread(self.with_sides, query, hits, preview)
         timings["retrieve_ms"] = (time.perf_counter() - started) * 1000
         yield Retrieved(hits, query, chosen)
         unknown = await asyncio.to_thread(self.unknown_to_materials, question, preview)
@@ -311,6 +315,32 @@ class Assistant:
         if found is None and not any(names_term(hit, asked) for hit in hits):
             found = next((hit for hit in deeper if names_term(hit, asked)), None)
         return hits if found is None else (found, *hits)
+
+    def with_sides(
+        self, question: str, hits: tuple[Hit, ...], preview: bool = False
+    ) -> tuple[Hit, ...]:
+        """The hits, and for a question that compares two things ("temperature vs top-p",
+        `comparison_sides`) a passage for each side that they lack, after them: of a search
+        for the side, the best that names it as what it is about (gate.names_term), else the
+        best. A search for the whole question finds passages about the pair or about the side
+        it words more strongly; the other side's own section ("Top-k sampling") is often
+        missing, and then neither the gate nor the quotes can see it."""
+        sides = comparison_sides(self.retriever.corrected(question))
+        if not sides:
+            return hits
+        have = {hit.chunk.id for hit in hits}
+        found = []
+        for side, side_hits in zip(sides, self.retriever.search_many(sides, SIDE_SEARCH_K,
+                                                                     preview=preview),
+                                   strict=True):
+            # The side's own section ("Temperature") before passages that only use its words.
+            asked = [term for term in own_terms(side) if not term[:1].isdigit()]
+            best = next((hit for hit in side_hits if names_term(hit, asked)),
+                        side_hits[0] if side_hits else None)
+            if best is not None and best.chunk.id not in have:
+                found.append(best)
+                have.add(best.chunk.id)
+        return (*hits, *found)
 
     def covers(self, question: str, hits: Sequence[Hit], preview: bool = False) -> bool:
         """Whether the materials cover a question: the gate's probability is over its

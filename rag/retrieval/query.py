@@ -171,3 +171,36 @@ def analyse(
                 terms.setdefault(term, EXPANSION_WEIGHT)
     dense = f"{corrected} ({'; '.join(extra)})" if extra else corrected
     return Query(question, dense, terms, core, corrected)
+
+
+# A question that compares two things, and where its two sides are: "A vs B", "the difference
+# between A and B", "how does A differ from / compare with B", "how do A and B compare",
+# "compare A with B". A side ends at a clause's punctuation.
+_COMPARISONS = tuple(re.compile(pattern, re.IGNORECASE) for pattern in (
+    r"\bhow\s+(?:do|did)\s+(?P<a>[^?,:;]+?)\s+and\s+(?P<b>[^?,:;]+?)\s+"
+    r"(?:differ|compare|contrast)",
+    r"\b(?:difference|differences|diff)\s+(?:between|btw)\s+(?P<a>[^?,:;]+?)\s+"
+    r"(?:and|&|n|vs\.?|versus)\s+(?P<b>[^?,:;.]+)",
+    r"\bhow\s+(?:does|do|did|is|are|was|were)\s+(?P<a>[^?,:;]+?)\s+"
+    r"(?:differ|compare|contrast)\w*\s+(?:from|with|to|against)\s+(?P<b>[^?,:;.]+)",
+    r"\b(?:compare|contrast)\s+(?P<a>[^?,:;]+?)\s+(?:and|with|to|vs\.?|versus)\s+"
+    r"(?P<b>[^?,:;.]+)",
+    r"(?P<a>(?:[\w'-]+\s+){0,3}[\w'-]+)\s+(?:vs\.?|versus)\s+(?P<b>[^?,:;.]+)",
+))
+_SIDE_LEAD = re.compile(r"^(?:what'?s|whats|what\s+is|what\s+are|the|an?)\s+", re.IGNORECASE)
+SIDE_WORDS = 5
+
+
+def comparison_sides(question: str) -> list[str]:
+    """The two things a question compares ("How does beam search differ from nucleus
+    sampling?": "beam search", "nucleus sampling"), each at most `SIDE_WORDS` words; empty
+    for a question that compares nothing."""
+    for pattern in _COMPARISONS:
+        found = pattern.search(question)
+        if found is not None:
+            a = _SIDE_LEAD.sub("", found["a"].strip())
+            b = " ".join(found["b"].split()[:SIDE_WORDS])
+            a = " ".join(a.split()[-SIDE_WORDS:])
+            return [a, b] if own_terms(a) and own_terms(b) else []
+    return []
+

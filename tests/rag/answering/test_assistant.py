@@ -199,6 +199,25 @@ async def test_a_comparison_whose_sides_head_two_passages_is_answered(full_index
     assert counted.calls == 0
 
 
+async def test_a_comparison_gets_a_passage_for_each_side(full_index, counted):
+    # The search for the whole question finds the notes' top-p section but not their
+    # "Temperature" one (passages of a paper that samples at some temperature come first),
+    # and the gate refuses it; a search for each side adds the section that names the side.
+    question = "temperature vs top p, whats the difference?"
+    assistant = assistant_over(full_index, counted, style="extractive")
+    hits = tuple(full_index.retriever.search(question, 5))
+    assert not any(hit.chunk.section.endswith("> Temperature") for hit in hits)
+    sides = assistant.with_sides(question, hits)
+    assert sides[:len(hits)] == hits and len(sides) > len(hits)
+    assert any(hit.chunk.section.endswith("> Temperature") for hit in sides[len(hits):])
+    answer = await assistant.answer(question)
+    assert not answer.refused
+    assert counted.calls == 0
+    # A question that compares nothing is searched once, as before.
+    plain = tuple(full_index.retriever.search("What is temperature?", 5))
+    assert assistant.with_sides("What is temperature?", plain) == plain
+
+
 async def test_a_question_that_is_only_a_term_is_answered_from_the_passage_naming_it(
     full_index, counted
 ):

@@ -1,7 +1,7 @@
 """Preparing a question for search: glossary expansions and typo corrections."""
 
 from rag.retrieval.lexical import BM25Index
-from rag.retrieval.query import EXPANSION_WEIGHT, analyse, corrections
+from rag.retrieval.query import EXPANSION_WEIGHT, analyse, comparison_sides, corrections
 
 INDEX = BM25Index(
     ["a", "b", "c"],
@@ -99,3 +99,27 @@ def test_chat_spellings_and_unseen_shorthand_do_not_count_against_coverage():
     assert analyse("wats the diff btw sft n rlhf", INDEX).terms["sft"] == 1.0
     known = BM25Index(["a"], ["sft then rlhf"])
     assert {"sft", "rlhf"} <= set(analyse("sft vs rlhf", known).core)
+
+
+def test_the_two_sides_of_a_comparison_are_found() -> None:
+    assert comparison_sides("How does beam search differ from nucleus sampling?") == [
+        "beam search", "nucleus sampling"]
+    assert comparison_sides("whats the difference between static and continuous batching?") == [
+        "static", "continuous batching"]
+    assert comparison_sides("Top-p vs top-k sampling: which one adapts?") == [
+        "Top-p", "top-k sampling"]
+    assert comparison_sides("How do open-source and closed-source LLMs compare on cost?") == [
+        "open-source", "closed-source LLMs"]
+    assert comparison_sides("compare rlhf with dpo") == ["rlhf", "dpo"]
+    # A side keeps at most five words; the words before them belong to the question.
+    assert comparison_sides("In the QLoRA paper how does NF4 with double quantization and "
+                            "paged optimizers compare with plain FP4 on MMLU in the end?") == [
+        "double quantization and paged optimizers", "plain FP4 on MMLU in"]
+
+
+def test_a_question_that_compares_nothing_has_no_sides() -> None:
+    assert comparison_sides("What is LoRA?") == []
+    assert comparison_sides("How does LoRA reduce memory?") == []
+    assert comparison_sides("vs?") == []
+    # Stopwords alone are no side.
+    assert comparison_sides("what is the difference between this and that?") == []
