@@ -266,11 +266,17 @@ class Assistant:
             await asyncio.to_thread(self.retriever.search, query, self.settings.k, preview=preview)
         )
         hits = await asyncio.to_thread(self.with_term_passage, query, hits, preview)
-        hits = await asyncio.to_thread(self.with_sides, query, hits, preview)
+        unknown = await asyncio.to_thread(self.unknown_to_materials, question, preview)
+        covered = not unknown and await asyncio.to_thread(self.covers, query, hits, preview)
+        if not unknown and not covered:
+            # A comparison the gate refuses is judged again with a passage for each side.
+            sided = await asyncio.to_thread(self.with_sides, query, hits, preview)
+            if len(sided) > len(hits) and await asyncio.to_thread(self.covers, query, sided,
+                                                                  preview):
+                hits, covered = sided, True
         timings["retrieve_ms"] = (time.perf_counter() - started) * 1000
         yield Retrieved(hits, query, chosen)
-        unknown = await asyncio.to_thread(self.unknown_to_materials, question, preview)
-        if unknown or not await asyncio.to_thread(self.covers, query, hits, preview):
+        if not covered:
             yield Finished(self._not_covered(question, query, hits, chat.name, timings, began,
                                              unknown, preview))
             return
@@ -324,7 +330,9 @@ class Assistant:
         for the side, the best that names it as what it is about (gate.names_term), else the
         best. A search for the whole question finds passages about the pair or about the side
         it words more strongly; the other side's own section ("Top-k sampling") is often
-        missing, and then neither the gate nor the quotes can see it."""
+        missing, and then the gate refuses what the materials cover. `stream` adds them only
+        to a comparison the gate refuses: added to one it answers, they cost key facts as
+        often as they brought them (docs/benchmarks.md, run 32)."""
         sides = comparison_sides(self.retriever.corrected(question))
         if not sides:
             return hits
