@@ -266,15 +266,18 @@ class Assistant:
             await asyncio.to_thread(self.retriever.search, query, self.settings.k, preview=preview)
         )
         hits = await asyncio.to_thread(self.with_term_passage, query, hits, preview)
+        timings["retrieve_ms"] = (time.perf_counter() - started) * 1000
         unknown = await asyncio.to_thread(self.unknown_to_materials, question, preview)
         covered = not unknown and await asyncio.to_thread(self.covers, query, hits, preview)
         if not unknown and not covered:
-            # A comparison the gate refuses is judged again with a passage for each side.
+            # A comparison the gate refuses is judged again with a passage for each side
+            # (their search counts as retrieval time; the gate's judgements do not).
+            started = time.perf_counter()
             sided = await asyncio.to_thread(self.with_sides, query, hits, preview)
+            timings["retrieve_ms"] += (time.perf_counter() - started) * 1000
             if len(sided) > len(hits) and await asyncio.to_thread(self.covers, query, sided,
                                                                   preview):
                 hits, covered = sided, True
-        timings["retrieve_ms"] = (time.perf_counter() - started) * 1000
         yield Retrieved(hits, query, chosen)
         if not covered:
             yield Finished(self._not_covered(question, query, hits, chat.name, timings, began,

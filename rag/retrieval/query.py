@@ -175,15 +175,16 @@ def analyse(
 
 # A question that compares two things, and where its two sides are: "A vs B", "the difference
 # between A and B", "how does A differ from / compare with B", "how do A and B compare",
-# "compare A with B". A side ends at a clause's punctuation.
+# "compare A with B". A side ends at a clause's punctuation, and is searched for within 120
+# characters, so a long question without punctuation costs no more than a short one.
 _COMPARISONS = tuple(re.compile(pattern, re.IGNORECASE) for pattern in (
-    r"\bhow\s+(?:do|did)\s+(?P<a>[^?,:;]+?)\s+and\s+(?P<b>[^?,:;]+?)\s+"
+    r"\bhow\s+(?:do|did)\s+(?P<a>[^?,:;]{1,120}?)\s+and\s+(?P<b>[^?,:;]{1,120}?)\s+"
     r"(?:differ|compare|contrast)",
-    r"\b(?:difference|differences|diff)\s+(?:between|btw)\s+(?P<a>[^?,:;]+?)\s+"
+    r"\b(?:difference|differences|diff)\s+(?:between|btw)\s+(?P<a>[^?,:;]{1,120}?)\s+"
     r"(?:and|&|n|vs\.?|versus)\s+(?P<b>[^?,:;.]+)",
-    r"\bhow\s+(?:does|do|did|is|are|was|were)\s+(?P<a>[^?,:;]+?)\s+"
+    r"\bhow\s+(?:does|do|did|is|are|was|were)\s+(?P<a>[^?,:;]{1,120}?)\s+"
     r"(?:differ|compare|contrast)\w*\s+(?:from|with|to|against)\s+(?P<b>[^?,:;.]+)",
-    r"\b(?:compare|contrast)\s+(?P<a>[^?,:;]+?)\s+(?:and|with|to|vs\.?|versus)\s+"
+    r"\b(?:compare|contrast)\s+(?P<a>[^?,:;]{1,120}?)\s+(?:and|with|to|vs\.?|versus)\s+"
     r"(?P<b>[^?,:;.]+)",
     r"(?P<a>(?:[\w'-]+\s+){0,3}[\w'-]+)\s+(?:vs\.?|versus)\s+(?P<b>[^?,:;.]+)",
 ))
