@@ -2,12 +2,14 @@
 blocks.
 
 A quote keeps the materials' own words in their order; only Markdown markup is removed
-(emphasis, code ticks, link targets, images), so `plain(quote)` is always a substring of
-`plain(passage)` up to whitespace. Code is kept as written (only its common indentation is
-removed). A passage that starts mid-sentence loses its first
-fragment and one that was cut loses its last; a sentence a PDF's figure or table interrupts
-loses both halves, and a sentence glued to the middle of another is dropped, so no quote ends
-or starts mid-way. A PDF's run-in heading glued to a paragraph's first sentence ("Double
+(emphasis, code ticks, link targets, images), and a paper's numbered references to its
+bibliography ("long short-term memory [13] and", "weights[28, 37]"), which a reader would take
+for the answer's own citations [n]. So `plain(quote)` is always a substring of
+`plain(passage)` up to whitespace and those references (`without_references`). Code is kept
+as written (only its common indentation is removed). A passage that starts mid-sentence loses
+its first fragment and one that was cut loses its last; a sentence a PDF's figure or table
+interrupts loses both halves, and a sentence glued to the middle of another is dropped, so no
+quote ends or starts mid-way. A PDF's run-in heading glued to a paragraph's first sentence ("Double
 Quantization We introduce ...") is left out of the quote.
 """
 
@@ -131,6 +133,21 @@ def plain(text: str) -> str:
     return " ".join(_EMPHASIS.sub("", text).split())
 
 
+# A paper's reference to its bibliography: one to three numbers from 1 in brackets, after a
+# word, a closing parenthesis, a per cent sign or an abbreviation's dot and a space ("memory
+# [13] and", "et al. [10]", "(RLHF/RLAIF; [12,2])"), or glued to a word of two letters or more
+# ("Unlikelihood[44]", "GPT-J[43]").
+# Not an index ("outputs[0]", "C[1]"), an interval ("[0, 1]") or a list of token ids.
+_REFERENCE = re.compile(
+    r"(?:(?<=[\w).%])(?:\s*[;,])?\s+|(?<=[^\W\d_]{2}|-[A-Z])|(?<=\)))"
+    r"\[[1-9]\d{0,2}(?:\s*[,\u2013-]\s*[1-9]\d{0,2})*\](?=[\s.,;:)!?\u2013\u2014]|$)")
+
+
+def without_references(text: str) -> str:
+    """Prose without a paper's numbered references to its bibliography."""
+    return _REFERENCE.sub("", text)
+
+
 def _cells(line: str) -> str:
     return " | ".join(plain(c) for c in line.strip().strip("|").split("|"))
 
@@ -241,14 +258,14 @@ def quotes_of(text: str, passage: int, fence: str = "") -> list[Quote]:
                 out.append(Quote(_cells(body), "row", passage, len(out), group, header, lead,
                                  heading))
         elif kind == "item":
-            item = plain(body)
+            item = without_references(plain(body))
             if item.endswith(":"):
                 lead = item
             elif item:
                 out.append(Quote(item, "item", passage, len(out), group, lead=lead,
                                  heading=heading))
         else:
-            sentences = split_sentences(plain(body))
+            sentences = split_sentences(without_references(plain(body)))
             if sentences:
                 sentences[0] = _RUN_IN_HEADING.sub("", sentences[0], count=1)
             lead = sentences.pop() if sentences and sentences[-1].endswith(":") else ""

@@ -16,6 +16,33 @@ def test_markup_is_removed_but_the_words_kept() -> None:
     )
 
 
+def test_a_papers_references_to_its_bibliography_are_left_out_of_its_sentences() -> None:
+    # Quoted with "[3]" kept, "... without scaling for larger values of dk [3]. [3]" read as
+    # two citations of the answer's third passage.
+    paper = ("Additive attention outperforms dot product attention without scaling for larger "
+             "values of dk [3]. Recurrent models [35, 2, 5] and feedback (RLHF/RLAIF; [12,2]) "
+             "came first. We considerPPO[37] and GPT-J[43] too.\n\n"
+             "- Bai et al. [4] compare the models.")
+    texts = [q.text for q in quotes_of(paper, 0)]
+    assert texts == [
+        "Additive attention outperforms dot product attention without scaling for larger "
+        "values of dk.",
+        "Recurrent models and feedback (RLHF/RLAIF) came first.",
+        "We considerPPO and GPT-J too.",
+        "Bai et al. compare the models.",
+    ]
+
+
+def test_brackets_that_are_not_references_are_kept() -> None:
+    text = ("The ranks give a range of [0, 1], where 1 means equal. It prints outputs[0] and "
+            "stores C[1] first. The ids are → [464, 3139, 286].")
+    assert [q.text for q in quotes_of(text, 0)] == [
+        "The ranks give a range of [0, 1], where 1 means equal.",
+        "It prints outputs[0] and stores C[1] first.",
+        "The ids are → [464, 3139, 286].",
+    ]
+
+
 def test_wrapped_lines_of_a_paragraph_form_whole_sentences() -> None:
     quotes = quotes_of("The cache is large. Servers store\nkeys and values.", 0)
     assert [q.text for q in quotes] == ["The cache is large.", "Servers store keys and values."]

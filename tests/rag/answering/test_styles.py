@@ -31,9 +31,11 @@ QUESTIONS = [
 
 
 def squash(text: str) -> str:
-    """Text with Markdown emphasis, code ticks, table pipes and list markers dropped and
-    whitespace collapsed: what "verbatim" is compared after."""
+    """Text with Markdown emphasis, code ticks, table pipes, list markers and a paper's
+    bracketed references to its bibliography dropped and whitespace collapsed: what
+    "verbatim" is compared after."""
     text = re.sub(r"(?m)^\s*(?:[-*+•]|\d{1,2}[.)])\s+", " ", text)
+    text = re.sub(r"[;,]?\s*\[\d+(?:,\s*\d+)*\]", "", text)
     return " ".join(re.sub(r"[*`]", "", text).replace("|", " ").split())
 
 
@@ -46,6 +48,19 @@ async def test_every_quoted_sentence_is_verbatim_in_the_passage_it_cites(full_in
             assert sentence.verdict == QUOTED and sentence.citation is not None
             passage = answer.retrieved[sentence.citation - 1].chunk.text
             assert squash(sentence.text) in squash(passage), (question, sentence.text)
+
+
+async def test_a_quoted_papers_references_are_not_shown_as_citations(full_index: Services):
+    # The attention paper's "[3]" and "[9]" were quoted, beside the answer's own [3] and [5].
+    for question in ("Why divide by sqrt(d_k) in scaled dot-product attention?",
+                     "How do positional encodings work?"):
+        answer = await full_index.assistant.answer(question, style="extractive")
+        assert any(s.citation and answer.retrieved[s.citation - 1].chunk.page
+                   for s in answer.sentences), question
+        for sentence in answer.sentences:
+            assert not re.search(r"\[\d+(?:,\s*\d+)*\]", sentence.text), sentence.text
+        cited = {int(n) for n in re.findall(r"\[(\d+)\]", answer.text)}
+        assert cited <= set(range(1, len(answer.retrieved) + 1)), answer.text
 
 
 async def test_an_answer_to_a_number_question_contains_the_number(full_index: Services):
