@@ -97,6 +97,11 @@ _INQUIRY = re.compile(
 _FINDING = re.compile(
     r"\b(?:find|found|finds|show|shows|showed|shown|observe[ds]?|reveals?|conclude[ds]?|"
     r"demonstrates?|suggests?|confirms?|results? in)\b", re.IGNORECASE)
+# A sentence that opens by referring to the one before it ("This ...", "Simple, but ...").
+_REFERS_BACK = re.compile(
+    r"(?:this|these|that|those|it|its|they|their|such|however|but|so|thus|hence|therefore|"
+    r"instead|also|similarly|accordingly|consequently|in contrast|in this case|[\w-]+, but)\b",
+    re.IGNORECASE)
 SUBJECT_WORDS = 6
 ACRONYM_SUBJECT_WORDS = 2
 _WORD = re.compile(r"[^\W\d_]+")
@@ -474,7 +479,8 @@ def select(
     if _WHY_QUESTION.search(question):
         chosen = _with_reason(quotes, chosen)
     return _without_dangling_announcements(
-        quotes, _with_what_follows_a_restatement(quotes, chosen, question))
+        quotes, _in_reading_order(quotes, _with_what_follows_a_restatement(
+            quotes, chosen, question)))
 
 
 def _values(text: str) -> set[float]:
@@ -486,6 +492,36 @@ def _narrowed(allowed: list[bool], keep: Iterable[bool]) -> list[bool]:
     """The pieces both allowed and kept, unless that leaves none."""
     narrowed = [a and k for a, k in zip(allowed, keep, strict=True)]
     return narrowed if any(narrowed) else allowed
+
+
+def _in_reading_order(quotes: Sequence[Quote], chosen: list[int]) -> list[int]:
+    """Sentences quoted from one paragraph that follow each other there are read in its order,
+    together, where the first of them was chosen: "Keep only the k highest-probability tokens
+    ..., and sample." before "Simple, but a fixed k is too many ...", which only makes sense
+    after it. A lead that does not refer back to what precedes it keeps its place."""
+    def run_of(i: int) -> list[int]:
+        q = quotes[i]
+        if q.kind != "sentence":
+            return [i]
+        at = {quotes[j].position: j for j in chosen if quotes[j].kind == "sentence"
+              and (quotes[j].passage, quotes[j].group) == (q.passage, q.group)}
+        start = q.position
+        while start - 1 in at:
+            start -= 1
+        end = q.position
+        while end + 1 in at:
+            end += 1
+        return [at[n] for n in range(start, end + 1)]
+
+    out: list[int] = []
+    for n, i in enumerate(chosen):
+        run = [j for j in run_of(i) if j not in out]
+        if n == 0 and not _REFERS_BACK.match(quotes[i].text):
+            # A lead that stands on its own stays first (the spelled-out acronym, the
+            # definition, the figure); what follows it in the paragraph comes right after.
+            run = [j for j in run if quotes[j].position >= quotes[i].position]
+        out += run
+    return out
 
 
 def _without_dangling_announcements(quotes: Sequence[Quote], chosen: list[int]) -> list[int]:

@@ -305,6 +305,22 @@ def test_a_leading_sentence_that_announces_what_follows_brings_the_next_one() ->
     assert select(quotes[1:], p[1:], "What are the steps?") == [2, 0]
 
 
+def test_sentences_that_follow_each_other_are_quoted_in_their_order() -> None:
+    import numpy as np
+
+    from rag.answering.extractive import select
+
+    # Led by the remark, "Simple, but a fixed k ..." read before what it remarks on.
+    quotes = quotes_of("Top-k sampling is one way. Keep only the k highest-probability "
+                       "tokens, renormalise, and sample. Simple, but a fixed k is too many "
+                       "when the model is confident. Temperature is another knob.", 0)
+    p = np.array([0.1, 0.7, 0.8, 0.5])
+    assert select(quotes, p, "What is top-k sampling?") == [1, 2, 3]
+    # Sentences that do not follow each other keep the order they were chosen in.
+    p = np.array([0.1, 0.7, 0.05, 0.8])
+    assert select(quotes, p, "What is top-k sampling?") == [3, 1]
+
+
 def test_a_passage_that_ends_announcing_what_follows_loses_that_sentence() -> None:
     quotes = quotes_of("We start from GPT-3. We then apply the following three steps "
                        "(Figure 2).", 0)
