@@ -59,7 +59,7 @@ from rag.llm.base import ChatModel
 from rag.llm.registry import ModelRegistry
 from rag.llm.settings import LLMSettings
 from rag.retrieval.followup import acceptable_rewrite, needs_context, standalone_query
-from rag.retrieval.query import comparison_sides, own_terms
+from rag.retrieval.query import asks_for_authors, comparison_sides, own_terms
 from rag.retrieval.retriever import Retriever
 
 NOT_COVERED = "not_covered"
@@ -266,6 +266,7 @@ class Assistant:
             await asyncio.to_thread(self.retriever.search, query, self.settings.k, preview=preview)
         )
         hits = await asyncio.to_thread(self.with_term_passage, query, hits, preview)
+        hits = await asyncio.to_thread(self.with_title_page, query, hits, preview)
         timings["retrieve_ms"] = (time.perf_counter() - started) * 1000
         unknown = await asyncio.to_thread(self.unknown_to_materials, question, preview)
         covered = not unknown and await asyncio.to_thread(self.covers, query, hits, preview)
@@ -324,6 +325,19 @@ class Assistant:
         if found is None and not any(names_term(hit, asked) for hit in hits):
             found = next((hit for hit in deeper if names_term(hit, asked)), None)
         return hits if found is None else (found, *hits)
+
+    def with_title_page(
+        self, question: str, hits: tuple[Hit, ...], preview: bool = False
+    ) -> tuple[Hit, ...]:
+        """The hits, and for a question that asks who wrote a paper (`asks_for_authors`) the
+        paper's first passage, where its title and authors are, after them when they lack
+        it. No search finds it: the question's words are not the authors' names."""
+        if not asks_for_authors(question):
+            return hits
+        page = self.retriever.title_page(question, hits, preview=preview)
+        if page is None or any(hit.chunk.id == page.chunk.id for hit in hits):
+            return hits
+        return (*hits, page)
 
     def with_sides(
         self, question: str, hits: tuple[Hit, ...], preview: bool = False

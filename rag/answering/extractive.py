@@ -51,10 +51,11 @@ import numpy as np
 from rag.answering.gate import BACK_MATTER, asked_term, names_term, titled
 from rag.answering.grounding import TermWeights, numbers, terms
 from rag.answering.injection import is_instruction
-from rag.answering.quotes import ANNOUNCES, Quote, quotes_of
+from rag.answering.quotes import ANNOUNCES, Quote, plain, quotes_of
 from rag.answering.styles import QUOTED, AnswerSentence
 from rag.index.documents import Chunk, Hit
 from rag.index.embedder import Embedder
+from rag.retrieval.query import asks_for_authors
 from rag.retrieval.references import referenced
 
 MAX_QUOTES = 4
@@ -102,6 +103,9 @@ _REFERS_BACK = re.compile(
     r"(?:this|these|that|those|it|its|they|their|such|however|but|so|thus|hence|therefore|"
     r"instead|also|similarly|accordingly|consequently|in contrast|in this case|[\w-]+, but)\b",
     re.IGNORECASE)
+# Where a paper's title and authors end on its first page.
+_ABSTRACT = re.compile(r"\n\s*abstract\b", re.IGNORECASE)
+_BLANK_LINE = re.compile(r"\n\s*\n")
 SUBJECT_WORDS = 6
 ACRONYM_SUBJECT_WORDS = 2
 _WORD = re.compile(r"[^\W\d_]+")
@@ -483,6 +487,29 @@ def select(
             quotes, chosen, question)))
 
 
+def title_block(hits: Sequence[Hit], scope: Collection[int] | None = None) -> Quote | None:
+    """A paper's title and authors as one quote: the text of its first passage before
+    "Abstract" ("LORA: LOW-RANK ADAPTATION OF LARGE LANGUAGE MODELS Edward Hu∗ Yelong Shen∗
+    ..."; the whole passage when the heading starts the next one), or when that is longer than
+    an answer its first paragraph, from the first passage of a PDF's first page among the hits (one
+    the question names first: `scope`). None when the hits hold no such passage or its
+    block is longer than an answer. Sentence splitting would cut it at every initial
+    ("Aidan N. Gomez") and drop its last part, which has no end mark."""
+    firsts = [i for i, hit in enumerate(hits) if hit.chunk.page == 1 and hit.chunk.start == 0
+              and hit.chunk.source.casefold().endswith(".pdf")]
+    firsts = [i for i in firsts if scope is None or i in scope] or firsts
+    for passage in firsts:
+        text = hits[passage].chunk.text
+        end = _ABSTRACT.search(text)
+        block = plain(text[:end.start()] if end else text)
+        if len(block.split()) > MAX_WORDS and (blank := _BLANK_LINE.search(text)):
+            block = plain(text[:blank.start()])
+        # Text that tries to instruct a model is never shown, as in `all_quotes`.
+        if block and len(block.split()) <= MAX_WORDS and not is_instruction(block):
+            return Quote(block, "sentence", passage, 0, 0)
+    return None
+
+
 def _values(text: str) -> set[float]:
     """The numbers a text states, by value."""
     return {value for value, _ in numbers(text)}
@@ -836,6 +863,9 @@ class QuoteSelector:
             if len(set(asked)) > 1 and naming:
                 titles = [i for i in titles if i in naming]
             scope = titles or (naming if naming == [0] else None)
+        title = title_block(hits, scope) if asks_for_authors(question) else None
+        if title is not None:
+            return compose([title], [0], [])
         chosen = select(quotes, p, question, scope, aside, list(defining))
         best = float(p[chosen[0]])
         owner = np.array([q.passage for q in quotes])

@@ -205,3 +205,20 @@ def comparison_sides(question: str) -> list[str]:
             return [a, b] if own_terms(a) and own_terms(b) else []
     return []
 
+
+
+# "Who wrote the LoRA paper?", "authors of the DPO paper?", "who are the InstructGPT authors?":
+# the people a paper's first page names. Not "who introduced RLHF?" (a fact), nor "What do the
+# authors of the DPO paper say about PPO?" (what they wrote).
+_ASKS_FOR_AUTHORS = re.compile(
+    r"\bwho\s+(?:wrote|authored|(?:are|were|is|was)\s+the\s+authors?\b)|"
+    r"\bwho\s+(?:are|were)\s+(?:the\s+)?(?:[\w.-]+\s+){1,5}?authors\b|"
+    r"^\W*(?:(?:what|which)\s+(?:are|were)\s+|(?:list|name|give)\s+(?:me\s+)?)?(?:the\s+)?"
+    r"(?:names?\s+of\s+the\s+)?authors?\s+(?:of|for)\b|"
+    r"\b(?:written|authored)\s+by\s+whom\b",
+    re.IGNORECASE)
+
+
+def asks_for_authors(question: str) -> bool:
+    """Whether a question asks who wrote a paper."""
+    return bool(_ASKS_FOR_AUTHORS.search(question))

@@ -197,6 +197,25 @@ class Retriever:
         return self._ranked([query], snap, visible, released_at, k, lexical_extra,
                             named_documents, scored_without_names)[0]
 
+    def title_page(
+        self, query: str, hits: Sequence[Hit], *, preview: bool = False
+    ) -> Hit | None:
+        """The first passage of the paper a query names ("the LoRA paper", or by a name the
+        paper gives itself), else of the first paper among `hits`: where its title and
+        authors are. None when neither names a paper, or its first page is not visible."""
+        snap, visible, _ = self._scope(preview)
+        named = sorted(source for source in named_sources(query, snap.documents, snap.aliases)
+                       if source.casefold().endswith(".pdf"))
+        found = [hit.chunk.source for hit in hits if hit.chunk.source.casefold().endswith(".pdf")]
+        if not (named or found):
+            return None
+        source = (named or found)[0]
+        ids = snap.documents.get(source, frozenset()) & visible
+        first = min((chunk for cid, chunk in self.store.first_pages()
+                     if cid in ids and chunk.source == source),
+                    key=lambda chunk: chunk.start, default=None)
+        return None if first is None else Hit(chunk=first, score=0.0)
+
     def corrected(self, question: str) -> str:
         """The question with the words it misspells replaced by the indexed words they
         misspell (`rag.retrieval.query.analyse`), as the search read it."""

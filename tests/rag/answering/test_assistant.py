@@ -218,6 +218,26 @@ async def test_a_comparison_gets_a_passage_for_each_side(full_index, counted):
     assert assistant.with_sides("What is temperature?", plain) == plain
 
 
+async def test_who_wrote_a_paper_is_answered_with_its_title_and_authors(full_index, counted):
+    # The question's words are not the authors' names: the search brought a recommendation
+    # letter from the LLaMA paper's sample generations, and that was quoted.
+    assistant = assistant_over(full_index, counted, style="extractive")
+    for question, title, author in (
+            ("Who wrote the LLaMA paper?", "LLaMA: Open and Efficient Foundation",
+             "Hugo Touvron"),
+            ("who are the authors of attention is all you need", "Attention Is All You Need",
+             "Illia Polosukhin")):
+        answer = await assistant.answer(question)
+        assert not answer.refused and len(answer.sentences) == 1, question
+        assert answer.text.startswith(title) and author in answer.text, answer.text
+        cited = answer.retrieved[answer.sentences[0].citation - 1].chunk
+        assert (cited.page, cited.start) == (1, 0) and cited.source.endswith(".pdf")
+    # What the authors say is not who they are.
+    answer = await assistant.answer("What do the authors of the DPO paper say about PPO?")
+    assert "Rafailov" not in answer.text
+    assert counted.calls == 0
+
+
 async def test_a_question_that_is_only_a_term_is_answered_from_the_passage_naming_it(
     full_index, counted
 ):

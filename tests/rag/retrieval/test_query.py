@@ -1,7 +1,13 @@
 """Preparing a question for search: glossary expansions and typo corrections."""
 
 from rag.retrieval.lexical import BM25Index
-from rag.retrieval.query import EXPANSION_WEIGHT, analyse, comparison_sides, corrections
+from rag.retrieval.query import (
+    EXPANSION_WEIGHT,
+    analyse,
+    asks_for_authors,
+    comparison_sides,
+    corrections,
+)
 
 INDEX = BM25Index(
     ["a", "b", "c"],
@@ -123,3 +129,15 @@ def test_a_question_that_compares_nothing_has_no_sides() -> None:
     assert comparison_sides("vs?") == []
     # Stopwords alone are no side.
     assert comparison_sides("what is the difference between this and that?") == []
+
+
+def test_a_question_for_a_papers_authors_is_told_from_one_about_what_they_wrote() -> None:
+    for question in ("who wrote the lora paper", "Authors of the DPO paper?",
+                     "Who are the InstructGPT authors?", "list the authors of qlora",
+                     "Who was the author of Attention Is All You Need?",
+                     "the vllm paper was written by whom?"):
+        assert asks_for_authors(question), question
+    for question in ("What do the authors of the DPO paper say about PPO?",
+                     "who introduced RLHF?", "why did the authors of LoRA freeze W?",
+                     "How does the author define hallucination?"):
+        assert not asks_for_authors(question), question
