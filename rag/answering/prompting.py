@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from rag.answering.injection import INJECTION_MARKER as INJECTION_MARKER
 from rag.answering.injection import asks_to_reveal, neutralise, safe_label
+from rag.answering.quotes import without_references
 from rag.index.documents import Hit
 
 if TYPE_CHECKING:
@@ -94,13 +95,16 @@ def _prompt_label(hit: Hit) -> str:
 def context_blocks(
     hits: Sequence[Hit], budget_tokens: int, count_tokens: Callable[[str], int]
 ) -> tuple[str, list[Hit]]:
-    """Numbered passages that fit in `budget_tokens`; the last one is cut by tokens if needed."""
+    """Numbered passages that fit in `budget_tokens`; the last one is cut by tokens if needed.
+    A paper's numbered references to its bibliography ("memory [13] and") are left out: a
+    model copying "[3]" would cite the third passage."""
     blocks: list[str] = []
     used: list[Hit] = []
     remaining = budget_tokens
     for hit in hits:
         header = f"[{len(used) + 1}] ({_prompt_label(hit)})\n"
-        text = neutralise(" ".join(hit.chunk.text.split()))
+        prose = without_references(hit.chunk.text) if hit.chunk.page else hit.chunk.text
+        text = neutralise(" ".join(prose.split()))
         cost = count_tokens(header + text) + 2
         if cost > remaining:
             text = _cut_to_tokens(text, remaining - count_tokens(header) - 2, count_tokens)

@@ -129,3 +129,17 @@ def test_a_question_made_only_of_instructions_is_recognised(variant: str) -> Non
 ])
 def test_a_question_that_asks_something_is_not_only_instructions(question: str) -> None:
     assert not only_instructions(question)
+
+
+def test_the_model_reads_no_papers_references_that_look_like_passage_numbers() -> None:
+    # Passage [1] said "... outperforms it for larger values of dk [3]."; a model copying
+    # "[3]" would cite the third passage for it.
+    paper = Chunk("Additive attention outperforms dot products for larger values of dk [3]. "
+                  "Recurrent models [35, 2, 5] came first.", "papers/attention.pdf", 4,
+                  "3.2.1 Scaled Dot-Product Attention", 0, 120)
+    guide = Chunk("Index the list as outputs[0] or as xs [2] in the notebook.", "guides/g.md",
+                  None, "Code", 0, 60)
+    context, _ = context_blocks([Hit(paper, 1.0), Hit(guide, 0.9)], 100_000, len)
+    assert "values of dk. Recurrent models came first." in context
+    assert "[3]" not in context and "[35" not in context
+    assert "outputs[0] or as xs [2] in" in context  # a Markdown file's text is as written
