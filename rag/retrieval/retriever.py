@@ -214,7 +214,12 @@ class Retriever:
         first = min((chunk for cid, chunk in self.store.first_pages()
                      if cid in ids and chunk.source == source),
                     key=lambda chunk: chunk.start, default=None)
-        return None if first is None else Hit(chunk=first, score=0.0)
+        if first is None:
+            return None
+        # Scored as the search would score it on meaning alone (it shares few of the words).
+        cosine = float(self.embedder.embed_documents([first.text])[0]
+                       @ self.embedder.embed_query(query))
+        return Hit(chunk=first, score=calibrated_score(cosine, 0.0, self.settings), dense=cosine)
 
     def corrected(self, question: str) -> str:
         """The question with the words it misspells replaced by the indexed words they

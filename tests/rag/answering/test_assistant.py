@@ -230,8 +230,9 @@ async def test_who_wrote_a_paper_is_answered_with_its_title_and_authors(full_ind
         answer = await assistant.answer(question)
         assert not answer.refused and len(answer.sentences) == 1, question
         assert answer.text.startswith(title) and author in answer.text, answer.text
-        cited = answer.retrieved[answer.sentences[0].citation - 1].chunk
-        assert (cited.page, cited.start) == (1, 0) and cited.source.endswith(".pdf")
+        hit = answer.retrieved[answer.sentences[0].citation - 1]
+        assert (hit.chunk.page, hit.chunk.start) == (1, 0) and hit.chunk.source.endswith(".pdf")
+        assert 0.0 < hit.score < 1.0
     # What the authors say is not who they are.
     answer = await assistant.answer("What do the authors of the DPO paper say about PPO?")
     assert "Rafailov" not in answer.text
