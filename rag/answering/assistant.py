@@ -60,6 +60,7 @@ from rag.llm.registry import ModelRegistry
 from rag.llm.settings import LLMSettings
 from rag.retrieval.followup import acceptable_rewrite, needs_context, standalone_query
 from rag.retrieval.query import asks_for_authors, comparison_sides, own_terms
+from rag.retrieval.references import asks_for_overview
 from rag.retrieval.retriever import Retriever
 
 NOT_COVERED = "not_covered"
@@ -267,9 +268,12 @@ class Assistant:
         )
         hits = await asyncio.to_thread(self.with_term_passage, query, hits, preview)
         hits = await asyncio.to_thread(self.with_title_page, query, hits, preview)
+        hits, overview = await asyncio.to_thread(self.with_opening, query, hits, preview)
         timings["retrieve_ms"] = (time.perf_counter() - started) * 1000
         unknown = await asyncio.to_thread(self.unknown_to_materials, question, preview)
-        covered = not unknown and await asyncio.to_thread(self.covers, query, hits, preview)
+        # What a document the index holds is about is covered by the document itself.
+        covered = not unknown and (
+            overview or await asyncio.to_thread(self.covers, query, hits, preview))
         if not unknown and not covered:
             # A comparison the gate refuses is judged again with a passage for each side
             # (their search counts as retrieval time; the gate's judgements do not).
@@ -338,6 +342,20 @@ class Assistant:
         if page is None or any(hit.chunk.id == page.chunk.id for hit in hits):
             return hits
         return (*hits, page)
+
+    def with_opening(
+        self, question: str, hits: tuple[Hit, ...], preview: bool = False
+    ) -> tuple[tuple[Hit, ...], bool]:
+        """For a question that only asks what a named document is about ("what does the week
+        6 guide cover?", `asks_for_overview`): the passage that opens it first, then the other
+        hits, and True; else the hits as they are, and False. A search for "cover" or
+        "summary" finds passages that use those words, not the document's introduction."""
+        if not asks_for_overview(question):
+            return hits, False
+        opening = self.retriever.opening(question, preview=preview)
+        if opening is None:
+            return hits, False
+        return (opening, *(hit for hit in hits if hit.chunk.id != opening.chunk.id)), True
 
     def with_sides(
         self, question: str, hits: tuple[Hit, ...], preview: bool = False

@@ -56,7 +56,7 @@ from rag.answering.styles import QUOTED, AnswerSentence
 from rag.index.documents import Chunk, Hit
 from rag.index.embedder import Embedder
 from rag.retrieval.query import asks_for_authors
-from rag.retrieval.references import referenced
+from rag.retrieval.references import asks_for_overview, referenced
 
 MAX_QUOTES = 4
 MAX_WORDS = 120
@@ -103,6 +103,8 @@ _REFERS_BACK = re.compile(
     r"(?:this|these|that|those|it|its|they|their|such|however|but|so|thus|hence|therefore|"
     r"instead|also|similarly|accordingly|consequently|in contrast|in this case|[\w-]+, but)\b",
     re.IGNORECASE)
+# Where a paper says what it presents ("We propose Low-Rank Adaptation, or LoRA, ...").
+_PRESENTS = re.compile(r"(?:In this (?:paper|work),?\s+)?[Ww]e (?:propose|present|introduce)\b")
 # Where a paper's title and authors end on its first page.
 _ABSTRACT = re.compile(r"\n\s*abstract\b", re.IGNORECASE)
 _BLANK_LINE = re.compile(r"\n\s*\n")
@@ -487,6 +489,39 @@ def select(
             quotes, chosen, question)))
 
 
+def opening_pieces(quotes: Sequence[Quote]) -> list[int]:
+    """The first passage's pieces in its order, as many as fit the quotes and words (a short
+    list whole), without code, the reader's tasks or pointers to reading: how a document
+    introduces itself. When that leaves out the sentence where a paper says what it presents
+    ("We propose ...", "In this paper we introduce ..."), from that sentence on."""
+    own = [i for i, q in enumerate(quotes) if q.passage == 0 and q.kind != "code"
+           and not sets_a_task(q) and not points_to_reading(q) and not is_pointer(q)]
+    out = _in_order_within_words(quotes, own)
+    # A paper's abstract sets the scene first; what the paper itself does must be in it.
+    presents = next((n for n, i in enumerate(own) if _PRESENTS.match(quotes[i].text)), None)
+    if presents is not None and own[presents] not in out:
+        out = _in_order_within_words(quotes, own[presents:])
+    return out
+
+
+def _in_order_within_words(quotes: Sequence[Quote], own: Sequence[int]) -> list[int]:
+    """`own` in order while they fit the quotes and words (the first always; a short list
+    whole)."""
+    out: list[int] = []
+    words = 0
+    for i in own:
+        if i in out:
+            continue
+        family = [j for j in (siblings(quotes, i) if is_short_list(quotes, i) else [i])
+                  if j in own and j not in out]
+        cost = sum(quotes[j].words for j in family)
+        if out and (len(out) >= MAX_QUOTES or words + cost > MAX_WORDS):
+            break
+        out += family
+        words += cost
+    return out
+
+
 def title_block(hits: Sequence[Hit], scope: Collection[int] | None = None) -> Quote | None:
     """A paper's title and authors as one quote: the text of its first passage before
     "Abstract" ("LORA: LOW-RANK ADAPTATION OF LARGE LANGUAGE MODELS Edward Hu∗ Yelong Shen∗
@@ -866,6 +901,12 @@ class QuoteSelector:
         title = title_block(hits, scope) if asks_for_authors(question) else None
         if title is not None:
             return compose([title], [0], [])
+        if asks_for_overview(question) and scope is not None and 0 in scope:
+            # What a named document is about: its opening, which Assistant.with_opening puts
+            # first, read in order.
+            opening = opening_pieces(quotes)
+            if opening:
+                return compose(quotes, opening, [n for n in scope if n != 0])
         chosen = select(quotes, p, question, scope, aside, list(defining))
         best = float(p[chosen[0]])
         owner = np.array([q.passage for q in quotes])

@@ -220,3 +220,31 @@ def _sections(question: str, chunks: Sequence[Chunk]) -> list[int] | None:
 
     found = [i for i, chunk in enumerate(chunks) if matches(chunk)]
     return found or None
+
+
+# A question that only asks what a named document is about ("what does the week 6 guide
+# cover?", "summary of the hallucination notes", "what's in the week 2 guide?"): every word
+# but the document's name is one of these, and one of them asks for its content.
+_OVERVIEW_WORDS = frozenset({
+    "what", "whats", "what's", "does", "do", "did", "is", "are", "the", "a", "an", "of", "in",
+    "me", "give", "can", "you", "please", "pls", "i", "need", "quick", "short", "brief",
+    "briefly", "this", "that", "it", "tell", "us", "main", "key", "cover", "covers",
+    "covered", "about", "summary", "summarize", "summarise", "overview",
+    "topics", "topic", "points", "ideas", "tldr", "tl", "dr", "contain", "contains",
+    "include", "includes", "discuss", "discusses", "teach", "teaches", "go", "goes", "over",
+    "explain", "explains", "s", "and", "whole",
+})
+_OVERVIEW_CUES = frozenset({
+    "cover", "covers", "covered", "about", "summary", "summarize", "summarise", "overview",
+    "topics", "topic", "points", "ideas", "tldr", "in", "contain", "contains", "include",
+    "includes", "discuss", "discusses", "teach", "teaches", "over", "explain", "explains",
+})
+
+
+def asks_for_overview(question: str) -> bool:
+    """Whether a question names one document (not as a guess) and asks only what it is
+    about ("what is the bonus reading in the week 2 guide about?" names a part of one)."""
+    if len(_document_names(question)) != 1:
+        return False
+    rest = re.findall(r"[a-z]+(?:'[a-z]+)?", without_named_documents(question).casefold())
+    return bool(rest) and set(rest) <= _OVERVIEW_WORDS and bool(set(rest) & _OVERVIEW_CUES)

@@ -210,16 +210,38 @@ class Retriever:
         if not (named or found):
             return None
         source = (named or found)[0]
-        ids = snap.documents.get(source, frozenset()) & visible
-        first = min((chunk for cid, chunk in self.store.first_pages()
-                     if cid in ids and chunk.source == source),
-                    key=lambda chunk: chunk.start, default=None)
-        if first is None:
-            return None
-        # Scored as the search would score it on meaning alone (it shares few of the words).
-        cosine = float(self.embedder.embed_documents([first.text])[0]
+        opening = self._opening(source, snap.documents.get(source, frozenset()) & visible)
+        return self._scored(query, opening[0]) if opening else None
+
+    def opening(self, query: str, *, preview: bool = False) -> Hit | None:
+        """The passage that opens the document a query names: a paper's first after its
+        title and authors (its abstract), any other file's first. None when the query names
+        no document, or none of its passages is visible."""
+        snap, visible, _ = self._scope(preview)
+        for source in sorted(named_sources(query, snap.documents, snap.aliases)):
+            opening = self._opening(source, snap.documents.get(source, frozenset()) & visible)
+            if source.casefold().endswith(".pdf"):
+                opening = opening[1:]
+            if opening:
+                return self._scored(query, opening[0])
+        return None
+
+    def _opening(self, source: str, ids: frozenset[str]) -> list[Chunk]:
+        """The passages among `ids` that open a document, in order: a PDF's first page, or
+        every passage of any other file."""
+        if source.casefold().endswith(".pdf"):
+            found = [chunk for cid, chunk in self.store.first_pages()
+                     if cid in ids and chunk.source == source]
+        else:
+            found = [chunk for _, chunk in self.store.iter_chunks(sorted(ids))]
+        return sorted(found, key=lambda chunk: (chunk.page or 0, chunk.start))
+
+    def _scored(self, query: str, chunk: Chunk) -> Hit:
+        """A passage found by where it is, not by search, scored as the search would score
+        it on meaning alone (it may share few of the query's words)."""
+        cosine = float(self.embedder.embed_documents([chunk.text])[0]
                        @ self.embedder.embed_query(query))
-        return Hit(chunk=first, score=calibrated_score(cosine, 0.0, self.settings), dense=cosine)
+        return Hit(chunk=chunk, score=calibrated_score(cosine, 0.0, self.settings), dense=cosine)
 
     def corrected(self, question: str) -> str:
         """The question with the words it misspells replaced by the indexed words they

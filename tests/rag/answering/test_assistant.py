@@ -239,6 +239,26 @@ async def test_who_wrote_a_paper_is_answered_with_its_title_and_authors(full_ind
     assert counted.calls == 0
 
 
+async def test_what_a_named_document_covers_is_answered_from_its_opening(full_index, counted):
+    # Before, the gate refused "what does the week 6 guide cover?" (no passage is about
+    # "cover"), and "what is the LoRA paper about?" quoted a subspace-similarity formula.
+    assistant = assistant_over(full_index, counted, style="extractive")
+    for question, source, opening in (
+            ("What does the week 6 guide cover?", "guides/week6-transformers-fundamentals.md",
+             "This week builds a mental model of large language models."),
+            ("what is the LoRA paper about?", "papers/lora.pdf", "We propose Low-Rank Adaptation")):
+        answer = await assistant.answer(question)
+        assert not answer.refused, question
+        first = answer.retrieved[0].chunk
+        assert first.source == source and 0.0 < answer.retrieved[0].score < 1.0
+        assert {s.citation for s in answer.sentences} == {1}, answer.text
+        assert opening in answer.text, answer.text
+    # A question about something in the document is answered as any other.
+    answer = await assistant.answer("What does the week 6 guide say about self-attention?")
+    assert "This week builds a mental model" not in answer.text
+    assert counted.calls == 0
+
+
 async def test_a_question_that_is_only_a_term_is_answered_from_the_passage_naming_it(
     full_index, counted
 ):

@@ -6,6 +6,7 @@ from rag.answering.extractive import select
 from rag.answering.quotes import quotes_of
 from rag.index.documents import Chunk, Hit
 from rag.retrieval.references import (
+    asks_for_overview,
     named_sources,
     referenced,
     self_names,
@@ -141,3 +142,17 @@ def test_a_paper_is_also_named_by_what_it_says_it_presents() -> None:
     assert named_sources("the transformer guide?", sources, aliases) == {
         "guides/week6-transformers-fundamentals.md"}
     assert named_sources("maybe the Transformer paper said so?", sources, aliases) == frozenset()
+
+
+def test_a_question_only_about_what_a_named_document_covers_asks_for_an_overview() -> None:
+    for question in ("what does the week 6 guide cover?", "What is the LoRA paper about?",
+                     "give me a summary of the hallucination notes",
+                     "what's in the week 2 support guide?", "tldr of the dpo paper"):
+        assert asks_for_overview(question), question
+    for question in ("What does the week 6 guide say about attention?",  # a question in it
+                     "What does the vLLM paper cover about scheduling?",
+                     "I think the week 2 notes cover it?",  # a guess names nothing
+                     "what is lora about?",  # no document named
+                     "summarize attention",
+                     "What is the bonus reading in the week 2 support guide about?"):
+        assert not asks_for_overview(question), question
