@@ -247,4 +247,6 @@ def asks_for_overview(question: str) -> bool:
     if len(_document_names(question)) != 1:
         return False
     rest = re.findall(r"[a-z]+(?:'[a-z]+)?", without_named_documents(question).casefold())
-    return bool(rest) and set(rest) <= _OVERVIEW_WORDS and bool(set(rest) & _OVERVIEW_CUES)
+    # "What does the LLaMA paper say?": the framing verb alone asks for its content.
+    asks = bool(set(rest) & _OVERVIEW_CUES) or bool(_FRAME.search(question))
+    return bool(rest) and set(rest) <= _OVERVIEW_WORDS and asks

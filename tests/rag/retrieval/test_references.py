@@ -147,7 +147,8 @@ def test_a_paper_is_also_named_by_what_it_says_it_presents() -> None:
 def test_a_question_only_about_what_a_named_document_covers_asks_for_an_overview() -> None:
     for question in ("what does the week 6 guide cover?", "What is the LoRA paper about?",
                      "give me a summary of the hallucination notes",
-                     "what's in the week 2 support guide?", "tldr of the dpo paper"):
+                     "what's in the week 2 support guide?", "tldr of the dpo paper",
+                     "What does the LLaMA paper say?"):
         assert asks_for_overview(question), question
     for question in ("What does the week 6 guide say about attention?",  # a question in it
                      "What does the vLLM paper cover about scheduling?",
