@@ -223,21 +223,18 @@ def _sections(question: str, chunks: Sequence[Chunk]) -> list[int] | None:
 
 
 # A question that only asks what a named document is about ("what does the week 6 guide
-# cover?", "summary of the hallucination notes", "what's in the week 2 guide?"): every word
-# but the document's name is one of these, and one of them asks for its content.
-_OVERVIEW_WORDS = frozenset({
-    "what", "whats", "what's", "does", "do", "did", "is", "are", "the", "a", "an", "of", "in",
-    "me", "give", "can", "you", "please", "pls", "i", "need", "quick", "short", "brief",
-    "briefly", "this", "that", "it", "tell", "us", "main", "key", "cover", "covers",
-    "covered", "about", "summary", "summarize", "summarise", "overview",
-    "topics", "topic", "points", "ideas", "tldr", "tl", "dr", "contain", "contains",
-    "include", "includes", "discuss", "discusses", "teach", "teaches", "go", "goes", "over",
-    "explain", "explains", "s", "and", "whole",
-})
+# cover?", "summary of the hallucination notes", "what's in the week 2 guide?"): one of the
+# cues asks for its content, and every other word but the document's name frames the ask.
 _OVERVIEW_CUES = frozenset({
     "cover", "covers", "covered", "about", "summary", "summarize", "summarise", "overview",
     "topics", "topic", "points", "ideas", "tldr", "in", "contain", "contains", "include",
     "includes", "discuss", "discusses", "teach", "teaches", "over", "explain", "explains",
+})
+_OVERVIEW_WORDS = _OVERVIEW_CUES | frozenset({
+    "what", "whats", "what's", "does", "do", "did", "is", "are", "the", "a", "an", "of", "me",
+    "give", "can", "you", "please", "pls", "i", "need", "quick", "short", "brief", "briefly",
+    "this", "that", "it", "tell", "us", "main", "key", "tl", "dr", "go", "goes", "s", "and",
+    "whole",
 })
 
 
