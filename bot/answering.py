@@ -233,7 +233,7 @@ class Answerer:
         self.light_limiter = TokenBucket(settings.rate_burst * LIGHT_FACTOR,
                                          settings.rate_per_minute * LIGHT_FACTOR)
         self.queue = GenerationQueue(settings.max_concurrent, settings.max_waiting)
-        self.pacer = ChannelPacer()
+        self.pacer = ChannelPacer(settings.channel_writes, settings.channel_window_s)
 
     def admit(self, user_id: int, question: str) -> str:
         """The normalised question, or InvalidQuestion / RateLimited (checked in that order)."""

@@ -156,6 +156,10 @@ class DiscordSettings(BaseModel):
     max_concurrent: int = Field(default=2, gt=0)
     max_waiting: int = Field(default=20, ge=0)
     edit_interval_s: float = Field(default=1.0, gt=0)
+    # Discord's message rate per channel: at most `channel_writes` messages sent or edited in
+    # any `channel_window_s` seconds, across every answer in the channel.
+    channel_writes: int = Field(default=5, gt=0)
+    channel_window_s: float = Field(default=5.0, gt=0)
     # Thread follow-ups see at most this many earlier messages of the thread.
     history_messages: int = Field(default=10, ge=0)
     upload_max_mb: float = Field(default=20.0, gt=0)
