@@ -24,7 +24,9 @@ from rag.answering.gate import (
     evidence_of,
     gate_probability,
     names_term,
+    term_in_several_documents,
     term_named,
+    term_unused,
     titled_by,
     titled_together,
 )
@@ -390,7 +392,8 @@ class Assistant:
         threshold, a retrieved passage's heading names the question (gate.titled_by) or two
         passages' headings name its two sides ("top-p vs top-k sampling":
         gate.titled_together), or the question is only a term that a retrieved passage names
-        (gate.term_named).
+        (gate.term_named) or that passages of several documents use (a term of several words:
+        gate.term_in_several_documents).
 
         A question that names a document was searched within it. There, the words that name
         it ("the Transformer paper", "say") match little, and one document holds fewer related
@@ -407,10 +410,13 @@ class Assistant:
         several_terms = len(set(asked_term(corrected))) > 1
 
         def covered(found: Sequence[Hit]) -> bool:
+            if term_unused(corrected, found):
+                return False
             return (self.coverage_probability(found) >= self.settings.abstain_below
                     or (titled_by(corrected, found) and not several_terms)
                     or (titled_together(corrected, found) and not several_terms)
-                    or term_named(corrected, found))
+                    or term_named(corrected, found)
+                    or term_in_several_documents(corrected, found))
 
         if covered(hits):
             return True

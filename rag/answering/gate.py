@@ -26,7 +26,7 @@ from rag.answering.quotes import run_in_heading, split_sentences
 from rag.config import AnswerSettings
 from rag.index.documents import Hit
 from rag.retrieval.calibration import LabelledHit, logistic
-from rag.retrieval.lexical import index_terms
+from rag.retrieval.lexical import index_terms, stem
 from rag.retrieval.query import own_terms
 
 # How many of the best passages the gate's agreement feature averages over.
@@ -55,9 +55,17 @@ TITLE_CHARS = 40
 # ("**RMSNorm**", "Top-p (nucleus) sampling is ...").
 BOLD_EXTRA_TERMS = 1
 SUBJECT_EXTRA_TERMS = 2
+# A term of several words is discussed when this many documents use it
+# (`term_in_several_documents`).
+PHRASE_DOCUMENTS = 2
+# Two stems of one word agree on all but their last `STEM_SLACK` letters, and at least on
+# `STEM_HEAD` (`term_unused`).
+STEM_HEAD, STEM_SLACK = 5, 3
 _LIST_MARK = re.compile(r"^[\s\-*•#>\d.)]+")
 # A paper's acknowledgements or references (a heading); the extractive answers leave them out too.
 BACK_MATTER = re.compile(r"^\W*(?:acknowledge?ments?|references|bibliography)\b", re.IGNORECASE)
+# A span in quotation marks on one line: an example or a prompt, not the materials' words.
+_QUOTED = re.compile(r"[\"“”][^\"“”\n]{0,300}[\"“”]")
 _QUOTES = frozenset("\"'“”‘’«»`")
 _ACRONYM = re.compile(r"\(\s*([A-Za-z][\w-]{1,12}?)s?\s*\)")
 
@@ -325,6 +333,76 @@ def defines_term(hit: Hit, asked: Sequence[str]) -> bool:
             if subject and holds(subject) and len(subject) <= len(wanted) + SUBJECT_EXTRA_TERMS:
                 return True
     return False
+
+
+def term_unused(question: str, hits: Sequence[Hit]) -> bool:
+    """Whether a question that is only a term ("what is GQA?", "grouped-query attention?",
+    "vision transformer?") finds no retrieved passage that uses every word of it. The search
+    weighs rare words highest, so a passage using the term would have been found; without one
+    the materials do not discuss it, however close the neighbouring passages ("attention",
+    "transformer") embed. A passage's file name and headings count as its words ("instructgpt
+    sft epochs?" and papers/instructgpt.pdf); a paper's references or acknowledgements do not
+    count (a cited title is not a discussion). A word counts as used in its hyphen's parts
+    ("KV-cache" and "KV cache"), with its suffixes stripped ("hallucinating"), and all the
+    words written as one ("paged attention" and "PagedAttention"). Questions of more than
+    `TERM_WORDS` words, or of that many without "what is" and the like, and comparisons are
+    left to the other rules."""
+    bare = question.strip().rstrip("?!. ")
+    text = _TERM_TAIL.sub("", _TERM_LEAD.sub("", bare))
+    # Three bare words are as often keywords from several passages ("transformer warmup
+    # steps?", "greedy decoding downside") as one term; a comparison names two things.
+    n = len(text.split())
+    if n > TERM_WORDS or (n == TERM_WORDS and text == bare) or any(
+            term in _COMPARING for term in own_terms(text)):
+        return False
+    asked = [terms for word in text.split()
+             if (terms := [stem(t) for t in own_terms(word)])]
+    if not asked:
+        return False
+    joined = stem("".join(terms[0] for terms in asked))
+
+    def uses(hit: Hit) -> bool:
+        if any(BACK_MATTER.match(heading) for heading in hit.chunk.section.split(" > ")):
+            return False
+        chunk = hit.chunk
+        found = {stem(t) for t in index_terms(f"{chunk.source}\n{chunk.section}\n{chunk.text}")}
+
+        def has(term: str) -> bool:
+            # The stemmer strips one suffix: "hallucinat(ing)" and "hallucin(ation)" meet on
+            # all but their last few letters.
+            if term in found:
+                return True
+            head = term[:max(STEM_HEAD, len(term) - STEM_SLACK)]
+            return len(term) > STEM_HEAD and any(t.startswith(head) for t in found)
+
+        return has(joined) or all(
+            has(terms[0]) or all(has(t) for t in terms if not t[:1].isdigit())
+            for terms in asked)
+
+    return not any(uses(hit) for hit in hits)
+
+
+def term_in_several_documents(question: str, hits: Sequence[Hit]) -> bool:
+    """Whether a question that is only a term of several words ("what are residual
+    connections?") finds that term, its words in order, in retrieved passages of at least
+    `PHRASE_DOCUMENTS` different documents. Such a term is what the passages talk about, though
+    none of them defines it ("We employ a residual connection around each of the two
+    sub-layers"); a short question embeds too far from them for the fitted gate. One word
+    is not enough: a single word turns up in passing in documents about something else. A
+    paper's references or acknowledgements do not count, nor words in quotation marks (an
+    example prompt: "The capital of France is")."""
+    asked = asked_term(question)
+    if len(asked) < 2:
+        return False
+    n = len(asked)
+    sources = set()
+    for hit in hits:
+        if any(BACK_MATTER.match(heading) for heading in hit.chunk.section.split(" > ")):
+            continue
+        terms = index_terms(_QUOTED.sub(" ", hit.chunk.text))
+        if any(terms[i:i + n] == asked for i in range(len(terms) - n + 1)):
+            sources.add(hit.chunk.source)
+    return len(sources) >= PHRASE_DOCUMENTS
 
 
 def term_named(question: str, hits: Sequence[Hit]) -> bool:

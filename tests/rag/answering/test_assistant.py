@@ -173,6 +173,23 @@ async def test_a_name_the_materials_never_use_is_not_covered(full_index, counted
     assert assistant.unknown_to_materials("Is XGBoost like Gopher?") == ["XGBoost"]
 
 
+async def test_a_term_no_passage_discusses_is_refused_and_one_several_use_is_answered(
+    full_index, counted
+):
+    # Both passed the fitted gate on passages about attention and transformers, and were
+    # answered with quotes about those; no passage uses "grouped" or "vision".
+    for question in ("what is grouped-query attention?", "what's a vision transformer?"):
+        answer = await assistant_over(full_index, counted, style="extractive").answer(question)
+        assert answer.refused and answer.reason == NOT_COVERED, (question, answer.text)
+    # Refused before: short, so far from every passage, and no passage defines it; but four
+    # documents use it, and the notes' sentence on it is quoted.
+    answer = await assistant_over(full_index, counted, style="extractive").answer(
+        "what are residual connections?")
+    assert not answer.refused, answer.text
+    assert "residual connection" in answer.sentences[0].text.lower(), answer.text
+    assert counted.calls == 0
+
+
 async def test_a_short_or_chatty_question_about_a_covered_topic_is_answered(full_index, counted):
     # Both fail the fitted gate: "What is temperature?" embeds far from every passage, and
     # "lol" (a word the index never saw) counted as the strongest off-topic sign. A section

@@ -13,7 +13,9 @@ from rag.answering.gate import (
     fit_gate,
     gate_probability,
     names_term,
+    term_in_several_documents,
     term_named,
+    term_unused,
     titled,
     titled_by,
     titled_together,
@@ -217,3 +219,46 @@ def test_a_passage_defines_a_term_in_its_own_text_not_by_its_headings() -> None:
     assert defines_term(passage("- Beam search: keep the B best partial sequences."),
                         asked_term("beam search?"))
     assert defines_term(passage("It is reported as **perplexity** = exp(loss)."), ["perplexity"])
+
+
+def test_a_term_no_retrieved_passage_uses_is_not_discussed() -> None:
+    near = [passage("Each head attends over the query, keys and values.",
+                    "Transformers > Self-attention"),
+            passage("The Transformer replaced recurrence with attention.")]
+    # The passages embed close, but none uses "grouped" or "GQA": not discussed.
+    assert term_unused("what is grouped-query attention?", near)
+    assert term_unused("GQA?", near)
+    assert term_unused("what's a vision transformer", near)
+    # Used: in its hyphen's parts, with a suffix, or written as one word.
+    cache = [passage("The KV cache grows with every generated token.")]
+    assert not term_unused("what is a kv-cache?", cache)
+    assert not term_unused("what is hallucinating", [passage("Hallucination is ...")])
+    assert not term_unused("paged attention?", [passage("We introduce PagedAttention.")])
+    # A cited title in a paper's references is not a discussion.
+    cited = Hit(Chunk("An image is worth 16x16 words: vision transformers at scale.",
+                      "papers/a.pdf", 9, "References", 0, 60), 0.1)
+    assert term_unused("vision transformer?", [cited])
+    # Longer questions are left to the other rules.
+    assert not term_unused("How does grouped-query attention save memory?", near)
+
+
+def test_a_term_of_several_words_used_by_several_documents_is_discussed() -> None:
+    def used_in(source: str, text: str, section: str = "Notes > Other") -> Hit:
+        return Hit(Chunk(text, source, None, section, 0, len(text)), 0.3)
+
+    two = [used_in("notes/a.md", "Every sub-layer is wrapped in a residual connection."),
+           used_in("papers/b.pdf", "We employ residual connections around each sub-layer.")]
+    assert term_in_several_documents("what are residual connections?", two)
+    # One document, or the words apart, or a single word, is not enough.
+    assert not term_in_several_documents("what are residual connections?", two[:1])
+    apart = [used_in("notes/a.md", "A residual stream; the connection to the output."),
+             two[1]]
+    assert not term_in_several_documents("residual connections?", apart)
+    words = [used_in("notes/a.md", "dropout here"), used_in("notes/c.md", "dropout there")]
+    assert not term_in_several_documents("dropout?", words)
+    refs = [two[0], used_in("papers/b.pdf", "Deep residual connections.", "References")]
+    assert not term_in_several_documents("residual connections?", refs)
+    # Nor does an example in quotation marks.
+    prompts = [used_in("guides/a.md", 'Prompt: *"The capital of France is"*'),
+               used_in("guides/b.md", "Input: “The capital of France is”")]
+    assert not term_in_several_documents("What is the capital of France?", prompts)
