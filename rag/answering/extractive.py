@@ -103,6 +103,8 @@ _REFERS_BACK = re.compile(
     r"(?:this|these|that|those|it|its|they|their|such|however|but|so|thus|hence|therefore|"
     r"instead|also|similarly|accordingly|consequently|in contrast|in this case|[\w-]+, but)\b",
     re.IGNORECASE)
+# A sentence whose subject is a pronoun for what the sentence before it said.
+_PRONOUN_LEAD = re.compile(r"(?:this|these|that|those|it|they)\s", re.IGNORECASE)
 # Where a paper says what it presents ("We propose Low-Rank Adaptation, or LoRA, ...").
 _PRESENTS = re.compile(r"(?:In this (?:paper|work),?\s+)?[Ww]e (?:propose|present|introduce)\b")
 # Where a paper's title and authors end on its first page.
@@ -150,6 +152,14 @@ _ASKS_FOR_QUANTITY = re.compile(
 _ASKS_FOR_BACK_MATTER = re.compile(
     r"\b(?:thank(?:s|ed)?|acknowledge?(?:ments?|d|s)?|fund(?:ed|ing|s)?|grants?|sponsor(?:ed|s)?|"
     r"cite[sd]?|citations?|references?|bibliography)\b", re.IGNORECASE)
+# An appendix of what models wrote, by its heading, and a question that asks for such text.
+_SAMPLES = re.compile(
+    r"^\W*(?:[A-Z](?:\.\d+)*\s+)?(?:(?:model\s+)?generations\s+(?:from|of)\b|"
+    r"(?:model\s+|random\s+)?samples\s*$|sample\s+(?:responses|outputs|generations)\b|"
+    r"illustrative\s+(?:user\s+)?prompts\b)", re.IGNORECASE)
+_ASKS_FOR_SAMPLES = re.compile(
+    r"\b(?:samples?|generat(?:ions?|ed|es?)|examples?|outputs?|wrote|writes?|responses?|"
+    r"completions?|transcripts?|prompts?)\b", re.IGNORECASE)
 # A question after further material ("any videos on this?", "where can I read more?"): only
 # then do pointers to reading ("Learn more: - Video: ...") answer.
 # "The course", "the materials", "the X paper" and "sources" name where an answer is, not a
@@ -425,11 +435,18 @@ def sets_a_task(quote: Quote) -> bool:
 
 def back_matter(hits: Sequence[Hit], question: str = "") -> list[int]:
     """The passages from a paper's acknowledgements or references, none when the question
-    asks about thanks, funding or citations."""
-    if _ASKS_FOR_BACK_MATTER.search(question):
-        return []
-    return [i for i, hit in enumerate(hits)
-            if BACK_MATTER.match(hit.chunk.section.rsplit(" > ", 1)[-1])]
+    asks about thanks, funding or citations; and those of an appendix of what models wrote
+    ("C Generations from LLaMA-65B", "F Model samples", "D.2 Sample Responses and GPT-4
+    Judgments", "A.2.1 Illustrative user prompts ..."), unless the question asks for samples:
+    a model's output printed as an example is not what the paper says."""
+    thanks = not _ASKS_FOR_BACK_MATTER.search(question)
+    samples = not _ASKS_FOR_SAMPLES.search(question)
+    out = []
+    for i, hit in enumerate(hits):
+        heading = hit.chunk.section.rsplit(" > ", 1)[-1]
+        if (thanks and BACK_MATTER.match(heading)) or (samples and _SAMPLES.match(heading)):
+            out.append(i)
+    return out
 
 
 def select(
@@ -484,9 +501,8 @@ def select(
     chosen = _with_finding(quotes, _with_what_it_announces(quotes, chosen))
     if _WHY_QUESTION.search(question):
         chosen = _with_reason(quotes, chosen)
-    return _without_dangling_announcements(
-        quotes, _in_reading_order(quotes, _with_what_follows_a_restatement(
-            quotes, chosen, question)))
+    chosen = _with_antecedents(quotes, _with_what_follows_a_restatement(quotes, chosen, question))
+    return _without_dangling_announcements(quotes, _in_reading_order(quotes, chosen))
 
 
 def opening_pieces(quotes: Sequence[Quote]) -> list[int]:
@@ -583,6 +599,27 @@ def _in_reading_order(quotes: Sequence[Quote], chosen: list[int]) -> list[int]:
             # definition, the figure); what follows it in the paragraph comes right after.
             run = [j for j in run if quotes[j].position >= quotes[i].position]
         out += run
+    return out
+
+
+def _with_antecedents(quotes: Sequence[Quote], chosen: list[int]) -> list[int]:
+    """Before a quoted sentence that opens with a pronoun standing for what the sentence
+    before it said ("They are both pure memory waste.", "This means that training ... takes
+    approximately 21 days."), that sentence, when it is not quoted and fits the quotes and
+    words: alone, the pronoun points at nothing the student can read. Nothing quoted makes
+    room for it."""
+    out = list(chosen)
+    for i in chosen:
+        q = quotes[i]
+        if q.kind != "sentence" or not _PRONOUN_LEAD.match(q.text):
+            continue
+        before = next((j for j, o in enumerate(quotes) if (o.passage, o.group) == (
+            q.passage, q.group) and o.position == q.position - 1 and o.kind == "sentence"), None)
+        if before is None or before in out or _repeats(quotes, before, out):
+            continue
+        if len(out) < MAX_QUOTES and sum(
+                quotes[j].words for j in out) + quotes[before].words <= MAX_WORDS:
+            out.insert(out.index(i), before)
     return out
 
 

@@ -266,11 +266,22 @@ def quotes_of(text: str, passage: int, fence: str = "") -> list[Quote]:
                                  heading=heading))
         else:
             sentences = split_sentences(without_references(plain(body)))
-            if sentences:
-                sentences[0] = _RUN_IN_HEADING.sub("", sentences[0], count=1)
+            glued = run_in_heading(sentences[0]) if sentences else ""
+            if glued:
+                sentences[0] = sentences[0][len(glued):].lstrip()
             lead = sentences.pop() if sentences and sentences[-1].endswith(":") else ""
-            out += [Quote(s, "sentence", passage, len(out) + i, group, heading=heading)
-                    for i, s in enumerate(sentences)]
+            # A PDF's run-in heading that is a sentence of its own ("... by score. Tokenizer.
+            # We tokenize ...") heads the sentences after it, a paragraph of their own; it is
+            # not a sentence to quote. (One glued to its sentence is only cut off: as the
+            # paragraph's heading it cost key facts, see docs/benchmarks.md run 34.)
+            own = ""
+            for k, sentence in enumerate(sentences):
+                if k + 1 < len(sentences) and _is_run_in_title(sentence):
+                    own = sentence.rstrip(".")
+                    group += k > 0
+                    continue
+                out.append(Quote(sentence, "sentence", passage, len(out), group,
+                                 heading=own or heading))
     return _without_fragments(out)
 
 
@@ -313,11 +324,21 @@ def _interrupted(quotes: list[Quote]) -> set[int]:
     return halves
 
 
+def _is_run_in_title(sentence: str) -> bool:
+    """Whether a sentence is a few capitalised words and a full stop: a PDF's run-in heading
+    ("Tokenizer.", "Paged Optimizers.")."""
+    return len(sentence.split()) <= FRAGMENT_WORDS and sentence.endswith(".") and _is_title(
+        sentence)
+
+
 def _is_label(quote: Quote) -> bool:
     """Whether a sentence without an end mark is a heading, a figure's labels or a scrap rather
-    than a statement."""
-    if quote.kind != "sentence" or _TERMINAL.search(quote.text):
+    than a statement; with one, whether it is a few capitalised words: a PDF's run-in heading
+    ending in a full stop ("QLORA. Using the components described above, ...")."""
+    if quote.kind != "sentence":
         return False
+    if _TERMINAL.search(quote.text):
+        return _is_run_in_title(quote.text)
     heading = quote.words <= HEADING_WORDS and (
         _NUMBERED_HEADING.match(quote.text) is not None or _is_title(quote.text))
     return heading or quote.words <= FRAGMENT_WORDS

@@ -347,7 +347,8 @@ def test_a_question_after_a_quantity_is_answered_by_pieces_that_state_a_number()
     p = np.array([0.6, 0.25, 0.5])
     assert select(quotes, p, "How many people were hired to label data?") == [1]
     assert select(quotes, p, "what was the percentage of labelers hired?") == [1]
-    assert select(quotes, p, "Who labelled the data?") == [0, 2]
+    # "They answer ..." brings the sentence its "They" stands for.
+    assert select(quotes, p, "Who labelled the data?") == [0, 1, 2]
     # With no number anywhere, the best pieces still answer.
     assert select(quotes[::2], p[::2], "How many people were hired?") == [0, 1]
 
@@ -459,6 +460,23 @@ def test_a_papers_acknowledgements_answer_only_a_question_about_thanks_or_fundin
     # Set aside unless the question is about thanks, funding or citations.
     assert back_matter(hits, "Who did they thank for data collection?") == []
     assert back_matter(hits, "Which work was funded by a grant?") == []
+
+
+def test_an_appendix_of_model_outputs_answers_only_a_question_about_them() -> None:
+    # LLaMA's "D Generations from LLaMA-I" (a letter the model wrote) led "What does the LLaMA
+    # paper say about the tokenizer it used?"; it is not what the paper says.
+    def hit(section: str) -> Hit:
+        return Hit(Chunk("Language models are exciting new tools.", "papers/llama.pdf", 24,
+                         section, 0, 39), 0.5)
+
+    hits = [hit("D Generations from LLaMA-I"), hit("F Model samples"),
+            hit("D.2 Sample Responses and GPT-4 Judgments"),
+            hit("A.2.1 Illustrative user prompts from InstructGPT distribution"),
+            hit("2.1 Pre-training Data"), hit("A.1 Labeler-written prompts"),
+            hit("3.5 Code generation")]
+    assert back_matter(hits, "What tokenizer did they use?") == [0, 1, 2, 3]
+    assert back_matter(hits, "Show me a sample the 65B model generated") == []
+    assert back_matter(hits, "What example outputs does the paper give?") == []
 
 
 def test_a_sentence_a_pdf_figure_cuts_in_two_is_not_quoted_in_halves() -> None:
@@ -601,6 +619,49 @@ def test_a_run_in_heading_glued_to_a_pdf_paragraph_is_left_out_of_the_quote() ->
         "constants.", "It saves memory.",
         "We make frequent references to the Transformer.",
         "LoRA freezes the weights.", "We train two matrices."]
+
+
+def test_a_run_in_heading_ending_in_a_full_stop_is_not_quoted_as_a_sentence() -> None:
+    # QLoRA's "QLORA. Using the components described above, ..." led an answer as "QLORA."
+    passage = ("QLORA. Using the components described above, we define QLORA.\n\n"
+               "Paged Optimizers. They use NVIDIA unified memory.\n\nIt works. See Table 3.")
+    quotes = quotes_of(passage, 0)
+    assert [q.text for q in quotes] == [
+        "Using the components described above, we define QLORA.",
+        "They use NVIDIA unified memory.", "It works.", "See Table 3."]
+    # It heads the sentences after it, even in the middle of a paragraph ("... by score.
+    # Tokenizer. We tokenize ..."), which are then a paragraph of their own.
+    assert [q.heading for q in quotes] == ["QLORA", "Paged Optimizers", "", ""]
+    mid = quotes_of("We sorted pages by score. Tokenizer. We tokenize with BPE. We split "
+                    "numbers into digits.", 0)
+    assert [(q.text, q.heading) for q in mid] == [
+        ("We sorted pages by score.", ""), ("We tokenize with BPE.", "Tokenizer"),
+        ("We split numbers into digits.", "Tokenizer")]
+    assert mid[0].group != mid[1].group == mid[2].group
+    # A paragraph with no sentence at all is no piece (and no error).
+    assert quotes_of("* * *\n\nWe tokenize with BPE.", 0)[0].text == "We tokenize with BPE."
+    # A glued one is only cut off.
+    glued = quotes_of("Double Quantization We introduce it. It saves memory.", 0)
+    assert [(q.text, q.heading) for q in glued] == [("We introduce it.", ""),
+                                                    ("It saves memory.", "")]
+
+
+def test_a_sentence_opening_with_a_pronoun_brings_the_sentence_it_stands_for() -> None:
+    import numpy as np
+
+    from rag.answering.extractive import select
+
+    quotes = quotes_of("Existing systems reserve memory for the longest output. Internal "
+                       "fragmentation wastes the rest of each slot. They are both pure memory "
+                       "waste.\n\nvLLM allocates blocks on demand.", 0)
+    p = np.array([0.1, 0.2, 0.6, 0.5])
+    # "They" stands for what the sentence before it said: quoted before it, in order.
+    assert select(quotes, p, "How does vLLM reduce memory waste?") == [1, 2, 3]
+    # Nothing quoted makes room for it: with no room, the sentence stays alone.
+    full = quotes_of("Slots are reserved. They are both pure memory waste.\n\nBlocks are "
+                     "small.\n\nBlocks are shared.\n\nBlocks are freed.", 0)
+    assert select(full, np.array([0.1, 0.6, 0.5, 0.5, 0.5]), "Why is memory wasted?") == [
+        1, 2, 3, 4]
 
 
 def test_a_heading_titles_a_term_only_when_it_is_the_term() -> None:
