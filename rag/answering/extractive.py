@@ -152,6 +152,8 @@ _ASKS_FOR_QUANTITY = re.compile(
 _ASKS_FOR_BACK_MATTER = re.compile(
     r"\b(?:thank(?:s|ed)?|acknowledge?(?:ments?|d|s)?|fund(?:ed|ing|s)?|grants?|sponsor(?:ed|s)?|"
     r"cite[sd]?|citations?|references?|bibliography)\b", re.IGNORECASE)
+# A PDF heading's section number ("3.2" of "3.2 Attention", "C.4" of "C.4 Details ...").
+_SECTION_NUMBER = re.compile(r"^((?:[A-Z]|\d+)(?:\.\d+)*)\s")
 # An appendix of what models wrote, by its heading, and a question that asks for such text.
 _SAMPLES = re.compile(
     r"^\W*(?:[A-Z](?:\.\d+)*\s+)?(?:(?:model\s+)?generations\s+(?:from|of)\b|"
@@ -431,6 +433,23 @@ def all_quotes(hits: Sequence[Hit]) -> list[Quote]:
 def sets_a_task(quote: Quote) -> bool:
     """Whether a piece asks the reader to do something ("Explain why ...", "Name three ...")."""
     return quote.kind in ("sentence", "item") and bool(_TASK.match(quote.text))
+
+
+def with_subsections(hits: Sequence[Hit], titles: Sequence[int]) -> list[int]:
+    """The passages `titles`, and the retrieved passages of their documents' numbered
+    subsections ("3.2.1 Scaled Dot-Product Attention" under "3.2 Attention"): a paper's
+    section about X goes on in its subsections, and a PDF's section path holds only the
+    nearest heading. "why is the attention scaled?" was quoted from "3.2 Attention" alone,
+    whose one piece is a figure's caption; the reason is in 3.2.1."""
+    numbered = {(hits[i].chunk.source, found.group(1)) for i in titles
+                if (found := _SECTION_NUMBER.match(_own_heading(hits[i]))) is not None}
+    return [i for i, hit in enumerate(hits) if i in titles or any(
+        hit.chunk.source == source and _own_heading(hit).startswith(f"{number}.")
+        for source, number in numbered)]
+
+
+def _own_heading(hit: Hit) -> str:
+    return hit.chunk.section.rsplit(" > ", 1)[-1]
 
 
 def back_matter(hits: Sequence[Hit], question: str = "") -> list[int]:
@@ -934,6 +953,7 @@ class QuoteSelector:
             titles = titled(question, hits)
             if len(set(asked)) > 1 and naming:
                 titles = [i for i in titles if i in naming]
+            titles = with_subsections(hits, titles)
             scope = titles or (naming if naming == [0] else None)
         title = title_block(hits, scope) if asks_for_authors(question) else None
         if title is not None:

@@ -462,6 +462,24 @@ def test_a_papers_acknowledgements_answer_only_a_question_about_thanks_or_fundin
     assert back_matter(hits, "Which work was funded by a grant?") == []
 
 
+def test_a_titled_papers_section_brings_its_retrieved_subsections() -> None:
+    from rag.answering.extractive import with_subsections
+
+    def hit(source: str, section: str) -> Hit:
+        return Hit(Chunk("Text.", source, 4, section, 0, 5), 0.5)
+
+    hits = [hit("papers/a.pdf", "3.2 Attention"),
+            hit("papers/a.pdf", "3.2.1 Scaled Dot-Product Attention"),
+            hit("papers/a.pdf", "3.2.10 Other"), hit("papers/a.pdf", "3.21 Not a child"),
+            hit("papers/b.pdf", "3.2.1 Another paper's"), hit("papers/a.pdf", "4 Why"),
+            hit("notes/c.md", "Notes > Attention")]
+    # "why is the attention scaled?": "3.2 Attention" names it; its subsections go with it.
+    assert with_subsections(hits, [0]) == [0, 1, 2]
+    assert with_subsections(hits, [0, 6]) == [0, 1, 2, 6]
+    assert with_subsections(hits, [6]) == [6]  # no section number
+    assert with_subsections(hits, []) == []
+
+
 def test_an_appendix_of_model_outputs_answers_only_a_question_about_them() -> None:
     # LLaMA's "D Generations from LLaMA-I" (a letter the model wrote) led "What does the LLaMA
     # paper say about the tokenizer it used?"; it is not what the paper says.
