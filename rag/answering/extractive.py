@@ -902,9 +902,21 @@ class PieceVectors:
     def warm(self, chunks: Iterable[Chunk], batch: int = 512,
              stop: Callable[[], bool] = lambda: False) -> int:
         """Embed the pieces of these chunks ahead of any question, `batch` texts at a time,
-        until the cache is full or `stop()` says so; returns how many texts were embedded."""
+        until the cache is full or `stop()` says so; returns how many texts were embedded.
+        `stop()` is asked every `STOP_CHECK_TEXTS` texts: a bot closing mid-batch waits for
+        a few of them (well under a second), not for the whole batch (about ten seconds on
+        two cores)."""
         done = 0
         pending: dict[str, None] = {}
+
+        def embed(texts: list[str]) -> int:
+            for at in range(0, len(texts), STOP_CHECK_TEXTS):
+                if stop():
+                    return at
+                part = texts[at:at + STOP_CHECK_TEXTS]
+                self._keep(part, self.embedder.embed_documents(part))
+            return len(texts)
+
         for chunk in chunks:
             if stop() or len(self._vectors) + len(pending) >= self.max_texts:
                 break
@@ -914,12 +926,12 @@ class PieceVectors:
                 pending.update((t, None) for t in [*texts, *groups.values(), *sections]
                                if t not in self._vectors)
             if len(pending) >= batch:
-                self._keep(list(pending), self.embedder.embed_documents(list(pending)))
-                done, pending = done + len(pending), {}
-        if pending and not stop():
-            self._keep(list(pending), self.embedder.embed_documents(list(pending)))
-            done += len(pending)
-        return done
+                done, pending = done + embed(list(pending)), {}
+        return done + embed(list(pending))
+
+
+# How many texts `PieceVectors.warm` embeds between two looks at whether to stop.
+STOP_CHECK_TEXTS = 64
 
 
 class QuoteSelector:

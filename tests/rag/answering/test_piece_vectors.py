@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rag.answering.extractive import PieceVectors, QuoteSelector
+from rag.answering.extractive import STOP_CHECK_TEXTS, PieceVectors, QuoteSelector
 from rag.services import Services
 from tests.conftest import REPO, CountingEmbedder, run, services_for
 
@@ -42,6 +42,22 @@ def test_warming_embeds_the_pieces_ahead_of_the_question(
     counting.texts = 0
     assert warmed.extract(QUESTION, hits, idf) == cold
     assert counting.texts == 0
+
+
+def test_warming_stops_within_a_few_texts_of_being_asked_not_at_the_end_of_a_batch(
+    full_index: Services, counting: CountingEmbedder
+) -> None:
+    # A closing bot waited for the batch being embedded: 512 texts, some ten seconds.
+    hits = full_index.retriever.search(QUESTION, 20)
+    vectors = PieceVectors(counting)
+
+    def stop() -> bool:
+        return counting.texts > 0  # asked to stop once the first texts are embedded
+
+    assert vectors.warm((h.chunk for h in hits), batch=10_000, stop=stop) == counting.texts
+    assert 0 < counting.texts <= STOP_CHECK_TEXTS
+    # Not asked to stop, it embeds them all.
+    assert PieceVectors(counting).warm(h.chunk for h in hits) > 2 * STOP_CHECK_TEXTS
 
 
 def test_the_least_recently_used_texts_go_first(counting: CountingEmbedder) -> None:
