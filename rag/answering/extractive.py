@@ -449,6 +449,7 @@ def with_subsections(hits: Sequence[Hit], titles: Sequence[int]) -> list[int]:
 
 
 def _own_heading(hit: Hit) -> str:
+    """The nearest heading of a passage's section path."""
     return hit.chunk.section.rsplit(" > ", 1)[-1]
 
 
@@ -462,7 +463,7 @@ def back_matter(hits: Sequence[Hit], question: str = "") -> list[int]:
     samples = not _ASKS_FOR_SAMPLES.search(question)
     out = []
     for i, hit in enumerate(hits):
-        heading = hit.chunk.section.rsplit(" > ", 1)[-1]
+        heading = _own_heading(hit)
         if (thanks and BACK_MATTER.match(heading)) or (samples and _SAMPLES.match(heading)):
             out.append(i)
     return out

@@ -280,7 +280,7 @@ def names_term(hit: Hit, asked: Sequence[str]) -> bool:
         return _holds(asked, found)
 
     headings = hit.chunk.section.split(" > ")
-    if any(BACK_MATTER.match(heading) for heading in headings):
+    if in_back_matter(hit):
         return False
     # A document's title (the first of several headings) is about the whole document
     # ("Fine-Tuning: SFT, LoRA and QLoRA"), not this passage.
@@ -304,7 +304,7 @@ def defines_term(hit: Hit, asked: Sequence[str]) -> bool:
     def holds(found: set[str]) -> bool:
         return _holds(asked, found)
 
-    if any(BACK_MATTER.match(heading) for heading in hit.chunk.section.split(" > ")):
+    if in_back_matter(hit):
         return False
     text = hit.chunk.text
     for match in _BOLD.finditer(text):
@@ -335,6 +335,11 @@ def defines_term(hit: Hit, asked: Sequence[str]) -> bool:
     return False
 
 
+def in_back_matter(hit: Hit) -> bool:
+    """Whether a passage sits in a paper's acknowledgements or references."""
+    return any(BACK_MATTER.match(heading) for heading in hit.chunk.section.split(" > "))
+
+
 def term_unused(question: str, hits: Sequence[Hit]) -> bool:
     """Whether a question that is only a term ("what is GQA?", "grouped-query attention?",
     "vision transformer?") finds no retrieved passage that uses every word of it. The search
@@ -362,7 +367,7 @@ def term_unused(question: str, hits: Sequence[Hit]) -> bool:
     joined = stem("".join(terms[0] for terms in asked))
 
     def uses(hit: Hit) -> bool:
-        if any(BACK_MATTER.match(heading) for heading in hit.chunk.section.split(" > ")):
+        if in_back_matter(hit):
             return False
         chunk = hit.chunk
         found = {stem(t) for t in index_terms(f"{chunk.source}\n{chunk.section}\n{chunk.text}")}
@@ -397,7 +402,7 @@ def term_in_several_documents(question: str, hits: Sequence[Hit]) -> bool:
     n = len(asked)
     sources = set()
     for hit in hits:
-        if any(BACK_MATTER.match(heading) for heading in hit.chunk.section.split(" > ")):
+        if in_back_matter(hit):
             continue
         terms = index_terms(_QUOTED.sub(" ", hit.chunk.text))
         if any(terms[i:i + n] == asked for i in range(len(terms) - n + 1)):
