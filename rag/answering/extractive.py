@@ -120,9 +120,11 @@ _ASKS_FOR_EXPANSION = re.compile(
 _SMALL_WORDS = frozenset({"of", "from", "for", "the", "and", "with", "to", "in", "on", "a", "an"})
 _NOT_A_SUBJECT_END = frozenset({"for", "of", "in", "to", "on", "with", "by", "from", "about"})
 # Pointers to further material rather than statements: "Video: ...", "📖 Learn more:", links.
+# "References:" and "Key references" lead to reading; "a useful reference point:" and "the
+# reference model:" lead to facts (LLaMA's data mixture as a table).
 _POINTER_LEAD = re.compile(
-    r"\b(?:learn more|resources?|further reading|references?|see also|reading list|links?|"
-    r"watch|videos?)\b", re.IGNORECASE)
+    r"\b(?:learn more|resources?|further reading|references|reference\s*:|see also|"
+    r"reading list|links?|watch|videos?)(?!\w)", re.IGNORECASE)
 _ADDRESS = re.compile(r"https?://|www\.", re.IGNORECASE)
 _POINTER_TEXT = re.compile(
     r"^\W*(?:video|article|paper|book|blog|course|notebook|hands-on|tutorial|docs?|"

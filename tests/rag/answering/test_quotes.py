@@ -191,6 +191,11 @@ def test_pointers_to_other_material_are_recognised() -> None:
     assert [is_pointer(q) for q in resources] == [True, True]
     assert is_pointer(Quote("See https://example.org for more.", "sentence", 0, 0, 0))
     assert not is_pointer(Quote("A Transformer reads a whole book at once.", "sentence", 0, 0, 0))
+    # A list under "References:" points to reading; a table under "a reference point:" is data.
+    assert all(is_pointer(q) for q in quotes_of("References:\n\n- Vaswani et al. 2017", 0))
+    table = quotes_of("LLaMA's mixture is a useful reference point:\n\n"
+                      "| Source | Share |\n|---|---|\n| CommonCrawl | 67.0% |", 0)
+    assert table and not any(is_pointer(q) for q in table)
 
 
 def test_a_lead_in_belongs_to_the_code_it_introduces_not_to_a_list_after_it() -> None:
