@@ -25,7 +25,7 @@ from bot.limits import (
 )
 from bot.storage import Stats
 from bot.usage import GapCluster, UsageReport
-from rag.answering.assistant import Answer
+from rag.answering.assistant import ELSEWHERE, Answer
 from rag.answering.grounding import GroundingReport
 from rag.index.documents import Hit
 
@@ -99,7 +99,12 @@ def answer_body(answer: Answer) -> str:
     text = answer.text
     if answer.style == "extractive" and not answer.refused:
         text = "\n".join(f"> {line}" for line in text.splitlines())
-    return f"{text}\n\n*{answer.note}*" if answer.note else text
+    if not answer.note:
+        return text
+    # Where an answer comes from, when not from the document asked about, is read first.
+    if answer.reason == ELSEWHERE:
+        return f"*{answer.note}*\n\n{text}"
+    return f"{text}\n\n*{answer.note}*"
 
 
 def answer_messages(

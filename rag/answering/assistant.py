@@ -29,6 +29,7 @@ from rag.answering.gate import (
     term_unused,
     titled_by,
     titled_together,
+    topic_unused,
 )
 from rag.answering.grounding import GroundingChecker, TermWeights, sentences
 from rag.answering.injection import only_instructions, skeleton
@@ -62,7 +63,7 @@ from rag.llm.registry import ModelRegistry
 from rag.llm.settings import LLMSettings
 from rag.retrieval.followup import acceptable_rewrite, needs_context, standalone_query
 from rag.retrieval.query import asks_for_authors, comparison_sides, own_terms
-from rag.retrieval.references import asks_for_overview
+from rag.retrieval.references import asked_topic, asks_for_overview
 from rag.retrieval.retriever import Retriever
 
 NOT_COVERED = "not_covered"
@@ -71,6 +72,8 @@ SIDE_SEARCH_K = 5
 DECLINED = "declined"
 # A verified answer that fell back to quotes because too little of the draft was supported.
 FELL_BACK = "verification_fallback"
+# An answer from other materials: the document the question names never discusses its topic.
+ELSEWHERE = "not_in_named_document"
 NO_QUOTE = (
     "I found passages on this, but no sentence in them answers it directly; see the sources."
 )
@@ -130,6 +133,30 @@ class Answer:
             "model": self.model,
             "timings": {k: round(v, 1) for k, v in self.timings.items() if k in keep},
         }
+
+
+@dataclass(frozen=True)
+class Elsewhere:
+    """A topic the documents a question names never discuss (`named_without_topic`)."""
+
+    topic: str
+    sources: tuple[str, ...]
+
+    @property
+    def question(self) -> str:
+        """What the other materials are asked: the topic alone, a term question."""
+        return f"{self.topic}?"
+
+    def told(self, answer: Answer, asked: str) -> Answer:
+        """The other materials' answer to the question as asked, saying where it is from."""
+        names = " and ".join(self.sources)
+        verb = "doesn't" if len(self.sources) == 1 else "don't"
+        note = f"{names} {verb} discuss “{self.topic}”"
+        if answer.refused:
+            return replace(answer, question=asked, note=f"{note}.")
+        made = "quotes" if answer.style == "extractive" else "draws on"
+        return replace(answer, question=asked, reason=ELSEWHERE,
+                       note=f"{note}, so this answer {made} other course materials.")
 
 
 @dataclass(frozen=True)
@@ -264,6 +291,16 @@ class Assistant:
             yield Finished(self._declined(question, chat.name, began, NOT_A_QUESTION))
             return
         query = await self.search_query_for(question, recent, chat, timings)
+        elsewhere = await asyncio.to_thread(self.named_without_topic, query, preview)
+        if elsewhere is not None:
+            # The named document never discusses the topic: ask the rest of the materials
+            # about it, and say so with the answer.
+            async for event in self.stream(elsewhere.question, model=model, preview=preview,
+                                           style=chosen):
+                if isinstance(event, Finished):
+                    event = Finished(elsewhere.told(event.answer, question))
+                yield event
+            return
         started = time.perf_counter()
         hits = tuple(
             await asyncio.to_thread(self.retriever.search, query, self.settings.k, preview=preview)
@@ -309,6 +346,21 @@ class Assistant:
         hidden = frozenset() if preview else self.retriever.unreleased()
         catalogue = self.versions.catalogue(hidden)
         return [v.upper() for v in catalogue.unknown(question)] + catalogue.unknown_names(question)
+
+    def named_without_topic(self, question: str, preview: bool = False) -> Elsewhere | None:
+        """For a question that asks a document it names about a term ("What does the week 2
+        guide say about tokenization?", `asked_topic`) that no passage of the document uses
+        (`topic_unused`; misspellings corrected), what to ask the other materials instead.
+        Searched within the document, such a question finds its passages nearest in meaning
+        ("trillions of tokens", "autocomplete") and would quote them as if they answered."""
+        corrected = self.retriever.corrected(question)
+        topic = asked_topic(corrected)
+        if not topic:
+            return None
+        named = self.retriever.named_passages(corrected, preview=preview)
+        if not named or not all(topic_unused(topic, chunks) for chunks in named.values()):
+            return None
+        return Elsewhere(topic, tuple(named))
 
     def with_term_passage(
         self, question: str, hits: tuple[Hit, ...], preview: bool = False

@@ -19,15 +19,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from os.path import commonprefix
 
 import numpy as np
 
 from rag.answering.quotes import run_in_heading, split_sentences
 from rag.config import AnswerSettings
-from rag.index.documents import Hit
+from rag.index.documents import Chunk, Hit
 from rag.retrieval.calibration import LabelledHit, logistic
-from rag.retrieval.lexical import index_terms, stem
-from rag.retrieval.query import own_terms
+from rag.retrieval.lexical import STOPWORDS, index_terms, stem, words
+from rag.retrieval.query import CHATTER, own_terms
 
 # How many of the best passages the gate's agreement feature averages over.
 AGREEMENT_TOP = 3
@@ -61,6 +62,10 @@ PHRASE_DOCUMENTS = 2
 # Two stems of one word agree on all but their last `STEM_SLACK` letters, and at least on
 # `STEM_HEAD` (`term_unused`).
 STEM_HEAD, STEM_SLACK = 5, 3
+# A word that is an asked word inflected differs in at most its last `INFLECTION_SLACK`
+# letters; one of at most `SHORT_WORD` letters only by a plural "s" (`topic_unused`).
+INFLECTION_SLACK, SHORT_WORD = 5, 4
+_HYPHENATED = re.compile(r"\w+(?:-\w+)+")
 _LIST_MARK = re.compile(r"^[\s\-*•#>\d.)]+")
 # A paper's acknowledgements or references (a heading); the extractive answers leave them out too.
 BACK_MATTER = re.compile(r"^\W*(?:acknowledge?ments?|references|bibliography)\b", re.IGNORECASE)
@@ -385,6 +390,50 @@ def term_unused(question: str, hits: Sequence[Hit]) -> bool:
             for terms in asked)
 
     return not any(uses(hit) for hit in hits)
+
+
+def topic_unused(topic: str, chunks: Sequence[Chunk]) -> bool:
+    """Whether no passage of a document uses every word of a topic a question asks it about
+    ("tokenization" of "What does the week 2 guide say about tokenization?",
+    `references.asked_topic`), outside its references and acknowledgements. Its words count
+    as written, give or take an inflection (`_inflects`: "tokenizer" and "tokenizing" for
+    "tokenization", not "tokens", which a guide about something else uses in passing), or
+    all written as one ("PagedAttention"); a passage's file name and headings count."""
+    asked = list(dict.fromkeys(word for word in words(topic)
+                               if word not in STOPWORDS and word not in CHATTER
+                               and word[:1].isalpha()))
+    if not asked:
+        return False
+    joined = "".join(asked)
+
+    def uses(chunk: Chunk) -> bool:
+        if any(BACK_MATTER.match(heading) for heading in chunk.section.split(" > ")):
+            return False
+        found = set(words(f"{chunk.source}\n{chunk.section}\n{chunk.text}"))
+        found |= {"".join(pair) for pair in _hyphenated(chunk.text)}
+
+        def has(term: str) -> bool:
+            return term in found or any(word[:3] == term[:3] and _inflects(term, word)
+                                        for word in found)
+
+        return has(joined) or all(has(term) for term in asked)
+
+    return not any(uses(chunk) for chunk in chunks)
+
+
+def _hyphenated(text: str) -> list[tuple[str, ...]]:
+    """The parts of a text's hyphenated words ("KV-cache": ("kv", "cache")), to be joined."""
+    return [tuple(words(match)) for match in _HYPHENATED.findall(text)]
+
+
+def _inflects(asked: str, word: str) -> bool:
+    """Whether a word is an asked word give or take an inflection: short words (acronyms,
+    "gpu") only with a plural "s"; longer ones when they differ in at most their last
+    `INFLECTION_SLACK` letters ("tokenization", "tokenizer"; not "token", "tokens")."""
+    common = len(commonprefix([asked, word]))
+    if min(len(asked), len(word)) <= SHORT_WORD:
+        return common == min(len(asked), len(word)) and abs(len(asked) - len(word)) <= 1
+    return common >= max(len(asked), len(word)) - INFLECTION_SLACK
 
 
 def term_in_several_documents(question: str, hits: Sequence[Hit]) -> bool:

@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from rag.index.documents import Chunk, Hit
 from rag.retrieval.lexical import stem
+from rag.retrieval.query import own_terms
 
 _DOCUMENT = re.compile(
     r"((?:[\w.&-]+\s+){1,4}?)(?P<kind>paper|article|guide|overview|notes|handout|document|"
@@ -68,6 +69,28 @@ _SELF_NAME = re.compile(
     r"(?P<name>[A-Z][\w-]*(?:\s+[A-Z][\w-]*){0,3})")
 # The verbs that frame a question about a document ("what does the paper say about ...").
 _FRAME = re.compile(r"\b(?:say|says|said|mention|mentions|mentioned)\b", re.IGNORECASE)
+# What a question asks a named document about, once the name is cut out: the words after
+# "say about", "mention", "discuss" ... to the end ("What does the say about tokenization?"),
+# or between "is" and "mentioned" ("Is RLHF covered in the ?").
+_TOPIC_AFTER = re.compile(
+    r"\b(?:(?:say|says|said|write|writes|wrote|tells?(?:\s+(?:us|me))?|ha(?:ve|s)(?:\s+to\s+say)?)"
+    r"(?:\s+(?:anything|something|much))?\s+(?:about|on|regarding|concerning)|"
+    r"mention(?:s|ed)?|discuss(?:es|ed)?|cover(?:s|ed)?|talk(?:s|ed)?\s+about|"
+    r"address(?:es|ed)?)\s+(?:anything\s+(?:about|on)\s+)?(?P<topic>[^?!.]+?)[\s?!.]*$",
+    re.IGNORECASE)
+_TOPIC_BEFORE = re.compile(
+    r"^\W*(?:is|are|was|were)\s+(?P<topic>[^?!.]+?)\s+(?:ever\s+|even\s+)?"
+    r"(?:mentioned|discussed|covered|talked\s+about|addressed)\b", re.IGNORECASE)
+_TOPIC_EDGES = re.compile(
+    r"^(?:(?:the|a|an|any|its|their)\s+)+|\s+(?:at\s+all|anywhere|in|by|at|there)$",
+    re.IGNORECASE)
+_TOPIC_CLAUSE = re.compile(
+    r"\s+(?:it|they|we|you|i|that|which|who|when|where|and how|and why|and what)\s", re.IGNORECASE)
+_NOT_A_TOPIC = re.compile(
+    r"(?:in|of|from|by|at|for|to|with|within|what|why|how|when|where|which|who|whether|this|"
+    r"these|that|those|it|them)\b", re.IGNORECASE)
+TOPIC_TERMS = 3
+TOPIC_WORDS = 5
 
 
 def _words(text: str) -> list[str]:
@@ -139,13 +162,10 @@ def self_names(text: str) -> list[frozenset[str]]:
     return list(dict.fromkeys(name for name in found if name))
 
 
-def without_named_documents(question: str) -> str:
-    """The question without its references to documents ("What does the LLaMA paper say about
-    the tokenizer?" → "What does the about the tokenizer?"): the words a search within the
-    named documents ranks by. Every passage there belongs to the document, so the words that
-    name it, and the "say"/"mention" that frame the question, favour only the passages that
-    repeat them (a paper's sample generations, its references). A question that names no
-    document, or only guesses, is returned as it is."""
+def _without_names(question: str) -> str:
+    """The question with its references to documents cut out ("What does the LLaMA paper say
+    about the tokenizer?" → "What does the say about the tokenizer?"), as it is when it names
+    none or only guesses."""
     if _HEDGED.search(question):
         return question
     spans: list[tuple[int, int]] = []
@@ -158,14 +178,50 @@ def without_named_documents(question: str) -> str:
             kept += 1
         if kept:
             spans.append((m.start(1) + words[-kept].start(), m.end()))
-    if not spans:
-        return question
     out, at = [], 0
     for start, end in spans:
         out.append(question[at:start])
         at = end
     out.append(question[at:])
-    return " ".join(_FRAME.sub(" ", "".join(out)).split())
+    return "".join(out)
+
+
+def asked_topic(question: str) -> str:
+    """What a question asks a document it names about, when that is a term of at most
+    `TOPIC_TERMS` content words: "What does the week 2 guide say about tokenization?",
+    "Does the LoRA paper mention PagedAttention?", "Is RLHF covered in the week 6 guide?" →
+    "tokenization", "PagedAttention", "RLHF". Empty for a question that names no document,
+    only guesses, or asks something longer ("what does the guide say you should be able to
+    do?")."""
+    if not _document_names(question):
+        return ""
+    rest = " ".join(_without_names(question).split())
+    found = _TOPIC_BEFORE.search(rest) or _TOPIC_AFTER.search(rest)
+    if found is None:
+        return ""
+    # "the tokenizer it used" asks about the tokenizer.
+    topic = _TOPIC_CLAUSE.split(found["topic"], maxsplit=1)[0]
+    topic = _TOPIC_EDGES.sub("", topic.strip()).strip()
+    # "mentioned in the related work", "say about what training costs", "about these methods":
+    # a place, a question or a pointer back, not a term.
+    if _NOT_A_TOPIC.match(topic):
+        return ""
+    asked = [term for term in own_terms(topic) if term[:1].isalpha()]
+    fits = 0 < len(set(asked)) <= TOPIC_TERMS and len(topic.split()) <= TOPIC_WORDS
+    return topic if fits else ""
+
+
+def without_named_documents(question: str) -> str:
+    """The question without its references to documents ("What does the LLaMA paper say about
+    the tokenizer?" → "What does the about the tokenizer?"): the words a search within the
+    named documents ranks by. Every passage there belongs to the document, so the words that
+    name it, and the "say"/"mention" that frame the question, favour only the passages that
+    repeat them (a paper's sample generations, its references). A question that names no
+    document, or only guesses, is returned as it is."""
+    rest = _without_names(question)
+    if rest == question:
+        return question
+    return " ".join(_FRAME.sub(" ", rest).split())
 
 
 def _document_names(question: str) -> list[tuple[set[str], str]]:

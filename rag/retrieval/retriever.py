@@ -226,6 +226,20 @@ class Retriever:
                 return self._scored(query, opening[0])
         return None
 
+    def named_passages(self, query: str, *, preview: bool = False) -> dict[str, list[Chunk]]:
+        """Every visible passage of each document the query names (not as a guess), by file,
+        when search looks within named documents: what a question asks one of them about is
+        judged on the whole document, not on the passages a search returns."""
+        if not self.settings.named_documents:
+            return {}
+        snap, visible, _ = self._scope(preview)
+        found = {}
+        for source in sorted(named_sources(query, snap.documents, snap.aliases)):
+            ids = snap.documents.get(source, frozenset()) & visible
+            if ids:
+                found[source] = [chunk for _, chunk in self.store.iter_chunks(sorted(ids))]
+        return found
+
     def _opening(self, source: str, ids: frozenset[str]) -> list[Chunk]:
         """The passages among `ids` that open a document, in order: a PDF's first page, or
         every passage of any other file."""

@@ -533,6 +533,23 @@ async def test_a_quoted_answer_renders_as_a_block_quote_and_its_footer_says_so(
     assert_safe(harness)
 
 
+async def test_an_answer_from_other_guides_than_the_one_named_says_so_first(
+    make_harness, guides_services, llm_cache_dir
+):
+    model = ScriptedModel("never called")
+    harness = await make_harness(styled_services(guides_services, llm_cache_dir, model, "local"))
+    token = harness.command("ask", STUDENT, question="What does the week 6 guide say about RLHF?")
+    await harness.settle()
+    final = original_edits(harness, token)[-1].payload["embeds"][-1]
+    note, quotes = final["description"].split("\n\n", 1)
+    assert note == ("*guides/week6-transformers-fundamentals.md doesn't discuss “RLHF”, so this "
+                    "answer quotes other course materials.*")
+    assert quotes.startswith("> ")
+    sources = final["fields"][0]["value"]
+    assert "guides/" in sources and "week6" not in sources
+    assert_safe(harness)
+
+
 async def test_a_verified_answer_replaces_its_labelled_draft_with_the_checked_text(
     make_harness, guides_services, llm_cache_dir
 ):

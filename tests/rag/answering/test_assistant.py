@@ -10,6 +10,7 @@ import pytest
 
 from rag.answering.assistant import (
     DECLINED,
+    ELSEWHERE,
     NOT_COVERED,
     Assistant,
     InvalidQuestion,
@@ -187,6 +188,29 @@ async def test_a_term_no_passage_discusses_is_refused_and_one_several_use_is_ans
         "what are residual connections?")
     assert not answer.refused, answer.text
     assert "residual connection" in answer.sentences[0].text.lower(), answer.text
+    assert counted.calls == 0
+
+
+async def test_a_topic_the_named_document_never_discusses_is_answered_from_the_others(
+    full_index, counted
+):
+    # Searched within the LoRA paper, this quoted two lines of its conclusion as if they
+    # answered; the paper never uses the word.
+    assistant = assistant_over(full_index, counted, style="extractive")
+    answer = await assistant.answer("What does the LoRA paper say about PagedAttention?")
+    assert not answer.refused and answer.reason == ELSEWHERE, answer.text
+    assert answer.question == "What does the LoRA paper say about PagedAttention?"
+    assert answer.note.startswith("papers/lora.pdf doesn't discuss “PagedAttention”")
+    assert answer.citations and all(c.source != "papers/lora.pdf" for c in answer.citations)
+    assert "PagedAttention" in answer.text
+    # A topic the paper does discuss is answered from it, as before.
+    answer = await assistant.answer("What does the LoRA paper say about the rank?")
+    assert not answer.refused and answer.reason != ELSEWHERE and not answer.note
+    assert all(c.source == "papers/lora.pdf" for c in answer.citations), answer.citations
+    # Discussed nowhere: refused, saying the document does not discuss it either.
+    answer = await assistant.answer("Does the LoRA paper mention XGBoost?")
+    assert answer.refused and answer.reason == NOT_COVERED
+    assert answer.note == "papers/lora.pdf doesn't discuss “XGBoost”.", answer.note
     assert counted.calls == 0
 
 

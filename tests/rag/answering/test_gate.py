@@ -19,6 +19,7 @@ from rag.answering.gate import (
     titled,
     titled_by,
     titled_together,
+    topic_unused,
 )
 from rag.config import AnswerSettings
 from rag.index.documents import Chunk, Hit
@@ -240,6 +241,28 @@ def test_a_term_no_retrieved_passage_uses_is_not_discussed() -> None:
     assert term_unused("vision transformer?", [cited])
     # Longer questions are left to the other rules.
     assert not term_unused("How does grouped-query attention save memory?", near)
+
+
+def test_a_topic_is_unused_by_a_document_that_only_shares_its_stem() -> None:
+    def part(text: str, section: str = "Week 2 > Key ideas", source: str = "guides/w2.md"):
+        return Chunk(text, source, None, section, 0, len(text))
+
+    guide = [part("LLaMA was trained on trillions of tokens."),
+             part("Hallucinating models invent facts.")]
+    # "tokens" in passing is not tokenization; an inflection of the word itself is.
+    assert topic_unused("tokenization", guide)
+    assert not topic_unused("tokenization", [*guide, part("The tokenizer splits text.")])
+    assert not topic_unused("hallucination", guide)
+    # Short words only with a plural; every word of the topic, or all of them as one.
+    assert topic_unused("RL", [part("RLHF aligns models.")])
+    assert not topic_unused("GPU", [part("Two GPUs suffice.")])
+    assert topic_unused("grouped-query attention", [part("Attention over a query.")])
+    assert not topic_unused("paged attention", [part("We introduce PagedAttention.")])
+    assert not topic_unused("KV cache", [part("The KV-cache grows.")])
+    # Headings and the file name count; a paper's references do not.
+    assert not topic_unused("RLHF", [part("Reward models ...", "Guide > RLHF")])
+    assert topic_unused("LoRA", [part("Hu et al. LoRA: low-rank adaptation.", "References",
+                                      "papers/vllm.pdf")])
 
 
 def test_a_term_of_several_words_used_by_several_documents_is_discussed() -> None:

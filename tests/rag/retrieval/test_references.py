@@ -6,6 +6,7 @@ from rag.answering.extractive import select
 from rag.answering.quotes import quotes_of
 from rag.index.documents import Chunk, Hit
 from rag.retrieval.references import (
+    asked_topic,
     asks_for_overview,
     named_sources,
     referenced,
@@ -123,6 +124,29 @@ def test_a_search_within_a_named_document_ranks_by_the_question_without_the_name
     for question in ("What did the authors say about dropout?",
                      "i think the llama paper mentioned it?"):
         assert without_named_documents(question) == question
+
+
+def test_what_a_question_asks_a_named_document_about_is_read_when_it_is_a_term() -> None:
+    asked = {
+        "What does the week 2 guide say about tokenization?": "tokenization",
+        "Does the LoRA paper mention PagedAttention at all?": "PagedAttention",
+        "Is RLHF covered in the week 6 guide?": "RLHF",
+        "What does the DPO paper have to say about reward hacking?": "reward hacking",
+        "What does the LLaMA paper say about the tokenizer it used?": "tokenizer",
+        "does the attention paper discuss grouped-query attention?": "grouped-query attention",
+    }
+    for question, topic in asked.items():
+        assert asked_topic(question) == topic, question
+    # Longer asks, places, questions, pointers back, guesses and no document: no topic.
+    for question in ("What does the week 6 guide say you should be able to do?",
+                     "What does the Class 2 overview say about what training costs?",
+                     "What is COMPACTER, the adapter mentioned in the LoRA paper's related work?",
+                     "What does the SFT bullet in the Class 2 overview say about these methods?",
+                     "What does the LoRA paper say about how the rank of the update is chosen?",
+                     "I think the week 2 guide mentions RLHF?",
+                     "What does the week 6 guide cover?",
+                     "What do the materials say about tokenization?"):
+        assert asked_topic(question) == "", question
 
 
 def test_a_paper_is_also_named_by_what_it_says_it_presents() -> None:
