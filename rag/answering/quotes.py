@@ -39,6 +39,8 @@ _ABBREVIATION = re.compile(
 # without the space, as a damaged PDF has it ("...the DPO update do?For a mechanistic ...").
 _SENTENCE_END = re.compile(
     r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|(?<=[a-z)][.!?])(?=[A-Z][a-z])")
+# A display formula's number, with the sentence a PDF glued after it: "... (3) This ...".
+_NUMBERED_FORMULA = re.compile(r"\s\(\d{1,3}\)\s+(?=[A-Z][a-z]+\s)")
 _SNAKE_CASE = re.compile(r"\b[a-z]+_[a-z_]+\b")
 CODE_NAMES = 3
 _TICK = re.compile(r"(\d+(?:\.\d+)?)%?")
@@ -153,11 +155,19 @@ def _cells(line: str) -> str:
 
 
 def split_sentences(paragraph: str) -> list[str]:
-    """Sentences of one paragraph (abbreviations such as `e.g.` and `et al.` protected)."""
+    """Sentences of one paragraph (abbreviations such as `e.g.` and `et al.` protected). A
+    PDF's numbered display formula is no sentence, and the sentence glued after its number
+    is one of its own: "lrate = d−0.5 model · min(...) (3) This corresponds to increasing
+    the learning rate ..." gives "This corresponds to ..."."""
     protected = _ABBREVIATION.sub(
         lambda m: m.group(1).replace(".", _PROTECTED) + _PROTECTED, paragraph
     )
-    pieces = _SENTENCE_END.split(protected)
+    pieces = []
+    for piece in _SENTENCE_END.split(protected):
+        formula = _NUMBERED_FORMULA.search(piece)
+        if formula is not None and "=" in piece[:formula.start()]:
+            piece = piece[formula.end():]
+        pieces.append(piece)
     return [p.replace(_PROTECTED, ".").strip() for p in pieces if p.strip()]
 
 
