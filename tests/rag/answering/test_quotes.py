@@ -373,6 +373,28 @@ def test_a_number_the_question_already_states_does_not_answer_a_quantity() -> No
     assert select(quotes, p, "How much memory did sharing KV blocks save?")[0] == 0
 
 
+def test_a_section_or_citation_number_is_no_quantity() -> None:
+    import numpy as np
+
+    from rag.answering.extractive import select
+
+    quotes = quotes_of("We performed only a few experiments to select the dropout (section 5.4) "
+                       "on the Section 22 development set, as in Table 3 [20]. "
+                       "For the base model, we use a rate of Pdrop = 0.1.", 0)
+    p = np.array([0.8, 0.39])
+    assert select(quotes, p, "What dropout rate does the paper use?") == [1]
+
+
+def test_a_numbered_formula_is_no_sentence_and_the_sentence_glued_after_it_is_one() -> None:
+    text = ("lrate = d−0.5 model · min(step_num−0.5, step_num·warmup_steps−1.5) (3) This "
+            "corresponds to increasing the learning rate linearly. We used warmup_steps = 4000.")
+    assert [q.text for q in quotes_of(text, 0)] == [
+        "This corresponds to increasing the learning rate linearly.",
+        "We used warmup_steps = 4000."]
+    # A bracketed number in prose is left alone.
+    assert len(quotes_of("We list three cases (2) Some of them fail. They are rare.", 0)) == 2
+
+
 def test_a_leading_sentence_that_restates_the_question_brings_the_next_one() -> None:
     import numpy as np
 
