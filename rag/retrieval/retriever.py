@@ -366,6 +366,11 @@ class Retriever:
             for cid, r in ranks.items():
                 fused[cid] = fused.get(cid, 0.0) + 1.0 / (rrf + r + 1)
         order = sorted(fused, key=fused.__getitem__, reverse=True)[:n]
+        # The lexical retriever's best stay candidates (last), for `_with_lexical_best`: a long
+        # question of common words ("What is label smoothing and what value did the
+        # Transformer use?") has more than n passages both retrievers find middling, which
+        # outscore, fused, the one passage with its rarest words that the embedder ranks low.
+        order += [cid for cid, _ in lexical[:self.settings.lexical_extra] if cid not in order]
         coverage = snap.bm25.coverage(query.core, order)
         return _Fusion(order, fused, dense_rank, lexical_rank, dict(lexical), coverage)
 

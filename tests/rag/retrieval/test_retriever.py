@@ -184,6 +184,33 @@ def test_the_passage_the_lexical_retriever_ranks_first_is_never_buried_by_fusion
     assert len(hits) == 5 and not regularization(hits)
 
 
+def test_the_lexical_best_stays_a_candidate_when_passages_both_rank_middling_outscore_it():
+    # "What is label smoothing and what value did the Transformer use?" over the benchmark's
+    # index: more passages than the fused candidates hold its common words and are near in
+    # meaning, and outscore, fused, the one with its rare words that only BM25 ranks high.
+    from types import SimpleNamespace
+
+    from rag.config import RetrievalSettings
+    from rag.retrieval.lexical import BM25Index
+    from rag.retrieval.query import analyse
+
+    texts = {"near": "Attention weighs tokens.",
+             "c1": "The Transformer used this value.", "c2": "The Transformer used it.",
+             "rare": "We employed label smoothing during training."}
+    texts.update({f"c{i}": f"A value {i} of a model." for i in range(3, 8)})
+    bm25 = BM25Index(list(texts), list(texts.values()))
+    query = analyse("What is label smoothing and what value did the Transformer use?", bm25,
+                    lambda word: True)
+    # Three candidates: two passages both retrievers rank, and the embedder's first, which
+    # ties, fused, with BM25's first and was listed before it.
+    dense = [("near", 0.6), ("c1", 0.5), ("c2", 0.4)]
+    here = SimpleNamespace(settings=RetrievalSettings(candidates=3, lexical_extra=1))
+    snap = SimpleNamespace(bm25=bm25, live=frozenset(texts))
+    fusion = Retriever._fuse(here, query, query, dense, snap, frozenset(texts))  # type: ignore[arg-type]
+    assert fusion.lexical_rank == {"rare": 0, "c1": 1, "c2": 2}
+    assert fusion.order == ["c1", "c2", "near", "rare"]
+
+
 def test_a_misspelt_question_finds_what_its_spelling_finds(full_index):
     retriever = full_index.retriever
     typo = retriever.search("kv cahce size per token", 5)
