@@ -153,10 +153,13 @@ class Elsewhere:
         verb = "doesn't" if len(self.sources) == 1 else "don't"
         note = f"{names} {verb} discuss “{self.topic}”"
         if answer.refused:
-            return replace(answer, question=asked, note=f"{note}.")
-        made = "quotes" if answer.style == "extractive" else "draws on"
-        return replace(answer, question=asked, reason=ELSEWHERE,
-                       note=f"{note}, so this answer {made} other course materials.")
+            note = f"{note}."
+        else:
+            made = "quotes" if answer.style == "extractive" else "draws on"
+            note = f"{note}, so this answer {made} other course materials."
+        # A verified answer's own note (a fallback to quotes) and reason are kept.
+        return replace(answer, question=asked, reason=answer.reason or ELSEWHERE,
+                       note=f"{note} {answer.note}" if answer.note else note)
 
 
 @dataclass(frozen=True)

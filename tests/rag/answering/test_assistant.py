@@ -11,8 +11,11 @@ import pytest
 from rag.answering.assistant import (
     DECLINED,
     ELSEWHERE,
+    FELL_BACK,
     NOT_COVERED,
+    Answer,
     Assistant,
+    Elsewhere,
     InvalidQuestion,
     check_question,
 )
@@ -212,6 +215,26 @@ async def test_a_topic_the_named_document_never_discusses_is_answered_from_the_o
     assert answer.refused and answer.reason == NOT_COVERED
     assert answer.note == "papers/lora.pdf doesn't discuss “XGBoost”.", answer.note
     assert counted.calls == 0
+
+
+def test_an_answer_from_other_materials_keeps_a_verified_answers_fallback_and_its_note() -> None:
+    elsewhere = Elsewhere("XGBoost", ("papers/lora.pdf",))
+    asked = "Does the LoRA paper mention XGBoost?"
+
+    def inner(refused: bool = False, **kw) -> Answer:
+        return Answer("XGBoost?", "text", refused, (), (), "smollm2", **kw)
+
+    quoted = elsewhere.told(inner(style="extractive"), asked)
+    assert quoted.question == asked and quoted.reason == ELSEWHERE
+    assert quoted.note == ("papers/lora.pdf doesn't discuss “XGBoost”, so this answer quotes "
+                           "other course materials.")
+    fell_back = elsewhere.told(inner(style="extractive", reason=FELL_BACK, note="Not verified."),
+                               asked)
+    assert fell_back.reason == FELL_BACK and fell_back.note.endswith(" Not verified.")
+    assert "draws on" in elsewhere.told(inner(style="verified"), asked).note
+    refused = elsewhere.told(inner(True, reason=NOT_COVERED), asked)
+    assert refused.reason == NOT_COVERED
+    assert refused.note == "papers/lora.pdf doesn't discuss “XGBoost”."
 
 
 async def test_a_short_or_chatty_question_about_a_covered_topic_is_answered(full_index, counted):
