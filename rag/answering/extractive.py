@@ -637,19 +637,27 @@ def _with_antecedents(quotes: Sequence[Quote], chosen: list[int]) -> list[int]:
     """Before a quoted sentence that opens with a pronoun standing for what the sentence
     before it said ("They are both pure memory waste.", "This means that training ... takes
     approximately 21 days."), that sentence, when it is not quoted and fits the quotes and
-    words: alone, the pronoun points at nothing the student can read. Nothing quoted makes
-    room for it."""
+    words, if need be once the pieces chosen after the pronoun's sentence are left out: alone,
+    the pronoun points at nothing the student can read."""
     out = list(chosen)
     for i in chosen:
         q = quotes[i]
-        if q.kind != "sentence" or not _PRONOUN_LEAD.match(q.text):
+        if i not in out or q.kind != "sentence" or not _PRONOUN_LEAD.match(q.text):
             continue
         before = next((j for j, o in enumerate(quotes) if (o.passage, o.group) == (
             q.passage, q.group) and o.position == q.position - 1 and o.kind == "sentence"), None)
         if before is None or before in out or _repeats(quotes, before, out):
             continue
-        if len(out) < MAX_QUOTES and sum(
-                quotes[j].words for j in out) + quotes[before].words <= MAX_WORDS:
+        def fits(pieces: list[int], added: int) -> bool:
+            return len(pieces) < MAX_QUOTES and sum(
+                quotes[j].words for j in pieces) + quotes[added].words <= MAX_WORDS
+
+        # Room is made by leaving out the last-chosen pieces after it, if that is enough.
+        kept = list(out)
+        while not fits(kept, before) and kept[-1] != i:
+            kept.pop()
+        if fits(kept, before):
+            out = kept
             out.insert(out.index(i), before)
     return out
 

@@ -702,11 +702,14 @@ def test_a_sentence_opening_with_a_pronoun_brings_the_sentence_it_stands_for() -
     p = np.array([0.1, 0.2, 0.6, 0.5])
     # "They" stands for what the sentence before it said: quoted before it, in order.
     assert select(quotes, p, "How does vLLM reduce memory waste?") == [1, 2, 3]
-    # Nothing quoted makes room for it: with no room, the sentence stays alone.
+    # With the quotes full, the pieces chosen after it make room ("Blocks are freed." goes)...
     full = quotes_of("Slots are reserved. They are both pure memory waste.\n\nBlocks are "
                      "small.\n\nBlocks are shared.\n\nBlocks are freed.", 0)
     assert select(full, np.array([0.1, 0.6, 0.5, 0.5, 0.5]), "Why is memory wasted?") == [
-        1, 2, 3, 4]
+        0, 1, 2, 3]
+    # ... and none chosen before it: chosen last, the sentence stays alone.
+    assert select(full, np.array([0.1, 0.5, 0.6, 0.6, 0.6]), "Why is memory wasted?") == [
+        2, 3, 4, 1]
 
 
 def test_a_heading_titles_a_term_only_when_it_is_the_term() -> None:
