@@ -639,6 +639,10 @@ def _with_antecedents(quotes: Sequence[Quote], chosen: list[int]) -> list[int]:
     approximately 21 days."), that sentence, when it is not quoted and fits the quotes and
     words, if need be once the pieces chosen after the pronoun's sentence are left out: alone,
     the pronoun points at nothing the student can read."""
+    def fits(pieces: list[int], added: int) -> bool:
+        return len(pieces) < MAX_QUOTES and sum(
+            quotes[j].words for j in pieces) + quotes[added].words <= MAX_WORDS
+
     out = list(chosen)
     for i in chosen:
         q = quotes[i]
@@ -648,10 +652,6 @@ def _with_antecedents(quotes: Sequence[Quote], chosen: list[int]) -> list[int]:
             q.passage, q.group) and o.position == q.position - 1 and o.kind == "sentence"), None)
         if before is None or before in out or _repeats(quotes, before, out):
             continue
-        def fits(pieces: list[int], added: int) -> bool:
-            return len(pieces) < MAX_QUOTES and sum(
-                quotes[j].words for j in pieces) + quotes[added].words <= MAX_WORDS
-
         # Room is made by leaving out the last-chosen pieces after it, if that is enough.
         kept = list(out)
         while not fits(kept, before) and kept[-1] != i:

@@ -191,8 +191,8 @@ def asked_topic(question: str) -> str:
     `TOPIC_TERMS` content words: "What does the week 2 guide say about tokenization?",
     "Does the LoRA paper mention PagedAttention?", "Is RLHF covered in the week 6 guide?" →
     "tokenization", "PagedAttention", "RLHF". Empty for a question that names no document,
-    only guesses, or asks something longer ("what does the guide say you should be able to
-    do?")."""
+    only guesses, or asks something longer ("What does the week 6 guide say you should be
+    able to do?")."""
     if not _document_names(question):
         return ""
     rest = " ".join(_without_names(question).split())
