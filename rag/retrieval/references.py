@@ -81,14 +81,24 @@ _TOPIC_AFTER = re.compile(
 _TOPIC_BEFORE = re.compile(
     r"^\W*(?:is|are|was|were)\s+(?P<topic>[^?!.]+?)\s+(?:ever\s+|even\s+)?"
     r"(?:mentioned|discussed|covered|talked\s+about|addressed)\b", re.IGNORECASE)
+# "According to the week 6 guide, what is RLHF?", "What is RLHF in the week 6 guide?".
+_TOPIC_DEFINED = re.compile(
+    r"^\W*(?:(?:according\s+to|in|per)\s+(?:the\s+)?(?:'s\s+)?[,:]?\s*)?"
+    r"(?:what\s+(?:is|are)|what's|whats|define)\s+(?P<topic>[^?!.,]+?)[\s?!.]*$",
+    re.IGNORECASE)
 _TOPIC_EDGES = re.compile(
-    r"^(?:(?:the|a|an|any|its|their)\s+)+|\s+(?:at\s+all|anywhere|in|by|at|there)$",
+    r"^(?:(?:the|a|an|any|its|their)\s+)+|"
+    r"\s+(?:at\s+all|anywhere|in|by|at|there|(?:according\s+to|in|per)(?:\s+the)?(?:\s+'s)?|"
+    r"listed|described|given|shown|used|presented|defined|introduced|proposed|explained)$",
     re.IGNORECASE)
 _TOPIC_CLAUSE = re.compile(
     r"\s+(?:it|they|we|you|i|that|which|who|when|where|and how|and why|and what)\s", re.IGNORECASE)
 _NOT_A_TOPIC = re.compile(
     r"(?:in|of|from|by|at|for|to|with|within|what|why|how|when|where|which|who|whether|this|"
     r"these|that|those|it|them)\b", re.IGNORECASE)
+# A preposition in it or at its end: "the goal of the", "an encoder used for", "the role of
+# attention" ask about an aspect, which the document may discuss in other words.
+_DANGLING = re.compile(r"\b(?:of|for|to|on|about|with|from|by|used)\b", re.IGNORECASE)
 TOPIC_TERMS = 3
 TOPIC_WORDS = 5
 
@@ -189,22 +199,27 @@ def _without_names(question: str) -> str:
 def asked_topic(question: str) -> str:
     """What a question asks a document it names about, when that is a term of at most
     `TOPIC_TERMS` content words: "What does the week 2 guide say about tokenization?",
-    "Does the LoRA paper mention PagedAttention?", "Is RLHF covered in the week 6 guide?" →
-    "tokenization", "PagedAttention", "RLHF". Empty for a question that names no document,
-    only guesses, or asks something longer ("What does the week 6 guide say you should be
-    able to do?")."""
+    "Does the LoRA paper mention PagedAttention?", "Is RLHF covered in the week 6 guide?",
+    "According to the week 6 guide, what is RLHF?" → "tokenization", "PagedAttention",
+    "RLHF", "RLHF". Empty for a question that names no document, only guesses, or asks
+    something longer ("What does the week 6 guide say you should be able to do?") or about an
+    aspect ("the rank of the update")."""
     if not _document_names(question):
         return ""
     rest = " ".join(_without_names(question).split())
-    found = _TOPIC_BEFORE.search(rest) or _TOPIC_AFTER.search(rest)
+    found = (_TOPIC_BEFORE.search(rest) or _TOPIC_AFTER.search(rest)
+             or _TOPIC_DEFINED.search(rest))
     if found is None:
         return ""
     # "the tokenizer it used" asks about the tokenizer.
     topic = _TOPIC_CLAUSE.split(found["topic"], maxsplit=1)[0]
-    topic = _TOPIC_EDGES.sub("", topic.strip()).strip()
+    # Twice: "the prerequisites listed in the [complete LLM guide]" → "prerequisites".
+    topic = _TOPIC_EDGES.sub("", _TOPIC_EDGES.sub("", topic.strip()).strip()).strip()
     # "mentioned in the related work", "say about what training costs", "about these methods":
     # a place, a question or a pointer back, not a term.
-    if _NOT_A_TOPIC.match(topic):
+    # "the goal of the [week 6 guide]", "an encoder used for in the", "the role of attention":
+    # about the document itself or about an aspect, not a term.
+    if _NOT_A_TOPIC.match(topic) or _DANGLING.search(topic):
         return ""
     asked = [term for term in own_terms(topic) if term[:1].isalpha()]
     fits = 0 < len(set(asked)) <= TOPIC_TERMS and len(topic.split()) <= TOPIC_WORDS

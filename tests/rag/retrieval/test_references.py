@@ -134,6 +134,9 @@ def test_what_a_question_asks_a_named_document_about_is_read_when_it_is_a_term()
         "What does the DPO paper have to say about reward hacking?": "reward hacking",
         "What does the LLaMA paper say about the tokenizer it used?": "tokenizer",
         "does the attention paper discuss grouped-query attention?": "grouped-query attention",
+        "According to the week 6 guide, what is RLHF?": "RLHF",
+        "What is RLHF in the week 6 guide?": "RLHF",
+        "What are the prerequisites listed in the complete LLM guide?": "prerequisites",
     }
     for question, topic in asked.items():
         assert asked_topic(question) == topic, question
@@ -143,6 +146,10 @@ def test_what_a_question_asks_a_named_document_about_is_read_when_it_is_a_term()
                      "What is COMPACTER, the adapter mentioned in the LoRA paper's related work?",
                      "What does the SFT bullet in the Class 2 overview say about these methods?",
                      "What does the LoRA paper say about how the rank of the update is chosen?",
+                     "What does the LoRA paper say about the rank of the update?",
+                     "What is the goal of the week 6 guide?",
+                     "What is an encoder used for in the week 6 guide?",
+                     "What are the key takeaways of the complete LLM guide?",
                      "I think the week 2 guide mentions RLHF?",
                      "What does the week 6 guide cover?",
                      "What do the materials say about tokenization?"):
