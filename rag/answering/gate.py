@@ -44,6 +44,9 @@ _TERM_LEAD = re.compile(
     r"what\s+does|explain|tell\s+me\s+about|meaning\s+of|what\s+about)\s+"
     r"(?:an?\s+|the\s+)?", re.IGNORECASE)
 _TERM_TAIL = re.compile(r"\s+(?:mean|means|stand\s+for|do)\s*$", re.IGNORECASE)
+_HOW_IT_WORKS = re.compile(
+    r"^\s*how\s+(?:does|do)\s+(?:an?\s+|the\s+)?(?P<term>\S.*?)\s+(?:actually\s+)?work\s*$",
+    re.IGNORECASE)
 _BOLD = re.compile(r"\*\*([^*\n]{1,60})\*\*|__([^_\n]{1,60})__")
 # Where a defining sentence's subject ends: "X is ...", "X refers to ...", "X: ...", "X = ...",
 # "X (the ...)", "X — ...".
@@ -194,8 +197,11 @@ def titled(question: str, hits: Sequence[Hit]) -> list[int]:
     word of a longer question ("Evaluation") does not name it.
     """
     # Numbers are values asked about ("... when it is below 1?"), not what the question is
-    # about: like section numbers in headings, they are not counted.
-    asked = {term for term in own_terms(question) if not term[:1].isdigit()}
+    # about: like section numbers in headings, they are not counted. Nor is the "work" of
+    # "How does RLAIF work?", which a heading "How does it work?" would otherwise name.
+    works = _HOW_IT_WORKS.match(question.strip().rstrip("?!. "))
+    about = works["term"] if works else question
+    asked = {term for term in own_terms(about) if not term[:1].isdigit()}
     if not asked:
         return []
     return [i for i, hit in enumerate(hits) if _names(hit.chunk.section, asked)]
@@ -356,9 +362,10 @@ def term_unused(question: str, hits: Sequence[Hit]) -> bool:
     ("KV-cache" and "KV cache"), with its suffixes stripped ("hallucinating"), and all the
     words written as one ("paged attention" and "PagedAttention"). Questions of more than
     `TERM_WORDS` words, or of that many without "what is" and the like, and comparisons are
-    left to the other rules."""
+    left to the other rules. "How does RLAIF work?" asks what a term is as well."""
     bare = question.strip().rstrip("?!. ")
-    text = _TERM_TAIL.sub("", _TERM_LEAD.sub("", bare))
+    works = _HOW_IT_WORKS.match(bare)
+    text = works["term"] if works else _TERM_TAIL.sub("", _TERM_LEAD.sub("", bare))
     # Three bare words are as often keywords from several passages ("transformer warmup
     # steps?", "greedy decoding downside") as one term; a comparison names two things.
     n = len(text.split())

@@ -150,6 +150,10 @@ def test_the_passages_under_a_heading_that_names_the_question_are_found() -> Non
     hits = under("Intro", "Decoding strategies > Temperature", "D.2 Sample Responses")
     assert titled("What does temperature do?", hits) == [1]
     assert titled("What is a reward model?", hits) == []
+    # The "work" of "how does X work" is no word a heading can name.
+    works = under("LLM > 2. How does it work?", "Decoding > Beam search")
+    assert titled("How does RLAIF work?", works) == []
+    assert titled("how does beam search work", works) == [1]
 
 
 def test_a_question_that_is_only_a_term_is_recognised() -> None:
@@ -230,6 +234,9 @@ def test_a_term_no_retrieved_passage_uses_is_not_discussed() -> None:
     assert term_unused("what is grouped-query attention?", near)
     assert term_unused("GQA?", near)
     assert term_unused("what's a vision transformer", near)
+    assert term_unused("How does RLAIF work?", near)
+    assert not term_unused("how does multi-head attention work", near[:1] + [
+        passage("Multi-head attention runs several heads in parallel.")])
     # Used: in its hyphen's parts, with a suffix, or written as one word.
     cache = [passage("The KV cache grows with every generated token.")]
     assert not term_unused("what is a kv-cache?", cache)
