@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rag.answering.gate import BACK_MATTER, asked_term, names_term, titled
+from rag.answering.gate import BACK_MATTER, asked_term, names_term, titled, topic_unused
 from rag.answering.grounding import TermWeights, numbers, terms
 from rag.answering.injection import is_instruction
 from rag.answering.quotes import ANNOUNCES, Quote, plain, quotes_of
@@ -56,7 +56,7 @@ from rag.answering.styles import QUOTED, AnswerSentence
 from rag.index.documents import Chunk, Hit
 from rag.index.embedder import Embedder
 from rag.retrieval.query import asks_for_authors
-from rag.retrieval.references import asks_for_overview, referenced
+from rag.retrieval.references import asked_topic, asks_for_overview, referenced
 
 MAX_QUOTES = 4
 MAX_WORDS = 120
@@ -979,6 +979,11 @@ class QuoteSelector:
         # ("3.2 Attention" for "paged attention?") titles it only when no passage names the
         # whole term ("greedy decoding downside" and a section "Greedy decoding").
         scope = referenced(question, hits)
+        topic = asked_topic(question)
+        if scope is not None and topic:
+            # "What does the week 2 guide say about hallucination?": of the guide's passages,
+            # those that use the word, not its welcome.
+            scope = [i for i in scope if not topic_unused(topic, [hits[i].chunk])] or scope
         if scope is None:
             asked = asked_term(question)
             naming = [i for i, hit in enumerate(hits) if names_term(hit, asked)]

@@ -217,6 +217,20 @@ async def test_a_topic_the_named_document_never_discusses_is_answered_from_the_o
     assert counted.calls == 0
 
 
+async def test_a_named_documents_passages_that_use_the_asked_topic_are_the_ones_quoted(
+    full_index, counted
+):
+    # The guide's welcome ("Welcome to Week 2 of the Machine Learning Engineer course!") was
+    # quoted after its two lines on hallucination: it is near the words naming the guide.
+    answer = await assistant_over(full_index, counted, style="extractive").answer(
+        "What does the week 2 guide say about hallucination?")
+    assert not answer.refused and answer.sentences, answer.text
+    assert "Welcome" not in answer.text
+    quoted = {s.citation for s in answer.sentences}
+    sections = [c.section for c in answer.citations if c.number in quoted]
+    assert sections and all("Hallucination" in section for section in sections), sections
+
+
 def test_an_answer_from_other_materials_keeps_a_verified_answers_fallback_and_its_note() -> None:
     elsewhere = Elsewhere("XGBoost", ("papers/lora.pdf",))
     asked = "Does the LoRA paper mention XGBoost?"
