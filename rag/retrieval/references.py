@@ -101,6 +101,8 @@ _NOT_A_TOPIC = re.compile(
 _DANGLING = re.compile(r"\b(?:of|for|to|on|about|with|from|by|used)\b", re.IGNORECASE)
 TOPIC_TERMS = 3
 TOPIC_WORDS = 5
+# A term is short; a longer "word" is pasted text, not a topic to name back in a note.
+TOPIC_CHARS = 60
 
 
 def _words(text: str) -> list[str]:
@@ -222,7 +224,8 @@ def asked_topic(question: str) -> str:
     if _NOT_A_TOPIC.match(topic) or _DANGLING.search(topic):
         return ""
     asked = [term for term in own_terms(topic) if term[:1].isalpha()]
-    fits = 0 < len(set(asked)) <= TOPIC_TERMS and len(topic.split()) <= TOPIC_WORDS
+    fits = (0 < len(set(asked)) <= TOPIC_TERMS and len(topic.split()) <= TOPIC_WORDS
+            and len(topic) <= TOPIC_CHARS)
     return topic if fits else ""
 
 

@@ -152,7 +152,8 @@ def test_what_a_question_asks_a_named_document_about_is_read_when_it_is_a_term()
                      "What are the key takeaways of the complete LLM guide?",
                      "I think the week 2 guide mentions RLHF?",
                      "What does the week 6 guide cover?",
-                     "What do the materials say about tokenization?"):
+                     "What do the materials say about tokenization?",
+                     "What does the week 2 guide say about " + "x" * 1900):
         assert asked_topic(question) == "", question
 
 
