@@ -101,6 +101,10 @@ SETS = {
     # and 9 misspelt off-topic ones, written from the materials to measure typo correction;
     # its answers were read while fixing it, so it is not held out.
     "typos (read)": REPO / "eval" / "typo_questions.jsonl",
+    # Session 28: 35 off-topic questions that name a course document ("Which hotel does the
+    # class 2 overview recommend in Lisbon?"), for the gate's floor on such questions
+    # (Assistant.covers); the first 20 were scored while choosing it, the last 15 after.
+    "named off-topic": REPO / "eval" / "named_offtopic_questions.jsonl",
 }
 DATA_DIR = REPO / ".study-assistant" / "bench-faithfulness"
 
