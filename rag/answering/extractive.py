@@ -84,7 +84,9 @@ _COPULA = re.compile(
     r"\b(?:is|are|refers? to|means|stands? for|denotes|describes)\b|\s?[—–]\s?", re.IGNORECASE)
 COPULA_WITHIN = 12
 # A question after a reason, and a piece that gives one.
-_WHY_QUESTION = re.compile(r"\b(?:why|how come|reasons?)\b", re.IGNORECASE)
+# Chat's "y" counts when a word follows it ("llama 65b vs chinchilla on mmlu, y worse?").
+_WHY_QUESTION = re.compile(r"\b(?:why|how come|reasons?)\b|(?:^|[,;:.!?]\s*)y\s+(?=[a-z])",
+                           re.IGNORECASE)
 _REASON = re.compile(
     r"\b(?:because|due to|owing to|the reason|explanation|as a result|this is why|so that|"
     r"therefore|thus|hence|caused by|since)\b", re.IGNORECASE)

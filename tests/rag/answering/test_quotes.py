@@ -245,6 +245,10 @@ def test_the_answer_to_a_why_question_brings_the_reason_after_its_lead() -> None
                        "it saw fewer books. The benchmark has 57 tasks.", 0)
     p = np.array([0.9, 0.2, 0.6])
     assert select(quotes, p, "Why does LLaMA-65B fall behind on MMLU?") == [0, 1, 2]
+    # Chat's "y" asks why too, but not the "y" of "x and y".
+    assert select(quotes, p, "hmm, y worse?") == [0, 1, 2]
+    assert select(quotes, p, "y is it worse") == [0, 1, 2]
+    assert select(quotes, p, "are its x and y worse?") == [0, 2]
     # Not a why-question (nor one the lead restates: most of its terms are new).
     assert select(quotes, p, "How does the 65B model do?") == [0, 2]
 
