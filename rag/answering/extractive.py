@@ -62,6 +62,8 @@ MAX_QUOTES = 4
 MAX_WORDS = 120
 KEEP_RATIO = 0.5
 SHORT_ITEM_WORDS = 12
+# Numbered steps this short in all are quoted whole, however long each one is.
+STEPS_WORDS = 60
 MAX_POINTERS = 2
 # A sentence with at least this share of its terms in a sentence already quoted repeats it.
 REPEATS_SHARED_TERMS = 0.8
@@ -805,11 +807,13 @@ def _repeats(quotes: Sequence[Quote], i: int, chosen: Sequence[int]) -> bool:
 
 def is_short_list(quotes: Sequence[Quote], i: int) -> bool:
     """Whether piece i belongs to a list or table of short entries (bullets under a heading,
-    table rows): quoted whole, since the entries only make sense together."""
+    table rows) or to short numbered steps ("1. Start with ... 2. Count every pair ..."):
+    quoted whole, since the entries only make sense together."""
     if quotes[i].kind in ("sentence", "code"):
         return False
     family = [quotes[j].words for j in siblings(quotes, i)]
-    return quotes[i].kind == "row" or sum(family) / len(family) <= SHORT_ITEM_WORDS
+    return (quotes[i].kind == "row" or sum(family) / len(family) <= SHORT_ITEM_WORDS
+            or (quotes[i].step > 0 and sum(family) <= STEPS_WORDS))
 
 
 def siblings(quotes: Sequence[Quote], i: int) -> list[int]:
@@ -868,8 +872,10 @@ def _render(
         if extra:
             sentences.append(AnswerSentence(extra, number, QUOTED))
             lines.append(extra)
-    marker = "- " if first.kind == "item" else ""
     for j in block:
+        # A step keeps its number as written.
+        step = quotes[j].step
+        marker = "" if first.kind != "item" else f"{step}. " if step else "- "
         sentences.append(AnswerSentence(quotes[j].text, number, QUOTED))
         lines.append(f"{marker}{quotes[j].text}")
     lines[-1] += f" [{number}]"

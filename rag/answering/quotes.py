@@ -24,7 +24,7 @@ from typing import Literal
 QuoteKind = Literal["sentence", "item", "row", "code"]
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
-_ITEM = re.compile(r"^\s*(?:[-*+•]|\d{1,2}[.)])\s+(?:\[[ xX]\]\s+)?(.*)$")
+_ITEM = re.compile(r"^\s*(?:[-*+•]|(?P<number>\d{1,2})[.)])\s+(?:\[[ xX]\]\s+)?(?P<text>.*)$")
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+")
 _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
 _RULE = re.compile(r"^\s*([-*_])(\s*\1){2,}\s*$")
@@ -110,7 +110,8 @@ class Quote:
     Pieces of one paragraph, list or table share a `group`; a table row carries its header
     row, and a list item or row the lead-in line before its list ("Typical forms:"). `heading`
     is the last Markdown heading above the piece inside its passage ("" when the passage has
-    none above it: the chunk's section then names where it sits).
+    none above it: the chunk's section then names where it sits). `step`: the number of an item
+    of a numbered list as written ("1. Start with ..."), 0 for other pieces.
     """
 
     text: str
@@ -121,6 +122,7 @@ class Quote:
     header: str = ""
     lead: str = ""
     heading: str = ""
+    step: int = 0
 
     @property
     def words(self) -> int:
@@ -172,7 +174,8 @@ def split_sentences(paragraph: str) -> list[str]:
 
 
 def _blocks(text: str, fence: str = "") -> list[tuple[str, str]]:
-    """(kind, text) blocks: paragraphs joined from wrapped lines, list items, table rows,
+    """(kind, text) blocks: paragraphs joined from wrapped lines, list items (a numbered
+    list's are steps), table rows,
     short fenced code blocks and the short parts of long ones (their lines as written),
     headings (their text). The rest of a long code block, a code block the passage cuts and
     rules become breaks. A passage that starts inside a code block (`fence`: the line that
@@ -204,8 +207,8 @@ def _blocks(text: str, fence: str = "") -> list[tuple[str, str]]:
         elif stripped.startswith("|"):
             blocks.append(("row", stripped))
         elif item := _ITEM.match(line):
-            blocks.append(("item", item.group(1)))
-        elif blocks and blocks[-1][0] in ("para", "item"):
+            blocks.append((f"step {item['number']}" if item["number"] else "item", item["text"]))
+        elif blocks and (blocks[-1][0] in ("para", "item") or blocks[-1][0].startswith("step")):
             blocks[-1] = (blocks[-1][0], blocks[-1][1] + " " + stripped)
         else:
             blocks.append(("para", stripped))
@@ -246,7 +249,10 @@ def quotes_of(text: str, passage: int, fence: str = "") -> list[Quote]:
     is the line that opened the code block the passage starts inside (`Chunk.fence`)."""
     out: list[Quote] = []
     group, header, lead, last, heading = 0, "", "", "", ""
-    for kind, body in _blocks(text, fence):
+    for block, body in _blocks(text, fence):
+        # A numbered list's items are steps ("step 3"); a list all the same.
+        kind, _, number = block.partition(" ")
+        kind = "item" if kind == "step" else kind
         if kind == "heading":
             heading, lead, last = body, "", ""
             continue
@@ -273,7 +279,7 @@ def quotes_of(text: str, passage: int, fence: str = "") -> list[Quote]:
                 lead = item
             elif item:
                 out.append(Quote(item, "item", passage, len(out), group, lead=lead,
-                                 heading=heading))
+                                 heading=heading, step=int(number or 0)))
         else:
             sentences = split_sentences(without_references(plain(body)))
             glued = run_in_heading(sentences[0]) if sentences else ""

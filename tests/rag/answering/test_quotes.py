@@ -281,6 +281,36 @@ def test_a_task_in_a_mixed_list_still_brings_the_statements_beside_it() -> None:
     assert select(quotes, p, "Why does few-shot prompting work without training?") == [1, 2]
 
 
+def test_short_numbered_steps_are_quoted_whole_with_their_numbers() -> None:
+    from rag.answering.extractive import compose, is_short_list
+
+    # Items of 16, 10, 15 and 8 words: too long for a short list of bullets, but "How is BPE
+    # trained?" was answered with the first two steps and never the merge.
+    text = ("How BPE is trained:\n\n"
+            "1. Start with a vocabulary of single symbols (characters, or the 256 byte values in\n"
+            "   byte-level BPE).\n"
+            "2. Count every pair of adjacent symbols in the training corpus.\n"
+            "3. Merge the most frequent pair into a new symbol and add it to the vocabulary.\n"
+            "4. Repeat until the vocabulary reaches the target size.")
+    quotes = quotes_of(text, 0)
+    assert [q.step for q in quotes] == [1, 2, 3, 4]
+    assert len({q.group for q in quotes}) == 1
+    p = np.array([0.9, 0.8, 0.3, 0.2])
+    assert select(quotes, p, "How is BPE trained?") == [0, 1, 2, 3]
+    lines = compose(quotes, [0, 1, 2, 3], []).text.splitlines()
+    assert lines[0] == "How BPE is trained:"
+    assert lines[3] == ("3. Merge the most frequent pair into a new symbol and add it to the "
+                        "vocabulary.")
+    assert lines[4].startswith("4. Repeat") and lines[4].endswith(" [1]")
+    # The same items as bullets are quoted one by one, as before.
+    bullets = quotes_of(text.replace("1. ", "- ").replace("2. ", "- ").replace("3. ", "- ")
+                        .replace("4. ", "- "), 0)
+    assert [q.step for q in bullets] == [0, 0, 0, 0] and not is_short_list(bullets, 0)
+    # Long steps are not.
+    long = quotes_of("\n".join(f"{n}. " + "word " * 20 for n in range(1, 5)), 0)
+    assert long[0].step == 1 and not is_short_list(long, 0)
+
+
 def test_pdf_headings_and_scraps_are_never_quoted() -> None:
     text = ("4 Why Self-Attention\n\nIn this section we compare layers. Self-attention "
             "relates positions of one sequence.\n\nC.4 Details of RLHF training\n\nAbstract\n\n"
