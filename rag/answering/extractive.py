@@ -56,7 +56,12 @@ from rag.answering.styles import QUOTED, AnswerSentence
 from rag.index.documents import Chunk, Hit
 from rag.index.embedder import Embedder
 from rag.retrieval.query import asks_for_authors
-from rag.retrieval.references import asked_topic, asks_for_overview, referenced
+from rag.retrieval.references import (
+    asked_topic,
+    asks_for_overview,
+    referenced,
+    without_named_documents,
+)
 
 MAX_QUOTES = 4
 MAX_WORDS = 120
@@ -64,6 +69,11 @@ KEEP_RATIO = 0.5
 SHORT_ITEM_WORDS = 12
 # Numbered steps this short in all are quoted whole, however long each one is.
 STEPS_WORDS = 60
+# A question term no chosen piece holds is looked for when this rare (idf 3.0: in about one
+# passage in 20 of the shipped materials' index), in pieces that score at least this share
+# of the best.
+COMPLEMENT_IDF = 3.0
+COMPLEMENT_RATIO = 0.25
 MAX_POINTERS = 2
 # A sentence with at least this share of its terms in a sentence already quoted repeats it.
 REPEATS_SHARED_TERMS = 0.8
@@ -485,6 +495,7 @@ def select(
     quotes: Sequence[Quote], p: np.ndarray, question: str = "",
     scope: Collection[int] | None = None, aside: Collection[int] = (),
     defining: Sequence[bool] = (),
+    idf: TermWeights | None = None,
 ) -> list[int]:
     """The pieces to quote, most likely first (a piece that spells out the acronym a
     definition question asks about, or one of the `defining` pieces that open by defining its
@@ -492,6 +503,8 @@ def select(
     is); a list item brings its siblings; a leading sentence that announces what follows,
     sets up an inquiry ("we investigate ...") or only restates the question brings the next
     sentence, and the answer to a why-question the reason that follows its leading statement.
+    With `idf`, a rare question term no chosen piece holds brings the likeliest piece that
+    does (`_with_uncovered_terms`).
 
     Left out, each only while something else is left: pieces of the passages `aside` (a
     paper's acknowledgements and references, `back_matter`), pieces of passages outside
@@ -530,6 +543,9 @@ def select(
     if lead is not None and (_ASKS_FOR_EXPANSION.search(question)
                              or p[lead] >= KEEP_RATIO * p.max()):
         chosen = _led_by(quotes, chosen, lead)
+    if idf is not None:
+        chosen = _with_uncovered_terms(quotes, p, chosen, question, idf,
+                                       None if all(allowed) else allowed)
     chosen = _with_finding(quotes, _with_what_it_announces(quotes, chosen))
     if _WHY_QUESTION.search(question):
         chosen = _with_reason(quotes, chosen)
@@ -664,6 +680,41 @@ def _with_antecedents(quotes: Sequence[Quote], chosen: list[int]) -> list[int]:
             out = kept
             out.insert(out.index(i), before)
     return out
+
+
+def _with_uncovered_terms(
+    quotes: Sequence[Quote], p: np.ndarray, chosen: list[int], question: str,
+    idf: TermWeights, allowed: Sequence[bool] | None,
+) -> list[int]:
+    """For a question of several parts ("What optimizer and learning-rate schedule did the
+    LLaMA paper use?", answered with the schedule alone), the likeliest piece that holds a
+    rare term of the question (idf at least `COMPLEMENT_IDF`; the words naming a document
+    aside) that no chosen piece, its lead-in, header or heading holds ("optimizer"), when it
+    scores at least `COMPLEMENT_RATIO` of the best: after the chosen pieces, or in place of
+    the last when that is a sentence and the quotes or words are full. Code is not added."""
+    if not chosen:
+        return chosen
+    held: set[str] = set()
+    for i in chosen:
+        q = quotes[i]
+        held |= terms(f"{q.lead} {q.header} {q.text} {q.heading}")
+    rare = {t for t in terms(without_named_documents(question)) - held
+            if idf.idf(t) >= COMPLEMENT_IDF}
+    if not rare:
+        return chosen
+    best = p[chosen[0]]
+    for i in (int(i) for i in np.argsort(-p, kind="stable")):
+        if p[i] < COMPLEMENT_RATIO * best:
+            break
+        q = quotes[i]
+        if i in chosen or (allowed is not None and not allowed[i]) or q.kind == "code" \
+                or not rare & terms(q.text) or _repeats(quotes, i, chosen):
+            continue
+        for out in (list(chosen), chosen[:-1] if quotes[chosen[-1]].kind == "sentence" else []):
+            if out and len(out) < MAX_QUOTES and sum(
+                    quotes[j].words for j in out) + q.words <= MAX_WORDS:
+                return [*out, i]
+    return chosen
 
 
 def _without_dangling_announcements(quotes: Sequence[Quote], chosen: list[int]) -> list[int]:
@@ -1009,7 +1060,7 @@ class QuoteSelector:
             opening = opening_pieces(quotes)
             if opening:
                 return compose(quotes, opening, [n for n in scope if n != 0])
-        chosen = select(quotes, p, question, scope, aside, list(defining))
+        chosen = select(quotes, p, question, scope, aside, list(defining), idf)
         best = float(p[chosen[0]])
         owner = np.array([q.passage for q in quotes])
         quoted = {quotes[i].passage for i in chosen}

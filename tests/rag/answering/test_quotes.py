@@ -311,6 +311,27 @@ def test_short_numbered_steps_are_quoted_whole_with_their_numbers() -> None:
     assert long[0].step == 1 and not is_short_list(long, 0)
 
 
+def test_a_question_term_no_chosen_piece_holds_brings_the_likeliest_piece_that_does() -> None:
+    from rag.answering.grounding import TermWeights
+
+    # "What optimizer and learning-rate schedule did the LLaMA paper use?" was answered with
+    # the schedule alone: the AdamW sentence scored under half the best.
+    quotes = quotes_of("Our models are trained using the AdamW optimizer. We use a cosine "
+                       "learning rate schedule with 2,000 warmup steps, down to a tenth of the "
+                       "peak. The batch size is four million tokens.", 0)
+    corpus = [f"Filler passage {n} about models and training data." for n in range(80)]
+    idf = TermWeights([*corpus, *(q.text for q in quotes)])
+    p = np.array([0.3, 0.9, 0.2])
+    question = "What optimizer and learning-rate schedule did the LLaMA paper use?"
+    assert select(quotes, p, question) == [1]
+    assert select(quotes, p, question, idf=idf) == [1, 0]
+    # Not when the piece scores under a quarter of the best, nor for a common term
+    # ("models"), nor when the chosen pieces already hold the term.
+    assert select(quotes, np.array([0.2, 0.9, 0.1]), question, idf=idf) == [1]
+    assert select(quotes, p, "Which learning-rate schedule do the models use?", idf=idf) == [1]
+    assert select(quotes, p, "What schedule and learning rate?", idf=idf) == [1]
+
+
 def test_pdf_headings_and_scraps_are_never_quoted() -> None:
     text = ("4 Why Self-Attention\n\nIn this section we compare layers. Self-attention "
             "relates positions of one sequence.\n\nC.4 Details of RLHF training\n\nAbstract\n\n"
