@@ -173,16 +173,20 @@ def split_sentences(paragraph: str) -> list[str]:
     return [p.replace(_PROTECTED, ".").strip() for p in pieces if p.strip()]
 
 
-def _blocks(text: str, fence: str = "") -> list[tuple[str, str]]:
-    """(kind, text) blocks: paragraphs joined from wrapped lines, list items (a numbered
-    list's are steps), table rows,
-    short fenced code blocks and the short parts of long ones (their lines as written),
-    headings (their text). The rest of a long code block, a code block the passage cuts and
-    rules become breaks. A passage that starts inside a code block (`fence`: the line that
-    opened it) starts inside what holds it, as one that starts mid-sentence does: the block,
-    and what follows it up to a blank line or a heading (the rest of the list item or list it
-    sits in, whose lead-in is in the passage before), are a break."""
-    blocks: list[tuple[str, str]] = []
+# A block of a passage: its kind, its text and, for an item of a numbered list, its number.
+Block = tuple[str, str, int]
+
+
+def _blocks(text: str, fence: str = "") -> list[Block]:
+    """(kind, text, number) blocks: paragraphs joined from wrapped lines, list items (with
+    their number in a numbered list, else 0), table rows, short fenced code blocks and the
+    short parts of long ones (their lines as written), headings (their text). The rest of a
+    long code block, a code block the passage cuts and rules become breaks. A passage that
+    starts inside a code block (`fence`: the line that opened it) starts inside what holds
+    it, as one that starts mid-sentence does: the block, and what follows it up to a blank
+    line or a heading (the rest of the list item or list it sits in, whose lead-in is in the
+    passage before), are a break."""
+    blocks: list[Block] = []
     code: list[str] | None = [] if fence else None
     cut = bool(fence)  # still inside what the passage cut at its start
     for line in text.splitlines():
@@ -190,7 +194,7 @@ def _blocks(text: str, fence: str = "") -> list[tuple[str, str]]:
             if code is None:
                 code = []
             else:
-                blocks += [("break", "")] if cut else _code_blocks(code)
+                blocks += [("break", "", 0)] if cut else _code_blocks(code)
                 code = None
             continue
         if code is not None:
@@ -201,39 +205,40 @@ def _blocks(text: str, fence: str = "") -> list[tuple[str, str]]:
         cut = False
         stripped = line.strip()
         if _HEADING.match(line):
-            blocks.append(("heading", plain(_HEADING.sub("", line).strip("# \t"))))
+            blocks.append(("heading", plain(_HEADING.sub("", line).strip("# \t")), 0))
         elif not stripped or _TABLE_RULE.match(line) or _RULE.match(line):
-            blocks.append(("break", ""))
+            blocks.append(("break", "", 0))
         elif stripped.startswith("|"):
-            blocks.append(("row", stripped))
+            blocks.append(("row", stripped, 0))
         elif item := _ITEM.match(line):
-            blocks.append((f"step {item['number']}" if item["number"] else "item", item["text"]))
-        elif blocks and (blocks[-1][0] in ("para", "item") or blocks[-1][0].startswith("step")):
-            blocks[-1] = (blocks[-1][0], blocks[-1][1] + " " + stripped)
+            blocks.append(("item", item["text"], int(item["number"] or 0)))
+        elif blocks and blocks[-1][0] in ("para", "item"):
+            kind, body, number = blocks[-1]
+            blocks[-1] = (kind, f"{body} {stripped}", number)
         else:
-            blocks.append(("para", stripped))
+            blocks.append(("para", stripped, 0))
     return blocks
 
 
-def _code_blocks(lines: list[str]) -> list[tuple[str, str]]:
+def _code_blocks(lines: list[str]) -> list[Block]:
     """A fenced block's lines as code blocks: the whole block when it is short; a long one by
     its parts between blank lines (a diagram's stages, a script's steps), each part that is
     short, as written; what is still too long is a break."""
     whole = _short_code(lines)
     if whole or not any(line.strip() for line in lines):
-        return [("code", whole)] if whole else [("break", "")]
+        return [("code", whole, 0)] if whole else [("break", "", 0)]
     parts: list[list[str]] = [[]]
     for line in lines:
         if line.strip():
             parts[-1].append(line)
         elif parts[-1]:
             parts.append([])
-    blocks: list[tuple[str, str]] = []
+    blocks: list[Block] = []
     for part in parts:
         if body := _short_code(part):
-            blocks.append(("code", body))
+            blocks.append(("code", body, 0))
         elif not blocks or blocks[-1][0] != "break":
-            blocks.append(("break", ""))
+            blocks.append(("break", "", 0))
     return blocks
 
 
@@ -249,10 +254,7 @@ def quotes_of(text: str, passage: int, fence: str = "") -> list[Quote]:
     is the line that opened the code block the passage starts inside (`Chunk.fence`)."""
     out: list[Quote] = []
     group, header, lead, last, heading = 0, "", "", "", ""
-    for block, body in _blocks(text, fence):
-        # A numbered list's items are steps ("step 3"); a list all the same.
-        kind, _, number = block.partition(" ")
-        kind = "item" if kind == "step" else kind
+    for kind, body, number in _blocks(text, fence):
         if kind == "heading":
             heading, lead, last = body, "", ""
             continue
@@ -279,7 +281,7 @@ def quotes_of(text: str, passage: int, fence: str = "") -> list[Quote]:
                 lead = item
             elif item:
                 out.append(Quote(item, "item", passage, len(out), group, lead=lead,
-                                 heading=heading, step=int(number or 0)))
+                                 heading=heading, step=number))
         else:
             sentences = split_sentences(without_references(plain(body)))
             glued = run_in_heading(sentences[0]) if sentences else ""
