@@ -263,7 +263,7 @@ def test_off_topic_questions_naming_a_course_document_stay_under_the_floor(
     assert len(rows) == 35
     for row in rows:
         assert retriever.names_documents(row["question"]), row["question"]
-        named = retriever.search(row["question"], scored_without_names=True)
+        named = retriever.search(row["question"], assistant.settings.k, scored_without_names=True)
         assert assistant.coverage_probability(named) < NAMED_DOCUMENT_FLOOR / 2, row["question"]
 
 
