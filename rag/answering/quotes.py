@@ -10,7 +10,8 @@ as written (only its common indentation is removed). A passage that starts mid-s
 its first fragment and one that was cut loses its last; a sentence a PDF's figure or table
 interrupts loses both halves, and a sentence glued to the middle of another is dropped, so no
 quote ends or starts mid-way. A PDF's run-in heading glued to a paragraph's first sentence ("Double
-Quantization We introduce ...") is left out of the quote.
+Quantization We introduce ...") is left out of the quote, and a table it flattened into the
+start of a sentence is a piece of its own.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ HEADING_WORDS = 12
 _RUN_IN_HEADING = re.compile(
     r"^[A-Z][\w&/'-]*(?:\s+(?:[A-Z][\w&/'-]*|and|of|for|the|in|on|with|to|a|an|from|by)){0,5}"
     r"\s+(?=(?:We|Our|In|The|This|These|To|For|As|It|Each|While|When|Given|Since|Unlike|"
-    r"Following|Here|Using|Most|All|Many|One|After|Although|With)\s+[a-z])")
+    r"Following|Here|Using|Most|All|Many|One|After|Although|With|During)\s+[a-z])")
 
 
 def run_in_heading(paragraph: str) -> str:
@@ -91,6 +92,39 @@ def run_in_heading(paragraph: str) -> str:
     Quantization We introduce ..."), "" when it has none."""
     match = _RUN_IN_HEADING.match(paragraph)
     return match.group(0).strip() if match else ""
+
+
+# A table a PDF flattened into the text before a paragraph, read as the start of its first
+# sentence ("... Transformer (big) 28.4 41.8 2.3 · 1019 Label Smoothing During training, we
+# employed ..."): at least this many words, this share of them with a digit, then, after a
+# number, prose: a capitalised word and a lower-case one (or a run-in heading), no digit in
+# its first words, at most this share in all.
+TABLE_WORDS = 8
+TABLE_DIGITS = 0.35
+PROSE_WORDS = 6
+PROSE_DIGITS = 0.2
+_DIGIT = re.compile(r"\d")
+_CAPITALISED = re.compile(r"[A-Z][a-z]")
+
+
+def after_table(sentence: str) -> list[str]:
+    """A sentence a PDF glued to the end of a flattened table as two pieces, the table's
+    text and the sentence ("... 2.3 · 1019" and "Label Smoothing During training, we employed
+    label smoothing of value ϵls = 0.1."); any other sentence as it is."""
+    words = sentence.split()
+    digits = [bool(_DIGIT.search(w)) for w in words]
+    for i in range(TABLE_WORDS, len(words) - PROSE_WORDS + 1):
+        if not digits[i - 1] or not _CAPITALISED.match(words[i]) or any(
+                digits[i:i + PROSE_WORDS]):
+            continue
+        prose = " ".join(words[i:])
+        if not (words[i + 1][:1].islower() or run_in_heading(prose)):
+            continue
+        if (sum(digits[:i]) >= TABLE_DIGITS * i
+                and sum(digits[i:]) <= PROSE_DIGITS * (len(words) - i)
+                and _TERMINAL.search(sentence) and not sentence.endswith("?")):
+            return [" ".join(words[:i]), prose]
+    return [sentence]
 
 
 # At most this many paragraphs (a figure's caption) between the halves of a cut sentence.
@@ -287,6 +321,10 @@ def quotes_of(text: str, passage: int, fence: str = "") -> list[Quote]:
             glued = run_in_heading(sentences[0]) if sentences else ""
             if glued:
                 sentences[0] = sentences[0][len(glued):].lstrip()
+            # A sentence after a flattened table loses the table, and its run-in heading.
+            sentences = [
+                part if k == 0 else part[len(run_in_heading(part)):].lstrip()
+                for sentence in sentences for k, part in enumerate(after_table(sentence))]
             lead = sentences.pop() if sentences and sentences[-1].endswith(":") else ""
             # A PDF's run-in heading that is a sentence of its own ("... by score. Tokenizer.
             # We tokenize ...") heads the sentences after it, a paragraph of their own; it is

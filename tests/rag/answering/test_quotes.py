@@ -6,7 +6,7 @@ import numpy as np
 
 from rag.answering.extractive import all_quotes, back_matter, select
 from rag.answering.grounding import terms
-from rag.answering.quotes import plain, quotes_of
+from rag.answering.quotes import after_table, plain, quotes_of
 from rag.index.documents import Chunk, Hit
 
 
@@ -719,6 +719,31 @@ def test_a_run_in_heading_glued_to_a_pdf_paragraph_is_left_out_of_the_quote() ->
         "constants.", "It saves memory.",
         "We make frequent references to the Transformer.",
         "LoRA freezes the weights.", "We train two matrices."]
+
+
+def test_a_sentence_glued_after_a_flattened_table_is_quoted_without_the_table() -> None:
+    # The Transformer paper's Table 2 runs into "Label Smoothing During training, ...": one
+    # "sentence" of 70 words that led an answer about label smoothing with the whole table.
+    passage = ("Table 2: The Transformer achieves better BLEU scores. Model BLEU EN-DE EN-FR "
+               "ByteNet 23.75 GNMT + RL 24.6 39.92 Transformer (base model) 27.3 38.1 "
+               "Transformer (big) 28.4 41.8 Label Smoothing During training, we employed "
+               "label smoothing of value 0.1. This hurts perplexity.")
+    assert [q.text for q in quotes_of(passage, 0)] == [
+        "Table 2: The Transformer achieves better BLEU scores.",
+        "Model BLEU EN-DE EN-FR ByteNet 23.75 GNMT + RL 24.6 39.92 Transformer (base model) "
+        "27.3 38.1 Transformer (big) 28.4 41.8",
+        "During training, we employed label smoothing of value 0.1.", "This hurts perplexity."]
+    # Not split: a table row that only ends in words, a caption's list of names, prose with
+    # numbers in it, and a table that runs into a question (a survey's next item).
+    for sentence in (
+            "Method RoBERTa 16 16 32 3E-04 4E-04 5E-04 5E-04 LoRA Config. rq = rv = 8 LoRA a 8.",
+            "Gender 70.6 62.6 65.7 47.5 Religion 79.0 73.3 68.6 MetaTuning, InstructGPT, "
+            "FLAN, PromptSource, Alpaca, Vicuna, Koala.",
+            "We trained 7B, 13B, 33B and 65B models for 1.0T and 1.4T tokens on 2048 GPUs, "
+            "and the largest took about 21 days to train on the data.",
+            "Male 50.0% Female 44.4% Nonbinary 5.6% Other 0.0% What ethnicities do you "
+            "identify as?"):
+        assert after_table(sentence) == [sentence]
 
 
 def test_a_run_in_heading_ending_in_a_full_stop_is_not_quoted_as_a_sentence() -> None:
