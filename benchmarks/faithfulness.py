@@ -101,6 +101,10 @@ SETS = {
     # and 9 misspelt off-topic ones, written from the materials to measure typo correction;
     # its answers were read while fixing it, so it is not held out.
     "typos (read)": REPO / "eval" / "typo_questions.jsonl",
+    # Session 29: 60 in-scope and 10 near-topic off-topic questions a writer who read no set
+    # wrote from the materials, by class; scored once before any change (41 of 57 answered
+    # with their key fact), then read while fixing answers, so not held out.
+    "probe 2 (read)": REPO / "eval" / "answer_probe2_questions.jsonl",
     # Session 28: 35 off-topic questions that name a course document ("Which hotel does the
     # class 2 overview recommend in Lisbon?"), for the gate's floor on such questions
     # (Assistant.covers); the first 20 were scored while choosing it, the last 15 after.

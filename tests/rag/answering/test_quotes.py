@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rag.answering.extractive import all_quotes, back_matter, select
+from rag.answering.extractive import all_quotes, back_matter, lists_contents, select
 from rag.answering.grounding import terms
 from rag.answering.quotes import after_table, plain, quotes_of
 from rag.index.documents import Chunk, Hit
@@ -699,6 +699,44 @@ def test_a_sentence_restating_one_already_quoted_is_left_out() -> None:
     chosen = select(quotes, np.array([0.9, 0.3, 0.85, 0.8]))
     assert [quotes[i].text for i in chosen] == [
         notes[0].text, "A block that is too small underuses the GPU."]
+
+
+def test_a_table_of_contents_answers_only_a_question_about_what_a_document_covers() -> None:
+    # The class 2 overview's agenda names "Test-Time Scaling (O1, O3)", which matched a
+    # question about test-time scaling better than the section that answers it.
+    quotes = quotes_of("## Agenda\n\n- Pretraining\n- Test-Time Scaling (O1, O3)\n\n"
+                       "## Test-Time Scaling\n\n- O1: Mixed-precision and quantization.\n"
+                       "- O3: Reflection and adaptive computation.", 0)
+    assert [lists_contents(q) for q in quotes] == [True, True, False, False]
+    p = np.array([0.9, 0.9, 0.3, 0.3])
+    described = select(quotes, p, "How does the class 2 overview describe test-time scaling?")
+    assert sorted(described) == [2, 3]
+    assert sorted(select(quotes, p, "What topics are on the class 2 agenda?")) == [0, 1]
+
+
+def test_a_comparison_is_answered_by_what_each_side_says_under_its_own_heading() -> None:
+    from rag.answering.grounding import TermWeights
+
+    texts = ["## Encoder–Decoder\n\n- Encoder processes input\n- Decoder writes output",
+             "## Encoder\n\n- Reads and understands input\n- Produces representations",
+             "## Decoder\n\n- Generates output token by token\n- Uses masked attention",
+             "## Scaling\n\nBigger models are better."]
+    quotes = [q for i, text in enumerate(texts) for q in quotes_of(text, i)]
+    headings = [q.heading for q in quotes]
+    idf = TermWeights(texts)
+    p = np.array([0.9, 0.9, 0.5, 0.5, 0.4, 0.4, 0.1])
+    question = "How do encoder models differ from decoder models according to the week 6 guide?"
+    chosen = select(quotes, p, question, idf=idf, headings=headings)
+    assert [quotes[i].passage for i in chosen[:4]] == [1, 1, 2, 2]
+    # Without the headings, or for a question that compares nothing, as before.
+    assert select(quotes, p, question, idf=idf)[:2] == [0, 1]
+    assert select(quotes, p, "What does an encoder do?", idf=idf, headings=headings)[:2] == [0, 1]
+    # A section that compares them is kept as it is.
+    compared = ["Comparing Encoder and Decoder", *headings[1:]]
+    assert select(quotes, p, question, idf=idf, headings=compared)[:2] == [0, 1]
+    # A side no heading names alone: as before.
+    assert select(quotes, p, "How does an encoder differ from scaling laws?", idf=idf,
+                  headings=headings[:2] + [""] * 5)[:2] == [0, 1]
 
 
 def test_table_rows_sharing_terms_with_a_quoted_sentence_are_all_kept() -> None:
