@@ -55,7 +55,7 @@ from rag.answering.quotes import ANNOUNCES, Quote, plain, quotes_of
 from rag.answering.styles import QUOTED, AnswerSentence
 from rag.index.documents import Chunk, Hit
 from rag.index.embedder import Embedder
-from rag.retrieval.query import asks_for_authors, comparison_sides
+from rag.retrieval.query import asks_for_authors
 from rag.retrieval.references import (
     asked_topic,
     asks_for_overview,
@@ -74,11 +74,6 @@ STEPS_WORDS = 60
 # of the best.
 COMPLEMENT_IDF = 3.0
 COMPLEMENT_RATIO = 0.25
-# A comparison's side has a section of its own when a heading names it with at most this many
-# other words ("Encoder", "Swapping"; not "4.2 Applying LoRA to Transformer").
-SIDE_HEADING_EXTRA = 1
-_COMPARES = re.compile(r"\b(?:compar\w*|vs\.?|versus|differ\w*|contrast\w*)(?!\w)",
-                       re.IGNORECASE)
 MAX_POINTERS = 2
 # A sentence with at least this share of its terms in a sentence already quoted repeats it.
 REPEATS_SHARED_TERMS = 0.8
@@ -515,7 +510,6 @@ def select(
     scope: Collection[int] | None = None, aside: Collection[int] = (),
     defining: Sequence[bool] = (),
     idf: TermWeights | None = None,
-    headings: Sequence[str] = (),
 ) -> list[int]:
     """The pieces to quote, most likely first (a piece that spells out the acronym a
     definition question asks about, or one of the `defining` pieces that open by defining its
@@ -524,8 +518,7 @@ def select(
     sets up an inquiry ("we investigate ...") or only restates the question brings the next
     sentence, and the answer to a why-question the reason that follows its leading statement.
     With `idf`, a rare question term no chosen piece holds brings the likeliest piece that
-    does (`_with_uncovered_terms`); with it and each piece's `headings` (the heading it sits
-    under), a comparison is answered side by side (`_side_by_side`).
+    does (`_with_uncovered_terms`).
 
     Left out, each only while something else is left: pieces of the passages `aside` (a
     paper's acknowledgements and references, `back_matter`), pieces of passages outside
@@ -574,53 +567,7 @@ def select(
     if _WHY_QUESTION.search(question):
         chosen = _with_reason(quotes, chosen)
     chosen = _with_antecedents(quotes, _with_what_follows_a_restatement(quotes, chosen, question))
-    chosen = _without_dangling_announcements(quotes, _in_reading_order(quotes, chosen))
-    if idf is not None and len(headings) == len(quotes):
-        chosen = _side_by_side(quotes, p, chosen, question, idf, headings, allowed)
-    return chosen
-
-
-def _side_by_side(
-    quotes: Sequence[Quote], p: np.ndarray, chosen: list[int], question: str,
-    idf: TermWeights, headings: Sequence[str], allowed: Sequence[bool],
-) -> list[int]:
-    """For a question that compares two things (`comparison_sides`), the likeliest piece
-    under a heading that names one side (with at most `SIDE_HEADING_EXTRA` other words) and
-    not the other, for each side, first (with the
-    rest of its short list), when both sides have one and the answer does not quote one of
-    each already: "How do encoder models differ from decoder models?" is answered by what
-    "Encoder" and "Decoder" say, not by the "Encoder–Decoder" bullets that name both. A side
-    is named by its rarest word that some heading uses ("decoder" of "decoder models
-    according to the"). A table whose header names both sides already compares them, and is
-    kept as it is, as are pieces under a heading that compares them ("7.3 Comparing
-    Recomputation and Swapping")."""
-    sides = comparison_sides(question)
-    if not sides or not chosen:
-        return chosen
-    heads = [terms(h) for h in headings]
-    used = set().union(*heads)
-    keys = []
-    for side in sides:
-        named = terms(side) & used
-        if not named:
-            return chosen
-        keys.append(max(sorted(named), key=idf.idf))
-    if keys[0] == keys[1] or any(
-            (quotes[i].kind == "row" and set(keys) <= terms(quotes[i].header))
-            or (set(keys) <= heads[i] and _COMPARES.search(headings[i])) for i in chosen):
-        return chosen
-    unders = [[i for i, q in enumerate(quotes) if allowed[i] and q.kind != "code"
-               and key in heads[i] and other not in heads[i]
-               and len(heads[i] - terms(side)) <= SIDE_HEADING_EXTRA]
-              for key, other, side in ((*keys, sides[0]), (*keys[::-1], sides[1]))]
-    if not all(unders) or all(any(i in under for i in chosen) for under in unders):
-        return chosen
-    lead: list[int] = []
-    for under in unders:
-        best = max(under, key=lambda i: p[i])
-        family = siblings(quotes, best) if is_short_list(quotes, best) else [best]
-        lead += [j for j in family if allowed[j] and j not in lead]
-    return _trimmed(quotes, [*lead, *(j for j in chosen if j not in lead)], kept=len(lead))
+    return _without_dangling_announcements(quotes, _in_reading_order(quotes, chosen))
 
 
 def opening_pieces(quotes: Sequence[Quote]) -> list[int]:
@@ -1130,9 +1077,7 @@ class QuoteSelector:
             opening = opening_pieces(quotes)
             if opening:
                 return compose(quotes, opening, [n for n in scope if n != 0])
-        headings = [section_of(q, hits[q.passage].chunk.section).rsplit(" > ", 1)[-1]
-                    for q in quotes]
-        chosen = select(quotes, p, question, scope, aside, list(defining), idf, headings)
+        chosen = select(quotes, p, question, scope, aside, list(defining), idf)
         best = float(p[chosen[0]])
         owner = np.array([q.passage for q in quotes])
         quoted = {quotes[i].passage for i in chosen}

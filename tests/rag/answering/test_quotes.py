@@ -714,31 +714,6 @@ def test_a_table_of_contents_answers_only_a_question_about_what_a_document_cover
     assert sorted(select(quotes, p, "What topics are on the class 2 agenda?")) == [0, 1]
 
 
-def test_a_comparison_is_answered_by_what_each_side_says_under_its_own_heading() -> None:
-    from rag.answering.grounding import TermWeights
-
-    texts = ["## Encoder–Decoder\n\n- Encoder processes input\n- Decoder writes output",
-             "## Encoder\n\n- Reads and understands input\n- Produces representations",
-             "## Decoder\n\n- Generates output token by token\n- Uses masked attention",
-             "## Scaling\n\nBigger models are better."]
-    quotes = [q for i, text in enumerate(texts) for q in quotes_of(text, i)]
-    headings = [q.heading for q in quotes]
-    idf = TermWeights(texts)
-    p = np.array([0.9, 0.9, 0.5, 0.5, 0.4, 0.4, 0.1])
-    question = "How do encoder models differ from decoder models according to the week 6 guide?"
-    chosen = select(quotes, p, question, idf=idf, headings=headings)
-    assert [quotes[i].passage for i in chosen[:4]] == [1, 1, 2, 2]
-    # Without the headings, or for a question that compares nothing, as before.
-    assert select(quotes, p, question, idf=idf)[:2] == [0, 1]
-    assert select(quotes, p, "What does an encoder do?", idf=idf, headings=headings)[:2] == [0, 1]
-    # A section that compares them is kept as it is.
-    compared = ["Comparing Encoder and Decoder", *headings[1:]]
-    assert select(quotes, p, question, idf=idf, headings=compared)[:2] == [0, 1]
-    # A side no heading names alone: as before.
-    assert select(quotes, p, "How does an encoder differ from scaling laws?", idf=idf,
-                  headings=headings[:2] + [""] * 5)[:2] == [0, 1]
-
-
 def test_table_rows_sharing_terms_with_a_quoted_sentence_are_all_kept() -> None:
     sentence = quotes_of("The base model has 8 attention heads.", 0)
     table = quotes_of("| Setting | Base |\n|---|---|\n| Attention heads | 8 |\n| Layers | 6 |", 1)
