@@ -165,6 +165,15 @@ _ASKS_FOR_CONTENTS = re.compile(
     r"\b(?:agenda|contents|outline|syllabus|topics?|cover(?:s|ed|ing)?|sections?|parts|"
     r"chapters?|structure|structured|organi[sz]ed)\b", re.IGNORECASE)
 
+# A question after a judgement ("which ... are best", "is DPO better than PPO?", "where does
+# most of the memory go?"), and a piece that states one: a comparison or a superlative.
+_ASKS_FOR_DEGREE = re.compile(r"\b(?:best|worst|better|worse|most|least)\b", re.IGNORECASE)
+_STATES_DEGREE = re.compile(
+    r"\b(?:best|worst|most|least|better|worse|more|less|fewer|than|outperform\w*|"
+    r"exceed\w*|superior|inferior|smallest|largest|biggest|highest|lowest|fastest|slowest|"
+    r"strongest|weakest|cheapest|greatest|as (?:small|few|little|large|many|much|low|high) as)\b",
+    re.IGNORECASE)
+
 # A question after a quantity: only a piece that states a number can answer it.
 _ASKS_FOR_QUANTITY = re.compile(
     r"\b(?:how (?:many|much|long|large|big|fast|often|far)|by how much|"
@@ -518,7 +527,8 @@ def select(
     sets up an inquiry ("we investigate ...") or only restates the question brings the next
     sentence, and the answer to a why-question the reason that follows its leading statement.
     With `idf`, a rare question term no chosen piece holds brings the likeliest piece that
-    does (`_with_uncovered_terms`).
+    does (`_with_uncovered_terms`). A question after a judgement ("which are best?") none of
+    whose chosen pieces states one brings the likeliest piece that does (`_with_degree`).
 
     Left out, each only while something else is left: pieces of the passages `aside` (a
     paper's acknowledgements and references, `back_matter`), pieces of passages outside
@@ -563,6 +573,8 @@ def select(
     if idf is not None:
         chosen = _with_uncovered_terms(quotes, p, chosen, question, idf,
                                        None if all(allowed) else allowed)
+    if _ASKS_FOR_DEGREE.search(question):
+        chosen = _with_degree(quotes, p, chosen, None if all(allowed) else allowed)
     chosen = _with_finding(quotes, _with_what_it_announces(quotes, chosen))
     if _WHY_QUESTION.search(question):
         chosen = _with_reason(quotes, chosen)
@@ -727,11 +739,45 @@ def _with_uncovered_terms(
         if i in chosen or (allowed is not None and not allowed[i]) or q.kind == "code" \
                 or not rare & terms(q.text) or _repeats(quotes, i, chosen):
             continue
-        for out in (list(chosen), chosen[:-1] if quotes[chosen[-1]].kind == "sentence" else []):
-            if out and len(out) < MAX_QUOTES and sum(
-                    quotes[j].words for j in out) + q.words <= MAX_WORDS:
-                return [*out, i]
+        added = _added(quotes, chosen, i)
+        if added:
+            return added
     return chosen
+
+
+def _with_degree(
+    quotes: Sequence[Quote], p: np.ndarray, chosen: list[int], allowed: Sequence[bool] | None,
+) -> list[int]:
+    """For a question after a judgement ("which attention weights are best to adapt?", "is
+    DPO better than PPO?") none of whose chosen pieces states one, the likeliest piece that
+    does ("... while adapting both Wq and Wv yields the best result."; `_STATES_DEGREE`),
+    when it scores at least `COMPLEMENT_RATIO` of the best: after the chosen pieces, or in
+    place of the last when that is a sentence and the quotes or words are full."""
+    if not chosen or any(_STATES_DEGREE.search(quotes[i].text) for i in chosen):
+        return chosen
+    best = p[chosen[0]]
+    for i in (int(i) for i in np.argsort(-p, kind="stable")):
+        if p[i] < COMPLEMENT_RATIO * best:
+            break
+        q = quotes[i]
+        if i in chosen or (allowed is not None and not allowed[i]) or q.kind == "code" \
+                or not _STATES_DEGREE.search(q.text) or _repeats(quotes, i, chosen):
+            continue
+        added = _added(quotes, chosen, i)
+        if added:
+            return added
+    return chosen
+
+
+def _added(quotes: Sequence[Quote], chosen: list[int], i: int) -> list[int]:
+    """The chosen pieces and piece i after them, or in place of the last when that is a
+    sentence and the quotes or words are full; empty when neither fits."""
+    q = quotes[i]
+    for out in (list(chosen), chosen[:-1] if quotes[chosen[-1]].kind == "sentence" else []):
+        if out and len(out) < MAX_QUOTES and sum(
+                quotes[j].words for j in out) + q.words <= MAX_WORDS:
+            return [*out, i]
+    return []
 
 
 def _without_dangling_announcements(quotes: Sequence[Quote], chosen: list[int]) -> list[int]:

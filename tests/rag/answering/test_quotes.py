@@ -714,6 +714,23 @@ def test_a_table_of_contents_answers_only_a_question_about_what_a_document_cover
     assert sorted(select(quotes, p, "What topics are on the class 2 agenda?")) == [0, 1]
 
 
+def test_a_question_after_a_judgement_brings_a_piece_that_states_one() -> None:
+    # "Which attention weight matrices are best to adapt?" was answered with the budget and
+    # the table's caption; the sentence that says which is best scored a third of them.
+    quotes = quotes_of("We set a parameter budget of 18M on GPT-3. Table 5 lists the accuracy "
+                       "for each type of attention weight.\n\nPutting all the parameters in "
+                       "Wq gives lower accuracy, while adapting both Wq and Wv yields the best "
+                       "result.", 0)
+    p = np.array([0.9, 0.8, 0.3])
+    assert select(quotes, p, "Which attention weights are best to adapt on a fixed budget?") \
+        == [0, 1, 2]
+    # Not for a question that asks for no judgement, nor when a chosen piece states one.
+    assert select(quotes, p, "Which attention weights were adapted on a fixed budget?") == [0, 1]
+    stated = quotes_of("Adapting Wq and Wv is better than Wq alone. Table 5 lists it.\n\n"
+                       "Adapting both yields the best result.", 0)
+    assert select(stated, p, "Which attention weights are best to adapt?") == [0, 1]
+
+
 def test_table_rows_sharing_terms_with_a_quoted_sentence_are_all_kept() -> None:
     sentence = quotes_of("The base model has 8 attention heads.", 0)
     table = quotes_of("| Setting | Base |\n|---|---|\n| Attention heads | 8 |\n| Layers | 6 |", 1)
