@@ -90,9 +90,13 @@ class Vocabulary:
                                   for i in range(len(w)))
 
     def knows(self, name: str) -> bool:
-        """Whether the materials use this name, its singular, or a word one slip away."""
+        """Whether the materials use this name, its singular, or a word one slip away; a name
+        joined by hyphens from words they use ("Chinchilla-optimal", "LoRA-style") too."""
         word = _norm(name)
         if word in self.words or (word.endswith("s") and word[:-1] in self.words):
+            return True
+        parts = [part for part in name.split("-") if part]
+        if len(parts) > 1 and all(self.knows(part) for part in parts):
             return True
         if len(word) < _SLIP_MIN:
             return False

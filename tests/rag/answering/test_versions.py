@@ -48,11 +48,19 @@ def test_names_are_inner_capitals_and_capitalised_words_that_do_not_open_a_sente
 
 def test_a_name_is_known_when_the_materials_use_it_in_any_written_form() -> None:
     vocabulary = Vocabulary([*MATERIALS, "papers/chinchilla-scaling.pdf",
-                             "TensorRT-LLM serves models."])
+                             "TensorRT-LLM serves models.",
+                             "The optimal style is like the one based on attention."])
     for name in ("gpt4", "GPT-4", "LLaMA", "Chinchilla", "Chinchila", "Chinchillas",
                  "TensorRT", "LLM", "WMT"):
         assert vocabulary.knows(name), name
     for name in ("XGBoost", "Kubernetes", "Chinchona", "Qwen", "DBSCAN"):
+        assert not vocabulary.knows(name), name
+    # A name joined from words the materials use ("Why did LLaMA train small models far past
+    # the Chinchilla-optimal amount?" was refused as if it named something unknown), unless a
+    # part is unknown.
+    for name in ("Chinchilla-optimal", "LoRA-style", "GPT-4-like", "TensorRT-LLM-based"):
+        assert vocabulary.knows(name), name
+    for name in ("XGBoost-based", "LoRA-DoRA", "Kubernetes-style"):
         assert not vocabulary.knows(name), name
 
 
