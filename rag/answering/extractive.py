@@ -731,18 +731,7 @@ def _with_uncovered_terms(
             if idf.idf(t) >= COMPLEMENT_IDF}
     if not rare:
         return chosen
-    best = p[chosen[0]]
-    for i in (int(i) for i in np.argsort(-p, kind="stable")):
-        if p[i] < COMPLEMENT_RATIO * best:
-            break
-        q = quotes[i]
-        if i in chosen or (allowed is not None and not allowed[i]) or q.kind == "code" \
-                or not rare & terms(q.text) or _repeats(quotes, i, chosen):
-            continue
-        added = _added(quotes, chosen, i)
-        if added:
-            return added
-    return chosen
+    return _with_likeliest(quotes, p, chosen, allowed, lambda q: bool(rare & terms(q.text)))
 
 
 def _with_degree(
@@ -755,13 +744,24 @@ def _with_degree(
     place of the last when that is a sentence and the quotes or words are full."""
     if not chosen or any(_STATES_DEGREE.search(quotes[i].text) for i in chosen):
         return chosen
+    return _with_likeliest(quotes, p, chosen, allowed,
+                           lambda q: bool(_STATES_DEGREE.search(q.text)))
+
+
+def _with_likeliest(
+    quotes: Sequence[Quote], p: np.ndarray, chosen: list[int], allowed: Sequence[bool] | None,
+    wanted: Callable[[Quote], bool],
+) -> list[int]:
+    """The chosen pieces with the likeliest other `wanted` piece (allowed, not code, not a
+    repeat of a chosen one) that scores at least `COMPLEMENT_RATIO` of the best and fits
+    (`_added`); as chosen when none does."""
     best = p[chosen[0]]
     for i in (int(i) for i in np.argsort(-p, kind="stable")):
         if p[i] < COMPLEMENT_RATIO * best:
             break
         q = quotes[i]
         if i in chosen or (allowed is not None and not allowed[i]) or q.kind == "code" \
-                or not _STATES_DEGREE.search(q.text) or _repeats(quotes, i, chosen):
+                or not wanted(q) or _repeats(quotes, i, chosen):
             continue
         added = _added(quotes, chosen, i)
         if added:
