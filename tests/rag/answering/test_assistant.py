@@ -179,6 +179,19 @@ async def test_a_name_the_materials_never_use_is_not_covered(full_index, counted
     assert assistant.unknown_to_materials("Is XGBoost like Gopher?") == ["XGBoost"]
 
 
+async def test_a_name_joined_from_words_the_materials_use_goes_to_the_gate(full_index, counted):
+    # "Chinchilla-optimal" was refused as a name the materials never mention.
+    question = ("Why did LLaMA train relatively small models on far more tokens than the "
+                "Chinchilla-optimal amount?")
+    assistant = assistant_over(full_index, counted, style="extractive")
+    assert assistant.unknown_to_materials(question) == []
+    answer = await assistant.answer(question)
+    assert not answer.refused
+    assert assistant.unknown_to_materials("Is XGBoost-based ranking covered?") == [
+        "XGBoost-based"]
+    assert counted.calls == 0
+
+
 async def test_a_term_no_passage_discusses_is_refused_and_one_several_use_is_answered(
     full_index, counted
 ):
