@@ -105,6 +105,11 @@ SETS = {
     # wrote from the materials, by class; scored once before any change (41 of 57 answered
     # with their key fact), then read while fixing answers, so not held out.
     "probe 2 (read)": REPO / "eval" / "answer_probe2_questions.jsonl",
+    # Session 30: a third probe (60 in-scope by class, 10 off-topic), written by a helper from
+    # the materials without reading any question set; scored once at 0fc70ee before any change
+    # (45 of 56 answered with their key fact, 4 in-scope refused, 9/10 off-topic refused),
+    # then read while fixing answers, so not held out.
+    "probe 3 (read)": REPO / "eval" / "answer_probe3_questions.jsonl",
     # Session 28: 35 off-topic questions that name a course document ("Which hotel does the
     # class 2 overview recommend in Lisbon?"), for the gate's floor on such questions
     # (Assistant.covers); the first 20 were scored while choosing it, the last 15 after.
