@@ -472,7 +472,8 @@ def all_quotes(hits: Sequence[Hit]) -> list[Quote]:
     """The quotable pieces of every passage, without text that tries to instruct a model
     (the same filter the prompt uses: it is never shown as an answer)."""
     return [q for i, hit in enumerate(hits)
-            for q in quotes_of(hit.chunk.text, i, hit.chunk.fence) if not is_instruction(q.text)]
+            for q in quotes_of(hit.chunk.text, i, hit.chunk.fence, pdf=hit.chunk.page is not None)
+            if not is_instruction(q.text)]
 
 
 def sets_a_task(quote: Quote) -> bool:

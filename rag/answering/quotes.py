@@ -59,6 +59,9 @@ _DEBRIS = re.compile(
 # A paragraph that may start in the middle of a sentence: an all-lower-case word ("steps,
 # and ..."), unlike a name such as "vLLM".
 _MID_SENTENCE = re.compile(r"[a-z][a-z'-]*\b")
+# Words that only go on a sentence begun before: the rest of one after a display formula
+# ("where z_i is the logit of token i"), in any format.
+_REST = re.compile(r"(?:where|whereas|which|and|but|or)\b")
 # Two pieces a PDF glued at an end mark: a sentence's end, then the lower-case middle of
 # another ("... 95% confidence intervals. used for many recent large LMs ..."); abbreviations
 # ("e.g. the") are taken out before this is searched.
@@ -283,9 +286,10 @@ def _short_code(lines: list[str]) -> str:
     return body if short else ""
 
 
-def quotes_of(text: str, passage: int, fence: str = "") -> list[Quote]:
+def quotes_of(text: str, passage: int, fence: str = "", *, pdf: bool = False) -> list[Quote]:
     """The quotable pieces of a passage, in order, without fragments or questions; `fence`
-    is the line that opened the code block the passage starts inside (`Chunk.fence`)."""
+    is the line that opened the code block the passage starts inside (`Chunk.fence`). `pdf`
+    says the passage is a PDF's text, where a paragraph in lower case is a sentence's rest."""
     out: list[Quote] = []
     group, header, lead, last, heading = 0, "", "", "", ""
     for kind, body, number in _blocks(text, fence):
@@ -338,10 +342,10 @@ def quotes_of(text: str, passage: int, fence: str = "") -> list[Quote]:
                     continue
                 out.append(Quote(sentence, "sentence", passage, len(out), group,
                                  heading=own or heading))
-    return _without_fragments(out)
+    return _without_fragments(out, pdf)
 
 
-def _without_fragments(quotes: list[Quote]) -> list[Quote]:
+def _without_fragments(quotes: list[Quote], pdf: bool = False) -> list[Quote]:
     """Drop a first sentence that starts mid-way (lower case), a last one that was cut (no
     end mark) or announces what the passage no longer holds, the two halves of a sentence a
     PDF's figure or table interrupts, sentences glued to a fragment, questions, pieces without
@@ -352,31 +356,34 @@ def _without_fragments(quotes: list[Quote]) -> list[Quote]:
     if quotes and quotes[-1].kind == "sentence" and (
             not _TERMINAL.search(quotes[-1].text) or ANNOUNCES.search(quotes[-1].text)):
         quotes = quotes[:-1]
-    halves = _interrupted(quotes)
+    halves = _interrupted(quotes, pdf)
     return [q for i, q in enumerate(quotes) if q.kind == "code" or (
         i not in halves and _LETTER.search(q.text) and not q.text.endswith("?")
         and not _DEBRIS.search(q.text) and not _GLUED.search(_ABBREVIATION.sub("", q.text))
         and not _is_label(q) and not _is_figure_or_code_text(q.text))]
 
 
-def _interrupted(quotes: list[Quote]) -> set[int]:
+def _interrupted(quotes: list[Quote], pdf: bool = False) -> set[int]:
     """The pieces of a sentence that a figure caption or a table cuts in two, as PDFs lay them
     out: a paragraph that starts in lower case ("steps, and vary the learning rate ...") after
     a paragraph that ended without an end mark ("We use 2, 000 warmup"). Neither half is a
-    sentence to quote."""
+    sentence to quote. In a PDF such a paragraph is a sentence's rest even when its first half
+    is not in the passage (on the page before, or above a figure the passage starts after)."""
     halves: set[int] = set()
     for i, q in enumerate(quotes):
         starts_group = i == 0 or quotes[i - 1].group != q.group
         if q.kind != "sentence" or not starts_group or not _MID_SENTENCE.match(q.text):
             continue
         # The first half ends the nearest paragraph before (captions between) left open;
-        # without one, a paragraph in lower case may be a sentence about a lower-case name
-        # ("transformers serve starts a server.") and is kept.
+        # without one, a Markdown paragraph in lower case may be a sentence about a lower-case
+        # name ("transformers serve starts a server.") and is kept; a PDF's is not.
         ends = [j for j in range(i - 1, -1, -1) if quotes[j].kind == "sentence"
                 and quotes[j + 1].group != quotes[j].group][:INTERRUPTING_PARAGRAPHS + 1]
         first_half = next((j for j in ends if not _TERMINAL.search(quotes[j].text)), None)
         if first_half is not None:
             halves.update((first_half, i))
+        elif pdf or _REST.match(q.text):
+            halves.add(i)
     return halves
 
 

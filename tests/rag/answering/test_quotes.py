@@ -690,6 +690,28 @@ def test_a_paragraph_about_a_lower_case_name_is_still_quoted() -> None:
         "Serving locally.", "transformers serve starts an OpenAI-compatible server."]
 
 
+def test_a_pdf_paragraph_in_lower_case_is_the_rest_of_a_sentence() -> None:
+    # InstructGPT p. 3: the sentence began on the page before, above a figure.
+    passage = ("We train three model sizes.\n\n"
+               "sizes (1.3B, 6B, and 175B parameters), and all of our models use the GPT-3 "
+               "architecture.\n\nvLLM is an end-to-end serving system.")
+    assert [q.text for q in quotes_of(passage, 0, pdf=True)] == [
+        "We train three model sizes.", "vLLM is an end-to-end serving system."]
+    assert len(quotes_of(passage, 0)) == 3  # Markdown: a lower-case name may start it
+    pdf, notes = (Hit(Chunk(passage, source, page, "", 0, len(passage)), 0.5)
+                  for source, page in (("papers/instructgpt.pdf", 3), ("notes/n.md", None)))
+    assert [len(all_quotes([hit])) for hit in (pdf, notes)] == [2, 3]
+
+
+def test_a_paragraph_that_goes_on_from_a_formula_is_not_a_sentence() -> None:
+    passage = ("Temperature divides the logits before the softmax:\n\n"
+               "p_i = exp(z_i / T) / sum_j exp(z_j / T)\n\n"
+               "where z_i is the logit of token i and T is the temperature.\n\n"
+               "A low temperature sharpens the distribution.")
+    assert [q.text for q in quotes_of(passage, 0)] == [
+        "A low temperature sharpens the distribution."]
+
+
 def test_a_sentence_restating_one_already_quoted_is_left_out() -> None:
     notes = quotes_of("In vLLM, the default block size is set to 16 tokens. "
                       "Blocks need not be contiguous.", 0)
