@@ -135,7 +135,9 @@ def corrections(
             continue
         fixed = index.correction(term, context)
         if fixed is not None:
-            plural = term != word and not fixed.endswith("s")  # "sytems": systems
+            # "sytems": systems; but "retrieves", corrected to "retrieved" (the index has
+            # no "retrieve"), is not "retrieveds".
+            plural = term != word and not fixed.endswith(("s", "ed", "ing"))
             found.append(Correction(word, term, fixed, fixed + "s" if plural else fixed))
     return found
 

@@ -51,6 +51,11 @@ def test_a_misspelt_plural_is_replaced_by_the_plural():
     assert analyse("older sytems", index).corrected == "older systems"
 
 
+def test_a_verb_corrected_to_another_form_of_it_gets_no_plural_s():
+    index = BM25Index(["a"], ["the passages retrieved for the question"])
+    assert analyse("it retrieves docs", index).corrected == "it retrieved docs"
+
+
 def test_a_word_the_embedder_holds_whole_is_never_corrected():
     index = BM25Index(["a"], ["the capital of France"])
     assert analyse("capitol of australia", index).corrected == "capital of australia"
