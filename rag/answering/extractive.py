@@ -164,6 +164,15 @@ _CONTENTS_HEADING = re.compile(
 _ASKS_FOR_CONTENTS = re.compile(
     r"\b(?:agenda|contents|outline|syllabus|topics?|cover(?:s|ed|ing)?|sections?|parts|"
     r"chapters?|structure|structured|organi[sz]ed)\b", re.IGNORECASE)
+# A paper's map of itself: where it will present what ("In the rest of this paper, we present
+# an overview of the modifications ...", "In this section, we describe ..."). What it finds
+# there ("In this section, we show that ...") is a statement.
+_MAPS_THE_DOCUMENT = re.compile(
+    r"^(?:In the (?:rest|remainder) of (?:this|the) (?:paper|section|work)|"
+    r"The (?:rest|remainder) of (?:this|the) paper|In (?:the (?:next|following) sections?|"
+    r"this section|Sections? \d+(?:\.\d+)*)|Section \d+(?:\.\d+)*)\b,?\s+(?:we\s+)?"
+    r"(?:will\s+|first\s+|further\s+|then\s+|also\s+)*(?:present|describe|discuss|introduce|give|"
+    r"detail|outline|review|include|build|is (?:structured|organi[sz]ed))\b", re.IGNORECASE)
 
 # A question after a judgement ("which ... are best", "is DPO better than PPO?", "where does
 # most of the memory go?"), and a piece that states one: a comparison or a superlative.
@@ -462,6 +471,11 @@ def lists_contents(quote: Quote) -> bool:
     return quote.kind == "item" and bool(_CONTENTS_HEADING.search(quote.heading))
 
 
+def maps_the_document(quote: Quote) -> bool:
+    """Whether a sentence only says where a paper presents what (`_MAPS_THE_DOCUMENT`)."""
+    return quote.kind == "sentence" and bool(_MAPS_THE_DOCUMENT.search(quote.text))
+
+
 def points_to_reading(quote: Quote) -> bool:
     """A pointer to other material that names it ("Video: ...", "IBM: Why LLMs Hallucinate"
     under "Learn more:"); a bare address ("http://localhost:8000") can be a fact."""
@@ -535,8 +549,9 @@ def select(
     paper's acknowledgements and references, `back_matter`), pieces of passages outside
     `scope` (the passages the question names, `rag.retrieval.references`), pieces that set
     the reader a task unless the question asks about tasks, pointers to reading unless it
-    asks for material, entries of a table of contents or agenda unless it asks what a document
-    covers (`lists_contents`), and pieces without a number of their own when it asks for a quantity
+    asks for material, entries of a table of contents or agenda and a paper's sentences about
+    where it presents what unless it asks what a document covers (`lists_contents`,
+    `maps_the_document`), and pieces without a number of their own when it asks for a quantity
     ("how many", "how much", "what percentage"): the 13 of "OPT-13B" in a caption that only
     restates "how much memory did sharing save when serving OPT-13B?" answers nothing."""
     allowed = _narrowed([True] * len(quotes), (q.passage not in aside for q in quotes))
@@ -550,7 +565,8 @@ def select(
     if not _ASKS_FOR_MATERIAL.search(question):
         allowed = _narrowed(allowed, (not points_to_reading(q) for q in quotes))
     if not _ASKS_FOR_CONTENTS.search(question):
-        allowed = _narrowed(allowed, (not lists_contents(q) for q in quotes))
+        allowed = _narrowed(allowed, (not lists_contents(q) and not maps_the_document(q)
+                                      for q in quotes))
     if _ASKS_FOR_QUANTITY.search(question):
         asked = _values(question)
         allowed = _narrowed(allowed, (bool(_values(q.text) - asked) for q in quotes))

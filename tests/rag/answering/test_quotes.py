@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from rag.answering.extractive import all_quotes, back_matter, lists_contents, select
+from rag.answering.extractive import (
+    all_quotes,
+    back_matter,
+    lists_contents,
+    maps_the_document,
+    select,
+)
 from rag.answering.grounding import terms
 from rag.answering.quotes import after_table, plain, quotes_of
 from rag.index.documents import Chunk, Hit
@@ -734,6 +740,20 @@ def test_a_table_of_contents_answers_only_a_question_about_what_a_document_cover
     described = select(quotes, p, "How does the class 2 overview describe test-time scaling?")
     assert sorted(described) == [2, 3]
     assert sorted(select(quotes, p, "What topics are on the class 2 agenda?")) == [0, 1]
+
+
+def test_a_papers_map_of_itself_answers_only_a_question_about_its_parts() -> None:
+    # "Which modifications to the Transformer does the LLaMA paper adopt?" was answered with
+    # "In the rest of this paper, we present an overview of the modifications ..." alone.
+    quotes = quotes_of("In the rest of this paper, we present an overview of the modifications "
+                       "we made to the transformer architecture. In this section, we show that "
+                       "pre-normalization improves the training stability.\n\n"
+                       "We replace the ReLU non-linearity by the SwiGLU activation function.", 0)
+    assert [maps_the_document(q) for q in quotes] == [True, False, False]
+    p = np.array([0.9, 0.2, 0.5])
+    asked = "Which modifications to the Transformer architecture does the LLaMA paper adopt?"
+    assert select(quotes, p, asked) == [2]
+    assert 0 in select(quotes, p, "What do the sections of the LLaMA paper cover?")
 
 
 def test_a_question_after_a_judgement_brings_a_piece_that_states_one() -> None:
