@@ -38,10 +38,12 @@ from rag.retrieval.query import own_terms
 
 _DOCUMENT = re.compile(
     r"((?:[\w.&-]+\s+){1,4}?)(?P<kind>paper|article|guide|overview|notes|handout|document|"
-    r"reading|slides)(?:'s|’s)?\b", re.IGNORECASE)
+    r"reading|slides|page)(?:'s|’s)?\b", re.IGNORECASE)
 # What each kind of document is: a paper is a PDF, a guide or notes are not.
 _PAPER_KINDS = frozenset({"paper", "article"})
-_TEXT_KINDS = frozenset({"guide", "overview", "notes", "handout"})
+# A course page ("the class 2 page") is a guide or notes; a paper's page is numbered ("page
+# 4 of the LoRA paper") and names nothing.
+_TEXT_KINDS = frozenset({"guide", "overview", "notes", "handout", "page"})
 # "I think it was in the week 2 notes": a guess about where something is, not a constraint.
 _HEDGED = re.compile(
     r"\b(?:i think|i thought|i believe|i guess|maybe|probably|perhaps|not sure|"

@@ -114,6 +114,16 @@ def test_the_documents_a_question_names_are_found_among_every_file_of_the_index(
     assert named_sources("I think the LLaMA paper said 1.4T tokens?", SOURCES) == frozenset()
 
 
+def test_a_course_page_is_a_guide_and_a_papers_numbered_page_names_nothing() -> None:
+    sources = [*SOURCES, "guides/class2-llm-overview.md"]
+    assert named_sources("ok so the class 2 page says pretraining costs millions... how many "
+                         "GPUs?", sources) == {"guides/class2-llm-overview.md"}
+    assert named_sources("What does page 4 of the LoRA paper say?", SOURCES) == {
+        "papers/lora.pdf"}
+    assert named_sources("On page 2, what is BPE?", SOURCES) == frozenset()
+    assert named_sources("The Wikipedia page says otherwise?", SOURCES) == frozenset()
+
+
 def test_a_search_within_a_named_document_ranks_by_the_question_without_the_name() -> None:
     assert without_named_documents(
         "What does the LLaMA paper say about the tokenizer it used?") == (
