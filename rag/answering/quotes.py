@@ -184,9 +184,22 @@ _REFERENCE = re.compile(
     r"\[[1-9]\d{0,2}(?:\s*[,\u2013-]\s*[1-9]\d{0,2})*\](?=[\s.,;:)!?\u2013\u2014]|$)")
 
 
-def without_references(text: str) -> str:
-    """Prose without a paper's numbered references to its bibliography."""
-    return _REFERENCE.sub("", text)
+# A reference that is what a phrase names ("models such as [38, 2, 9].", "similar to [30].",
+# "as in [47]."): without it the sentence reads cut ("... such as."), and as it is "[30]" reads
+# as one of the answer's own citations; quoted, it says what it is ("similar to [ref 30].").
+_NAMED_BY_REFERENCE = re.compile(
+    r"(?<![\w-])(?:as|in|from|to|of|by|and|or|with|see|including|like|than|following)\s*$",
+    re.IGNORECASE)
+
+
+def without_references(text: str, keep_named: bool = False) -> str:
+    """Prose without a paper's numbered references to its bibliography; with `keep_named`, a
+    reference that a phrase names (`_NAMED_BY_REFERENCE`) is kept as "[ref 30]"."""
+    def replaced(m: re.Match[str]) -> str:
+        if keep_named and _NAMED_BY_REFERENCE.search(text, max(0, m.start() - 24), m.start()):
+            return m.group(0).replace("[", "[ref ", 1)
+        return ""
+    return _REFERENCE.sub(replaced, text)
 
 
 def _cells(line: str) -> str:
@@ -314,14 +327,14 @@ def quotes_of(text: str, passage: int, fence: str = "", *, pdf: bool = False) ->
                 out.append(Quote(_cells(body), "row", passage, len(out), group, header, lead,
                                  heading))
         elif kind == "item":
-            item = without_references(plain(body))
+            item = without_references(plain(body), keep_named=True)
             if item.endswith(":"):
                 lead = item
             elif item:
                 out.append(Quote(item, "item", passage, len(out), group, lead=lead,
                                  heading=heading, step=number))
         else:
-            sentences = split_sentences(without_references(plain(body)))
+            sentences = split_sentences(without_references(plain(body), keep_named=True))
             glued = run_in_heading(sentences[0]) if sentences else ""
             if glued:
                 sentences[0] = sentences[0][len(glued):].lstrip()

@@ -39,6 +39,19 @@ def test_a_papers_references_to_its_bibliography_are_left_out_of_its_sentences()
     ]
 
 
+def test_a_reference_that_a_phrase_names_is_kept_as_a_reference() -> None:
+    # "... the typical encoder-decoder attention mechanisms in sequence-to-sequence models
+    # such as." was quoted with its references taken out.
+    paper = ("We share one weight matrix, similar to [30]. The memory [13] grows, improving "
+             "story-telling [49] and instruction-following [26,32].\n\n"
+             "- Queries come from the decoder. This mimics models such as [38, 2, 9].")
+    assert [q.text for q in quotes_of(paper, 0)] == [
+        "We share one weight matrix, similar to [ref 30].",
+        "The memory grows, improving story-telling and instruction-following.",
+        "Queries come from the decoder. This mimics models such as [ref 38, 2, 9].",
+    ]
+
+
 def test_brackets_that_are_not_references_are_kept() -> None:
     text = ("The ranks give a range of [0, 1], where 1 means equal. It prints outputs[0] and "
             "stores C[1] first. The ids are → [464, 3139, 286].")

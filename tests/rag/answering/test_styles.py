@@ -32,10 +32,10 @@ QUESTIONS = [
 
 def squash(text: str) -> str:
     """Text with Markdown emphasis, code ticks, table pipes, list markers and a paper's
-    bracketed references to its bibliography dropped and whitespace collapsed: what
-    "verbatim" is compared after."""
+    bracketed references to its bibliography ("[30]", quoted as "[ref 30]") dropped and
+    whitespace collapsed: what "verbatim" is compared after."""
     text = re.sub(r"(?m)^\s*(?:[-*+•]|\d{1,2}[.)])\s+", " ", text)
-    text = re.sub(r"[;,]?\s*\[\d+(?:,\s*\d+)*\]", "", text)
+    text = re.sub(r"[;,]?\s*\[(?:ref )?\d+(?:,\s*\d+)*\]", "", text)
     return " ".join(re.sub(r"[*`]", "", text).replace("|", " ").split())
 
 
