@@ -195,7 +195,7 @@ _POINTS_TO_A_PART = re.compile(
     r"(?:\b(?:sections?|sec\.|chapters?|tables?|tab\.|figures?|figs?\.|eqs?\.|equations?|"
     r"appendix|appendices|algorithms?|alg\.|rows?|columns?|lines?)\s*|§\s*)"
     r"\(?[A-Z]?\d+(?:\.\d+)*\)?(?:\s*(?:,|and|-|–)\s*\(?[A-Z]?\d+(?:\.\d+)*\)?)*|"
-    r"\[\d+(?:\s*[,–-]\s*\d+)*\]", re.IGNORECASE)
+    r"\[(?:ref )?\d+(?:\s*[,–-]\s*\d+)*\]", re.IGNORECASE)
 # A paper's thanks and its list of references: never an answer about its content.
 _ASKS_FOR_BACK_MATTER = re.compile(
     r"\b(?:thank(?:s|ed)?|acknowledge?(?:ments?|d|s)?|fund(?:ed|ing|s)?|grants?|sponsor(?:ed|s)?|"
@@ -657,9 +657,9 @@ def title_block(hits: Sequence[Hit], scope: Collection[int] | None = None) -> Qu
 
 def _values(text: str) -> set[float]:
     """The numbers a text states, by value, without those that only point to a part of a
-    paper ("section 5.4", "Table 10", "Fig. 16 (b)", "[20]"): "We performed only a small
-    number of experiments to select the dropout, both attention and residual (section 5.4)"
-    states no dropout rate."""
+    paper ("section 5.4", "Table 10", "Fig. 16 (b)", "[20]", a quoted "[ref 20]"): "We
+    performed only a small number of experiments to select the dropout, both attention and
+    residual (section 5.4)" states no dropout rate."""
     return {value for value, _ in numbers(_POINTS_TO_A_PART.sub(" ", text))}
 
 

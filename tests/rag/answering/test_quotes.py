@@ -457,6 +457,11 @@ def test_a_section_or_citation_number_is_no_quantity() -> None:
                        "For the base model, we use a rate of Pdrop = 0.1.", 0)
     p = np.array([0.8, 0.39])
     assert select(quotes, p, "What dropout rate does the paper use?") == [1]
+    # Nor is a reference that is quoted because a phrase names it.
+    quotes = quotes_of("We select the dropout as in [20]. For the base model, we use a rate "
+                       "of Pdrop = 0.1.", 0)
+    assert quotes[0].text == "We select the dropout as in [ref 20]."
+    assert select(quotes, p, "What dropout rate does the paper use?") == [1]
 
 
 def test_a_numbered_formula_is_no_sentence_and_the_sentence_glued_after_it_is_one() -> None:
