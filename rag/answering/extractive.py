@@ -55,7 +55,7 @@ from rag.answering.quotes import ANNOUNCES, Quote, plain, quotes_of
 from rag.answering.styles import QUOTED, AnswerSentence
 from rag.index.documents import Chunk, Hit
 from rag.index.embedder import Embedder
-from rag.retrieval.query import asks_for_authors
+from rag.retrieval.query import asks_for_authors, comparison_sides
 from rag.retrieval.references import (
     asked_topic,
     asks_for_overview,
@@ -173,6 +173,12 @@ _MAPS_THE_DOCUMENT = re.compile(
     r"this section|Sections? \d+(?:\.\d+)*)|Section \d+(?:\.\d+)*)\b,?\s+(?:we\s+)?"
     r"(?:will\s+|first\s+|further\s+|then\s+|also\s+)*(?:present|describe|discuss|introduce|give|"
     r"detail|outline|review|include|build|is (?:structured|organi[sz]ed))\b", re.IGNORECASE)
+
+# A heading that is two names joined into one ("Encoder–Decoder", "3.2 Encoder-Decoder
+# Models"): a third thing to a question that compares the two ("How do encoders and decoders
+# differ?"), unlike a heading that lists several ("Encoder-only, decoder-only, ...").
+_COMPOUND_HEADING = re.compile(
+    r"(?:[\d.]+\s+)?([^\W\d_]+)\s*[-\u2013\u2014/]\s*([^\W\d_]+)(?:\s+[^\W\d_]+){0,2}")
 
 # A question after a judgement ("which ... are best", "is DPO better than PPO?", "where does
 # most of the memory go?"), and a piece that states one: a comparison or a superlative.
@@ -476,6 +482,18 @@ def maps_the_document(quote: Quote) -> bool:
     return quote.kind == "sentence" and bool(_MAPS_THE_DOCUMENT.search(quote.text))
 
 
+def joins_sides(heading: str, sides: Sequence[str]) -> bool:
+    """Whether a heading is the two things a question compares joined into one name
+    ("Encoder–Decoder" for "encoders" and "decoders"), each part naming one side only."""
+    found = _COMPOUND_HEADING.fullmatch(heading.strip()) if len(sides) == 2 else None
+    if found is None:
+        return False
+    a, b = (terms(side) for side in sides)
+    x, y = (terms(part) for part in found.groups())
+    return any(one & a and not one & b and other & b and not other & a
+               for one, other in ((x, y), (y, x)))
+
+
 def points_to_reading(quote: Quote) -> bool:
     """A pointer to other material that names it ("Video: ...", "IBM: Why LLMs Hallucinate"
     under "Learn more:"); a bare address ("http://localhost:8000") can be a fact."""
@@ -567,6 +585,9 @@ def select(
     if not _ASKS_FOR_CONTENTS.search(question):
         allowed = _narrowed(allowed, (not lists_contents(q) and not maps_the_document(q)
                                       for q in quotes))
+    sides = comparison_sides(question)
+    if sides:
+        allowed = _narrowed(allowed, (not joins_sides(q.heading, sides) for q in quotes))
     if _ASKS_FOR_QUANTITY.search(question):
         asked = _values(question)
         allowed = _narrowed(allowed, (bool(_values(q.text) - asked) for q in quotes))

@@ -7,6 +7,7 @@ import numpy as np
 from rag.answering.extractive import (
     all_quotes,
     back_matter,
+    joins_sides,
     lists_contents,
     maps_the_document,
     select,
@@ -772,6 +773,22 @@ def test_a_papers_map_of_itself_answers_only_a_question_about_its_parts() -> Non
     asked = "Which modifications to the Transformer architecture does the LLaMA paper adopt?"
     assert select(quotes, p, asked) == [2]
     assert 0 in select(quotes, p, "What do the sections of the LLaMA paper cover?")
+
+
+def test_a_heading_that_joins_the_two_compared_things_names_a_third() -> None:
+    # "How do encoder models differ from decoder models?" was answered from the week 6
+    # guide's "Encoder–Decoder" section, not from its "Encoder" and "Decoder" sections.
+    quotes = [*quotes_of("### Encoder–Decoder\n\n- Encoder processes input\n"
+                         "- Used in translation", 0),
+              *quotes_of("### Encoder\n\n- Reads and understands input", 1),
+              *quotes_of("### Decoder\n\n- Generates output token by token", 2)]
+    assert [joins_sides(q.heading, ["encoder models", "decoder models"]) for q in quotes] == [
+        True, True, False, False]
+    assert not joins_sides("Encoder–Decoder", ["encoder-decoder", "decoder-only models"])
+    p = np.array([0.9, 0.8, 0.6, 0.5])
+    assert sorted(select(quotes, p, "How do encoder models differ from decoder models?")) == [
+        2, 3]
+    assert 0 in select(quotes, p, "What is the encoder–decoder used for?")
 
 
 def test_a_question_after_a_judgement_brings_a_piece_that_states_one() -> None:
