@@ -422,9 +422,10 @@ def _is_label(quote: Quote) -> bool:
 
 def _is_figure_or_code_text(text: str) -> bool:
     """A plot's axis read into the text ("LLaMA model size 0% 25% 50% 75% 100% 7B ...": four
-    or more numbers from 0 in equal steps), or code a PDF flattened into a sentence
-    ("pi_logratios = pi_yw_logps - pi_yl_logps ...": three snake_case names and two `=` or
-    a docstring's quotes).
+    or more numbers from 0 in equal steps, five from anywhere, "0.55 0.60 0.65 0.70 0.75", or
+    four that double, a log axis: "... as can be seen in Figure 4 8 16 32 64 LoRA r"), or code
+    a PDF flattened into a sentence ("pi_logratios = pi_yw_logps - pi_yl_logps ...": three
+    snake_case names and two `=` or a docstring's quotes).
     A table's flattened row ("36.2 33.7 38.1 42.0") is neither."""
     if len(_SNAKE_CASE.findall(text)) >= CODE_NAMES and (
             text.count("=") >= 2 or '"""' in text):
@@ -432,12 +433,24 @@ def _is_figure_or_code_text(text: str) -> bool:
     run: list[float] = []
     for token in text.split():
         tick = _TICK.fullmatch(token)
-        run = [*run, float(tick.group(1))][-AXIS_TICKS:] if tick else []
-        if len(run) == AXIS_TICKS and run[0] == 0:
-            step = run[1] - run[0]
-            if step > 0 and all(abs(b - a - step) < 1e-9 for a, b in pairwise(run)):
-                return True
+        run = [*run, float(tick.group(1))][-(AXIS_TICKS + 1):] if tick else []
+        if len(run) >= AXIS_TICKS and _is_axis(run[-AXIS_TICKS:], from_zero=True):
+            return True
+        if len(run) > AXIS_TICKS and _is_axis(run, from_zero=False):
+            return True
     return False
+
+
+def _is_axis(ticks: list[float], from_zero: bool) -> bool:
+    """Whether numbers step evenly (from 0 when `from_zero`), or, not from 0, double."""
+    step = ticks[1] - ticks[0]
+    if from_zero:
+        return ticks[0] == 0 and step > 0 and all(
+            abs(b - a - step) < 1e-9 for a, b in pairwise(ticks))
+    even = step > 0 and all(abs(b - a - step) < 1e-9 for a, b in pairwise(ticks))
+    doubling = ticks[-AXIS_TICKS] > 0 and all(
+        b == 2 * a for a, b in pairwise(ticks[-AXIS_TICKS:]))
+    return even or doubling
 
 
 def _is_title(text: str) -> bool:
