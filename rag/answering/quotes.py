@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Literal
@@ -46,6 +47,11 @@ _SNAKE_CASE = re.compile(r"\b[a-z]+_[a-z_]+\b")
 CODE_NAMES = 3
 _TICK = re.compile(r"(\d+(?:\.\d+)?)%?")
 AXIS_TICKS = 4
+# A sentence that ends by pointing to a figure or table, as a PDF leaves it before the
+# figure's labels ("... as can be seen in Figure 4"): whole, though it has no end mark.
+_POINTER_END = re.compile(r"(?:Figure|Fig\.|Table)\s+\d+")
+_POINTER_AT_END = re.compile(r"\b(?:Figure|Fig\.|Table)\s+\d+$")
+FIGURE_SENTENCE_WORDS = 8
 _WORD_START = re.compile(r"[^\W\d_][\w'-]*")
 _TERMINAL = re.compile(r"[.!?][\"')\]]*$")
 _LETTER = re.compile(r"[^\W\d_]")
@@ -342,6 +348,7 @@ def quotes_of(text: str, passage: int, fence: str = "", *, pdf: bool = False) ->
             sentences = [
                 part if k == 0 else part[len(run_in_heading(part)):].lstrip()
                 for sentence in sentences for k, part in enumerate(after_table(sentence))]
+            sentences = [before_figure(sentence) for sentence in sentences]
             lead = sentences.pop() if sentences and sentences[-1].endswith(":") else ""
             # A PDF's run-in heading that is a sentence of its own ("... by score. Tokenizer.
             # We tokenize ...") heads the sentences after it, a paragraph of their own; it is
@@ -367,13 +374,18 @@ def _without_fragments(quotes: list[Quote], pdf: bool = False) -> list[Quote]:
     if quotes and quotes[0].kind == "sentence" and quotes[0].text[0].islower():
         quotes = quotes[1:]
     if quotes and quotes[-1].kind == "sentence" and (
-            not _TERMINAL.search(quotes[-1].text) or ANNOUNCES.search(quotes[-1].text)):
+            not _ends(quotes[-1].text) or ANNOUNCES.search(quotes[-1].text)):
         quotes = quotes[:-1]
     halves = _interrupted(quotes, pdf)
     return [q for i, q in enumerate(quotes) if q.kind == "code" or (
         i not in halves and _LETTER.search(q.text) and not q.text.endswith("?")
         and not _DEBRIS.search(q.text) and not _GLUED.search(_ABBREVIATION.sub("", q.text))
         and not _is_label(q) and not _is_figure_or_code_text(q.text))]
+
+
+def _ends(text: str) -> bool:
+    """Whether a sentence ends: an end mark, or a pointer to the figure a PDF put after it."""
+    return bool(_TERMINAL.search(text)) or _points_at_its_end(text)
 
 
 def _interrupted(quotes: list[Quote], pdf: bool = False) -> set[int]:
@@ -430,15 +442,43 @@ def _is_figure_or_code_text(text: str) -> bool:
     if len(_SNAKE_CASE.findall(text)) >= CODE_NAMES and (
             text.count("=") >= 2 or '"""' in text):
         return True
+    return _axis_start(text.split()) is not None
+
+
+def _axis_start(tokens: Sequence[str]) -> int | None:
+    """Where the first plot axis among the tokens starts (`_is_axis`), None without one."""
     run: list[float] = []
-    for token in text.split():
+    for j, token in enumerate(tokens):
         tick = _TICK.fullmatch(token)
         run = [*run, float(tick.group(1))][-(AXIS_TICKS + 1):] if tick else []
         if len(run) >= AXIS_TICKS and _is_axis(run[-AXIS_TICKS:], from_zero=True):
-            return True
+            return j + 1 - AXIS_TICKS
         if len(run) > AXIS_TICKS and _is_axis(run, from_zero=False):
-            return True
-    return False
+            doubling = all(b == 2 * a for a, b in pairwise(run[-AXIS_TICKS:]))
+            return j + 1 - (AXIS_TICKS if doubling else len(run))
+    return None
+
+
+def before_figure(sentence: str) -> str:
+    """A sentence whose end a PDF ran into the figure it points to ("We find LoRA r is
+    unrelated to final performance ... as can be seen in Figure 4 8 16 32 64 LoRA r 64.0
+    ..."): the sentence up to its pointer ("... in Figure 4"); else the sentence as it is."""
+    tokens = sentence.split()
+    start = _axis_start(tokens)
+    if start is None or start < FIGURE_SENTENCE_WORDS or not _POINTER_END.fullmatch(
+            " ".join(tokens[start - 2:start])):
+        return sentence
+    head = " ".join(tokens[:start])
+    return head if _points_at_its_end(head) else sentence
+
+
+def _points_at_its_end(sentence: str) -> bool:
+    """Whether a sentence without an end mark is whole, as a PDF leaves one before the figure
+    it points to: prose from its first words (not a caption, "Figure 29: ..."), its brackets
+    closed, ending in "Figure 4" or "Table 2"."""
+    return bool(_POINTER_AT_END.search(sentence)) and not any(
+        c.isdigit() for c in " ".join(sentence.split()[:6])) and sentence.count(
+        "(") == sentence.count(")")
 
 
 def _is_axis(ticks: list[float], from_zero: bool) -> bool:

@@ -538,15 +538,17 @@ def test_a_plots_axis_and_code_flattened_into_a_pdf_sentence_are_not_quoted() ->
         '""" pi_logps: policy logprobs ref_logps: reference logprobs yw_idxs: indices.\n\n'
         "Set max_model_len and gpu_memory_utilization for tensor_parallel_size runs.\n\n"
         "Train on target 38.0 34.5 39.0 42.9 38.6 and on source 0 1 3 7.\n\n"
-        # A log axis and an axis that does not start at 0 (QLoRA p. 22, LoRA p. 7).
-        "We find LoRA r is unrelated to final performance as can be seen in Figure 4 8 16 32 "
-        "64 LoRA r 64.0 64.2 RougeL.\n\n"
+        # An axis that does not start at 0 (LoRA p. 7), and a log axis run into the sentence
+        # that points to its figure (QLoRA p. 22), which is kept up to the pointer.
         "Parameters 0.55 0.60 0.65 0.70 0.75 Validation Accuracy WikiSQL.\n\n"
-        "We use AdamW with beta1 = 0.9 and beta2 = 0.95.", 0)
+        "We use AdamW with beta1 = 0.9 and beta2 = 0.95.\n\n"
+        "We find LoRA r is unrelated to final performance as can be seen in Figure 4 8 16 32 "
+        "64 LoRA r 64.0 64.2 RougeL bits 4", 0)
     assert [q.text for q in quotes] == [
         "Set max_model_len and gpu_memory_utilization for tensor_parallel_size runs.",
         "Train on target 38.0 34.5 39.0 42.9 38.6 and on source 0 1 3 7.",
-        "We use AdamW with beta1 = 0.9 and beta2 = 0.95."]
+        "We use AdamW with beta1 = 0.9 and beta2 = 0.95.",
+        "We find LoRA r is unrelated to final performance as can be seen in Figure 4"]
 
 
 def test_sentences_a_damaged_pdf_glued_together_are_split() -> None:
