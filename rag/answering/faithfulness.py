@@ -27,7 +27,9 @@ from functools import lru_cache
 
 import snowballstemmer
 
-_CITATION = re.compile(r"\[\d{1,3}(?:\s*[,–-]\s*\d{1,3})*\]")
+# The answer's citation markers ("[3]"), a paper's references in the passages ("[30]") and
+# those references as a quote shows them ("similar to [ref 30]."): none states a number.
+_CITATION = re.compile(r"\[(?:ref )?\d{1,3}(?:\s*[,–-]\s*\d{1,3})*\]")
 _TOKEN = re.compile(r"[^\W_]+")
 _DIGITS = re.compile(r"\d+(?:,\d{3})+(?!\d)|\d+(?:\.\d+)?")
 _NUMBER_WORDS = {

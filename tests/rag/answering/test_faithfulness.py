@@ -62,6 +62,10 @@ def test_a_number_the_sources_never_state_is_invented() -> None:
 def test_citation_markers_are_not_numbers() -> None:
     result = measure("QLoRA quantizes models [3]. More in [5].", "q", [PASSAGE])
     assert result.invented_numbers == ()
+    # A paper's reference, as a quote keeps it ("[30]" in the passage).
+    quoted = measure("We share one matrix, similar to [ref 30, 31]. [1]", "q",
+                     ["We share one matrix, similar to [30, 31]."])
+    assert quoted.invented_numbers == ()
 
 
 def test_a_number_word_in_the_passage_backs_a_digit_in_the_answer() -> None:
