@@ -49,7 +49,6 @@ _TICK = re.compile(r"(\d+(?:\.\d+)?)%?")
 AXIS_TICKS = 4
 # A sentence that ends by pointing to a figure or table, as a PDF leaves it before the
 # figure's labels ("... as can be seen in Figure 4"): whole, though it has no end mark.
-_POINTER_END = re.compile(r"(?:Figure|Fig\.|Table)\s+\d+")
 _POINTER_AT_END = re.compile(r"\b(?:Figure|Fig\.|Table)\s+\d+$")
 FIGURE_SENTENCE_WORDS = 8
 _WORD_START = re.compile(r"[^\W\d_][\w'-]*")
@@ -446,17 +445,30 @@ def _is_figure_or_code_text(text: str) -> bool:
 
 
 def _axis_start(tokens: Sequence[str]) -> int | None:
-    """Where the first plot axis among the tokens starts (`_is_axis`), None without one."""
+    """Where the first plot axis among the tokens starts, None without one: `AXIS_TICKS`
+    numbers from 0 in even steps, one more in even steps from anywhere, or (after another
+    number) `AXIS_TICKS` that double."""
     run: list[float] = []
     for j, token in enumerate(tokens):
         tick = _TICK.fullmatch(token)
         run = [*run, float(tick.group(1))][-(AXIS_TICKS + 1):] if tick else []
-        if len(run) >= AXIS_TICKS and _is_axis(run[-AXIS_TICKS:], from_zero=True):
+        last = run[-AXIS_TICKS:]
+        if len(last) == AXIS_TICKS and last[0] == 0 and _even(last):
             return j + 1 - AXIS_TICKS
-        if len(run) > AXIS_TICKS and _is_axis(run, from_zero=False):
-            doubling = all(b == 2 * a for a, b in pairwise(run[-AXIS_TICKS:]))
-            return j + 1 - (AXIS_TICKS if doubling else len(run))
+        if len(run) > AXIS_TICKS and _even(run):
+            return j + 1 - len(run)
+        if len(run) > AXIS_TICKS and _doubles(last):
+            return j + 1 - AXIS_TICKS
     return None
+
+
+def _even(ticks: list[float]) -> bool:
+    step = ticks[1] - ticks[0]
+    return step > 0 and all(abs(b - a - step) < 1e-9 for a, b in pairwise(ticks))
+
+
+def _doubles(ticks: list[float]) -> bool:
+    return ticks[0] > 0 and all(b == 2 * a for a, b in pairwise(ticks))
 
 
 def before_figure(sentence: str) -> str:
@@ -465,8 +477,7 @@ def before_figure(sentence: str) -> str:
     ..."): the sentence up to its pointer ("... in Figure 4"); else the sentence as it is."""
     tokens = sentence.split()
     start = _axis_start(tokens)
-    if start is None or start < FIGURE_SENTENCE_WORDS or not _POINTER_END.fullmatch(
-            " ".join(tokens[start - 2:start])):
+    if start is None or start < FIGURE_SENTENCE_WORDS:
         return sentence
     head = " ".join(tokens[:start])
     return head if _points_at_its_end(head) else sentence
@@ -479,18 +490,6 @@ def _points_at_its_end(sentence: str) -> bool:
     return bool(_POINTER_AT_END.search(sentence)) and not any(
         c.isdigit() for c in " ".join(sentence.split()[:6])) and sentence.count(
         "(") == sentence.count(")")
-
-
-def _is_axis(ticks: list[float], from_zero: bool) -> bool:
-    """Whether numbers step evenly (from 0 when `from_zero`), or, not from 0, double."""
-    step = ticks[1] - ticks[0]
-    if from_zero:
-        return ticks[0] == 0 and step > 0 and all(
-            abs(b - a - step) < 1e-9 for a, b in pairwise(ticks))
-    even = step > 0 and all(abs(b - a - step) < 1e-9 for a, b in pairwise(ticks))
-    doubling = ticks[-AXIS_TICKS] > 0 and all(
-        b == 2 * a for a, b in pairwise(ticks[-AXIS_TICKS:]))
-    return even or doubling
 
 
 def _is_title(text: str) -> bool:
