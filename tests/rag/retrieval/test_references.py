@@ -124,6 +124,18 @@ def test_a_course_page_is_a_guide_and_a_papers_numbered_page_names_nothing() -> 
     assert named_sources("The Wikipedia page says otherwise?", SOURCES) == frozenset()
 
 
+def test_a_table_named_by_its_document_names_the_document() -> None:
+    sources = [*SOURCES, "guides/llm-basics.md"]
+    assert named_sources("quick q on the llm basics table: what does instruction tuning add "
+                         "vs what rlhf adds?", sources) == {"guides/llm-basics.md"}
+    assert named_sources("In the LLaMA table, which model is best?", sources) == {
+        "papers/llama.pdf"}
+    # A table the question names by what it holds is no document.
+    assert named_sources("What is a block table in vLLM?", sources) == frozenset()
+    assert named_sources("What does the comparison table say about cost?", sources) == (
+        frozenset())
+
+
 def test_a_search_within_a_named_document_ranks_by_the_question_without_the_name() -> None:
     assert without_named_documents(
         "What does the LLaMA paper say about the tokenizer it used?") == (
