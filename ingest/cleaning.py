@@ -55,6 +55,21 @@ _STAMP = re.compile(
     re.IGNORECASE,
 )
 _EDGE_LINES = 2
+# A page's last paragraph that may stop mid-sentence, and what may follow it on the next page.
+_CUT_OFF_WORDS = 6
+_OPEN_END = re.compile(r"(?:[^\W\d_]|[^\W\d_][,;]|[^\W\d_]-)$")
+_ADDRESS_END = re.compile(r"(?:https?://|www\.)\S*$")
+_CAPTION = re.compile(r"^(?:Figure|Fig\.|Table|Algorithm)\s*\d+")
+_FLOATS_FIRST = 2
+_SENTENCE_BREAK = re.compile(r"[.!?][\"'”’)\]]*(?=\s+[\"“(\[]?[A-Z])")
+_ABBREVIATION_END = re.compile(r"(?:\bal|\be\.g|\bi\.e|\bFig|\bEq|\bvs|\bcf|\bSec|\b[A-Z])\.$")
+# Words a sentence does not end with: articles, prepositions, conjunctions, auxiliaries.
+_NO_SENTENCE_ENDS = frozenset({
+    "a", "an", "the", "of", "to", "in", "for", "with", "by", "as", "at", "on", "from", "into",
+    "than", "that", "which", "and", "or", "nor", "but", "such", "is", "are", "was", "were",
+    "be", "been", "being", "has", "have", "had", "can", "could", "will", "would", "may",
+    "might", "our", "their", "its", "his", "her", "this", "these", "those",
+})
 _SENTENCE_END = re.compile(r"(?:[.!?:][\"'”’)\]]*|(?<=[a-z)])[.!?]\d{1,2})$")
 # Lines that open a paragraph: bullets and footnote marks, footnotes ("1While GPT-3 ..."),
 # enumerations ("(2) ..."), captions.
@@ -164,7 +179,93 @@ def clean_pdf_pages(pages: list[str]) -> list[str]:
     page_lines = [_strip_edges(lines, repeated) for lines in page_lines]
     vocabulary = _Vocabulary.build(line for lines in page_lines for line in lines)
     width = _typical_width(page_lines)
-    return [_reflow(lines, vocabulary, width) for lines in page_lines]
+    return _mend_page_breaks([_reflow(lines, vocabulary, width) for lines in page_lines],
+                             vocabulary)
+
+
+def _mend_page_breaks(pages: list[str], vocabulary: _Vocabulary) -> list[str]:
+    """Pages with each sentence a page break cuts joined on the page where it starts.
+
+    A page that ends mid-sentence ("... under a preference model such as the") continues on
+    the next, after any table or caption printed first ("Bradley-Terry model [5], then ...").
+    Left apart, the next page's piece reads as a sentence of its own, and quoted alone it
+    says something the paper does not. The sentence's rest moves to the end of the page
+    before, so it is cited at the page where it begins; the paragraph's next sentences stay."""
+    paragraphs = [[p for p in page.split("\n\n") if p.strip()] for page in pages]
+    for before, after in zip(paragraphs, paragraphs[1:], strict=False):
+        if not before or not _cut_off(before[-1]):
+            continue
+        j = _continuation(before[-1], after, vocabulary)
+        if j is None:
+            continue
+        end = _first_sentence_end(after[j])
+        before[-1] = _join_lines(before[-1], before[-1], after[j][:end].rstrip(), vocabulary)
+        rest = after[j][end:].strip()
+        if rest:
+            after[j] = rest
+        else:
+            del after[j]
+    return ["\n\n".join(page) for page in paragraphs]
+
+
+def _first_sentence_end(paragraph: str) -> int:
+    """Where the paragraph's first sentence ends (its length when it never does): at a full
+    stop, question or exclamation mark before a capital, not after "et al.", "e.g.", "Fig."."""
+    for m in _SENTENCE_BREAK.finditer(paragraph):
+        if not _ABBREVIATION_END.search(paragraph, 0, m.start() + 1):
+            return m.end()
+    return len(paragraph)
+
+
+def _cut_off(paragraph: str) -> bool:
+    """Whether a page's last paragraph stops mid-sentence: prose (mostly words, not a table
+    row) ending on a word, comma or hyphen, and neither a heading nor a footnote's address."""
+    words = paragraph.split()
+    return (
+        len(words) >= _CUT_OFF_WORDS
+        and match_pdf_heading(paragraph) is None
+        and _OPEN_END.search(paragraph) is not None
+        and not _ADDRESS_END.search(paragraph)
+        and sum(w.isalpha() for w in words) >= 0.6 * len(words)
+    )
+
+
+def _continuation(cut: str, page: list[str], vocabulary: _Vocabulary) -> int | None:
+    """Which of a page's first paragraphs goes on with the `cut` sentence: the first that is
+    not a caption or a table (at most `_FLOATS_FIRST` of those are passed over), when it
+    starts in lower case, or when the cut ends on a comma, hyphen or a word no sentence ends
+    with ("such as the" + "Bradley-Terry model"). None at a heading."""
+    for j, paragraph in enumerate(page[: _FLOATS_FIRST + 1]):
+        if match_pdf_heading(paragraph.split("\n", 1)[0]) is not None:
+            return None
+        if _is_float(paragraph):
+            continue
+        words = paragraph.split()
+        last = cut.rstrip().rsplit(None, 1)[-1].lower()
+        if len(words) < _CUT_OFF_WORDS:
+            return None
+        joined = words[0][0].islower() or (
+            (last[-1] in ",-" or last in _NO_SENTENCE_ENDS) and _names_first(words, vocabulary))
+        return j if joined else None
+    return None
+
+
+def _names_first(words: list[str], vocabulary: _Vocabulary) -> bool:
+    """Whether a paragraph opens on a name, which may go on a sentence ("Bradley-Terry model",
+    "Parameter Efficient Finetuning"): a capitalised word the document never writes in lower
+    case, or two capitalised words. "In this work, ..." opens a sentence of its own."""
+    first, second = (w.strip("()[],.;:") for w in words[:2])
+    if not first[:1].isupper():
+        return False
+    return first.lower() not in vocabulary.words or second[:1].isupper()
+
+
+def _is_float(paragraph: str) -> bool:
+    """A caption, or a table's text: mostly numbers and short tokens."""
+    if _CAPTION.match(paragraph):
+        return True
+    words = paragraph.split()
+    return sum(any(c.isdigit() for c in w) for w in words) >= 0.3 * len(words)
 
 
 def _page_lines(page: str) -> list[str]:

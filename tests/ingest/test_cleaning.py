@@ -178,6 +178,58 @@ def test_clean_pdf_pages_returns_one_text_per_page(attention_raw: list[str]) -> 
     assert len(clean_pdf_pages(attention_raw)) == len(attention_raw) == 15
 
 
+def test_a_sentence_cut_by_a_page_break_is_joined_on_its_first_page(
+    attention_raw: list[str],
+) -> None:
+    # Page 6 ends "... a neighborhood of size r in" and page 7 goes on "the input sequence".
+    cleaned = clean_pdf_pages(attention_raw)
+    assert "a neighborhood of size r in the input sequence centered around" in cleaned[5]
+    assert not cleaned[6].startswith("the input sequence")
+
+
+def _two_pages(end: str, *start: str) -> list[str]:
+    """Two pages of prose: the first ends with `end`, the second holds `start`'s lines, each a
+    paragraph."""
+    body = "Widgets are small. They are also cheap to make and easy to sell.\n\n"
+    return [body + end, "\n\n".join(start)]
+
+
+@pytest.mark.parametrize(
+    ("end", "start", "joined"),
+    [
+        # Lower case goes on the sentence.
+        ("We fit the model to a preference dataset and then",
+         ["fine-tune it with reinforcement learning on the reward."], True),
+        # A name after "the" does too; a table and a caption printed first are passed over.
+        ("We fit the reward under a preference model such as the",
+         ["Table 2: Win rates 0.1 0.2 0.3", "1.5 2.5 3.5 4.5 5.5",
+          "Bradley-Terry model, then fine-tune a policy."], True),
+        ("While the method was designed as a",
+         ["Parameter Efficient Finetuning (PEFT) method, most memory goes to activations."],
+         True),
+        # A word that ends sentences before a capitalised sentence opener: two sentences.
+        ("We fit the reward model using a preference model such as the",
+         ["In this work, we use sine and cosine functions of different frequencies."], False),
+        # A finished sentence, a heading, a footnote's address and a short label stay apart.
+        ("We fit the reward model using a preference model first.",
+         ["then the policy is trained on the reward for a while."], False),
+        ("We fit the reward model using a preference model such as the",
+         ["3 Method", "the policy is trained on the reward for a while."], False),
+        ("We use the kernels of xformers 2https://github.com/facebookresearch/xformers",
+         ["and the policy is trained on the reward for a while."], False),
+        ("The following is an example of what it writes. This is",
+         ["Prompt:", "Write a short poem about the sea."], False),
+    ],
+)
+def test_page_breaks_mend_only_sentences_they_cut(
+    end: str, start: list[str], joined: bool
+) -> None:
+    first, second = clean_pdf_pages(_two_pages(end, *start))
+    carried = next(p for p in start if p[0].isalpha() and not p.startswith(("Table", "3 ")))
+    assert first.endswith(f"{end} {carried}") is joined
+    assert (carried in second) is not joined
+
+
 @pytest.mark.parametrize(
     ("line", "numbering"),
     [
