@@ -75,6 +75,25 @@ CHATTER = frozenset(term for term in index_terms(
 ) if not term.isdigit())
 
 
+# Where a student's message splits into parts that may each be judged on their own: sentence
+# ends and commas ("my few shot prompt keeps outputting the last example's label... is that a
+# known thing").
+_PART_BREAK = re.compile(r"(?<=[.?!;…])\s+|,\s+")
+PART_TERMS = 3
+# Each part is a search of its own: a long message of many commas is judged on its first few.
+MAX_PARTS = 4
+
+
+def message_parts(question: str) -> list[str]:
+    """The first `MAX_PARTS` parts of a message of several sentences or clauses that ask about
+    something (at least `PART_TERMS` terms of their own, chatter aside); none for a message of
+    one part."""
+    parts = [part.strip() for part in _PART_BREAK.split(question) if part.strip()]
+    if len(parts) < 2:
+        return []
+    return [part for part in parts if len(set(own_terms(part))) >= PART_TERMS][:MAX_PARTS]
+
+
 def own_terms(question: str) -> list[str]:
     """The question's index terms, without chatter: what it asks about."""
     return [term for term in index_terms(question) if term not in CHATTER]

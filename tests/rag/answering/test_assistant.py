@@ -316,6 +316,25 @@ async def test_a_short_or_chatty_question_about_a_covered_topic_is_answered(full
     assert counted.calls == 0
 
 
+async def test_a_message_is_covered_when_one_of_its_parts_is(full_index, counted):
+    # The story before the question dilutes the whole message's search, and the gate refuses
+    # it; the question part alone is covered, and its passages are quoted first.
+    question = "quick one before the deadline tonight, what learning rate schedule did llama use?"
+    assistant = assistant_over(full_index, counted, style="extractive")
+    assert not assistant.covers(question, full_index.retriever.search(question, 5))
+    answer = await assistant.answer(question)
+    assert not answer.refused
+    assert "cosine learning rate schedule" in answer.text
+    assert any(c.source == "papers/llama.pdf" for c in answer.citations), answer.citations
+    # Off-topic parts stay off-topic, and a part that only names a course document is not
+    # judged alone.
+    for question in ("i love hiking, what boots should i buy for the alps?",
+                     "According to the DPO paper, how do I train for a marathon?"):
+        answer = await assistant.answer(question)
+        assert answer.refused and answer.reason == NOT_COVERED, question
+    assert counted.calls == 0
+
+
 async def test_a_comparison_whose_sides_head_two_passages_is_answered(full_index, counted):
     # It fails the fitted gate, and neither heading ("Top-k sampling", "Top-p (nucleus)
     # sampling") names half of its words alone; together they do (gate.titled_together).

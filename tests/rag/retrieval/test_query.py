@@ -3,10 +3,12 @@
 from rag.retrieval.lexical import BM25Index
 from rag.retrieval.query import (
     EXPANSION_WEIGHT,
+    MAX_PARTS,
     analyse,
     asks_for_authors,
     comparison_sides,
     corrections,
+    message_parts,
 )
 
 INDEX = BM25Index(
@@ -146,3 +148,17 @@ def test_a_question_for_a_papers_authors_is_told_from_one_about_what_they_wrote(
                      "who introduced RLHF?", "why did the authors of LoRA freeze W?",
                      "How does the author define hallucination?"):
         assert not asks_for_authors(question), question
+
+
+def test_a_message_splits_into_the_parts_that_ask_about_something():
+    assert message_parts(
+        "quick one before the deadline tonight, what learning rate schedule did llama use?"
+    ) == ["quick one before the deadline tonight", "what learning rate schedule did llama use?"]
+    # Sentence ends split too; a part of chatter or of one or two words is no part.
+    assert message_parts("lol ok. why does the kv cache grow with every token? thx") == [
+        "why does the kv cache grow with every token?"]
+    # A message of one part has none to judge apart from the whole.
+    assert message_parts("What learning rate schedule did LLaMA use?") == []
+    # Each part is a search: a message of many commas is judged on its first few.
+    many = ", ".join(f"what does chapter {n} say about attention heads" for n in range(50))
+    assert len(message_parts(many)) == MAX_PARTS
