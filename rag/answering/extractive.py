@@ -196,6 +196,10 @@ _ASKS_FOR_QUANTITY = re.compile(
     r"(?:percentage|fraction|share|proportion|size|number|count|length|ratio|(?:win )?rate|"
     r"dimension(?:ality)?|width|depth)s?\b)",
     re.IGNORECASE)
+# An amount stated in words ("hundreds to thousands", "dozens of GPUs"; not "a few
+# experiments", which is as often said in passing).
+_AMOUNT_IN_WORDS = re.compile(
+    r"\b(?:hundreds|thousands|millions|billions|trillions|dozens)\b", re.IGNORECASE)
 # A number that names a part of a paper or a work it cites, not a quantity.
 _POINTS_TO_A_PART = re.compile(
     r"(?:\b(?:sections?|sec\.|chapters?|tables?|tab\.|figures?|figs?\.|eqs?\.|equations?|"
@@ -590,7 +594,8 @@ def select(
         allowed = _narrowed(allowed, (not joins_sides(q.heading, sides) for q in quotes))
     if _ASKS_FOR_QUANTITY.search(question):
         asked = _values(question)
-        allowed = _narrowed(allowed, (bool(_values(q.text) - asked) for q in quotes))
+        allowed = _narrowed(allowed, (bool(_values(q.text) - asked) or states_an_amount(q.text)
+                                      for q in quotes))
     chosen = _by_probability(quotes, p, None if all(allowed) else allowed)
     acronym = asked_acronym(question)
     # "What is the KV cache?": spelled out with "cache" too ("a key-value (KV) cache").
@@ -682,6 +687,12 @@ def _values(text: str) -> set[float]:
     performed only a small number of experiments to select the dropout, both attention and
     residual (section 5.4)" states no dropout rate."""
     return {value for value, _ in numbers(_POINTS_TO_A_PART.sub(" ", text))}
+
+
+def states_an_amount(text: str) -> bool:
+    """Whether a text states an amount in words, not digits: "hundreds to thousands" of
+    examples answers "how much data does fine-tuning need?" as a figure would."""
+    return _AMOUNT_IN_WORDS.search(text) is not None
 
 
 def _narrowed(allowed: list[bool], keep: Iterable[bool]) -> list[bool]:

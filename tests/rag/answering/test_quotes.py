@@ -433,6 +433,22 @@ def test_a_question_after_a_quantity_is_answered_by_pieces_that_state_a_number()
     assert select(quotes[::2], p[::2], "How many people were hired?") == [0, 1]
 
 
+def test_an_amount_in_words_answers_a_quantity_as_a_number_does() -> None:
+    import numpy as np
+
+    from rag.answering.extractive import select
+
+    quotes = quotes_of("Few-shot prompts in GPT-3 used 2 to 6 demonstrations per class. "
+                       "In-context learning needs only the prompt, while fine-tuning needs "
+                       "hundreds to thousands of labelled examples.", 0)
+    p = np.array([0.35, 0.8])
+    assert select(quotes, p, "How much data does fine-tuning need?") == [1]
+    # "a few" is said in passing as often as it states an amount.
+    quotes = quotes_of("We tried only a few settings for the learning rate. "
+                       "The final learning rate is 10% of the peak.", 0)
+    assert select(quotes, np.array([0.8, 0.5]), "What learning rate did they use?") == [1]
+
+
 def test_a_number_the_question_already_states_does_not_answer_a_quantity() -> None:
     import numpy as np
 
