@@ -38,9 +38,10 @@ from rag.retrieval.query import own_terms
 
 _DOCUMENT = re.compile(
     r"((?:[\w.&-]+\s+){1,4}?)(?P<kind>paper|article|guide|overview|notes|handout|document|"
-    r"reading|slides|page|table)(?:'s|’s)?\b", re.IGNORECASE)
+    r"reading|slides|page|table|summary)(?:'s|’s)?\b", re.IGNORECASE)
 # What each kind of document is: a paper is a PDF, a guide or notes are not. "The llm basics
-# table" is a table of that guide, "the LLaMA table" one of that paper.
+# table" is a table of that guide, "the LLaMA table" one of that paper; "the LLM basics
+# summary" is that guide's, of either kind.
 _PAPER_KINDS = frozenset({"paper", "article"})
 # A course page ("the class 2 page") is a guide or notes; a paper's page is numbered ("page
 # 4 of the LoRA paper") and names nothing.

@@ -136,6 +136,18 @@ def test_a_table_named_by_its_document_names_the_document() -> None:
         frozenset())
 
 
+def test_a_summary_named_by_its_document_names_the_document() -> None:
+    sources = [*SOURCES, "guides/llm-basics.md"]
+    assert named_sources("In the LLM basics summary, what does fine-tuning give a model?",
+                         sources) == {"guides/llm-basics.md"}
+    # A summary may be of a paper or of notes: both files named LoRA are.
+    assert named_sources("what does the LoRA summary say about latency?", sources) == {
+        "papers/lora.pdf", "notes/fine-tuning-sft-lora.md"}
+    # "Summary of X" asks what X covers; its words before "summary" name nothing.
+    assert named_sources("Can you give me a quick summary of attention?", sources) == (
+        frozenset())
+
+
 def test_a_search_within_a_named_document_ranks_by_the_question_without_the_name() -> None:
     assert without_named_documents(
         "What does the LLaMA paper say about the tokenizer it used?") == (
