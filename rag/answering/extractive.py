@@ -651,7 +651,7 @@ def _in_order_within_words(quotes: Sequence[Quote], own: Sequence[int]) -> list[
         family = [j for j in (siblings(quotes, i) if is_short_list(quotes, i) else [i])
                   if j in own and j not in out]
         cost = sum(quotes[j].words for j in family)
-        if out and (len(out) >= MAX_QUOTES or words + cost > MAX_WORDS):
+        if out and (_count(quotes, out) >= MAX_QUOTES or words + cost > MAX_WORDS):
             break
         out += family
         words += cost
@@ -738,7 +738,7 @@ def _with_antecedents(quotes: Sequence[Quote], chosen: list[int]) -> list[int]:
     words, if need be once the pieces chosen after the pronoun's sentence are left out: alone,
     the pronoun points at nothing the student can read."""
     def fits(pieces: list[int], added: int) -> bool:
-        return len(pieces) < MAX_QUOTES and sum(
+        return _count(quotes, pieces) < MAX_QUOTES and sum(
             quotes[j].words for j in pieces) + quotes[added].words <= MAX_WORDS
 
     out = list(chosen)
@@ -823,7 +823,7 @@ def _added(quotes: Sequence[Quote], chosen: list[int], i: int) -> list[int]:
     sentence and the quotes or words are full; empty when neither fits."""
     q = quotes[i]
     for out in (list(chosen), chosen[:-1] if quotes[chosen[-1]].kind == "sentence" else []):
-        if out and len(out) < MAX_QUOTES and sum(
+        if out and _count(quotes, out) < MAX_QUOTES and sum(
                 quotes[j].words for j in out) + q.words <= MAX_WORDS:
             return [*out, i]
     return []
@@ -912,7 +912,7 @@ def _led_by(quotes: Sequence[Quote], chosen: list[int], lead: int) -> list[int]:
 def _trimmed(quotes: Sequence[Quote], out: list[int], kept: int) -> list[int]:
     """The first `kept` pieces, then the rest while they fit the quotes and words (a list
     or table is dropped whole)."""
-    while len(out) > kept and (len(out) > MAX_QUOTES
+    while len(out) > kept and (_count(quotes, out) > MAX_QUOTES
                                or sum(quotes[j].words for j in out) > MAX_WORDS):
         last = quotes[out[-1]]
         out = out[:kept] + [j for j in out[kept:] if (quotes[j].passage, quotes[j].group)
@@ -930,7 +930,8 @@ def _by_probability(
     words = 0
     best: float | None = None
     for i in (int(i) for i in np.argsort(-p, kind="stable")):
-        if len(chosen) >= MAX_QUOTES or (best is not None and p[i] < KEEP_RATIO * best):
+        if _count(quotes, chosen) >= MAX_QUOTES or (best is not None
+                                                    and p[i] < KEEP_RATIO * best):
             break
         if i in chosen or _repeats(quotes, i, chosen) or (
                 chosen and words + quotes[i].words > MAX_WORDS):
@@ -966,6 +967,16 @@ def _repeats(quotes: Sequence[Quote], i: int, chosen: Sequence[int]) -> bool:
         quotes[j].kind == "sentence"
         and len(own & terms(quotes[j].text)) >= REPEATS_SHARED_TERMS * len(own)
         for j in chosen)
+
+
+def _count(quotes: Sequence[Quote], pieces: Sequence[int]) -> int:
+    """How many quotes `pieces` make: a list or table quoted whole (`is_short_list`) is one,
+    like the sentence it stands in for."""
+    seen = set()
+    for j in pieces:
+        q = quotes[j]
+        seen.add((q.passage, q.group) if is_short_list(quotes, j) else ("piece", j))
+    return len(seen)
 
 
 def is_short_list(quotes: Sequence[Quote], i: int) -> bool:

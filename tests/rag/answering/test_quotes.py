@@ -331,6 +331,25 @@ def test_short_numbered_steps_are_quoted_whole_with_their_numbers() -> None:
     assert long[0].step == 1 and not is_short_list(long, 0)
 
 
+def test_a_short_list_quoted_whole_counts_as_one_quote() -> None:
+    # Six short bullets are one quote, as the sentence they stand in for would be: the next
+    # likeliest piece, which names the families, still joins the answer.
+    text = ("Fine-tuning at a glance:\n\n"
+            "- Purpose: adapt a model to a task\n- Methods: full fine-tuning, LoRA\n"
+            "- Uses: question answering\n- Data: labelled examples\n"
+            "- Hardware: one consumer GPU\n- Tools: PEFT, TRL\n\n"
+            "Families include adapters, prefix tuning and low-rank methods such as LoRA.")
+    quotes = quotes_of(text, 0)
+    assert [q.kind for q in quotes] == ["item"] * 6 + ["sentence"]
+    p = np.array([0.9, 0.5, 0.5, 0.5, 0.5, 0.5, 0.85])
+    chosen = select(quotes, p, "Which families of parameter-efficient fine-tuning are there?")
+    assert sorted(chosen) == list(range(7))
+    # Each piece still costs its words: a long sentence does not join a full answer.
+    long = quotes_of(text.replace("Families include", "Families include " + "many " * 100), 0)
+    assert sorted(select(long, p, "Which families of parameter-efficient fine-tuning are "
+                                  "there?")) == list(range(6))
+
+
 def test_a_question_term_no_chosen_piece_holds_brings_the_likeliest_piece_that_does() -> None:
     from rag.answering.grounding import TermWeights
 
