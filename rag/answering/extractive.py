@@ -139,6 +139,10 @@ _NOT_A_SUBJECT_END = frozenset({"for", "of", "in", "to", "on", "with", "by", "fr
 _POINTER_LEAD = re.compile(
     r"\b(?:learn more|resources?|further reading|references|reference\s*:|see also|"
     r"reading list|links?|watch|videos?)(?!\w)", re.IGNORECASE)
+# A heading over a list of such pointers ("## 📚 Resources", "Further reading").
+_POINTER_HEADING = re.compile(
+    r"[\W\d]*(?:learn more|(?:additional |further |useful )?(?:resources|reading|links)|"
+    r"references|reading list|see also|videos)\W*", re.IGNORECASE)
 _ADDRESS = re.compile(r"https?://|www\.", re.IGNORECASE)
 _POINTER_TEXT = re.compile(
     r"^\W*(?:video|article|paper|book|blog|course|notebook|hands-on|tutorial|docs?|"
@@ -470,9 +474,10 @@ def _spells(words: Sequence[str], letters: Sequence[str]) -> bool:
 
 def is_pointer(quote: Quote) -> bool:
     """Whether a piece points to other material (a video, an article, a link) under a
-    "Learn more:" or "Resources:" lead-in, or names one itself."""
+    "Learn more:" or "Resources:" lead-in or heading, or names one itself."""
     return bool(_POINTER_TEXT.search(quote.text)
-                or (quote.kind != "sentence" and _POINTER_LEAD.search(quote.lead)))
+                or (quote.kind != "sentence" and (_POINTER_LEAD.search(quote.lead)
+                                                  or _POINTER_HEADING.fullmatch(quote.heading))))
 
 
 def lists_contents(quote: Quote) -> bool:

@@ -216,6 +216,16 @@ def test_pointers_to_other_material_are_recognised() -> None:
     table = quotes_of("LLaMA's mixture is a useful reference point:\n\n"
                       "| Source | Share |\n|---|---|\n| CommonCrawl | 67.0% |", 0)
     assert table and not any(is_pointer(q) for q in table)
+    # So does a list under a heading of resources, whose links the quote drops.
+    heading = quotes_of("## 📚 Resources\n\n- [Transformers: Attention Is All You Need]"
+                        "(https://arxiv.org/abs/1706.03762)\n- [vLLM Project]"
+                        "(https://github.com/vllm-project/vllm)", 0)
+    assert [q.text for q in heading] == ["Transformers: Attention Is All You Need",
+                                         "vLLM Project"]
+    assert all(is_pointer(q) for q in heading)
+    # A heading that only contains such a word heads facts.
+    facts = quotes_of("## Compute resources and cost\n\n- 8 GPUs for 12 hours\n- 3.5 days", 0)
+    assert facts and not any(is_pointer(q) for q in facts)
 
 
 def test_a_lead_in_belongs_to_the_code_it_introduces_not_to_a_list_after_it() -> None:
