@@ -110,6 +110,12 @@ SETS = {
     # (45 of 56 answered with their key fact, 4 in-scope refused, 9/10 off-topic refused),
     # then read while fixing answers, so not held out.
     "probe 3 (read)": REPO / "eval" / "answer_probe3_questions.jsonl",
+    # Session 31: a fourth probe (60 in-scope, weighted to why/how, student and doc-ref; 10
+    # off-topic), written by a helper from the materials without reading any question set;
+    # scored once at fa82505's code before any change (27 of 48 answered with their key fact,
+    # counted with two evidence strings' backticks dropped; 12 in-scope refused, 7 of them
+    # student questions; 8/10 off-topic refused), then read while fixing, so not held out.
+    "probe 4 (read)": REPO / "eval" / "answer_probe4_questions.jsonl",
     # Session 28: 35 off-topic questions that name a course document ("Which hotel does the
     # class 2 overview recommend in Lisbon?"), for the gate's floor on such questions
     # (Assistant.covers); the first 20 were scored while choosing it, the last 15 after.
