@@ -235,17 +235,17 @@ def _continuation(cut: str, page: list[str], vocabulary: _Vocabulary) -> int | N
     not a caption or a table (at most `_FLOATS_FIRST` of those are passed over), when it
     starts in lower case, or when the cut ends on a comma, hyphen or a word no sentence ends
     with ("such as the" + "Bradley-Terry model"). None at a heading."""
+    last = cut.rstrip().rsplit(None, 1)[-1].lower()
+    open_end = last[-1] in ",-" or last in _NO_SENTENCE_ENDS
     for j, paragraph in enumerate(page[: _FLOATS_FIRST + 1]):
         if match_pdf_heading(paragraph.split("\n", 1)[0]) is not None:
             return None
         if _is_float(paragraph):
             continue
         words = paragraph.split()
-        last = cut.rstrip().rsplit(None, 1)[-1].lower()
         if len(words) < _CUT_OFF_WORDS:
             return None
-        joined = words[0][0].islower() or (
-            (last[-1] in ",-" or last in _NO_SENTENCE_ENDS) and _names_first(words, vocabulary))
+        joined = words[0][0].islower() or (open_end and _names_first(words, vocabulary))
         return j if joined else None
     return None
 
