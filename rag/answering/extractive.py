@@ -75,6 +75,8 @@ STEPS_WORDS = 60
 COMPLEMENT_IDF = 3.0
 COMPLEMENT_RATIO = 0.25
 MAX_POINTERS = 2
+# At most this many rows of one table a PDF flattened (each row is a piece of its own).
+MAX_TABLE_ROWS = 2
 # A sentence with at least this share of its terms in a sentence already quoted repeats it.
 REPEATS_SHARED_TERMS = 0.8
 # A leading sentence with at most this share of terms the question lacks restates it.
@@ -939,7 +941,8 @@ def _by_probability(
                                                     and p[i] < KEEP_RATIO * best):
             break
         if i in chosen or _repeats(quotes, i, chosen) or (
-                chosen and words + quotes[i].words > MAX_WORDS):
+                chosen and words + quotes[i].words > MAX_WORDS) or (
+                _table_rows_chosen(quotes, i, chosen) >= MAX_TABLE_ROWS):
             continue
         family = siblings(quotes, i) if is_short_list(quotes, i) else [i]
         family = [j for j in family if allowed is None or allowed[j]]
@@ -952,6 +955,16 @@ def _by_probability(
                 chosen.append(j)
                 words += quotes[j].words
     return chosen
+
+
+def _table_rows_chosen(quotes: Sequence[Quote], i: int, chosen: Sequence[int]) -> int:
+    """How many rows of the table a PDF flattened that piece i is a row of are chosen (0 for
+    any other piece)."""
+    q = quotes[i]
+    if q.kind != "row" or not q.lead or q.header:
+        return 0
+    return sum(1 for j in chosen if quotes[j].kind == "row" and quotes[j].passage == q.passage
+               and quotes[j].lead == q.lead and not quotes[j].header)
 
 
 def _said(quote: Quote) -> str:
@@ -977,10 +990,14 @@ def _repeats(quotes: Sequence[Quote], i: int, chosen: Sequence[int]) -> bool:
 def _count(quotes: Sequence[Quote], pieces: Sequence[int]) -> int:
     """How many quotes `pieces` make: a list or table quoted whole (`is_short_list`) is one,
     like the sentence it stands in for."""
-    seen = set()
+    seen: set[tuple[object, ...]] = set()
     for j in pieces:
         q = quotes[j]
-        seen.add((q.passage, q.group) if is_short_list(quotes, j) else ("piece", j))
+        if q.kind == "row" and q.lead and not q.header:
+            # Rows of one table a PDF flattened: each its own group, one table all the same.
+            seen.add(("table", q.passage, q.lead))
+        else:
+            seen.add((q.passage, q.group) if is_short_list(quotes, j) else ("piece", j))
     return len(seen)
 
 
@@ -1020,7 +1037,8 @@ def compose(quotes: Sequence[Quote], chosen: Sequence[int], more: Sequence[int])
     sentences: list[AnswerSentence] = []
     for block in blocks:
         block.sort(key=lambda j: quotes[j].position)
-        lines += _render(quotes, block, sentences, is_short_list(quotes, block[0]))
+        lines += _render(quotes, block, sentences, is_short_list(quotes, block[0]),
+                         {s.text for s in sentences})
     cited = tuple(dict.fromkeys(s.citation for s in sentences if s.citation is not None))
     pointers = [n + 1 for n in more if n + 1 not in cited][:MAX_POINTERS]
     if pointers:
@@ -1029,10 +1047,12 @@ def compose(quotes: Sequence[Quote], chosen: Sequence[int], more: Sequence[int])
 
 
 def _render(
-    quotes: Sequence[Quote], block: list[int], sentences: list[AnswerSentence], as_list: bool
+    quotes: Sequence[Quote], block: list[int], sentences: list[AnswerSentence], as_list: bool,
+    shown: Collection[str] = (),
 ) -> list[str]:
     """The lines of one block (a sentence, or a list under its lead-in, or table rows under
-    their header), recording its sentences."""
+    their header), recording its sentences; a lead-in or header already `shown` (two rows of
+    one table's caption) is not repeated."""
     first = quotes[block[0]]
     number = first.passage + 1
     if first.kind == "code":
@@ -1048,7 +1068,7 @@ def _render(
         return [f"{first.text} [{number}]"]
     lines = []
     for extra in (first.lead, first.header):
-        if extra:
+        if extra and extra not in shown:
             sentences.append(AnswerSentence(extra, number, QUOTED))
             lines.append(extra)
     for j in block:

@@ -135,6 +135,46 @@ def after_table(sentence: str) -> list[str]:
     return [sentence]
 
 
+# A table a PDF flattened into one run of text ("Data type Mean PPL Int4 34.34 Float4 (E2M1)
+# 31.07 ... NFloat4 + DQ 27.41"): at least `TABLE_WORDS` words, `TABLE_DIGITS` of them with a
+# digit, no end mark. Its rows start where a name follows a value: a word after a number, not
+# a unit of the number ("3.3 TB", "175B", "45%") nor a name that is only a letter ("r = 2").
+_VALUE = re.compile(r"^[(\[]?[-+±~≈<>]?\d[\d.,:/%×x]*[)\]%]?$")
+_UNIT = re.compile(
+    r"^(?:[KMGTP]i?B|[KMBT]|k|ms|s|sec|h|hrs?|hours?|days?|min|GPUs?|tokens?|steps?|epochs?|"
+    r"FLOPs|params?|x|×|%)[,;]?$")
+ROW_WORDS = 2
+_SCRAP_END = re.compile(r"[,:;(]$")
+_FRACTION = re.compile(r"\d[.%]")
+_CAPTION = re.compile(r"Table \d+[.:]")
+
+
+def table_rows(text: str) -> list[str]:
+    """The rows of a table a PDF flattened into one run of text, in order ("Transformer (base
+    model) 27.3 38.1 3.3 · 1018"; the first holds the header too); [] for any other text."""
+    words = text.split()
+    if (len(words) < TABLE_WORDS or _TERMINAL.search(text) or _is_figure_or_code_text(text)
+            or sum(bool(_DIGIT.search(w)) for w in words) < TABLE_DIGITS * len(words)):
+        return []
+    rows: list[list[str]] = [[]]
+    for i, word in enumerate(words):
+        after_value = i > 0 and (_VALUE.match(words[i - 1]) is not None or (
+            i > 1 and _UNIT.match(words[i - 1]) is not None
+            and _VALUE.match(words[i - 2]) is not None))
+        starts = (after_value and _LETTER.match(word) is not None and not _UNIT.match(word)
+                  and len(word) > 1 and any(_VALUE.match(w) for w in rows[-1]))
+        if starts and len(rows[-1]) >= ROW_WORDS:
+            rows.append([])
+        rows[-1].append(word)
+    if len(rows) < 2:
+        return []
+    # A scrap a figure left between rows ("Ar = 8,", "Figure 31:") is no row, nor a figure's
+    # label ("Block 1").
+    return [" ".join(row) for row in rows
+            if any(_VALUE.match(w) for w in row) and not _SCRAP_END.search(row[-1])
+            and (len(row) > ROW_WORDS or any(_FRACTION.search(w) for w in row))]
+
+
 # At most this many paragraphs (a figure's caption) between the halves of a cut sentence.
 INTERRUPTING_PARAGRAPHS = 2
 FRAGMENT_WORDS = 3
@@ -153,7 +193,9 @@ class Quote:
     row, and a list item or row the lead-in line before its list ("Typical forms:"). `heading`
     is the last Markdown heading above the piece inside its passage ("" when the passage has
     none above it: the chunk's section then names where it sits). `step`: the number of an item
-    of a numbered list as written ("1. Start with ..."), 0 for other pieces.
+    of a numbered list as written ("1. Start with ..."), 0 for other pieces. `table`: for a row
+    of a table a PDF flattened (each row a group of its own), the table's number in its passage
+    (from 1); 0 for other pieces.
     """
 
     text: str
@@ -165,6 +207,7 @@ class Quote:
     lead: str = ""
     heading: str = ""
     step: int = 0
+    table: int = 0
 
     @property
     def words(self) -> int:
@@ -310,6 +353,7 @@ def quotes_of(text: str, passage: int, fence: str = "", *, pdf: bool = False) ->
     says the passage is a PDF's text, where a paragraph in lower case is a sentence's rest."""
     out: list[Quote] = []
     group, header, lead, last, heading = 0, "", "", "", ""
+    tables = 0
     for kind, body, number in _blocks(text, fence):
         if kind == "heading":
             heading, lead, last = body, "", ""
@@ -358,6 +402,18 @@ def quotes_of(text: str, passage: int, fence: str = "", *, pdf: bool = False) ->
                 if k + 1 < len(sentences) and _is_run_in_title(sentence):
                     own = sentence.rstrip(".")
                     group += k > 0
+                    continue
+                rows = table_rows(sentence) if pdf else []
+                # The table's caption, when it is the sentence right before, leads each row in.
+                caption = out[-1].text if rows and out and _CAPTION.match(out[-1].text) else ""
+                tables += bool(rows)
+                for row in rows:
+                    # Each row of a flattened table is quoted alone, as a table of its own.
+                    group += 1
+                    out.append(Quote(row, "row", passage, len(out), group, lead=caption,
+                                     heading=own or heading, table=tables))
+                if rows:
+                    group += 1
                     continue
                 out.append(Quote(sentence, "sentence", passage, len(out), group,
                                  heading=own or heading))

@@ -13,7 +13,7 @@ from rag.answering.extractive import (
     select,
 )
 from rag.answering.grounding import terms
-from rag.answering.quotes import after_table, plain, quotes_of
+from rag.answering.quotes import after_table, plain, quotes_of, table_rows
 from rag.index.documents import Chunk, Hit
 
 
@@ -1052,3 +1052,75 @@ def test_a_documents_opening_is_read_in_order_from_what_a_paper_presents() -> No
                       "latency.", 0)
     chosen = [paper[i].text for i in opening_pieces(paper)]
     assert chosen == ["We propose LoRA, which freezes the weights.", "It adds no latency."]
+
+
+def test_a_table_a_pdf_flattened_is_quoted_by_its_rows() -> None:
+    # The Transformer paper's Table 2 as pypdf reads it: one run of 92 words whose rows were
+    # never quotable alone, so "What BLEU did the base model reach?" got the big model's.
+    passage = ("Table 2: The Transformer achieves better BLEU scores.\n\n"
+               "Model BLEU Training Cost (FLOPs) EN-DE EN-FR ByteNet 23.75 GNMT + RL 24.6 39.92 "
+               "2.3 · 1019 Transformer (base model) 27.3 38.1 3.3 · 1018 Transformer (big) 28.4 "
+               "41.8 2.3 · 1019\n\n"
+               "Epochs Disk size CommonCrawl 67.0% 1.10 3.3 TB C4 15.0% 1.06 783 GB ArXiv 2.5%")
+    quotes = quotes_of(passage, 0, pdf=True)
+    assert [(q.kind, q.text) for q in quotes] == [
+        ("sentence", "Table 2: The Transformer achieves better BLEU scores."),
+        ("row", "Model BLEU Training Cost (FLOPs) EN-DE EN-FR ByteNet 23.75"),
+        ("row", "GNMT + RL 24.6 39.92 2.3 · 1019"),
+        ("row", "Transformer (base model) 27.3 38.1 3.3 · 1018"),
+        ("row", "Transformer (big) 28.4 41.8 2.3 · 1019"),
+        # A unit stays with its number.
+        ("row", "Epochs Disk size CommonCrawl 67.0% 1.10 3.3 TB"),
+        ("row", "C4 15.0% 1.06 783 GB"),
+        ("row", "ArXiv 2.5%")]
+    # Each row is a table of its own: quoted alone, not with the whole table, and led in by
+    # the table's caption when that is the sentence right before it.
+    assert len({q.group for q in quotes}) == len(quotes)
+    assert [q.lead for q in quotes[1:5]] == [quotes[0].text] * 4
+    assert [q.lead for q in quotes[5:]] == [""] * 3
+    # Not rows: prose with numbers, a figure's labels, scraps a figure leaves.
+    assert table_rows("We trained 7B, 13B, 33B and 65B models for 1.0T and 1.4T tokens on "
+                      "2048 GPUs, and the largest took about 21 days.") == []
+    assert table_rows("Weight Type r = 1 r = 2 r = 4 Wq 68.8 69.6 70.5 Wq,Wv 73.4 73.3 "
+                      "73.7") == ["Weight Type r = 1 r = 2 r = 4", "Wq 68.8 69.6 70.5",
+                                  "Wq,Wv 73.4 73.3 73.7"]
+    assert table_rows("Block 0 Block 1 Block 2 Block 3 Block 4 Block 5 Block 6") == []
+    assert table_rows("Pretraining mix 0.5 12.1 14.2 Figure 31: Ar = 8, SFT baseline 11.0 "
+                      "13.5") == ["Pretraining mix 0.5 12.1 14.2", "SFT baseline 11.0 13.5"]
+    # A Markdown passage's text is left as it is.
+    assert [q.kind for q in quotes_of(passage, 0)] == ["sentence", "sentence"]
+
+
+def test_two_rows_of_one_table_show_its_caption_once() -> None:
+    from rag.answering.extractive import compose
+
+    quotes = quotes_of("Table 2: Mean perplexity per data type.\n\n"
+                       "Data type Mean PPL Int4 34.34 Float4 (E2M1) 31.07 NFloat4 + DQ 27.41",
+                       0, pdf=True)
+    assert [q.text for q in quotes] == ["Table 2: Mean perplexity per data type.",
+                                        "Data type Mean PPL Int4 34.34", "Float4 (E2M1) 31.07",
+                                        "NFloat4 + DQ 27.41"]
+    assert compose(quotes, [3, 1], []).text == (
+        "Table 2: Mean perplexity per data type.\nNFloat4 + DQ 27.41 [1]\n"
+        "Data type Mean PPL Int4 34.34 [1]")
+
+
+def test_rows_of_a_flattened_table_are_one_quote_and_at_most_two_are_quoted() -> None:
+    import numpy as np
+
+    from rag.answering.extractive import MAX_TABLE_ROWS, select
+
+    quotes = quotes_of("Table 2: Mean perplexity per data type.\n\n"
+                       "Data type Mean PPL Int4 34.34 Float4 (E2M1) 31.07 Float4 (E3M0) 29.48 "
+                       "NFloat4 + DQ 27.41\n\n"
+                       "NF4 improves performance significantly over FP4 and Int4. Double "
+                       "quantization reduces the memory footprint. It does not degrade "
+                       "performance.", 0, pdf=True)
+    assert [q.kind for q in quotes] == ["sentence", "row", "row", "row", "row", "sentence",
+                                        "sentence", "sentence"]
+    p = np.array([0.1, 0.9, 0.95, 0.92, 0.9, 0.8, 0.75, 0.7])
+    chosen = select(quotes, p, "How does NF4 compare with Int4 on perplexity?")
+    rows = [i for i in chosen if quotes[i].kind == "row"]
+    # The two likeliest rows, one quote between them: room for three sentences after.
+    assert rows == [2, 3] and MAX_TABLE_ROWS == 2
+    assert [i for i in chosen if quotes[i].kind == "sentence"] == [5, 6, 7]
