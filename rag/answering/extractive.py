@@ -101,9 +101,12 @@ COPULA_WITHIN = 12
 # Chat's "y" counts when a word follows it ("llama 65b vs chinchilla on mmlu, y worse?").
 _WHY_QUESTION = re.compile(r"\b(?:why|how come|reasons?)\b|(?:^|[,;:.!?]\s*)y\s+(?=[a-z])",
                            re.IGNORECASE)
+# A purpose stated up front is a reason too ("To improve the training stability, we normalize
+# the input of each transformer sub-layer ...").
 _REASON = re.compile(
     r"\b(?:because|due to|owing to|the reason|explanation|as a result|this is why|so that|"
-    r"therefore|thus|hence|caused by|since)\b", re.IGNORECASE)
+    r"therefore|thus|hence|caused by|since|in order to|so as to)\b|^To [a-z]+\b[^.]*?,",
+    re.IGNORECASE)
 # A sentence that sets up an inquiry ("we investigate whether ...", "To further investigate
 # this, we look at ...") and one that reports what it found.
 _INQUIRY = re.compile(

@@ -281,6 +281,14 @@ def test_the_answer_to_a_why_question_brings_the_reason_after_its_lead() -> None
     assert select(quotes, p, "are its x and y worse?") == [0, 2]
     # Not a why-question (nor one the lead restates: most of its terms are new).
     assert select(quotes, p, "How does the 65B model do?") == [0, 2]
+    # A purpose stated up front is a reason; "to" inside a sentence is not.
+    quotes = quotes_of("Each transformer sub-layer of LLaMA gets its input normalized by RMSNorm "
+                       "first. To improve the training stability, we use the RMSNorm function. "
+                       "The model has 32 layers.", 0)
+    assert select(quotes, p, "Why does LLaMA normalize the input?") == [0, 1, 2]
+    quotes = quotes_of("Each transformer sub-layer of LLaMA gets its input normalized by RMSNorm "
+                       "first. We use RMSNorm to scale each input. The model has 32 layers.", 0)
+    assert select(quotes, p, "Why does LLaMA normalize the input?") == [0, 2]
 
 
 def test_a_piece_that_sets_the_reader_a_task_answers_only_a_question_about_tasks() -> None:
