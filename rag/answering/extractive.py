@@ -964,10 +964,8 @@ def _table_rows_chosen(quotes: Sequence[Quote], i: int, chosen: Sequence[int]) -
     """How many rows of the table a PDF flattened that piece i is a row of are chosen (0 for
     any other piece)."""
     q = quotes[i]
-    if q.kind != "row" or not q.lead or q.header:
-        return 0
-    return sum(1 for j in chosen if quotes[j].kind == "row" and quotes[j].passage == q.passage
-               and quotes[j].lead == q.lead and not quotes[j].header)
+    return 0 if not q.table else sum(
+        1 for j in chosen if quotes[j].table == q.table and quotes[j].passage == q.passage)
 
 
 def _said(quote: Quote) -> str:
@@ -996,9 +994,9 @@ def _count(quotes: Sequence[Quote], pieces: Sequence[int]) -> int:
     seen: set[tuple[object, ...]] = set()
     for j in pieces:
         q = quotes[j]
-        if q.kind == "row" and q.lead and not q.header:
+        if q.table:
             # Rows of one table a PDF flattened: each its own group, one table all the same.
-            seen.add(("table", q.passage, q.lead))
+            seen.add(("table", q.passage, q.table))
         else:
             seen.add((q.passage, q.group) if is_short_list(quotes, j) else ("piece", j))
     return len(seen)

@@ -1132,3 +1132,20 @@ def test_rows_of_a_flattened_table_are_one_quote_and_at_most_two_are_quoted() ->
     # The two likeliest rows, one quote between them: room for three sentences after.
     assert rows == [2, 3] and MAX_TABLE_ROWS == 2
     assert [i for i in chosen if quotes[i].kind == "sentence"] == [5, 6, 7]
+
+
+def test_rows_of_a_flattened_table_without_a_caption_are_one_table_too() -> None:
+    import numpy as np
+
+    from rag.answering.extractive import select
+
+    quotes = quotes_of("Epochs Disk size CommonCrawl 67.0% 1.10 3.3 TB C4 15.0% 1.06 783 GB "
+                       "Github 4.5% 0.64 328 GB Books 4.5% 2.23 85 GB\n\n"
+                       "LLaMA was trained on public data only. The mix favours web text. "
+                       "Books and papers add long-range structure.", 0, pdf=True)
+    assert [q.kind for q in quotes] == ["row"] * 4 + ["sentence"] * 3
+    assert {q.table for q in quotes[:4]} == {1} and {q.lead for q in quotes[:4]} == {""}
+    p = np.array([0.95, 0.94, 0.93, 0.92, 0.8, 0.75, 0.7])
+    chosen = select(quotes, p, "What data was LLaMA trained on?")
+    assert [i for i in chosen if quotes[i].kind == "row"] == [0, 1]
+    assert [i for i in chosen if quotes[i].kind == "sentence"] == [4, 5, 6]
