@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from rag.answering.extractive import Extract, QuoteSelector
+from rag.answering.extractive import PIECE_POOL, Extract, QuoteSelector, by_nearest_piece
 from rag.answering.gate import (
     TERM_SEARCH_K,
     asked_term,
@@ -311,26 +311,31 @@ class Assistant:
                 yield event
             return
         started = time.perf_counter()
-        hits = tuple(
+        searched = tuple(
             await asyncio.to_thread(self.retriever.search, query, self.settings.k, preview=preview)
         )
-        hits = await asyncio.to_thread(self.with_term_passage, query, hits, preview)
+        nearest = await asyncio.to_thread(self.nearest_first, query, preview)
+        hits = await asyncio.to_thread(self.with_term_passage, query, nearest, preview)
         hits = await asyncio.to_thread(self.with_title_page, query, hits, preview)
         hits, overview = await asyncio.to_thread(self.with_opening, query, hits, preview)
         timings["retrieve_ms"] = (time.perf_counter() - started) * 1000
+        # The gate judges the search's own k passages, as it was fitted on them, and what the
+        # steps above added; the answer is drawn from the reranked ones.
+        judged = (*searched, *(hit for hit in hits if hit not in nearest and hit not in searched))
         unknown = await asyncio.to_thread(self.unknown_to_materials, question, preview)
         # What a document the index holds is about is covered by the document itself.
         covered = not unknown and (
-            overview or await asyncio.to_thread(self.covers, query, hits, preview))
+            overview or await asyncio.to_thread(self.covers, query, judged, preview))
         if not unknown and not covered:
             # A comparison the gate refuses is judged again with a passage for each side
             # (their search counts as retrieval time; the gate's judgements do not).
             started = time.perf_counter()
-            sided = await asyncio.to_thread(self.with_sides, query, hits, preview)
+            sided = await asyncio.to_thread(self.with_sides, query, judged, preview)
             timings["retrieve_ms"] += (time.perf_counter() - started) * 1000
-            if len(sided) > len(hits) and await asyncio.to_thread(self.covers, query, sided,
-                                                                  preview):
-                hits, covered = sided, True
+            if len(sided) > len(judged) and await asyncio.to_thread(self.covers, query, sided,
+                                                                    preview):
+                hits = (*hits, *(hit for hit in sided if hit not in judged and hit not in hits))
+                covered = True
         if not unknown and not covered:
             # A message of several parts is covered when one part, searched alone, is: the
             # story around a student's question dilutes the whole message's search
@@ -354,6 +359,18 @@ class Assistant:
             if isinstance(event, Finished) and chosen == "verified" and not event.answer.refused:
                 event = Finished(_finished(await self._verified(event.answer), began))
             yield event
+
+    def nearest_first(self, question: str, preview: bool = False) -> tuple[Hit, ...]:
+        """The passages an answer draws on: the k of a deeper search (`PIECE_POOL`) that rank
+        best by the search and by their sentence nearest the question
+        (`extractive.by_nearest_piece`), then what the search added after its pool (the
+        lexical best). A passage's vector averages all it says, so the one whose single
+        sentence answers ranks below passages that are about the topic as a whole
+        (docs/benchmarks.md, run 41)."""
+        deeper = self.retriever.search(question, PIECE_POOL, preview=preview)
+        pool = deeper[:PIECE_POOL]
+        nearest = self.selector.nearest_pieces(self.retriever.corrected(question), pool)
+        return (*by_nearest_piece(pool, nearest, self.settings.k), *deeper[PIECE_POOL:])
 
     def unknown_to_materials(self, question: str, preview: bool = False) -> list[str]:
         """Versions of model families ("GPT-5") and names ("XGBoost") the question uses and

@@ -77,6 +77,11 @@ COMPLEMENT_RATIO = 0.25
 MAX_POINTERS = 2
 # At most this many rows of one table a PDF flattened (each row is a piece of its own).
 MAX_TABLE_ROWS = 2
+# An answer's passages are the k best of this many searched, reranked by their nearest
+# piece (`by_nearest_piece`: reciprocal-rank fusion with this constant; small, as the
+# ranks are few).
+PIECE_POOL = 10
+PIECE_RRF = 5
 # A sentence with at least this share of its terms in a sentence already quoted repeats it.
 REPEATS_SHARED_TERMS = 0.8
 # A leading sentence with at most this share of terms the question lacks restates it.
@@ -1217,3 +1222,31 @@ class QuoteSelector:
         strong = [n for n in range(len(hits)) if n not in quoted and n not in aside
                   and p[owner == n].max(initial=0.0) >= KEEP_RATIO * best]
         return compose(quotes, chosen, strong)
+
+    def nearest_pieces(self, question: str, hits: Sequence[Hit]) -> np.ndarray:
+        """Per passage, the highest cosine of the question with one of its pieces (each
+        sentence, item or row as the selector embeds it, with its section): how near its
+        nearest sentence is, where the passage's own vector averages all it says. -1 for a
+        passage without pieces."""
+        nearest = np.full(len(hits), -1.0)
+        quotes = all_quotes(hits)
+        if not quotes:
+            return nearest
+        texts, _, _ = piece_texts(quotes, hits)
+        cosine = self.vectors(texts) @ self.embedder.embed_query(question)
+        np.maximum.at(nearest, [q.passage for q in quotes], cosine)
+        return nearest
+
+
+def by_nearest_piece(hits: Sequence[Hit], nearest: np.ndarray, k: int) -> list[Hit]:
+    """The k of a deeper search's passages (best first) that rank best by both the search
+    and their nearest piece (`QuoteSelector.nearest_pieces`), fused by reciprocal rank, then
+    the lexical retriever's best when it is not among them: a passage whose one sentence
+    answers the question ("To improve the training stability, we normalize the input of each
+    transformer sub-layer") ranks low by its whole text when the rest of it is about
+    something else."""
+    piece_rank = np.empty(len(hits), dtype=int)
+    piece_rank[np.argsort(-np.asarray(nearest), kind="stable")] = np.arange(len(hits))
+    fused = [1 / (PIECE_RRF + n) + 1 / (PIECE_RRF + piece_rank[n]) for n in range(len(hits))]
+    kept = [hits[n] for n in sorted(range(len(hits)), key=lambda n: -fused[n])[:k]]
+    return kept + [hit for hit in hits if hit.lexical_rank == 0 and hit not in kept]

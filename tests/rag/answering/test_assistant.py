@@ -627,3 +627,23 @@ async def test_a_served_models_rewrite_is_used_only_when_it_passes_the_checks(
         "and how much memory does it save?", history, chat, {}  # type: ignore[arg-type]
     )
     assert (query, chat.calls) == (expected, 1)
+
+
+async def test_a_passage_whose_one_sentence_answers_is_drawn_on_though_its_whole_ranks_lower(
+    full_index, counted
+):
+    # The LLaMA paper's "2.2 Architecture" passage gives each of its three changes with its
+    # reason; by its whole text it ranked below our notes' summary of them, which never says
+    # why, and below the Transformer's own sub-layers (probe 4's question).
+    assistant = assistant_over(full_index, counted, style="extractive")
+    question = ("Why does LLaMA normalise the input of each Transformer sub-layer rather than "
+                "its output?")
+    searched = full_index.retriever.search(question, assistant.settings.k)
+    answer = await assistant.answer(question)
+    assert not answer.refused, answer.text
+    assert "to improve the training stability" in answer.text.lower(), answer.text
+    assert any(h.chunk.source.endswith("llama.pdf") and "training stability" in h.chunk.text
+               for h in answer.retrieved)
+    # The gate judged the search's own passages: the answer's differ from them.
+    assert [h.chunk.id for h in answer.retrieved] != [h.chunk.id for h in searched]
+    assert counted.calls == 0

@@ -7,6 +7,7 @@ import numpy as np
 from rag.answering.extractive import (
     all_quotes,
     back_matter,
+    by_nearest_piece,
     joins_sides,
     lists_contents,
     maps_the_document,
@@ -1149,3 +1150,22 @@ def test_rows_of_a_flattened_table_without_a_caption_are_one_table_too() -> None
     chosen = select(quotes, p, "What data was LLaMA trained on?")
     assert [i for i in chosen if quotes[i].kind == "row"] == [0, 1]
     assert [i for i in chosen if quotes[i].kind == "sentence"] == [4, 5, 6]
+
+
+def test_passages_are_reranked_by_their_nearest_piece_and_the_lexical_best_stays() -> None:
+    def hit(n: int, lexical_rank: int | None = None) -> Hit:
+        text = f"Passage {n} says something."
+        return Hit(Chunk(text, f"notes/{n}.md", None, "S", 0, len(text)), 0.5,
+                   lexical_rank=lexical_rank)
+
+    hits = [hit(0), hit(1), hit(2), hit(3, lexical_rank=0), hit(4), hit(5)]
+    # The sixth passage's one sentence is the nearest to the question by far, the second's
+    # far off; the fourth, the lexical retriever's best, is the farthest.
+    nearest = np.array([0.50, 0.15, 0.30, 0.10, 0.20, 0.90])
+    kept = by_nearest_piece(hits, nearest, 3)
+    names = [h.chunk.source for h in kept]
+    assert names[:3] == ["notes/0.md", "notes/5.md", "notes/2.md"], names
+    assert names[3:] == ["notes/3.md"], names
+    # Ranked the same both ways, the search's order stands.
+    same = by_nearest_piece(hits[:3], np.array([0.9, 0.8, 0.7]), 3)
+    assert same == hits[:3]
