@@ -102,6 +102,8 @@ _DEFINITION_QUESTION = re.compile(
 _COPULA = re.compile(
     r"\b(?:is|are|refers? to|means|stands? for|denotes|describes)\b|\s?[—–]\s?", re.IGNORECASE)
 COPULA_WITHIN = 12
+_SCENE_SETTING = re.compile(
+    r"(?:in|for|with|within|during|under|on|at|after|before|by|from|unlike|like)\s", re.IGNORECASE)
 # A question after a reason, and a piece that gives one.
 # Chat's "y" counts when a word follows it ("llama 65b vs chinchilla on mmlu, y worse?").
 _WHY_QUESTION = re.compile(r"\b(?:why|how come|reasons?)\b|(?:^|[,;:.!?]\s*)y\s+(?=[a-z])",
@@ -381,8 +383,11 @@ def definition_subject(question: str) -> set[str]:
 
 def defines(text: str, subject: set[str], idf: TermWeights) -> bool:
     """Whether a piece reads as a definition of the subject: its words before a defining verb
-    ("is", "are", "refers to"...), within the first few words, name most of the subject."""
-    if not subject:
+    ("is", "are", "refers to"...), within the first few words, name most of the subject. A
+    piece that opens with a phrase setting the scene ("In a RAG system a common approach is a
+    relevance threshold ...") has its subject after that phrase: it says what something in X
+    is, not what X is."""
+    if not subject or _SCENE_SETTING.match(text):
         return False
     head = " ".join(text.split()[:COPULA_WITHIN])
     verb = _COPULA.search(head)

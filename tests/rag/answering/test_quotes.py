@@ -202,6 +202,10 @@ def test_a_piece_defines_its_subject_only_when_it_names_it_before_the_verb() -> 
     assert defines("The KV cache is where keys and values are kept.", subject, idf)
     assert not defines("PagedAttention partitions the KV cache into blocks.", subject, idf)
     assert not defines("The KV cache is large.", set(), idf)
+    # The subject comes after a phrase that sets the scene: what is defined is the approach.
+    rag = terms("RAG")
+    assert defines("RAG is retrieval-augmented generation.", rag, idf)
+    assert not defines("In a RAG system a common approach is a relevance threshold.", rag, idf)
 
 
 def test_pointers_to_other_material_are_recognised() -> None:

@@ -81,9 +81,13 @@ async def test_a_command_is_quoted_as_the_code_block_the_materials_give(full_ind
     answer = await full_index.assistant.answer(
         "How do I start a vLLM server that speaks the OpenAI API?", style="extractive"
     )
-    assert "vllm serve mistralai/Mistral-7B-Instruct-v0.3" in answer.text.splitlines()
-    fences = [n for n, line in enumerate(answer.text.splitlines()) if line == "```"]
-    assert len(fences) == 2 and re.search(r"\[\d\]:?$", answer.text.splitlines()[fences[0] - 1])
+    lines = answer.text.splitlines()
+    fences = [n for n, line in enumerate(lines) if line == "```"]
+    # The command's block is whole, under its citation; another block may follow (the
+    # client code that talks to the server).
+    assert len(fences) >= 2 and len(fences) % 2 == 0, answer.text
+    assert "vllm serve mistralai/Mistral-7B-Instruct-v0.3" in lines[fences[0]:fences[1]]
+    assert re.search(r"\[\d\]:?$", lines[fences[0] - 1]), answer.text
 
 
 async def test_the_packaged_model_answers_with_quotes_by_default(full_index: Services):
