@@ -83,11 +83,14 @@ async def test_a_command_is_quoted_as_the_code_block_the_materials_give(full_ind
     )
     lines = answer.text.splitlines()
     fences = [n for n, line in enumerate(lines) if line == "```"]
-    # The command's block is whole, under its citation; another block may follow (the
-    # client code that talks to the server).
-    assert len(fences) >= 2 and len(fences) % 2 == 0, answer.text
+    # The command's block is whole, under its citation; the one block that may follow is the
+    # client code that talks to the server, under its own.
+    assert len(fences) in (2, 4), answer.text
     assert "vllm serve mistralai/Mistral-7B-Instruct-v0.3" in lines[fences[0]:fences[1]]
     assert re.search(r"\[\d\]:?$", lines[fences[0] - 1]), answer.text
+    if len(fences) == 4:
+        assert any("OpenAI(base_url=" in line for line in lines[fences[2]:fences[3]])
+        assert re.search(r"\[\d\]:?$", lines[fences[2] - 1]), answer.text
 
 
 async def test_the_packaged_model_answers_with_quotes_by_default(full_index: Services):
