@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -22,6 +23,12 @@ from rag.index.bert_encoder import BertEncoder, supports
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+
+
+# Query vectors kept, most recent first: an answer embeds its question in each of its searches
+# (the gate's five, the answer's ten) and again to rank pieces; a key is one text, or one
+# batch of texts as given, so a vector is always the one the same call computed before.
+QUERY_CACHE = 64
 
 
 class EmbedderError(RuntimeError):
@@ -100,6 +107,8 @@ class Embedder:
         self.settings = settings
         self._encoder: Encoder | None = None
         self._lock = threading.Lock()
+        self._queries: OrderedDict[tuple[str, ...], np.ndarray] = OrderedDict()
+        self._queries_lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -134,12 +143,27 @@ class Embedder:
         return out
 
     def embed_query(self, text: str) -> np.ndarray:
-        """Embed one query as a unit vector."""
-        return self.encoder.encode([text])[0]
+        """Embed one query as a unit vector (read-only: it may be a recent call's)."""
+        return self._remembered(("one", text), lambda: self.encoder.encode([text])[0])
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed several queries as unit vectors in one batch (one row each)."""
-        return self.embed_documents(texts)
+        """Embed several queries as unit vectors in one batch (one row each; read-only)."""
+        return self._remembered(("batch", *texts), lambda: self.embed_documents(texts))
+
+    def _remembered(self, key: tuple[str, ...], compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """The vectors of a recent call with the same key, else computed and kept (`QUERY_CACHE`
+        calls at most)."""
+        with self._queries_lock:
+            if key in self._queries:
+                self._queries.move_to_end(key)
+                return self._queries[key]
+        vectors = compute()
+        vectors.setflags(write=False)
+        with self._queries_lock:
+            self._queries[key] = vectors
+            while len(self._queries) > QUERY_CACHE:
+                self._queries.popitem(last=False)
+        return vectors
 
     def holds_word(self, word: str) -> bool:
         """Whether the model's vocabulary holds a word whole, as one token: a word common in

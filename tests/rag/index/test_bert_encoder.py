@@ -154,3 +154,38 @@ def test_short_batches_run_on_numpy(packaged, monkeypatch) -> None:
     encoder = BertEncoder(packaged)
     monkeypatch.setattr(encoder, "_torch_forward", None)  # calling it would fail
     assert encoder.encode(TEXTS[:2]).shape == (2, encoder.dimension)
+
+
+def test_a_query_asked_again_is_embedded_once_with_the_same_vector(monkeypatch) -> None:
+    # An answer embeds its question in each of its searches and again to rank pieces.
+    embedder = Embedder(EmbeddingSettings())
+    calls: list[list[str]] = []
+    encode = embedder.encoder.encode
+
+    def counted(texts: list[str], batch_size: int = 64) -> np.ndarray:
+        calls.append(list(texts))
+        return encode(texts, batch_size)
+
+    monkeypatch.setattr(embedder.encoder, "encode", counted)
+    first = embedder.embed_query("What is PagedAttention?")
+    batch = embedder.embed_queries(["What is PagedAttention?", "What is LoRA?"])
+    assert embedder.embed_query("What is PagedAttention?") is first
+    assert embedder.embed_queries(["What is PagedAttention?", "What is LoRA?"]) is batch
+    # A batch is its own key: its vectors are the ones the same batch gave, to the last bit.
+    assert len(calls) == 2
+    alone = embedder.embed_queries(["What is LoRA?"])[0]
+    assert np.array_equal(alone, encode(["What is LoRA?"])[0])
+    assert len(calls) == 3
+    # Kept vectors cannot be changed by a caller.
+    with pytest.raises(ValueError):
+        first += 1
+
+
+def test_the_query_cache_keeps_only_recent_queries(monkeypatch) -> None:
+    monkeypatch.setattr("rag.index.embedder.QUERY_CACHE", 2)
+    embedder = Embedder(EmbeddingSettings())
+    first = embedder.embed_query("one")
+    embedder.embed_query("two")
+    embedder.embed_query("three")
+    again = embedder.embed_query("one")
+    assert again is not first and np.array_equal(again, first)
