@@ -25,9 +25,10 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 
-# Query vectors kept, most recent first: an answer embeds its question in each of its searches
-# (the gate's five, the answer's ten) and again to rank pieces; a key is one text, or one
-# batch of texts as given, so a vector is always the one the same call computed before.
+# How many recent calls' query vectors are kept (the least recently used goes first): an
+# answer embeds its question in each of its searches (the gate's five, the answer's ten) and
+# again to rank pieces; a key is one text, or one batch of texts as given, so a vector is
+# always the one the same call computed before.
 QUERY_CACHE = 64
 
 
