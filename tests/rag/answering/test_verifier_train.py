@@ -1,0 +1,57 @@
+"""The verifier's training sentences (eval/verifier_train.jsonl): each row's evidence is found
+where its locator says in the shared materials, and no row is one of the labelled sentences
+that measure the verifier (eval/verifier_sentences*.jsonl)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location(
+        "verifier_train", REPO / "benchmarks" / "verifier_train.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train = _load()
+
+
+@pytest.fixture(scope="module")
+def texts(shared_materials: Path) -> dict[str, str]:
+    return {name: train.material_text(shared_materials, name)
+            for name in {row["file"] for row in train.read_rows()}}
+
+
+def test_every_locator_finds_its_evidence(texts: dict[str, str]) -> None:
+    rows = train.read_rows()
+    spans = [train.evidence(row, texts) for row in rows]
+    assert len(rows) == 2399 and all(spans)
+    assert Counter(row["label"] for row in rows) == {"supported": 1199, "unsupported": 1200}
+
+
+def test_a_shifted_text_is_refused(texts: dict[str, str]) -> None:
+    row = train.read_rows()[0]
+    shifted = {**texts, row["file"]: " " + texts[row["file"]]}
+    with pytest.raises(ValueError, match="differs from the text"):
+        train.evidence(row, shifted)
+
+
+def test_no_training_sentence_is_a_labelled_one() -> None:
+    def norm(text: str) -> str:
+        return " ".join(text.casefold().split())
+
+    labelled = {norm(json.loads(line)["sentence"])
+                for path in (REPO / "eval").glob("verifier_sentences*.jsonl")
+                for line in path.read_text(encoding="utf-8").splitlines() if line}
+    assert len(labelled) > 400
+    assert not [r["id"] for r in train.read_rows() if norm(r["sentence"]) in labelled]
