@@ -67,6 +67,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("materials", type=Path, help="the course_materials folder (guides/, papers/)")
     args = p.parse_args()
+    if not (args.materials / "guides").is_dir() or not (args.materials / "papers").is_dir():
+        p.error(f"{args.materials} has no guides/ and papers/ folders: give the course_materials "
+                "folder the sentences were written from (../shared/course_materials)")
     rows = read_rows()
     texts = {name: material_text(args.materials, name) for name in {r["file"] for r in rows}}
     spans = [evidence(row, texts) for row in rows]
