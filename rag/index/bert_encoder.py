@@ -14,6 +14,7 @@ exactly go through sentence-transformers (`supports`).
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import math
@@ -126,18 +127,36 @@ class BertEncoder:
 
     def _forward(self, ids: np.ndarray, types: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The unit vectors of one padded batch (token ids, token types, attention mask)."""
-        w = self.weights
-        x = (w["embeddings.word_embeddings.weight"][ids]
-             + w["embeddings.position_embeddings.weight"][: ids.shape[1]]
-             + w["embeddings.token_type_embeddings.weight"][types])
-        x = self._norm(x, "embeddings.LayerNorm")
-        lengths = mask.sum(1).tolist()
-        for layer in range(self.layers):
-            x = self._layer(x, lengths, f"encoder.layer.{layer}.")
+        x = self.run_layers(self.embed_tokens(ids, types), mask, range(self.layers))
         real = mask[..., None].astype(np.float32)
         pooled = (x * real).sum(1) / np.maximum(real.sum(1), 1e-9)
         norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         return (pooled / norms).astype(np.float32)
+
+    def embed_tokens(self, ids: np.ndarray, types: np.ndarray) -> np.ndarray:
+        """The normalised input embeddings of a padded batch: word, position and token type."""
+        w = self.weights
+        x = (w["embeddings.word_embeddings.weight"][ids]
+             + w["embeddings.position_embeddings.weight"][: ids.shape[1]]
+             + w["embeddings.token_type_embeddings.weight"][types])
+        return self._norm(x, "embeddings.LayerNorm")
+
+    def run_layers(self, x: np.ndarray, mask: np.ndarray, layers: range) -> np.ndarray:
+        """The hidden states after the given encoder layers (all of them: the last layer's)."""
+        lengths = mask.sum(1).tolist()
+        for layer in layers:
+            x = self._layer(x, lengths, f"encoder.layer.{layer}.")
+        return x
+
+    def with_weights(self, changes: dict[str, np.ndarray]) -> BertEncoder:
+        """This encoder with some weights replaced (named and shaped as `weights`); the rest,
+        and the tokenizer, are shared, not copied."""
+        unknown = set(changes) - set(self.weights)
+        if unknown:
+            raise ValueError(f"not weights of this encoder: {', '.join(sorted(unknown))}")
+        clone = copy.copy(self)
+        clone.weights = {**self.weights, **changes}
+        return clone
 
     def _layer(self, x: np.ndarray, lengths: list[int], prefix: str) -> np.ndarray:
         """One encoder layer: self-attention, then the feed-forward block, each post-norm."""

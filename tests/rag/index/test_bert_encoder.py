@@ -189,3 +189,15 @@ def test_the_query_cache_keeps_only_recent_queries(monkeypatch) -> None:
     embedder.embed_query("three")
     again = embedder.embed_query("one")
     assert again is not first and np.array_equal(again, first)
+
+
+def test_with_weights_replaces_only_what_it_is_given(packaged: str) -> None:
+    encoder = BertEncoder(packaged)
+    name = "encoder.layer.5.output.LayerNorm.bias"
+    changed = encoder.with_weights({name: encoder.weights[name] + 1})
+    assert not np.allclose(changed.encode(TEXTS[:2]), encoder.encode(TEXTS[:2]))
+    assert changed.weights["embeddings.word_embeddings.weight"] is encoder.weights[
+        "embeddings.word_embeddings.weight"]
+    np.testing.assert_array_equal(encoder.weights[name] + 1, changed.weights[name])
+    with pytest.raises(ValueError, match="not weights"):
+        encoder.with_weights({"encoder.layer.9.output.dense.weight": np.zeros(1)})
