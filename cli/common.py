@@ -23,9 +23,11 @@ from rich.markup import escape
 
 from cli.terminal import verbose_requested
 from rag.answering.assistant import InvalidQuestion
+from rag.answering.entailment import JudgeError
 from rag.config import Settings
 from rag.course.schedule import ScheduleError
 from rag.index.chroma_store import StoreError
+from rag.index.embedder import EmbedderError
 from rag.index.locking import DataDirBusy
 from rag.llm.base import LLMError
 from rag.retrieval.gold import GoldSetError
@@ -43,6 +45,8 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     DataDirBusy,
     ScheduleError,
     GoldSetError,
+    EmbedderError,
+    JudgeError,
 )
 
 DataDir = Annotated[

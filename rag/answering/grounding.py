@@ -1,17 +1,18 @@
 """Grounding check: split an answer into claims and judge each against course passages.
 
-There is no entailment (NLI) model offline, so a claim is judged by evidence we can measure
-against each passage: how close in meaning it is to the passage's best sentence or pair of
-sentences (cosine of all-MiniLM-L6-v2 embeddings), how much of its idf-weighted wording that
-window contains (rare terms weigh most; terms the corpus never uses weigh most of all), how
-many of its names (`Kaplan`, `GPT-4`, `TensorRT`) the passage never mentions, the rarest of its
-terms that the window and the sentences around it lack, and the worst-covered of its clauses
-(meant for invented terms and half-truths; docs/grounding.md says what the fit made of them).
-A logistic model of these, fitted on the labelled claims of `eval/claims.jsonl` and the
-verifier's labelled sentences, gives P(supported) (see docs/grounding.md). Numbers are a
-hard rule: a passage supports a claim only if the matching sentences (or the file and section
-they are in) state every number the claim states (`about 20` may round 20.4; 35 GB is not
-35 MB).
+A claim is judged by evidence we can measure against each passage: how close in meaning it is
+to the passage's best sentence or pair of sentences (cosine of all-MiniLM-L6-v2 embeddings), how
+much of its idf-weighted wording that window contains (rare terms weigh most; terms the corpus
+never uses weigh most of all), how many of its names (`Kaplan`, `GPT-4`, `TensorRT`) the
+passage never mentions, the rarest of its terms that the window and the sentences around it
+lack, the worst-covered of its clauses (meant for invented terms and half-truths;
+docs/grounding.md says what the fit made of them), and what a small entailment judge
+(rag/answering/entailment.py) makes of it: its highest P(entailed) over the five windows of the
+pool nearest the claim. A logistic model of these, fitted on the labelled claims of
+`eval/claims.jsonl` and the verifier's labelled sentences, gives P(supported) (see
+docs/grounding.md). Numbers are a hard rule: a passage supports a claim only if the matching
+sentences (or the file and section they are in) state every number the claim states (`about 20`
+may round 20.4; 35 GB is not 35 MB).
 
 Verdicts: *supported* (with the passage and sentence behind it), *not found in the materials*,
 and *contradicted* only when a passage backs everything the claim says except its numbers and
@@ -30,7 +31,10 @@ from typing import Literal
 
 import numpy as np
 
+from rag.answering.entailment import EntailmentJudge, packaged_judge
 from rag.answering.prompting import INJECTION_MARKER
+from rag.config import PACKAGED_EMBEDDER
+from rag.index.bert_encoder import BertEncoder
 from rag.index.documents import Hit
 from rag.index.embedder import Embedder
 from rag.retrieval.calibration import logistic
@@ -159,7 +163,9 @@ class GroundingReport:
 
 
 CLAIM_FEATURES = ("cosine", "window_coverage", "missing_names", "rarest_uncovered",
-                  "worst_clause")
+                  "worst_clause", "entailment")
+# The windows of the pool nearest the claim in meaning that the entailment judge reads.
+JUDGED_WINDOWS = 5
 # Where a claim's clauses part: a semicolon, or a comma or conjunction that starts a clause.
 _CLAUSE = re.compile(
     r"[;,]\s*(?:and |but |while |whereas |which |so |since |because )?|"
@@ -180,6 +186,7 @@ class GroundingWeights:
     missing_names: float = 0.0
     rarest_uncovered: float = 0.0
     worst_clause: float = 0.0
+    entailment: float = 0.0
     intercept: float = 0.0
     threshold: float = 0.5
 
@@ -191,15 +198,16 @@ class GroundingWeights:
 
 # Fitted by benchmarks/grounding.py (with the wider search) on the fit split of eval/claims.jsonl
 # and the labelled sentences of eval/verifier_sentences.jsonl and ..._heldout2.jsonl; refitted
-# in session 18 (the passages joined with their continuation changed the features).
+# in session 36 with the entailment judge's feature.
 FITTED_WEIGHTS = GroundingWeights(
-    cosine=4.991,
-    window_coverage=7.329,
-    missing_names=-1.913,
-    rarest_uncovered=2.019,
-    worst_clause=0.131,
-    intercept=-8.693,
-    threshold=0.288,
+    cosine=2.842,
+    window_coverage=6.952,
+    missing_names=-1.692,
+    rarest_uncovered=2.081,
+    worst_clause=-0.225,
+    entailment=2.419,
+    intercept=-7.669,
+    threshold=0.428,
 )
 
 
@@ -483,10 +491,12 @@ class GroundingChecker:
         embedder: Embedder,
         retriever: Retriever | None = None,
         weights: GroundingWeights = FITTED_WEIGHTS,
+        judge: EntailmentJudge | None = None,
     ) -> None:
         self.embedder = embedder
         self.retriever = retriever
         self.weights = weights
+        self._judge = judge
         self._idf: tuple[str, TermWeights] | None = None
         self._lock = threading.Lock()
 
@@ -531,11 +541,35 @@ class GroundingChecker:
         similarity = vectors[: len(claims)] @ vectors[len(claims) :].T
         ends = np.cumsum([len(ws) for ws in own])
         spans = [(end - len(ws), end) for ws, end in zip(own, ends, strict=True)]
+        entailed = self.entailment(claims, [w.text for w in windows], similarity)
         return [
-            [p.evidence_for(claim, row[a:b], ws, idf)
-             for p, ws, (a, b) in zip(passages, own, spans, strict=True)]
-            for claim, row in zip(claims, similarity, strict=True)
+            [Candidate(np.append(c.features, p_entailed), c.window, c.missing)
+             for c in (p.evidence_for(claim, row[a:b], ws, idf)
+                       for p, ws, (a, b) in zip(passages, own, spans, strict=True))]
+            for claim, row, p_entailed in zip(claims, similarity, entailed, strict=True)
         ]
+
+    @property
+    def entailment_judge(self) -> EntailmentJudge:
+        """The entailment judge (the packaged one unless given; loads on first use)."""
+        if self._judge is None:
+            # The embedder's encoder when it is the packaged model on numpy: its weights are
+            # the judges' base, shared rather than loaded twice.
+            packaged = getattr(self.embedder, "name", None) == PACKAGED_EMBEDDER
+            encoder = getattr(self.embedder, "encoder", None) if packaged else None
+            self._judge = packaged_judge(encoder if isinstance(encoder, BertEncoder) else None)
+        return self._judge
+
+    def entailment(
+        self, claims: Sequence[str], windows: Sequence[str], similarity: np.ndarray
+    ) -> np.ndarray:
+        """For each claim, the judge's highest P(entailed) over the `JUDGED_WINDOWS` windows of
+        the pool nearest it in meaning (whichever passage they are in)."""
+        nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :JUDGED_WINDOWS]
+        pairs = [(windows[w], claim) for claim, row in zip(claims, nearest, strict=True)
+                 for w in row]
+        p = self.entailment_judge.entailed(pairs).reshape(nearest.shape)
+        return p.max(axis=1)
 
     def term_weights(self, pool: Sequence[Hit]) -> TermWeights:
         """Idf over the whole index (rebuilt when it changes), or over the pool without one."""
