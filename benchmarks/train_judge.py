@@ -131,9 +131,14 @@ def tokenizer() -> Any:
 
 
 def train(model: Any, rows: list[dict], peak_lr: float, warmup: float, max_length: int,
-          loss_of: Any) -> None:
-    """One-cycle AdamW over `rows` in order, BATCH at a time, with progress."""
+          loss_of: Any, limit: int | None = None) -> None:
+    """One-cycle AdamW over `rows` in order, BATCH at a time, with progress (over the first
+    `limit` rows only: a quick check of the set-up, not a judge)."""
     import torch
+
+    rows = rows[:limit] if limit else rows
+    if len(rows) < BATCH:
+        raise SystemExit(f"{len(rows)} training pairs: fewer than one batch of {BATCH}.")
 
     tok = tokenizer()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -343,7 +348,7 @@ def step_base(args: argparse.Namespace) -> None:
     def loss_of(logits: Any, batch: list[dict]) -> Any:
         return F.cross_entropy(logits, torch.tensor([r["y"] for r in batch]))
 
-    train(model, [r for b in batches for r in b], 4e-4, 0.06, 112, loss_of)
+    train(model, [r for b in batches for r in b], 4e-4, 0.06, 112, loss_of, args.limit)
     torch.save(trained_state(model), args.out)
     print(f"saved {args.out}")
 
@@ -433,7 +438,7 @@ def step_written(args: argparse.Namespace) -> None:
                 total = total - torch.log1p(-logp[i, 0].exp().clamp(max=1 - 1e-6))
         return total / len(batch)
 
-    train(model, merged, args.peak_lr, 0.1, 128, loss_of)
+    train(model, merged, args.peak_lr, 0.1, 128, loss_of, args.limit)
     torch.save(trained_state(model), args.out)
     print(f"saved {args.out}")
 
@@ -492,6 +497,9 @@ def main() -> None:
     written.add_argument("--peak-lr", type=float, default=5e-4)
     written.add_argument("--out", type=Path, required=True)
     written.add_argument("--threads", type=int, default=2)
+    for step in (base, written):
+        step.add_argument("--limit", type=int, default=None,
+                          help="train on the first N pairs only (a quick check of the set-up)")
     export = steps.add_parser("export", help="step 3: write a judge file")
     export.add_argument("state", type=Path)
     export.add_argument("judge", type=Path)

@@ -145,3 +145,45 @@ def test_the_checkers_sixth_feature_is_the_best_of_the_five_nearest_windows(embe
             == pytest.approx([best] * len(hits), abs=1e-6)
         assert best > 0.5  # each claim restates one window
     assert len(judge.pairs) == JUDGED_WINDOWS * len(claims)
+
+
+def _train_judge():  # type: ignore[no-untyped-def]
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[3] / "benchmarks" / "train_judge.py"
+    spec = importlib.util.spec_from_file_location("train_judge", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["train_judge"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_what_the_training_script_exports_is_what_the_checker_reads(base_path, tmp_path):
+    """The training script's model, with every trained weight set to something non-trivial,
+    exported and read back: the numpy judge gives the torch model's probabilities."""
+    import torch
+
+    train_judge = _train_judge()
+    torch.manual_seed(0)
+    model = train_judge.build_model().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    state = train_judge.trained_state(model)
+    assert state and all(not k.endswith(".base.weight") for k in state)
+    from safetensors.numpy import save_file as save
+
+    path = tmp_path / "judge.safetensors"
+    save(dict(train_judge.export_tensors(state)), str(path),
+         metadata={"lora_scale": "2.0", "labels": "entailed,neutral,contradicted"})
+    tok = train_judge.tokenizer()
+    batch = tok([p for p, _ in PAIRS], [h for _, h in PAIRS], padding=True,
+                truncation="longest_first", max_length=128, return_tensors="pt")
+    with torch.no_grad():
+        expected = torch.softmax(model(batch["input_ids"], batch["token_type_ids"],
+                                       batch["attention_mask"]), -1)[:, 0].numpy()
+    got = EntailmentJudge(BertEncoder(base_path), [path]).entailed(PAIRS)
+    np.testing.assert_allclose(got, expected, atol=2e-5)
