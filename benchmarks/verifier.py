@@ -14,8 +14,12 @@ other set, committed before the features and the fit they measure, and never rea
 (`--show-errors` refuses it). Session 20 added `held_out 4` and `held_out 5` (90 each, written
 the same way against the list of evidence the sets above use); `held_out 4`'s errors were read
 after its first run (docs/benchmarks.md, run 28), so it is read data now, and `held_out 5` is
-held out like `held_out 3`. Rows of the four later files say `"split": "held_out"` and are
-relabelled here so each is reported apart.
+held out like `held_out 3`. Session 36 added `held_out 6` (87, written the same way after the
+entailment judge joined the checker; each row's evidence given by place, as in
+eval/verifier_train.jsonl; two rows equal to training sentences and one whose label the writer
+doubted were dropped before its first run). Rows of the five later files say
+`"split": "held_out"` and are relabelled here so each is reported apart. `--splits` judges
+only the named splits.
 Prints a Markdown section for docs/benchmarks.md.
 """
 
@@ -43,7 +47,8 @@ from rag.services import build_services  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO / ".study-assistant" / "bench-faithfulness"
-SPLITS = ("fit", "held_out", "held_out 2", "held_out 3", "held_out 4", "held_out 5")
+SPLITS = ("fit", "held_out", "held_out 2", "held_out 3", "held_out 4", "held_out 5",
+          "held_out 6")
 
 
 def ratio(a: int, b: int) -> str:
@@ -75,6 +80,8 @@ def main() -> None:
     p.add_argument("--data-dir", type=Path, default=DATA_DIR)
     p.add_argument("--show-errors", choices=["fit", "held_out", "held_out 2", "held_out 4"],
                    default=None)
+    p.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS),
+                   help="judge only these splits (default: all)")
     args = p.parse_args()
     settings = Settings(data_dir=args.data_dir)
     services = build_services(settings)
@@ -88,6 +95,9 @@ def main() -> None:
              for row in read_rows(REPO / "eval" / "verifier_sentences_heldout4.jsonl")]
     rows += [{**row, "split": "held_out 5"}
              for row in read_rows(REPO / "eval" / "verifier_sentences_heldout5.jsonl")]
+    rows += [{**row, "split": "held_out 6"}
+             for row in read_rows(REPO / "eval" / "verifier_sentences_heldout6.jsonl")]
+    rows = [row for row in rows if row["split"] in args.splits]
     verdicts = []
     began = time.perf_counter()
     for row in rows:
@@ -96,7 +106,7 @@ def main() -> None:
         verdicts.append(report.claims[0].verdict)
     per = (time.perf_counter() - began) / len(rows)
     print(f"{len(rows)} sentences, {per:.2f} s each (retrieval + check with the wider search)")
-    for split in SPLITS:
+    for split in args.splits:
         chosen = [i for i, r in enumerate(rows) if r["split"] == split]
         print(f"\n**{split}** ({len(chosen)} sentences)\n\n| label | precision | recall |")
         print("|---|---|---|")

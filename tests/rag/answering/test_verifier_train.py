@@ -55,3 +55,15 @@ def test_no_training_sentence_is_a_labelled_one() -> None:
                 for line in path.read_text(encoding="utf-8").splitlines() if line}
     assert len(labelled) > 400
     assert not [r["id"] for r in train.read_rows() if norm(r["sentence"]) in labelled]
+
+
+def test_the_sixth_held_out_sets_locators_find_their_evidence(texts: dict[str, str],
+                                                              shared_materials: Path) -> None:
+    rows = train.read_rows(REPO / "eval" / "verifier_sentences_heldout6.jsonl")
+    for name in {r["file"] for r in rows} - set(texts):
+        texts[name] = train.material_text(shared_materials, name)
+    located = [r for r in rows if r["evidence_at"] is not None]
+    assert all(train.evidence(r, texts) for r in located)
+    # Only statements the materials never discuss come without evidence.
+    assert {r["kind"] for r in rows if r["evidence_at"] is None} == {"absent"}
+    assert Counter(r["label"] for r in rows) == {"supported": 43, "unsupported": 44}
