@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
+from tokenizers import Tokenizer
 
 from rag.config import PACKAGED_EMBEDDER
 from rag.index.bert_encoder import BertEncoder, length_groups
@@ -82,13 +83,19 @@ def load_judge(base: BertEncoder, path: Path) -> _Judge:
     for key, value in tensors.items():
         if key.startswith("head."):
             continue
-        if key.endswith(".lora_b"):
-            continue
-        if key.endswith(".lora_a"):
-            name = f"{key.removesuffix('.lora_a')}.weight"
-            a, b = value.astype(np.float32), tensors[f"{key[:-1]}b"].astype(np.float32)
+        if key.endswith((".lora_a", ".lora_b")):
+            stem = key.rsplit(".", 1)[0]
+            if key.endswith(".lora_b"):
+                if f"{stem}.lora_a" not in tensors:
+                    raise JudgeError(f"{path}: {key} has no {stem}.lora_a.")
+                continue
+            if f"{stem}.lora_b" not in tensors:
+                raise JudgeError(f"{path}: {key} has no {stem}.lora_b.")
+            name = f"{stem}.weight"
+            a, b = value.astype(np.float32), tensors[f"{stem}.lora_b"].astype(np.float32)
             weight = base.weights.get(name)
-            if weight is None or weight.shape != (a.shape[1], b.shape[0]):
+            if weight is None or a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[1] \
+                    or weight.shape != (a.shape[1], b.shape[0]):
                 raise JudgeError(f"{path}: {key} does not fit the encoder's {name}.")
             # The encoder keeps dense weights as (in, out).
             changes[name] = weight + np.float32(scale) * (b @ a).T
@@ -115,7 +122,7 @@ class EntailmentJudge:
         # The layers no judge changes run once for all of them.
         self.shared = min(j.first for j in self.judges)
         # A tokenizer of its own: the encoder's truncates single texts at its own length.
-        self.tokenizer = base.tokenizer.__class__.from_str(base.tokenizer.to_str())
+        self.tokenizer = Tokenizer.from_str(base.tokenizer.to_str())
         self.tokenizer.enable_truncation(max_length=max_length, strategy="longest_first")
         self.tokenizer.no_padding()
 
@@ -126,7 +133,7 @@ class EntailmentJudge:
         encodings = self.tokenizer.encode_batch([(p, h) for p, h in pairs])
         out = np.empty(len(pairs), dtype=np.float32)
         for group in length_groups([len(e.ids) for e in encodings], batch_size):
-            ids, types, mask = self.base._batch([encodings[i] for i in group])
+            ids, types, mask = self.base.pad([encodings[i] for i in group])
             x = self.base.run_layers(self.base.embed_tokens(ids, types), mask,
                                      range(self.shared))
             p = [j.probabilities(self._from(x, mask, j.first), mask)[:, 0] for j in self.judges]

@@ -105,14 +105,14 @@ class BertEncoder:
                    else self._forward)
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         for group in length_groups(lengths, batch_size):
-            out[group] = forward(*self._batch([encodings[i] for i in group]))
+            out[group] = forward(*self.pad([encodings[i] for i in group]))
         return out
 
     def holds_word(self, word: str) -> bool:
         """Whether the tokenizer keeps the word whole, as one token."""
         return len(self.tokenizer.encode(word, add_special_tokens=False).ids) == 1
 
-    def _batch(self, encodings: list[Encoding]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def pad(self, encodings: list[Encoding]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Token ids, token types and attention mask of texts, padded to the longest."""
         rows, length = len(encodings), max(len(e.ids) for e in encodings)
         ids = np.full((rows, length), self.pad_id, dtype=np.int64)

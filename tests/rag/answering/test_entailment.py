@@ -103,6 +103,10 @@ def test_bad_judge_files_are_refused(base_path: str, tmp_path: Path) -> None:
     save_file(wrong, str(tmp_path / "wide.safetensors"), metadata=meta)
     with pytest.raises(JudgeError, match="does not fit"):
         EntailmentJudge(base, [tmp_path / "wide.safetensors"])
+    unpaired = {k: v for k, v in tensors.items() if k != f"{name}.lora_b"}
+    save_file(unpaired, str(tmp_path / "unpaired.safetensors"), metadata=meta)
+    with pytest.raises(JudgeError, match="has no"):
+        EntailmentJudge(base, [tmp_path / "unpaired.safetensors"])
     save_file(tensors, str(tmp_path / "bare.safetensors"))
     with pytest.raises(JudgeError, match="scale and labels"):
         EntailmentJudge(base, [tmp_path / "bare.safetensors"])
