@@ -30,6 +30,8 @@ from rag.index.embedder import resolve_embedder_path
 JUDGES_DIR = Path(__file__).resolve().parent / "judges"
 PACKAGED_JUDGES = ("judge_a.safetensors", "judge_b.safetensors")
 LABELS = ("entailed", "neutral", "contradicted")
+# How many tokens of a pair a judge reads when its file does not say.
+DEFAULT_MAX_LENGTH = 128
 _HEAD = ("head.dense.weight", "head.dense.bias", "head.out.weight", "head.out.bias")
 
 
@@ -40,9 +42,11 @@ class JudgeError(RuntimeError):
 class _Judge:
     """One cross-encoder: the encoder with its merged layers, and its head."""
 
-    def __init__(self, encoder: BertEncoder, first: int, head: list[np.ndarray]) -> None:
+    def __init__(self, encoder: BertEncoder, first: int, head: list[np.ndarray],
+                 max_length: int) -> None:
         self.encoder = encoder
         self.first = first
+        self.max_length = max_length
         self.dense, self.dense_bias, self.out, self.out_bias = head
 
     def probabilities(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -75,6 +79,7 @@ def load_judge(base: BertEncoder, path: Path) -> _Judge:
     try:
         scale = float(meta["lora_scale"])
         labels = tuple(meta["labels"].split(","))
+        max_length = int(meta.get("max_length", DEFAULT_MAX_LENGTH))
     except (KeyError, ValueError) as exc:
         raise JudgeError(f"{path} does not say its scale and labels: {exc}") from exc
     if labels != LABELS or any(k not in tensors for k in _HEAD):
@@ -107,14 +112,14 @@ def load_judge(base: BertEncoder, path: Path) -> _Judge:
     first = min(layers, default=base.layers)
     head = [tensors[k].astype(np.float32) for k in _HEAD]
     head[0], head[2] = np.ascontiguousarray(head[0].T), np.ascontiguousarray(head[2].T)
-    return _Judge(base.with_weights(changes), first, head)
+    return _Judge(base.with_weights(changes), first, head, max_length)
 
 
 class EntailmentJudge:
     """P(entailed) of (premise, hypothesis) pairs, averaged over one or more judges that share
     one base encoder; safe to share between threads."""
 
-    def __init__(self, base: BertEncoder, paths: Sequence[Path], max_length: int = 128) -> None:
+    def __init__(self, base: BertEncoder, paths: Sequence[Path]) -> None:
         if not paths:
             raise ValueError("an entailment judge needs at least one judge file")
         self.base = base
@@ -123,7 +128,9 @@ class EntailmentJudge:
         self.shared = min(j.first for j in self.judges)
         # A tokenizer of its own: the encoder's truncates single texts at its own length.
         self.tokenizer = Tokenizer.from_str(base.tokenizer.to_str())
-        self.tokenizer.enable_truncation(max_length=max_length, strategy="longest_first")
+        # Pairs are cut where the judges were trained to read them (the shortest, if they differ).
+        self.tokenizer.enable_truncation(max_length=min(j.max_length for j in self.judges),
+                                         strategy="longest_first")
         self.tokenizer.no_padding()
 
     def entailed(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32) -> np.ndarray:

@@ -110,6 +110,9 @@ def test_bad_judge_files_are_refused(base_path: str, tmp_path: Path) -> None:
     save_file(tensors, str(tmp_path / "bare.safetensors"))
     with pytest.raises(JudgeError, match="scale and labels"):
         EntailmentJudge(base, [tmp_path / "bare.safetensors"])
+    save_file(tensors, str(tmp_path / "short.safetensors"), metadata={**meta, "max_length": "16"})
+    short = EntailmentJudge(base, [tmp_path / "short.safetensors"])
+    assert len(short.tokenizer.encode(*PAIRS[3]).ids) == 16  # cut where its file says
     with pytest.raises(ValueError, match="at least one"):
         EntailmentJudge(base, [])
 
