@@ -19,7 +19,10 @@ entailment judge joined the checker; each row's evidence given by place, as in
 eval/verifier_train.jsonl; two rows equal to training sentences and one whose label the writer
 doubted were dropped before its first run), and `held_out 7` (89, written the same way, the
 rest of the facts from the middle and end of the files; one row whose label the writer doubted
-dropped). Rows of the six later files say
+dropped). Session 37 added `held_out 8` (90, written the same way, facts taken at points
+spread through each file; nothing dropped; its aggregates decided against a change to what
+the judge reads, docs/benchmarks.md run 45). Rows
+of the seven later files say
 `"split": "held_out"` and are relabelled here so each is reported apart. `--splits` judges
 only the named splits.
 Prints a Markdown section for docs/benchmarks.md.
@@ -50,7 +53,7 @@ from rag.services import build_services  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO / ".study-assistant" / "bench-faithfulness"
 SPLITS = ("fit", "held_out", "held_out 2", "held_out 3", "held_out 4", "held_out 5",
-          "held_out 6", "held_out 7")
+          "held_out 6", "held_out 7", "held_out 8")
 
 
 def ratio(a: int, b: int) -> str:
@@ -101,6 +104,8 @@ def main() -> None:
              for row in read_rows(REPO / "eval" / "verifier_sentences_heldout6.jsonl")]
     rows += [{**row, "split": "held_out 7"}
              for row in read_rows(REPO / "eval" / "verifier_sentences_heldout7.jsonl")]
+    rows += [{**row, "split": "held_out 8"}
+             for row in read_rows(REPO / "eval" / "verifier_sentences_heldout8.jsonl")]
     rows = [row for row in rows if row["split"] in args.splits]
     verdicts = []
     began = time.perf_counter()

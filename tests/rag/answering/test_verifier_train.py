@@ -60,6 +60,7 @@ def test_no_training_sentence_is_a_labelled_one() -> None:
 @pytest.mark.parametrize(("name", "labels"), [
     ("verifier_sentences_heldout6.jsonl", {"supported": 43, "unsupported": 44}),
     ("verifier_sentences_heldout7.jsonl", {"supported": 45, "unsupported": 44}),
+    ("verifier_sentences_heldout8.jsonl", {"supported": 45, "unsupported": 45}),
 ])
 def test_the_later_held_out_sets_locators_find_their_evidence(
         texts: dict[str, str], shared_materials: Path, name: str, labels: dict[str, int]) -> None:
