@@ -172,8 +172,9 @@ def report(services: Services, claims: list[dict], k: int) -> None:
     if weights is FITTED_WEIGHTS:
         print("These are the shipped `FITTED_WEIGHTS`; the figures below use them.\n")
     else:
-        print_weights("**They differ from the shipped FITTED_WEIGHTS** (figures below use the "
-                      "new fit; paste it into rag/answering/grounding.py)", FITTED_WEIGHTS)
+        print_weights("**The fit above differs from the shipped FITTED_WEIGHTS** (the figures "
+                      "below use the fit: paste it into rag/answering/grounding.py); shipped",
+                      FITTED_WEIGHTS)
     tables = []
     for mode, _ in MODES:
         judged, pools, _ = prepared[mode]
