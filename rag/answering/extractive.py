@@ -74,6 +74,9 @@ STEPS_WORDS = 60
 # of the best.
 COMPLEMENT_IDF = 3.0
 COMPLEMENT_RATIO = 0.25
+# Words of a question about who wrote what it asks about ("the LLaMA authors", "the
+# researchers"): the material's source, not a part of the answer a quote must hold.
+_ABOUT_THE_SOURCE = frozenset(terms("authors papers researchers articles writers"))
 MAX_POINTERS = 2
 # At most this many rows of one table a PDF flattened (each row is a piece of its own).
 MAX_TABLE_ROWS = 2
@@ -786,17 +789,19 @@ def _with_uncovered_terms(
 ) -> list[int]:
     """For a question of several parts ("What optimizer and learning-rate schedule did the
     LLaMA paper use?", answered with the schedule alone), the likeliest piece that holds a
-    rare term of the question (idf at least `COMPLEMENT_IDF`; the words naming a document
-    aside) that no chosen piece, its lead-in, header or heading holds ("optimizer"), when it
-    scores at least `COMPLEMENT_RATIO` of the best: after the chosen pieces, or in place of
-    the last when that is a sentence and the quotes or words are full. Code is not added."""
+    rare term of the question (idf at least `COMPLEMENT_IDF`; the words naming a document,
+    and its "authors" unless it asks who they are, aside) that no chosen piece, its lead-in,
+    header or heading holds ("optimizer"), when it scores at least `COMPLEMENT_RATIO` of the
+    best: after the chosen pieces, or in place of the last when that is a sentence and the
+    quotes or words are full. Code is not added."""
     if not chosen:
         return chosen
     held: set[str] = set()
     for i in chosen:
         q = quotes[i]
         held |= terms(f"{q.lead} {q.header} {q.text} {q.heading}")
-    rare = {t for t in terms(without_named_documents(question)) - held
+    aside = held if asks_for_authors(question) else held | _ABOUT_THE_SOURCE
+    rare = {t for t in terms(without_named_documents(question)) - aside
             if idf.idf(t) >= COMPLEMENT_IDF}
     if not rare:
         return chosen

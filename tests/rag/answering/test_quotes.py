@@ -392,6 +392,15 @@ def test_a_question_term_no_chosen_piece_holds_brings_the_likeliest_piece_that_d
     assert select(quotes, np.array([0.2, 0.9, 0.1]), question, idf=idf) == [1]
     assert select(quotes, p, "Which learning-rate schedule do the models use?", idf=idf) == [1]
     assert select(quotes, p, "What schedule and learning rate?", idf=idf) == [1]
+    # Nor for the question's words about who wrote the material: "the LLaMA authors" once
+    # brought a guide's sentence on what "the authors hoped" of another paper.
+    hoped = quotes_of("We use a cosine learning rate schedule. The authors hoped it would "
+                      "extrapolate to longer sequences.", 0)
+    idf = TermWeights([*corpus, *(q.text for q in hoped)])
+    p = np.array([0.9, 0.3])
+    assert select(hoped, p, "Which schedule did the LLaMA authors use?", idf=idf) == [0]
+    assert select(hoped, p, "Which schedule did the researchers use?", idf=idf) == [0]
+    assert select(hoped, p, "Who are the authors of the schedule?", idf=idf) == [0, 1]
 
 
 def test_pdf_headings_and_scraps_are_never_quoted() -> None:
