@@ -61,6 +61,9 @@ _LETTER = re.compile(r"[^\W\d_]")
 _DEBRIS = re.compile(
     r"[^\W\d_]{22,}|<[a-z/_|]{2,12}>|[\u21e0-\u21e4\ue000-\uf8ff\u25c6\u2318]|\S\u2713",
     re.IGNORECASE)
+# A PDF footnote's mark, glued to its first word ("4To illustrate why the dot products get
+# large, ..."): the footnote is quoted without it.
+_FOOTNOTE_MARK = re.compile(r"^\d{1,2}(?=[A-Z][a-z]+\b)")
 # A paragraph that may start in the middle of a sentence: an all-lower-case word ("steps,
 # and ..."), unlike a name such as "vLLM".
 _MID_SENTENCE = re.compile(r"[a-z][a-z'-]*\b")
@@ -384,6 +387,8 @@ def quotes_of(text: str, passage: int, fence: str = "", *, pdf: bool = False) ->
                                  heading=heading, step=number))
         else:
             sentences = split_sentences(without_references(plain(body), keep_named=True))
+            if pdf and sentences:
+                sentences[0] = _FOOTNOTE_MARK.sub("", sentences[0])
             glued = run_in_heading(sentences[0]) if sentences else ""
             if glued:
                 sentences[0] = sentences[0][len(glued):].lstrip()

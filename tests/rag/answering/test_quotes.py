@@ -403,6 +403,18 @@ def test_a_question_term_no_chosen_piece_holds_brings_the_likeliest_piece_that_d
     assert select(hoped, p, "Who are the authors of the schedule?", idf=idf) == [0, 1]
 
 
+def test_a_pdf_footnote_is_quoted_without_its_mark() -> None:
+    footnote = ("4To illustrate why the dot products get large, assume that the components "
+                "of q and k are independent random variables.")
+    (quote,) = quotes_of(footnote, 0, pdf=True)
+    assert quote.text == footnote[1:]
+    assert quote.text in footnote  # still the passage's own words
+    # Only a PDF's, and only a mark glued to a word: "4 layers" and a guide's text stay.
+    assert quotes_of(footnote, 0)[0].text == footnote
+    assert quotes_of("2D convolutions are cheap. 12 heads are used.", 0, pdf=True)[0].text \
+        == "2D convolutions are cheap."
+
+
 def test_pdf_headings_and_scraps_are_never_quoted() -> None:
     text = ("4 Why Self-Attention\n\nIn this section we compare layers. Self-attention "
             "relates positions of one sequence.\n\nC.4 Details of RLHF training\n\nAbstract\n\n"
