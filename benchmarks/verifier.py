@@ -92,20 +92,9 @@ def main() -> None:
     services = build_services(settings)
     ingest([Target(r) for r in args.roots], services.store, services.embedder, settings.ingest)
     rows = read_rows(REPO / "eval" / "verifier_sentences.jsonl")
-    rows += [{**row, "split": "held_out 2"}
-             for row in read_rows(REPO / "eval" / "verifier_sentences_heldout2.jsonl")]
-    rows += [{**row, "split": "held_out 3"}
-             for row in read_rows(REPO / "eval" / "verifier_sentences_heldout3.jsonl")]
-    rows += [{**row, "split": "held_out 4"}
-             for row in read_rows(REPO / "eval" / "verifier_sentences_heldout4.jsonl")]
-    rows += [{**row, "split": "held_out 5"}
-             for row in read_rows(REPO / "eval" / "verifier_sentences_heldout5.jsonl")]
-    rows += [{**row, "split": "held_out 6"}
-             for row in read_rows(REPO / "eval" / "verifier_sentences_heldout6.jsonl")]
-    rows += [{**row, "split": "held_out 7"}
-             for row in read_rows(REPO / "eval" / "verifier_sentences_heldout7.jsonl")]
-    rows += [{**row, "split": "held_out 8"}
-             for row in read_rows(REPO / "eval" / "verifier_sentences_heldout8.jsonl")]
+    for n in range(2, 9):  # each later file's rows say "held_out": reported apart
+        rows += [{**row, "split": f"held_out {n}"}
+                 for row in read_rows(REPO / "eval" / f"verifier_sentences_heldout{n}.jsonl")]
     rows = [row for row in rows if row["split"] in args.splits]
     verdicts = []
     began = time.perf_counter()
