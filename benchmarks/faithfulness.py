@@ -116,6 +116,11 @@ SETS = {
     # counted with two evidence strings' backticks dropped; 12 in-scope refused, 7 of them
     # student questions; 8/10 off-topic refused), then read while fixing, so not held out.
     "probe 4 (read)": REPO / "eval" / "answer_probe4_questions.jsonl",
+    # Session 38: a fifth probe (60 in-scope by class, weighted to numbers and why/how
+    # questions one sentence of a longer paper paragraph answers; 10 off-topic), written by a
+    # helper from the materials' text without reading any code or question set; committed
+    # before any run, scored once before any change, then read, so not held out.
+    "probe 5 (read)": REPO / "eval" / "answer_probe5_questions.jsonl",
     # Session 28: 35 off-topic questions that name a course document ("Which hotel does the
     # class 2 overview recommend in Lisbon?"), for the gate's floor on such questions
     # (Assistant.covers); the first 20 were scored while choosing it, the last 15 after.
