@@ -114,6 +114,7 @@ TABLE_WORDS = 8
 TABLE_DIGITS = 0.35
 PROSE_WORDS = 6
 PROSE_DIGITS = 0.2
+REST_VALUES = 3
 _DIGIT = re.compile(r"\d")
 _CAPITALISED = re.compile(r"[A-Z][a-z]")
 
@@ -121,15 +122,21 @@ _CAPITALISED = re.compile(r"[A-Z][a-z]")
 def after_table(sentence: str) -> list[str]:
     """A sentence a PDF glued to the end of a flattened table as two pieces, the table's
     text and the sentence ("... 2.3 · 1019" and "Label Smoothing During training, we employed
-    label smoothing of value ϵls = 0.1."); any other sentence as it is."""
+    label smoothing of value ϵls = 0.1."); any other sentence as it is. The sentence may be
+    the rest of one the table cut in two ("... 55.3 60.9 possible, but leads to performance
+    degradation relative to 16-bit."): it starts in lower case, and is no sentence to quote."""
     words = sentence.split()
     digits = [bool(_DIGIT.search(w)) for w in words]
     for i in range(TABLE_WORDS, len(words) - PROSE_WORDS + 1):
-        if not digits[i - 1] or not _CAPITALISED.match(words[i]) or any(
-                digits[i:i + PROSE_WORDS]):
+        if not digits[i - 1] or any(digits[i:i + PROSE_WORDS]):
             continue
         prose = " ".join(words[i:])
-        if not (words[i + 1][:1].islower() or run_in_heading(prose)):
+        # A rest follows a row's values ("47.7 55.3 60.9"), not a number of prose ("took
+        # about 21 days to ...").
+        rest = words[i][:1].islower() and all(
+            digits[j] and not words[j].endswith(",") for j in range(i - REST_VALUES, i))
+        if not rest and not (_CAPITALISED.match(words[i])
+                             and (words[i + 1][:1].islower() or run_in_heading(prose))):
             continue
         if (sum(digits[:i]) >= TABLE_DIGITS * i
                 and sum(digits[i:]) <= PROSE_DIGITS * (len(words) - i)
@@ -393,9 +400,11 @@ def quotes_of(text: str, passage: int, fence: str = "", *, pdf: bool = False) ->
             if glued:
                 sentences[0] = sentences[0][len(glued):].lstrip()
             # A sentence after a flattened table loses the table, and its run-in heading.
+            # A sentence's rest after a table (in lower case) goes: its first half is elsewhere.
             sentences = [
                 part if k == 0 else part[len(run_in_heading(part)):].lstrip()
-                for sentence in sentences for k, part in enumerate(after_table(sentence))]
+                for sentence in sentences for k, part in enumerate(after_table(sentence))
+                if k == 0 or not part[:1].islower()]
             sentences = [before_figure(sentence) for sentence in sentences]
             lead = sentences.pop() if sentences and sentences[-1].endswith(":") else ""
             # A PDF's run-in heading that is a sentence of its own ("... by score. Tokenizer.
@@ -438,9 +447,24 @@ def _without_fragments(quotes: list[Quote], pdf: bool = False) -> list[Quote]:
         quotes = quotes[:-1]
     halves = _interrupted(quotes, pdf)
     return [q for i, q in enumerate(quotes) if q.kind == "code" or (
-        i not in halves and _LETTER.search(q.text) and not q.text.endswith("?")
+        i not in halves and _LETTER.search(q.text) and not _asks(q)
         and not _DEBRIS.search(q.text) and not _GLUED.search(_ABBREVIATION.sub("", q.text))
         and not _is_label(q) and not _is_figure_or_code_text(q.text))]
+
+
+# A list item that names an entry and then describes it as a question ("Abstention quality:
+# on questions the corpus does not cover, how often does the system correctly decline?"): a
+# label of a few words before a colon.
+_LABELLED = re.compile(r"^[^:?]{1,40}:\s+\S")
+
+
+def _asks(quote: Quote) -> bool:
+    """Whether a piece is a question to the reader, not a statement to quote. A list's entry
+    that is a label and the question it stands for is one of the list's entries: quoting the
+    list without it would leave it short."""
+    if not quote.text.endswith("?"):
+        return False
+    return not (quote.kind == "item" and _LABELLED.match(quote.text))
 
 
 def _ends(text: str) -> bool:

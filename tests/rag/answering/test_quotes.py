@@ -938,6 +938,38 @@ def test_a_sentence_glued_after_a_flattened_table_is_quoted_without_the_table() 
         assert after_table(sentence) == [sentence]
 
 
+def test_the_rest_of_a_sentence_a_flattened_table_cut_is_left_out_with_it() -> None:
+    # QLoRA's Table 3 sits in the middle of a sentence; its rest was quoted glued to the table:
+    # "Super-NaturalInstructions (RougeL) Model ... 55.3 60.9 possible, but leads to ...".
+    sentence = ("Model RoBERTa-large T5-80M T5-3B BF16 88.6 40.1 54.3 QLORA Int8 88.8 40.4 56.5 "
+                "QLORA NF4 + DQ - 40.4 55.3 60.9 possible, but leads to performance "
+                "degradation relative to 16-bit.")
+    assert after_table(sentence) == [sentence.split(" possible")[0],
+                                     "possible, but leads to performance degradation relative "
+                                     "to 16-bit."]
+    quotes = quotes_of(f"{sentence} This raises the question. We test it.", 0, pdf=True)
+    assert not any("possible" in q.text for q in quotes)
+    assert [q.text for q in quotes if q.kind == "sentence"] == [
+        "This raises the question.", "We test it."]
+    assert all(q.kind == "row" for q in quotes[:-2])
+    # A number in prose before a word in lower case is no table's last value.
+    prose = ("We trained 7B, 13B, 33B and 65B models for 1.0T and 1.4T tokens on 2048 GPUs, 256 "
+             "of them at once, and the largest took about 21 days to train on the data.")
+    assert after_table(prose) == [prose]
+
+
+def test_a_list_entry_that_describes_its_label_as_a_question_stays_in_its_list() -> None:
+    # Our notes' "Measuring hallucination" list was quoted without its last two entries.
+    text = ("## Measuring hallucination\n\n- **Human review** of a sample of answers.\n"
+            "- **Faithfulness metrics** for RAG: is each claim entailed by the context?\n"
+            "- **Abstention quality**: how often does the system correctly decline?\n\n"
+            "## Quick self-check\n\n- What does the KV cache store?\n\nIs it large? It is.")
+    assert [q.text for q in quotes_of(text, 0)] == [
+        "Human review of a sample of answers.",
+        "Faithfulness metrics for RAG: is each claim entailed by the context?",
+        "Abstention quality: how often does the system correctly decline?", "It is."]
+
+
 def test_a_run_in_heading_ending_in_a_full_stop_is_not_quoted_as_a_sentence() -> None:
     # QLoRA's "QLORA. Using the components described above, ..." led an answer as "QLORA."
     passage = ("QLORA. Using the components described above, we define QLORA.\n\n"
