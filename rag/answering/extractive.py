@@ -100,10 +100,22 @@ _DEFINITION_QUESTION = re.compile(
     r"(?:\s+(?:mean|stand for|do|described|defined|explained))?\s*\??\s*$",
     re.IGNORECASE,
 )
+# "How does the Transformer paper describe an attention function (in general terms)?", "how
+# do the notes define perplexity": what X is, asked of a document.
+_DESCRIBE_QUESTION = re.compile(
+    r"^\s*(?:(?:so|and|ok|okay)[, ]+)?how\s+(?:does|do)\s+[^?]{1,50}?\s+"
+    r"(?:define|describe|characteri[sz]e)\s+(?:an?\s+|the\s+)?(?P<subject>.+?)"
+    r"(?:\s+in\s+(?:general|simple|plain|broad)\s+terms)?\s*\??\s*$",
+    re.IGNORECASE,
+)
+# A sentence that goes on about the subject of the one before it.
+_GOES_ON = re.compile(r"(?:It|Its|They|Their)\s")
 # A definition's verb within a piece's first words: "X is ...", "Xs are ...", "X refers to",
 # or an appositive dash ("... maintains block tables—the mapping between ...").
 _COPULA = re.compile(
-    r"\b(?:is|are|refers? to|means|stands? for|denotes|describes)\b|\s?[—–]\s?", re.IGNORECASE)
+    r"\b(?:is|are|refers? to|means|stands? for|denotes|describes|"
+    r"(?:can|could|may) be (?:described|defined|viewed|seen|thought of) as)\b|\s?[—–]\s?",
+    re.IGNORECASE)
 COPULA_WITHIN = 12
 _SCENE_SETTING = re.compile(
     r"(?:in|for|with|within|during|under|on|at|after|before|by|from|unlike|like)\s", re.IGNORECASE)
@@ -374,7 +386,7 @@ def quote_features(
 
 def definition_subject(question: str) -> set[str]:
     """The terms of X in "what is X?" (empty for other questions)."""
-    match = _DEFINITION_QUESTION.match(question)
+    match = _DEFINITION_QUESTION.match(question) or _DESCRIBE_QUESTION.match(question)
     if match is None:
         return set()
     words = match["subject"].split()
@@ -636,6 +648,10 @@ def select(
     if lead is not None and (_ASKS_FOR_EXPANSION.search(question)
                              or p[lead] >= KEEP_RATIO * p.max()):
         chosen = _led_by(quotes, chosen, lead)
+        # "SAMSum is introduced in ... It consists of staged chat conversations ...": the
+        # definition goes on in the sentence after it.
+        if definition_subject(question) and not _ASKS_FOR_EXPANSION.search(question):
+            chosen = _with_next(quotes, chosen, lambda after: bool(_GOES_ON.match(after.text)))
     if idf is not None:
         chosen = _with_uncovered_terms(quotes, p, chosen, question, idf,
                                        None if all(allowed) else allowed)

@@ -191,6 +191,12 @@ def test_the_subject_of_a_definition_question() -> None:
     assert definition_subject("whats lora") == terms("lora")
     assert definition_subject("What are embeddings used for?") == set()
     assert definition_subject("How does attention work?") == set()
+    # What a document says X is, asked as how it describes or defines X.
+    assert definition_subject(
+        "How does the Transformer paper describe an attention function in general terms?") == (
+        terms("attention function"))
+    assert definition_subject("how do the notes define perplexity") == terms("perplexity")
+    assert definition_subject("How does the LoRA paper reduce memory?") == set()
 
 
 def test_a_piece_defines_its_subject_only_when_it_names_it_before_the_verb() -> None:
@@ -206,6 +212,10 @@ def test_a_piece_defines_its_subject_only_when_it_names_it_before_the_verb() -> 
     rag = terms("RAG")
     assert defines("RAG is retrieval-augmented generation.", rag, idf)
     assert not defines("In a RAG system a common approach is a relevance threshold.", rag, idf)
+    # "X can be described as ..." says what X is.
+    attention = terms("attention function")
+    assert defines("An attention function can be described as mapping a query to an output.",
+                   attention, idf)
 
 
 def test_pointers_to_other_material_are_recognised() -> None:
@@ -269,6 +279,28 @@ def test_an_appositive_dash_defines_its_subject() -> None:
     idf = TermWeights(["The manager keeps block tables.", "A block holds tokens.", "Tables."])
     assert defines("The manager also maintains block tables—the mapping between logical and "
                    "physical blocks.", terms("block table"), idf)
+
+
+def test_a_leading_definition_brings_the_sentence_that_goes_on_about_its_subject() -> None:
+    import numpy as np
+
+    from rag.answering.extractive import select
+
+    # LoRA's dataset appendix: "It consists of staged chat conversations ..." was left out
+    # for sentences of other passages that named SAMSum.
+    quotes = quotes_of("SAMSum is introduced in Gliwa et al. and contains 14,732 training "
+                       "examples. It consists of staged chat conversations between two people. "
+                       "The dataset is released under a licence. Another set has 2048 tokens.", 0)
+    p = np.array([0.6, 0.1, 0.2, 0.4])
+    defining = [True, False, False, False]
+    asked = "How does the LoRA paper describe the SAMSum dataset?"
+    assert select(quotes, p, asked, defining=defining) == [0, 1, 3]
+    # Only a sentence that goes on about it ("It", "They"), and only after a definition.
+    assert select(quotes, p, "How many examples does SAMSum have?", defining=defining) == [0, 3]
+    other = quotes_of("SAMSum is introduced in Gliwa et al. and contains 14,732 training "
+                      "examples. Chat data is hard. The dataset is released under a licence. "
+                      "Another set has 2048 tokens.", 0)
+    assert select(other, p, asked, defining=defining) == [0, 3]
 
 
 def test_the_answer_to_a_why_question_brings_the_reason_after_its_lead() -> None:
