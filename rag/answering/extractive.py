@@ -77,6 +77,10 @@ COMPLEMENT_RATIO = 0.25
 # Words of a question about who wrote what it asks about ("the LLaMA authors", "the
 # researchers"): the material's source, not a part of the answer a quote must hold.
 _ABOUT_THE_SOURCE = frozenset(terms("authors papers researchers articles writers"))
+# The verbs that ask ("how did the authors build one?", "what could go wrong", "give the
+# percentages"), rare in the materials' prose but no part of what an answer must hold.
+_ASKING = frozenset(terms("did doing done been being could would should might must had get got "
+                          "give tell explain describe say says said mention happen"))
 MAX_POINTERS = 2
 # At most this many rows of one table a PDF flattened (each row is a piece of its own).
 MAX_TABLE_ROWS = 2
@@ -815,8 +819,10 @@ def _with_uncovered_terms(
     held: set[str] = set()
     for i in chosen:
         q = quotes[i]
-        held |= terms(f"{q.lead} {q.header} {q.text} {q.heading}")
-    aside = held if asks_for_authors(question) else held | _ABOUT_THE_SOURCE
+        text = f"{q.lead} {q.header} {q.text} {q.heading}"
+        # "pre-trained" holds the question's "pretrained".
+        held |= terms(text) | terms(text.replace("-", ""))
+    aside = held | _ASKING if asks_for_authors(question) else held | _ASKING | _ABOUT_THE_SOURCE
     rare = {t for t in terms(without_named_documents(question)) - aside
             if idf.idf(t) >= COMPLEMENT_IDF}
     if not rare:

@@ -433,6 +433,17 @@ def test_a_question_term_no_chosen_piece_holds_brings_the_likeliest_piece_that_d
     assert select(hoped, p, "Which schedule did the LLaMA authors use?", idf=idf) == [0]
     assert select(hoped, p, "Which schedule did the researchers use?", idf=idf) == [0]
     assert select(hoped, p, "Who are the authors of the schedule?", idf=idf) == [0, 1]
+    # Nor for the verbs that ask ("how did they build one?"), nor for a word the chosen
+    # piece writes with a hyphen: a DPO answer lost its one answering sentence (no
+    # "pre-trained SFT model is available; we therefore fine-tune ...") to a sentence holding
+    # "did", "pretrained" counted as missing.
+    built = quotes_of("In this setting, no pre-trained SFT model is available; we fine-tune a "
+                      "language model on the preferred completions. We did not tune the "
+                      "pretrained model's hyperparameters.", 0)
+    idf = TermWeights([*corpus, *(q.text for q in built)])
+    p = np.array([0.9, 0.3])
+    assert select(built, p, "Where no pretrained SFT model was available, how did the "
+                            "authors build one?", idf=idf) == [0]
 
 
 def test_a_pdf_footnote_is_quoted_without_its_mark() -> None:
