@@ -19,7 +19,9 @@ well and the answer stays within about 120 words (the first piece is quoted whol
 longer). The pieces of a list of short entries (bullets under a heading) or of a table are
 quoted together, in document order under their lead-in line or header row; a code block is
 quoted as a fenced block under its lead-in line. A piece that spells out the acronym a
-definition question asks about leads ("What does PPO stand for?"). For a why-question, a
+definition question asks about leads ("What does PPO stand for?"), and a definition that
+leads brings the sentence after it when that one goes on about its subject ("It consists of
+..."). For a why-question, a
 sentence that gives the reason right after the leading statement follows it; so does the
 next sentence after a leading one that announces it or only restates the question. Some
 pieces may not answer: the reader's tasks (unless the question asks for them), pieces
