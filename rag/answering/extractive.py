@@ -47,6 +47,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -663,6 +664,8 @@ def select(
                                        None if all(allowed) else allowed)
     if _ASKS_FOR_DEGREE.search(question):
         chosen = _with_degree(quotes, p, chosen, None if all(allowed) else allowed)
+    if sides:
+        chosen = _with_each_side(quotes, p, chosen, sides, None if all(allowed) else allowed)
     chosen = _with_finding(quotes, _with_what_it_announces(quotes, chosen))
     if _WHY_QUESTION.search(question):
         chosen = _with_reason(quotes, chosen)
@@ -844,6 +847,38 @@ def _with_degree(
         return chosen
     return _with_likeliest(quotes, p, chosen, allowed,
                            lambda q: bool(_STATES_DEGREE.search(q.text)))
+
+
+def _with_each_side(
+    quotes: Sequence[Quote], p: np.ndarray, chosen: list[int], sides: Sequence[str],
+    allowed: Sequence[bool] | None,
+) -> list[int]:
+    """For a comparison ("how do beam search and sampling differ?") whose chosen pieces
+    speak of one side only (their text, lead-in, header or heading), the likeliest piece that
+    names the other, when it scores at least `COMPLEMENT_RATIO` of the best: after the chosen
+    pieces, or in place of the last when that is a sentence and the quotes or words are full."""
+    def names(q: Quote, side: str) -> bool:
+        # Half of a side's terms: a side as the question phrased it may carry a word more
+        # ("NF4 compare with Int4 on perplexity").
+        wanted = terms(side)
+        found = wanted & terms(f"{q.lead} {q.header} {q.text} {q.heading}")
+        return bool(wanted) and 2 * len(found) >= len(wanted)
+
+    def fits(q: Quote, side: str, out: list[int]) -> bool:
+        # At most `MAX_TABLE_ROWS` rows of one flattened table, as `_by_probability` quotes.
+        return names(q, side) and _table_rows_chosen(quotes, quotes.index(q), out) < MAX_TABLE_ROWS
+
+    def held(out: list[int]) -> set[str]:
+        return {side for side in sides if any(names(quotes[i], side) for i in out)}
+
+    for side in sides:
+        if not chosen or side in held(chosen) or not terms(side):
+            continue
+        more = _with_likeliest(quotes, p, chosen, allowed, partial(fits, side=side, out=chosen))
+        # Not in place of the one piece that named the other side.
+        if held(chosen) <= held(more):
+            chosen = more
+    return chosen
 
 
 def _with_likeliest(

@@ -446,6 +446,23 @@ def test_a_question_term_no_chosen_piece_holds_brings_the_likeliest_piece_that_d
                             "authors build one?", idf=idf) == [0]
 
 
+def test_a_comparison_answered_on_one_side_brings_the_likeliest_piece_on_the_other() -> None:
+    # "How do beam search and sampling differ?" was answered from the beam search section
+    # alone.
+    text = ("### Beam search\n\nKeep the B most probable partial sequences at each step. It "
+            "favours bland, generic text.\n\n### Sampling\n\nDraw the next token at random "
+            "from the distribution. Greedy decoding is deterministic.")
+    quotes = quotes_of(text, 0)
+    p = np.array([0.9, 0.8, 0.4, 0.1])
+    question = "How do beam search and sampling differ in the text they produce?"
+    assert select(quotes, p, question) == [0, 1, 2]
+    # Not below a quarter of the best, and not for a question that compares nothing.
+    assert select(quotes, np.array([0.9, 0.8, 0.2, 0.1]), question) == [0, 1]
+    assert select(quotes, p, "What does beam search produce?") == [0, 1]
+    # Either way round: a sampling lead brings the likeliest beam search piece.
+    assert select(quotes, np.array([0.3, 0.2, 0.9, 0.1]), question) == [2, 0]
+
+
 def test_a_pdf_footnote_is_quoted_without_its_mark() -> None:
     footnote = ("4To illustrate why the dot products get large, assume that the components "
                 "of q and k are independent random variables.")
