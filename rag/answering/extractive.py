@@ -409,7 +409,9 @@ def defines(text: str, subject: set[str], idf: TermWeights) -> bool:
     piece that opens with a phrase setting the scene ("In a RAG system a common approach is a
     relevance threshold ...") has its subject after that phrase: it says what something in X
     is, not what X is."""
-    if not subject or _SCENE_SETTING.match(text):
+    # A list entry that ends in a question ("Faithfulness metrics for RAG: is each claim
+    # entailed by the retrieved context?") asks; it defines nothing.
+    if not subject or _SCENE_SETTING.match(text) or text.rstrip().endswith("?"):
         return False
     head = " ".join(text.split()[:COPULA_WITHIN])
     verb = _COPULA.search(head)

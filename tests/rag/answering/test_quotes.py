@@ -212,6 +212,9 @@ def test_a_piece_defines_its_subject_only_when_it_names_it_before_the_verb() -> 
     rag = terms("RAG")
     assert defines("RAG is retrieval-augmented generation.", rag, idf)
     assert not defines("In a RAG system a common approach is a relevance threshold.", rag, idf)
+    # Nor does a list entry that ends in a question.
+    assert not defines("Faithfulness metrics for RAG: is each claim entailed by the context?",
+                       rag, idf)
     # "X can be described as ..." says what X is.
     attention = terms("attention function")
     assert defines("An attention function can be described as mapping a query to an output.",
