@@ -210,7 +210,10 @@ _MAPS_THE_DOCUMENT = re.compile(
     r"The (?:rest|remainder) of (?:this|the) paper|In (?:the (?:next|following) sections?|"
     r"this section|Sections? \d+(?:\.\d+)*)|Section \d+(?:\.\d+)*)\b,?\s+(?:we\s+)?"
     r"(?:will\s+|first\s+|further\s+|then\s+|also\s+)*(?:present|describe|discuss|introduce|give|"
-    r"detail|outline|review|include|build|is (?:structured|organi[sz]ed))\b", re.IGNORECASE)
+    r"detail|outline|review|include|build|is (?:structured|organi[sz]ed))\b"
+    # "This section describes the training regime for our models."
+    r"|^This (?:section|subsection|appendix|chapter) (?:describes|presents|discusses|"
+    r"introduces|gives|details|outlines|reviews|summari[sz]es|provides)\b", re.IGNORECASE)
 
 # A heading that is two names joined into one ("Encoder–Decoder", "3.2 Encoder-Decoder
 # Models"): a third thing to a question that compares the two ("How do encoders and decoders

@@ -921,6 +921,12 @@ def test_a_papers_map_of_itself_answers_only_a_question_about_its_parts() -> Non
     asked = "Which modifications to the Transformer architecture does the LLaMA paper adopt?"
     assert select(quotes, p, asked) == [2]
     assert 0 in select(quotes, p, "What do the sections of the LLaMA paper cover?")
+    # "This section describes ..." too (quoted after the Transformer paper's definition of an
+    # attention function); a section that describes a thing is not one.
+    assert [maps_the_document(q) for q in quotes_of(
+        "This section describes the training regime for our models. This section of the "
+        "encoder describes nothing. This subsection presents the results.", 0)] == [
+        True, False, True]
 
 
 def test_a_heading_that_joins_the_two_compared_things_names_a_third() -> None:
