@@ -12,11 +12,14 @@ name only once is not recognised as one.
 
 The same holds for names: "How does XGBoost handle missing values?" retrieves the LoRA paper's
 hyperparameter tables, close enough to pass the gate. A name here is a word with a capital
-inside it ("XGBoost", "DoRA") or a capitalised word that does not open a sentence
-("Kubernetes", "Stable Diffusion"); it is unknown when no word of the materials (their
-text and file names) is the same after lower-casing and dropping hyphens and dots ("gpt4"
-is "GPT-4"), its singular, or one typing slip away ("Chinchila"). Words with digits are left
-to the version rule ("hw1", "A100"), and greetings ("Hi", "Thanks") are not names.
+inside it ("XGBoost", "DoRA"), a capitalised word that does not open a sentence
+("Kubernetes", "Stable Diffusion") or a compound joined by hyphens ("grouped-query"); it is
+unknown when no word of the materials (their text and file names) is the same after
+lower-casing and dropping hyphens and dots ("gpt4" is "GPT-4"), its singular, or one typing
+slip away ("Chinchila": a letter missing, extra or changed, or two neighbours swapped; two
+slips make another word, "ALiBi" is not "Albin"), and a compound is known when its parts
+are ("human-labelled"). Words with digits are left to the version rule ("hw1", "A100"), and
+greetings ("Hi", "Thanks") are not names.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ _OPENS = re.compile(r"(?:^|[.!?:;]\s+|\n\s*|[\"“(\[¿¡]\s*)$")
 # Capitalised words that address or thank rather than name.
 _NOT_NAMES = frozenset({"i", "im", "ive", "id", "hi", "hey", "hello", "thanks", "thank", "please",
                         "ok", "okay", "pls", "btw", "lol", "sorry", "bot"})
+# A word in a sentence that ends in a full stop or "!", not a question mark.
+_STATEMENT_END = re.compile(r"[^.!?]*[.!](?:\s|$)")
 # Names at least this long may differ from a word of the materials by one slip.
 _SLIP_MIN = 5
 
@@ -59,15 +64,18 @@ def _norm(word: str) -> str:
 
 
 def names(question: str) -> list[str]:
-    """The names a question uses, as written: words with an inner capital ("XGBoost") and
-    capitalised words that do not open a sentence, line or quote ("Kubernetes"); not words
-    with digits (the version rule's) nor greetings."""
+    """The names a question uses, as written: words with an inner capital ("XGBoost"),
+    capitalised words that do not open a sentence, line or quote ("Kubernetes") and words
+    joined by hyphens in a sentence that asks ("grouped-query": a compound names a thing as
+    a name does; one in a student's telling of their own story, "I found it mind-numbing.",
+    names no topic); not words with digits (the version rule's) nor greetings."""
     found = []
     for match in _TOKEN.finditer(question):
         word = re.sub(r"['’]s$", "", match.group(0).rstrip(".'’"))
         if any(ch.isdigit() for ch in word) or _norm(word) in _NOT_NAMES:
             continue
-        inner = any(ch.isupper() for ch in word[1:])
+        inner = any(ch.isupper() for ch in word[1:]) or (
+            "-" in word.strip("-") and _STATEMENT_END.match(question, match.end()) is None)
         if inner or (word[0].isupper() and not _OPENS.search(question[: match.start()])):
             found.append(word)
     return list(dict.fromkeys(found))
@@ -84,10 +92,12 @@ class Vocabulary:
                 words.update(_norm(part) for part in re.split(r"[-.'’]", token) if part)
         words.discard("")
         self.words = frozenset(words)
-        # Each long word with one letter dropped: a name one slip away (a letter missing,
-        # extra or changed) shares one of these with it.
-        self._dropped = frozenset(w[:i] + w[i + 1:] for w in words if len(w) >= _SLIP_MIN
-                                  for i in range(len(w)))
+        # Each long word with one letter dropped, and where: a name one slip away (a letter
+        # missing or extra) is one of these, and one with a letter changed (or two neighbours
+        # swapped) shares one with it, dropped at the same place (or the next).
+        self._dropped_at = frozenset((w[:i] + w[i + 1:], i) for w in words
+                                     if len(w) >= _SLIP_MIN for i in range(len(w)))
+        self._dropped = frozenset(d for d, _ in self._dropped_at)
 
     def knows(self, name: str) -> bool:
         """Whether the materials use this name, its singular, or a word one slip away; a name
@@ -100,8 +110,13 @@ class Vocabulary:
             return True
         if len(word) < _SLIP_MIN:
             return False
-        dropped = {word[:i] + word[i + 1:] for i in range(len(word))}
-        return word in self._dropped or any(d in self.words or d in self._dropped for d in dropped)
+        if word in self._dropped:
+            return True
+        for i in range(len(word)):
+            d = word[:i] + word[i + 1:]
+            if d in self.words or any((d, j) in self._dropped_at for j in (i - 1, i, i + 1)):
+                return True
+        return False
 
 
 def versioned_names(text: str, spaced: bool = False) -> set[tuple[str, str]]:

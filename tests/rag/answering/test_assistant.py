@@ -164,7 +164,12 @@ async def test_a_name_the_materials_never_use_is_not_covered(full_index, counted
     for question, name in [("Which XGBoost hyperparameters should I tune to avoid overfitting?",
                             "XGBoost"),
                            ("How do I fine-tune Stable Diffusion with LoRA?", "Diffusion"),
-                           ("Does DoRA beat LoRA?", "DoRA")]:
+                           ("Does DoRA beat LoRA?", "DoRA"),
+                           # Two slips from a reference's author; a compound with an unseen part.
+                           ("How do ALiBi attention biases replace positional embeddings?",
+                            "ALiBi"),
+                           ("How does grouped-query attention shrink the KV cache?",
+                            "grouped-query")]:
         answer = await assistant_over(full_index, counted, style="extractive").answer(question)
         assert answer.refused and answer.reason == NOT_COVERED, question
         assert f"never mention {name}" in answer.text

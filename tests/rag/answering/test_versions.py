@@ -46,6 +46,32 @@ def test_names_are_inner_capitals_and_capitalised_words_that_do_not_open_a_sente
     assert names("Hi, I'm stuck on hw1 and GPT-4, any tips from the TA's notes?") == ["TA"]
 
 
+def test_words_joined_by_hyphens_are_names_in_a_sentence_that_asks() -> None:
+    assert names("How does grouped-query attention shrink the KV cache?") == [
+        "grouped-query", "KV"]
+    assert names("what is state-space modelling") == ["state-space"]
+    # A student's telling of their own story names no topic.
+    assert names("I found labelling mind-numbing. did the labelers like it?") == []
+
+
+def test_one_typing_slip_is_known_but_two_make_another_word() -> None:
+    vocabulary = Vocabulary(["Albin et al. study attention; the chinchilla model is small."])
+    # A letter missing, extra or changed, or two neighbours swapped.
+    for name in ("Chinchila", "Chinchillla", "Chinchilka", "Chinchlila", "Attenton"):
+        assert vocabulary.knows(name), name
+    # ALiBi is two slips from Albin (a letter dropped here, another added there): another
+    # name, which the one-slip rule used to let through as a misspelling.
+    for name in ("ALiBi", "Chincilah"):
+        assert not vocabulary.knows(name), name
+
+
+def test_a_compound_is_unknown_when_a_part_is() -> None:
+    catalogue = VersionCatalogue(["A query attends over keys; human labelers labeled data."])
+    assert catalogue.unknown_names("How does grouped-query attention work?") == [
+        "grouped-query"]
+    assert catalogue.unknown_names("Why is human-labelled query data needed?") == []
+
+
 def test_a_name_is_known_when_the_materials_use_it_in_any_written_form() -> None:
     vocabulary = Vocabulary([*MATERIALS, "papers/chinchilla-scaling.pdf",
                              "TensorRT-LLM serves models.",
