@@ -5,11 +5,11 @@ guide's 'What a transformer is' part, how is a transformer described?" wants the
 that document and that section, not from whichever passage is nearest in meaning. Three kinds
 of reference are read from the question:
 
-- a **document**: up to four words before "paper", "guide", "overview", "notes"... ("the
-  LLaMA paper", "the week 6 guide", "the class 2 overview"), which name a file when every one
-  of them is a word of its file name or of its top heading ("week6-transformers-fundamentals"
-  reads as week, 6, transformers, fundamentals) and the noun fits it (a paper is a PDF; a
-  guide, overview or notes are not);
+- a **document**: up to four words before "paper", "guide", "overview", "notes" or
+  "note"... ("the LLaMA paper", "the week 6 guide", "the vLLM serving note"), which name a
+  file when every one of them is a word of its file name or of its top heading
+  ("week6-transformers-fundamentals" reads as week, 6, transformers, fundamentals) and the
+  noun fits it (a paper is a PDF; a guide, overview or notes are not);
 - a **numbered section**: "Section 5.1", "§5.1", "sec. 3", matching a heading that starts
   with that number;
 - a **named section**: a quoted title ("'Who are we aligning to?'") contained in a heading,
@@ -37,7 +37,7 @@ from rag.retrieval.lexical import stem
 from rag.retrieval.query import own_terms
 
 _DOCUMENT = re.compile(
-    r"((?:[\w.&-]+\s+){1,4}?)(?P<kind>paper|article|guide|overview|notes|handout|document|"
+    r"((?:[\w.&-]+\s+){1,4}?)(?P<kind>paper|article|guide|overview|notes?|handout|document|"
     r"reading|slides|page|table|summary)(?:'s|’s)?\b", re.IGNORECASE)
 # What each kind of document is: a paper is a PDF, a guide or notes are not. "The llm basics
 # table" is a table of that guide, "the LLaMA table" one of that paper; "the LLM basics
@@ -45,7 +45,7 @@ _DOCUMENT = re.compile(
 _PAPER_KINDS = frozenset({"paper", "article"})
 # A course page ("the class 2 page") is a guide or notes; a paper's page is numbered ("page
 # 4 of the LoRA paper") and names nothing.
-_TEXT_KINDS = frozenset({"guide", "overview", "notes", "handout", "page"})
+_TEXT_KINDS = frozenset({"guide", "overview", "notes", "note", "handout", "page"})
 # "I think it was in the week 2 notes": a guess about where something is, not a constraint.
 _HEDGED = re.compile(
     r"\b(?:i think|i thought|i believe|i guess|maybe|probably|perhaps|not sure|"

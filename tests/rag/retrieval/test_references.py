@@ -94,7 +94,7 @@ def test_a_quoted_answer_to_a_question_naming_a_section_quotes_only_that_section
 
 SOURCES = ["papers/llama.pdf", "papers/lora.pdf", "papers/qlora.pdf", "papers/dpo.pdf",
            "papers/vllm_pagedattention.pdf", "guides/week6-transformers-fundamentals.md",
-           "notes/fine-tuning-sft-lora.md"]
+           "notes/fine-tuning-sft-lora.md", "notes/serving-with-vllm.md"]
 
 
 def test_the_documents_a_question_names_are_found_among_every_file_of_the_index() -> None:
@@ -108,6 +108,10 @@ def test_the_documents_a_question_names_are_found_among_every_file_of_the_index(
     assert named_sources("What do the LoRA notes say?", SOURCES) == {
         "notes/fine-tuning-sft-lora.md"}
     assert named_sources("the lora paper's rank?", SOURCES) == {"papers/lora.pdf"}
+    # One note, as a student names it.
+    assert named_sources("Which self-checks does the vLLM serving note ask?", SOURCES) == {
+        "notes/serving-with-vllm.md"}
+    assert named_sources("Note that LoRA is small: why?", SOURCES) == frozenset()
     # Nothing named, a name no file has, or a guess: no document.
     assert named_sources("What is LoRA?", SOURCES) == frozenset()
     assert named_sources("What does the GPT-4 paper say?", SOURCES) == frozenset()
