@@ -222,13 +222,21 @@ _COMPOUND_HEADING = re.compile(
     r"(?:[\d.]+\s+)?([^\W\d_]+)\s*[-\u2013\u2014/]\s*([^\W\d_]+)(?:\s+[^\W\d_]+){0,2}")
 
 # A question after a judgement ("which ... are best", "is DPO better than PPO?", "where does
-# most of the memory go?"), and a piece that states one: a comparison or a superlative.
-_ASKS_FOR_DEGREE = re.compile(r"\b(?:best|worst|better|worse|most|least)\b", re.IGNORECASE)
+# most of the memory go?", "which mattered more: its size or its quality?"), and a piece that
+# states one: a comparison or a superlative.
+_ASKS_FOR_DEGREE = re.compile(
+    r"\b(?:best|worst|better|worse|most|least)\b"
+    r"|\b(?:which|what)\b[^?.!]*\b(?:matter(?:s|ed)?|count(?:s|ed)?) (?:the )?(?:more|less)\b"
+    r"|\b(?:more|less) (?:important|useful|effective|helpful)\b", re.IGNORECASE)
 _STATES_DEGREE = re.compile(
     r"\b(?:best|worst|most|least|better|worse|more|less|fewer|than|outperform\w*|"
     r"exceed\w*|superior|inferior|smallest|largest|biggest|highest|lowest|fastest|slowest|"
     r"strongest|weakest|cheapest|greatest|as (?:small|few|little|large|many|much|low|high) as)\b",
     re.IGNORECASE)
+# A bound on an amount ("more than 1,000 models", "at least 150,000 samples") judges nothing.
+_AMOUNT_BOUND = re.compile(
+    r"\b(?:(?:more|less|fewer|greater|larger|smaller|higher|lower)\s+than|at\s+(?:least|most))"
+    r"\s+(?=[\d$~≈])", re.IGNORECASE)
 
 # A question after a quantity: only a piece that states a number can answer it.
 _ASKS_FOR_QUANTITY = re.compile(
@@ -822,8 +830,8 @@ def _with_uncovered_terms(
     rare term of the question (idf at least `COMPLEMENT_IDF`; the words naming a document,
     and its "authors" unless it asks who they are, aside) that no chosen piece, its lead-in,
     header or heading holds ("optimizer"), when it scores at least `COMPLEMENT_RATIO` of the
-    best: after the chosen pieces, or in place of the last when that is a sentence and the
-    quotes or words are full. Code is not added."""
+    best: after the chosen pieces, or in place of the least likely chosen sentence when the
+    quotes or words are full (`_added`). Code is not added."""
     if not chosen:
         return chosen
     held: set[str] = set()
@@ -847,11 +855,15 @@ def _with_degree(
     DPO better than PPO?") none of whose chosen pieces states one, the likeliest piece that
     does ("... while adapting both Wq and Wv yields the best result."; `_STATES_DEGREE`),
     when it scores at least `COMPLEMENT_RATIO` of the best: after the chosen pieces, or in
-    place of the last when that is a sentence and the quotes or words are full."""
-    if not chosen or any(_STATES_DEGREE.search(quotes[i].text) for i in chosen):
+    place of the least likely chosen sentence when the quotes or words are full."""
+    if not chosen or any(states_degree(quotes[i].text) for i in chosen):
         return chosen
-    return _with_likeliest(quotes, p, chosen, allowed,
-                           lambda q: bool(_STATES_DEGREE.search(q.text)))
+    return _with_likeliest(quotes, p, chosen, allowed, lambda q: states_degree(q.text))
+
+
+def states_degree(text: str) -> bool:
+    """Whether a piece states a judgement (`_STATES_DEGREE`), not only bounds an amount."""
+    return bool(_STATES_DEGREE.search(_AMOUNT_BOUND.sub(" ", text)))
 
 
 def _with_each_side(
@@ -861,7 +873,7 @@ def _with_each_side(
     """For a comparison ("how do beam search and sampling differ?") whose chosen pieces
     speak of one side only (their text, lead-in, header or heading), the likeliest piece that
     names the other, when it scores at least `COMPLEMENT_RATIO` of the best: after the chosen
-    pieces, or in place of the last when that is a sentence and the quotes or words are full."""
+    pieces, or in place of the least likely chosen sentence when the quotes or words are full."""
     def names(q: Quote, side: str) -> bool:
         # Half of a side's terms: a side as the question phrased it may carry a word more
         # ("NF4 compare with Int4 on perplexity").
@@ -908,10 +920,13 @@ def _with_likeliest(
 
 
 def _added(quotes: Sequence[Quote], chosen: list[int], i: int) -> list[int]:
-    """The chosen pieces and piece i after them, or in place of the last when that is a
-    sentence and the quotes or words are full; empty when neither fits."""
+    """The chosen pieces and piece i after them, or in place of the last chosen sentence
+    (the least likely; never the leading piece) when the quotes or words are full; empty when
+    neither fits."""
     q = quotes[i]
-    for out in (list(chosen), chosen[:-1] if quotes[chosen[-1]].kind == "sentence" else []):
+    last = next((k for k in range(len(chosen) - 1, 0, -1)
+                 if quotes[chosen[k]].kind == "sentence"), None)
+    for out in (list(chosen), [] if last is None else chosen[:last] + chosen[last + 1:]):
         if out and _count(quotes, out) < MAX_QUOTES and sum(
                 quotes[j].words for j in out) + q.words <= MAX_WORDS:
             return [*out, i]

@@ -962,6 +962,38 @@ def test_a_question_after_a_judgement_brings_a_piece_that_states_one() -> None:
     assert select(stated, p, "Which attention weights are best to adapt?") == [0, 1]
 
 
+def test_which_mattered_more_asks_for_a_judgement_and_a_bound_on_an_amount_states_none() -> None:
+    # "In QLoRA's study, which mattered more: how big the dataset was or how suitable?" was
+    # answered with "we train more than 1,000 models" and "... with at least 150,000
+    # samples", read as judgements, and without "data quality is far more important than
+    # dataset size", which scored lower.
+    quotes = quotes_of("Therefore, we train more than 1,000 models across several datasets. "
+                       "We subsample datasets with at least 150,000 samples.\n\n"
+                       "First, we find that data quality is far more important than dataset "
+                       "size.", 0)
+    p = np.array([0.9, 0.8, 0.3])
+    for question in ("Which mattered more: the dataset's size or its suitability?",
+                     "Is dataset size more important than quality?"):
+        assert select(quotes, p, question) == [0, 1, 2], question
+    assert select(quotes, p, "How many models did they train, on how many samples?") == [0, 1]
+
+
+def test_a_piece_wanted_in_a_full_answer_takes_the_place_of_its_least_likely_sentence() -> None:
+    # A full answer whose last piece is a list entry made room for no judgement at all.
+    quotes = [*quotes_of("We train many models. We subsample large datasets. We use three "
+                         "datasets.\n\nData quality is far more important than size.", 0),
+              *quotes_of("Typical choices:\n\n- Alpaca\n- FLAN\n- Chip2", 1)]
+    p = np.array([0.9, 0.85, 0.8, 0.3, 0.7, 0.7, 0.7])
+    chosen = select(quotes, p, "Which is better: more data or better data?")
+    assert 3 in chosen and 2 not in chosen and {4, 5, 6} <= set(chosen)
+    # The leading piece keeps its place even when it is the only sentence.
+    lead = quotes_of("We train " + "many " * 112 + "models.\n\nData quality matters more "
+                     "than size, in our study.", 0) + quotes_of("Typical choices:\n\n- Alpaca"
+                                                                "\n- FLAN", 1)
+    assert select(lead, np.array([0.9, 0.3, 0.7, 0.7]), "Which is better: more data or better "
+                  "data?") == [0, 2, 3]
+
+
 def test_table_rows_sharing_terms_with_a_quoted_sentence_are_all_kept() -> None:
     sentence = quotes_of("The base model has 8 attention heads.", 0)
     table = quotes_of("| Setting | Base |\n|---|---|\n| Attention heads | 8 |\n| Layers | 6 |", 1)
