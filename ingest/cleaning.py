@@ -58,6 +58,10 @@ _EDGE_LINES = 2
 # A page's last paragraph that may stop mid-sentence, and what may follow it on the next page.
 _CUT_OFF_WORDS = 6
 _OPEN_END = re.compile(r"(?:[^\W\d_]|[^\W\d_][,;]|[^\W\d_]-)$")
+# A list of cited things cut after one of them: "... PIQA (Bisk et al., 2020), SIQA (Sap et al.,
+# 2019)," goes on with the next, "HellaSwag (Zellers et al., 2019), ...".
+_CITED_END = re.compile(r"[)\]][,;]$")
+_CITED_ITEM = re.compile(r"[^\W\d_][\w-]*(?:\s+[\w-]+){0,2}\s*[(\[][^)\]]*\d")
 _ADDRESS_END = re.compile(r"(?:https?://|www\.)\S*$")
 _CAPTION = re.compile(r"^(?:Figure|Fig\.|Table|Algorithm)\s*\d+")
 _FLOATS_FIRST = 2
@@ -219,14 +223,15 @@ def _first_sentence_end(paragraph: str) -> int:
 
 def _cut_off(paragraph: str) -> bool:
     """Whether a page's last paragraph stops mid-sentence: prose (mostly words, not a table
-    row) ending on a word, comma or hyphen, and neither a heading nor a footnote's address."""
+    row; a word in brackets or before a comma counts) ending on a word, comma or hyphen, or
+    on a citation and a comma, and neither a heading nor a footnote's address."""
     words = paragraph.split()
     return (
         len(words) >= _CUT_OFF_WORDS
         and match_pdf_heading(paragraph) is None
-        and _OPEN_END.search(paragraph) is not None
+        and (_OPEN_END.search(paragraph) is not None or _CITED_END.search(paragraph) is not None)
         and not _ADDRESS_END.search(paragraph)
-        and sum(w.isalpha() for w in words) >= 0.6 * len(words)
+        and sum(w.strip("()[],.;:").isalpha() for w in words) >= 0.6 * len(words)
     )
 
 
@@ -234,9 +239,12 @@ def _continuation(cut: str, page: list[str], vocabulary: _Vocabulary) -> int | N
     """Which of a page's first paragraphs goes on with the `cut` sentence: the first that is
     not a caption or a table (at most `_FLOATS_FIRST` of those are passed over), when it
     starts in lower case, or when the cut ends on a comma, hyphen or a word no sentence ends
-    with ("such as the" + "Bradley-Terry model"). None at a heading."""
+    with ("such as the" + "Bradley-Terry model"); after a citation and a comma, only when it
+    opens on the next cited thing ("HellaSwag (Zellers et al., 2019)"; not the run-in heading
+    "Chatbots Many instruction following models ..."). None at a heading."""
     last = cut.rstrip().rsplit(None, 1)[-1].lower()
     open_end = last[-1] in ",-" or last in _NO_SENTENCE_ENDS
+    cited = _CITED_END.search(cut.rstrip()) is not None
     for j, paragraph in enumerate(page[: _FLOATS_FIRST + 1]):
         if match_pdf_heading(paragraph.split("\n", 1)[0]) is not None:
             return None
@@ -245,6 +253,8 @@ def _continuation(cut: str, page: list[str], vocabulary: _Vocabulary) -> int | N
         words = paragraph.split()
         if len(words) < _CUT_OFF_WORDS:
             return None
+        if cited:
+            return j if _CITED_ITEM.match(paragraph) else None
         joined = words[0][0].islower() or (open_end and _names_first(words, vocabulary))
         return j if joined else None
     return None

@@ -31,8 +31,9 @@ from rag.index.documents import Chunk
 # Bump when cleaning or chunking changes in a way that should re-process every file.
 # 4: every chunk carries release_at; 5: chunks start with their heading; 6: every chunk carries
 # the fence of the code block it starts inside (metadata only: texts and vectors are reused);
-# 7: a sentence a PDF page break cuts is joined on the page where it starts.
-PIPELINE_VERSION = "7"
+# 7: a sentence a PDF page break cuts is joined on the page where it starts; 8: so is a list of
+# cited things a page break cuts after a citation ("SIQA (Sap et al., 2019)," + "HellaSwag ...").
+PIPELINE_VERSION = "8"
 _HASH_BLOCK = 1 << 20
 # Files the worker may parse ahead of the embedder.
 _PARSE_AHEAD = 4

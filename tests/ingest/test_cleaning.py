@@ -207,6 +207,13 @@ def _two_pages(end: str, *start: str) -> list[str]:
         ("While the method was designed as a",
          ["Parameter Efficient Finetuning (PEFT) method, most memory goes to activations."],
          True),
+        # A list of cited things goes on with the next one (LLaMA p. 4-5), not with a run-in
+        # heading (QLoRA p. 14-15).
+        ("We consider eight benchmarks: BoolQ (Clark et al., 2019), PIQA (Bisk et al., 2020),",
+         ["HellaSwag (Zellers et al., 2019) and ARC (Clark et al., 2018)."], True),
+        ("Approaches and datasets include MetaICL [40], MetaTuning [69],",
+         ["Chatbots Many instruction following models are structured as dialogue agents."],
+         False),
         # A word that ends sentences before a capitalised sentence opener: two sentences.
         ("We fit the reward model using a preference model such as the",
          ["In this work, we use sine and cosine functions of different frequencies."], False),
