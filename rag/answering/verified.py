@@ -6,13 +6,6 @@ Unsupported sentences are dropped, not shown struck through: a student should no
 invented sentence at all. `ask --json` still lists them with their verdict and
 `shown: false`, so what was dropped stays inspectable. When fewer than half of the draft's
 sentences survive (or none), the answer falls back to the quote-first one with a note.
-
-The checker judges meaning, and a small model's fluent additions ("The default block size is
-set by the user when they create a new vLLM instance.") can read as supported by a passage
-that states most of the sentence. A sentence that brings `NEW_WORDS` or more content words
-that neither the question nor any passage it was checked against uses says something the
-materials do not, whatever the checker's verdict: it is dropped too, as not found. One new
-word is a paraphrase's ("enhance the understanding" for "deep conceptual understanding").
 """
 
 from __future__ import annotations
@@ -20,14 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rag.answering.grounding import NOT_FOUND, GroundingChecker, split_claims, terms
+from rag.answering.grounding import GroundingChecker, split_claims
 from rag.answering.styles import AnswerSentence
 from rag.index.documents import Hit
 
 MIN_KEPT_SHARE = 0.5
-# A sentence with this many content words that neither the question nor the passages use is
-# not shown, whatever the checker says.
-NEW_WORDS = 2
 FALLBACK_NOTE = (
     "The model's answer could not be verified against the course materials, so this answer "
     "quotes them instead."
@@ -66,24 +56,15 @@ class Verified:
                 "removed: the course materials don't support them.")
 
 
-def verify(
-    draft: str, hits: Sequence[Hit], checker: GroundingChecker, question: str = ""
-) -> Verified:
+def verify(draft: str, hits: Sequence[Hit], checker: GroundingChecker) -> Verified:
     """Judge every sentence of a draft against the passages (and the wider index, when the
-    checker has a retriever); a sentence bringing `NEW_WORDS` content words that neither the
-    question nor the passages (those given and the one the wider search found) use is not
-    shown."""
+    checker has a retriever)."""
     claims = split_claims(draft)
     report = checker.check_claims(claims, hits, wider_search=checker.retriever is not None)
     passages = list(hits)
-    known = terms(question).union(*(terms(h.chunk.text) for h in hits))
     sentences = []
     for check in report.claims:
-        new = terms(check.text) - known - (
-            terms(check.evidence.chunk.text) if check.evidence is not None else set())
-        if check.supported and len(new) >= NEW_WORDS:
-            sentences.append(AnswerSentence(check.text, None, NOT_FOUND, shown=False))
-        elif check.supported and check.evidence is not None:
+        if check.supported and check.evidence is not None:
             sentences.append(AnswerSentence(check.text, _number(check.evidence, passages),
                                             check.verdict))
         else:

@@ -161,20 +161,6 @@ async def test_a_served_model_gets_verified_answers_and_invented_sentences_are_r
     assert all(s.citation is None for s in answer.sentences if not s.shown)
 
 
-async def test_a_sentence_bringing_words_the_materials_do_not_use_is_not_shown(
-    full_index: Services,
-):
-    # SmolLM2 served, asked "vllm default block size?", wrote the second sentence; the
-    # checker read it as supported by the passage that states the block size.
-    true = "vLLM sets its default block size as 16."
-    added = "The default block size is set by the user when they create a new vLLM instance."
-    answer = await verifying(full_index, f"{true} {added}").answer("vllm default block size?")
-    verdicts = {s.text: (s.verdict, s.shown) for s in answer.sentences}
-    assert verdicts[added] == ("not_found", False)
-    assert verdicts[true] == ("supported", True)
-    assert "instance" not in answer.text
-
-
 async def test_a_verified_answer_falls_back_to_quotes_when_nothing_survives(
     full_index: Services,
 ):
