@@ -226,7 +226,7 @@ _COMPOUND_HEADING = re.compile(
 # states one: a comparison or a superlative.
 _ASKS_FOR_DEGREE = re.compile(
     r"\b(?:best|worst|better|worse|most|least)\b"
-    r"|\b(?:which|what)\b[^?.!]*\b(?:matter(?:s|ed)?|count(?:s|ed)?) (?:the )?(?:more|less)\b"
+    r"|\b(?:which|what)\b[^?.!]{0,200}\b(?:matter(?:s|ed)?|count(?:s|ed)?) (?:the )?(?:more|less)\b"
     r"|\b(?:more|less) (?:important|useful|effective|helpful)\b", re.IGNORECASE)
 _STATES_DEGREE = re.compile(
     r"\b(?:best|worst|most|least|better|worse|more|less|fewer|than|outperform\w*|"

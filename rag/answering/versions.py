@@ -52,8 +52,9 @@ _OPENS = re.compile(r"(?:^|[.!?:;]\s+|\n\s*|[\"“(\[¿¡]\s*)$")
 # Capitalised words that address or thank rather than name.
 _NOT_NAMES = frozenset({"i", "im", "ive", "id", "hi", "hey", "hello", "thanks", "thank", "please",
                         "ok", "okay", "pls", "btw", "lol", "sorry", "bot"})
-# A word in a sentence that ends in a full stop or "!", not a question mark.
-_STATEMENT_END = re.compile(r"[^.!?]*[.!](?:\s|$)")
+# A word in a sentence that ends in a full stop or "!" within 300 characters, not a question
+# mark (bounded, so a long run of hyphenated words costs linear time).
+_STATEMENT_END = re.compile(r"[^.!?]{0,300}[.!](?:\s|$)")
 # Names at least this long may differ from a word of the materials by one slip.
 _SLIP_MIN = 5
 
