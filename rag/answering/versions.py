@@ -5,7 +5,8 @@ name.
 enough to pass the abstention gate, and quoting them would answer a different question. The
 materials name model families with versions ("GPT-3", "GPT-4", "LLaMA-65B" is a size, not a
 version), so a question naming a version of a family the materials know, in a form they never
-use, asks about something they don't cover. Only written-together forms count ("GPT-5",
+use, asks about something they don't cover; so does one naming a family they never name at
+all with a version ("Phi-3"). Only written-together forms count ("GPT-5",
 "gpt5", "Llama-4", "Qwen2.5"): "rank 8" or "week 6" are not names. Families of number formats
 and hardware ("int4", "fp16", "top-5", "utf-8") are left alone, and a family the materials
 name only once is not recognised as one.
@@ -41,6 +42,9 @@ NOT_FAMILIES = frozenset({
     "int", "uint", "fp", "bf", "float", "top", "utf", "sha", "md", "rtx", "gtx", "cuda", "sm",
     "python", "py", "ubuntu", "torch", "pytorch", "cu", "rank", "layer", "step", "week",
     "class", "lab", "task", "part", "chapter", "section", "table", "fig", "figure", "eq", "page",
+    # A student's coursework and chat: "hw1", "eli5".
+    "hw", "homework", "assignment", "lecture", "lec", "project", "proj", "quiz", "exam", "ex",
+    "exercise", "problem", "prob", "question", "unit", "module", "eli",
 })
 _SIZE_UNITS = frozenset("bmkt")
 # A family must appear with this many distinct versions before an unseen one is refused.
@@ -150,9 +154,12 @@ class VersionCatalogue:
 
     def unknown(self, question: str) -> list[str]:
         """The versions of known families that the question names and the materials don't
-        ("gpt-5" when they speak of GPT-2, GPT-3 and GPT-4)."""
+        ("gpt-5" when they speak of GPT-2, GPT-3 and GPT-4), and names written with a version
+        whose family the materials never use ("Phi-3", "Qwen2.5": not a word of theirs, not
+        even one slip away from one)."""
         return sorted(f"{family}-{version}" for family, version in versioned_names(question)
-                      if family in self.families and version not in self.families[family])
+                      if (version not in self.families[family] if family in self.families
+                          else not self.vocabulary.words & {family, _norm(family + version)}))
 
     def unknown_names(self, question: str) -> list[str]:
         """The names the question uses and the materials never do, as written."""
