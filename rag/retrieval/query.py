@@ -5,7 +5,9 @@ steps make such a question findable: a course glossary expands abbreviations and
 shorthand (sft → supervised fine tuning), and words the index has never seen are corrected
 to the indexed word they most likely misspell (`BM25Index.correction`: tempreature →
 temperature). Expansions are added at half weight and go to the embedder, which knows
-"supervised fine tuning" far better than "sft". Corrections replace the misspelt words, for
+"supervised fine tuning" far better than "sft"; chat shorthand ("a diff tokenizer", "the func
+signature") is written out in place in what the embedder reads, since it reads "diff" or
+"func" as another word or not at all. Corrections replace the misspelt words, for
 both retrievers and for what reads the question after them (the gate's heading rule, the
 quote selector): an embedding of "tempreature" is far from "temperature", and the index
 cannot match a word it has never seen. A word the embedder's vocabulary holds whole is a
@@ -44,23 +46,62 @@ GLOSSARY: dict[str, str] = {
     "rope": "rotary positional embeddings",
     "ffn": "feed-forward network",
     "mmlu": "massive multitask language understanding",
-    "hparams": "hyperparameters",
     "lr": "learning rate",
-    "og": "original",
-    "diff": "difference",
-    "btw": "between",
-    "abt": "about",
     "w": "with",
     "u": "you",
     "r": "are",
     "y": "why",
     "hw": "how",
     "n": "and",
-    "mem": "memory",
-    "proj": "project",
     "vs": "versus",
 }
+# Chat shorthand of several letters, which the embedder reads as another word ("diff",
+# "mem") or as nothing it knows ("func", "hav"), and which no passage uses: written out in
+# place in what the embedder sees, and searched for as the glossary's expansions are. (A
+# single letter, "n" or "r", stays as written there: "n=1000", "rank r".) "diff" is "the
+# difference" after an article, else "different" ("a diff tokenizer").
+SHORTHAND: dict[str, str] = {
+    "og": "original",
+    "diff": "different",
+    "btw": "between",
+    "abt": "about",
+    "mem": "memory",
+    "proj": "project",
+    "hparams": "hyperparameters",
+    "func": "function",
+    "funcs": "functions",
+    "algo": "algorithm",
+    "algos": "algorithms",
+    "perf": "performance",
+    "approx": "approximately",
+    "impl": "implementation",
+    "lang": "language",
+    "dims": "dimensions",
+    "hav": "have",
+    "smth": "something",
+    "sth": "something",
+    "ur": "your",
+    "thru": "through",
+    "tho": "though",
+    "cuz": "because",
+    "wat": "what",
+    "wut": "what",
+    "shud": "should",
+    "cud": "could",
+    "wud": "would",
+    "dont": "don't",
+    "doesnt": "doesn't",
+    "didnt": "didn't",
+    "cant": "can't",
+    "isnt": "isn't",
+}
+GLOSSARY.update({**SHORTHAND, "diff": "difference"})
 EXPANSION_WEIGHT = 0.5
+# A shorthand word as written: lower case and whole, not a part of "w/o", "diff-based" or
+# "og_model"; "the"/"a" before "diff" decide its sense.
+_SHORTHAND_WORD = re.compile(
+    r"(?<![\w/'-])(?:(?P<article>(?:the|a|any|no|what's|whats)\s+)(?=diff\b))?"
+    r"(?P<word>[a-z]+)(?![\w/'-])")
 # Words that say how a student feels or asks, not what about ("im confused about embeddings
 # lol", "can u explain attention like im 5 pls"). They are not searched for, and they do not
 # count against a question's coverage: the index has never seen "lol", and an unseen word is
@@ -187,11 +228,26 @@ def analyse(
     extra: list[str] = []
     for word in dict.fromkeys(words(corrected)):
         if word in GLOSSARY:
-            extra.append(GLOSSARY[word])
+            if word not in SHORTHAND:
+                extra.append(GLOSSARY[word])
             for term in index_terms(GLOSSARY[word]):
                 terms.setdefault(term, EXPANSION_WEIGHT)
-    dense = f"{corrected} ({'; '.join(extra)})" if extra else corrected
+    written_out = written_out_shorthand(corrected)
+    dense = f"{written_out} ({'; '.join(extra)})" if extra else written_out
     return Query(question, dense, terms, core, corrected)
+
+
+def written_out_shorthand(text: str) -> str:
+    """The text with its chat shorthand written out (`SHORTHAND`): "can i use a diff
+    tokenizer or do they hav to match" → "... a different tokenizer or do they have to ..."."""
+
+    def spelt(found: re.Match[str]) -> str:
+        word, article = found["word"], found["article"] or ""
+        if word == "diff" and article and not article.startswith("a "):
+            return f"{article}difference"
+        return article + SHORTHAND.get(word, word)
+
+    return _SHORTHAND_WORD.sub(spelt, text)
 
 
 # A question that compares two things, and where its two sides are: "A vs B", "the difference

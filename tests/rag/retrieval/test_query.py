@@ -35,6 +35,21 @@ def test_the_embedder_sees_the_expansions_after_the_question():
     assert "reinforcement learning from human feedback" in query.dense_text
 
 
+def test_chat_shorthand_is_written_out_where_the_embedder_reads_it():
+    query = analyse("can i use a diff tokenizer or do they hav to match? whats the diff", INDEX)
+    assert query.dense_text == (
+        "can i use a different tokenizer or do they have to match? whats the difference")
+    # Searched as the glossary's expansions are, never "corrected" into an indexed word.
+    assert analyse("the func signature", INDEX).terms["function"] == EXPANSION_WEIGHT
+    assert analyse("the impl details", BM25Index(["a"], ["imply"])).dense_text == (
+        "the implementation details")
+
+
+def test_shorthand_inside_a_name_or_a_formula_and_single_letters_stay_as_written():
+    for text in ("n=1000 samples", "rank r", "w/o dropout", "diff-based og_model", "Diff"):
+        assert analyse(text, INDEX).dense_text.startswith(text)
+
+
 def test_a_misspelled_word_is_corrected_for_both_retrievers():
     query = analyse("what does temprature do", INDEX)
     assert query.terms["temperature"] == 1.0
