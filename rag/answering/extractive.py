@@ -208,9 +208,14 @@ _ASKS_FOR_CONTENTS = re.compile(
 _MAPS_THE_DOCUMENT = re.compile(
     r"^(?:In the (?:rest|remainder) of (?:this|the) (?:paper|section|work)|"
     r"The (?:rest|remainder) of (?:this|the) paper|In (?:the (?:next|following) sections?|"
-    r"this section|Sections? \d+(?:\.\d+)*)|Section \d+(?:\.\d+)*)\b,?\s+(?:we\s+)?"
+    r"this (?:section|subsection|appendix)|Sections? \d+(?:\.\d+)*)|Section \d+(?:\.\d+)*)\b,?"
+    r"\s+(?:we\s+)?"
     r"(?:will\s+|first\s+|further\s+|then\s+|also\s+)*(?:present|describe|discuss|introduce|give|"
-    r"detail|outline|review|include|build|is (?:structured|organi[sz]ed))\b"
+    r"detail|outline|review|include|build|derive|is (?:structured|organi[sz]ed))\b"
+    # "We describe the simple design of LoRA and its practical benefits." (what comes next;
+    # "We present QLoRA, an efficient ..." says what the paper is, and stays, as does "We
+    # describe our hiring process in Appendix B; in general, they are ...", which goes on).
+    r"|^We (?:now |then |first |briefly |next )?describe\b[^;]{0,300}$"
     # "This section describes the training regime for our models."
     r"|^This (?:section|subsection|appendix|chapter) (?:describes|presents|discusses|"
     r"introduces|gives|details|outlines|reviews|summari[sz]es|provides)\b", re.IGNORECASE)
@@ -225,7 +230,7 @@ _COMPOUND_HEADING = re.compile(
 # most of the memory go?", "which mattered more: its size or its quality?"), and a piece that
 # states one: a comparison or a superlative.
 _ASKS_FOR_DEGREE = re.compile(
-    r"\b(?:best|worst|better|worse|most|least)\b"
+    r"\b(?:best|worst|better|worse|most|least|biggest|greatest)\b"
     r"|\b(?:which|what)\b[^?.!]{0,200}\b(?:matter(?:s|ed)?|count(?:s|ed)?) (?:the )?(?:more|less)\b"
     r"|\b(?:more|less) (?:important|useful|effective|helpful)\b", re.IGNORECASE)
 _STATES_DEGREE = re.compile(
@@ -239,6 +244,18 @@ _AMOUNT_BOUND = re.compile(
     r"\s+(?=[\d$~≈])", re.IGNORECASE)
 
 # A question after a quantity: only a piece that states a number can answer it.
+# "Besides deduplication, language ID and quality filtering, what else ...?": what a question
+# sets aside, up to where it asks (a question word after a comma, or the clause's end).
+_SETS_ASIDE = re.compile(
+    r"\b(?:besides|apart from|aside from|other than|except for|in addition to)\s+",
+    re.IGNORECASE)
+_ASIDE_END = re.compile(
+    r",\s*(?=(?:what|which|how|who|where|when|why|is|are|do|does|did|can|could|should|"
+    r"would|will|any)\b)|\s+(?=(?:what|which|how|who|where|when|why)\b)|[?;:.!]",
+    re.IGNORECASE)
+_ASIDE_ITEM = re.compile(r",\s*(?:and\s+|or\s+)?|\s+(?:and|or|&)\s+", re.IGNORECASE)
+ASIDE_CHARS = 200
+
 _ASKS_FOR_QUANTITY = re.compile(
     r"\b(?:how (?:many|much|long|large|big|fast|often|far)|by how much|"
     r"what(?:'s|s| is| was| are| were)? (?:the |its |their )?(?:[\w-]+ ){0,2}?"
@@ -630,7 +647,9 @@ def select(
     where it presents what unless it asks what a document covers (`lists_contents`,
     `maps_the_document`), and pieces without a number of their own when it asks for a quantity
     ("how many", "how much", "what percentage"): the 13 of "OPT-13B" in a caption that only
-    restates "how much memory did sharing save when serving OPT-13B?" answers nothing."""
+    restates "how much memory did sharing save when serving OPT-13B?" answers nothing; and
+    pieces that name a thing the question sets aside ("besides X, what else ...?",
+    `things_set_aside`)."""
     allowed = _narrowed([True] * len(quotes), (q.passage not in aside for q in quotes))
     # "What is self-attention?": a piece that says what X is may lead from outside the
     # passages under headings naming X ("4 Why Self-Attention") when none of those says it.
@@ -647,6 +666,9 @@ def select(
     sides = comparison_sides(question)
     if sides:
         allowed = _narrowed(allowed, (not joins_sides(q.heading, sides) for q in quotes))
+    if set_aside := things_set_aside(question):
+        allowed = _narrowed(allowed, (not any(thing <= terms(q.text) for thing in set_aside)
+                                      for q in quotes))
     if _ASKS_FOR_QUANTITY.search(question):
         asked = _values(question)
         allowed = _narrowed(allowed, (bool(_values(q.text) - asked) or states_an_amount(q.text)
@@ -684,6 +706,19 @@ def select(
         chosen = _with_reason(quotes, chosen)
     chosen = _with_antecedents(quotes, _with_what_follows_a_restatement(quotes, chosen, question))
     return _without_dangling_announcements(quotes, _in_reading_order(quotes, chosen))
+
+
+def things_set_aside(question: str) -> list[frozenset[str]]:
+    """The terms of each thing a question sets aside ("Besides deduplication, language ID
+    and quality filtering, what else ...?": deduplication; language, id; quality, filter):
+    the student has them already, and a piece that names one only repeats the question."""
+    found = _SETS_ASIDE.search(question)
+    if found is None:
+        return []
+    rest = question[found.end():found.end() + ASIDE_CHARS]
+    end = _ASIDE_END.search(rest)
+    clause = rest[:end.start()] if end else rest
+    return [thing for item in _ASIDE_ITEM.split(clause) if (thing := frozenset(terms(item)))]
 
 
 def opening_pieces(quotes: Sequence[Quote]) -> list[int]:

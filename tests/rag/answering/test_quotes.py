@@ -12,6 +12,7 @@ from rag.answering.extractive import (
     lists_contents,
     maps_the_document,
     select,
+    things_set_aside,
 )
 from rag.answering.grounding import terms
 from rag.answering.quotes import after_table, plain, quotes_of, table_rows
@@ -927,6 +928,44 @@ def test_a_papers_map_of_itself_answers_only_a_question_about_its_parts() -> Non
         "This section describes the training regime for our models. This section of the "
         "encoder describes nothing. This subsection presents the results.", 0)] == [
         True, False, True]
+
+
+def test_a_sentence_that_says_what_comes_next_maps_the_document() -> None:
+    # "What does the LoRA paper say is the single biggest practical benefit of LoRA?" was
+    # answered with "We describe the simple design of LoRA and its practical benefits.", and
+    # a DPO question with "In this appendix, we will derive Eq. 4."; a sentence that goes on
+    # past what it describes, or says what the paper is, still says something.
+    assert [maps_the_document(q) for q in quotes_of(
+        "We describe the simple design of LoRA and its practical benefits. In this appendix, "
+        "we will derive Eq. 4. We now describe an overview of the setup. We describe our "
+        "hiring process in Appendix B; in general, they live in the US. We present QLoRA, an "
+        "efficient finetuning approach.", 0)] == [True, True, True, False, False]
+
+
+def test_a_question_after_the_biggest_thing_asks_for_a_judgement() -> None:
+    quotes = quotes_of("We describe the design and its practical benefits. The principles "
+                       "apply to any dense layer.\n\nThe most significant benefit comes from "
+                       "the reduction in memory and storage usage.", 0)
+    p = np.array([0.9, 0.8, 0.3])
+    assert 2 in select(quotes, p, "What is the single biggest practical benefit of LoRA?")
+    assert 2 not in select(quotes, p, "What practical benefit of LoRA is there?")
+
+
+def test_things_a_question_sets_aside_are_not_quoted_back() -> None:
+    # "Besides deduplication, language ID and quality filtering, what else does the 'cleaning
+    # the data' section list?" was answered with the three it names.
+    asked = ("Besides deduplication, language ID and quality filtering, what else does the "
+             "cleaning section list?")
+    assert things_set_aside(asked) == [
+        frozenset({"deduplic"}), frozenset({"language", "id"}), frozenset({"quality", "filter"})]
+    assert things_set_aside("other than speed why use vllm") == [frozenset({"speed"})]
+    assert things_set_aside("What else does the cleaning section list?") == []
+    quotes = quotes_of("- Deduplication at document and line level.\n"
+                       "- Quality filtering with heuristics or classifiers.\n"
+                       "- Removal of PII and toxic content.\n", 0)
+    p = np.array([0.9, 0.8, 0.3])
+    assert select(quotes, p, asked) == [2]
+    assert 0 in select(quotes, p, "What does the cleaning section list?")
 
 
 def test_a_heading_that_joins_the_two_compared_things_names_a_third() -> None:
