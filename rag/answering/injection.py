@@ -115,12 +115,25 @@ _PATTERNS = (
     r"^(?:system|developer) ?:|^(?:instruction|system) ?:",
 )
 _INSTRUCTION = re.compile("|".join(f"(?:{p})" for p in _PATTERNS))
+# "The system prompt" is this bot's only when the question says so: "your system prompt",
+# "tell me the system prompt", "what does the system prompt say", or nothing but it ("what's
+# the system prompt?"). "What is a system prompt?" and "how does vLLM share a long system
+# prompt across requests?" ask about the idea, which the materials discuss.
+_THIS_SYSTEM_PROMPT = (
+    r"\b(?:your|ur|yr) (?:own |full |whole |exact )?system (?:prompt|message|instructions?)\b"
+    r"|\b(?:tell|give|share|send|write|state|list|type) (?:me |us )?(?:the|ur|this) "
+    r"(?:full |whole |exact )?system (?:prompt|message|instructions?)\b"
+    r"|\bthe system (?:prompt|message) (?:say|says|said|contain|contains|look like|tell you)\b"
+    r"|^\W*(?:(?:what|whats)(?: s| is| was| are)?(?: in| inside)? )?(?:the |ur |your |this |its )?"
+    r"system (?:prompt|message)\W*$"
+)
 _REVEAL = re.compile(
     "|".join(f"(?:{p})" for p in _PATTERNS[2:4])
     + r"|\b(?:what|which) (?:instructions|rules|prompt|guidelines) (?:were|have|did) you\b"
     r"|\bwhat (?:were|have) you (?:been )?(?:told|instructed|programmed)\b"
-    r"|\b(?:system prompt|hidden (?:instructions|prompt|rules)|your (?:instructions|rules"
-    r"|prompt)|initial prompt|developer message|you are now dan|jailbreak)\b"
+    r"|\b(?:hidden (?:instructions|prompt|rules)|your (?:instructions|rules"
+    r"|prompt)|initial prompt|developer message|you are now dan|jailbreak)\b|"
+    + _THIS_SYSTEM_PROMPT
 )
 
 
