@@ -62,8 +62,14 @@ from rag.llm.base import ChatModel
 from rag.llm.registry import ModelRegistry
 from rag.llm.settings import LLMSettings
 from rag.retrieval.followup import acceptable_rewrite, needs_context, standalone_query
-from rag.retrieval.query import asks_for_authors, comparison_sides, message_parts, own_terms
-from rag.retrieval.references import asked_topic, asks_for_overview
+from rag.retrieval.query import (
+    PART_TERMS,
+    asks_for_authors,
+    comparison_sides,
+    message_parts,
+    own_terms,
+)
+from rag.retrieval.references import asked_topic, asks_for_overview, without_named_documents
 from rag.retrieval.retriever import Retriever
 
 NOT_COVERED = "not_covered"
@@ -479,11 +485,13 @@ class Assistant:
         """For a message of several parts (`message_parts`: "can llama-13b actually run on
         one gpu? prof said it beats gpt-3 which sounds wild"), the passages of the first part
         that the materials cover, searched alone; None when no part is. They are quoted from
-        first, then the whole message's. A part that names a course document is not judged
-        alone ("According to the DPO paper, how do I train for a marathon?": the name is not
-        what it asks about)."""
+        first, then the whole message's. A part that names a course document is judged
+        alone only when it asks something besides the name ("According to the DPO paper, how
+        do I train for a marathon?": the name is not what it asks about; "does the lora paper
+        say anything about switching adapters while the base weights stay loaded??" is)."""
         for part in message_parts(question):
-            if self.retriever.names_documents(part):
+            if self.retriever.names_documents(part) and len(
+                    set(own_terms(without_named_documents(part)))) < PART_TERMS:
                 continue
             hits = tuple(self.retriever.search(part, self.settings.k, preview=preview))
             if self.covers(part, hits, preview):

@@ -331,10 +331,20 @@ async def test_a_message_is_covered_when_one_of_its_parts_is(full_index, counted
     assert not answer.refused
     assert "cosine learning rate schedule" in answer.text
     assert any(c.source == "papers/llama.pdf" for c in answer.citations), answer.citations
+    # A part that names a course document and asks something besides is judged alone too.
+    question = ("for our class project we want one frozen base model and several task "
+                "adapters, does the lora paper say whether they can be swapped while the base "
+                "stays in memory?")
+    assert not assistant.covers(question, full_index.retriever.search(question, 5))
+    answer = await assistant.answer(question)
+    assert not answer.refused
+    assert any(c.source == "papers/lora.pdf" for c in answer.citations), answer.citations
     # Off-topic parts stay off-topic, and a part that only names a course document is not
     # judged alone.
     for question in ("i love hiking, what boots should i buy for the alps?",
-                     "According to the DPO paper, how do I train for a marathon?"):
+                     "According to the DPO paper, how do I train for a marathon?",
+                     "my cat keeps knocking things over, does the qlora paper say how to train "
+                     "a cat to stay off tables?"):
         answer = await assistant.answer(question)
         assert answer.refused and answer.reason == NOT_COVERED, question
     assert counted.calls == 0
