@@ -32,22 +32,35 @@ def guild_served(settings: DiscordSettings, guild_id: int | None) -> bool:
 
 
 def channel_allowed(settings: DiscordSettings, channel: Any) -> bool:
-    """Whether the bot answers in this channel (a thread counts as its parent)."""
+    """Whether the bot answers in this channel (a thread counts as its parent, and a channel
+    as its category)."""
     if channel is None:
         return False
     if isinstance(channel, discord.DMChannel | discord.GroupChannel):
         return settings.allow_dms
     if not settings.allowed_channels:
         return True
-    ids = {channel.id, getattr(channel, "parent_id", None)}
-    return bool(ids & set(settings.allowed_channels))
+    return bool(channel_ids(channel) & set(settings.allowed_channels))
+
+
+def category_id(channel: Any) -> int | None:
+    """The category a channel (or a thread's channel) sits in; None when it has none, or when
+    a thread's channel is not cached, so its category cannot be known."""
+    try:
+        return getattr(channel, "category_id", None)
+    except discord.ClientException:  # raised by Thread.category_id without its parent
+        return None
 
 
 def channel_ids(channel: Any) -> set[int]:
-    """A channel's id with its parent's (a thread's rules are its channel's)."""
+    """A channel's id with its parent's and its category's: a thread follows its channel's
+    rules, and a channel its category's. An instructor who names a category (an exam, a
+    hints-only channel, the allowed channels) means every channel in it, including those made
+    later, so the category is looked up at each question rather than expanded once."""
     if channel is None:
         return set()
-    return {i for i in (channel.id, getattr(channel, "parent_id", None)) if i is not None}
+    ids = (channel.id, getattr(channel, "parent_id", None), category_id(channel))
+    return {i for i in ids if i is not None}
 
 
 def is_private(channel: Any) -> bool:

@@ -342,12 +342,13 @@ class Answerer:
         reply: Reply,
         *,
         user_id: int,
-        channel_id: int | None,
+        channel: Any,
         history: Sequence[dict[str, str]] = (),
         still_allowed: Callable[[], None] | None = None,
     ) -> int:
         """Wait for a slot, stream the answer into `reply`, finish it and log it; return its
-        id in the question log.
+        id in the question log. `channel` is where it was asked: its channel's and category's
+        rules apply (hints only), and it is logged under its channel (`course_channel`).
         `still_allowed` raises (ExamInProgress) when the question may no longer be answered:
         an exam may start while it waits in the queue or is generated, so it is checked again
         once the slot is taken, before each draft is shown (the generation ends there), and
@@ -361,10 +362,10 @@ class Answerer:
 
         await self._deliver(reply, lambda: reply.begin(question))
         async with self._slot(user_id, waiting, recheck=recheck):
-            answer = await self._stream(question, reply, history, channel_id, recheck)
+            answer = await self._stream(question, reply, history, channel_ids(channel), recheck)
             grounding = await self._grounding(answer)
         question_id = await asyncio.to_thread(
-            self.questions.record, self._logged(answer, user_id, channel_id)
+            self.questions.record, self._logged(answer, user_id, course_channel(channel))
         )
         messages = render.answer_messages(answer, grounding)
         await self._deliver(reply, lambda: reply.show(messages[0], view=self._view(question_id)))
@@ -424,7 +425,7 @@ class Answerer:
         question: str,
         reply: Reply,
         history: Sequence[dict[str, str]],
-        channel_id: int | None = None,
+        channels: set[int] | None = None,
         recheck: Callable[[], None] = lambda: None,
     ) -> Answer:
         """Consume the answer stream; edits run beside it, at most one in flight, each
@@ -434,7 +435,7 @@ class Answerer:
         editing: asyncio.Task[None] | None = None
         verifying = False
         try:
-            async for event in self._events(question, history, channel_id):
+            async for event in self._events(question, history, channels or set()):
                 if isinstance(event, Retrieved):
                     # A verified answer's draft is labelled until the checked text replaces it.
                     verifying = event.style == "verified"
@@ -453,12 +454,11 @@ class Answerer:
         raise RuntimeError("the answer stream ended without an answer")
 
     def _events(
-        self, question: str, history: Sequence[dict[str, str]], channel_id: int | None
+        self, question: str, history: Sequence[dict[str, str]], channels: set[int]
     ) -> AsyncIterator[AnswerEvent]:
         if self.course is None:
             return self.assistant.stream(question, history=history)
-        ids = {channel_id} if channel_id else set()
-        return self.course.stream(question, history=history, channel_ids=ids)
+        return self.course.stream(question, history=history, channel_ids=channels)
 
     async def refuse_assignment_question(self, question: str, channel: Any) -> None:
         """Raise NotAllowed when a demo would answer in full a question that gets a hint from

@@ -25,7 +25,7 @@ from bot.ingesting import Reingester
 from bot.promote import PromoteButton
 from bot.storage import QuestionLog, user_hash_key
 from bot.ta_views import AddToFAQButton, AnswerButton, AskTAButton
-from bot.views import FeedbackButton, SourcesButton
+from bot.views import FeedbackButton, ShownPassages, SourcesButton
 from rag.config import DiscordSettings
 from rag.services import Services
 
@@ -288,16 +288,20 @@ class StudyBot(commands.Bot):
         user = self.answerer.user_hash(user_id)
         return await asyncio.to_thread(self.questions.vote, question_id, user, vote)
 
-    async def passages(self, question_id: int,
-                       instructor: bool = False) -> list[dict[str, Any]] | None:
+    async def passages(self, question_id: int, instructor: bool = False) -> ShownPassages | None:
         """The passages a logged answer was built from, as students may see them now: checked
         again against the open assignments and release dates, since an assignment may have
         opened or a release been postponed after the answer (instructors also see unreleased
-        ones)."""
+        ones), and against the index: a file the instructor has since withdrawn (deleted, then
+        re-ingested) is left out for everyone, however old the answer, since it was withdrawn
+        for a reason (a solution, a mistake) and the question log still holds its text."""
         logged = await asyncio.to_thread(self.questions.passages, question_id)
         if logged is None:
             return None
+        indexed = await asyncio.to_thread(self.services.store.manifest)
+        kept = [p for p in logged if p.get("source") in indexed]
+        withdrawn = {str(p.get("source")) for p in logged} - {str(p["source"]) for p in kept}
         if not instructor:
             hidden = await asyncio.to_thread(self.services.retriever.unreleased_sources)
-            logged = [p for p in logged if p.get("source") not in hidden]
-        return list(self.answerer.withheld(logged))
+            kept = [p for p in kept if p.get("source") not in hidden]
+        return ShownPassages(self.answerer.withheld(kept), withdrawn_files=len(withdrawn))

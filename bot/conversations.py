@@ -24,7 +24,7 @@ from bot.access import (
     is_instructor,
     member_allowed,
 )
-from bot.answering import Answerer, ChannelReply, course_channel
+from bot.answering import Answerer, ChannelReply
 from bot.errors import friendly_message, new_error_id
 from bot.limits import MESSAGE_CHARS, thread_name, truncate
 from bot.views import has_answer_buttons
@@ -43,6 +43,16 @@ RENAME_WAIT_S = 10.0  # the longest a thread's rename may wait for Discord's rat
 def question_text(content: str) -> str:
     """A message's text without user or role mentions."""
     return " ".join(_MENTION.sub(" ", content).split())
+
+
+def mentions_bot(message: discord.Message, me: discord.abc.User) -> bool:
+    """Whether a message mentions the bot: by its user, or by the role Discord gives the bot in
+    each server. Discord's @-autocomplete offers both under the same name, so a student who
+    picks the role means the bot just the same."""
+    if me in message.mentions:
+        return True
+    own_role = message.guild.self_role if message.guild is not None else None
+    return own_role is not None and own_role in message.role_mentions
 
 
 def is_our_thread(channel: object, me: discord.abc.User) -> bool:
@@ -165,7 +175,7 @@ class Conversations:
             return  # Discord's own notice (a thread renamed, someone added), written as a member
         channel = message.channel
         dm = isinstance(channel, discord.DMChannel)
-        mentioned = me in message.mentions
+        mentioned = mentions_bot(message, me)
         addressed = mentioned or dm or is_our_thread(channel, me)
         if not (addressed or replies_to_bot(message, me)):
             return
@@ -227,7 +237,7 @@ class Conversations:
             perms = getattr(message.author, "guild_permissions", None) or discord.Permissions.none()
             return await self.answerer.answer(
                 question, reply, user_id=message.author.id,
-                channel_id=course_channel(message.channel), history=history,
+                channel=message.channel, history=history,
                 still_allowed=self.client.exam_recheck(  # type: ignore[attr-defined]
                     message.author, message.channel, perms, "mention"),
             )

@@ -306,8 +306,10 @@ class Escalations:
         return True
 
     async def _exam_for(self, escalation: Escalation) -> ActiveExam | None:
-        """The exam covering where the student asked (any exam covers a DM), or None."""
-        if escalation.private:
+        """The exam covering where the student asked (any exam covers a DM), or None. An answer
+        delivered by DM is judged as a DM: a private answer, and a question asked in a DM (no
+        server), whose DM channel is no course channel an exam could name."""
+        if escalation.private or escalation.guild_id is None:
             return self.exam_in(None)
         ids = {escalation.channel_id}
         channel = self.client.get_channel(escalation.channel_id)

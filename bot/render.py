@@ -168,6 +168,18 @@ def passage_messages(
     return messages
 
 
+def withdrawn_note(files: int) -> str:
+    """What the Sources button says of the files an answer cited that were withdrawn from the
+    materials since ("" for none). The file is not named: its name may be what the instructor
+    withdrew it for."""
+    if not files:
+        return ""
+    which = "A file" if files == 1 else f"{files} files"
+    has, its = ("has", "its") if files == 1 else ("have", "their")
+    return (f"🗑️ {which} this answer cited {has} since been withdrawn from the course "
+            f"materials, so {its} passages are no longer shown.")
+
+
 def passage_text(text: str, fence: str = "") -> str:
     """A passage as shown: prose on one line (a PDF's line breaks would waste the embed),
     each code block on lines of its own, as written, and closed. `fence` is the line that

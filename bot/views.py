@@ -7,6 +7,7 @@ after a restart (the passages come from the question log, not from memory).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -31,6 +32,15 @@ async def _served(interaction: discord.Interaction) -> bool:
         return True
     await report_error(interaction, NotAllowed(NOT_SERVED))
     return False
+
+
+@dataclass(frozen=True, slots=True)
+class ShownPassages:
+    """What the Sources button shows of a logged answer now: the passages that may still be
+    shown, and how many of the files it cited were withdrawn from the materials since."""
+
+    passages: tuple[dict[str, Any], ...]
+    withdrawn_files: int = 0
 
 
 # The custom id of an answer's 👍/👎 starts so: it tells an answer's message from the others.
@@ -103,14 +113,19 @@ class SourcesButton(discord.ui.DynamicItem[discord.ui.Button], template=r"sa:src
             bot = _bot(interaction)
             instructor = interaction.guild_id is not None and is_instructor(
                 bot.settings.discord, interaction.user, interaction.permissions)
-            passages = await bot.passages(self.question_id, instructor)
-            if passages is None:
+            shown = await bot.passages(self.question_id, instructor)
+            if shown is None:
                 await interaction.response.send_message(
                     "I no longer have the passages for that answer.", ephemeral=True
                 )
                 return
-            messages = render.passage_messages("Passages used for this answer", passages)
-            await interaction.response.send_message(embeds=messages[0], ephemeral=True)
+            note = render.withdrawn_note(shown.withdrawn_files)
+            if note and not shown.passages:  # not "No passages found": say why there are none
+                await interaction.response.send_message(note, ephemeral=True)
+                return
+            messages = render.passage_messages("Passages used for this answer", shown.passages)
+            await interaction.response.send_message(note or None, embeds=messages[0],
+                                                    ephemeral=True)
             await send_more_pages(interaction, messages[1:], ephemeral=True)
         except Exception as exc:  # noqa: BLE001 - routed to the one error policy
             await report_error(interaction, exc)

@@ -11,7 +11,7 @@ from discord.ext import commands
 
 from bot import render
 from bot.access import instructor_check, students_only
-from bot.answering import InteractionReply, course_channel
+from bot.answering import InteractionReply
 from bot.pages import send_more_pages
 from rag.answering.assistant import check_question
 
@@ -38,7 +38,7 @@ class AskCog(commands.Cog):
             question,
             InteractionReply(interaction, ephemeral=private),
             user_id=interaction.user.id,
-            channel_id=course_channel(interaction.channel),
+            channel=interaction.channel,
             still_allowed=self.bot.command_exam_recheck(interaction),
         )
 

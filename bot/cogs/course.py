@@ -38,13 +38,25 @@ def parse_channels(text: str | None, here: int | None) -> list[int]:
 
 
 def in_server(guild: discord.Guild | None, ids: list[int]) -> list[int]:
-    """`ids` when each is a channel or thread of the server; else UserFacingError naming one
-    that is not (a role or member mention, a mistyped id: an exam there would guard nothing)."""
+    """`ids` when each is a channel, category or thread of the server; else UserFacingError
+    naming one that is not (a role or member mention, a mistyped id: an exam there would guard
+    nothing). A category stands for the channels in it (`bot.access.channel_ids`)."""
     unknown = [i for i in ids if guild is None or guild.get_channel_or_thread(i) is None]
     if unknown:
         raise UserFacingError(f"{unknown[0]} is not a channel of this server. Give channels as "
                               "mentions (#exam-room), or 'all' for the server.")
     return ids
+
+
+def categories_note(guild: discord.Guild | None, ids: list[int]) -> str:
+    """The sentence that tells an instructor who named a category what it covers ("" when
+    none is one): Discord shows a category's mention as a bare name, which reads like one
+    channel."""
+    if guild is None or not any(
+            isinstance(guild.get_channel(i), discord.CategoryChannel) for i in ids):
+        return ""
+    return (" A category covers every channel in it and their threads, including channels "
+            "added to it later.")
 
 
 def where(channels: frozenset[int] | tuple[int, ...], limit: int = WHERE_CHARS) -> str:
@@ -89,7 +101,8 @@ class CourseCog(commands.Cog):
         return self.bot.services.course
 
     @exam.command(name="start", description="Refuse course answers and demos during an exam")
-    @app_commands.describe(channels="Channel mentions, or 'all' (default: this channel)",
+    @app_commands.describe(channels="Channel or category mentions, or 'all' (default: this "
+                           "channel)",
                            until="When it ends: 90m, 2h, 16:00 or 2026-03-10 16:00")
     @instructors_only
     async def exam_start(self, interaction: discord.Interaction, channels: str | None = None,
@@ -102,8 +115,9 @@ class CourseCog(commands.Cog):
             raise UserFacingError(f"I can't read that end time: {exc}.") from None
         await asyncio.to_thread(self.rules.start_exam, ids, end)
         ends = f" until <t:{int(end)}:f>" if end else " until /exam end"
+        covers = categories_note(interaction.guild, ids)
         await interaction.response.send_message(
-            f"📝 Exam mode is on ({where(tuple(ids))}){ends}.", ephemeral=True)
+            f"📝 Exam mode is on ({where(tuple(ids))}){ends}.{covers}", ephemeral=True)
 
     @exam.command(name="end", description="End exam mode (the one started by hand)")
     @instructors_only
@@ -180,14 +194,17 @@ class CourseCog(commands.Cog):
 
     @hints.command(name="only", description="Make a channel hints-only (or not)")
     @app_commands.describe(on="Hints only (true) or normal answers (false)",
-                           channel="The channel (default: this one)")
+                           channel="The channel or category (default: this channel)")
     @instructors_only
     async def hints_only(self, interaction: discord.Interaction, on: bool,
                          channel: str | None = None) -> None:
-        """Mark a channel hints-only: every answer there is a hint."""
+        """Mark a channel (or a category: its channels) hints-only: every answer there is a
+        hint."""
         ids = in_server(interaction.guild, parse_channels(channel, interaction.channel_id))
         if len(ids) != 1:
             raise UserFacingError("Name one channel, e.g. #lab-help.")
         await asyncio.to_thread(self.rules.set_hints_only, ids[0], on)
         state = "hints only" if on else "normal answers"
-        await interaction.response.send_message(f"<#{ids[0]}> now gets {state}.", ephemeral=True)
+        covers = categories_note(interaction.guild, ids)
+        await interaction.response.send_message(f"<#{ids[0]}> now gets {state}.{covers}",
+                                                ephemeral=True)

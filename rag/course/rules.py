@@ -183,9 +183,10 @@ class CourseRules:
         return on
 
     def exam_in(self, channel_ids: set[int] | None) -> ActiveExam | None:
-        """The exam covering a channel (given with its parent), or None. A direct message
-        (None) is outside every channel, so any exam on covers it: otherwise a student in an
-        exam room could ask privately what the room's channel refuses."""
+        """The exam covering a channel (given with its parent and its category, so an exam on a
+        category covers the channels in it), or None. A direct message (None) is outside every
+        channel, so any exam on covers it: otherwise a student in an exam room could ask
+        privately what the room's channel refuses."""
         for exam in self.active_exams():
             if channel_ids is None or not exam.channels or exam.channels & channel_ids:
                 return exam
@@ -227,7 +228,8 @@ class CourseRules:
         return found[assignment_id]
 
     def hints_only(self, channel_ids: set[int]) -> bool:
-        """Whether an instructor marked this channel (or its parent) hints-only."""
+        """Whether an instructor marked this channel (or its parent, or its category: the ids
+        come with them) hints-only."""
         return bool(set(self._state.hints_only) & channel_ids)
 
     def set_hints_only(self, channel_id: int, on: bool) -> None:

@@ -55,7 +55,7 @@ class ExamWindow:
     label: str = ""
 
     def covers(self, channel_ids: set[int], now: float) -> bool:
-        """Whether the window is on at `now` for a channel (or its parent)."""
+        """Whether the window is on at `now` for a channel (given with its parent and category)."""
         if not self.start <= now < self.end:
             return False
         return not self.channels or bool(self.channels & channel_ids)

@@ -407,6 +407,25 @@ def guild_payload(instructor_role_name: str = "Instructor", guild_id: int = GUIL
     }
 
 
+def channel_payload(channel_id: int, name: str, parent_id: int | None = None,
+                    category: bool = False) -> dict[str, Any]:
+    """CHANNEL_CREATE data: a text channel of the course server (in the category `parent_id`
+    when given), or with `category` a category."""
+    return {"id": str(channel_id), "type": 4 if category else 0, "name": name, "position": 5,
+            "permission_overwrites": [], "nsfw": False,
+            "parent_id": None if parent_id is None else str(parent_id),
+            "guild_id": str(GUILD_ID), "rate_limit_per_user": 0, "topic": None}
+
+
+def thread_payload(thread_id: int, parent_id: int, owner_id: int) -> dict[str, Any]:
+    """THREAD_CREATE data: a public thread in the channel `parent_id`."""
+    return {"id": str(thread_id), "type": 11, "guild_id": str(GUILD_ID), "name": "q",
+            "parent_id": str(parent_id), "owner_id": str(owner_id), "last_message_id": None,
+            "rate_limit_per_user": 0, "message_count": 0, "member_count": 1, "flags": 0,
+            "thread_metadata": {"archived": False, "auto_archive_duration": 1440,
+                                "archive_timestamp": now_iso(), "locked": False}}
+
+
 @dataclass
 class Person:
     """Someone in the course server."""
@@ -486,6 +505,18 @@ def button_payload(message: dict[str, Any], custom_id: str, person: Person) -> d
     """INTERACTION_CREATE data for a click on a button of a message."""
     data = {"custom_id": custom_id, "component_type": 2}
     return _interaction(3, data, person, int(message["channel_id"]), message=message)
+
+
+def dm_button_payload(message: dict[str, Any], custom_id: str, person: Person) -> dict[str, Any]:
+    """INTERACTION_CREATE data for a click on a button of a message in a direct message."""
+    payload = button_payload(message, custom_id, person)
+    for key in ("guild_id", "member", "guild_locale"):
+        payload.pop(key)
+    payload["user"] = user(person.id, person.name)
+    payload["channel"] = {"id": message["channel_id"], "type": 1}
+    payload["context"] = 1
+    payload["authorizing_integration_owners"] = {"1": str(person.id)}
+    return payload
 
 
 def message_payload(content: str, person: Person, channel_id: int = CHANNEL_ID,

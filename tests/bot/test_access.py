@@ -24,6 +24,7 @@ from tests.bot.fake_discord import (
     message_payload,
 )
 from tests.bot.test_commands import callback
+from tests.bot.test_exam_mode import EXAM_ROOM, EXAMS_CATEGORY, exams_category
 from tests.bot.test_storage import entry
 
 STUDENT = Person(1001, "ana")
@@ -169,3 +170,16 @@ async def test_answer_buttons_are_refused_to_a_member_without_an_allowed_role(
     token = harness.click(message, custom_id, STUDENT)
     await harness.settle()
     assert "roles" not in json.dumps([r.payload for r in harness.for_token(token)])
+
+
+async def test_an_allowed_category_admits_the_channels_in_it_and_no_others(
+    make_harness, empty_services
+):
+    harness = await make_harness(empty_services, allowed_channels=[EXAMS_CATEGORY])
+    exams_category(harness)
+    inside = harness.feed(interaction_payload("sources", {"query": "LoRA"}, STUDENT, EXAM_ROOM))
+    outside = harness.command("sources", STUDENT, query="LoRA")
+    await harness.settle()
+    # Inside, the command runs (and finds the index empty); outside, it is refused.
+    assert "No course materials" in json.dumps([r.payload for r in harness.for_token(inside)])
+    assert "don't answer in this channel" in callback(harness, outside).payload["data"]["content"]

@@ -27,9 +27,11 @@ from tests.bot.fake_discord import (
     Fault,
     Person,
     _interaction,
+    dm_button_payload,
     interaction_payload,
     now_iso,
 )
+from tests.bot.test_threads import direct_message
 from tests.conftest import make_settings, run
 
 TA_ROLE = 900000000000000032
@@ -237,6 +239,38 @@ async def test_a_tas_answer_waits_while_an_exam_is_on_where_the_student_asked(
     course.end_exams()
     relayed = await answered(harness, escalation)  # posted again after the exam
     assert relayed["embeds"][0]["description"] == FAQ_ANSWER
+
+
+async def test_a_tas_answer_to_a_question_asked_by_dm_waits_while_an_exam_is_on_anywhere(
+    make_harness, guides_services
+):
+    """A DM is outside every channel, so any exam covers it, even one in a single channel: a
+    student in the exam room must not get the TA's answer in their DMs meanwhile."""
+    harness = await ta_harness(make_harness, guides_services, allow_dms=True)
+    dm_channel = 920000000000000077
+    direct_message(harness, OUT_OF_SCOPE, dm_channel)
+    await harness.settle()
+    answer = [m for m in harness.fake.messages[dm_channel] if m["author"].get("bot")][-1]
+    [ask_ta] = [b for b in buttons(answer) if b.startswith("sa:ta:")]
+    harness.feed(dm_button_payload(answer, ask_ta, STUDENT))
+    await harness.settle()
+    escalation = harness.bot.escalation_log.for_question(int(ask_ta.rsplit(":", 1)[1]))
+    course = harness.bot.services.course
+    course.start_exam([CHANNEL_ID])  # /exam start in one course channel
+    before = len(harness.fake.requests)
+    harness.post(FAQ_ANSWER, TA, escalation.ta_thread_id)
+    await harness.settle()
+    elsewhere = [r.path for r in harness.fake.requests[before:] if r.method == "POST"
+                 and not r.path.startswith(f"/channels/{escalation.ta_thread_id}/")]
+    assert elsewhere == [], "the TA's answer left the TA thread during the exam"
+    assert "exam is on" in harness.fake.messages[escalation.ta_thread_id][-1]["content"]
+    assert harness.bot.escalation_log.get(escalation.id).status == "open"
+    course.end_exams()
+    harness.post(FAQ_ANSWER, TA, escalation.ta_thread_id)  # posted again after the exam
+    await harness.settle()
+    relayed = harness.fake.messages[dm_channel][-1]
+    assert relayed["embeds"][0]["description"] == FAQ_ANSWER
+    assert_only_the_ta_ping_mentions_and_only_the_ta_role(harness)
 
 
 async def test_an_answer_in_the_students_thread_is_relayed_into_that_thread(

@@ -12,7 +12,15 @@ from rag.llm.base import Completion
 from rag.services import Services
 from tests.bot.conftest import Harness
 from tests.bot.fake_discord import CHANNEL_ID, OTHER_CHANNEL_ID, Person
-from tests.bot.test_exam_mode import INSTRUCTOR, feed  # noqa: F401 - the fixture
+from tests.bot.test_exam_mode import (  # noqa: F401 - feed is the fixture
+    EXAM_ROOM,
+    EXAMS_CATEGORY,
+    INSTRUCTOR,
+    command_payload,
+    exams_category,
+    feed,
+    reply_text,
+)
 from tests.bot.test_storage import entry
 from tests.rag.answering.test_hints import ASSIGNMENT
 from tests.rag.retrieval.test_release_dates import NOW, Clock, ingested_course
@@ -36,6 +44,20 @@ async def test_a_hints_only_channel_answers_with_a_marked_hint(feed, course):  #
                                               question="What is the capital of France?")
 
 
+async def test_a_hints_only_category_answers_with_hints_in_its_channels(feed, course):  # noqa: F811
+    harness = await feed(course)
+    exams_category(harness)
+    # The runner's `channel` is where a command is run: the command's own option goes raw.
+    token = harness.feed(command_payload("hints only", INSTRUCTOR, CHANNEL_ID,
+                                         {"on": True, "channel": f"<#{EXAMS_CATEGORY}>"}))
+    await harness.settle()
+    told = reply_text(harness, token)
+    assert "now gets hints only" in told and "every channel in it" in told
+    assert "💡 Hint" in await harness.run("ask", channel=EXAM_ROOM, question="What are tokens?")
+    assert "💡 Hint" not in await harness.run("ask", channel=OTHER_CHANNEL_ID,
+                                              question="What is the capital of France?")
+
+
 async def test_protected_items_reach_no_student_text(feed, course):  # noqa: F811
     guard = ProtectedGuard(["predict the next token given the previous ones"])
     harness = await feed(course)
@@ -49,17 +71,17 @@ async def test_protected_items_reach_no_student_text(feed, course):  # noqa: F81
 
 
 async def test_the_sources_button_withholds_items_of_an_assignment_opened_after_the_answer(
-    make_harness, empty_services
+    make_harness, course
 ):
     """The passages were logged before the assignment opened: the click must check them
     again against what is open now."""
-    harness = await make_harness(empty_services)
+    harness = await make_harness(course)
     assignments = harness.bot.services.settings.materials_dir / "assignments"
-    assignments.mkdir(parents=True, exist_ok=True)
     (assignments / "hw-t.toml").write_text(ASSIGNMENT.replace('opens = "2026-02-01"',
                                                               'opens = "2099-02-01"'))
     secret = "Language models predict the next token given the previous ones."
-    passages = ({"source": "guides/llm-basics.md", "page": None, "section": "Tokens",
+    # A file of the index: the button leaves out the passages of files withdrawn since.
+    passages = ({"source": "llm-basics.md", "page": None, "section": "Tokens",
                  "text": f"{secret} Tokens are pieces of words."},)
     qid = harness.bot.questions.record(entry(passages=passages, channel=str(CHANNEL_ID)))
     harness.bot.services.course.set_open("hw-t", True)  # /assignments open hw-t, a week later

@@ -67,9 +67,9 @@ async def test_the_reingest_summary_lists_scheduled_files(make_harness, course):
     assert "week7/more.md: <t:" in scheduled and "week7/quorvex.md" in scheduled
 
 
-async def answered_then_postponed(make_harness, tmp_path, shared_materials, embedder):
-    """An answer built from week 7's note, released by mistake; then its release is postponed
-    to tomorrow and re-ingested. The harness, the answer's message and its question id."""
+async def answered_from_week7(make_harness, tmp_path, shared_materials, embedder):
+    """An answer built from week 7's note (and the guide), released by mistake. The harness,
+    the answer's message and its question id."""
     root = tmp_path / "materials"
     (root / "week7").mkdir(parents=True)
     shutil.copy(shared_materials / "guides" / "llm-basics.md", root / "llm-basics.md")
@@ -83,9 +83,18 @@ async def answered_then_postponed(make_harness, tmp_path, shared_materials, embe
     await harness.settle()
     answer = harness.fake.originals[token]
     assert "week7/quorvex.md" in json.dumps(answer)
-    (root / "schedule.toml").write_text(f'[[release]]\npath = "week7/*"\nat = "{TOMORROW}"\n')
-    assert run(root, services, now=NOW).ok
     return harness, answer, harness.bot.questions.rows()[-1]["id"]
+
+
+async def answered_then_postponed(make_harness, tmp_path, shared_materials, embedder):
+    """`answered_from_week7`; then the note's release is postponed to tomorrow and
+    re-ingested."""
+    harness, answer, qid = await answered_from_week7(make_harness, tmp_path, shared_materials,
+                                                     embedder)
+    root = harness.bot.services.settings.materials_dir
+    (root / "schedule.toml").write_text(f'[[release]]\npath = "week7/*"\nat = "{TOMORROW}"\n')
+    assert run(root, services=harness.bot.services, now=NOW).ok
+    return harness, answer, qid
 
 
 async def test_the_sources_button_hides_material_whose_release_was_postponed(
@@ -107,3 +116,24 @@ async def test_the_sources_button_shows_an_instructor_material_whose_release_was
     click = harness.click(answer, f"sa:src:{qid}", INSTRUCTOR)
     await harness.settle()
     assert "week7/quorvex.md" in json.dumps(callback(harness, click).payload["data"]["embeds"])
+
+
+async def test_the_sources_button_leaves_out_a_file_withdrawn_since_and_says_so(
+    make_harness, tmp_path, shared_materials, embedder
+):
+    """The instructor deleted week 7's note and re-ingested: the question log still holds its
+    passages, and no one may see them under an old answer any more."""
+    harness, answer, qid = await answered_from_week7(make_harness, tmp_path, shared_materials,
+                                                     embedder)
+    (harness.bot.services.settings.materials_dir / "week7" / "quorvex.md").unlink()
+    reingest = harness.command("reingest", INSTRUCTOR)
+    await harness.settle()
+    assert "Removed (1)" in json.dumps(harness.for_token(reingest)[-1].payload)
+    for person in (STUDENT, INSTRUCTOR):
+        click = harness.click(answer, f"sa:src:{qid}", person)
+        await harness.settle()
+        data = callback(harness, click).payload["data"]
+        shown = json.dumps(data["embeds"])
+        assert "llm-basics.md" in shown and "quorvex" not in shown.lower(), person.name
+        assert "withdrawn from the course materials" in data["content"], person.name
+        assert "quorvex" not in data["content"].lower()

@@ -14,7 +14,15 @@ import pytest
 
 from bot.limits import MESSAGE_CHARS, payload_problems
 from rag.course.schedule import ScheduleError
-from tests.bot.fake_discord import CHANNEL_ID, Fault, Person, message_payload
+from tests.bot.fake_discord import (
+    APP_ID,
+    CHANNEL_ID,
+    GUILD_ID,
+    STUDENT_PERMISSIONS,
+    Fault,
+    Person,
+    message_payload,
+)
 from tests.bot.test_answers import assert_safe
 
 STUDENT = Person(1001, "ana")
@@ -61,6 +69,28 @@ async def test_a_mention_is_answered_in_a_new_thread_and_follow_ups_use_its_hist
                for r in harness.fake.requests)
     assert len(harness.fake.messages[thread_id]) == 3  # answer, follow-up, second answer
     assert_safe(harness)
+
+
+async def test_a_mention_of_the_bots_own_role_is_answered_in_a_new_thread(
+    make_harness, empty_services
+):
+    """Discord gives the bot a role named like it, and the @-autocomplete offers both: a
+    student who picks the role means the bot."""
+    harness = await make_harness(empty_services)
+    bot_role = 900000000000000060
+    harness.bot._connection.parse_guild_role_create({"guild_id": str(GUILD_ID), "role": {
+        "id": str(bot_role), "name": "study-assistant", "permissions": STUDENT_PERMISSIONS,
+        "position": 4, "color": 0, "hoist": False, "managed": True, "mentionable": False,
+        "flags": 0, "tags": {"bot_id": str(APP_ID)}}})
+    asked = message_payload(f"<@&{bot_role}> {QUESTION}", STUDENT, CHANNEL_ID)
+    asked["mention_roles"] = [str(bot_role)]
+    harness.fake.messages.setdefault(CHANNEL_ID, []).append(asked)
+    harness.fake.install(harness.bot)
+    harness.bot._connection.parse_message_create(asked)
+    await harness.settle()
+    created = [r for r in harness.fake.requests if r.path.endswith("/threads")]
+    assert [r.path for r in created] == [f"/channels/{CHANNEL_ID}/messages/{asked['id']}/threads"]
+    assert created[0].payload["name"] == QUESTION
 
 
 async def test_a_rate_limited_mention_gets_a_friendly_reply(make_harness, guides_services):
