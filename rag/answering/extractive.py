@@ -212,13 +212,19 @@ _MAPS_THE_DOCUMENT = re.compile(
     r"\s+(?:we\s+)?"
     r"(?:will\s+|first\s+|further\s+|then\s+|also\s+)*(?:present|describe|discuss|introduce|give|"
     r"detail|outline|review|include|build|derive|is (?:structured|organi[sz]ed))\b"
-    # "We describe the simple design of LoRA and its practical benefits." (what comes next;
-    # "We present QLoRA, an efficient ..." says what the paper is, and stays, as does "We
-    # describe our hiring process in Appendix B; in general, they are ...", which goes on).
-    r"|^We (?:now |then |first |briefly |next )?describe\b[^;]{0,300}$"
     # "This section describes the training regime for our models."
     r"|^This (?:section|subsection|appendix|chapter) (?:describes|presents|discusses|"
     r"introduces|gives|details|outlines|reviews|summari[sz]es|provides)\b", re.IGNORECASE)
+
+# "We describe the simple design of LoRA and its practical benefits.", "... the datasets used,
+# outlined in Section 5": what comes next, once its pointers to parts of the paper are read as
+# no content ("We present QLoRA, an efficient ..." says what the paper is, and stays, as do
+# "We describe our hiring process in Appendix B; in general, they are ..." and "We describe
+# below our setup, using nucleus sampling with p = 0.9 ...", which go on to say it).
+_ONLY_DESCRIBES = re.compile(r"^We (?:now |then |first |briefly |next )?describe\b[^;,\d]{0,200}$")
+# "Section 5", "Appendix B", "Figure 2", "Eq. 4": where in the paper, not what.
+_PART_POINTER = re.compile(
+    r"\b(?:Sections?|Appendi(?:x|ces)|Figures?|Fig\.|Tables?|Eqs?\.?)\s*[A-Z]?\d*(?:\.\d+)*\b")
 
 # A heading that is two names joined into one ("Encoder–Decoder", "3.2 Encoder-Decoder
 # Models"): a third thing to a question that compares the two ("How do encoders and decoders
@@ -255,6 +261,7 @@ _ASIDE_END = re.compile(
     re.IGNORECASE)
 _ASIDE_ITEM = re.compile(r",\s*(?:and\s+|or\s+)?|\s+(?:and|or|&)\s+", re.IGNORECASE)
 ASIDE_CHARS = 200
+ASIDE_OPENING_WORDS = 6
 
 _ASKS_FOR_QUANTITY = re.compile(
     r"\b(?:how (?:many|much|long|large|big|fast|often|far)|by how much|"
@@ -561,8 +568,11 @@ def lists_contents(quote: Quote) -> bool:
 
 
 def maps_the_document(quote: Quote) -> bool:
-    """Whether a sentence only says where a paper presents what (`_MAPS_THE_DOCUMENT`)."""
-    return quote.kind == "sentence" and bool(_MAPS_THE_DOCUMENT.search(quote.text))
+    """Whether a sentence only says where a paper presents what (`_MAPS_THE_DOCUMENT`,
+    `_ONLY_DESCRIBES`)."""
+    return quote.kind == "sentence" and bool(
+        _MAPS_THE_DOCUMENT.search(quote.text)
+        or _ONLY_DESCRIBES.search(_PART_POINTER.sub("", quote.text)))
 
 
 def joins_sides(heading: str, sides: Sequence[str]) -> bool:
@@ -677,8 +687,7 @@ def select(
     if not _ASKS_FOR_SAMPLES.search(question):
         allowed = _narrowed(allowed, (not turn for turn in dialogue_turns(quotes)))
     if set_aside := things_set_aside(question):
-        allowed = _narrowed(allowed, (not any(thing <= terms(q.text) for thing in set_aside)
-                                      for q in quotes))
+        allowed = _narrowed(allowed, (not opens_with_any(q.text, set_aside) for q in quotes))
     if _ASKS_FOR_QUANTITY.search(question):
         asked = _values(question)
         allowed = _narrowed(allowed, (bool(_values(q.text) - asked) or states_an_amount(q.text)
@@ -725,6 +734,16 @@ def dialogue_turns(quotes: Sequence[Quote]) -> list[bool]:
         opening.setdefault((q.passage, q.group), q.text)
     return [q.kind == "sentence" and bool(_TURN.match(opening[q.passage, q.group]))
             for q in quotes]
+
+
+def opens_with_any(text: str, things: Sequence[frozenset[str]]) -> bool:
+    """Whether a piece opens with one of the things (within its first `ASIDE_OPENING_WORDS`
+    words): "Deduplication at document and line level ..." is about deduplication, while
+    "This week you'll get hands-on with LLMs, understand their architecture, learn how
+    they're trained, and perform model inference ..." goes on past the architecture and the
+    training a question set aside."""
+    opening = terms(" ".join(text.split()[:ASIDE_OPENING_WORDS]))
+    return any(thing <= opening for thing in things)
 
 
 def things_set_aside(question: str) -> list[frozenset[str]]:

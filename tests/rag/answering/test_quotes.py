@@ -940,7 +940,9 @@ def test_a_sentence_that_says_what_comes_next_maps_the_document() -> None:
         "We describe the simple design of LoRA and its practical benefits. In this appendix, "
         "we will derive Eq. 4. We now describe an overview of the setup. We describe our "
         "hiring process in Appendix B; in general, they live in the US. We present QLoRA, an "
-        "efficient finetuning approach.", 0)] == [True, True, True, False, False]
+        "efficient finetuning approach. We describe the datasets outlined in Section 5. We "
+        "describe below our setup, using nucleus sampling with p = 0.9 in all cases.", 0)] == [
+        True, True, True, False, False, True, False]
 
 
 def test_a_question_after_the_biggest_thing_asks_for_a_judgement() -> None:
@@ -981,6 +983,13 @@ def test_things_a_question_sets_aside_are_not_quoted_back() -> None:
     p = np.array([0.9, 0.8, 0.3])
     assert select(quotes, p, asked) == [2]
     assert 0 in select(quotes, p, "What does the cleaning section list?")
+    # A piece that names them on its way to something else is no repetition: "And besides
+    # learning the architecture and training, what hands-on thing will students do?"
+    told = quotes_of("This week you'll get hands-on with LLMs, understand their architecture, "
+                     "learn how they're trained, and perform model inference.\n\n"
+                     "- Training runs on massive datasets.", 0)
+    asked = "Besides learning the architecture and training, what hands-on thing will we do?"
+    assert select(told, np.array([0.9, 0.5]), asked) == [0]
 
 
 def test_a_heading_that_joins_the_two_compared_things_names_a_third() -> None:
