@@ -293,13 +293,6 @@ _SAMPLES = re.compile(
 _ASKS_FOR_SAMPLES = re.compile(
     r"\b(?:samples?|generat(?:ions?|ed|es?)|examples?|outputs?|wrote|writes?|responses?|"
     r"completions?|transcripts?|prompts?)\b", re.IGNORECASE)
-# A paragraph that is a model's or a user's turn of a dialogue a paper prints ("Guanaco: Sure,
-# I'd be happy to help! 1833 is a prime number, ...", "GPT-3 175B completion: ..."): what a
-# model wrote, often to show it wrong, not what the paper says.
-_TURN = re.compile(
-    r"^(?:User|Human|AI|Assistant|You|Guanaco|Vicuna|ChatGPT|Bard|Alpaca|Koala|"
-    r"(?:GPT-?\d|InstructGPT|LLaMA|PPO|SFT)[\w .-]{0,20}?(?:completion|output|response|sample))"
-    r"\s*:\s")
 # A question after further material ("any videos on this?", "where can I read more?"): only
 # then do pointers to reading ("Learn more: - Video: ...") answer.
 # "The course", "the materials", "the X paper" and "sources" name where an answer is, not a
@@ -664,10 +657,9 @@ def select(
     where it presents what unless it asks what a document covers (`lists_contents`,
     `maps_the_document`), and pieces without a number of their own when it asks for a quantity
     ("how many", "how much", "what percentage"): the 13 of "OPT-13B" in a caption that only
-    restates "how much memory did sharing save when serving OPT-13B?" answers nothing;
-    pieces that name a thing the question sets aside ("besides X, what else ...?",
-    `things_set_aside`); and a model's or user's turn of a dialogue a paper prints, unless
-    the question asks for samples (`dialogue_turns`)."""
+    restates "how much memory did sharing save when serving OPT-13B?" answers nothing; and
+    pieces that open with a thing the question sets aside ("besides X, what else ...?",
+    `things_set_aside`)."""
     allowed = _narrowed([True] * len(quotes), (q.passage not in aside for q in quotes))
     # "What is self-attention?": a piece that says what X is may lead from outside the
     # passages under headings naming X ("4 Why Self-Attention") when none of those says it.
@@ -684,8 +676,6 @@ def select(
     sides = comparison_sides(question)
     if sides:
         allowed = _narrowed(allowed, (not joins_sides(q.heading, sides) for q in quotes))
-    if not _ASKS_FOR_SAMPLES.search(question):
-        allowed = _narrowed(allowed, (not turn for turn in dialogue_turns(quotes)))
     if set_aside := things_set_aside(question):
         allowed = _narrowed(allowed, (not opens_with_any(q.text, set_aside) for q in quotes))
     if _ASKS_FOR_QUANTITY.search(question):
@@ -725,15 +715,6 @@ def select(
         chosen = _with_reason(quotes, chosen)
     chosen = _with_antecedents(quotes, _with_what_follows_a_restatement(quotes, chosen, question))
     return _without_dangling_announcements(quotes, _in_reading_order(quotes, chosen))
-
-
-def dialogue_turns(quotes: Sequence[Quote]) -> list[bool]:
-    """For each piece, whether its paragraph is a turn of a printed dialogue (`_TURN`)."""
-    opening: dict[tuple[int, int], str] = {}
-    for q in sorted(quotes, key=lambda q: q.position):
-        opening.setdefault((q.passage, q.group), q.text)
-    return [q.kind == "sentence" and bool(_TURN.match(opening[q.passage, q.group]))
-            for q in quotes]
 
 
 def opens_with_any(text: str, things: Sequence[frozenset[str]]) -> bool:

@@ -8,7 +8,6 @@ from rag.answering.extractive import (
     all_quotes,
     back_matter,
     by_nearest_piece,
-    dialogue_turns,
     joins_sides,
     lists_contents,
     maps_the_document,
@@ -952,20 +951,6 @@ def test_a_question_after_the_biggest_thing_asks_for_a_judgement() -> None:
     p = np.array([0.9, 0.8, 0.3])
     assert 2 in select(quotes, p, "What is the single biggest practical benefit of LoRA?")
     assert 2 not in select(quotes, p, "What practical benefit of LoRA is there?")
-
-
-def test_a_models_turn_in_a_printed_dialogue_is_not_quoted_as_what_the_paper_says() -> None:
-    # Asked what factorization QLoRA gives for 1833, the answer quoted Guanaco's wrong reply,
-    # "1833 is a prime number, which means it has only two factors: 1 and 1833.", as a fact.
-    quotes = quotes_of("However Guanaco can break down at even simple problems.\n\n"
-                       "User: Please factorize 1833.\n\n"
-                       "Guanaco: Sure, I'd be happy to help! 1833 is a prime number, which means "
-                       "it has only two factors: 1 and 1833.\n\n"
-                       "Definition: a prime has two factors.", 0)
-    assert dialogue_turns(quotes) == [False, True, True, True, False]
-    p = np.array([0.3, 0.5, 0.4, 0.9, 0.2])
-    assert 3 not in select(quotes, p, "what factorization of 1833 does the paper give?")
-    assert 3 in select(quotes, p, "What did Guanaco's output say about 1833?")
 
 
 def test_things_a_question_sets_aside_are_not_quoted_back() -> None:
