@@ -249,7 +249,6 @@ _AMOUNT_BOUND = re.compile(
     r"\b(?:(?:more|less|fewer|greater|larger|smaller|higher|lower)\s+than|at\s+(?:least|most))"
     r"\s+(?=[\d$~≈])", re.IGNORECASE)
 
-# A question after a quantity: only a piece that states a number can answer it.
 # "Besides deduplication, language ID and quality filtering, what else ...?": what a question
 # sets aside, up to where it asks (a question word after a comma, or the clause's end).
 _SETS_ASIDE = re.compile(
@@ -263,6 +262,7 @@ _ASIDE_ITEM = re.compile(r",\s*(?:and\s+|or\s+)?|\s+(?:and|or|&)\s+", re.IGNOREC
 ASIDE_CHARS = 200
 ASIDE_OPENING_WORDS = 6
 
+# A question after a quantity: only a piece that states a number can answer it.
 _ASKS_FOR_QUANTITY = re.compile(
     r"\b(?:how (?:many|much|long|large|big|fast|often|far)|by how much|"
     r"what(?:'s|s| is| was| are| were)? (?:the |its |their )?(?:[\w-]+ ){0,2}?"

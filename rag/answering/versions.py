@@ -155,8 +155,9 @@ class VersionCatalogue:
     def unknown(self, question: str) -> list[str]:
         """The versions of known families that the question names and the materials don't
         ("gpt-5" when they speak of GPT-2, GPT-3 and GPT-4), and names written with a version
-        whose family the materials never use ("Phi-3", "Qwen2.5": not a word of theirs, not
-        even one slip away from one)."""
+        whose family the materials never use ("Phi-3", "Qwen2.5": neither the family nor the
+        name as written is a word of theirs; no typing slip is forgiven here, since "Gemma"
+        is no slip of "gamma")."""
         return sorted(f"{family}-{version}" for family, version in versioned_names(question)
                       if (version not in self.families[family] if family in self.families
                           else not self.vocabulary.words & {family, _norm(family + version)}))

@@ -56,7 +56,7 @@ GLOSSARY: dict[str, str] = {
     "vs": "versus",
 }
 # Chat shorthand of several letters, which the embedder reads as another word ("diff",
-# "mem") or as nothing it knows ("func", "hav"), and which no passage uses: written out in
+# "mem") or as nothing it knows ("func", "hav"), and which the passages rarely use: written out in
 # place in what the embedder sees, and searched for as the glossary's expansions are. (A
 # single letter, "n" or "r", stays as written there: "n=1000", "rank r".) "diff" is "the
 # difference" after an article, else "different" ("a diff tokenizer").
