@@ -121,11 +121,17 @@ async def test_the_exam_survives_a_restart(feed, course, embedder, clock):
     assert "llm-basics.md" in await second.run("sources", query="What is a token?")
 
 
-async def test_a_scheduled_window_in_the_schedule_file_applies(feed, course):
+def schedule_exam(course, channel_id: int) -> None:
+    """A schedule.toml with one exam window, 11:00 to 13:00 on the test clock's day, on a
+    channel or category."""
     (course.settings.materials_dir / "schedule.toml").write_text(
         '[[exam]]\nstart = "2026-03-01 11:00"\nend = "2026-03-01 13:00"\n'
-        f"channels = [{CHANNEL_ID}]\n"
+        f"channels = [{channel_id}]\n"
     )
+
+
+async def test_a_scheduled_window_in_the_schedule_file_applies(feed, course):
+    schedule_exam(course, CHANNEL_ID)
     harness = await feed(course)
     assert "exam is on here" in await harness.run("sources", query="What is a token?")
     assert "(scheduled)" in await harness.run("exam status", INSTRUCTOR)
@@ -161,10 +167,7 @@ async def test_an_exam_on_a_category_covers_its_channels_even_those_made_later_a
 
 
 async def test_a_scheduled_window_naming_a_category_covers_its_channels(feed, course):
-    (course.settings.materials_dir / "schedule.toml").write_text(
-        '[[exam]]\nstart = "2026-03-01 11:00"\nend = "2026-03-01 13:00"\n'
-        f"channels = [{EXAMS_CATEGORY}]\n"
-    )
+    schedule_exam(course, EXAMS_CATEGORY)
     harness = await feed(course)
     exams_category(harness)
     assert "exam is on here" in await harness.run("sources", channel=EXAM_ROOM,
