@@ -131,6 +131,12 @@ SETS = {
     # materials' cleaned text without reading any code or question set; committed before any
     # run, scored once before any change, then read, so not held out.
     "probe 7 (read)": REPO / "eval" / "answer_probe7_questions.jsonl",
+    # Session 41: an eighth probe (60 in-scope by class, most paper questions from method,
+    # experiment and appendix sections; 10 off-topic: six near misses, three general, one
+    # injection), written by a helper from the materials' cleaned text without reading any
+    # code or question set; committed before any run, scored once before any change, then
+    # read, so not held out.
+    "probe 8 (read)": REPO / "eval" / "answer_probe8_questions.jsonl",
     # Session 28: 35 off-topic questions that name a course document ("Which hotel does the
     # class 2 overview recommend in Lisbon?"), for the gate's floor on such questions
     # (Assistant.covers); the first 20 were scored while choosing it, the last 15 after.
