@@ -635,7 +635,8 @@ class Assistant:
         if self.checker is None:
             return replace(draft, note="Not verified: this assistant has no verifier.")
         started = time.perf_counter()
-        checked = await asyncio.to_thread(verify, draft.text, draft.retrieved, self.checker)
+        checked = await asyncio.to_thread(verify, draft.text, draft.retrieved, self.checker,
+                                        draft.question)
         timings = {**draft.timings, "verify_ms": (time.perf_counter() - started) * 1000}
         if checked.too_little:
             quoted = await self._extractive(draft.question, draft.search_query, draft.retrieved,

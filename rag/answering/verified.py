@@ -3,21 +3,45 @@ checker against the retrieved passages and the wider index; only supported sente
 shown, each citing the passage that supports it.
 
 Unsupported sentences are dropped, not shown struck through: a student should not read an
-invented sentence at all. `ask --json` still lists them with their verdict and
-`shown: false`, so what was dropped stays inspectable. When fewer than half of the draft's
-sentences survive (or none), the answer falls back to the quote-first one with a note.
+invented sentence at all. A supported sentence must also be worded from the materials: the
+checker judges meaning, which a small model's rewording can keep while its words are its own
+("The passage mentions that ..."), so a sentence is shown only when at most one of its
+content words (the faithfulness measure's, rag/answering/faithfulness.py), and no more than a
+fifth of them, is in neither the question nor the passage it cites. Nor is a draft's last
+sentence that the token limit cut off ("The default block size is"), or one that only
+restates the question. `ask --json` still
+lists them all with their verdict and `shown: false`, so what was dropped stays inspectable.
+When fewer than half of the draft's sentences survive (or none), the answer falls back to the
+quote-first one with a note.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rag.answering.faithfulness import content_words, invented_words, source_stems
 from rag.answering.grounding import GroundingChecker, split_claims
 from rag.answering.styles import AnswerSentence
 from rag.index.documents import Hit
 
 MIN_KEPT_SHARE = 0.5
+# How many of a shown sentence's content words may come from neither the question nor its
+# passage: one reworded word ("divides" for the paper's "partitions") in five or more.
+MAX_UNSOURCED_WORDS = 1
+MAX_UNSOURCED_SHARE = 0.2
+# Verdicts of supported sentences that are not shown all the same.
+REWORDED = "reworded"
+UNFINISHED = "unfinished"
+RESTATED = "restates_question"
+# A draft that ends a sentence: its last character (closing quotes and brackets aside).
+_ENDS_SENTENCE = re.compile(r"[.!?…][\"'”’)\]]*\s*(?:\[\d+\]\s*)*$")
+_WORD = re.compile(r"\w+")
+_CITATION = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
+# Questions a sentence of nothing but their own words can answer ("Is LoRA applied to ...?").
+_YES_NO = re.compile(r"^\W*(?:is|are|was|were|does|do|did|can|could|should|will|would|has|have)"
+                     r"\b", re.IGNORECASE)
 FALLBACK_NOTE = (
     "The model's answer could not be verified against the course materials, so this answer "
     "quotes them instead."
@@ -53,23 +77,53 @@ class Verified:
         if not dropped:
             return ""
         return (f"{dropped} of {len(self.sentences)} sentences of the model's answer were "
-                "removed: the course materials don't support them.")
+                "removed: the course materials don't support them (or not in those words).")
 
 
-def verify(draft: str, hits: Sequence[Hit], checker: GroundingChecker) -> Verified:
+def verify(
+    draft: str, hits: Sequence[Hit], checker: GroundingChecker, question: str = ""
+) -> Verified:
     """Judge every sentence of a draft against the passages (and the wider index, when the
-    checker has a retriever)."""
+    checker has a retriever); supported ones are shown when worded from the materials."""
     claims = split_claims(draft)
     report = checker.check_claims(claims, hits, wider_search=checker.retriever is not None)
+    cut = _cut_off(draft, claims)
     passages = list(hits)
     sentences = []
     for check in report.claims:
-        if check.supported and check.evidence is not None:
+        if not check.supported or check.evidence is None:
+            sentences.append(AnswerSentence(check.text, None, check.verdict, shown=False))
+            continue
+        withheld = _withheld(check.text, check.evidence.chunk.text, question, check.text == cut)
+        if withheld:
+            sentences.append(AnswerSentence(check.text, None, withheld, shown=False))
+        else:
             sentences.append(AnswerSentence(check.text, _number(check.evidence, passages),
                                             check.verdict))
-        else:
-            sentences.append(AnswerSentence(check.text, None, check.verdict, shown=False))
     return Verified(tuple(sentences), tuple(passages))
+
+
+def _cut_off(draft: str, claims: Sequence[str]) -> str | None:
+    """The draft's last claim when the draft stops mid-sentence (the token limit cut it)."""
+    if not claims or _ENDS_SENTENCE.search(draft.strip()):
+        return None
+    last = _WORD.findall(claims[-1].casefold())
+    ending = _WORD.findall(_CITATION.sub("", draft).casefold())[-len(last):]
+    return claims[-1] if last and ending == last else None
+
+
+def _withheld(sentence: str, passage: str, question: str, cut_off: bool) -> str | None:
+    """Why a supported sentence is not shown, or None when it is."""
+    if cut_off:
+        return UNFINISHED
+    words = content_words(sentence)
+    unsourced = invented_words(sentence, source_stems([question, passage]))
+    if len(unsourced) > min(MAX_UNSOURCED_WORDS, MAX_UNSOURCED_SHARE * len(words)):
+        return REWORDED
+    if question and not _YES_NO.match(question) and not invented_words(
+            sentence, source_stems([question])):
+        return RESTATED
+    return None
 
 
 def _number(hit: Hit, passages: list[Hit]) -> int:

@@ -6,6 +6,7 @@ returns a fixed paragraph with invented sentences: the verifier is the code unde
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from rag.answering.assistant import FELL_BACK, Assistant
 from rag.answering.styles import QUOTED
-from rag.answering.verified import FALLBACK_NOTE
+from rag.answering.verified import FALLBACK_NOTE, RESTATED, REWORDED, UNFINISHED, verify
 from rag.config import AnswerSettings
 from rag.llm.base import Completion
 from rag.llm.registry import ModelRegistry
@@ -170,6 +171,48 @@ async def test_a_verified_answer_falls_back_to_quotes_when_nothing_survives(
     assert "Graphene" not in answer.text
     dropped = [s for s in answer.sentences if not s.shown]
     assert [s.text for s in dropped] == [INVENTED]
+
+
+REWORDED_1 = ("The passage mentions that PagedAttention divides the KV cache of each sequence "
+              "into fixed-size blocks.")
+
+
+async def test_a_supported_sentence_in_words_the_materials_do_not_use_is_not_shown(
+    full_index: Services,
+):
+    answer = await verifying(full_index, f"{TRUE_1} {REWORDED_1} {TRUE_2}").answer(
+        "What is PagedAttention?"
+    )
+    verdicts = {s.text: (s.verdict, s.shown) for s in answer.sentences}
+    assert verdicts[REWORDED_1] == (REWORDED, False)
+    assert verdicts[TRUE_1] == ("supported", True) and verdicts[TRUE_2] == ("supported", True)
+    assert "passage mentions" not in answer.text
+
+
+async def test_a_draft_cut_off_mid_sentence_loses_its_last_sentence(full_index: Services):
+    cut = "PagedAttention divides the KV cache of each sequence into fixed-size"
+    hits = full_index.retriever.search("What is PagedAttention?")
+    checked = await asyncio.to_thread(verify, f"{TRUE_1} {TRUE_2} {cut}", hits,
+                                      full_index.checker, "What is PagedAttention?")
+    assert [(s.verdict, s.shown) for s in checked.sentences] == [
+        ("supported", True), ("supported", True), (UNFINISHED, False)]
+    finished = await asyncio.to_thread(verify, f"{TRUE_1} {TRUE_2} {cut} blocks.", hits,
+                                       full_index.checker, "What is PagedAttention?")
+    assert all(s.shown for s in finished.sentences)
+
+
+async def test_a_sentence_that_only_restates_the_question_is_not_shown(full_index: Services):
+    question = "Why does PagedAttention divide the KV cache of each sequence into blocks?"
+    echo = "PagedAttention divides the KV cache of each sequence into blocks."
+    hits = full_index.retriever.search(question)
+    checked = await asyncio.to_thread(verify, f"{echo} {TRUE_2}", hits, full_index.checker,
+                                      question)
+    assert [(s.text, s.verdict, s.shown) for s in checked.sentences][0] == (
+        echo, RESTATED, False)
+    # Asked whether it does, saying that it does is an answer.
+    asked = "Does PagedAttention divide the KV cache of each sequence into blocks?"
+    checked = await asyncio.to_thread(verify, echo, hits, full_index.checker, asked)
+    assert [(s.verdict, s.shown) for s in checked.sentences] == [("supported", True)]
 
 
 async def test_an_unknown_style_is_a_clear_error(full_index: Services):
