@@ -21,7 +21,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rag.answering.faithfulness import content_words, invented_words, source_stems
+from rag.answering.faithfulness import (
+    STOP_WORDS,
+    content_words,
+    invented_words,
+    source_stems,
+    stem,
+)
 from rag.answering.grounding import GroundingChecker, split_claims
 from rag.answering.styles import AnswerSentence
 from rag.index.documents import Hit
@@ -38,6 +44,10 @@ RESTATED = "restates_question"
 # A draft that ends a sentence: its last character (closing quotes and brackets aside).
 _ENDS_SENTENCE = re.compile(r"[.!?…][\"'”’)\]]*\s*(?:\[\d+\]\s*)*$")
 _WORD = re.compile(r"\w+")
+_POINT = re.compile(r"^\s*(?:[-*+•]|\d{1,2}[.)]|\|)\s*\S")
+# Words a point does not end on: what it says goes on after them.
+_LEADS_ON = STOP_WORDS | {"a", "an", "the", "is", "are", "was", "were", "be", "of", "to", "in",
+                          "on", "for", "by", "as", "at", "or", "and", "its", "their", "our"}
 _CITATION = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
 # Questions a sentence of nothing but their own words can answer ("Is LoRA applied to ...?").
 _YES_NO = re.compile(r"^\W*(?:is|are|was|were|does|do|did|can|could|should|will|would|has|have)"
@@ -107,6 +117,11 @@ def _cut_off(draft: str, claims: Sequence[str]) -> str | None:
     """The draft's last claim when the draft stops mid-sentence (the token limit cut it)."""
     if not claims or _ENDS_SENTENCE.search(draft.strip()):
         return None
+    # A list's last point needs no end mark, unless it stops on a word that leads on.
+    last_line = draft.strip().splitlines()[-1]
+    words = _WORD.findall(last_line.casefold())
+    if _POINT.match(last_line) and words and words[-1] not in _LEADS_ON:
+        return None
     last = _WORD.findall(claims[-1].casefold())
     ending = _WORD.findall(_CITATION.sub("", draft).casefold())[-len(last):]
     return claims[-1] if last and ending == last else None
@@ -120,10 +135,17 @@ def _withheld(sentence: str, passage: str, question: str, cut_off: bool) -> str 
     unsourced = invented_words(sentence, source_stems([question, passage]))
     if len(unsourced) > min(MAX_UNSOURCED_WORDS, MAX_UNSOURCED_SHARE * len(words)):
         return REWORDED
-    if question and not _YES_NO.match(question) and not invented_words(
-            sentence, source_stems([question])):
+    if question and not _YES_NO.match(question) and not _beyond(sentence, question):
         return RESTATED
     return None
+
+
+def _beyond(sentence: str, question: str) -> list[str]:
+    """The sentence's content words and numbers that the question does not use ("6" in "The
+    encoder has 6 layers.")."""
+    asked = source_stems([question])
+    numbers = [word for word in _WORD.findall(sentence.casefold()) if word[:1].isdigit()]
+    return [word for word in [*content_words(sentence), *numbers] if stem(word) not in asked]
 
 
 def _number(hit: Hit, passages: list[Hit]) -> int:

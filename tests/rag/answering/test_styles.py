@@ -15,7 +15,15 @@ import pytest
 
 from rag.answering.assistant import FELL_BACK, Assistant
 from rag.answering.styles import QUOTED
-from rag.answering.verified import FALLBACK_NOTE, RESTATED, REWORDED, UNFINISHED, verify
+from rag.answering.verified import (
+    FALLBACK_NOTE,
+    RESTATED,
+    REWORDED,
+    UNFINISHED,
+    _cut_off,
+    _withheld,
+    verify,
+)
 from rag.config import AnswerSettings
 from rag.llm.base import Completion
 from rag.llm.registry import ModelRegistry
@@ -213,6 +221,27 @@ async def test_a_sentence_that_only_restates_the_question_is_not_shown(full_inde
     asked = "Does PagedAttention divide the KV cache of each sequence into blocks?"
     checked = await asyncio.to_thread(verify, echo, hits, full_index.checker, asked)
     assert [(s.verdict, s.shown) for s in checked.sentences] == [("supported", True)]
+
+
+def test_a_lists_last_point_needs_no_end_mark_unless_it_stops_mid_way() -> None:
+    claims = ["LoRA freezes the pretrained weights.", "Uses far less GPU memory"]
+    assert _cut_off("LoRA freezes the pretrained weights.\n- Uses far less GPU memory",
+                    claims) is None
+    assert _cut_off("LoRA freezes the pretrained weights. Uses far less GPU memory",
+                    claims) == claims[1]
+    stopped = ["LoRA freezes the pretrained weights.", "Uses far less memory than the"]
+    assert _cut_off("LoRA freezes the pretrained weights.\n- Uses far less memory than the",
+                    stopped) == stopped[1]
+    assert _cut_off("LoRA freezes the pretrained weights. [1]", claims[:1]) is None
+
+
+def test_an_answer_in_the_questions_words_plus_a_number_is_no_restatement() -> None:
+    question = "How many layers does the Transformer encoder stack have?"
+    passage = "The encoder is composed of a stack of N = 6 identical layers."
+    assert _withheld("The Transformer encoder stack has 6 layers.", passage, question,
+                     False) is None
+    assert _withheld("The Transformer encoder stack has layers.", passage, question,
+                     False) == RESTATED
 
 
 async def test_an_unknown_style_is_a_clear_error(full_index: Services):
