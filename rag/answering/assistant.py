@@ -24,6 +24,7 @@ from rag.answering.gate import (
     evidence_of,
     gate_probability,
     names_term,
+    section_named,
     term_in_several_documents,
     term_named,
     term_unused,
@@ -510,7 +511,8 @@ class Assistant:
         it ("the Transformer paper", "say") match little, and one document holds fewer related
         passages than the whole index (the gate's agreement): whether the materials cover it
         is then also judged on its passages scored against the question without the names,
-        and on a search of the whole index. A student who names a course document asks about
+        and on a search of the whole index, and covered when it names a part of the document
+        by its heading (gate.section_named). A student who names a course document asks about
         the course, so over that document's passages the gate's probability need only reach
         `NAMED_DOCUMENT_FLOOR`, not the threshold fitted on questions that name none.
         """
@@ -537,8 +539,9 @@ class Assistant:
             return False
         k = self.settings.k
         named = self.retriever.search(question, k, preview=preview, scored_without_names=True)
-        if covered(named) or (not term_unused(corrected, named)
-                              and self.coverage_probability(named) >= NAMED_DOCUMENT_FLOOR):
+        if covered(named) or section_named(corrected, named) or (
+                not term_unused(corrected, named)
+                and self.coverage_probability(named) >= NAMED_DOCUMENT_FLOOR):
             return True
         return covered(self.retriever.search(question, k, preview=preview,
                                              named_documents=False))

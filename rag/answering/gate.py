@@ -207,6 +207,36 @@ def titled(question: str, hits: Sequence[Hit]) -> list[int]:
     return [i for i, hit in enumerate(hits) if _names(hit.chunk.section, asked)]
 
 
+def section_named(question: str, hits: Sequence[Hit]) -> bool:
+    """Whether the question names a retrieved passage's own heading as a part of its document:
+    the heading's words, in order, right before a word for a part ("the Resources > Courses
+    section", "the guide's evolution timeline" and the heading "The Evolution") or right
+    after "section" ("section Key Takeaways"). Asked of a question that names a course
+    document: a guide's short headings over link lists and timelines embed too little text
+    for the gate's probability, but a student who names one of its parts asks about it."""
+    asked = index_terms(question)
+    for hit in hits:
+        heading = index_terms(hit.chunk.section.rsplit(" > ", 1)[-1])
+        heading = [term for term in heading if not term[:1].isdigit()]
+        n = len(heading)
+        if not n or in_back_matter(hit):
+            continue
+        for i in range(len(asked) - n + 1):
+            if asked[i:i + n] != heading:
+                continue
+            after = asked[i + n] if i + n < len(asked) else ""
+            before = asked[i - 1] if i else ""
+            if after in _PARTS or before in _SECTION:
+                return True
+    return False
+
+
+# Words for a part of a document, as the index writes them.
+_PARTS = frozenset(index_terms(
+    "section sections subsection part heading chapter list table timeline appendix paragraph"))
+_SECTION = frozenset(index_terms("section subsection heading chapter appendix"))
+
+
 def titled_together(question: str, hits: Sequence[Hit]) -> bool:
     """Whether two retrieved passages sit right under two different headings that each name
     part of what the question asks about and together name at least half of it: every word of

@@ -13,6 +13,7 @@ from rag.answering.gate import (
     fit_gate,
     gate_probability,
     names_term,
+    section_named,
     term_in_several_documents,
     term_named,
     term_unused,
@@ -120,6 +121,22 @@ def test_a_heading_that_names_the_question_covers_it() -> None:
     assert not titled_by("What are embeddings?", under("3.4 Embeddings and Softmax"))
     assert not titled_by("What is a reward model?", hits)
     assert not titled_by("lol", hits)
+
+
+def test_a_question_that_names_a_part_of_a_document_by_its_heading() -> None:
+    hits = under("LLMs > Resources > Courses", "LLMs > What are LLMs? > The Evolution",
+                 "LLMs > Key Takeaways", "References")
+    assert section_named("Which online courses does the Resources > Courses section of the "
+                         "complete guide recommend?", hits)
+    assert section_named("In the complete guide's evolution timeline, which years are given "
+                         "for the RNN era?", hits)
+    assert section_named("What does section Key Takeaways of the guide say about prompts?", hits)
+    # The heading's words, but not as the name of a part of the document.
+    assert not section_named("Which evolution of the courses does the guide recommend?", hits)
+    assert not section_named("What are the key takeaways on prompts in the guide?", hits)
+    # A paper's references are no part a student asks about.
+    assert not section_named("What does the references section of the LoRA paper cite?",
+                             under("References"))
 
 
 def test_two_headings_that_each_name_a_side_of_the_question_cover_it() -> None:
