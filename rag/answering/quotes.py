@@ -27,6 +27,10 @@ QuoteKind = Literal["sentence", "item", "row", "code"]
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _ITEM = re.compile(r"^\s*(?:[-*+•]|(?P<number>\d{1,2})[.)])\s+(?:\[[ xX]\]\s+)?(?P<text>.*)$")
+# A line a check mark, arrow or emoji opens, as a guide sets them before each line of a list
+# of points ("✅ Prompt engineering is key to good outputs"): a whole point without an end
+# mark. (In a PDF's text such a sign is as often maths: "✓ log ...".)
+_SIGNED = re.compile(r"^[\u2190-\u21ff\u2600-\u27bf\u2b00-\u2bff\U0001f300-\U0001faff]\ufe0f?\s+\S")
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+")
 _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
 _RULE = re.compile(r"^\s*([-*_])(\s*\1){2,}\s*$")
@@ -436,14 +440,15 @@ def quotes_of(text: str, passage: int, fence: str = "", *, pdf: bool = False) ->
 
 def _without_fragments(quotes: list[Quote], pdf: bool = False) -> list[Quote]:
     """Drop a first sentence that starts mid-way (lower case), a last one that was cut (no
-    end mark) or announces what the passage no longer holds, the two halves of a sentence a
-    PDF's figure or table interrupts, sentences glued to a fragment, questions, pieces without
-    a letter, figure debris, PDF section headings and scraps of a few words with no end mark
-    ("Abstract", "Also,")."""
+    end mark, unless it is a point a sign opens in Markdown) or announces what the passage no
+    longer holds, the two halves of a sentence a PDF's figure or table interrupts, sentences
+    glued to a fragment, questions, pieces without a letter, figure debris, PDF section
+    headings and scraps of a few words with no end mark ("Abstract", "Also,")."""
     if quotes and quotes[0].kind == "sentence" and quotes[0].text[0].islower():
         quotes = quotes[1:]
     if quotes and quotes[-1].kind == "sentence" and (
-            not _ends(quotes[-1].text) or ANNOUNCES.search(quotes[-1].text)):
+            not (_ends(quotes[-1].text) or not pdf and _SIGNED.match(quotes[-1].text))
+            or ANNOUNCES.search(quotes[-1].text)):
         quotes = quotes[:-1]
     halves = _interrupted(quotes, pdf)
     return [q for i, q in enumerate(quotes) if q.kind == "code" or (
@@ -518,8 +523,9 @@ def _is_label(quote: Quote) -> bool:
 
 def _is_figure_or_code_text(text: str) -> bool:
     """A plot's axis read into the text ("LLaMA model size 0% 25% 50% 75% 100% 7B ...": four
-    or more numbers from 0 in equal steps, five from anywhere, "0.55 0.60 0.65 0.70 0.75", or
-    four that double, a log axis: "... as can be seen in Figure 4 8 16 32 64 LoRA r"), or code
+    or more numbers from 0 in equal steps, or down to 0, five from anywhere, "0.55 0.60 0.65
+    0.70 0.75", or four that double, a log axis: "... as can be seen in Figure 4 8 16 32 64
+    LoRA r"), or code
     a PDF flattened into a sentence ("pi_logratios = pi_yw_logps - pi_yl_logps ...": three
     snake_case names and two `=` or a docstring's quotes).
     A table's flattened row ("36.2 33.7 38.1 42.0") is neither."""
@@ -531,14 +537,16 @@ def _is_figure_or_code_text(text: str) -> bool:
 
 def _axis_start(tokens: Sequence[str]) -> int | None:
     """Where the first plot axis among the tokens starts, None without one: `AXIS_TICKS`
-    numbers from 0 in even steps, one more in even steps from anywhere, or (after another
+    numbers from 0 in even steps (or down to 0, a vertical axis read from its top: "0.3 0.2
+    0.1 0"), one more in even steps from anywhere, or (after another
     number) `AXIS_TICKS` that double."""
     run: list[float] = []
     for j, token in enumerate(tokens):
         tick = _TICK.fullmatch(token)
         run = [*run, float(tick.group(1))][-(AXIS_TICKS + 1):] if tick else []
         last = run[-AXIS_TICKS:]
-        if len(last) == AXIS_TICKS and last[0] == 0 and _even(last):
+        if len(last) == AXIS_TICKS and (last[0] == 0 and _even(last)
+                                        or last[-1] == 0 and _even(last[::-1])):
             return j + 1 - AXIS_TICKS
         if len(run) > AXIS_TICKS and _even(run):
             return j + 1 - len(run)

@@ -694,6 +694,28 @@ def test_a_plots_axis_and_code_flattened_into_a_pdf_sentence_are_not_quoted() ->
         "We find LoRA r is unrelated to final performance as can be seen in Figure 4"]
 
 
+def test_a_vertical_axis_read_from_its_top_is_not_quoted() -> None:
+    quotes = quotes_of(
+        "Toxicity Continuity Model GPT SFT PPO-ptx no_prompt respectful_prompt Prompt 0.3 0.2 "
+        "0.1 0 Relative toxicity\n\nThe 13B model scores 0.3 0.2 and 0.1 on the three tests.", 0)
+    assert [q.text for q in quotes] == [
+        "The 13B model scores 0.3 0.2 and 0.1 on the three tests."]
+
+
+def test_a_last_point_a_check_mark_opens_is_whole_without_an_end_mark() -> None:
+    text = ("## Key Takeaways\n\n✅ **Attention mechanism** allows understanding of context\n\n"
+            "✅ **Prompt engineering** is key to good outputs")
+    assert [q.text for q in quotes_of(text, 0)] == [
+        "✅ Attention mechanism allows understanding of context",
+        "✅ Prompt engineering is key to good outputs"]
+    # A last line without an end mark is still cut when nothing marks it as a point, or in a
+    # PDF, where such a sign is as often maths.
+    assert [q.text for q in quotes_of("LoRA is cheap.\n\nPrompt engineering is key to", 0)] == [
+        "LoRA is cheap."]
+    assert [q.text for q in quotes_of("LoRA is cheap.\n\n✓ The policy is", 0, pdf=True)] == [
+        "LoRA is cheap."]
+
+
 def test_sentences_a_damaged_pdf_glued_together_are_split() -> None:
     quotes = quotes_of("What does the DPO update do?For a mechanistic understanding, it is "
                        "useful to analyze the gradient.Our results follow, e.g.The table.", 0)
