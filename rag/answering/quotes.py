@@ -525,9 +525,8 @@ def _is_figure_or_code_text(text: str) -> bool:
     """A plot's axis read into the text ("LLaMA model size 0% 25% 50% 75% 100% 7B ...": four
     or more numbers from 0 in equal steps, or down to 0, five from anywhere, "0.55 0.60 0.65
     0.70 0.75", or four that double, a log axis: "... as can be seen in Figure 4 8 16 32 64
-    LoRA r"), or code
-    a PDF flattened into a sentence ("pi_logratios = pi_yw_logps - pi_yl_logps ...": three
-    snake_case names and two `=` or a docstring's quotes).
+    LoRA r"), or code a PDF flattened into a sentence ("pi_logratios = pi_yw_logps -
+    pi_yl_logps ...": three snake_case names and two `=` or a docstring's quotes).
     A table's flattened row ("36.2 33.7 38.1 42.0") is neither."""
     if len(_SNAKE_CASE.findall(text)) >= CODE_NAMES and (
             text.count("=") >= 2 or '"""' in text):
@@ -538,8 +537,8 @@ def _is_figure_or_code_text(text: str) -> bool:
 def _axis_start(tokens: Sequence[str]) -> int | None:
     """Where the first plot axis among the tokens starts, None without one: `AXIS_TICKS`
     numbers from 0 in even steps (or down to 0, a vertical axis read from its top: "0.3 0.2
-    0.1 0"), one more in even steps from anywhere, or (after another
-    number) `AXIS_TICKS` that double."""
+    0.1 0"), one more in even steps from anywhere, or (after another number) `AXIS_TICKS`
+    that double."""
     run: list[float] = []
     for j, token in enumerate(tokens):
         tick = _TICK.fullmatch(token)

@@ -9,10 +9,9 @@ checker judges meaning, which a small model's rewording can keep while its words
 content words (the faithfulness measure's, rag/answering/faithfulness.py), and no more than a
 fifth of them, is in neither the question nor the passage it cites. Nor is a draft's last
 sentence that the token limit cut off ("The default block size is"), or one that only
-restates the question. `ask --json` still
-lists them all with their verdict and `shown: false`, so what was dropped stays inspectable.
-When fewer than half of the draft's sentences survive (or none), the answer falls back to the
-quote-first one with a note.
+restates the question. `ask --json` still lists them all with their verdict and `shown:
+false`, so what was dropped stays inspectable. When fewer than half of the draft's sentences
+survive (or none), the answer falls back to the quote-first one with a note.
 """
 
 from __future__ import annotations
