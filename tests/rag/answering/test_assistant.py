@@ -237,6 +237,23 @@ async def test_a_topic_the_named_document_never_discusses_is_answered_from_the_o
     assert counted.calls == 0
 
 
+async def test_a_part_of_a_named_document_asked_for_by_its_heading_is_covered(
+    full_index, counted
+):
+    # The complete guide's "Resources > Courses" is a list of links: its passage scored 0.15
+    # for the gate, under the 0.25 floor for a named document, and the question was refused.
+    assistant = assistant_over(full_index, counted, style="extractive")
+    answer = await assistant.answer("Which online courses does the Resources > Courses "
+                                    "section of the complete guide recommend?")
+    assert not answer.refused, answer.text
+    assert "Hugging Face NLP Course" in answer.text
+    # Naming the guide does not cover what it never discusses.
+    answer = await assistant.answer("Which cooking courses does the complete guide's "
+                                    "kitchen section recommend for risotto?")
+    assert answer.refused
+    assert counted.calls == 0
+
+
 async def test_a_named_documents_passages_that_use_the_asked_topic_are_the_ones_quoted(
     full_index, counted
 ):
