@@ -21,7 +21,7 @@ test: lint
 
 lint:
 	$(BIN)/ruff check cli ingest rag bot tests benchmarks
-	$(BIN)/mypy ingest rag
+	$(BIN)/mypy ingest rag bot
 
 demo:
 	HF_HUB_OFFLINE=1 $(BIN)/study-assistant ingest

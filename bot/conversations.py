@@ -111,7 +111,7 @@ def history_turns(messages: list[discord.Message], me: discord.abc.User) -> list
     messages); messages that got no answer are not part of the conversation.
     """
     turns: list[dict[str, str]] = []
-    question, pages = "", []  # the answer being read, page by page
+    question, pages = "", list[str]()  # the answer being read, page by page
     for message in messages:
         if message.author.id != me.id or not message.embeds:
             continue

@@ -32,7 +32,7 @@ FENCE = "```"  # opens and closes a code block
 
 def retry_after_s(error: Exception, default: float = 1.0) -> float:
     """How long Discord asked us to wait (a 429's Retry-After), within sane bounds."""
-    seconds = getattr(error, "retry_after", None)
+    seconds: Any = getattr(error, "retry_after", None)
     response = getattr(error, "response", None)
     if seconds is None and response is not None:
         seconds = getattr(response, "headers", {}).get("Retry-After")

@@ -286,7 +286,7 @@ def rewrite_embeds(embeds: Sequence[discord.Embed], change: Callable[[str], str]
     """The embeds of one message with `change` applied to every text a reader sees (title,
     description, field names and values, footer, author), cut back to Discord's limits where a
     text grew, the longest texts first when the message's total passes 6,000."""
-    dicts = [e.to_dict() for e in embeds]
+    dicts: list[dict[str, Any]] = [dict(e.to_dict()) for e in embeds]
     texts: list[tuple[dict[str, Any], str, int]] = []  # (holder, key, limit)
     for d in dicts:
         texts += [(d, key, limit) for key, limit in _EMBED_TEXT_LIMITS.items() if d.get(key)]

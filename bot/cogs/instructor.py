@@ -60,7 +60,8 @@ class InstructorCog(commands.Cog):
             log.warning("could not edit the re-ingest reply (%s); sending it by DM", exc)
             await interaction.user.send(
                 "The ingest finished:", embed=embed,
-                allowed_mentions=discord.AllowedMentions.none(), view=view,
+                allowed_mentions=discord.AllowedMentions.none(),
+                view=view if view is not None else discord.utils.MISSING,
             )
 
     @app_commands.command(description="Re-read the course materials (only what changed)")
