@@ -54,7 +54,8 @@ MIN_CLAIM_TERMS = 3
 WIDER_K = 3
 
 _CODE_BLOCK = re.compile(r"```.*?(?:```|$)", re.DOTALL)
-_CITATION = re.compile(r"\[\d{1,3}(?:\s*[,–-]\s*\d{1,3})*\]")
+# An answer's citations of its passages: "[2]", "[1, 3]", "[2-4]".
+CITATION = re.compile(r"\[\d{1,3}(?:\s*[,–-]\s*\d{1,3})*\]")
 _LINE_PREFIX = re.compile(r"^\s*(?:#{1,6}\s+|>\s*|[-*•+]\s+|\d{1,2}[.)]\s+)+")
 _HEADING = re.compile(r"^[ \t]*#{1,6}[ \t].*$", re.MULTILINE)
 _EMPHASIS = re.compile(r"\*\*|__|`")
@@ -259,7 +260,7 @@ def split_claims(answer: str) -> list[str]:
     """The checkable claims of an answer: its statements, without citations, code, questions,
     lead-ins ending with a colon, pleasantries, fragments of fewer than three content words and
     repeats (small models loop: a sentence said four times is one claim)."""
-    text = _CITATION.sub("", _CODE_BLOCK.sub(" ", answer)).replace(INJECTION_MARKER, " ")
+    text = CITATION.sub("", _CODE_BLOCK.sub(" ", answer)).replace(INJECTION_MARKER, " ")
     claims: dict[str, str] = {}
     for sentence in sentences(text):
         sentence = re.sub(r"\s+([.,;:!?])", r"\1", sentence)

@@ -27,7 +27,7 @@ from rag.answering.faithfulness import (
     source_stems,
     stem,
 )
-from rag.answering.grounding import GroundingChecker, split_claims
+from rag.answering.grounding import CITATION, GroundingChecker, split_claims
 from rag.answering.styles import AnswerSentence
 from rag.index.documents import Hit
 
@@ -40,14 +40,14 @@ MAX_UNSOURCED_SHARE = 0.2
 REWORDED = "reworded"
 UNFINISHED = "unfinished"
 RESTATED = "restates_question"
-# A draft that ends a sentence: its last character (closing quotes and brackets aside).
-_ENDS_SENTENCE = re.compile(r"[.!?…][\"'”’)\]]*\s*(?:\[\d+\]\s*)*$")
+# A draft that ends a sentence: its last character (citations, closing quotes and brackets
+# aside).
+_ENDS_SENTENCE = re.compile(r"[.!?…][\"'”’)\]]*$")
 _WORD = re.compile(r"\w+")
 _POINT = re.compile(r"^\s*(?:[-*+•]|\d{1,2}[.)]|\|)\s*\S")
 # Words a point does not end on: what it says goes on after them.
 _LEADS_ON = STOP_WORDS | {"a", "an", "the", "is", "are", "was", "were", "be", "of", "to", "in",
                           "on", "for", "by", "as", "at", "or", "and", "its", "their", "our"}
-_CITATION = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
 # Questions a sentence of nothing but their own words can answer ("Is LoRA applied to ...?").
 _YES_NO = re.compile(r"^\W*(?:is|are|was|were|does|do|did|can|could|should|will|would|has|have)"
                      r"\b", re.IGNORECASE)
@@ -114,15 +114,16 @@ def verify(
 
 def _cut_off(draft: str, claims: Sequence[str]) -> str | None:
     """The draft's last claim when the draft stops mid-sentence (the token limit cut it)."""
-    if not claims or _ENDS_SENTENCE.search(draft.strip()):
+    text = CITATION.sub("", draft).strip()
+    if not claims or not text or _ENDS_SENTENCE.search(text):
         return None
     # A list's last point needs no end mark, unless it stops on a word that leads on.
-    last_line = draft.strip().splitlines()[-1]
+    last_line = text.splitlines()[-1]
     words = _WORD.findall(last_line.casefold())
     if _POINT.match(last_line) and words and words[-1] not in _LEADS_ON:
         return None
     last = _WORD.findall(claims[-1].casefold())
-    ending = _WORD.findall(_CITATION.sub("", draft).casefold())[-len(last):]
+    ending = _WORD.findall(text.casefold())[-len(last):]
     return claims[-1] if last and ending == last else None
 
 
