@@ -28,7 +28,7 @@ QuoteKind = Literal["sentence", "item", "row", "code"]
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _ITEM = re.compile(r"^\s*(?:[-*+•]|(?P<number>\d{1,2})[.)])\s+(?:\[[ xX]\]\s+)?(?P<text>.*)$")
 # A line a check mark, arrow or emoji opens, as a guide sets them before each line of a list
-# of points ("✅ Prompt engineering is key to good outputs"): a whole point without an end
+# of points ("✅ Short prompts cost fewer tokens"): a whole point without an end
 # mark. (In a PDF's text such a sign is as often maths: "✓ log ...".)
 _SIGNED = re.compile(r"^[\u2190-\u21ff\u2600-\u27bf\u2b00-\u2bff\U0001f300-\U0001faff]\ufe0f?\s+\S")
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+")

@@ -703,14 +703,14 @@ def test_a_vertical_axis_read_from_its_top_is_not_quoted() -> None:
 
 
 def test_a_last_point_a_check_mark_opens_is_whole_without_an_end_mark() -> None:
-    text = ("## Key Takeaways\n\n✅ **Attention mechanism** allows understanding of context\n\n"
-            "✅ **Prompt engineering** is key to good outputs")
+    text = ("## Summary\n\n✅ **Small batches** waste little memory on padding\n\n"
+            "✅ **Short prompts** cost fewer tokens")
     assert [q.text for q in quotes_of(text, 0)] == [
-        "✅ Attention mechanism allows understanding of context",
-        "✅ Prompt engineering is key to good outputs"]
+        "✅ Small batches waste little memory on padding",
+        "✅ Short prompts cost fewer tokens"]
     # A last line without an end mark is still cut when nothing marks it as a point, or in a
     # PDF, where such a sign is as often maths.
-    assert [q.text for q in quotes_of("LoRA is cheap.\n\nPrompt engineering is key to", 0)] == [
+    assert [q.text for q in quotes_of("LoRA is cheap.\n\nShort prompts cost fewer", 0)] == [
         "LoRA is cheap."]
     assert [q.text for q in quotes_of("LoRA is cheap.\n\n✓ The policy is", 0, pdf=True)] == [
         "LoRA is cheap."]
