@@ -137,6 +137,11 @@ SETS = {
     # code or question set; committed before any run, scored once before any change, then
     # read, so not held out.
     "probe 8 (read)": REPO / "eval" / "answer_probe8_questions.jsonl",
+    # Session 42: a ninth probe (60 in-scope by class, guides and notes spread over every
+    # file, papers mostly past their introductions; 10 off-topic: six near misses, three
+    # general, one injection), written by a helper from the materials' cleaned text without
+    # reading any code or question set; committed before any run.
+    "probe 9": REPO / "eval" / "answer_probe9_questions.jsonl",
     # Session 28: 35 off-topic questions that name a course document ("Which hotel does the
     # class 2 overview recommend in Lisbon?"), for the gate's floor on such questions
     # (Assistant.covers); the first 20 were scored while choosing it, the last 15 after.
