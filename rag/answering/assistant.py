@@ -23,6 +23,7 @@ from rag.answering.gate import (
     defines_term,
     evidence_of,
     gate_probability,
+    name_found,
     names_term,
     section_named,
     term_in_several_documents,
@@ -55,7 +56,7 @@ from rag.answering.styles import (
     default_style,
 )
 from rag.answering.verified import FALLBACK_NOTE, verify
-from rag.answering.versions import VersionIndex, names, versioned_names
+from rag.answering.versions import VersionIndex, asked_names, names, versioned_names
 from rag.config import AnswerSettings
 from rag.course.faq import is_faq
 from rag.index.documents import Hit
@@ -390,6 +391,14 @@ class Assistant:
         catalogue = self.versions.catalogue(hidden)
         return [v.upper() for v in catalogue.unknown(question)] + catalogue.unknown_names(question)
 
+    def rare_names(self, question: str, preview: bool = False) -> list[str]:
+        """The names the question uses that only a few passages of the released materials (all
+        of them in a `preview`) use (`VersionCatalogue.rare_names`)."""
+        if not asked_names(question):
+            return []
+        hidden = frozenset() if preview else self.retriever.unreleased()
+        return self.versions.catalogue(hidden).rare_names(question)
+
     def named_without_topic(self, question: str, preview: bool = False) -> Elsewhere | None:
         """For a question that asks a document it names about a term ("What does the week 2
         guide say about tokenization?", `asked_topic`) that no passage of the document uses
@@ -505,7 +514,8 @@ class Assistant:
         passages' headings name its two sides ("top-p vs top-k sampling":
         gate.titled_together), or the question is only a term that a retrieved passage names
         (gate.term_named) or that passages of several documents use (a term of several words:
-        gate.term_in_several_documents).
+        gate.term_in_several_documents), or a retrieved passage uses a name the question asks
+        about that only a few passages use (gate.name_found: "when did DeepSeek-R1 come out?").
 
         A question that names a document was searched within it. There, the words that name
         it ("the Transformer paper", "say") match little, and one document holds fewer related
@@ -523,11 +533,13 @@ class Assistant:
         # A heading naming half of a question of several words leaves the rest unasked-for,
         # but a term's words are all the subject: "flash attention?" and a section "Attention".
         several_terms = len(set(asked_term(corrected))) > 1
+        rare = self.rare_names(corrected, preview)
 
         def covered(found: Sequence[Hit]) -> bool:
             if term_unused(corrected, found):
                 return False
             return (self.coverage_probability(found) >= self.settings.abstain_below
+                    or name_found(rare, found)
                     or (titled_by(corrected, found) and not several_terms)
                     or (titled_together(corrected, found) and not several_terms)
                     or term_named(corrected, found)

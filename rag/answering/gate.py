@@ -69,6 +69,8 @@ STEM_HEAD, STEM_SLACK = 5, 3
 # letters; one of at most `SHORT_WORD` letters only by a plural "s" (`topic_unused`).
 INFLECTION_SLACK, SHORT_WORD = 5, 4
 _HYPHENATED = re.compile(r"\w+(?:-\w+)+")
+# A word as the name rules read one: letters and digits, joined by hyphens or dots inside.
+_WORD = re.compile(r"[^\W\d_][\w'’.-]*[^\W_]|[^\W\d_]")
 _LIST_MARK = re.compile(r"^[\s\-*•#>\d.)]+")
 # A paper's acknowledgements or references (a heading); the extractive answers leave them out too.
 BACK_MATTER = re.compile(r"^\W*(?:acknowledge?ments?|references|bibliography)\b", re.IGNORECASE)
@@ -494,6 +496,22 @@ def term_in_several_documents(question: str, hits: Sequence[Hit]) -> bool:
         if any(terms[i:i + n] == asked for i in range(len(terms) - n + 1)):
             sources.add(hit.chunk.source)
     return len(sources) >= PHRASE_DOCUMENTS
+
+
+def name_found(rare: Sequence[str], hits: Sequence[Hit]) -> bool:
+    """Whether a retrieved passage (not a paper's references or acknowledgements) uses one of
+    the `rare` names a question asks about, names the materials use in only a few passages
+    (`VersionCatalogue.rare_names`: "In what year did DeepSeek-R1 come out?"). Such a
+    passage is about the named thing, however far the question embeds from it: the embedder
+    has never seen the name, and the question's other words are few."""
+    wanted = {_normalised(name) for name in rare}
+    return bool(wanted) and any(
+        not in_back_matter(hit) and wanted & {_normalised(w) for w in _WORD.findall(hit.chunk.text)}
+        for hit in hits)
+
+
+def _normalised(word: str) -> str:
+    return re.sub(r"[\W_]", "", word.lower())
 
 
 def term_named(question: str, hits: Sequence[Hit]) -> bool:

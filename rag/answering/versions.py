@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 
 from rag.index.chroma_store import ChromaStore
@@ -61,6 +61,12 @@ _NOT_NAMES = frozenset({"i", "im", "ive", "id", "hi", "hey", "hello", "thanks", 
 _STATEMENT_END = re.compile(r"[^.!?]{0,300}[.!](?:\s|$)")
 # Names at least this long may differ from a word of the materials by one slip.
 _SLIP_MIN = 5
+# A name the materials use in at most this many passages is what those passages are about
+# (`VersionCatalogue.rare_names`); one of fewer letters and digits is too short to tell.
+RARE_NAME_TEXTS, RARE_NAME_CHARS = 3, 4
+# A word of letters and digits: "DeepSeek-R1", "OPT-175B", "GPT-3".
+_LETTERS_AND_DIGITS = re.compile(r"[^\W\d_].*\d|\d.*[^\W\d_]")
+_INNER_CAPITAL = re.compile(r"[a-z][A-Z]")
 
 
 def _norm(word: str) -> str:
@@ -91,9 +97,13 @@ class Vocabulary:
 
     def __init__(self, texts: Iterable[str]) -> None:
         words: set[str] = set()
+        # How many texts (passages, file names) use each word as written whole ("deepseekr1").
+        self.texts_using: Counter[str] = Counter()
         for text in texts:
+            whole = {_norm(token) for token in _TOKEN.findall(text)}
+            self.texts_using.update(whole)
+            words |= whole
             for token in _TOKEN.findall(text):
-                words.add(_norm(token))
                 words.update(_norm(part) for part in re.split(r"[-.'’]", token) if part)
         words.discard("")
         self.words = frozenset(words)
@@ -165,6 +175,23 @@ class VersionCatalogue:
     def unknown_names(self, question: str) -> list[str]:
         """The names the question uses and the materials never do, as written."""
         return [n for n in names(question) if not self.vocabulary.knows(n)]
+
+    def rare_names(self, question: str) -> list[str]:
+        """The names of things made the question uses (`asked_names`: "DeepSeek-R1",
+        "OPT-175B") that at most `RARE_NAME_TEXTS` of the materials' passages use, written as
+        the question writes them ("L2" is too short to tell anything)."""
+        return [name for name in asked_names(question)
+                if 0 < self.vocabulary.texts_using[_norm(name)] <= RARE_NAME_TEXTS]
+
+
+def asked_names(question: str) -> list[str]:
+    """The names of things made a question uses: words with a capital inside
+    ("PagedAttention") or of letters and digits ("DeepSeek-R1", "OPT-175B"), at least
+    `RARE_NAME_CHARS` letters and digits long. A capitalised word alone ("Eiffel") is as
+    often a place or a person the materials mention in an example."""
+    asked = (m.group(0) for m in _TOKEN.finditer(question))
+    return [name for name in dict.fromkeys(asked) if len(_norm(name)) >= RARE_NAME_CHARS
+            and (_LETTERS_AND_DIGITS.search(name) or _INNER_CAPITAL.search(name))]
 
 
 MAX_CATALOGUES = 2

@@ -254,6 +254,21 @@ async def test_a_part_of_a_named_document_asked_for_by_its_heading_is_covered(
     assert counted.calls == 0
 
 
+async def test_a_name_few_passages_use_is_covered_by_the_passage_that_uses_it(
+    full_index, counted
+):
+    # The embedder has never seen "DeepSeek-R1": the question embedded far from the test-time
+    # scaling notes' passage that names it (cosine 0.21) and the gate refused it (P 0.05).
+    assistant = assistant_over(full_index, counted, style="extractive")
+    answer = await assistant.answer("When was DeepSeek-R1 released, and what did it demonstrate?")
+    assert not answer.refused, answer.text
+    assert "DeepSeek-R1 (2025)" in answer.text
+    # A name the materials never use is still refused, whatever its neighbours.
+    answer = await assistant.answer("When was DeepSeek-V9 released, and what did it demonstrate?")
+    assert answer.refused
+    assert counted.calls == 0
+
+
 async def test_a_named_documents_passages_that_use_the_asked_topic_are_the_ones_quoted(
     full_index, counted
 ):

@@ -12,6 +12,7 @@ from rag.answering.gate import (
     evidence_of,
     fit_gate,
     gate_probability,
+    name_found,
     names_term,
     section_named,
     term_in_several_documents,
@@ -309,3 +310,15 @@ def test_a_term_of_several_words_used_by_several_documents_is_discussed() -> Non
     prompts = [used_in("guides/a.md", 'Prompt: *"The capital of France is"*'),
                used_in("guides/b.md", "Input: “The capital of France is”")]
     assert not term_in_several_documents("What is the capital of France?", prompts)
+
+
+def test_a_passage_using_a_rare_name_the_question_asks_about_covers_it() -> None:
+    reasoning = passage("Reasoning models (DeepSeek-R1, 2025) showed that RL on long chains works.")
+    other = passage("Sampling draws the next token at random.")
+    assert name_found(["deepseek-r1"], [other, reasoning])
+    assert not name_found(["deepseek-r1"], [other])
+    assert not name_found([], [reasoning])
+    # A paper's references cite titles; citing a name is not discussing it.
+    cited = Hit(Chunk("DeepSeek-R1: incentivizing reasoning.", "papers/a.pdf", 9, "References",
+                      0, 40), 0.1)
+    assert not name_found(["DeepSeek-R1"], [cited])

@@ -103,3 +103,18 @@ def test_unknown_names_are_reported_as_written() -> None:
     catalogue = VersionCatalogue(MATERIALS)
     assert catalogue.unknown_names("Does LoRA beat DoRA on WMT?") == ["DoRA"]
     assert catalogue.unknown_names("Is GPT-4 better than LLaMA-65B?") == []
+
+
+def test_a_name_few_passages_use_is_rare_and_a_common_short_or_unknown_one_is_not() -> None:
+    catalogue = VersionCatalogue([
+        *MATERIALS, "Reasoning models such as DeepSeek-R1 spend more tokens on hard problems.",
+        *(f"LoRA adds a low-rank update to layer {i}." for i in range(5))])
+    asked = "When was DeepSeek-R1 released, and is it like LoRA or GPT-3 or L2?"
+    # LoRA is in five passages, GPT-3 in one but L2 is too short to tell, and an unknown name
+    # is the unknown-name rule's.
+    assert catalogue.rare_names(asked) == ["DeepSeek-R1", "GPT-3"]
+    assert catalogue.rare_names("what did deepseek-r1 show?") == ["deepseek-r1"]
+    assert catalogue.rare_names("What is XGBoost-2?") == []
+    # A capitalised word alone is as often a place in an example as a thing the course teaches.
+    catalogue = VersionCatalogue([*MATERIALS, "Prompt: The Eiffel Tower is in"])
+    assert catalogue.rare_names("How tall is the Eiffel Tower?") == []
