@@ -115,6 +115,16 @@ _DESCRIBE_QUESTION = re.compile(
     r"(?:\s+in\s+(?:general|simple|plain|broad)\s+terms)?\s*\??\s*$",
     re.IGNORECASE,
 )
+# "What does X mean as a decoding strategy?": what X means, said of a kind of thing.
+_MEANING_QUESTION = re.compile(
+    r"^\s*(?:(?:so|and|ok|okay)[, ]+)?(?:(?:in|according to) [^,?]{1,60},\s*)?"
+    r"what\s+does\s+(?:the\s+(?:term|word|phrase)\s+)?(?P<subject>[^?]+?)\s+"
+    r"(?:mean|stand\s+for)\s+(?:as|in|when|for)\b", re.IGNORECASE)
+# Where a qualifier after a definition's subject begins: "X, as opposed to Y", "X compared
+# with Y", "X in simple terms".
+_QUALIFIER = re.compile(
+    r",?\s+(?:as opposed to|compared (?:with|to)|rather than|in (?:simple|plain) terms)\b",
+    re.IGNORECASE)
 # A sentence that goes on about the subject of the one before it.
 _GOES_ON = re.compile(r"(?:It|Its|They|Their)\s")
 # A definition's verb within a piece's first words: "X is ...", "Xs are ...", "X refers to",
@@ -427,8 +437,12 @@ def quote_features(
 
 
 def definition_subject(question: str) -> set[str]:
-    """The terms of X in "what is X?" (empty for other questions)."""
-    match = _DEFINITION_QUESTION.match(question) or _DESCRIBE_QUESTION.match(question)
+    """The terms of X in "what is X?" (empty for other questions); a qualifier after X does
+    not make it another question ("What does 'sampling' mean as a decoding strategy, as
+    opposed to always taking the top token?")."""
+    question = _QUALIFIER.split(question, maxsplit=1)[0]
+    match = (_MEANING_QUESTION.match(question) or _DEFINITION_QUESTION.match(question)
+             or _DESCRIBE_QUESTION.match(question))
     if match is None:
         return set()
     words = match["subject"].split()

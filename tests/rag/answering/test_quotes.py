@@ -198,6 +198,14 @@ def test_the_subject_of_a_definition_question() -> None:
         terms("attention function"))
     assert definition_subject("how do the notes define perplexity") == terms("perplexity")
     assert definition_subject("How does the LoRA paper reduce memory?") == set()
+    # A qualifier after the subject leaves it the subject: what X means, said of a kind of
+    # thing or set against another.
+    assert definition_subject("What does 'beam search' mean as a decoding method, as opposed "
+                              "to picking the likeliest token each step?") == terms("beam search")
+    assert definition_subject("What is top-k sampling, compared with greedy decoding?") == (
+        terms("top-k sampling"))
+    assert definition_subject("What does temperature mean in plain terms?") == terms(
+        "temperature")
 
 
 def test_a_piece_defines_its_subject_only_when_it_names_it_before_the_verb() -> None:
