@@ -56,7 +56,13 @@ from rag.answering.styles import (
     default_style,
 )
 from rag.answering.verified import FALLBACK_NOTE, verify
-from rag.answering.versions import VersionIndex, asked_names, names, versioned_names
+from rag.answering.versions import (
+    VersionIndex,
+    asked_kind,
+    asked_names,
+    names,
+    versioned_names,
+)
 from rag.config import AnswerSettings
 from rag.course.faq import is_faq
 from rag.index.documents import Hit
@@ -381,15 +387,18 @@ class Assistant:
         return (*by_nearest_piece(pool, nearest, self.settings.k), *deeper[PIECE_POOL:])
 
     def unknown_to_materials(self, question: str, preview: bool = False) -> list[str]:
-        """Versions of model families ("GPT-5") and names ("XGBoost") the question uses and
-        the released materials (all of them in a `preview`) never do
-        (rag/answering/versions.py); the materials are read only when the question has
-        either."""
-        if not versioned_names(question) and not names(question):
+        """Versions of model families ("GPT-5"), names ("XGBoost") and kinds of a thing
+        ("speculative decoding": the materials speak of decoding, never of speculative) the
+        question uses and the released materials (all of them in a `preview`) never do
+        (rag/answering/versions.py); the materials are read only when the question has one of
+        them. A kind is judged with the question's misspellings corrected."""
+        corrected = self.retriever.corrected(question) if asked_kind(question) else question
+        if not versioned_names(question) and not names(question) and not asked_kind(corrected):
             return []
         hidden = frozenset() if preview else self.retriever.unreleased()
         catalogue = self.versions.catalogue(hidden)
-        return [v.upper() for v in catalogue.unknown(question)] + catalogue.unknown_names(question)
+        return ([v.upper() for v in catalogue.unknown(question)]
+                + catalogue.unknown_names(question) + catalogue.unknown_kinds(corrected))
 
     def rare_names(self, question: str, preview: bool = False) -> list[str]:
         """The names the question uses that only a few passages of the released materials (all

@@ -64,6 +64,25 @@ _SLIP_MIN = 5
 # A name the materials use in at most this many passages is what those passages are about
 # (`VersionCatalogue.rare_names`); one of fewer letters and digits is too short to tell.
 RARE_NAME_TEXTS, RARE_NAME_CHARS = 3, 4
+# A question that opens by asking how a kind of thing works or what it is: "How does
+# speculative decoding ...", "What is contrastive search?". Measured on our question sets
+# (docs/benchmarks.md, run 50): no in-scope question of them opens so with a qualifier the
+# materials never use, while off-topic ones about techniques they never name do.
+KIND_QUALIFIER_CHARS = 5
+_ASKS_ABOUT_KIND = re.compile(
+    r"^\W*(?:(?:so|and|ok|okay)[, ]+)?(?:how\s+(?:does|do|is|are|can|would|could)|"
+    r"what\s+(?:is|are)|what's|whats|explain|describe)\s+(?:an?\s+|the\s+)?"
+    rf"(?P<qualifier>[A-Za-z]{{{KIND_QUALIFIER_CHARS},}})\s+(?P<thing>[A-Za-z][\w-]*)",
+    re.IGNORECASE)
+# Verbs that follow a subject of one word ("How does photosynthesis convert ..."): the word
+# before them is the thing asked about, not a qualifier.
+_ACTS = frozenset({
+    "work", "works", "help", "handle", "compare", "differ", "affect", "improve", "reduce",
+    "relate", "make", "use", "get", "add", "convert", "change", "fit", "scale", "learn",
+    "perform", "speed", "avoid", "deal", "mean", "do", "cause", "lead", "replace", "stand",
+    "need", "require", "increase", "decrease", "prevent", "solve", "compute", "generate",
+    "produce", "create", "keep", "store", "run", "train", "decide", "choose", "select",
+    "matter", "happen", "apply", "extend", "enable", "allow", "differs", "compares"})
 # A word of letters and digits: "DeepSeek-R1", "OPT-175B", "GPT-3".
 _LETTERS_AND_DIGITS = re.compile(r"[^\W\d_].*\d|\d.*[^\W\d_]")
 _INNER_CAPITAL = re.compile(r"[a-z][A-Z]")
@@ -176,12 +195,35 @@ class VersionCatalogue:
         """The names the question uses and the materials never do, as written."""
         return [n for n in names(question) if not self.vocabulary.knows(n)]
 
+    def unknown_kinds(self, question: str) -> list[str]:
+        """A kind of thing the question asks about (`asked_kind`: "How does speculative
+        decoding speed up inference?") whose qualifier the materials never use while they
+        use the thing ("decoding"): they discuss other kinds of it, not this one."""
+        kind = asked_kind(question)
+        if kind is None:
+            return []
+        qualifier, thing = kind
+        if (self.vocabulary.knows(qualifier) or not self.vocabulary.knows(thing)
+                or qualifier in self.unknown_names(question)):
+            return []
+        return [f"{qualifier} {thing}"]
+
     def rare_names(self, question: str) -> list[str]:
         """The names of things made the question uses (`asked_names`: "DeepSeek-R1",
         "OPT-175B") that at most `RARE_NAME_TEXTS` of the materials' passages use, written as
         the question writes them ("L2" is too short to tell anything)."""
         return [name for name in asked_names(question)
                 if 0 < self.vocabulary.texts_using[_norm(name)] <= RARE_NAME_TEXTS]
+
+
+def asked_kind(question: str) -> tuple[str, str] | None:
+    """The qualifier and the thing a question opens by asking about ("How does speculative
+    decoding work?", "What is contrastive search?": ("speculative", "decoding")), a qualifier
+    of at least `KIND_QUALIFIER_CHARS` letters; None for other questions."""
+    found = _ASKS_ABOUT_KIND.match(question)
+    if found is None or found["thing"].lower() in _ACTS:
+        return None
+    return found["qualifier"], found["thing"]
 
 
 def asked_names(question: str) -> list[str]:

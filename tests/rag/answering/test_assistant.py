@@ -269,6 +269,20 @@ async def test_a_name_few_passages_use_is_covered_by_the_passage_that_uses_it(
     assert counted.calls == 0
 
 
+async def test_a_kind_of_a_known_thing_the_materials_never_name_is_refused(full_index, counted):
+    # The materials speak of decoding, vLLM and generation, never of speculative decoding: the
+    # gate passed this on vLLM's decoding passages and the answer quoted them.
+    assistant = assistant_over(full_index, counted, style="extractive")
+    answer = await assistant.answer(
+        "How does speculative decoding with a draft model make vLLM generate faster?")
+    assert answer.refused and answer.reason == NOT_COVERED
+    assert "never mention speculative decoding" in answer.text, answer.text
+    # A misspelt kind the materials name is corrected, not refused.
+    answer = await assistant.answer("How does contnuous batching raise GPU throughput?")
+    assert not answer.refused, answer.text
+    assert counted.calls == 0
+
+
 async def test_a_named_documents_passages_that_use_the_asked_topic_are_the_ones_quoted(
     full_index, counted
 ):

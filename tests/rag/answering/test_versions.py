@@ -118,3 +118,22 @@ def test_a_name_few_passages_use_is_rare_and_a_common_short_or_unknown_one_is_no
     # A capitalised word alone is as often a place in an example as a thing the course teaches.
     catalogue = VersionCatalogue([*MATERIALS, "Prompt: The Eiffel Tower is in"])
     assert catalogue.rare_names("How tall is the Eiffel Tower?") == []
+
+
+def test_a_kind_of_a_known_thing_is_unknown_when_the_materials_never_use_its_qualifier() -> None:
+    catalogue = VersionCatalogue([*MATERIALS, "Greedy decoding and beam search are decoding "
+                                  "methods; continuous batching keeps the GPU busy."])
+    assert catalogue.unknown_kinds("How does speculative decoding with a draft model work?") == [
+        "speculative decoding"]
+    assert catalogue.unknown_kinds("what is contrastive decoding?") == ["contrastive decoding"]
+    # Kinds the materials name, and questions that do not open by asking about a kind.
+    assert catalogue.unknown_kinds("How does greedy decoding work?") == []
+    assert catalogue.unknown_kinds("How does continuous batching keep the GPU busy?") == []
+    assert catalogue.unknown_kinds("Why is ordinary decoding slow?") == []
+    assert catalogue.unknown_kinds("What everyday analogy explains decoding?") == []
+    # A subject of one word before its verb is the thing asked about, not a qualifier.
+    assert catalogue.unknown_kinds("How does photosynthesis convert light?") == []
+    # Neither known: the gate judges it; a name the materials never use is the name rule's.
+    assert catalogue.unknown_kinds("What is quantum chromodynamics?") == []
+    assert catalogue.unknown_names("What is FlashDecoding search?") == ["FlashDecoding"]
+    assert catalogue.unknown_kinds("What is FlashDecoding search?") == []
