@@ -24,6 +24,7 @@ from os.path import commonprefix
 import numpy as np
 
 from rag.answering.quotes import run_in_heading, split_sentences
+from rag.answering.versions import normalised_words
 from rag.config import AnswerSettings
 from rag.index.documents import Chunk, Hit
 from rag.retrieval.calibration import LabelledHit, logistic
@@ -69,8 +70,6 @@ STEM_HEAD, STEM_SLACK = 5, 3
 # letters; one of at most `SHORT_WORD` letters only by a plural "s" (`topic_unused`).
 INFLECTION_SLACK, SHORT_WORD = 5, 4
 _HYPHENATED = re.compile(r"\w+(?:-\w+)+")
-# A word as the name rules read one: letters and digits, joined by hyphens or dots inside.
-_WORD = re.compile(r"[^\W\d_][\w'’.-]*[^\W_]|[^\W\d_]")
 _LIST_MARK = re.compile(r"^[\s\-*•#>\d.)]+")
 # A paper's acknowledgements or references (a heading); the extractive answers leave them out too.
 BACK_MATTER = re.compile(r"^\W*(?:acknowledge?ments?|references|bibliography)\b", re.IGNORECASE)
@@ -504,14 +503,9 @@ def name_found(rare: Sequence[str], hits: Sequence[Hit]) -> bool:
     (`VersionCatalogue.rare_names`: "In what year did DeepSeek-R1 come out?"). Such a
     passage is about the named thing, however far the question embeds from it: the embedder
     has never seen the name, and the question's other words are few."""
-    wanted = {_normalised(name) for name in rare}
+    wanted = set().union(*(normalised_words(name) for name in rare))
     return bool(wanted) and any(
-        not in_back_matter(hit) and wanted & {_normalised(w) for w in _WORD.findall(hit.chunk.text)}
-        for hit in hits)
-
-
-def _normalised(word: str) -> str:
-    return re.sub(r"[\W_]", "", word.lower())
+        not in_back_matter(hit) and wanted & normalised_words(hit.chunk.text) for hit in hits)
 
 
 def term_named(question: str, hits: Sequence[Hit]) -> bool:

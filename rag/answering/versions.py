@@ -93,6 +93,11 @@ def _norm(word: str) -> str:
     return re.sub(r"[\W_]", "", word.lower())
 
 
+def normalised_words(text: str) -> set[str]:
+    """A text's words as written whole ("DeepSeek-R1"), normalised (`_norm`: "deepseekr1")."""
+    return {_norm(token) for token in _TOKEN.findall(text)}
+
+
 def names(question: str) -> list[str]:
     """The names a question uses, as written: words with an inner capital ("XGBoost"),
     capitalised words that do not open a sentence, line or quote ("Kubernetes") and words
@@ -119,7 +124,7 @@ class Vocabulary:
         # How many texts (passages, file names) use each word as written whole ("deepseekr1").
         self.texts_using: Counter[str] = Counter()
         for text in texts:
-            whole = {_norm(token) for token in _TOKEN.findall(text)}
+            whole = normalised_words(text)
             self.texts_using.update(whole)
             words |= whole
             for token in _TOKEN.findall(text):
