@@ -283,6 +283,16 @@ async def test_a_kind_of_a_known_thing_the_materials_never_name_is_refused(full_
     assert counted.calls == 0
 
 
+async def test_a_choice_between_two_things_is_judged_with_a_passage_for_each(full_index, counted):
+    # Asked plainly, this was refused: the gate's probability was 0.67 against 0.888, the
+    # notes' "In-context learning versus fine-tuning" names one side only.
+    assistant = assistant_over(full_index, counted, style="extractive")
+    answer = await assistant.answer("Should I fine-tune or try prompting first?")
+    assert not answer.refused, answer.text
+    assert "fine-tune only if prompting cannot" in answer.text, answer.text
+    assert counted.calls == 0
+
+
 async def test_a_named_documents_passages_that_use_the_asked_topic_are_the_ones_quoted(
     full_index, counted
 ):

@@ -143,6 +143,13 @@ def test_the_two_sides_of_a_comparison_are_found() -> None:
     assert comparison_sides("In the QLoRA paper how does NF4 with double quantization and "
                             "paged optimizers compare with plain FP4 on MMLU in the end?") == [
         "double quantization and paged optimizers", "plain FP4 on MMLU in"]
+    # A choice the question opens with; its words of trying and order are not the sides.
+    assert comparison_sides("should I fine-tune or try prompting first?") == [
+        "fine-tune", "prompting"]
+    assert comparison_sides("ok should we start with LoRA or just use full fine-tuning?") == [
+        "LoRA", "full fine-tuning"]
+    # After a story, its words match passages of their own: no sides.
+    assert comparison_sides("for my tiny project should i go with lora or qlora?") == []
 
 
 def test_a_question_that_compares_nothing_has_no_sides() -> None:
