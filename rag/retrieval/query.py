@@ -266,7 +266,8 @@ _COMPARISONS = tuple(re.compile(pattern, re.IGNORECASE) for pattern in (
     r"(?P<a>(?:[\w'-]+\s+){0,3}[\w'-]+)\s+(?:vs\.?|versus)\s+(?P<b>[^?,:;.]+)",
     # A choice the question opens with: "should I fine-tune or try prompting first?" (after
     # a story, "for my little classifier should i ...", its words match passages of their own).
-    r"^\W*(?:(?:so|ok|okay|and)[,\s]+)?should\s+(?:i|we|you)\s+(?:(?:jump\s+straight\s+to|go\s+(?:straight\s+)?(?:to|with)|"
+    r"^\W*(?:(?:so|ok|okay|and)[,\s]+)?should\s+(?:i|we|you)\s+"
+    r"(?:(?:jump\s+straight\s+to|go\s+(?:straight\s+)?(?:to|with)|"
     r"start\s+with|just|first|use|try|pick|choose)\s+)*(?P<a>[^?,:;]{1,60}?)\s+or\s+"
     r"(?:(?:try|use|go\s+with|start\s+with|just|pick|choose)\s+)*"
     r"(?P<b>[^?,:;.]+?)(?:\s+(?:first|instead|then|now|later))?\s*(?:[?,:;.]|$)",
