@@ -64,7 +64,8 @@ def build_services(
     indexes (tests, benchmarks); `clock` (Unix seconds) decides what is released.
     """
     embedder = embedder or build_embedder(settings)
-    store = ChromaStore(make_client(settings), settings.store.collection, embedder.name)
+    store = ChromaStore(make_client(settings), settings.store.collection, embedder.name,
+                        settings.store.ef_search)
     retriever = Retriever(store, embedder, settings.retrieval, clock=clock)
     models = models or build_models(settings)
     checker = GroundingChecker(embedder, retriever)

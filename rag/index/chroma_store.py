@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 import httpx
 import numpy as np
 
-from rag.config import Settings
+from rag.config import Settings, StoreSettings
 from rag.index.documents import Chunk
 
 VERSION_ID = "__version__"
@@ -376,7 +376,8 @@ class ChromaStore:
     _writers: ClassVar[dict[str, threading.RLock]] = {}
     _writers_guard: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, client: Any, collection: str, embedder_name: str) -> None:
+    def __init__(self, client: Any, collection: str, embedder_name: str,
+                 ef_search: int = StoreSettings().ef_search) -> None:
         self.embedder_name = embedder_name
         self.server = server_address(client)
         where = self.server or str(client.get_settings().persist_directory)
@@ -387,11 +388,12 @@ class ChromaStore:
         self.chunks = self._wrap(
             self.client.get_or_create_collection(
                 collection,
-                configuration={"hnsw": {"space": "cosine"}},
+                configuration={"hnsw": {"space": "cosine", "ef_search": ef_search}},
                 metadata={"embedder": embedder_name},
                 embedding_function=None,
             )
         )
+        self._search_wider(ef_search)
         self.control = self._wrap(
             self.client.get_or_create_collection(f"{collection}__versions",
                                                  embedding_function=None)
@@ -404,6 +406,14 @@ class ChromaStore:
                                         "chunks": ChunkCache(), "writing": False}
         self._bound: str | None = None
         self._check_embedder()
+
+    def _search_wider(self, ef_search: int) -> None:
+        """Raise an existing collection's search breadth to `ef_search` (one made before the
+        setting, or with a lower one); never lowered, so processes configured differently do
+        not undo each other."""
+        hnsw = (getattr(self.chunks, "configuration", None) or {}).get("hnsw") or {}
+        if int(hnsw.get("ef_search") or 0) < ef_search:
+            self.chunks.modify(configuration={"hnsw": {"ef_search": ef_search}})
 
     def _wrap(self, collection: Any) -> Any:
         return _Guarded(collection, self.server) if self.server else collection
