@@ -45,6 +45,15 @@ def test_chat_shorthand_is_written_out_where_the_embedder_reads_it():
         "the implementation details")
 
 
+def test_the_fields_own_shorthand_is_written_out_too():
+    # "temp" for temperature: the embedder read "using temp 0.2 ... what temp do ppl normally
+    # use" as being about prompts, not decoding.
+    query = analyse("what temp for code gen? and how many attn heads per seq", INDEX)
+    assert query.dense_text == (
+        "what temperature for code generation? and how many attention heads per sequence")
+    assert query.terms["temp"] == 1.0 and query.terms["temperature"] == EXPANSION_WEIGHT
+
+
 def test_shorthand_inside_a_name_or_a_formula_and_single_letters_stay_as_written():
     for text in ("n=1000 samples", "rank r", "w/o dropout", "diff-based og_model", "Diff"):
         assert analyse(text, INDEX).dense_text.startswith(text)
