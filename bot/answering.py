@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -45,6 +46,14 @@ from rag.config import DiscordSettings
 log = logging.getLogger("bot")
 
 
+def without_markup(text: str) -> str:
+    """A message's text without Discord's mention, emoji and timestamp markup (a command
+    mention kept as "/name"), its whitespace collapsed."""
+    cleaned = _DISCORD_MARKUP.sub(
+        lambda found: f" /{found['command']} " if found["command"] else " ", text)
+    return " ".join(cleaned.split())
+
+
 @dataclass
 class Turn:
     """The turn a command in `Answerer._slot` spent: its work sets `only_errors` when what it
@@ -53,6 +62,13 @@ class Turn:
     only_errors: bool = False
 
 NO_MENTIONS = discord.AllowedMentions.none()
+# What Discord writes into a message for a user, role or channel mention, a custom emoji, a
+# timestamp or a command mention, and the @everyone / @here pings: none of it is part of the
+# question (searched, "<#9000…>" made a covered question look off-topic), and a command
+# mention reads as the command's name.
+_DISCORD_MARKUP = re.compile(
+    r"<(?:@[!&]?\d+|#\d+|a?:\w+:\d+|t:-?\d+(?::[tTdDfFR])?|/(?P<command>[\w -]{1,100}):\d+)>"
+    r"|(?<![\w.])@(?:everyone|here)\b")
 LIGHT_FACTOR = 3
 DELIVERY_TRIES = 5  # attempts at the final answer (each after the wait Discord asked for)
 SAME_PLACE_TRIES = 3  # then a message that keeps failing (429, 5xx) is sent elsewhere
@@ -236,8 +252,9 @@ class Answerer:
         self.pacer = ChannelPacer(settings.channel_writes, settings.channel_window_s)
 
     def admit(self, user_id: int, question: str) -> str:
-        """The normalised question, or InvalidQuestion / RateLimited (checked in that order)."""
-        question = check_question(question, self.settings.max_question_chars)
+        """The normalised question (Discord's markup left out), or InvalidQuestion /
+        RateLimited (checked in that order)."""
+        question = check_question(without_markup(question), self.settings.max_question_chars)
         self.limiter.take(user_id)
         return question
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -24,7 +23,7 @@ from bot.access import (
     is_instructor,
     member_allowed,
 )
-from bot.answering import Answerer, ChannelReply
+from bot.answering import Answerer, ChannelReply, without_markup
 from bot.errors import friendly_message, new_error_id
 from bot.limits import MESSAGE_CHARS, thread_name, truncate
 from bot.views import has_answer_buttons
@@ -34,15 +33,14 @@ if TYPE_CHECKING:
     from rag.config import DiscordSettings
 
 log = logging.getLogger("bot")
-_MENTION = re.compile(r"<@[!&]?\d+>")
 # Answered messages whose edits are answered again (kept in memory: a restart forgets them).
 ANSWERS_KEPT = 1000
 RENAME_WAIT_S = 10.0  # the longest a thread's rename may wait for Discord's rate limit
 
 
 def question_text(content: str) -> str:
-    """A message's text without user or role mentions."""
-    return " ".join(_MENTION.sub(" ", content).split())
+    """A message's text without mentions, emoji or other Discord markup."""
+    return without_markup(content)
 
 
 def mentions_bot(message: discord.Message, me: discord.abc.User) -> bool:

@@ -11,7 +11,7 @@ from discord.ext import commands
 
 from bot import render
 from bot.access import instructor_check, students_only
-from bot.answering import InteractionReply
+from bot.answering import InteractionReply, without_markup
 from bot.pages import send_more_pages
 from rag.answering.assistant import check_question
 
@@ -57,7 +57,7 @@ class AskCog(commands.Cog):
         preview: bool = False,
     ) -> None:
         """Search the materials and show the top passages."""
-        query = check_question(query, self.bot.settings.discord.max_question_chars)
+        query = check_question(without_markup(query), self.bot.settings.discord.max_question_chars)
         if preview:
             instructor_check(interaction)  # raises NotAllowed for students
             private = True

@@ -93,6 +93,30 @@ async def test_a_mention_of_the_bots_own_role_is_answered_in_a_new_thread(
     assert created[0].payload["name"] == QUESTION
 
 
+async def test_mentions_emoji_and_pings_in_a_question_are_no_part_of_it(
+    make_harness, guides_services
+):
+    # "<#…> what is LoRA?" was searched with Discord's markup in it and refused as not
+    # covered, and the thread was named "<#9000…> what is LoRA?".
+    harness = await make_harness(guides_services)
+    marked = "<#900000000000000021> @everyone <:think:123456789012345678> what is LoRA?"
+    asked = harness.post(f"<@{harness.bot.user.id}> {marked}", STUDENT, CHANNEL_ID,
+                         mention=True)
+    await harness.settle()
+    thread_id = int(asked["id"])
+    created = [r for r in harness.fake.requests if r.path.endswith("/threads")]
+    assert created[0].payload["name"] == "what is LoRA?"
+    answer = harness.fake.messages[thread_id][-1]["embeds"]
+    assert answer[0]["title"] == "what is LoRA?"
+    assert not answer[-1]["footer"]["text"].startswith("not covered")
+    token = harness.command("ask", STUDENT, question="<@1002> <@&900000000000000030> what is LoRA?")
+    await harness.settle()
+    final = [r for r in harness.for_token(token) if r.method == "PATCH"][-1].payload["embeds"]
+    assert final[0]["title"] == "what is LoRA?"
+    assert not final[-1]["footer"]["text"].startswith("not covered")
+    assert_safe(harness)
+
+
 async def test_a_rate_limited_mention_gets_a_friendly_reply(make_harness, guides_services):
     harness = await make_harness(guides_services, rate_burst=1, rate_per_minute=2)
     mention = f"<@{harness.bot.user.id}> Who painted the Mona Lisa?"
