@@ -69,7 +69,12 @@ from rag.index.documents import Hit
 from rag.llm.base import ChatModel
 from rag.llm.registry import ModelRegistry
 from rag.llm.settings import LLMSettings
-from rag.retrieval.followup import acceptable_rewrite, needs_context, standalone_query
+from rag.retrieval.followup import (
+    acceptable_rewrite,
+    asks_anew,
+    needs_context,
+    standalone_query,
+)
 from rag.retrieval.query import (
     PART_TERMS,
     asks_for_authors,
@@ -313,7 +318,7 @@ class Assistant:
         if only_instructions(question):
             yield Finished(self._declined(question, chat.name, began, NOT_A_QUESTION))
             return
-        query = await self.search_query_for(question, recent, chat, timings)
+        query = await self.search_query_for(question, recent, chat, timings, preview)
         elsewhere = await asyncio.to_thread(self.named_without_topic, query, preview)
         if elsewhere is not None:
             # The named document never discusses the topic: ask the rest of the materials
@@ -517,6 +522,11 @@ class Assistant:
                 return hits
         return None
 
+    def covered_alone(self, question: str, preview: bool = False) -> bool:
+        """Whether the materials cover a question searched on its own."""
+        hits = self.retriever.search(question, self.settings.k, preview=preview)
+        return self.covers(question, hits, preview)
+
     def covers(self, question: str, hits: Sequence[Hit], preview: bool = False) -> bool:
         """Whether the materials cover a question: the gate's probability is over its
         threshold, a retrieved passage's heading names the question (gate.titled_by) or two
@@ -686,15 +696,21 @@ class Assistant:
         return build_messages(question, context, history), used
 
     async def search_query_for(
-        self, question: str, history: list[dict], chat: ChatModel, timings: dict[str, float]
+        self, question: str, history: list[dict], chat: ChatModel, timings: dict[str, float],
+        preview: bool = False,
     ) -> str:
         """The search query for a question: a follow-up carries its conversation's key terms.
 
         The deterministic query (rag/retrieval/followup.py) is used unless the model is
-        trusted to rewrite follow-ups and its rewrite passes the checks.
+        trusted to rewrite follow-ups and its rewrite passes the checks. A short question that
+        asks what something is ("what is BPE?" after "what is LoRA?") stands alone when the
+        materials cover it alone: carried over, "LoRA: what is BPE?" found neither.
         """
         earlier = [m["content"] for m in history if m["role"] == "user"]
         if not self.settings.rewrite_followups or not earlier or not needs_context(question):
+            return question
+        if asks_anew(question) and await asyncio.to_thread(self.covered_alone, question,
+                                                           preview):
             return question
         fallback = standalone_query(question, earlier)
         if not self.llm.models[chat.name].trusted_rewriter:

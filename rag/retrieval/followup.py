@@ -59,6 +59,30 @@ def needs_context(question: str) -> bool:
     return any(w in _REFERRING for w in said) or len(_content(question)) <= _OWN_WORDS
 
 
+# "what is BPE?", "define perplexity", "explain a reward model": a short question that names a
+# new subject rather than asking more about the last one ("what is the formula?", "what are
+# they?", "explain more").
+_ANEW = re.compile(
+    r"^\s*(?:what\s*(?:is|are|'s|’s|s)|define|explain)\s+(?:an?\s+)?(?P<subject>[^?]+?)\s*\??\s*$",
+    re.IGNORECASE)
+# Subjects that ask for more of the last answer ("explain more", "what is an example?").
+_MORE = _set("more again further example examples detail details simpler step steps")
+
+
+def asks_anew(question: str) -> bool:
+    """Whether a question that `needs_context` only for being short ("what is BPE?") may name
+    a subject of its own: it asks what something is, and neither opens like a follow-up nor
+    refers back ("the", "it", "that"). Whether it does is for the materials to tell
+    (`Assistant.search_query_for`)."""
+    found = _ANEW.match(question)
+    if found is None:
+        return False
+    said = words(question)
+    subject = words(found["subject"])
+    return (bool(subject) and subject[0] != "the" and not any(w in _REFERRING for w in said)
+            and any(w not in _MORE for w in _content(found["subject"])))
+
+
 def key_terms(text: str) -> str:
     """The words of a question that name its topic, in the student's own spelling."""
     keep = []

@@ -635,6 +635,22 @@ async def test_the_packaged_model_is_never_asked_to_rewrite_a_follow_up(full_ind
     assert counted.calls == 0
 
 
+async def test_a_short_question_on_a_new_subject_is_not_read_as_a_follow_up(
+    full_index, counted
+):
+    # In a thread after "what is LoRA?", "what is BPE?" was searched as "LoRA: what is BPE?"
+    # and refused; asked first, it is answered.
+    history = [{"role": "user", "content": "what is LoRA?"},
+               {"role": "assistant", "content": "LoRA freezes the pretrained weights ..."}]
+    assistant = assistant_over(full_index, counted)
+    answer = await assistant.answer("what is BPE?", history=history, style="extractive")
+    assert answer.search_query == "what is BPE?" and not answer.refused
+    assert "byte" in answer.text.lower()
+    # A short question about the last subject still carries it.
+    query = await assistant.search_query_for("what is the formula?", history, counted.get(), {})
+    assert query == "LoRA: what is the formula?"
+
+
 async def test_generation_does_not_block_the_event_loop(full_index, registry):
     assistant = assistant_over(full_index, registry)
     lags: list[float] = []

@@ -4,6 +4,7 @@ import pytest
 
 from rag.retrieval.followup import (
     acceptable_rewrite,
+    asks_anew,
     key_terms,
     needs_context,
     standalone_query,
@@ -34,6 +35,26 @@ def test_questions_that_lean_on_the_conversation_are_follow_ups(question: str) -
 )
 def test_questions_that_name_their_topic_stand_alone(question: str) -> None:
     assert not needs_context(question)
+
+
+@pytest.mark.parametrize(
+    ("question", "anew"),
+    [
+        ("what is BPE?", True),
+        ("whats perplexity", True),
+        ("explain top-p sampling", True),
+        ("what is a reward model?", True),
+        ("what is the formula?", False),
+        ("what are they?", False),
+        ("what is that?", False),
+        ("explain more", False),
+        ("what is an example?", False),
+        ("what about BPE?", False),
+        ("how much memory?", False),
+    ],
+)
+def test_a_short_question_may_ask_what_a_new_subject_is(question: str, anew: bool) -> None:
+    assert asks_anew(question) is anew
 
 
 def test_key_terms_keep_the_students_spelling_and_drop_question_words() -> None:
