@@ -47,11 +47,14 @@ in that thread, follow-up questions need no mention.
 Demos of how LLMs work: **/nexttoken** `prompt` (the next-token distribution, step by step),
 **/tokenize** `text`, **/attention** `sentence` (a heatmap), **/fewshot** `task examples input`,
 **/hallucination** `question` (closed-book vs grounded, claim by claim), **/compare** `question`
-(models side by side).
+(models side by side), **/fewshot_accuracy** `[task]` (accuracy with 0, 1, 2 and 4 examples),
+**/compare_accuracy** `[models]` (key facts in each model's answers, with and without retrieval).
 
 Instructors: **/reingest** (re-read the materials), **/upload** `file` (add a PDF, Markdown or
 text file), **/stats** `[days]` (questions, abstentions, feedback, latency, a chart per day, and
-the groups of questions the materials did not cover).
+the groups of questions the materials did not cover), **/exam** `start|end|status` (exam mode),
+**/assignments** `list|open|close` (protected assignments), **/hints** `only` (hints-only
+channels).
 TAs: **/escalations** (questions students sent to the TAs, not yet answered)."""
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -55,6 +56,9 @@ async def test_help_lists_the_commands_privately_with_no_mentions(make_harness, 
     assert reply.payload["type"] == 4 and reply.payload["data"]["flags"] & 64
     text = reply.payload["data"]["embeds"][0]["description"]
     assert "/ask" in text and "/sources" in text and "e.g." in text
+    # Every command the bot registers, and no other (it once left out five of them).
+    synced = next(r for r in harness.fake.requests if r.method == "PUT").payload["__list__"]
+    assert set(re.findall(r"\*\*/(\w+)\*\*", text)) == {c["name"] for c in synced}
     assert reply.payload["data"]["allowed_mentions"] == {"parse": []}
     assert payload_problems(reply.message) == []
 
