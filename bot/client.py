@@ -261,7 +261,7 @@ class StudyBot(commands.Bot):
         self.questions.record_refusal(
             self.answerer.user_hash(user_id), str(getattr(channel, "id", "")), "exam", command
         )
-        until = "" if exam.until == float("inf") else f" (until <t:{int(exam.until)}:t>)"
+        until = "" if exam.until == float("inf") else f" (until <t:{int(exam.until)}:f>)"
         raise ExamInProgress(
             f"📝 An exam is on{where}{until}, so I'm not answering course questions or running "
             "demos right now. Good luck — I'll be back when it ends!"

@@ -95,6 +95,8 @@ async def test_an_exam_refuses_answers_and_demos_in_its_channel_and_not_elsewher
     assert "Exam mode is on" in await harness.run("exam start", INSTRUCTOR, until="90m")
     refused = await harness.run("sources", query="What is a token?")
     assert "exam is on here" in refused
+    # When it ends as Discord shows it: with the date (":t" showed a bare time, even days ahead).
+    assert re.search(r"\(until <t:\d+:f>\)", refused)
     assert "exam is on here" in await harness.run("tokenize", text="hello")
     elsewhere = await harness.run("sources", channel=OTHER_CHANNEL_ID, query="What is a token?")
     assert "llm-basics.md" in elsewhere
