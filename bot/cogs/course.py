@@ -103,7 +103,7 @@ class CourseCog(commands.Cog):
     @exam.command(name="start", description="Refuse course answers and demos during an exam")
     @app_commands.describe(channels="Channel or category mentions, or 'all' (default: this "
                            "channel)",
-                           until="When it ends: 90m, 2h, 16:00 or 2026-03-10 16:00")
+                           until="When it ends: 90m, 2h, 1d, 16:00 or 2026-03-10 16:00")
     @instructors_only
     async def exam_start(self, interaction: discord.Interaction, channels: str | None = None,
                          until: str | None = None) -> None:

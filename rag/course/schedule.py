@@ -176,15 +176,15 @@ MAX_DURATION_S = 7 * 86400  # the longest "90m"/"2h" duration /exam start accept
 
 
 def parse_until(text: str, tz_name: str, now: float) -> float:
-    """An end time typed by an instructor: '90m', '2h', '16:00' (today, course time; tomorrow
-    if past) or '2026-03-10 16:00'. Raises ScheduleError with an example."""
+    """An end time typed by an instructor: '90m', '2h', '1d', '16:00' (today, course time;
+    tomorrow if past) or '2026-03-10 16:00'. Raises ScheduleError with an example."""
     text = text.strip().lower()
-    for unit, seconds in (("m", 60), ("h", 3600)):
+    for unit, seconds in (("m", 60), ("h", 3600), ("d", 86400)):
         if text.endswith(unit) and text[:-1].strip().isdigit():
             digits = text[:-1].strip()
             # Capped before int(): a 400-digit number would overflow the timestamp.
             if len(digits) > 6 or int(digits) * seconds > MAX_DURATION_S:
-                raise ScheduleError("that is too long: at most 7 days (10080m or 168h)")
+                raise ScheduleError("that is too long: at most 7 days (7d, 168h or 10080m)")
             if int(digits) == 0:
                 raise ScheduleError("the end must be in the future (at least 1m)")
             return now + int(digits) * seconds
@@ -197,7 +197,11 @@ def parse_until(text: str, tz_name: str, now: float) -> float:
         today = datetime.fromtimestamp(now, tz).date()
         at = datetime.combine(today, clock, tz).timestamp()
         return at if at > now else at + 86400
-    at = to_timestamp(text, tz, "until")
+    try:
+        at = to_timestamp(text, tz, "until")
+    except ScheduleError as exc:
+        raise ScheduleError(f"{quoted(text)} is neither a duration like 90m, 2h or 1d, a time "
+                            "like 16:00, nor a date like 2026-03-10 16:00") from exc
     if at <= now:
         raise ScheduleError("that time has already passed")
     return at

@@ -85,3 +85,13 @@ def test_an_exam_duration_must_end_in_the_future_within_a_week(until, why):
 
 def test_an_exam_duration_of_a_week_is_accepted():
     assert parse_until("168h", "UTC", 0.0) == 7 * 86400
+    assert parse_until("7d", "UTC", 0.0) == parse_until("1d", "UTC", 0.0) * 7 == 7 * 86400
+    with pytest.raises(ScheduleError, match="at most 7 days"):
+        parse_until("8d", "UTC", 0.0)
+
+
+def test_an_end_time_that_cannot_be_read_names_the_three_forms():
+    with pytest.raises(ScheduleError) as told:
+        parse_until("next friday", "UTC", 0.0)
+    assert "90m" in str(told.value) and "16:00" in str(told.value) and "2026-03-10" in str(
+        told.value) and "until" not in str(told.value)
