@@ -31,6 +31,7 @@ from bot.ratelimit import GenerationQueue, PositionCallback, TokenBucket
 from bot.storage import LoggedAnswer, QuestionLog, hash_user
 from bot.views import answer_view
 from rag.answering.assistant import (
+    SOCIAL,
     Answer,
     AnswerEvent,
     Assistant,
@@ -528,5 +529,5 @@ class Answerer:
             passages=self.withheld(render.passage_dict(h) for h in answer.retrieved),
             model=answer.model,
             latency_ms=answer.timings.get("total_ms", 0.0),
-            abstained=answer.refused,
+            abstained=answer.refused and answer.reason != SOCIAL,  # "thanks!" is no gap
         )

@@ -25,7 +25,7 @@ from bot.limits import (
 )
 from bot.storage import Stats
 from bot.usage import GapCluster, UsageReport
-from rag.answering.assistant import ELSEWHERE, Answer
+from rag.answering.assistant import ELSEWHERE, SOCIAL, Answer
 from rag.answering.grounding import GroundingReport
 from rag.index.documents import Hit
 
@@ -91,8 +91,8 @@ def footer(answer: Answer) -> str:
     (quoted, generated and verified, generated and unverified) and its time; a refusal says
     the model was not called."""
     seconds = answer.timings.get("total_ms", 0.0) / 1000
-    if answer.refused:
-        return f"not covered by the materials · {seconds:.1f} s"
+    if answer.refused:  # not covered, declined, or a reply to thanks: no model was called
+        return f"{answer.made} · {seconds:.1f} s"
     return f"{answer.model} · {answer.made} · {seconds:.1f} s"
 
 
@@ -116,7 +116,7 @@ def answer_messages(
     """The finished answer as messages of embeds: text pages, then sources and footer (with
     the grounding badge when the answer was checked)."""
     pages = split_for_discord(answer_body(answer), ANSWER_PAGE_CHARS) or ["(no text)"]
-    colour = REFUSED_COLOUR if answer.refused else COLOUR
+    colour = REFUSED_COLOUR if answer.refused and answer.reason != SOCIAL else COLOUR
     embeds = [discord.Embed(description=page, colour=colour) for page in pages]
     embeds[0].title = truncate(answer.question, EMBED_TITLE_CHARS)
     field = sources_field(answer)

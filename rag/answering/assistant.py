@@ -47,6 +47,7 @@ from rag.answering.prompting import (
     resolve_citations,
     sources_of,
 )
+from rag.answering.social import social_reply
 from rag.answering.styles import (
     STYLE_LABELS,
     STYLES,
@@ -95,6 +96,7 @@ SIDE_SEARCH_K = 5
 # in Lisbon?") score at most 0.1 there.
 NAMED_DOCUMENT_FLOOR = 0.25
 DECLINED = "declined"
+SOCIAL = "social"  # a reply to thanks or a greeting (rag/answering/social.py): no search
 # A verified answer that fell back to quotes because too little of the draft was supported.
 FELL_BACK = "verification_fallback"
 # An answer from other materials: the document the question names never discusses its topic.
@@ -139,6 +141,8 @@ class Answer:
     def made(self) -> str:
         """How the answer was made, for the CLI and the Discord footer."""
         if self.refused:
+            if self.reason == SOCIAL:
+                return "no search needed"
             return "declined" if self.reason == DECLINED else "not covered by the materials"
         return STYLE_LABELS[self.style]
 
@@ -317,6 +321,11 @@ class Assistant:
             return
         if only_instructions(question):
             yield Finished(self._declined(question, chat.name, began, NOT_A_QUESTION))
+            return
+        reply = social_reply(question)
+        if reply is not None:
+            yield Finished(replace(self._declined(question, chat.name, began, reply),
+                                   reason=SOCIAL))
             return
         query = await self.search_query_for(question, recent, chat, timings, preview)
         elsewhere = await asyncio.to_thread(self.named_without_topic, query, preview)

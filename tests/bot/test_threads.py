@@ -117,6 +117,24 @@ async def test_mentions_emoji_and_pings_in_a_question_are_no_part_of_it(
     assert_safe(harness)
 
 
+async def test_thanks_in_the_thread_get_a_reply_not_a_search(make_harness, guides_services):
+    # "thanks!" was searched, answered "The course materials don't cover this question ..."
+    # with the closest sections, and logged as a question the materials failed.
+    harness = await make_harness(guides_services)
+    asked = harness.post(f"<@{harness.bot.user.id}> {QUESTION}", STUDENT, CHANNEL_ID,
+                         mention=True)
+    await harness.settle()
+    thread_id = int(asked["id"])
+    harness.post("thanks!!", STUDENT, thread_id)
+    await harness.settle()
+    reply = harness.fake.messages[thread_id][-1]["embeds"]
+    assert "welcome" in reply[0]["description"] and "cover" not in reply[0]["description"]
+    assert "no search needed" in reply[-1]["footer"]["text"]
+    logged = harness.bot.questions.rows()
+    assert [r["abstained"] for r in logged] == [0, 0]
+    assert_safe(harness)
+
+
 async def test_a_rate_limited_mention_gets_a_friendly_reply(make_harness, guides_services):
     harness = await make_harness(guides_services, rate_burst=1, rate_per_minute=2)
     mention = f"<@{harness.bot.user.id}> Who painted the Mona Lisa?"
