@@ -380,7 +380,8 @@ class Assistant:
                                              unknown, preview))
             return
         if chosen == "extractive":
-            answer = await self._extractive(question, query, hits, chat.name, timings)
+            said = next((m["content"] for m in reversed(recent) if m["role"] == "assistant"), "")
+            answer = await self._extractive(question, query, hits, chat.name, timings, said)
             yield Finished(_finished(answer, began))
             return
         async for event in self._generate(question, query, hits, recent, chat, timings, began):
@@ -652,11 +653,12 @@ class Assistant:
 
     async def _extractive(
         self, question: str, query: str, hits: tuple[Hit, ...], model: str,
-        timings: dict[str, float],
+        timings: dict[str, float], said: str = "",
     ) -> Answer:
-        """The quote-first answer: the passages' own sentences, no generation."""
+        """The quote-first answer: the passages' own sentences, no generation (in a
+        conversation, preferring what the last answer, `said`, did not quote)."""
         started = time.perf_counter()
-        extract = await asyncio.to_thread(self._extract, query, hits)
+        extract = await asyncio.to_thread(self._extract, query, hits, said)
         timings["generate_ms"] = 0.0
         timings["compose_ms"] = (time.perf_counter() - started) * 1000
         if not extract.sentences:
@@ -666,12 +668,12 @@ class Assistant:
                       model, timings, search_query=query, style="extractive",
                       sentences=extract.sentences)
 
-    def _extract(self, query: str, hits: Sequence[Hit]) -> Extract:
+    def _extract(self, query: str, hits: Sequence[Hit], said: str = "") -> Extract:
         """Pick the quotes for the query as the search read it, misspellings corrected (idf
         over the index when there is a checker)."""
         idf = (self.checker.term_weights(hits) if self.checker is not None
                else TermWeights(h.chunk.text for h in hits))
-        return self.selector.extract(self.retriever.corrected(query), hits, idf)
+        return self.selector.extract(self.retriever.corrected(query), hits, idf, said)
 
     async def _verified(self, draft: Answer) -> Answer:
         """Keep the draft's supported sentences; quote the passages when too few survive."""

@@ -1324,6 +1324,25 @@ class PieceVectors:
 STOP_CHECK_TEXTS = 64
 
 
+# How much a piece the last answer already quoted weighs: a follow-up ("how is it different
+# from pretraining?") searched with the last question's terms finds the same passages, and
+# its answer repeated the last one word for word.
+REPEATED_WEIGHT = 0.25
+_CITATION_MARK = re.compile(r"\[\d{1,2}\]")
+
+
+def _spoken(text: str) -> str:
+    """Text as compared for repeats: no Markdown, quote marks or citations; lower case."""
+    lines = (line.removeprefix(">").strip() for line in text.splitlines())
+    return " ".join(plain(_CITATION_MARK.sub(" ", " ".join(lines))).lower().split())
+
+
+def already_said(quotes: Sequence[Quote], said: str) -> list[bool]:
+    """Per piece, whether an earlier answer's text holds it whole."""
+    told = _spoken(said)
+    return [len(q.text) > 20 and _spoken(q.text) in told for q in quotes]
+
+
 class QuoteSelector:
     """Builds quote-first answers from retrieved passages."""
 
@@ -1332,13 +1351,17 @@ class QuoteSelector:
         self.weights = weights
         self.vectors = PieceVectors(embedder)
 
-    def extract(self, question: str, hits: Sequence[Hit], idf: TermWeights) -> Extract:
-        """The quote-first answer to a question from its passages."""
+    def extract(self, question: str, hits: Sequence[Hit], idf: TermWeights,
+                said: str = "") -> Extract:
+        """The quote-first answer to a question from its passages; in a conversation, the
+        pieces the last answer (`said`) already quoted weigh less (`REPEATED_WEIGHT`)."""
         quotes = all_quotes(hits)
         if not quotes:
             return Extract("", (), ())
         features = quote_features(question, quotes, hits, self.embedder, idf, self.vectors)
         p = self.weights.probability(features)
+        if said:
+            p = np.where(already_said(quotes, said), p * REPEATED_WEIGHT, p)
         defining = ((features[:, FEATURES.index("defines")] > 0)
                     | np.array(opens_section_on(quotes, hits, question), dtype=bool))
         aside = back_matter(hits, question)

@@ -651,6 +651,20 @@ async def test_a_short_question_on_a_new_subject_is_not_read_as_a_follow_up(
     assert query == "LoRA: what is the formula?"
 
 
+async def test_a_quoted_follow_up_does_not_repeat_the_last_answer(full_index, counted):
+    # Searched with the last question's terms, the follow-up finds the same passages, and
+    # its quoted answer was the last one word for word.
+    assistant = assistant_over(full_index, counted)
+    first = await assistant.answer("What is supervised fine-tuning?", style="extractive")
+    history = [{"role": "user", "content": first.question},
+               {"role": "assistant", "content": first.text}]
+    again = await assistant.answer("how is it different from pretraining?", history=history,
+                                   style="extractive")
+    assert not again.refused and again.search_query.startswith("supervised fine-tuning")
+    lead = again.sentences[0].text
+    assert lead not in first.text and "pretrain" in again.text.lower()
+
+
 async def test_generation_does_not_block_the_event_loop(full_index, registry):
     assistant = assistant_over(full_index, registry)
     lags: list[float] = []
