@@ -328,6 +328,10 @@ class Assistant:
                                    reason=SOCIAL))
             return
         query = await self.search_query_for(question, recent, chat, timings, preview)
+        if not preview and await asyncio.to_thread(self.retriever.names_only_unreleased, query):
+            yield Finished(replace(self._declined(question, chat.name, began, NOT_RELEASED),
+                                   reason=NOT_COVERED, search_query=query))
+            return
         elsewhere = await asyncio.to_thread(self.named_without_topic, query, preview)
         if elsewhere is not None:
             # The named document never discusses the topic: ask the rest of the materials
@@ -778,6 +782,8 @@ class Assistant:
 CANNOT_SHARE = (
     "I can't share my instructions, but I'm happy to help with anything in the course materials."
 )
+NOT_RELEASED = ("The document you asked about is not released yet, so I can't answer from it. "
+                "Ask again once it is out, or ask about the material released so far.")
 NOT_A_QUESTION = (
     "That reads as instructions to the bot rather than a question, so I won't follow it. "
     "Ask me anything about the course materials."

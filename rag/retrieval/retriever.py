@@ -171,6 +171,16 @@ class Retriever:
         hidden = snap.live - snap.visible(self.clock())
         return frozenset(source for source, ids in snap.documents.items() if ids & hidden)
 
+    def names_only_unreleased(self, query: str) -> bool:
+        """Whether the query names documents (`names_documents`) none of which is released
+        yet: searched as if it named none, it would be answered from other documents."""
+        snap = self._current()
+        if not self.settings.named_documents:
+            return False
+        named = named_sources(query, snap.documents, snap.aliases)
+        visible = snap.visible(self.clock())
+        return bool(named) and not any(snap.documents[source] & visible for source in named)
+
     def live_count(self) -> int:
         """How many chunks search can return."""
         return len(self._current().live)
@@ -261,6 +271,11 @@ class Retriever:
         """The question with the words it misspells replaced by the indexed words they
         misspell (`rag.retrieval.query.analyse`), as the search read it."""
         return analyse(question, self._current().bm25, self.embedder.holds_word).corrected
+
+    def dense_text(self, question: str) -> str:
+        """What the embedder reads of a question when it is searched (corrected, shorthand
+        written out, expansions after it: `rag.retrieval.query.analyse`)."""
+        return analyse(question, self._current().bm25, self.embedder.holds_word).dense_text
 
     def names_documents(self, query: str) -> bool:
         """Whether `search` looks for this query within the documents it names."""

@@ -99,6 +99,20 @@ async def test_answers_are_not_built_from_unreleased_material(course):
     assert not any(w in answer.text.lower() for w in ("drafts", "perplexity", "week 7", "week7"))
 
 
+async def test_a_question_about_a_document_not_released_yet_says_so(course, clock):
+    # Searched as if it named nothing, it was answered from the other material, as if that
+    # were what the named document says.
+    asked = "What does the quorvex guide say about drafts?"
+    answer = await course.assistant.answer(asked)
+    assert answer.refused and answer.text.startswith("The document you asked about is not "
+                                                     "released yet")
+    assert not answer.retrieved and "week7" not in answer.text
+    # An instructor's preview, and everyone after the release, get the document's answer.
+    assert not (await course.assistant.answer(asked, preview=True)).refused
+    clock.now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC).timestamp()
+    assert not (await course.assistant.answer(asked)).refused
+
+
 async def test_a_name_only_unreleased_material_uses_reads_like_one_no_material_uses(
     course, clock
 ):
