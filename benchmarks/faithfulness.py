@@ -147,8 +147,10 @@ SETS = {
     # Session 43: a tenth probe (60 in-scope by class, 12 of them chatty student questions;
     # 10 off-topic: five near misses, five general), written by a helper from the materials'
     # cleaned text against the list of evidence already used, without reading any code or
-    # question set; committed before any run.
-    "probe 10": REPO / "eval" / "answer_probe10_questions.jsonl",
+    # question set; committed before any run, scored once at 7281e78's code before any change
+    # (31 of 55 answered with their key fact, 5 in-scope refused, 9/10 off-topic refused),
+    # then read, so not held out.
+    "probe 10 (read)": REPO / "eval" / "answer_probe10_questions.jsonl",
     # Session 28: 35 off-topic questions that name a course document ("Which hotel does the
     # class 2 overview recommend in Lisbon?"), for the gate's floor on such questions
     # (Assistant.covers); the first 20 were scored while choosing it, the last 15 after.

@@ -25,10 +25,11 @@ class StoreSettings(BaseModel):
     ssl: bool = False
     collection: str = "course_materials"
     # How widely a vector search explores Chroma's HNSW graph. At Chroma's default, 100, the
-    # 80 nearest of the shipped materials' 1,164 chunks came back incomplete for 46 % of 1,461
-    # course questions (mean recall 0.987; the true nearest missing for two) and differed from
-    # one process to the next; at 500 recall is 1.000 (docs/benchmarks.md). An existing
-    # collection is raised to it when the store opens.
+    # 80 nearest of the shipped materials' 1,164 chunks came back incomplete for 42-43 % of
+    # 1,500 course questions (mean recall 0.987; the true nearest one missing for 3-6), and
+    # which ones differed from one process to the next; at 500, for 2-5 (ties at the edge;
+    # docs/benchmarks.md, "Vector search recall"). An existing collection is raised to it
+    # when the store opens.
     ef_search: int = Field(default=500, ge=10, le=10_000)
     # Index versions kept, the live one included (older ones are pruned after each gated
     # re-ingest); `rollback` needs at least 2.
