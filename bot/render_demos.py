@@ -7,6 +7,7 @@ Pure functions from the demos' results (`rag.demos`) to `discord.Embed`s; the co
 from __future__ import annotations
 
 import logging
+import re
 
 import discord
 
@@ -31,7 +32,9 @@ from rag.demos.hallucination import CheckedAnswer, HallucinationDemo
 
 COLOUR = discord.Colour.teal()
 FENCE = "```"
-DEFUSED_FENCE = "`\u200b``"  # a zero-width space keeps user text from closing a code block
+# A zero-width space after each backtick that another follows keeps user text (and a model's)
+# from closing a code block: no two backticks stay side by side, so no run of three or more.
+_BACKTICK_RUN = re.compile(r"`(?=`)")
 BLOCK_CHARS = 1900  # one code block in a description: two blocks and text stay under 4,096
 STEPS_CHARS = 3000  # the step table's embed, beside a first embed of at most ~1,600
 VIEW_CHARS = 1400  # each table when three next-token embeds share the 6,000 total
@@ -46,8 +49,8 @@ log = logging.getLogger("bot")
 
 
 def block(text: str, limit: int = BLOCK_CHARS) -> str:
-    """Text as a code block within `limit` characters (triple backticks inside defused)."""
-    safe = text.replace(FENCE, DEFUSED_FENCE)
+    """Text as a code block within `limit` characters (runs of backticks inside defused)."""
+    safe = _BACKTICK_RUN.sub("`\u200b", text)
     return f"{FENCE}\n{truncate(safe, limit - 8)}\n{FENCE}"
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bot import render
 from bot.limits import payload_problems
+from bot.render_demos import block
 from bot.storage import Stats
 from bot.usage import GapCluster, UsageReport
 from rag.answering.assistant import Answer
@@ -142,3 +145,17 @@ def test_rewritten_embeds_stay_within_discords_limits_when_the_text_grows():
     assert "[withheld]" in grown[0].footer.text and "[withheld]" in grown[1].description
     unchanged = render.rewrite_embeds(full, lambda text: text)
     assert [e.to_dict() for e in unchanged] == [e.to_dict() for e in full]
+
+
+@pytest.mark.parametrize("text", [
+    "````\n# BIG HEADING [click me](https://evil.example)\n````",
+    "```",
+    "a ``` b ```` c ````` d",
+    "``",
+])
+def test_user_text_in_a_demos_code_block_can_never_close_it(text):
+    # Only a run of exactly three backticks was defused: four became "`\u200b```", which still
+    # closed the block, and what followed rendered as the bot's own heading and link.
+    shown = block(text)
+    assert shown.startswith("```\n") and shown.endswith("\n```")
+    assert "``" not in shown[3:-3]
