@@ -20,6 +20,9 @@ MAX_NAME_BYTES = 200
 MEGABYTE = 1024 * 1024  # STUDY_ASSISTANT_DISCORD__UPLOAD_MAX_MB counts these
 
 
+MAX_EXTENSION_CHARS = 10
+
+
 class UploadRejected(UserFacingError):
     """The file cannot be accepted; the message says why."""
 
@@ -32,9 +35,18 @@ def safe_filename(name: str) -> str:
     if name.startswith(".") or name in (".", ".."):
         raise UploadRejected("The file name must not start with a dot.")
     stem, dot, ext = name.rpartition(".")
-    if not dot or not stem:
+    if not dot or not stem or not ext:
         raise UploadRejected("The file needs an extension: .pdf, .md or .txt.")
-    stem = _UNSAFE.sub("_", stem).strip(" ._") or "upload"
+    if len(ext) > MAX_EXTENSION_CHARS:
+        kinds = ", ".join(sorted(ALLOWED_TYPES))
+        raise UploadRejected(f"I can only ingest {kinds} files, not "
+                             f"'.{ext[:MAX_EXTENSION_CHARS]}…'.")
+    stem = _UNSAFE.sub("_", stem).strip(" ._")
+    if not stem:
+        # A name of emoji or signs only: a stand-in name would be the same for every such
+        # file, and replacing "upload.md" could replace an unrelated one.
+        raise UploadRejected("The file name has no letters or digits I can keep. Rename it "
+                             "(e.g. notes.md) and upload it again.")
     stem = stem[: MAX_NAME_CHARS - len(ext) - 1]
     budget = MAX_NAME_BYTES - len(ext.encode()) - 1
     stem = stem.encode()[:budget].decode("utf-8", "ignore")  # whole characters only

@@ -114,7 +114,12 @@ class InstructorCog(commands.Cog):
         path = uploads.destination(settings.materials_dir, folder, name, overwrite)
         with self.bot.reingester.claim():
             await interaction.response.defer(thinking=True, ephemeral=True)
-            data = await file.read()
+            try:
+                data = await file.read()
+            except discord.HTTPException as exc:  # not a reply Discord refused: the download
+                raise uploads.UploadRejected(
+                    f"I could not download the file from Discord (HTTP {exc.status}). "
+                    "Please upload it again.") from exc
             uploads.check_content(name, data)
             previous = await asyncio.to_thread(uploads.replace_file, path, data)
             root = Path(settings.materials_dir).resolve()
@@ -122,7 +127,10 @@ class InstructorCog(commands.Cog):
             added = path.relative_to(root).as_posix() not in result.report.skipped
             if not added:
                 await asyncio.to_thread(uploads.undo_upload, path, previous)
-        title = f"Added {folder}/{name}" if added else f"Not added: {folder}/{name}"
+        source = path.relative_to(root).as_posix()
+        same = any(f.source == source for f in result.report.plan.unchanged)
+        title = (f"Unchanged: {folder}/{name} is the file already there" if added and same
+                 else f"Added {folder}/{name}" if added else f"Not added: {folder}/{name}")
         summary = report_embed(result, title)
         await self._summary(interaction, summary, held_view(result))
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import shutil
+from types import SimpleNamespace
 
+import discord
 import pytest
 
 from bot.errors import friendly_message
@@ -85,6 +87,35 @@ async def test_upload_saves_and_ingests_the_file_and_keeps_existing_ones(make_ha
     again = harness.command("upload", INSTRUCTOR, _attachment=notes)
     await harness.settle()
     assert "already exists" in callback(harness, again).payload["data"]["content"]
+
+
+async def test_uploading_the_same_file_again_says_it_is_unchanged(make_harness, course):
+    harness = await make_harness(course)
+    notes = attachment("notes.md", len(NOTES))
+    harness.fake.cdn[notes["url"]] = NOTES
+    harness.command("upload", INSTRUCTOR, _attachment=notes)
+    await harness.settle()
+    again = harness.command("upload", INSTRUCTOR, _attachment=notes, overwrite=True)
+    await harness.settle()
+    summary = harness.for_token(again)[-1].payload["embeds"][0]
+    # It was titled "Added uploads/notes.md" above fields saying nothing was added.
+    assert summary["title"] == "Unchanged: uploads/notes.md is the file already there"
+
+
+async def test_an_attachment_discord_fails_to_hand_over_is_said_to_be_so(make_harness, course):
+    harness = await make_harness(course)
+
+    async def gone(url: str) -> bytes:
+        raise discord.NotFound(SimpleNamespace(status=404, reason="Not Found"),
+                               {"code": 0, "message": "404: Not Found"})
+
+    harness.fake.get_from_cdn = gone
+    token = harness.command("upload", INSTRUCTOR, _attachment=attachment("notes.md", 50))
+    await harness.settle()
+    told = harness.for_token(token)[-1].payload["content"]
+    # It said "Discord did not accept my reply (HTTP 404), so your answer may be incomplete."
+    assert "could not download the file" in told and "answer" not in told
+    assert not (course.settings.materials_dir / "uploads").exists()
 
 
 async def test_a_file_whose_bytes_do_not_match_its_type_is_not_kept(make_harness, course):

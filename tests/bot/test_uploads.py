@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from bot.uploads import (
@@ -25,6 +27,19 @@ INSTRUCTOR = Person(2001, "prof", roles=(), permissions=MANAGE_GUILD_PERMISSIONS
 def test_names_that_leave_the_folder_or_hide_are_rejected(name):
     with pytest.raises(UploadRejected):
         safe_filename(name)
+
+
+@pytest.mark.parametrize(("name", "says"), [
+    # Both cleaned to "upload.md", so a second one was told to overwrite the first.
+    ("🧠🧠.md", "no letters or digits"),
+    ("📚📚.md", "no letters or digits"),
+    # "not ''": the extension was empty, or so long that the name became a dot-file.
+    ("notes.md.", "needs an extension"),
+    ("notes." + "x" * 300, "not '.xxxxxxxxxx…'"),
+])
+def test_a_name_that_cleans_to_nothing_or_has_no_real_extension_is_refused(name, says):
+    with pytest.raises(UploadRejected, match=re.escape(says)):
+        check_type_and_size(name, 10, 100)
 
 
 def test_odd_characters_are_replaced_and_the_extension_lowercased():
