@@ -304,4 +304,6 @@ class StudyBot(commands.Bot):
         if not instructor:
             hidden = await asyncio.to_thread(self.services.retriever.unreleased_sources)
             kept = [p for p in kept if p.get("source") not in hidden]
-        return ShownPassages(self.answerer.withheld(kept), withdrawn_files=len(withdrawn))
+        refused = await asyncio.to_thread(self.questions.abstained, question_id)
+        return ShownPassages(self.answerer.withheld(kept), withdrawn_files=len(withdrawn),
+                             refused=refused)

@@ -246,6 +246,14 @@ class QuestionLog:
             ).fetchone()
         return None if row is None else list(json.loads(row["passages"]))
 
+    def abstained(self, question_id: int) -> bool:
+        """Whether the answer to a logged question was a refusal (False for an unknown one)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT abstained FROM questions WHERE id = ?", (question_id,)
+            ).fetchone()
+        return bool(row and row["abstained"])
+
     def rows(self, since: float = 0.0) -> list[dict[str, Any]]:
         """Every logged question since a time, with its vote counts."""
         with self._lock:

@@ -41,6 +41,7 @@ class ShownPassages:
 
     passages: tuple[dict[str, Any], ...]
     withdrawn_files: int = 0
+    refused: bool = False  # the answer said the materials do not cover the question
 
 
 # The custom id of an answer's 👍/👎 starts so: it tells an answer's message from the others.
@@ -123,7 +124,9 @@ class SourcesButton(discord.ui.DynamicItem[discord.ui.Button], template=r"sa:src
             if note and not shown.passages:  # not "No passages found": say why there are none
                 await interaction.response.send_message(note, ephemeral=True)
                 return
-            messages = render.passage_messages("Passages used for this answer", shown.passages)
+            title = ("Closest passages (the materials did not cover the question)"
+                     if shown.refused else "Passages used for this answer")
+            messages = render.passage_messages(title, shown.passages)
             await interaction.response.send_message(note or None, embeds=messages[0],
                                                     ephemeral=True)
             await send_more_pages(interaction, messages[1:], ephemeral=True)

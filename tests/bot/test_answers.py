@@ -145,6 +145,9 @@ async def test_the_sources_button_shows_the_passages_privately(make_harness, gui
     assert shown[0].payload["data"]["flags"] & 64
     text = " ".join(e["description"] for r in shown for e in r.message["embeds"])
     assert "guides/" in text
+    # The answer was a refusal: these passages were the nearest, not "used for this answer".
+    assert shown[0].message["embeds"][0]["title"].startswith("Closest passages (the materials "
+                                                              "did not cover the question)")
     assert_safe(harness)
 
 
