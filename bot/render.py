@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -202,10 +203,15 @@ def passage_text(text: str, fence: str = "") -> str:
         elif code is not None:
             code.append(line)
         else:
-            prose.append(line)
+            prose.append(_IMAGES.sub(" ", line))
     parts.append("\n".join([*code, FENCE]) if code is not None
                  else " ".join(" ".join(prose).split()))
     return "\n".join(part for part in parts if part)
+
+
+# An image in a guide's prose, as HTML or Markdown: an embed cannot show it, and its tag read
+# as raw text ('<img width="1490" src="https://...">').
+_IMAGES = re.compile(r"<img\b[^>]*>|!\[[^\]]*\]\([^)]*\)", re.IGNORECASE)
 
 
 def _code_opener(fence: str) -> str:

@@ -159,3 +159,11 @@ def test_user_text_in_a_demos_code_block_can_never_close_it(text):
     shown = block(text)
     assert shown.startswith("```\n") and shown.endswith("\n```")
     assert "``" not in shown[3:-3]
+
+
+def test_images_in_a_passage_are_left_out_of_its_text():
+    # The Sources button showed a guide's '<img width="1490" src="https://...">' as text.
+    text = ('Look at the diagram <img width="1490" alt="x" src="https://github.com/a.png"> '
+            "and the figure ![Figure 1](figs/a.png) below.\n```\n<img src=kept-in-code>\n```")
+    assert render.passage_text(text) == (
+        "Look at the diagram and the figure below.\n```\n<img src=kept-in-code>\n```")
