@@ -27,10 +27,10 @@ class StoreSettings(BaseModel):
     # How widely a vector search explores Chroma's HNSW graph. At Chroma's default, 100, the
     # 80 nearest of the shipped materials' 1,164 chunks came back incomplete for 42-43 % of
     # 1,500 course questions (mean recall 0.987; the true nearest one missing for 3-6), and
-    # which ones differed from one process to the next; at 500, for 2-5 (ties at the edge;
-    # docs/benchmarks.md, "Vector search recall"). An existing collection is raised to it
+    # which ones differed from one process to the next; at 500 for 2-4, at 1,000 for none
+    # (docs/benchmarks.md, "Vector search recall"). An existing collection is raised to it
     # when the store opens.
-    ef_search: int = Field(default=500, ge=10, le=10_000)
+    ef_search: int = Field(default=1000, ge=10, le=10_000)
     # Index versions kept, the live one included (older ones are pruned after each gated
     # re-ingest); `rollback` needs at least 2.
     keep_versions: int = Field(default=3, ge=1)
