@@ -47,6 +47,15 @@ from rag.config import DiscordSettings
 log = logging.getLogger("bot")
 
 
+# What Discord writes into a message for a user, role or channel mention, a custom emoji, a
+# timestamp or a command mention, and the @everyone / @here pings: none of it is part of the
+# question (searched, "<#9000…>" made a covered question look off-topic), and a command
+# mention reads as the command's name.
+_DISCORD_MARKUP = re.compile(
+    r"<(?:@[!&]?\d+|#\d+|a?:\w+:\d+|t:-?\d+(?::[tTdDfFR])?|/(?P<command>[\w -]{1,100}):\d+)>"
+    r"|(?<![\w.])@(?:everyone|here)\b")
+
+
 def without_markup(text: str) -> str:
     """A message's text without Discord's mention, emoji and timestamp markup (a command
     mention kept as "/name"), its whitespace collapsed."""
@@ -63,13 +72,6 @@ class Turn:
     only_errors: bool = False
 
 NO_MENTIONS = discord.AllowedMentions.none()
-# What Discord writes into a message for a user, role or channel mention, a custom emoji, a
-# timestamp or a command mention, and the @everyone / @here pings: none of it is part of the
-# question (searched, "<#9000…>" made a covered question look off-topic), and a command
-# mention reads as the command's name.
-_DISCORD_MARKUP = re.compile(
-    r"<(?:@[!&]?\d+|#\d+|a?:\w+:\d+|t:-?\d+(?::[tTdDfFR])?|/(?P<command>[\w -]{1,100}):\d+)>"
-    r"|(?<![\w.])@(?:everyone|here)\b")
 LIGHT_FACTOR = 3
 DELIVERY_TRIES = 5  # attempts at the final answer (each after the wait Discord asked for)
 SAME_PLACE_TRIES = 3  # then a message that keeps failing (429, 5xx) is sent elsewhere

@@ -18,9 +18,7 @@ MAX_NAME_CHARS = 100
 # File systems limit a name to 255 bytes, and 100 characters of Japanese take 300 in UTF-8.
 MAX_NAME_BYTES = 200
 MEGABYTE = 1024 * 1024  # STUDY_ASSISTANT_DISCORD__UPLOAD_MAX_MB counts these
-
-
-MAX_EXTENSION_CHARS = 10
+MAX_EXTENSION_CHARS = 10  # a longer "extension" is named cut in the refusal
 
 
 class UploadRejected(UserFacingError):

@@ -52,7 +52,7 @@ from functools import partial
 import numpy as np
 
 from rag.answering.gate import BACK_MATTER, asked_term, names_term, titled, topic_unused
-from rag.answering.grounding import TermWeights, numbers, terms
+from rag.answering.grounding import CITATION, TermWeights, numbers, terms
 from rag.answering.injection import is_instruction
 from rag.answering.quotes import ANNOUNCES, Quote, plain, quotes_of
 from rag.answering.styles import QUOTED, AnswerSentence
@@ -1328,13 +1328,12 @@ STOP_CHECK_TEXTS = 64
 # from pretraining?") searched with the last question's terms finds the same passages, and
 # its answer repeated the last one word for word.
 REPEATED_WEIGHT = 0.25
-_CITATION_MARK = re.compile(r"\[\d{1,2}\]")
 
 
 def _spoken(text: str) -> str:
     """Text as compared for repeats: no Markdown, quote marks or citations; lower case."""
     lines = (line.removeprefix(">").strip() for line in text.splitlines())
-    return " ".join(plain(_CITATION_MARK.sub(" ", " ".join(lines))).lower().split())
+    return " ".join(plain(CITATION.sub(" ", " ".join(lines))).lower().split())
 
 
 def already_said(quotes: Sequence[Quote], said: str) -> list[bool]:
